@@ -1,0 +1,146 @@
+"""Every exception the toolkit raises on purpose, under one root.
+
+The tree, grouped by what the caller can do about it:
+
+    NemoGymError
+    ├── InputError                  the user's input or config is wrong: fix it (exit code 2)
+    │   ├── ConfigError                 merged config is invalid
+    │   │   ├── ConfigFileNotFoundError     a config_paths entry or env.yaml path does not exist
+    │   │   ├── ConfigSyntaxError           YAML that does not parse (file, line, column)
+    │   │   ├── ConfigOverrideError         a CLI override that is not `+key=value` shaped
+    │   │   ├── MissingConfigValueError     `???` values left unset
+    │   │   ├── ConfigInterpolationError    `${...}` that points nowhere
+    │   │   ├── ServerRefNotFoundError      a server ref names no configured instance
+    │   │   ├── AlmostServerError           a server-shaped block that fails validation
+    │   │   ├── PortConflictError           two servers asked for one port
+    │   │   └── NoServerInstancesError      nothing to start
+    │   ├── InputDataError              a malformed input JSONL line (file, line, field)
+    │   ├── OutputExistsError           output file exists and neither resume nor overwrite was asked
+    │   └── UnknownServerError          a server name (e.g. agent_name) that the head server does not know
+    ├── TransportError              the network let us down; worth retrying
+    │   ├── ServerUnreachableError      connection refused / reset / DNS
+    │   └── RequestTimeoutError         connect or read deadline passed
+    ├── HTTPStatusError             a server answered with an error status (carries status_code, body)
+    ├── InvalidResponseError        a server answered 2xx with a body we cannot use
+    ├── RolloutFailedError          one rollout failed after its retry budget
+    ├── ServerStartupError          a server process died or never became healthy
+    └── SandboxError                model-written code could not be run in the sandbox
+
+Exit codes for CLI entry points: InputError -> 2, every other NemoGymError -> 1.
+"""
+
+from __future__ import annotations
+
+
+class NemoGymError(Exception):
+    """Root of every error this toolkit raises deliberately."""
+
+    exit_code: int = 1
+
+
+class InputError(NemoGymError):
+    """The user's input (config, CLI, data file) is wrong; fixing it is the user's move."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """The merged configuration is invalid."""
+
+
+class ConfigFileNotFoundError(ConfigError):
+    """A config file was asked for but found in none of the searched places."""
+
+
+class ConfigSyntaxError(ConfigError):
+    """A YAML file failed to parse."""
+
+
+class ConfigOverrideError(ConfigError):
+    """A command-line override is malformed."""
+
+
+class MissingConfigValueError(ConfigError):
+    """One or more mandatory (`???`) values were never set."""
+
+
+class ConfigInterpolationError(ConfigError):
+    """A `${...}` interpolation refers to a key that does not exist."""
+
+
+class ServerRefNotFoundError(ConfigError):
+    """A `{type, name}` server ref names no configured instance of that type."""
+
+
+class AlmostServerError(ConfigError):
+    """A block shaped like a server instance failed validation."""
+
+
+class PortConflictError(ConfigError):
+    """Two server instances were configured on the same host and port."""
+
+
+class NoServerInstancesError(ConfigError):
+    """The config defines no server instance to start."""
+
+
+class InputDataError(InputError):
+    """A line of an input JSONL file is malformed."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, field: str | None = None):
+        self.path, self.line, self.field = path, line, field
+        where = ":".join(str(p) for p in (path, line) if p is not None)
+        prefix = f"{where}: " if where else ""
+        suffix = f" (field `{field}`)" if field else ""
+        super().__init__(f"{prefix}{message}{suffix}")
+
+
+class OutputExistsError(InputError):
+    """The output file exists; refusing to overwrite or append without being told to."""
+
+
+class UnknownServerError(InputError):
+    """A server instance name that is not running / not configured."""
+
+
+class TransportError(NemoGymError):
+    """A request failed below HTTP (connection or deadline); usually worth retrying."""
+
+
+class ServerUnreachableError(TransportError):
+    """Could not connect to, or lost the connection with, a server."""
+
+
+class RequestTimeoutError(TransportError):
+    """A connect or read deadline passed."""
+
+
+class HTTPStatusError(NemoGymError):
+    """A server answered with an error status code."""
+
+    def __init__(self, message: str, *, status_code: int, body: str = "", retry_after: float | None = None):
+        self.status_code = status_code
+        self.body = body
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class InvalidResponseError(NemoGymError):
+    """A server answered 2xx but the body is not what the contract promises."""
+
+
+class RolloutFailedError(NemoGymError):
+    """A rollout failed after exhausting its attempts."""
+
+
+class ServerStartupError(NemoGymError):
+    """A server process exited during startup or never became healthy."""
+
+
+class SandboxError(NemoGymError):
+    """Model-written code could not be executed in the sandbox."""
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The process exit code a CLI should use for `error`."""
+    return error.exit_code if isinstance(error, NemoGymError) else 1
