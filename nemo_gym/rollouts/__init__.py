@@ -1,0 +1,1 @@
+"""The collection engine: streaming input, bounded concurrency, resume, failures, metrics."""
