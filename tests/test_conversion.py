@@ -464,3 +464,18 @@ def test_round_trip_preserves_text_exactly():
     assert messages[0] == chat_params["messages"][0]
     assert messages[1] == upstream["choices"][0]["message"]
     assert messages[2] == {"role": "tool", "tool_call_id": "call_z", "content": " 3°C\n"}
+
+
+def test_chat_shaped_history_items_are_accepted():
+    # Datasets written in chat form (assistant `tool_calls`, role `tool`) convert instead of crashing.
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    params = {"input": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "out"},
+    ]}
+    assert responses_to_chat_params(params)["messages"] == [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "out"},
+    ]
