@@ -1,0 +1,36 @@
+"""Turn CLI overrides, env.yaml and config_paths files into one validated global config.
+
+Precedence, lowest to highest: YAML files named by `config_paths` (flattened post-order, so a
+file that includes another overrides it and a later sibling overrides an earlier one) <
+env.yaml < CLI overrides. Dicts deep-merge; lists are replaced. Interpolations (`${...}`) stay
+unresolved in `GlobalConfig.raw` and are resolved per server by `server_config_dict`.
+
+A top-level key whose value looks like `{<server_type>: {<impl>: {entrypoint: ..., ...}}}` is a
+server instance. Everything that goes wrong is raised as one class from `nemo_gym.errors`, with
+a one-line message that names the file, key or override at fault.
+
+Modules: `_overrides` (CLI grammar), `_files` (YAML, env.yaml, includes), `_servers` (finding and
+checking instances), `_ports` (addresses), `_loader` (the pipeline and GlobalConfig), `_redact`.
+"""
+
+from nemo_gym.config._files import ENV_YAML, find_project_root
+from nemo_gym.config._loader import GlobalConfig, load_global_config
+from nemo_gym.config._overrides import parse_overrides
+from nemo_gym.config._redact import REDACTED, redact
+from nemo_gym.config._schema import DEFAULT_HEAD_PORT, DEFAULT_HOST, RESERVED_KEYS, SERVER_TYPES, Domain, ServerInstance
+
+__all__ = [
+    "DEFAULT_HEAD_PORT",
+    "DEFAULT_HOST",
+    "ENV_YAML",
+    "REDACTED",
+    "RESERVED_KEYS",
+    "SERVER_TYPES",
+    "Domain",
+    "GlobalConfig",
+    "ServerInstance",
+    "find_project_root",
+    "load_global_config",
+    "parse_overrides",
+    "redact",
+]

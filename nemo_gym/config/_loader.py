@@ -1,0 +1,202 @@
+"""The loading pipeline (overrides, env.yaml, files, servers, addresses) and the GlobalConfig it returns."""
+
+from __future__ import annotations
+
+import difflib
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from nemo_gym.config._files import _expand_includes, _load_env_yaml, _paths_list, _search_dirs, find_project_root
+from nemo_gym.config._nodes import _as_port, _first_line, _is_missing, _resolved, _to_container, _top_level_str
+from nemo_gym.config._overrides import parse_overrides
+from nemo_gym.config._ports import _assign_addresses
+from nemo_gym.config._schema import DEFAULT_HEAD_PORT, DEFAULT_HOST, ServerInstance
+from nemo_gym.config._servers import _check_missing, _check_refs, _find_candidates, _report_almost_servers, _validate
+from nemo_gym.errors import (
+    ConfigError,
+    ConfigInterpolationError,
+    MissingConfigValueError,
+    NoServerInstancesError,
+    UnknownServerError,
+)
+
+
+class GlobalConfig:
+    """The merged, validated config: the raw DictConfig plus the server instances found in it."""
+
+    def __init__(
+        self,
+        raw: DictConfig,
+        instances: list[ServerInstance],
+        *,
+        head_host: str,
+        head_port: int,
+        project_root: pathlib.Path,
+    ) -> None:
+        self.raw = raw
+        self.instances = instances
+        self.head_host = head_host
+        self.head_port = head_port
+        self.project_root = project_root
+        self._by_name = {instance.name: instance for instance in instances}
+
+    def __repr__(self) -> str:
+        names = ", ".join(i.name for i in self.instances)
+        return f"GlobalConfig(instances=[{names}], head={self.head_host}:{self.head_port})"
+
+    @property
+    def head_url(self) -> str:
+        return f"http://{self.head_host}:{self.head_port}"
+
+    def instance(self, name: str) -> ServerInstance:
+        """The server instance called `name`; UnknownServerError (with a suggestion) if none."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            pass
+        close = difflib.get_close_matches(name, list(self._by_name), n=1)
+        if close:
+            hint = f"Did you mean '{close[0]}'?"
+        elif self._by_name:
+            hint = f"Configured instances: {', '.join(self._by_name)}"
+        else:
+            hint = "No server instances are configured"
+        raise UnknownServerError(f"Unknown server instance {name!r}. {hint}")
+
+    def server_config_dict(self, name: str) -> dict[str, Any]:
+        """The instance's own implementation dict, resolved, with `name`, `host` and `port` filled in."""
+        instance = self.instance(name)
+        inner = self.raw[name][instance.server_type][instance.implementation]
+        where = f"{name}.{instance.server_type}.{instance.implementation}"
+        container = _to_container(inner, resolve=True, where=where)
+        assert isinstance(container, dict)
+        container.update(name=name, host=instance.host, port=instance.port)
+        return container
+
+    def to_container(self, resolve: bool = False) -> dict[str, Any]:
+        container = _to_container(self.raw, resolve=resolve, where="config")
+        assert isinstance(container, dict)
+        return container
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A top-level (or dotted) value, interpolations resolved; `default` if absent."""
+        try:
+            value = OmegaConf.select(self.raw, key, default=default, throw_on_missing=True)
+        except MissingMandatoryValue:
+            raise MissingConfigValueError(
+                f"Mandatory value `{key}` (???) was never set; set it, e.g. ++{key}=<value>"
+            ) from None
+        except OmegaConfBaseException as exc:
+            raise ConfigInterpolationError(f"Cannot resolve `{key}`: {_first_line(exc)}") from None
+        if isinstance(value, (DictConfig, ListConfig)):
+            return _to_container(value, resolve=True, where=key)
+        return value
+
+
+def _merge(configs: list[DictConfig], what: str) -> DictConfig:
+    try:
+        merged = OmegaConf.merge(*configs) if configs else OmegaConf.create()
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Cannot merge {what}: {_first_line(exc)}") from None
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def _read_config_paths(pre: DictConfig) -> list[str]:
+    if "config_paths" not in pre or _is_missing(pre, "config_paths"):
+        return []
+    try:
+        value = pre.config_paths
+        if isinstance(value, ListConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigInterpolationError(f"Cannot resolve `config_paths`: {_first_line(exc)}") from None
+    return _paths_list(value, "config_paths (from env.yaml and the command line)")
+
+
+def load_global_config(
+    argv_or_overrides: list[str] | DictConfig | Mapping[str, Any],
+    *,
+    require_servers: bool = False,
+    project_root: pathlib.Path | None = None,
+    cwd: pathlib.Path | None = None,
+) -> GlobalConfig:
+    """Build the global config from CLI overrides (or an already-built DictConfig/dict).
+
+    Reads env.yaml from `cwd` or else `project_root`, loads every `config_paths` file with its
+    includes, merges files < env.yaml < CLI, then finds, validates and addresses the servers.
+    """
+    if isinstance(argv_or_overrides, DictConfig):
+        cli = argv_or_overrides
+    elif isinstance(argv_or_overrides, Mapping):
+        cli = OmegaConf.create(dict(argv_or_overrides))
+    else:
+        cli = parse_overrides(list(argv_or_overrides))
+    cwd = (cwd or pathlib.Path.cwd()).resolve()
+    root = (project_root or find_project_root(cwd)).resolve()
+    dirs = _search_dirs(cwd, root)
+
+    env = _load_env_yaml(dirs)
+    entries = _read_config_paths(_merge([env, cli], "env.yaml with the command line"))
+    files = _expand_includes(entries, dirs)
+    raw = _merge([cfg for _, cfg in files] + [env, cli], "config files, env.yaml and the command line")
+    if files or "config_paths" in raw:
+        raw.config_paths = [str(path) for path, _ in files]
+
+    candidates = _find_candidates(raw)
+    for candidate in candidates:
+        _validate(candidate)
+    almost = [c for c in candidates if c.problems]
+    if almost:
+        _report_almost_servers(almost, raw)
+    servers = [c for c in candidates if not c.problems]
+    _check_missing(servers)
+    _check_refs(servers)
+    for server in servers:  # fail now, not in a child process minutes later
+        where = f"{server.name}.{server.server_type}.{server.implementation}"
+        assert server.inner is not None
+        _to_container(server.inner, resolve=True, where=where)
+
+    default_host = _top_level_str(raw, "default_host") or DEFAULT_HOST
+    head = raw.get("head_server") if "head_server" in raw else None
+    head_host, head_port = default_host, DEFAULT_HEAD_PORT
+    if isinstance(head, DictConfig):
+        head_host = _top_level_str(head, "host") or default_host
+        port = _resolved(head, "port", "head_server.port") if "port" in head else None
+        if port not in (None, "", 0):
+            if _as_port(port) is None:
+                raise ConfigError(f"head_server.port must be an integer in 1-65535, got {port!r}")
+            head_port = _as_port(port) or DEFAULT_HEAD_PORT
+    if isinstance(head, DictConfig):
+        head.host, head.port = head_host, head_port
+    else:
+        raw.head_server = {"host": head_host, "port": head_port}
+
+    instances = []
+    for server, (host, port) in zip(
+        servers, _assign_addresses(servers, raw, default_host, head_host, head_port), strict=True
+    ):
+        assert server.inner is not None
+        server.inner.host = host
+        server.inner.port = port
+        instances.append(
+            ServerInstance(
+                name=server.name,
+                server_type=server.server_type,
+                implementation=server.implementation,
+                entrypoint=str(server.inner.entrypoint),
+                host=host,
+                port=port,
+                directory=root / server.server_type / server.implementation,
+            )
+        )
+    if require_servers and not instances:
+        raise NoServerInstancesError(
+            "No server instances configured; pass config files with "
+            '"+config_paths=[resources_servers/<env>/configs/<env>.yaml,...]"'
+        )
+    return GlobalConfig(raw, instances, head_host=head_host, head_port=head_port, project_root=root)

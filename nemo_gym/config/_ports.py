@@ -1,0 +1,72 @@
+"""Hosts and ports for server instances: explicit ports are checked for clashes, the rest are picked free."""
+
+from __future__ import annotations
+
+import socket
+
+from omegaconf import DictConfig
+
+from nemo_gym.config._nodes import _as_port, _resolved
+from nemo_gym.config._schema import DEFAULT_HOST
+from nemo_gym.config._servers import _Candidate
+from nemo_gym.errors import ConfigError, PortConflictError
+
+_FREE_PORT_ATTEMPTS = 50
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
+
+def _same_host(a: str, b: str) -> bool:
+    def norm(host: str) -> str:
+        return DEFAULT_HOST if host == "localhost" else host
+
+    return norm(a) == norm(b) or a in _WILDCARD_HOSTS or b in _WILDCARD_HOSTS
+
+
+def _free_port(host: str, avoid: set[int]) -> int:
+    for _ in range(_FREE_PORT_ATTEMPTS):
+        for bind_host in (host, ""):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((bind_host, 0))
+                except OSError:
+                    continue  # not a local address (a remote host): any local free port will do
+                port = sock.getsockname()[1]
+                break
+        else:
+            continue
+        if port not in avoid:
+            return port
+    raise ConfigError(f"Could not find a free port on {host} after {_FREE_PORT_ATTEMPTS} tries")
+
+
+def _assign_addresses(
+    servers: list[_Candidate], raw: DictConfig, default_host: str, head_host: str, head_port: int
+) -> list[tuple[str, int]]:
+    """Pick host and port for every server: explicit values first, then free ports for the rest."""
+    hosts: list[str] = []
+    explicit: list[int | None] = []
+    claimed: list[tuple[str, int, str]] = [(head_host, head_port, "the head server (head_server.port)")]
+    for server in servers:
+        assert server.inner is not None
+        prefix = f"{server.name}.{server.server_type}.{server.implementation}"
+        host = _resolved(server.inner, "host", f"{prefix}.host") if "host" in server.inner else None
+        port = _resolved(server.inner, "port", f"{prefix}.port") if "port" in server.inner else None
+        host = host or default_host
+        port = _as_port(port) or None
+        if port is not None:
+            for other_host, other_port, other_name in claimed:
+                if other_port == port and _same_host(host, other_host):
+                    raise PortConflictError(
+                        f"Port {port} on {host} is claimed by both `{server.name}` ({prefix}.port) and {other_name}"
+                    )
+            claimed.append((host, port, f"`{server.name}` ({prefix}.port)"))
+        hosts.append(host)
+        explicit.append(port)
+    taken = {port for _, port, _ in claimed}
+    addresses = []
+    for host, port in zip(hosts, explicit, strict=True):
+        if port is None:
+            port = _free_port(host, taken)
+            taken.add(port)
+        addresses.append((host, port))
+    return addresses

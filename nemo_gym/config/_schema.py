@@ -1,0 +1,59 @@
+"""The vocabulary of a config: server types, reserved keys, domains and the ServerInstance value."""
+
+from __future__ import annotations
+
+import enum
+import pathlib
+
+import pydantic
+
+SERVER_TYPES: tuple[str, ...] = ("resources_servers", "responses_api_models", "responses_api_agents")
+
+# Top-level keys that are never server instances, even when they hold a dict (NeMo Gym v0.1.0 list).
+RESERVED_KEYS: frozenset[str] = frozenset(
+    {
+        "config_paths",
+        "entrypoint",
+        "default_host",
+        "head_server",
+        "disallowed_ports",
+        "head_server_deps",
+        "python_version",
+    }
+)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HEAD_PORT = 11000
+
+
+class Domain(enum.StrEnum):
+    """What a resources server's tasks are about; required on every resources server."""
+
+    math = "math"
+    coding = "coding"
+    agent = "agent"
+    knowledge = "knowledge"
+    instruction_following = "instruction_following"
+    long_context = "long_context"
+    safety = "safety"
+    games = "games"
+    e2e = "e2e"
+    other = "other"
+    translation = "translation"
+    rlhf = "rlhf"
+
+
+class ServerInstance(pydantic.BaseModel, frozen=True):
+    """One server to run: its unique name, what it is, where its code lives and where it listens."""
+
+    name: str
+    server_type: str
+    implementation: str
+    entrypoint: str
+    host: str
+    port: int
+    directory: pathlib.Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
