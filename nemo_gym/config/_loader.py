@@ -115,7 +115,7 @@ def _read_config_paths(pre: DictConfig) -> list[str]:
             value = OmegaConf.to_container(value, resolve=True)
     except OmegaConfBaseException as exc:
         raise ConfigInterpolationError(f"Cannot resolve `config_paths`: {_first_line(exc)}") from None
-    return _paths_list(value, "config_paths (from env.yaml and the command line)")
+    return _paths_list(value, "command line or env.yaml")
 
 
 def load_global_config(
