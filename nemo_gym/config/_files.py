@@ -10,7 +10,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nemo_gym.config._nodes import _first_line
+from nemo_gym.config._nodes import first_line
 from nemo_gym.errors import ConfigError, ConfigFileNotFoundError, ConfigSyntaxError
 
 ENV_YAML = "env.yaml"
@@ -38,17 +38,17 @@ def _load_yaml(path: pathlib.Path) -> DictConfig:
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigSyntaxError(f"{where}: invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigSyntaxError(f"{path}: invalid YAML: {_first_line(exc)}") from None
+        raise ConfigSyntaxError(f"{path}: invalid YAML: {first_line(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"{path}: cannot load config: {_first_line(exc)}") from None
+        raise ConfigError(f"{path}: cannot load config: {first_line(exc)}") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path}: the top level of a config file must be a mapping, got a list")
     return loaded
 
 
-def _search_dirs(cwd: pathlib.Path, project_root: pathlib.Path) -> list[pathlib.Path]:
+def search_dirs(cwd: pathlib.Path, project_root: pathlib.Path) -> list[pathlib.Path]:
     dirs = [cwd.resolve()]
     if project_root.resolve() not in dirs:
         dirs.append(project_root.resolve())
@@ -67,7 +67,7 @@ def _find_file(entry: str, dirs: list[pathlib.Path], included_by: pathlib.Path |
     )
 
 
-def _paths_list(value: Any, where: str) -> list[str]:
+def paths_list(value: Any, where: str) -> list[str]:
     """Validate a `config_paths` value: null means none, anything but a list of strings is an error."""
     if value is None:
         return []
@@ -79,7 +79,7 @@ def _paths_list(value: Any, where: str) -> list[str]:
     return value
 
 
-def _expand_includes(entries: list[str], dirs: list[pathlib.Path]) -> list[tuple[pathlib.Path, DictConfig]]:
+def expand_includes(entries: list[str], dirs: list[pathlib.Path]) -> list[tuple[pathlib.Path, DictConfig]]:
     """Load every file named by `entries` and their own `config_paths`, in post-order.
 
     Post-order puts a file after everything it includes, so in the merge the including file
@@ -98,7 +98,7 @@ def _expand_includes(entries: list[str], dirs: list[pathlib.Path]) -> list[tuple
         nested = cfg._get_node("config_paths") if "config_paths" in cfg else None
         if nested is not None:
             raw_nested = OmegaConf.to_container(nested) if isinstance(nested, ListConfig) else nested._value()
-            for child in _paths_list(raw_nested, str(path)):
+            for child in paths_list(raw_nested, str(path)):
                 visit(child, path)
         ordered.append((path, cfg))
 
@@ -107,7 +107,7 @@ def _expand_includes(entries: list[str], dirs: list[pathlib.Path]) -> list[tuple
     return ordered
 
 
-def _load_env_yaml(dirs: list[pathlib.Path]) -> DictConfig:
+def load_env_yaml(dirs: list[pathlib.Path]) -> DictConfig:
     for folder in dirs:
         path = folder / ENV_YAML
         if path.is_file():

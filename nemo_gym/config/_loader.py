@@ -10,12 +10,12 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from nemo_gym.config._files import _expand_includes, _load_env_yaml, _paths_list, _search_dirs, find_project_root
-from nemo_gym.config._nodes import _as_port, _first_line, _is_missing, _resolved, _to_container, _top_level_str
+from nemo_gym.config._files import expand_includes, find_project_root, load_env_yaml, paths_list, search_dirs
+from nemo_gym.config._nodes import as_port, container_of, first_line, is_missing, resolved, str_value
 from nemo_gym.config._overrides import parse_overrides
-from nemo_gym.config._ports import _assign_addresses
+from nemo_gym.config._ports import assign_addresses
 from nemo_gym.config._schema import DEFAULT_HEAD_PORT, DEFAULT_HOST, ServerInstance
-from nemo_gym.config._servers import _check_missing, _check_refs, _find_candidates, _report_almost_servers, _validate
+from nemo_gym.config._servers import check_missing, check_refs, find_candidates, report_almost_servers, validate
 from nemo_gym.errors import (
     ConfigError,
     ConfigInterpolationError,
@@ -72,13 +72,13 @@ class GlobalConfig:
         instance = self.instance(name)
         inner = self.raw[name][instance.server_type][instance.implementation]
         where = f"{name}.{instance.server_type}.{instance.implementation}"
-        container = _to_container(inner, resolve=True, where=where)
+        container = container_of(inner, resolve=True, where=where)
         assert isinstance(container, dict)
         container.update(name=name, host=instance.host, port=instance.port)
         return container
 
     def to_container(self, resolve: bool = False) -> dict[str, Any]:
-        container = _to_container(self.raw, resolve=resolve, where="config")
+        container = container_of(self.raw, resolve=resolve, where="config")
         assert isinstance(container, dict)
         return container
 
@@ -91,9 +91,9 @@ class GlobalConfig:
                 f"Mandatory value `{key}` (???) was never set; set it, e.g. ++{key}=<value>"
             ) from None
         except OmegaConfBaseException as exc:
-            raise ConfigInterpolationError(f"Cannot resolve `{key}`: {_first_line(exc)}") from None
+            raise ConfigInterpolationError(f"Cannot resolve `{key}`: {first_line(exc)}") from None
         if isinstance(value, (DictConfig, ListConfig)):
-            return _to_container(value, resolve=True, where=key)
+            return container_of(value, resolve=True, where=key)
         return value
 
 
@@ -101,21 +101,38 @@ def _merge(configs: list[DictConfig], what: str) -> DictConfig:
     try:
         merged = OmegaConf.merge(*configs) if configs else OmegaConf.create()
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"Cannot merge {what}: {_first_line(exc)}") from None
+        raise ConfigError(f"Cannot merge {what}: {first_line(exc)}") from None
     assert isinstance(merged, DictConfig)
     return merged
 
 
 def _read_config_paths(pre: DictConfig) -> list[str]:
-    if "config_paths" not in pre or _is_missing(pre, "config_paths"):
+    if "config_paths" not in pre or is_missing(pre, "config_paths"):
         return []
     try:
         value = pre.config_paths
         if isinstance(value, ListConfig):
             value = OmegaConf.to_container(value, resolve=True)
     except OmegaConfBaseException as exc:
-        raise ConfigInterpolationError(f"Cannot resolve `config_paths`: {_first_line(exc)}") from None
-    return _paths_list(value, "command line or env.yaml")
+        raise ConfigInterpolationError(f"Cannot resolve `config_paths`: {first_line(exc)}") from None
+    return paths_list(value, "command line or env.yaml")
+
+
+def _head_address(raw: DictConfig, default_host: str) -> tuple[str, int]:
+    """head_server.host/port (default: default_host, 11000), written back so children see the same."""
+    head = raw.get("head_server") if "head_server" in raw else None
+    head_host, head_port = default_host, DEFAULT_HEAD_PORT
+    if isinstance(head, DictConfig):
+        head_host = str_value(head, "host") or default_host
+        port = resolved(head, "port", "head_server.port")
+        if port not in (None, "", 0):
+            if not as_port(port):
+                raise ConfigError(f"head_server.port must be an integer in 1-65535, got {port!r}")
+            head_port = as_port(port) or DEFAULT_HEAD_PORT
+        head.host, head.port = head_host, head_port
+    else:
+        raw.head_server = {"host": head_host, "port": head_port}
+    return head_host, head_port
 
 
 def load_global_config(
@@ -138,47 +155,35 @@ def load_global_config(
         cli = parse_overrides(list(argv_or_overrides))
     cwd = (cwd or pathlib.Path.cwd()).resolve()
     root = (project_root or find_project_root(cwd)).resolve()
-    dirs = _search_dirs(cwd, root)
+    dirs = search_dirs(cwd, root)
 
-    env = _load_env_yaml(dirs)
+    env = load_env_yaml(dirs)
     entries = _read_config_paths(_merge([env, cli], "env.yaml with the command line"))
-    files = _expand_includes(entries, dirs)
+    files = expand_includes(entries, dirs)
     raw = _merge([cfg for _, cfg in files] + [env, cli], "config files, env.yaml and the command line")
     if files or "config_paths" in raw:
         raw.config_paths = [str(path) for path, _ in files]
 
-    candidates = _find_candidates(raw)
+    candidates = find_candidates(raw)
     for candidate in candidates:
-        _validate(candidate)
+        validate(candidate)
     almost = [c for c in candidates if c.problems]
     if almost:
-        _report_almost_servers(almost, raw)
+        report_almost_servers(almost, raw)
     servers = [c for c in candidates if not c.problems]
-    _check_missing(servers)
-    _check_refs(servers)
+    check_missing(servers)
+    check_refs(servers)
     for server in servers:  # fail now, not in a child process minutes later
         where = f"{server.name}.{server.server_type}.{server.implementation}"
         assert server.inner is not None
-        _to_container(server.inner, resolve=True, where=where)
+        container_of(server.inner, resolve=True, where=where)
 
-    default_host = _top_level_str(raw, "default_host") or DEFAULT_HOST
-    head = raw.get("head_server") if "head_server" in raw else None
-    head_host, head_port = default_host, DEFAULT_HEAD_PORT
-    if isinstance(head, DictConfig):
-        head_host = _top_level_str(head, "host") or default_host
-        port = _resolved(head, "port", "head_server.port") if "port" in head else None
-        if port not in (None, "", 0):
-            if _as_port(port) is None:
-                raise ConfigError(f"head_server.port must be an integer in 1-65535, got {port!r}")
-            head_port = _as_port(port) or DEFAULT_HEAD_PORT
-    if isinstance(head, DictConfig):
-        head.host, head.port = head_host, head_port
-    else:
-        raw.head_server = {"host": head_host, "port": head_port}
+    default_host = str_value(raw, "default_host") or DEFAULT_HOST
+    head_host, head_port = _head_address(raw, default_host)
 
     instances = []
     for server, (host, port) in zip(
-        servers, _assign_addresses(servers, raw, default_host, head_host, head_port), strict=True
+        servers, assign_addresses(servers, raw, default_host, head_host, head_port), strict=True
     ):
         assert server.inner is not None
         server.inner.host = host

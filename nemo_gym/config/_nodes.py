@@ -10,16 +10,16 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from nemo_gym.errors import ConfigInterpolationError
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _is_missing(cfg: DictConfig | ListConfig, key: Any) -> bool:
+def is_missing(cfg: DictConfig | ListConfig, key: Any) -> bool:
     return OmegaConf.is_missing(cfg, key)
 
 
-def _resolved(cfg: DictConfig, key: str, where: str) -> Any:
+def resolved(cfg: DictConfig, key: str, where: str) -> Any:
     """Read one key with interpolation resolved, turning resolver failures into our error."""
     if key not in cfg:
         return None
@@ -28,13 +28,13 @@ def _resolved(cfg: DictConfig, key: str, where: str) -> Any:
         if isinstance(value, (DictConfig, ListConfig)):
             return OmegaConf.to_container(value, resolve=True)
     except MissingMandatoryValue:
-        return None  # reported, with every other `???`, by _check_missing
+        return None  # reported, with every other `???`, by check_missing
     except OmegaConfBaseException as exc:
-        raise ConfigInterpolationError(f"Cannot resolve `{where}`: {_first_line(exc)}") from None
+        raise ConfigInterpolationError(f"Cannot resolve `{where}`: {first_line(exc)}") from None
     return value
 
 
-def _as_port(value: Any) -> int | None:
+def as_port(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str) and value.strip().isdigit():
@@ -44,16 +44,16 @@ def _as_port(value: Any) -> int | None:
     return None
 
 
-def _to_container(node: DictConfig | ListConfig, *, resolve: bool, where: str) -> dict[str, Any] | list[Any]:
+def container_of(node: DictConfig | ListConfig, *, resolve: bool, where: str) -> dict[str, Any] | list[Any]:
     try:
         return OmegaConf.to_container(node, resolve=resolve)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or where
-        raise ConfigInterpolationError(f"Cannot resolve `{key}`: {_first_line(exc)}") from None
+        raise ConfigInterpolationError(f"Cannot resolve `{key}`: {first_line(exc)}") from None
 
 
-def _top_level_str(raw: DictConfig, key: str) -> str | None:
-    if key not in raw or _is_missing(raw, key):
+def str_value(raw: DictConfig, key: str) -> str | None:
+    if key not in raw or is_missing(raw, key):
         return None
-    value = _resolved(raw, key, key)
+    value = resolved(raw, key, key)
     return str(value) if value else None

@@ -7,7 +7,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nemo_gym.config._nodes import _first_line
+from nemo_gym.config._nodes import first_line
 from nemo_gym.errors import ConfigOverrideError
 
 _override_parser: Any = None
@@ -54,7 +54,7 @@ def parse_overrides(argv: list[str]) -> DictConfig:
         try:
             OmegaConf.update(cfg, key, override.value(), merge=False, force_add=True)
         except OmegaConfBaseException as exc:
-            raise ConfigOverrideError(f"Cannot apply override {text!r}: {_first_line(exc)}") from None
+            raise ConfigOverrideError(f"Cannot apply override {text!r}: {first_line(exc)}") from None
     return cfg
 
 

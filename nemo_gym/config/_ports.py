@@ -6,9 +6,9 @@ import socket
 
 from omegaconf import DictConfig
 
-from nemo_gym.config._nodes import _as_port, _resolved
+from nemo_gym.config._nodes import as_port, resolved
 from nemo_gym.config._schema import DEFAULT_HOST
-from nemo_gym.config._servers import _Candidate
+from nemo_gym.config._servers import Candidate
 from nemo_gym.errors import ConfigError, PortConflictError
 
 _FREE_PORT_ATTEMPTS = 50
@@ -39,8 +39,8 @@ def _free_port(host: str, avoid: set[int]) -> int:
     raise ConfigError(f"Could not find a free port on {host} after {_FREE_PORT_ATTEMPTS} tries")
 
 
-def _assign_addresses(
-    servers: list[_Candidate], raw: DictConfig, default_host: str, head_host: str, head_port: int
+def assign_addresses(
+    servers: list[Candidate], raw: DictConfig, default_host: str, head_host: str, head_port: int
 ) -> list[tuple[str, int]]:
     """Pick host and port for every server: explicit values first, then free ports for the rest."""
     hosts: list[str] = []
@@ -49,10 +49,10 @@ def _assign_addresses(
     for server in servers:
         assert server.inner is not None
         prefix = f"{server.name}.{server.server_type}.{server.implementation}"
-        host = _resolved(server.inner, "host", f"{prefix}.host") if "host" in server.inner else None
-        port = _resolved(server.inner, "port", f"{prefix}.port") if "port" in server.inner else None
+        host = resolved(server.inner, "host", f"{prefix}.host") if "host" in server.inner else None
+        port = resolved(server.inner, "port", f"{prefix}.port") if "port" in server.inner else None
         host = host or default_host
-        port = _as_port(port) or None
+        port = as_port(port) or None
         if port is not None:
             for other_host, other_port, other_name in claimed:
                 if other_port == port and _same_host(host, other_host):

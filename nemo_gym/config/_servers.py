@@ -10,12 +10,12 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
-from nemo_gym.config._nodes import _as_port, _is_missing, _resolved
+from nemo_gym.config._nodes import as_port, is_missing, resolved
 from nemo_gym.config._schema import RESERVED_KEYS, SERVER_TYPES, Domain
 from nemo_gym.errors import AlmostServerError, MissingConfigValueError, ServerRefNotFoundError
 
 
-class _Candidate:
+class Candidate:
     """A top-level block that has a server-type key; it becomes a server or an almost-server."""
 
     def __init__(self, name: str, block: DictConfig) -> None:
@@ -30,29 +30,29 @@ class _Candidate:
 def _has_entrypoint(block: DictConfig) -> bool:
     for stype in SERVER_TYPES:
         impls = block._get_node(stype) if stype in block else None
-        if isinstance(impls, DictConfig) and not _is_missing(block, stype):
+        if isinstance(impls, DictConfig) and not is_missing(block, stype):
             for impl in impls.keys():
                 node = impls._get_node(impl)
-                if isinstance(node, DictConfig) and not _is_missing(impls, impl) and "entrypoint" in node:
+                if isinstance(node, DictConfig) and not is_missing(impls, impl) and "entrypoint" in node:
                     return True
     return False
 
 
-def _find_candidates(raw: DictConfig) -> list[_Candidate]:
+def find_candidates(raw: DictConfig) -> list[Candidate]:
     candidates = []
     for key in raw.keys():
         name = str(key)
-        if name in RESERVED_KEYS or _is_missing(raw, key):
+        if name in RESERVED_KEYS or is_missing(raw, key):
             continue
         block = raw._get_node(key)
         if not isinstance(block, DictConfig):
             continue
         if any(stype in block for stype in SERVER_TYPES) and _has_entrypoint(block):
-            candidates.append(_Candidate(name, block))
+            candidates.append(Candidate(name, block))
     return candidates
 
 
-def _validate(candidate: _Candidate) -> None:
+def validate(candidate: Candidate) -> None:
     block, problems = candidate.block, candidate.problems
     types = [stype for stype in SERVER_TYPES if stype in block]
     if len(types) > 1:
@@ -74,8 +74,8 @@ def _validate(candidate: _Candidate) -> None:
     if "/" in impl or "\\" in impl or impl in {"", ".", ".."}:
         problems.append(f"implementation name {impl!r} must be a plain folder name under {stype}/")
 
-    entrypoint = _resolved(inner, "entrypoint", f"{prefix}.entrypoint")
-    if "entrypoint" in inner and _is_missing(inner, "entrypoint"):
+    entrypoint = resolved(inner, "entrypoint", f"{prefix}.entrypoint")
+    if "entrypoint" in inner and is_missing(inner, "entrypoint"):
         pass  # reported with every other `???` once the servers are known
     elif not isinstance(entrypoint, str) or not entrypoint:
         problems.append(f"`entrypoint` must be a non-empty path string, got {entrypoint!r}")
@@ -84,23 +84,23 @@ def _validate(candidate: _Candidate) -> None:
 
     if stype == "resources_servers":
         domains = ", ".join(d.value for d in Domain)
-        domain = _resolved(inner, "domain", f"{prefix}.domain") if "domain" in inner else None
-        if domain is None and not ("domain" in inner and _is_missing(inner, "domain")):
+        domain = resolved(inner, "domain", f"{prefix}.domain") if "domain" in inner else None
+        if domain is None and not ("domain" in inner and is_missing(inner, "domain")):
             problems.append(f"`domain` is required for resources servers (one of: {domains})")
         elif domain is not None and domain not in Domain._value2member_map_:
             problems.append(f"`domain` {domain!r} is not one of: {domains}")
 
     if "host" in inner:
-        host = _resolved(inner, "host", f"{prefix}.host")
+        host = resolved(inner, "host", f"{prefix}.host")
         if host is not None and not isinstance(host, str):
             problems.append(f"`host` must be a string, got {host!r}")
     if "port" in inner:
-        port = _resolved(inner, "port", f"{prefix}.port")
-        if port not in (None, "") and _as_port(port) is None:
+        port = resolved(inner, "port", f"{prefix}.port")
+        if port not in (None, "") and as_port(port) is None:
             problems.append(f"`port` must be an integer in 0-65535, got {port!r}")
 
-    if "datasets" in inner and not _is_missing(inner, "datasets"):
-        _validate_datasets(_resolved(inner, "datasets", f"{prefix}.datasets"), problems)
+    if "datasets" in inner and not is_missing(inner, "datasets"):
+        _validate_datasets(resolved(inner, "datasets", f"{prefix}.datasets"), problems)
 
 
 _DATASET_TYPES = ("train", "validation", "example")
@@ -127,7 +127,7 @@ def _validate_datasets(datasets: Any, problems: list[str]) -> None:
             problems.append(f"{where}.num_repeats must be an integer >= 1, got {repeats!r}")
 
 
-def _report_almost_servers(almost: list[_Candidate], raw: DictConfig) -> None:
+def report_almost_servers(almost: list[Candidate], raw: DictConfig) -> None:
     details = "; ".join(
         f"`{c.name}`"
         + (f" ({c.server_type}.{c.implementation})" if c.implementation else "")
@@ -149,7 +149,7 @@ def _walk_missing(node: DictConfig | ListConfig, path: str) -> Iterator[str]:
     keys: Any = node.keys() if isinstance(node, DictConfig) else range(len(node))
     for key in keys:
         child_path = f"{path}.{key}"
-        if _is_missing(node, key):
+        if is_missing(node, key):
             yield child_path
             continue
         child = node._get_node(key)
@@ -157,7 +157,7 @@ def _walk_missing(node: DictConfig | ListConfig, path: str) -> Iterator[str]:
             yield from _walk_missing(child, child_path)
 
 
-def _check_missing(servers: list[_Candidate]) -> None:
+def check_missing(servers: list[Candidate]) -> None:
     missing = [path for c in servers for path in _walk_missing(c.block, c.name)]
     if missing:
         listed = ", ".join(f"`{p}`" for p in missing)
@@ -172,12 +172,12 @@ def _is_ref(node: Any) -> bool:
         and not node._is_interpolation()
         and "type" in node
         and "name" in node
-        and not _is_missing(node, "type")
+        and not is_missing(node, "type")
         and node._get_node("type")._value() in SERVER_TYPES
     )
 
 
-def _check_refs(servers: list[_Candidate]) -> None:
+def check_refs(servers: list[Candidate]) -> None:
     by_type: dict[str, list[str]] = {stype: [] for stype in SERVER_TYPES}
     for server in servers:
         by_type[server.server_type].append(server.name)
@@ -190,7 +190,7 @@ def _check_refs(servers: list[_Candidate]) -> None:
                 continue
             where = f"{server.name}.{server.server_type}.{server.implementation}.{field}"
             ref_type = node._get_node("type")._value()
-            ref_name = _resolved(node, "name", f"{where}.name")
+            ref_name = resolved(node, "name", f"{where}.name")
             if ref_name in by_type[ref_type]:
                 continue
             if ref_name in type_of:
