@@ -1,0 +1,217 @@
+"""Sandbox (a bounded pool of one-shot runs) and PythonSession (a persistent interpreter)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+from nemo_gym.errors import SandboxError
+from nemo_gym.sandbox._models import DEFAULT_LIMITS, ExecutionResult, SandboxLimits, looks_like_memory_error
+from nemo_gym.sandbox._process import BoundedBuffer, ConfinedProcess, Isolation, detect_isolation
+
+# After the program exits, how long its pipes may stay open (fallback mode only: without a pid
+# namespace a process that escaped the group can hold them) before we stop reading.
+_PIPE_GRACE_S = 2.0
+
+
+async def _feed(stream: asyncio.StreamWriter | None, data: bytes) -> None:
+    if stream is None:
+        return
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        if data:
+            stream.write(data)
+            await stream.drain()
+        stream.close()
+
+
+class Sandbox:
+    """Runs untrusted Python in confined child processes, at most `max_concurrent` at a time.
+
+    The isolation this machine allows is detected once per process; `network_isolation` says which
+    network barrier is in use ("namespace" or the weaker "python-guard"), `isolation` tells the rest.
+    """
+
+    def __init__(self, limits: SandboxLimits = DEFAULT_LIMITS, max_concurrent: int = 4):
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.limits = limits
+        self.max_concurrent = max_concurrent
+        self.isolation: Isolation = detect_isolation()
+        self.network_isolation = self.isolation.network_isolation
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._live: set[ConfinedProcess] = set()
+        self._sessions: set[PythonSession] = set()
+        self._closed = False
+
+    async def run_python(self, code: str, *, stdin: str = "", limits: SandboxLimits | None = None) -> ExecutionResult:
+        """Run `code` as a fresh program; its crash or timeout is reported in the result, not raised."""
+        limits = limits or self.limits
+        async with self._slots:
+            self._check_open()
+            child = await ConfinedProcess.start(self.isolation, "run", limits, code)
+            self._live.add(child)
+            try:
+                return await self._drive(child, stdin.encode(), limits)
+            finally:
+                self._live.discard(child)
+                await child.dispose()
+
+    async def _drive(self, child: ConfinedProcess, stdin: bytes, limits: SandboxLimits) -> ExecutionResult:
+        proc = child.proc
+        started = time.monotonic()
+        out, err = BoundedBuffer(limits.max_output_bytes), BoundedBuffer(limits.max_output_bytes)
+        io_tasks = [
+            asyncio.create_task(_feed(proc.stdin, stdin)),
+            asyncio.create_task(out.drain(proc.stdout)),  # type: ignore[arg-type]
+            asyncio.create_task(err.drain(proc.stderr)),  # type: ignore[arg-type]
+        ]
+        timed_out = False
+        try:
+            await asyncio.wait_for(proc.wait(), limits.wall_timeout_s)
+        except TimeoutError:
+            timed_out = True
+            child.kill()
+            await proc.wait()
+        duration = time.monotonic() - started
+        child.kill()  # stragglers still in the group (fallback mode)
+        _done, pending = await asyncio.wait(io_tasks, timeout=_PIPE_GRACE_S)
+        for task in pending:
+            task.cancel()
+        status = child.status()
+        stderr = err.take()
+        return ExecutionResult(
+            stdout=out.take(),
+            stderr=stderr,
+            exit_code=None if timed_out else status.exit_code,
+            timed_out=timed_out,
+            memory_exceeded=not timed_out and looks_like_memory_error(stderr),
+            killed_by_signal=status.signal,
+            duration_s=duration,
+            output_truncated=out.truncated or err.truncated,
+        ).with_limits(limits)
+
+    async def open_session(self, limits: SandboxLimits | None = None) -> PythonSession:
+        """A persistent interpreter for `execute_python`-style tools. Close it with `aclose()`."""
+        self._check_open()
+        session = PythonSession(self, limits or self.limits)
+        await session._start()
+        self._sessions.add(session)
+        return session
+
+    async def aclose(self) -> None:
+        """Kill every child (runs in flight and sessions); the sandbox refuses work afterwards."""
+        self._closed = True
+        for session in list(self._sessions):
+            await session.aclose()
+        await asyncio.gather(*(child.dispose() for child in list(self._live)))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+
+
+class PythonSession:
+    """One interpreter whose globals persist across `execute` calls, like a notebook kernel.
+
+    Each cell holds one of the sandbox's concurrency slots while it runs; an idle session holds none.
+    A cell that times out or kills the interpreter restarts the session with empty state, and its
+    result says so (`session_restarted`).
+    """
+
+    def __init__(self, sandbox: Sandbox, limits: SandboxLimits):
+        self._sandbox = sandbox
+        self.limits = limits
+        self._child: ConfinedProcess | None = None
+        self._side_output = BoundedBuffer(limits.max_output_bytes)
+        self._side_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def _start(self) -> None:
+        self._child = await ConfinedProcess.start(self._sandbox.isolation, "session", self.limits, None)
+        self._side_output = BoundedBuffer(self.limits.max_output_bytes)
+        # fd-level output (subprocesses, C code) arrives on the child's stderr pipe; keep it drained.
+        self._side_task = asyncio.create_task(self._side_output.drain(self._child.proc.stderr))  # type: ignore[arg-type]
+
+    async def _stop(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            await child.dispose()
+        if self._side_task is not None:
+            self._side_task.cancel()
+            self._side_task = None
+
+    async def _restart(self) -> None:
+        await self._stop()
+        await self._start()
+
+    async def execute(self, code: str, timeout_s: float | None = None) -> ExecutionResult:
+        """Run one cell; a trailing expression's value is echoed to stdout like the Python REPL."""
+        limits = self.limits if timeout_s is None else self.limits.model_copy(update={"wall_timeout_s": timeout_s})
+        async with self._lock, self._sandbox._slots:
+            if self._closed:
+                raise SandboxError("the session is closed")
+            restarted = False
+            if self._child is None or self._child.proc.returncode is not None:
+                await self._restart()  # the interpreter died while idle (e.g. a background thread crashed it)
+                restarted = True
+            assert self._child is not None
+            proc = self._child.proc
+            started = time.monotonic()
+            try:
+                proc.stdin.write(json.dumps({"code": code}).encode() + b"\n")  # type: ignore[union-attr]
+                await proc.stdin.drain()  # type: ignore[union-attr]
+                line = await asyncio.wait_for(proc.stdout.readline(), limits.wall_timeout_s)  # type: ignore[union-attr]
+            except TimeoutError:
+                duration = time.monotonic() - started
+                partial = self._side_output.take()
+                await self._restart()
+                return ExecutionResult(
+                    stderr=partial, timed_out=True, duration_s=duration, session_restarted=True
+                ).with_limits(limits)
+            except (BrokenPipeError, ConnectionResetError):
+                line = b""
+            duration = time.monotonic() - started
+            if not line:
+                return (await self._died(duration)).with_limits(limits)
+            await asyncio.sleep(0)  # let fd-level output that raced the reply be collected
+            reply = json.loads(line)
+            side = self._side_output.take()
+            stderr = reply["stderr"] + side
+            return ExecutionResult(
+                stdout=reply["stdout"],
+                stderr=stderr,
+                exit_code=reply["exit_code"],
+                memory_exceeded=looks_like_memory_error(reply["stderr"]),
+                duration_s=duration,
+                output_truncated=reply["truncated"] or self._side_output.truncated,
+                session_restarted=restarted,
+            ).with_limits(limits)
+
+    async def _died(self, duration: float) -> ExecutionResult:
+        """The interpreter ended mid-cell (os._exit, a signal, the CPU limit): report it and restart."""
+        assert self._child is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._child.proc.wait(), _PIPE_GRACE_S)
+        self._child.kill()
+        await self._child.proc.wait()
+        await asyncio.sleep(0)
+        status = self._child.status()
+        stderr = self._side_output.take()
+        await self._restart()
+        return ExecutionResult(
+            stderr=stderr,
+            exit_code=status.exit_code,
+            killed_by_signal=status.signal,
+            memory_exceeded=looks_like_memory_error(stderr),
+            duration_s=duration,
+            session_restarted=True,
+        )
+
+    async def aclose(self) -> None:
+        """Kill the interpreter and remove its working directory. Idempotent."""
+        self._closed = True
+        await self._stop()
+        self._sandbox._sessions.discard(self)
