@@ -1,0 +1,58 @@
+"""`ng_run "+config_paths=[...]"`: start the head server and every configured server, stay up until
+Ctrl+C or SIGTERM, and leave no process behind."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from types import FrameType
+
+from pydantic import BaseModel, Field
+
+from nemo_gym.cli.main import read_command_config, run_command
+from nemo_gym.config import load_global_config
+from nemo_gym.launcher import LaunchOptions, Stack
+
+
+class RunConfig(BaseModel):
+    """Start the head server plus one process per server instance in the merged config, print where
+    each one listens, and supervise them until Ctrl+C (or SIGTERM). A server that dies stops the stack."""
+
+    config_paths: list[str] = Field(description="YAML config files to merge (later ones win).")
+    startup_timeout_s: float = Field(60.0, description="Seconds every server gets to answer /health.")
+    stop_timeout_s: float = Field(5.0, description="Seconds a server gets to exit after SIGTERM before SIGKILL.")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(argv: list[str]) -> int:
+    config = load_global_config(argv, require_servers=True)
+    params = read_command_config(RunConfig, config, "ng_run")
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    options = LaunchOptions(startup_timeout_s=params.startup_timeout_s, stop_timeout_s=params.stop_timeout_s)
+    stack = Stack(config, options)
+    try:
+        stack.start()
+        print(f"All {len(stack.processes)} servers are up ({stack.startup_s:.1f} s). Head server: {stack.head_url}",
+              flush=True)
+        print(stack.table(), flush=True)
+        print("Press Ctrl+C to stop.", flush=True)
+        while True:
+            time.sleep(0.5)
+            stack.check()
+    except KeyboardInterrupt:
+        print("Stopping servers...", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command("ng_run", serve, RunConfig, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""HTTP between our processes: an aiohttp-based client with explicit limits, and name -> URL resolution.
+
+Layers, bottom up:
+  * `HttpClient`   one pooled aiohttp session per process. aiohttp, not httpx's default transport:
+                   httpx's pool costs O(queued requests) per request, which is what stalled NeMo Gym
+                   at 16k in-flight rollouts. Foreign exceptions are translated into ours here.
+  * `ServerClient` resolves a server instance name to its URL through the head server's registry.
+
+Retries: `HttpClient.request` retries only what `RetryPolicy` allows, a bounded number of times, with
+exponential backoff and full jitter, honouring `Retry-After`. Internal hops use `CONNECT_ONLY_RETRY`:
+a refused connection is retried (nothing was delivered) but a request that may have reached the
+server is not replayed; whole rollouts are retried by the collector, one layer up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import inspect
+import random
+import socket
+import time
+from typing import Any, Mapping
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from nemo_gym.errors import (
+    HTTPStatusError,
+    InvalidResponseError,
+    RequestTimeoutError,
+    ServerUnreachableError,
+    TransportError,
+    UnknownServerError,
+)
+
+
+class Timeouts(BaseModel):
+    """Deadlines for one HTTP request. Every request has them: a dead peer must surface as an error."""
+
+    model_config = ConfigDict(frozen=True)
+
+    connect_s: float = Field(10.0, gt=0)
+    """Time to get a connection (pool wait + TCP connect). 10 s: loopback connects take microseconds,
+    so anything near this means the peer is gone or the pool is exhausted."""
+    read_s: float = Field(900.0, gt=0)
+    """Time between bytes of the response. 900 s: a long generation or a slow verifier answers late
+    but must not hang forever."""
+
+
+class PoolLimits(BaseModel):
+    """Connection pool sizing. Keep-alive is shorter than the servers' (30 s) so we never reuse a
+    socket the server has already closed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_connections: int = Field(100_000, ge=1)
+    """Total pooled connections. Large on purpose: concurrency is bounded by the collector, not by
+    a hidden pool cap (aiohttp's default of 100 silently throttled NeMo Gym users)."""
+    max_connections_per_host: int = Field(0, ge=0)
+    """0 = no per-host cap (every server of a stack is one host:port)."""
+    keepalive_s: float = Field(15.0, gt=0)
+
+
+class RetryPolicy(BaseModel):
+    """Which failures are retried, how often and how long we wait. Never unbounded."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_attempts: int = Field(4, ge=1)
+    backoff_initial_s: float = Field(0.2, ge=0)
+    backoff_max_s: float = Field(10.0, ge=0)
+    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+    retry_transport_errors: bool = True
+    """Also retry timeouts and dropped connections (may replay a delivered request)."""
+    retry_connect_errors: bool = True
+    """Retry refused connections (safe: nothing was delivered)."""
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before attempt `attempt + 1` (attempt counts from 1)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.backoff_max_s)
+        ceiling = min(self.backoff_max_s, self.backoff_initial_s * (2 ** (attempt - 1)))
+        return random.uniform(0, ceiling)
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+CONNECT_ONLY_RETRY = RetryPolicy(max_attempts=4, retry_statuses=frozenset(), retry_transport_errors=False)
+UPSTREAM_RETRY = RetryPolicy(max_attempts=5)
+
+
+class HttpResult:
+    """A fully read HTTP response."""
+
+    __slots__ = ("status", "body", "headers", "cookies", "url")
+
+    def __init__(self, status: int, body: bytes, headers: Mapping[str, str], cookies: dict[str, str], url: str):
+        self.status, self.body, self.headers, self.cookies, self.url = status, body, headers, cookies, url
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as error:
+            raise InvalidResponseError(f"{self.url} answered {self.status} with a body that is not JSON: {self.text[:200]!r}") from error
+
+    def raise_for_status(self) -> "HttpResult":
+        if not self.ok:
+            raise HTTPStatusError(
+                f"{self.url} answered HTTP {self.status}: {self.text[:500]}",
+                status_code=self.status,
+                body=self.text,
+                retry_after=parse_retry_after(self.headers.get("Retry-After")),
+            )
+        return self
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON-encode a request body; pydantic models are dumped with their own serializer."""
+    if isinstance(payload, BaseModel):
+        return payload.model_dump_json(exclude_unset=True).encode()
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _enable_tcp_keepalive(sock: socket.socket) -> None:
+    # OS-level liveness: a silently dropped peer is detected in ~90 s instead of never.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+class HttpClient:
+    """One pooled async HTTP client. Create it inside a running event loop; close it with `aclose`."""
+
+    def __init__(self, *, timeouts: Timeouts = Timeouts(), limits: PoolLimits = PoolLimits(),
+                 retry: RetryPolicy = CONNECT_ONLY_RETRY):
+        self.timeouts, self.limits, self.retry = timeouts, limits, retry
+        connector_kwargs: dict[str, Any] = dict(
+            limit=limits.max_connections,
+            limit_per_host=limits.max_connections_per_host,
+            keepalive_timeout=limits.keepalive_s,
+            ttl_dns_cache=None,
+        )
+        if "socket_factory" in inspect.signature(aiohttp.TCPConnector).parameters:
+            connector_kwargs["socket_factory"] = _keepalive_socket_factory
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(**connector_kwargs),
+            # Cookies are threaded by hand (per rollout), never shared through a jar.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s, sock_read=timeouts.read_s),
+            json_serialize=lambda obj: dumps(obj).decode(),
+            auto_decompress=True,
+        )
+
+    async def request(self, method: str, url: str, *, json: Any = None, headers: Mapping[str, str] | None = None,
+                      cookies: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,
+                      retry: RetryPolicy | None = None, timeouts: Timeouts | None = None) -> HttpResult:
+        """Send one request, retrying per `retry`; returns the response even when it is an error status
+        that the policy does not retry (call `raise_for_status`)."""
+        policy = retry or self.retry
+        data = None if json is None else dumps(json)
+        send_headers = {"Content-Type": "application/json"} if data is not None else {}
+        if headers:
+            send_headers.update(headers)
+        if cookies:
+            send_headers["Cookie"] = "; ".join(f"{key}={value}" for key, value in cookies.items())
+        timeout = None
+        if timeouts is not None:
+            timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s, sock_read=timeouts.read_s)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await self._send_once(method, url, data, send_headers, params, timeout)
+            except TransportError as error:
+                retryable = policy.retry_transport_errors or (policy.retry_connect_errors and getattr(error, "connect_failed", False))
+                if not retryable or attempt >= policy.max_attempts:
+                    if attempt > 1:
+                        error.args = (f"{error.args[0]} (after {attempt} attempts)",)
+                    raise
+                await asyncio.sleep(policy.delay(attempt))
+                continue
+            if result.status in policy.retry_statuses and attempt < policy.max_attempts:
+                await asyncio.sleep(policy.delay(attempt, parse_retry_after(result.headers.get("Retry-After"))))
+                continue
+            return result
+
+    async def _send_once(self, method: str, url: str, data: bytes | None, headers: dict[str, str],
+                         params: Mapping[str, str] | None, timeout: aiohttp.ClientTimeout | None) -> HttpResult:
+        kwargs: dict[str, Any] = {"data": data, "headers": headers, "params": params}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            async with self._session.request(method, url, **kwargs) as response:
+                body = await response.read()
+                cookies = {key: morsel.value for key, morsel in response.cookies.items()}
+                return HttpResult(response.status, body, response.headers, cookies, url)
+        except aiohttp.ClientConnectorError as error:
+            raised = ServerUnreachableError(f"cannot connect to {url}: {error.os_error or error}")
+            raised.connect_failed = True  # type: ignore[attr-defined]
+            raise raised from error
+        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as error:
+            raise RequestTimeoutError(f"{method} {url} timed out ({type(error).__name__})") from error
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as error:
+            raise ServerUnreachableError(f"connection to {url} failed: {type(error).__name__}: {error}") from error
+        except aiohttp.ClientError as error:
+            raise ServerUnreachableError(f"{method} {url} failed: {type(error).__name__}: {error}") from error
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+def _keepalive_socket_factory(addr_info: Any) -> socket.socket:
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setblocking(False)
+    try:
+        _enable_tcp_keepalive(sock)
+    except OSError:
+        pass
+    return sock
+
+
+class ServerInfo(BaseModel):
+    """One row of the head server's registry. Holds no config values."""
+
+    name: str
+    server_type: str
+    implementation: str
+    url: str
+    pid: int | None = None
+    healthy: bool | None = None
+
+
+class ServerClient:
+    """Talks to server instances by name; names are resolved through the head server.
+
+    `ServerClient(head_url, http)`; the registry is fetched once and refreshed on an unknown name.
+    """
+
+    def __init__(self, head_url: str, http: HttpClient | None = None, registry: dict[str, ServerInfo] | None = None):
+        self.head_url = head_url.rstrip("/")
+        self._http = http
+        self._registry: dict[str, ServerInfo] = dict(registry or {})
+        self._refresh_lock: asyncio.Lock | None = None
+
+    @property
+    def http(self) -> HttpClient:
+        if self._http is None:
+            self._http = HttpClient()
+        return self._http
+
+    async def registry(self, refresh: bool = False) -> dict[str, ServerInfo]:
+        if refresh or not self._registry:
+            if self._refresh_lock is None:
+                self._refresh_lock = asyncio.Lock()
+            async with self._refresh_lock:
+                result = await self.http.request("GET", f"{self.head_url}/server_instances", retry=CONNECT_ONLY_RETRY)
+                result.raise_for_status()
+                self._registry = {row["name"]: ServerInfo.model_validate(row) for row in result.json()}
+        return self._registry
+
+    async def url_of(self, server_name: str) -> str:
+        info = self._registry.get(server_name)
+        if info is None:
+            registry = await self.registry(refresh=True)
+            info = registry.get(server_name)
+            if info is None:
+                known = ", ".join(sorted(registry)) or "none"
+                raise UnknownServerError(f"no server instance named {server_name!r} is running (running: {known})")
+        return info.url
+
+    async def request(self, server_name: str, url_path: str, method: str = "POST", **kwargs: Any) -> HttpResult:
+        base = await self.url_of(server_name)
+        return await self.http.request(method, f"{base}/{url_path.lstrip('/')}", **kwargs)
+
+    async def post(self, server_name: str, url_path: str, **kwargs: Any) -> HttpResult:
+        return await self.request(server_name, url_path, "POST", **kwargs)
+
+    async def get(self, server_name: str, url_path: str, **kwargs: Any) -> HttpResult:
+        return await self.request(server_name, url_path, "GET", **kwargs)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()

@@ -1,0 +1,214 @@
+"""The collection engine: run rollout jobs through an agent with bounded concurrency, retries and
+deadlines, and hand back outcomes as they finish.
+
+This is the Python API an RL trainer calls in-process (the CLI is a thin shell over it):
+
+    async with RolloutCollector.connect(head_url, "my_agent", CollectionPolicy(concurrency=64)) as collector:
+        async for outcome in collector.stream(expand_jobs(enumerate(rows), num_repeats=4)):
+            if outcome.ok:
+                train_on(outcome.row)
+
+Only `policy.concurrency` jobs are pulled from the job iterator at a time, so a million-row
+input costs no more memory than a ten-row one. A failed rollout is data: it is retried up to
+`policy.max_attempts` times with exponential backoff and jitter, then reported as a failure with
+its error; it is never scored as reward 0. One rollout's failure never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nemo_gym.client import CONNECT_ONLY_RETRY, HttpClient, ServerClient, Timeouts
+from nemo_gym.errors import HTTPStatusError, InvalidResponseError, NemoGymError, TransportError, UnknownServerError
+from nemo_gym.rollouts.tasks import RolloutJob
+
+AGENT_SERVER_TYPE = "responses_api_agents"
+
+
+class CollectionPolicy(BaseModel):
+    """How hard the collector pushes and how it treats failures."""
+
+    model_config = ConfigDict(frozen=True)
+
+    concurrency: int = Field(256, ge=1)
+    """Rollouts in flight at once (`num_samples_in_parallel`). 256 keeps a local stack busy without
+    queueing; raise it for slow remote models."""
+    max_attempts: int = Field(3, ge=1)
+    """Attempts per rollout for retryable failures (5xx, 408/429, timeouts, lost connections)."""
+    rollout_timeout_s: float | None = Field(None, gt=0)
+    """Deadline for one attempt of one rollout end to end (None = only the HTTP read timeout)."""
+    backoff_initial_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+
+
+@dataclass(slots=True)
+class RolloutFailure:
+    error_type: str
+    message: str
+    status_code: int | None = None
+
+
+@dataclass(slots=True)
+class RolloutOutcome:
+    """A finished job: the scored row, or the failure that survived every attempt."""
+
+    job: RolloutJob
+    row: dict[str, Any] | None
+    failure: RolloutFailure | None
+    attempts: int
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.row is not None
+
+    def failure_record(self, agent_name: str) -> dict[str, Any]:
+        assert self.failure is not None
+        return {
+            "_ng_task_index": self.job.task_index,
+            "_ng_rollout_index": self.job.rollout_index,
+            "agent_ref": {"type": AGENT_SERVER_TYPE, "name": agent_name},
+            "error_type": self.failure.error_type,
+            "message": self.failure.message,
+            "status_code": self.failure.status_code,
+            "attempts": self.attempts,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def _is_retryable(error: BaseException) -> bool:
+    if isinstance(error, HTTPStatusError):
+        return error.status_code >= 500 or error.status_code in (408, 429)
+    return isinstance(error, (TransportError, InvalidResponseError, asyncio.TimeoutError))
+
+
+class RolloutCollector:
+    """Runs jobs through one agent's `/run`. Holds no rows: results stream out as they finish."""
+
+    def __init__(self, server_client: ServerClient, agent_name: str, policy: CollectionPolicy = CollectionPolicy()):
+        self.server_client = server_client
+        self.agent_name = agent_name
+        self.policy = policy
+
+    @classmethod
+    def connect(cls, head_url: str, agent_name: str, policy: CollectionPolicy = CollectionPolicy(),
+                timeouts: Timeouts = Timeouts()) -> "RolloutCollector":
+        """A collector with its own pooled HTTP client; use `async with` to close it."""
+        return cls(ServerClient(head_url, HttpClient(timeouts=timeouts)), agent_name, policy)
+
+    async def __aenter__(self) -> "RolloutCollector":
+        try:
+            await self.check_agent()
+        except BaseException:
+            await self.server_client.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server_client.aclose()
+
+    async def check_agent(self) -> None:
+        """Fail fast, with the list of agents, if `agent_name` is not a running agent."""
+        registry = await self.server_client.registry(refresh=True)
+        info = registry.get(self.agent_name)
+        agents = sorted(name for name, row in registry.items() if row.server_type == AGENT_SERVER_TYPE)
+        if info is None or info.server_type != AGENT_SERVER_TYPE:
+            import difflib
+
+            close = difflib.get_close_matches(self.agent_name, agents, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownServerError(
+                f"unknown agent {self.agent_name!r}: the running agents are {', '.join(agents) or 'none'}.{hint}"
+            )
+
+    async def run_one(self, job: RolloutJob) -> RolloutOutcome:
+        """One rollout with its retry budget. Never raises for a rollout-level failure."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                row = await self._attempt(job)
+                return RolloutOutcome(job, row, None, attempt, time.monotonic() - started)
+            except UnknownServerError:
+                raise
+            except (NemoGymError, asyncio.TimeoutError) as error:
+                if not _is_retryable(error) or attempt >= self.policy.max_attempts:
+                    failure = RolloutFailure(
+                        type(error).__name__,
+                        str(error) or f"rollout exceeded rollout_timeout_s={self.policy.rollout_timeout_s}",
+                        getattr(error, "status_code", None),
+                    )
+                    return RolloutOutcome(job, None, failure, attempt, time.monotonic() - started)
+            ceiling = min(self.policy.backoff_max_s, self.policy.backoff_initial_s * 2 ** (attempt - 1))
+            await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
+
+    async def _attempt(self, job: RolloutJob) -> dict[str, Any]:
+        call = self.server_client.post(self.agent_name, "/run", json=job.row, retry=CONNECT_ONLY_RETRY)
+        if self.policy.rollout_timeout_s is not None:
+            result = await asyncio.wait_for(call, self.policy.rollout_timeout_s)
+        else:
+            result = await call
+        result.raise_for_status()
+        row = result.json()
+        if not isinstance(row, dict) or not isinstance(row.get("reward"), (int, float)) or isinstance(row.get("reward"), bool):
+            raise InvalidResponseError(f"agent {self.agent_name!r} returned a row without a numeric reward")
+        row["_ng_task_index"] = job.task_index
+        row["_ng_rollout_index"] = job.rollout_index
+        row["agent_ref"] = {"type": AGENT_SERVER_TYPE, "name": self.agent_name}
+        return row
+
+    async def stream(self, jobs: Iterable[RolloutJob] | AsyncIterable[RolloutJob]) -> AsyncIterator[RolloutOutcome]:
+        """Run `jobs` with at most `policy.concurrency` in flight; yield outcomes in completion order."""
+        source = _as_async_iterator(jobs)
+        pull_lock = asyncio.Lock()
+        outcomes: asyncio.Queue[RolloutOutcome | BaseException | None] = asyncio.Queue()
+        active = self.policy.concurrency
+
+        async def worker() -> None:
+            nonlocal active
+            try:
+                while True:
+                    async with pull_lock:
+                        job = await anext(source, None)
+                    if job is None:
+                        return
+                    outcomes.put_nowait(await self.run_one(job))
+            except BaseException as error:  # a fatal error (unknown agent, bad input) ends the stream
+                outcomes.put_nowait(error)
+            finally:
+                active -= 1
+                if active == 0:
+                    outcomes.put_nowait(None)
+
+        workers = [asyncio.create_task(worker()) for _ in range(self.policy.concurrency)]
+        try:
+            while True:
+                item = await outcomes.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, asyncio.CancelledError):
+                        continue
+                    raise item
+                yield item
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def _as_async_iterator(jobs: Iterable[RolloutJob] | AsyncIterable[RolloutJob]) -> AsyncIterator[RolloutJob]:
+    if isinstance(jobs, AsyncIterable):
+        async for job in jobs:
+            yield job
+    else:
+        for job in jobs:
+            yield job

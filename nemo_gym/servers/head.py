@@ -1,0 +1,79 @@
+"""The head server: the registry of running server instances (name, kind, implementation, URL, health).
+
+It never serves a config value: NeMo Gym served the whole merged config, API keys included,
+unauthenticated at `/global_config_dict_yaml`. Clients here only ever need name -> URL.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from nemo_gym.client import ServerInfo
+from nemo_gym.servers.base import GymRoute, JSONBytesResponse
+
+
+class Registry:
+    """Thread-safe list of `ServerInfo`, updated by the launcher, read by the head server."""
+
+    def __init__(self, servers: list[ServerInfo]):
+        self._lock = threading.Lock()
+        self._servers = {server.name: server for server in servers}
+
+    def rows(self) -> list[ServerInfo]:
+        with self._lock:
+            return list(self._servers.values())
+
+    def update(self, name: str, **changes: Any) -> None:
+        with self._lock:
+            self._servers[name] = self._servers[name].model_copy(update=changes)
+
+
+def build_head_app(registry: Registry) -> FastAPI:
+    app = FastAPI(title="nemo_gym head server", default_response_class=JSONBytesResponse)
+    app.router.route_class = GymRoute
+
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "kind": "head"}
+
+    async def server_instances() -> list[ServerInfo]:
+        return registry.rows()
+
+    app.get("/")(health)
+    app.get("/health")(health)
+    app.get("/server_instances")(server_instances)
+    return app
+
+
+class HeadServer:
+    """Runs the head app with uvicorn in a daemon thread of the calling process."""
+
+    def __init__(self, registry: Registry, host: str, port: int):
+        self.registry, self.host, self.port = registry, host, port
+        config = uvicorn.Config(build_head_app(registry), host=host, port=port, log_level="warning",
+                                access_log=False, loop="asyncio", http="httptools", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the launcher owns signals
+        self._thread = threading.Thread(target=self._server.run, name="head-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return bool(self._server.started)
+
+    @property
+    def failed(self) -> bool:
+        return not self._thread.is_alive() and not self._server.started
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)

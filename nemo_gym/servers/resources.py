@@ -1,0 +1,64 @@
+"""Resources servers: an environment's tools (`POST /<tool>`), `/seed_session` and `/verify`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict
+
+from nemo_gym.openai_types import Response, ResponseCreateParams
+from nemo_gym.servers.base import BaseServerConfig, SimpleServer
+
+
+class BaseResourcesServerConfig(BaseServerConfig):
+    domain: str | None = None
+
+
+class BaseRunRequest(BaseModel):
+    """A task row: the model request plus any task fields (kept, so they reach verify and the output)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    responses_create_params: ResponseCreateParams
+
+
+class BaseVerifyRequest(BaseRunRequest):
+    response: Response
+
+
+class BaseVerifyResponse(BaseVerifyRequest):
+    """The rollout row: request, response, reward and any extras the environment adds."""
+
+    reward: float
+
+
+class BaseSeedSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class BaseSeedSessionResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# Paths a tool may not take: the agent must never dispatch a model's tool call to them.
+RESERVED_RESOURCES_PATHS = frozenset({"seed_session", "verify", "health", "aggregate_metrics", "docs", "openapi.json", "redoc"})
+
+
+class SimpleResourcesServer(SimpleServer):
+    """Subclass it, add tool routes in `setup_webserver`, and implement `verify`."""
+
+    config: BaseResourcesServerConfig
+    server_kind: ClassVar[str] = "resources_servers"
+
+    def setup_webserver(self) -> FastAPI:
+        app = super().setup_webserver()
+        app.post("/seed_session")(self.seed_session)
+        app.post("/verify")(self.verify)
+        return app
+
+    async def seed_session(self, body: BaseSeedSessionRequest) -> BaseSeedSessionResponse:
+        return BaseSeedSessionResponse()
+
+    async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
+        raise NotImplementedError(f"{type(self).__name__} must implement verify()")

@@ -1,0 +1,90 @@
+"""Per-rollout session ids carried in a signed cookie, as a pure ASGI middleware.
+
+NeMo Gym used Starlette's SessionMiddleware (a signed, base64 JSON cookie re-emitted on every
+response), which cost 10-16% of a server's CPU per rollout. All our servers need is one opaque id
+per rollout, so the cookie is `<id>.<hmac>` and `Set-Cookie` is sent only when the id is new.
+`request.session["session_id"]` works exactly as in NeMo Gym environments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from http.cookies import SimpleCookie
+from typing import Any, Awaitable, Callable
+
+SESSION_ID_KEY = "session_id"
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class SessionSigner:
+    """Signs and verifies session ids with a per-process secret."""
+
+    def __init__(self, secret: bytes | None = None):
+        self._secret = secret or secrets.token_bytes(32)
+
+    def sign(self, session_id: str) -> str:
+        return f"{session_id}.{self._mac(session_id)}"
+
+    def unsign(self, value: str) -> str | None:
+        session_id, _, mac = value.rpartition(".")
+        if session_id and hmac.compare_digest(mac, self._mac(session_id)):
+            return session_id
+        return None
+
+    def _mac(self, session_id: str) -> str:
+        return hmac.new(self._secret, session_id.encode(), hashlib.blake2s).hexdigest()[:32]
+
+
+def _read_cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
+    for key, value in headers:
+        if key == b"cookie":
+            text = value.decode("latin-1")
+            if name not in text:
+                continue
+            jar = SimpleCookie()
+            try:
+                jar.load(text)
+            except Exception:  # a malformed Cookie header is treated as no cookie
+                continue
+            if name in jar:
+                return jar[name].value
+    return None
+
+
+class SessionIdMiddleware:
+    """Puts `{"session_id": ...}` in `scope["session"]`, issuing a signed cookie for new sessions."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], cookie_name: str, signer: SessionSigner | None = None):
+        self.app = app
+        self.cookie_name = cookie_name
+        self.signer = signer or SessionSigner()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw = _read_cookie(scope["headers"], self.cookie_name)
+        session_id = self.signer.unsign(raw) if raw else None
+        if session_id is not None:
+            scope["session"] = {SESSION_ID_KEY: session_id}
+            await self.app(scope, receive, send)
+            return
+
+        session_id = uuid.uuid4().hex
+        scope["session"] = {SESSION_ID_KEY: session_id}
+        cookie = f"{self.cookie_name}={self.signer.sign(session_id)}; Path=/; HttpOnly; SameSite=lax".encode()
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"set-cookie", cookie)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
