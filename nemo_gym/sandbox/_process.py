@@ -164,7 +164,8 @@ class ConfinedProcess:
         self.base_dir = base
         self.workdir = workdir
         self._uid = uid
-        self._status_r = status_r
+        self._status_r: int | None = status_r
+        self._status_raw = b""
         self._disposed = False
 
     @classmethod
@@ -224,11 +225,8 @@ class ConfinedProcess:
 
     def status(self) -> ChildStatus:
         """How the child ended; call after the process has exited. Raises SandboxError on setup failure."""
-        try:
-            raw = os.read(self._status_r, 1 << 16)
-        except BlockingIOError:
-            raw = b""
-        report = json.loads(raw) if raw else {}
+        self._collect_status()
+        report = json.loads(self._status_raw) if self._status_raw else {}
         if "setup_error" in report:
             raise SandboxError(f"the sandbox could not confine the child: {report['setup_error']}")
         if "exit_code" in report:
@@ -238,6 +236,12 @@ class ConfinedProcess:
             return ChildStatus(code, None)
         return ChildStatus(None, -code)
 
+    def _collect_status(self) -> None:
+        if self._status_r is None:
+            return
+        with contextlib.suppress(BlockingIOError):
+            self._status_raw += os.read(self._status_r, 1 << 16)
+
     async def dispose(self) -> None:
         """Kill what is left, reap, and remove the working directory. Idempotent."""
         if self._disposed:
@@ -246,8 +250,10 @@ class ConfinedProcess:
         self.kill()
         with contextlib.suppress(ProcessLookupError):
             await self.proc.wait()
-        with contextlib.suppress(OSError):
-            os.close(self._status_r)
+        self._collect_status()
+        status_r, self._status_r = self._status_r, None
+        if status_r is not None:
+            os.close(status_r)
         await asyncio.to_thread(_remove_tree, self.base_dir)
         if self._uid is not None:
             _uids_in_use.discard(self._uid)
