@@ -1,0 +1,208 @@
+"""vllm_model: the Responses API in front of one or more vLLM replicas that speak Chat Completions.
+
+`/v1/responses` converts the request to Chat Completions (`nemo_gym.conversion`), posts it to one
+replica and converts the completion back, with usage and `status: incomplete` when generation hit
+the token limit. `/v1/chat/completions` is a pass-through with the same request preparation.
+
+Choices that matter for RL rollouts:
+  * Replica affinity by hashing the session id, not by remembering sessions: every turn of a
+    rollout reaches the same engine (prefix-cache hits) in any worker process, with no state.
+    NeMo Gym's round-robin table lived in one process and scattered turns across engines once the
+    server ran several workers.
+  * A replica that refuses connections is skipped: the session moves to the next replica in a
+    fixed order, so a dead engine costs a few retries instead of a stuck share of the rollouts.
+  * A context-length 400 becomes an empty, incomplete turn, so the agent ends the episode cleanly
+    instead of failing the rollout. Other upstream errors are a 502 naming the upstream.
+  * With `return_token_id_information`, token ids come inline from vLLM (`return_token_ids`, or
+    `token_id:<n>` logprob tokens on older versions); no second `/tokenize` call that could
+    rebuild a different prompt. Requested but missing ids are an error, never a silent gap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi import Request
+from pydantic import Field, field_validator
+
+from nemo_gym.client import HttpClient, HttpResult, RetryPolicy, Timeouts
+from nemo_gym.conversion import (
+    chat_completion_to_response,
+    context_length_exceeded,
+    empty_incomplete_completion,
+    responses_to_chat_params,
+    think_split,
+)
+from nemo_gym.errors import HTTPStatusError, ServerUnreachableError
+from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
+from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel
+from nemo_gym.servers.session import SESSION_ID_KEY
+
+JSONDict = dict[str, Any]
+
+# Asked of vLLM when token ids are wanted. `return_token_ids` (vLLM >= 0.10.2) puts
+# `prompt_token_ids` and the choice's `token_ids` in the completion; the logprob tokens written
+# as `token_id:<n>` are the fallback for older versions. No `top_logprobs`: it once made vLLM
+# return no logprobs at all, which silently zeroed the training loss mask.
+TOKEN_ID_REQUEST = {"logprobs": True, "return_tokens_as_token_ids": True, "return_token_ids": True}
+
+
+class VLLMModelConfig(BaseResponsesAPIModelConfig):
+    base_url: str | list[str]
+    """One replica or a list of them, each including `/v1` (e.g. http://node1:8000/v1)."""
+    api_key: str = ""
+    """Sent as a bearer token when set (vLLM's `--api-key`)."""
+    model: str
+    """Model name sent upstream; the name the replicas serve."""
+    return_token_id_information: bool = False
+    """Attach prompt/generation token ids and log probs to each turn (for RL training)."""
+    uses_reasoning_parser: bool = True
+    """vLLM runs with a reasoning parser: `<think>` blocks in the history travel to it as
+    `reasoning_content`, and its `reasoning_content`/`reasoning` comes back as a reasoning item."""
+    replace_developer_role_with_system: bool = False
+    """For chat templates that do not know the `developer` role."""
+    max_attempts: int = Field(3, ge=1)
+    """Attempts per replica for connection errors, 429 and 5xx (backoff with jitter, Retry-After)."""
+    request_timeout_s: float = Field(900.0, gt=0)
+    """Read timeout per upstream call: long generations answer late but must not hang forever."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _at_least_one_replica(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("base_url lists no replica")
+        return value
+
+    @property
+    def replica_urls(self) -> list[str]:
+        urls = [self.base_url] if isinstance(self.base_url, str) else self.base_url
+        return [url.rstrip("/") for url in urls]
+
+
+def replica_order(session_id: str, n_replicas: int) -> list[int]:
+    """Replica indices to try for a session: its home replica first, then the following ones.
+
+    The home is a stable hash of the id (blake2b, not Python's salted `hash`), so every worker
+    process and every restart sends one session to the same replica.
+    """
+    digest = hashlib.blake2b(session_id.encode(), digest_size=8).digest()
+    home = int.from_bytes(digest, "big") % n_replicas
+    return [(home + offset) % n_replicas for offset in range(n_replicas)]
+
+
+def move_think_to_reasoning_content(messages: list[JSONDict]) -> list[JSONDict]:
+    """Assistant history with `<think>` blocks moved out of `content` into `reasoning_content`.
+
+    With a reasoning parser, vLLM's chat template renders reasoning from `reasoning_content`;
+    left in `content`, the blocks would be rendered as answer text. Several blocks are joined with
+    a newline. A message that already carries `reasoning_content` keeps it. Messages without
+    blocks are returned as they are (same objects).
+    """
+    prepared = []
+    for message in messages:
+        if message.get("role") != "assistant":
+            prepared.append(message)
+            continue
+        content = message.get("content")
+        blocks: list[str] = []
+        if isinstance(content, str):
+            blocks, content = think_split(content)
+        elif isinstance(content, list):
+            parts = []
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    found, text = think_split(part["text"])
+                    blocks.extend(found)
+                    part = {**part, "text": text}
+                parts.append(part)
+            content = parts
+        if not blocks:
+            prepared.append(message)
+            continue
+        moved = {**message, "content": content}
+        moved.setdefault("reasoning_content", "\n".join(blocks))
+        prepared.append(moved)
+    return prepared
+
+
+class VLLMModel(SimpleResponsesAPIModel):
+    config: VLLMModelConfig
+
+    async def on_startup(self) -> None:
+        self._upstream = HttpClient(
+            timeouts=Timeouts(read_s=self.config.request_timeout_s),
+            retry=RetryPolicy(max_attempts=self.config.max_attempts),
+        )
+        self._replicas = self.config.replica_urls
+        self._headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+
+    async def on_shutdown(self) -> None:
+        await self._upstream.aclose()
+
+    # ---- endpoints ---------------------------------------------------------------------------
+    async def responses(self, request: Request, body: ResponseCreateParams) -> Any:
+        params = body.model_dump(exclude_unset=True)
+        chat_params = responses_to_chat_params(
+            params,
+            replace_developer_role_with_system=self.config.replace_developer_role_with_system,
+            include_token_ids=self.config.return_token_id_information,
+        )
+        completion = await self._complete(request, chat_params)
+        return chat_completion_to_response(
+            completion,
+            request_params=params,
+            model=self.config.model,
+            include_token_ids=self.config.return_token_id_information,
+        )
+
+    async def chat_completions(self, request: Request, body: ChatCompletionCreateParams) -> Any:
+        payload = body.model_dump(exclude_unset=True)
+        if self.config.replace_developer_role_with_system:
+            payload["messages"] = [
+                {**message, "role": "system"} if message.get("role") == "developer" else message
+                for message in payload["messages"]
+            ]
+        return await self._complete(request, payload)
+
+    # ---- upstream ----------------------------------------------------------------------------
+    async def _complete(self, request: Request, chat_params: JSONDict) -> JSONDict:
+        """Send prepared chat params to the session's replica; the completion, or a synthetic empty
+        one when the conversation no longer fits the context."""
+        payload = self._prepare(chat_params)
+        result = await self._post_to_replica(request.session[SESSION_ID_KEY], payload)
+        if result.ok:
+            return result.json()
+        if context_length_exceeded(result.status, result.text):
+            return empty_incomplete_completion()
+        raise HTTPStatusError(
+            f"upstream {result.url} answered HTTP {result.status}: {result.text[:500]}",
+            status_code=result.status,
+            body=result.text,
+        )
+
+    def _prepare(self, chat_params: JSONDict) -> JSONDict:
+        payload = chat_params | {"model": self.config.model}
+        if self.config.uses_reasoning_parser and payload.get("messages"):
+            payload["messages"] = move_think_to_reasoning_content(payload["messages"])
+        if self.config.return_token_id_information:
+            payload.update(TOKEN_ID_REQUEST)
+        return payload
+
+    async def _post_to_replica(self, session_id: str, payload: JSONDict) -> HttpResult:
+        refused: list[str] = []
+        for index in replica_order(session_id, len(self._replicas)):
+            url = f"{self._replicas[index]}/chat/completions"
+            try:
+                return await self._upstream.request("POST", url, json=payload, headers=self._headers)
+            except ServerUnreachableError as error:
+                # Only a refused connection moves on: the request never reached that replica, so
+                # nothing is generated twice. A replica that dropped a request mid-way is an error.
+                if not getattr(error, "connect_failed", False):
+                    raise
+                refused.append(str(error))
+        raise ServerUnreachableError("no vLLM replica accepted a connection: " + "; ".join(refused))
+
+
+if __name__ == "__main__":
+    VLLMModel.run_webserver()
