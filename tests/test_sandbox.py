@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from nemo_gym.errors import SandboxError
-from nemo_gym.sandbox import ExecutionResult, Sandbox, SandboxLimits
+from nemo_gym.sandbox import ExecutionResult, Isolation, Sandbox, SandboxLimits
 
 T = TypeVar("T")
 FAST = SandboxLimits(wall_timeout_s=5, cpu_time_s=5, memory_mb=256)
@@ -25,7 +25,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-async def run_once(code: str, limits: SandboxLimits = FAST, **kwargs: Any) -> ExecutionResult:
+async def run_once(
+    code: str, limits: SandboxLimits = FAST, **kwargs: Any
+) -> ExecutionResult:
     sandbox = Sandbox(limits)
     try:
         return await sandbox.run_python(code, **kwargs)
@@ -45,7 +47,9 @@ def assert_no_leftover_processes() -> None:
 
 
 def test_prints_output_and_reports_success() -> None:
-    result = run(run_once("import sys\nprint('hello', 6 * 7)\nprint('warn', file=sys.stderr)"))
+    result = run(
+        run_once("import sys\nprint('hello', 6 * 7)\nprint('warn', file=sys.stderr)")
+    )
     assert result.ok and result.exit_code == 0
     assert result.stdout == "hello 42\n"
     assert result.stderr == "warn\n"
@@ -53,7 +57,12 @@ def test_prints_output_and_reports_success() -> None:
 
 
 def test_reads_stdin() -> None:
-    result = run(run_once("import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))", stdin="1 2 3\n4"))
+    result = run(
+        run_once(
+            "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))",
+            stdin="1 2 3\n4",
+        )
+    )
     assert result.stdout == "10\n"
 
 
@@ -62,7 +71,10 @@ def test_crash_is_a_result_with_the_user_traceback() -> None:
     assert not result.ok and result.exit_code == 1
     assert 'File "main.py", line 2, in f' in result.stderr
     assert "_child.py" not in result.stderr  # the bootstrap's frames are hidden
-    assert result.describe_error() == "exited with code 1: ZeroDivisionError: division by zero"
+    assert (
+        result.describe_error()
+        == "exited with code 1: ZeroDivisionError: division by zero"
+    )
 
 
 def test_sys_exit_code_is_kept() -> None:
@@ -72,7 +84,9 @@ def test_sys_exit_code_is_kept() -> None:
 def test_infinite_loop_times_out_near_the_wall_limit() -> None:
     limits = FAST.model_copy(update={"wall_timeout_s": 1.5})
     started = time.monotonic()
-    result = run(run_once("print('started', flush=True)\nwhile True:\n    pass", limits))
+    result = run(
+        run_once("print('started', flush=True)\nwhile True:\n    pass", limits)
+    )
     assert time.monotonic() - started < 1.5 + 1.0
     assert result.timed_out and not result.ok and result.exit_code is None
     assert result.stdout == "started\n"  # output before the kill is kept
@@ -103,7 +117,9 @@ def test_fork_bomb_is_contained_and_leaves_nothing_behind() -> None:
     )
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
 
-    async def scenario() -> tuple[ExecutionResult, ExecutionResult, ExecutionResult, float]:
+    async def scenario() -> tuple[
+        ExecutionResult, ExecutionResult, ExecutionResult, float
+    ]:
         sandbox = Sandbox(limits)
         try:
             counted = await sandbox.run_python(counting)
@@ -117,7 +133,9 @@ def test_fork_bomb_is_contained_and_leaves_nothing_behind() -> None:
 
     counted, bombed, after, elapsed = run(scenario())
     forked, error = counted.stdout.split()
-    assert error == "BlockingIOError" and int(forked) < 16  # the kernel refused the 16th process
+    assert (
+        error == "BlockingIOError" and int(forked) < 16
+    )  # the kernel refused the 16th process
     assert not bombed.ok and elapsed < 2 + 1.5
     assert after.stdout == "still fine\n"
     assert_no_leftover_processes()
@@ -174,8 +192,14 @@ def test_network_is_unreachable() -> None:
 
 def test_work_dir_is_removed_after_success_and_after_timeout() -> None:
     limits = FAST.model_copy(update={"wall_timeout_s": 1})
-    finished = run(run_once("import os\nopen('data.txt', 'w').write('x')\nprint(os.getcwd())"))
-    timed_out = run(run_once("import os\nprint(os.getcwd(), flush=True)\nwhile True:\n    pass", limits))
+    finished = run(
+        run_once("import os\nopen('data.txt', 'w').write('x')\nprint(os.getcwd())")
+    )
+    timed_out = run(
+        run_once(
+            "import os\nprint(os.getcwd(), flush=True)\nwhile True:\n    pass", limits
+        )
+    )
     assert timed_out.timed_out
     for result in (finished, timed_out):
         work_dir = Path(result.stdout.strip())
@@ -185,14 +209,21 @@ def test_work_dir_is_removed_after_success_and_after_timeout() -> None:
 
 def test_output_is_truncated_at_the_limit() -> None:
     limits = FAST.model_copy(update={"max_output_bytes": 1000})
-    result = run(run_once("import sys\nsys.stdout.write('x' * 3_000_000)\nprint('done', file=sys.stderr)", limits))
+    result = run(
+        run_once(
+            "import sys\nsys.stdout.write('x' * 3_000_000)\nprint('done', file=sys.stderr)",
+            limits,
+        )
+    )
     assert result.ok and result.output_truncated
     assert result.stdout == "x" * 1000
     assert result.stderr == "done\n"
 
 
 def test_concurrent_runs_are_bounded_and_do_not_block_the_loop() -> None:
-    code = "import time\nstart = time.time()\ntime.sleep(0.3)\nprint(start, time.time())"
+    code = (
+        "import time\nstart = time.time()\ntime.sleep(0.3)\nprint(start, time.time())"
+    )
 
     async def scenario() -> tuple[list[ExecutionResult], int]:
         sandbox = Sandbox(FAST, max_concurrent=2)
@@ -206,7 +237,9 @@ def test_concurrent_runs_are_bounded_and_do_not_block_the_loop() -> None:
 
         ticking = asyncio.create_task(ticker())
         try:
-            return await asyncio.gather(*(sandbox.run_python(code) for _ in range(8))), ticks
+            return await asyncio.gather(
+                *(sandbox.run_python(code) for _ in range(8))
+            ), ticks
         finally:
             ticking.cancel()
             await sandbox.aclose()
@@ -216,7 +249,9 @@ def test_concurrent_runs_are_bounded_and_do_not_block_the_loop() -> None:
     spans = [tuple(map(float, r.stdout.split())) for r in results]
     most_at_once = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert most_at_once <= 2
-    assert ticks > 50  # 8 runs x 0.3 s / 2 slots >= 1.2 s: the loop kept ticking throughout
+    assert (
+        ticks > 50
+    )  # 8 runs x 0.3 s / 2 slots >= 1.2 s: the loop kept ticking throughout
 
 
 def test_session_keeps_state_and_echoes_trailing_expression() -> None:
@@ -238,7 +273,10 @@ def test_session_keeps_state_and_echoes_trailing_expression() -> None:
     assert define.ok and define.stdout == ""
     assert echo.stdout == "126\n"
     assert print_only.stdout == "side\n"  # None is not echoed, as in the REPL
-    assert error.exit_code == 1 and "NameError: name 'undefined_name' is not defined" in error.stderr
+    assert (
+        error.exit_code == 1
+        and "NameError: name 'undefined_name' is not defined" in error.stderr
+    )
     assert after_error.stdout == "21\n" and not after_error.session_restarted
 
 
@@ -301,3 +339,33 @@ def test_limits_are_validated() -> None:
         SandboxLimits(memory_mb=0)
     with pytest.raises(ValueError):
         SandboxLimits(wall_timeout_s=-1)
+
+
+def test_fallback_without_namespaces_still_guards_network_and_limits() -> None:
+    """What a machine without namespaces gets: the socket guard, rlimits and the process group."""
+    limits = FAST.model_copy(update={"wall_timeout_s": 1})
+    code = (
+        "import socket\ntry:\n    socket.socket()\n    print('SOCKET')\n"
+        "except OSError as error:\n    print('blocked', error)\n"
+        "import resource\nprint(resource.getrlimit(resource.RLIMIT_AS)[0] // 2**20, 'MB')\n"
+    )
+
+    async def scenario() -> tuple[ExecutionResult, ExecutionResult]:
+        sandbox = Sandbox(limits)
+        sandbox.isolation = Isolation(
+            network_isolation="python-guard", namespaces=False, dedicated_uid=False
+        )
+        try:
+            return await sandbox.run_python(code), await sandbox.run_python(
+                "while True:\n    pass"
+            )
+        finally:
+            await sandbox.aclose()
+
+    guarded, looping = run(scenario())
+    assert (
+        guarded.stdout
+        == "blocked [Errno 1] network access is disabled in this sandbox\n256 MB\n"
+    )
+    assert looping.timed_out
+    assert_no_leftover_processes()

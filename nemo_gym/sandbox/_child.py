@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import ctypes
 import io
 import json
@@ -44,11 +45,22 @@ _PR_SET_NO_NEW_PRIVS = 38
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+def _mount(
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int,
+    data: str | None = None,
+) -> None:
     def enc(value: str | None) -> bytes | None:
         return None if value is None else value.encode()
 
-    if _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+    if (
+        _libc.mount(
+            enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)
+        )
+        != 0
+    ):
         err = ctypes.get_errno()
         raise OSError(err, f"mount {target}: {os.strerror(err)}")
 
@@ -73,7 +85,9 @@ def _cover(directory: str, keep: list[str]) -> None:
     The tmpfs is 0755 and owned by root, so the sandbox uid can read through it but cannot write.
     Kept paths are opened before they disappear under the tmpfs and re-attached via /proc/self/fd.
     """
-    keep = sorted({k for k in keep if not any(k != o and k.startswith(o + "/") for o in keep)})
+    keep = sorted(
+        {k for k in keep if not any(k != o and k.startswith(o + "/") for o in keep)}
+    )
     fds = [os.open(k, os.O_PATH | os.O_DIRECTORY) for k in keep]
     _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=755,size=1m")
     for path, fd in zip(keep, fds):
@@ -84,7 +98,10 @@ def _cover(directory: str, keep: list[str]) -> None:
 
 def _isolate_filesystem(workdir: str) -> None:
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))}
+    needed = {
+        os.path.realpath(p)
+        for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))
+    }
     needed |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
     needed.add(os.path.dirname(os.path.realpath(sys.executable)))
     covers: dict[str, list[str]] = {}
@@ -131,7 +148,13 @@ def _install_socket_guard() -> None:
     real_socket = socket.socket
 
     class _GuardedSocket(real_socket):
-        def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None):
+        def __init__(
+            self,
+            family: int = -1,
+            type: int = -1,
+            proto: int = -1,
+            fileno: int | None = None,
+        ):
             if fileno is None and family in (-1, socket.AF_INET, socket.AF_INET6):
                 raise PermissionError(1, "network access is disabled in this sandbox")
             super().__init__(family, type, proto, fileno)
@@ -167,7 +190,7 @@ def _run_program(source: str) -> int:
     sys.argv = ["main.py"]
     _register_source("main.py", source)
     try:
-        exec(compile(source, "main.py", "exec", dont_inherit=True), main.__dict__)
+        exec(compile(source, "main.py", "exec", dont_inherit=True), main.__dict__)  # noqa: S102 - running it is our job
     except SystemExit as stop:
         return _exit_code_of(stop)
     except BaseException as error:  # noqa: BLE001 - any user error ends the program like the interpreter would
@@ -175,10 +198,10 @@ def _run_program(source: str) -> int:
         return 1
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(
+                Exception
+            ):  # a stream the code closed must not mask its result
                 stream.flush()
-            except Exception:  # noqa: BLE001 - a closed stream must not mask the real result
-                pass
     return 0
 
 
@@ -255,7 +278,7 @@ class _Repl:
         exit_code = 0
         try:
             body, last = self._split(code, filename)
-            exec(body, self._namespace)
+            exec(body, self._namespace)  # noqa: S102 - running it is our job
             if last is not None:
                 sys.displayhook(eval(last, self._namespace))
         except SystemExit as stop:
@@ -273,18 +296,27 @@ class _Repl:
         }
 
     @staticmethod
-    def _split(code: str, filename: str) -> tuple[types.CodeType, types.CodeType | None]:
+    def _split(
+        code: str, filename: str
+    ) -> tuple[types.CodeType, types.CodeType | None]:
         tree = ast.parse(code, filename)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = compile(ast.Expression(tree.body.pop().value), filename, "eval", dont_inherit=True)
+            last = compile(
+                ast.Expression(tree.body.pop().value),
+                filename,
+                "eval",
+                dont_inherit=True,
+            )
         return compile(tree, filename, "exec", dont_inherit=True), last
 
     def _renew_cpu_budget(self) -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         used = int(usage.ru_utime + usage.ru_stime) + 1
         _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
-        resource.setrlimit(resource.RLIMIT_CPU, (min(used + self._cpu_time_s, hard), hard))
+        resource.setrlimit(
+            resource.RLIMIT_CPU, (min(used + self._cpu_time_s, hard), hard)
+        )
 
 
 def _run_session(plan: dict) -> int:
@@ -296,7 +328,9 @@ def _run_session(plan: dict) -> int:
     os.dup2(null, 0)
     os.dup2(2, 1)
     os.close(null)
-    _Repl(int(plan["limits"]["cpu_time_s"]), int(plan["limits"]["max_output_bytes"])).serve(requests, replies)
+    _Repl(
+        int(plan["limits"]["cpu_time_s"]), int(plan["limits"]["max_output_bytes"])
+    ).serve(requests, replies)
     return 0
 
 
@@ -346,7 +380,10 @@ def main() -> None:
     try:
         source = _set_up(plan)
     except BaseException as error:  # noqa: BLE001 - a sandbox failure, reported apart from user errors
-        os.write(status_fd, json.dumps({"setup_error": f"{type(error).__name__}: {error}"}).encode())
+        os.write(
+            status_fd,
+            json.dumps({"setup_error": f"{type(error).__name__}: {error}"}).encode(),
+        )
         os._exit(121)
     if plan["init"]:
         _become_init(status_fd)

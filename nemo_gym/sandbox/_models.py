@@ -63,7 +63,9 @@ class ExecutionResult(BaseModel):
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and self.killed_by_signal is None
+        return (
+            self.exit_code == 0 and not self.timed_out and self.killed_by_signal is None
+        )
 
     def with_limits(self, limits: SandboxLimits) -> ExecutionResult:
         self._limits = limits

@@ -61,14 +61,19 @@ def detect_isolation() -> Isolation:
                 env={"PATH": os.defpath},
                 capture_output=True,
                 timeout=30,
+                check=False,
             )
             namespaces = probe.returncode == 0
         except (OSError, subprocess.SubprocessError):
             namespaces = False
     # Without a mount namespace the interpreter must be reachable by the unprivileged uid as it is.
     interpreter = (sys.executable, sys.prefix, sys.base_prefix)
-    dedicated_uid = is_root and (namespaces or all(_world_traversable(p) for p in interpreter))
-    return Isolation("namespace" if namespaces else "python-guard", namespaces, dedicated_uid)
+    dedicated_uid = is_root and (
+        namespaces or all(_world_traversable(p) for p in interpreter)
+    )
+    return Isolation(
+        "namespace" if namespaces else "python-guard", namespaces, dedicated_uid
+    )
 
 
 def _allocate_uid() -> int:
@@ -159,7 +164,14 @@ class ChildStatus:
 class ConfinedProcess:
     """One child interpreter under the detected isolation. Always `dispose()` it."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, base: str, workdir: str, uid: int | None, status_r: int):
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        base: str,
+        workdir: str,
+        uid: int | None,
+        status_r: int,
+    ):
         self.proc = proc
         self.base_dir = base
         self.workdir = workdir
@@ -170,14 +182,20 @@ class ConfinedProcess:
 
     @classmethod
     async def start(
-        cls, isolation: Isolation, mode: Literal["run", "session"], limits: SandboxLimits, source: str | None
+        cls,
+        isolation: Isolation,
+        mode: Literal["run", "session"],
+        limits: SandboxLimits,
+        source: str | None,
     ) -> ConfinedProcess:
         uid = _allocate_uid() if isolation.dedicated_uid else None
         try:
             base, workdir, program = await asyncio.to_thread(_make_dirs, uid, source)
         except OSError as error:
             _uids_in_use.discard(uid)  # type: ignore[arg-type]
-            raise SandboxError(f"could not create the sandbox working directory: {error}") from error
+            raise SandboxError(
+                f"could not create the sandbox working directory: {error}"
+            ) from error
         status_r, status_w = os.pipe()
         os.set_blocking(status_r, False)
         plan = {
@@ -195,7 +213,13 @@ class ConfinedProcess:
         command = [sys.executable, "-I", "-B", _CHILD_SCRIPT, json.dumps(plan)]
         if isolation.namespaces:
             net = ("--net",) if not limits.network else ()
-            command = ["unshare", *net, *(f for f in _UNSHARE_FLAGS if f != "--net"), "--", *command]
+            command = [
+                "unshare",
+                *net,
+                *(f for f in _UNSHARE_FLAGS if f != "--net"),
+                "--",
+                *command,
+            ]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command,
@@ -213,7 +237,9 @@ class ConfinedProcess:
             os.close(status_r)
             await asyncio.to_thread(_remove_tree, base)
             _uids_in_use.discard(uid)  # type: ignore[arg-type]
-            raise SandboxError(f"could not start the sandbox interpreter: {error}") from error
+            raise SandboxError(
+                f"could not start the sandbox interpreter: {error}"
+            ) from error
         finally:
             os.close(status_w)
         return cls(proc, base, workdir, uid, status_r)
@@ -228,7 +254,9 @@ class ConfinedProcess:
         self._collect_status()
         report = json.loads(self._status_raw) if self._status_raw else {}
         if "setup_error" in report:
-            raise SandboxError(f"the sandbox could not confine the child: {report['setup_error']}")
+            raise SandboxError(
+                f"the sandbox could not confine the child: {report['setup_error']}"
+            )
         if "exit_code" in report:
             return ChildStatus(report["exit_code"], report["signal"])
         code = self.proc.returncode

@@ -8,8 +8,18 @@ import json
 import time
 
 from nemo_gym.errors import SandboxError
-from nemo_gym.sandbox._models import DEFAULT_LIMITS, ExecutionResult, SandboxLimits, looks_like_memory_error
-from nemo_gym.sandbox._process import BoundedBuffer, ConfinedProcess, Isolation, detect_isolation
+from nemo_gym.sandbox._models import (
+    DEFAULT_LIMITS,
+    ExecutionResult,
+    SandboxLimits,
+    looks_like_memory_error,
+)
+from nemo_gym.sandbox._process import (
+    BoundedBuffer,
+    ConfinedProcess,
+    Isolation,
+    detect_isolation,
+)
 
 # After the program exits, how long its pipes may stay open (fallback mode only: without a pid
 # namespace a process that escaped the group can hold them) before we stop reading.
@@ -29,7 +39,8 @@ async def _feed(stream: asyncio.StreamWriter | None, data: bytes) -> None:
 class Sandbox:
     """Runs untrusted Python in confined child processes, at most `max_concurrent` at a time.
 
-    The isolation this machine allows is detected once per process; `network_isolation` says which
+    The isolation this machine allows is detected once per process (the first Sandbox blocks for
+    one short probe subprocess, ~50 ms); `network_isolation` says which
     network barrier is in use ("namespace" or the weaker "python-guard"), `isolation` tells the rest.
     """
 
@@ -45,7 +56,9 @@ class Sandbox:
         self._sessions: set[PythonSession] = set()
         self._closed = False
 
-    async def run_python(self, code: str, *, stdin: str = "", limits: SandboxLimits | None = None) -> ExecutionResult:
+    async def run_python(
+        self, code: str, *, stdin: str = "", limits: SandboxLimits | None = None
+    ) -> ExecutionResult:
         """Run `code` as a fresh program; its crash or timeout is reported in the result, not raised."""
         limits = limits or self.limits
         async with self._slots:
@@ -58,10 +71,15 @@ class Sandbox:
                 self._live.discard(child)
                 await child.dispose()
 
-    async def _drive(self, child: ConfinedProcess, stdin: bytes, limits: SandboxLimits) -> ExecutionResult:
+    async def _drive(
+        self, child: ConfinedProcess, stdin: bytes, limits: SandboxLimits
+    ) -> ExecutionResult:
         proc = child.proc
         started = time.monotonic()
-        out, err = BoundedBuffer(limits.max_output_bytes), BoundedBuffer(limits.max_output_bytes)
+        out, err = (
+            BoundedBuffer(limits.max_output_bytes),
+            BoundedBuffer(limits.max_output_bytes),
+        )
         io_tasks = [
             asyncio.create_task(_feed(proc.stdin, stdin)),
             asyncio.create_task(out.drain(proc.stdout)),  # type: ignore[arg-type]
@@ -130,10 +148,14 @@ class PythonSession:
         self._closed = False
 
     async def _start(self) -> None:
-        self._child = await ConfinedProcess.start(self._sandbox.isolation, "session", self.limits, None)
+        self._child = await ConfinedProcess.start(
+            self._sandbox.isolation, "session", self.limits, None
+        )
         self._side_output = BoundedBuffer(self.limits.max_output_bytes)
         # fd-level output (subprocesses, C code) arrives on the child's stderr pipe; keep it drained.
-        self._side_task = asyncio.create_task(self._side_output.drain(self._child.proc.stderr))  # type: ignore[arg-type]
+        self._side_task = asyncio.create_task(
+            self._side_output.drain(self._child.proc.stderr)
+        )  # type: ignore[arg-type]
 
     async def _stop(self) -> None:
         child, self._child = self._child, None
@@ -147,9 +169,15 @@ class PythonSession:
         await self._stop()
         await self._start()
 
-    async def execute(self, code: str, timeout_s: float | None = None) -> ExecutionResult:
+    async def execute(
+        self, code: str, timeout_s: float | None = None
+    ) -> ExecutionResult:
         """Run one cell; a trailing expression's value is echoed to stdout like the Python REPL."""
-        limits = self.limits if timeout_s is None else self.limits.model_copy(update={"wall_timeout_s": timeout_s})
+        limits = (
+            self.limits
+            if timeout_s is None
+            else self.limits.model_copy(update={"wall_timeout_s": timeout_s})
+        )
         async with self._lock, self._sandbox._slots:
             if self._closed:
                 raise SandboxError("the session is closed")
@@ -163,20 +191,27 @@ class PythonSession:
             try:
                 proc.stdin.write(json.dumps({"code": code}).encode() + b"\n")  # type: ignore[union-attr]
                 await proc.stdin.drain()  # type: ignore[union-attr]
-                line = await asyncio.wait_for(proc.stdout.readline(), limits.wall_timeout_s)  # type: ignore[union-attr]
+                line = await asyncio.wait_for(
+                    proc.stdout.readline(), limits.wall_timeout_s
+                )  # type: ignore[union-attr]
             except TimeoutError:
                 duration = time.monotonic() - started
                 partial = self._side_output.take()
                 await self._restart()
                 return ExecutionResult(
-                    stderr=partial, timed_out=True, duration_s=duration, session_restarted=True
+                    stderr=partial,
+                    timed_out=True,
+                    duration_s=duration,
+                    session_restarted=True,
                 ).with_limits(limits)
             except (BrokenPipeError, ConnectionResetError):
                 line = b""
             duration = time.monotonic() - started
             if not line:
                 return (await self._died(duration)).with_limits(limits)
-            await asyncio.sleep(0)  # let fd-level output that raced the reply be collected
+            await asyncio.sleep(
+                0
+            )  # let fd-level output that raced the reply be collected
             reply = json.loads(line)
             side = self._side_output.take()
             stderr = reply["stderr"] + side
