@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,10 @@ from omegaconf import OmegaConf
 
 from nemo_gym.client import ServerClient
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI
-from responses_api_models.azure_openai_model.app import AzureOpenAIModel, AzureOpenAIModelConfig
+from responses_api_models.azure_openai_model.app import (
+    AzureOpenAIModel,
+    AzureOpenAIModelConfig,
+)
 
 WEATHER_TOOL = {
     "type": "function",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import orjson
@@ -14,7 +15,11 @@ from aiohttp import web
 
 from nemo_gym.client import ServerClient
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
-from responses_api_models.vllm_model.app import VLLMModel, VLLMModelConfig, replica_order
+from responses_api_models.vllm_model.app import (
+    VLLMModel,
+    VLLMModelConfig,
+    replica_order,
+)
 
 WEATHER_TOOL = {
     "type": "function",
