@@ -1,0 +1,64 @@
+"""Serve a server object over real HTTP on loopback from inside a test process.
+
+`ng_run` is the way to run servers for real; this is for tests that want to look inside a server
+(count the calls a resources server received, say) while still talking to it over HTTP.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from nemo_gym.client import ServerClient, ServerInfo
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ThreadedServer:
+    """A uvicorn server for a FastAPI app on a background thread."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None):
+        self.host, self.port = host, port or free_port(host)
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", access_log=False,
+                                lifespan="on", timeout_keep_alive=30)
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "ThreadedServer":
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> "ThreadedServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def registry_client(servers: dict[str, tuple[str, str]]) -> ServerClient:
+    """A ServerClient that knows `name -> (server_type, url)` without a head server."""
+    registry = {name: ServerInfo(name=name, server_type=kind, implementation="test", url=url)
+                for name, (kind, url) in servers.items()}
+    return ServerClient("http://127.0.0.1:9", registry=registry)

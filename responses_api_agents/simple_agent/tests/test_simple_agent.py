@@ -1,0 +1,151 @@
+"""simple_agent over real HTTP: tool dispatch rules, cookies, usage and stop conditions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+
+from nemo_gym.servers.resources import (
+    BaseResourcesServerConfig,
+    BaseVerifyRequest,
+    BaseVerifyResponse,
+    SimpleResourcesServer,
+)
+from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
+from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
+from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
+from responses_api_models.openai_model.app import OpenAIModel, OpenAIModelConfig
+
+WEATHER_TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+
+
+class RecordingResources(SimpleResourcesServer):
+    """Records every route it serves, and the session id each call carried."""
+
+    config: BaseResourcesServerConfig
+    calls: list[tuple[str, str]] = []
+
+    def setup_webserver(self) -> FastAPI:
+        app = super().setup_webserver()
+        app.post("/get_weather")(self.get_weather)
+        return app
+
+    async def seed_session(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("seed_session", request.session["session_id"]))
+        return {}
+
+    async def get_weather(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("get_weather", request.session["session_id"]))
+        if "city" not in body:
+            return {"error": "city is required"}
+        return {"weather": f"cold in {body['city']}"}
+
+    async def verify(self, request: Request, body: BaseVerifyRequest) -> BaseVerifyResponse:
+        self.calls.append(("verify", request.session["session_id"]))
+        return BaseVerifyResponse(**body.model_dump(), reward=1.0)
+
+
+def scripted(turns: list[Turn]):
+    """A script that plays `turns` in order, one per model call of the episode."""
+    def script(body: dict[str, Any]) -> Turn:
+        model_calls_so_far = sum(1 for item in body["input"] if item.get("type") == "function_call")
+        return turns[min(model_calls_so_far, len(turns) - 1)]
+    return script
+
+
+@pytest.fixture
+def stack(request):
+    turns = request.param
+    upstream = ScriptedOpenAI(scripted(turns)).start()
+    ports = {name: free_port() for name in ("resources", "model", "agent")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    client = lambda: registry_client({"resources": ("resources_servers", urls["resources"]),  # noqa: E731
+                                      "model": ("responses_api_models", urls["model"])})
+    resources = RecordingResources(config=BaseResourcesServerConfig(name="resources", port=ports["resources"]),
+                                   server_client=client())
+    resources.calls = []
+    model = OpenAIModel(config=OpenAIModelConfig(name="model", port=ports["model"], openai_base_url=upstream.url,
+                                                 openai_model="m"), server_client=client())
+    agent = SimpleAgent(config=SimpleAgentConfig(name="agent", port=ports["agent"], max_steps=5,
+                                                 resources_server={"type": "resources_servers", "name": "resources"},
+                                                 model_server={"type": "responses_api_models", "name": "model"}),
+                        server_client=client())
+    servers = [ThreadedServer(s.setup_webserver(), port=ports[n]).start()
+               for n, s in (("resources", resources), ("model", model), ("agent", agent))]
+    yield urls["agent"], resources, upstream
+    for server in servers:
+        server.stop()
+    upstream.stop()
+
+
+def run(agent_url: str, tools=(WEATHER_TOOL,)) -> dict[str, Any]:
+    row = {"responses_create_params": {"input": [{"role": "user", "content": "weather in Paris?"}], "tools": list(tools)},
+           "expected": "kept"}
+    response = httpx.post(f"{agent_url}/run", json=row, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def tool_outputs(row: dict[str, Any]) -> list[str]:
+    return [item["output"] for item in row["response"]["output"] if item["type"] == "function_call_output"]
+
+
+@pytest.mark.parametrize("stack", [[Turn(tool_calls=[("get_weather", '{"city": "Paris"}')]), Turn(text="Cold.")]], indirect=True)
+def test_cookies_thread_one_session_through_seed_tools_and_verify(stack):
+    agent_url, resources, _ = stack
+    row = run(agent_url)
+    assert row["reward"] == 1.0 and row["expected"] == "kept"
+    assert [name for name, _ in resources.calls] == ["seed_session", "get_weather", "verify"]
+    assert len({session for _, session in resources.calls}) == 1
+    assert json.loads(tool_outputs(row)[0]) == {"weather": "cold in Paris"}
+    assert row["response"]["usage"]["total_tokens"] == 240  # two model calls summed
+
+
+@pytest.mark.parametrize("stack", [[Turn(tool_calls=[("verify", "{}"), ("seed_session", "{}")]), Turn(text="Done.")]],
+                         indirect=True)
+def test_undeclared_tools_never_reach_the_resources_server(stack):
+    agent_url, resources, _ = stack
+    row = run(agent_url)
+    # verify ran once (the real one at the end); seed_session once (the real one at the start).
+    assert [name for name, _ in resources.calls] == ["seed_session", "verify"]
+    outputs = [json.loads(text) for text in tool_outputs(row)]
+    assert len(outputs) == 2
+    assert all("is not available" in output["error"] and "get_weather" in output["error"] for output in outputs)
+
+
+@pytest.mark.parametrize("stack", [[Turn(tool_calls=[("get_weather", '{"city": "Par')]), Turn(text="Sorry.")]],
+                         indirect=True)
+def test_invalid_json_arguments_become_an_error_tool_output(stack):
+    agent_url, resources, _ = stack
+    row = run(agent_url)
+    assert "not valid JSON" in json.loads(tool_outputs(row)[0])["error"]
+    assert "get_weather" not in [name for name, _ in resources.calls]
+
+
+@pytest.mark.parametrize("stack", [[Turn(tool_calls=[("get_weather", '{"town": 3}')]), Turn(text="Hm.")]], indirect=True)
+def test_tool_server_errors_become_tool_outputs(stack):
+    agent_url, _, _ = stack
+    row = run(agent_url)
+    assert json.loads(tool_outputs(row)[0]) == {"error": "city is required"}
+    assert row["response"]["output"][-1]["type"] == "message"
+
+
+@pytest.mark.parametrize("stack", [[Turn(tool_calls=[("get_weather", '{"city": "X"}')])]], indirect=True)
+def test_max_steps_bounds_a_model_that_never_stops_calling_tools(stack):
+    agent_url, resources, upstream = stack
+    row = run(agent_url)
+    assert len(upstream.requests) == 5  # max_steps=5
+    assert len(tool_outputs(row)) == 5
+    assert row["reward"] == 1.0
+
+
+@pytest.mark.parametrize("stack", [[Turn(text="I ran out of", finish_length=True)]], indirect=True)
+def test_episode_stops_on_incomplete_details(stack):
+    agent_url, _, upstream = stack
+    row = run(agent_url)
+    assert len(upstream.requests) == 1
+    assert row["response"]["incomplete_details"] == {"reason": "max_output_tokens"}

@@ -1,0 +1,129 @@
+"""The rollout-collection tutorial, exactly as a NeMo Gym user types it, against a scripted upstream."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, cli, spawn
+
+pytestmark = pytest.mark.slow
+SECRET = "sk-test-secret-never-shown"
+
+
+class RunningStack:
+    """`ng_run` as a real subprocess, with its output collected on a thread."""
+
+    def __init__(self, *overrides: str):
+        self.process = spawn("ng_run", f"+config_paths=[{TUTORIAL_CONFIGS}]", *overrides)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any("servers are up" in line for line in self.lines):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("ng_run did not come up:\n" + "\n".join(self.lines))
+            time.sleep(0.05)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def test_tutorial_collects_ten_scored_rollouts_and_leaves_no_process(upstream, head_port, tmp_path):
+    stack = RunningStack(f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
+                         f"+policy_api_key={SECRET}", "+policy_model_name=scripted-model")
+    try:
+        stack.wait_ready()
+        for name in ("head_server", "example_single_tool_call", TUTORIAL_AGENT, "policy_model"):
+            assert name in stack.output
+        children = psutil.Process(stack.process.pid).children(recursive=True)
+        assert len(children) >= 3
+
+        # The head server lists the servers and never a config value.
+        head = f"http://127.0.0.1:{head_port}"
+        registry = httpx.get(f"{head}/server_instances").json()
+        assert {row["name"] for row in registry} == {"example_single_tool_call", TUTORIAL_AGENT, "policy_model"}
+        for path in ("/", "/health", "/server_instances", "/global_config_dict_yaml"):
+            assert SECRET not in httpx.get(f"{head}{path}").text
+        # ...nor is the key on any process's command line.
+        for child in children:
+            assert SECRET not in " ".join(child.cmdline())
+
+        output = tmp_path / "example_single_tool_call_rollouts.jsonl"
+        result = cli(
+            "ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={TUTORIAL_DATA}",
+            f"+output_jsonl_fpath={output}", "+limit=5", "+num_repeats=2", "+num_samples_in_parallel=3",
+            "+responses_create_params.temperature=0.0", f"+head_server.port={head_port}",
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Collecting rollouts: 100%" in result.stderr and "10/10" in result.stderr
+        assert "mean/reward 1.0000" in result.stdout
+
+        rows = [json.loads(line) for line in output.read_text().splitlines()]
+        assert len(rows) == 10
+        assert sorted((row["_ng_task_index"], row["_ng_rollout_index"]) for row in rows) == [
+            (task, rollout) for task in range(5) for rollout in range(2)
+        ]
+        for row in rows:
+            assert row["reward"] == 1.0
+            assert row["responses_create_params"]["temperature"] == 0.0
+            output_items = row["response"]["output"]
+            calls = [item for item in output_items if item["type"] == "function_call"]
+            results = [item for item in output_items if item["type"] == "function_call_output"]
+            assert [call["name"] for call in calls] == ["get_weather"]
+            assert results[0]["call_id"] == calls[0]["call_id"]
+            assert "The weather in San Francisco is cold." in results[0]["output"]
+            assert output_items[-1]["type"] == "message" and output_items[-1]["role"] == "assistant"
+            # usage is summed over the two model calls of the episode (the scripted model reports 120 each)
+            assert row["response"]["usage"]["total_tokens"] == 240
+        # The upstream saw the configured model and key, and the temperature override.
+        assert all(request["model"] == "scripted-model" and request["temperature"] == 0.0 for request in upstream.requests)
+        metrics = json.loads((tmp_path / "example_single_tool_call_rollouts_aggregate_metrics.json").read_text())
+        assert metrics["counts"]["rollouts"] == 10 and metrics["fields"]["reward"]["mean"] == 1.0
+    finally:
+        stack.process.send_signal(signal.SIGINT)
+        stack.process.wait(timeout=15)
+
+    time.sleep(0.2)
+    alive = [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"processes left behind: {alive}"
+    assert stack.process.returncode == 0
+
+
+def test_ng_run_reports_a_server_that_dies_during_startup(head_port, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "broken_env:\n  resources_servers:\n    example_single_tool_call:\n      entrypoint: does_not_exist.py\n"
+        "      domain: agent\n"
+    )
+    result = cli("ng_run", f"+config_paths=[{broken}]", f"+head_server.port={head_port}", timeout=60)
+    assert result.returncode == 2
+    assert "does_not_exist.py" in result.stderr and "does not exist" in result.stderr
+
+
+def test_ng_run_shows_the_last_output_of_a_server_that_crashes_at_startup(head_port, tmp_path):
+    config = tmp_path / "model_without_name.yaml"
+    config.write_text(
+        "policy_model:\n  responses_api_models:\n    openai_model:\n      entrypoint: app.py\n"
+        "      openai_base_url: http://127.0.0.1:9/v1\n"
+    )
+    started = time.monotonic()
+    result = cli("ng_run", f"+config_paths=[{config}]", f"+head_server.port={head_port}", timeout=60)
+    assert result.returncode == 1
+    assert "server 'policy_model' exited" in result.stderr
+    assert "openai_model" in result.stderr and "Field required" in result.stderr  # the child's own traceback tail
+    assert time.monotonic() - started < 30
