@@ -24,9 +24,10 @@ ToolCall = dict[str, Any]
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 
-# The wording that made SmolLM2-135M emit a parsable call most often (see the
-# README of this folder for the phrasings tried). A worked example using the
-# first declared tool matters more than anything else for a model this small.
+# No phrasing tried made SmolLM2-135M call a tool unprompted (README.md of this
+# folder has the counts); this one is Hermes-like, which larger models were trained
+# on, with a worked example built from the first declared tool. For the smallest
+# models the engine constrains decoding instead (see `tool_call_json_schema`).
 _TOOLS_INSTRUCTION = """You are a function calling AI model. You may call one or more of these functions:
 <tools>
 {tool_lines}

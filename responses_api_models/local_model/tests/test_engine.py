@@ -112,3 +112,12 @@ def test_a_missing_explicit_model_path_is_named_in_the_error(tmp_path):
     missing = tmp_path / "nope.gguf"
     with pytest.raises(ModelWeightsNotFoundError, match="nope.gguf"):
         LocalChatEngine(model_path=str(missing))
+
+
+@pytest.mark.local_model
+def test_forcing_a_tool_call_after_user_turns_makes_auto_calls_happen(engine):
+    params = ask("What's the weather in Paris?", tools=[WEATHER_TOOL], max_tokens=48)
+    with LocalChatEngine(engine.model_path, n_ctx=N_CTX, n_parallel=1, force_tool_call_after_user=True) as forcing:
+        completion = asyncio.run(forcing.chat(params))
+    assert completion["choices"][0]["finish_reason"] == "tool_calls"
+    assert completion["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
