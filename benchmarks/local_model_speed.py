@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from responses_api_models.local_model.engine import LocalChatEngine  # noqa: E402
+from responses_api_models.local_model.engine import LocalChatEngine
 
 GENERATED_TOKENS = 128
 LONG_PROMPT = " ".join(f"Item {i} is a {['red', 'green', 'blue'][i % 3]} box." for i in range(120))

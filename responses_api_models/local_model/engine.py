@@ -19,10 +19,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from nemo_gym.errors import ConfigError, InputError, NemoGymError
-
 from responses_api_models.local_model.tool_prompt import (
     declared_tool_names,
     parse_tool_calls,
@@ -120,7 +119,7 @@ class LocalChatEngine:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._server = None  # dropping the last reference stops llama.cpp's loop and frees memory
 
-    def __enter__(self) -> LocalChatEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

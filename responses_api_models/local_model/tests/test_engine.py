@@ -8,7 +8,11 @@ import json
 
 import pytest
 
-from responses_api_models.local_model.engine import LocalChatEngine, ModelWeightsNotFoundError, default_model_path
+from responses_api_models.local_model.engine import (
+    LocalChatEngine,
+    ModelWeightsNotFoundError,
+    default_model_path,
+)
 
 N_CTX = 512
 
