@@ -116,7 +116,13 @@ class RolloutCollector:
 
     async def check_agent(self) -> None:
         """Fail fast, with the list of agents, if `agent_name` is not a running agent."""
-        registry = await self.server_client.registry(refresh=True)
+        registry = await self.server_client.registry()
+        if self.agent_name not in registry:
+            try:
+                registry = await self.server_client.registry(refresh=True)
+            except TransportError:
+                if not registry:
+                    raise
         info = registry.get(self.agent_name)
         agents = sorted(name for name, row in registry.items() if row.server_type == AGENT_SERVER_TYPE)
         if info is None or info.server_type != AGENT_SERVER_TYPE:
@@ -169,7 +175,9 @@ class RolloutCollector:
         """Run `jobs` with at most `policy.concurrency` in flight; yield outcomes in completion order."""
         source = _as_async_iterator(jobs)
         pull_lock = asyncio.Lock()
-        outcomes: asyncio.Queue[RolloutOutcome | BaseException | None] = asyncio.Queue()
+        # Bounded: when the consumer is slow (say, writing to a slow disk), workers wait instead of
+        # piling finished rows up in memory.
+        outcomes: asyncio.Queue[RolloutOutcome | BaseException | None] = asyncio.Queue(self.policy.concurrency)
         active = self.policy.concurrency
 
         async def worker() -> None:
@@ -180,13 +188,15 @@ class RolloutCollector:
                         job = await anext(source, None)
                     if job is None:
                         return
-                    outcomes.put_nowait(await self.run_one(job))
+                    await outcomes.put(await self.run_one(job))
+            except asyncio.CancelledError:
+                raise
             except BaseException as error:  # a fatal error (unknown agent, bad input) ends the stream
-                outcomes.put_nowait(error)
+                await outcomes.put(error)
             finally:
                 active -= 1
                 if active == 0:
-                    outcomes.put_nowait(None)
+                    await outcomes.put(None)
 
         workers = [asyncio.create_task(worker()) for _ in range(self.policy.concurrency)]
         try:
@@ -195,8 +205,6 @@ class RolloutCollector:
                 if item is None:
                     return
                 if isinstance(item, BaseException):
-                    if isinstance(item, asyncio.CancelledError):
-                        continue
                     raise item
                 yield item
         finally:

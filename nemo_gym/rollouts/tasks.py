@@ -94,3 +94,10 @@ def expand_jobs(tasks: Iterable[tuple[int, JSONDict]], *, num_repeats: int = 1, 
         for rollout_index in range(num_repeats):
             if (task_index, rollout_index) not in skip:
                 yield RolloutJob(task_index, rollout_index, materialized)
+
+
+def jobs_from_rows(rows: Iterable[JSONDict], *, num_repeats: int = 1, overrides: JSONDict | None = None,
+                   ) -> Iterator[RolloutJob]:
+    """Jobs for in-memory (or generated) task rows: each row is checked, then repeated `num_repeats` times."""
+    checked = ((index, check_task(row, path="<rows>", line=index + 1)) for index, row in enumerate(rows))
+    return expand_jobs(checked, num_repeats=num_repeats, overrides=overrides)

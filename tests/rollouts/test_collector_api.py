@@ -1,0 +1,147 @@
+"""The in-process Python API: bounded concurrency, lazy job pulling, failures as data."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+
+from nemo_gym.errors import InputDataError, UnknownServerError
+from nemo_gym.rollouts import CollectionPolicy, RolloutCollector, jobs_from_rows
+from nemo_gym.servers.agent import AgentRunRequest, BaseResponsesAPIAgentConfig, SimpleResponsesAPIAgent
+from nemo_gym.testing.inprocess import ThreadedServer, registry_client
+
+
+class CountingAgent(SimpleResponsesAPIAgent):
+    """An agent whose /run sleeps, counts how many runs overlap, and fails on request."""
+
+    config: BaseResponsesAPIAgentConfig
+    in_flight: int = 0
+    peak: int = 0
+    calls: int = 0
+
+    async def run(self, request: Request, body: AgentRunRequest) -> Any:
+        self.calls += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(0.02)
+            row = body.model_dump(mode="json")
+            if row.get("fail") == "always":
+                raise RuntimeError("environment exploded")
+            if row.get("fail") == "first" and self.calls % 2 == 1:
+                raise RuntimeError("transient hiccup")
+            return row | {"response": {"id": "r", "output": []}, "reward": 1.0}
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.fixture
+def agent():
+    server = CountingAgent(config=BaseResponsesAPIAgentConfig(name="agent"), server_client=registry_client({}))
+    with ThreadedServer(server.setup_webserver()) as running:
+        yield server, registry_client({"agent": ("responses_api_agents", running.url)})
+
+
+def rows(count: int, **extra: Any) -> list[dict[str, Any]]:
+    return [{"responses_create_params": {"input": f"task {i}"}, **extra} for i in range(count)]
+
+
+async def drain(collector: RolloutCollector, jobs) -> list:
+    try:
+        return [outcome async for outcome in collector.stream(jobs)]
+    finally:
+        await collector.server_client.aclose()
+
+
+def test_concurrency_is_bounded_and_every_pair_comes_back(agent):
+    server, client = agent
+    collector = RolloutCollector(client, "agent", CollectionPolicy(concurrency=4))
+    outcomes = asyncio.run(drain(collector, jobs_from_rows(rows(10), num_repeats=3)))
+    assert len(outcomes) == 30 and all(outcome.ok for outcome in outcomes)
+    assert sorted(outcome.job.key for outcome in outcomes) == [(t, r) for t in range(10) for r in range(3)]
+    assert server.peak == 4
+    assert outcomes[0].row["_ng_task_index"] == outcomes[0].job.task_index
+    assert outcomes[0].row["agent_ref"] == {"type": "responses_api_agents", "name": "agent"}
+
+
+def test_jobs_are_pulled_lazily_so_memory_does_not_grow_with_the_input(agent):
+    _, client = agent
+    pulled = 0
+
+    def endless():
+        nonlocal pulled
+        for i in itertools.count():
+            pulled += 1
+            yield from jobs_from_rows([{"responses_create_params": {"input": f"t{i}"}}])
+
+    async def first_five() -> int:
+        collector = RolloutCollector(client, "agent", CollectionPolicy(concurrency=8))
+        stream = collector.stream(endless())
+        async for _ in _take(stream, 5):
+            pass
+        await stream.aclose()
+        await collector.server_client.aclose()
+        return pulled
+
+    # in flight (8) + finished but not yet consumed (8) + consumed (5) + the one being pulled
+    assert asyncio.run(first_five()) <= 8 + 8 + 5 + 1
+
+
+async def _take(stream, count):
+    taken = 0
+    async for item in stream:
+        yield item
+        taken += 1
+        if taken == count:
+            return
+
+
+def test_a_failing_rollout_is_retried_then_reported_and_never_scored(agent):
+    server, client = agent
+    policy = CollectionPolicy(concurrency=2, max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.02)
+    collector = RolloutCollector(client, "agent", policy)
+    outcomes = asyncio.run(drain(collector, jobs_from_rows(rows(2, fail="always") + rows(1))))
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    assert len(failed) == 2 and all(outcome.row is None and outcome.attempts == 3 for outcome in failed)
+    record = failed[0].failure_record("agent")
+    assert record["status_code"] == 500 and "environment exploded" in record["message"]
+    assert [outcome.ok for outcome in outcomes].count(True) == 1
+
+
+def test_a_transient_failure_is_retried_to_success(agent):
+    server, client = agent
+    policy = CollectionPolicy(concurrency=1, max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.02)
+    outcomes = asyncio.run(drain(RolloutCollector(client, "agent", policy), jobs_from_rows(rows(1, fail="first"))))
+    assert outcomes[0].ok and outcomes[0].attempts == 2
+
+
+def test_rollout_timeout_bounds_one_attempt(agent):
+    _, client = agent
+    policy = CollectionPolicy(concurrency=1, max_attempts=1, rollout_timeout_s=0.001)
+    outcomes = asyncio.run(drain(RolloutCollector(client, "agent", policy), jobs_from_rows(rows(1))))
+    assert not outcomes[0].ok and outcomes[0].failure.error_type == "TimeoutError"
+    assert "rollout_timeout_s" in outcomes[0].failure.message
+
+
+def test_unknown_agent_is_a_clear_error_with_a_suggestion(agent):
+    _, client = agent
+
+    async def check() -> None:
+        try:
+            await RolloutCollector(client, "agnt").check_agent()
+        finally:
+            await client.aclose()
+
+    with pytest.raises(UnknownServerError, match="Did you mean 'agent'"):
+        asyncio.run(check())
+
+
+def test_bad_rows_are_rejected_with_their_position():
+    with pytest.raises(InputDataError, match="<rows>:2: missing required field"):
+        list(jobs_from_rows([{"responses_create_params": {"input": "a"}}, {"input": "b"}]))
