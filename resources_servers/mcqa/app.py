@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from nemo_gym.errors import InputDataError
 from nemo_gym.openai_types import last_assistant_text
 from nemo_gym.servers.resources import (
     BaseResourcesServerConfig,
@@ -155,7 +156,10 @@ EXTRACTORS = {
 
 def extract_with_regex(text: str, pattern: str, options: dict[str, str]) -> tuple[bool, str | None]:
     """(matched, letter): whether the template's regex matched at all, and the letter its last match gives."""
-    matches = list(re.finditer(pattern, text, re.IGNORECASE))
+    try:
+        matches = list(re.finditer(pattern, text, re.IGNORECASE))
+    except re.error as error:
+        raise InputDataError(f"invalid regular expression {pattern!r}: {error}", field="template_metadata.output_regex") from error
     if not matches:
         return False, None
     last = matches[-1]
