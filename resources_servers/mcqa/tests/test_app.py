@@ -128,7 +128,7 @@ def test_verify_over_http_and_a_bad_row():
         assert unknown_mode.status_code == 422 and "grading_mode" in unknown_mode.text
         bad_regex = httpx.post(f"{server.url}/verify", json=body | {"template_metadata": {"output_regex": "(["}})
         # A broken task is an error naming the field, never a silent reward 0.
-        assert bad_regex.status_code == 500 and "template_metadata.output_regex" in bad_regex.json()["error"]["message"]
+        assert bad_regex.status_code >= 400 and "template_metadata.output_regex" in bad_regex.json()["error"]["message"]
 
 
 def test_example_data_covers_every_mode():
