@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from nemo_gym.openai_types import function_calls
 from nemo_gym.servers.resources import (
@@ -47,7 +47,7 @@ class ExtractSynonymValuesResponse(BaseModel):
 
 class MultiStepVerifyRequest(BaseVerifyRequest):
     id: int | str | None = None
-    expected_synonyms: list[str] = []
+    expected_synonyms: list[str] = Field(default_factory=list)
     expected_synonym_values: list[int]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.errors import InputDataError
 from nemo_gym.openai_types import last_assistant_text
@@ -51,7 +51,7 @@ class TemplateMetadata(BaseModel):
 
 
 class MCQAVerifyRequest(BaseVerifyRequest):
-    options: list[dict[str, Any]] = []
+    options: list[dict[str, Any]] = Field(default_factory=list)
     expected_answer: str
     grading_mode: GradingMode = "strict_single_letter_boxed"
     uuid: str | None = None

@@ -13,8 +13,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from jsonschema import Draft202012Validator, exceptions as jsonschema_errors, validators
-from pydantic import BaseModel
+from jsonschema import Draft202012Validator, validators
+from jsonschema import exceptions as jsonschema_errors
 
 from nemo_gym.errors import InputDataError
 from nemo_gym.openai_types import last_assistant_text

@@ -10,7 +10,12 @@ import httpx
 import pytest
 
 from nemo_gym.testing.inprocess import ThreadedServer, registry_client
-from resources_servers.mcqa.app import MCQAConfig, MCQAServer, MCQAVerifyRequest, boxed_contents
+from resources_servers.mcqa.app import (
+    MCQAConfig,
+    MCQAServer,
+    MCQAVerifyRequest,
+    boxed_contents,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "example.jsonl"
 OPTIONS = [{"A": "Oxygen"}, {"B": "Nitrogen"}, {"C": "Argon"}, {"D": "Carbon dioxide"}]
