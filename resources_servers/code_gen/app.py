@@ -53,7 +53,7 @@ class UnitTests(BaseModel):
     fn_name: str | None = None
 
     @model_validator(mode="after")
-    def _paired(self) -> "UnitTests":
+    def _paired(self) -> UnitTests:
         if len(self.inputs) != len(self.outputs):
             raise ValueError(f"unit_tests has {len(self.inputs)} inputs but {len(self.outputs)} outputs")
         return self

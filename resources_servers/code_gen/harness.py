@@ -11,6 +11,7 @@ makes itself non-dumpable, so a child (same uid) cannot read its memory or its p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -63,12 +64,11 @@ else:
 
 
 def _make_undumpable() -> None:
-    try:
+    # Best effort: without ctypes the other barriers (no shared memory, no inherited pipes) still hold.
+    with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    except Exception:  # noqa: BLE001 - best effort: without ctypes the other barriers still hold
-        pass
 
 
 def _lines(text: str) -> list[str]:

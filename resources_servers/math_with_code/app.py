@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field, PrivateAttr
 
 from nemo_gym.openai_types import JSONDict, assistant_messages, output_text
@@ -121,7 +121,7 @@ class MathWithCodeServer(SimpleResourcesServer):
     _sessions: dict[str, _LiveSession] = PrivateAttr(default_factory=dict)
     _reaper: asyncio.Task[None] | None = PrivateAttr(None)
 
-    def setup_webserver(self):  # type: ignore[no-untyped-def]
+    def setup_webserver(self) -> FastAPI:
         app = super().setup_webserver()
         app.post("/execute_python")(self.execute_python)
         return app

@@ -17,12 +17,9 @@ from tests.conftest import cli, spawn
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = ",".join([
-    "resources_servers/math_with_judge/configs/math_with_judge.yaml",
-    "resources_servers/math_with_code/configs/math_with_code.yaml",
-    "resources_servers/code_gen/configs/code_gen.yaml",
-    "responses_api_models/openai_model/configs/openai_model.yaml",
-])
+ENVIRONMENTS = ("math_with_judge", "math_with_code", "code_gen")
+CONFIGS = ",".join(f"resources_servers/{env}/configs/{env}.yaml" for env in ENVIRONMENTS) + \
+    ",responses_api_models/openai_model/configs/openai_model.yaml"
 
 # What the scripted model answers, keyed by a phrase of the task's user message. One task per
 # environment is answered wrongly, so the rewards prove the verifier discriminates.

@@ -151,8 +151,8 @@ def test_fork_bomb_is_contained(url):
 
 def test_writing_outside_the_work_dir_is_refused(url, tmp_path):
     targets = [str(tmp_path / "escaped.txt"), "/etc/escaped.txt", "/root/escaped.txt"]
-    code = "import sys\nfor path in %r:\n    try:\n        open(path, 'w').write('pwned')\n        print('wrote', path)\n" \
-           "    except OSError as error:\n        print(type(error).__name__)" % (targets,)
+    code = (f"for path in {targets!r}:\n    try:\n        open(path, 'w').write('pwned')\n        print('wrote', path)\n"
+            "    except OSError as error:\n        print(type(error).__name__)")
     row = verify(url, assistant(fenced(code)), {"inputs": [""], "outputs": ["wrote"]})
     got = row["error"].split(", got ", 1)[1]
     assert row["reward"] == 0.0 and "PermissionError" in got and "wrote" not in got
@@ -177,22 +177,22 @@ def test_network_is_refused(url):
 
 def test_the_tested_code_cannot_see_the_expected_outputs(url):
     # A solution that hunts for the answers in its own process, its parent, its files and its stdin.
-    code = "\n".join([
-        "import gc, glob, os, sys",
-        "needle = 'needle-' + str(4000 + 242)  # never spelled out, so this source file does not match itself",
-        "found = []",
-        "for obj in gc.get_objects():",
-        "    if isinstance(obj, dict) and 'outputs' in obj:",
-        "        found.append(obj['outputs'])",
-        "for name in glob.glob('*') + glob.glob('/proc/%d/*' % os.getppid()):",
-        "    try:",
-        "        text = open(name, errors='ignore').read()",
-        "    except OSError:",
-        "        continue",
-        "    if needle in text:",
-        "        found.append(name)",
-        "print(needle if found else 'not found ' + sys.stdin.read())",
-    ])
+    code = """\
+import gc, glob, os, sys
+needle = 'needle-' + str(4000 + 242)  # never spelled out, so this source file does not match itself
+found = []
+for obj in gc.get_objects():
+    if isinstance(obj, dict) and 'outputs' in obj:
+        found.append(obj['outputs'])
+for name in glob.glob('*') + glob.glob('/proc/%d/*' % os.getppid()):
+    try:
+        text = open(name, errors='ignore').read()
+    except OSError:
+        continue
+    if needle in text:
+        found.append(name)
+print(needle if found else 'not found ' + sys.stdin.read())
+"""
     row = verify(url, assistant(fenced(code)), {"inputs": ["x"], "outputs": ["needle-4242"]})
     assert row["reward"] == 0.0 and row["error"] == "test 1: expected 'needle-4242', got 'not found x'"
 

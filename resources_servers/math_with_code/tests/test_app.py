@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import httpx
@@ -111,7 +112,6 @@ def test_idle_sessions_are_reaped_and_the_number_of_sessions_is_capped():
             run(client, f"n = {number}")
         assert running.server.live_sessions == 2  # the least recently used one was closed for the third
         assert "NameError" in run(clients[0], "n")["error"]
-        import time
         deadline = time.monotonic() + 10
         while running.server.live_sessions and time.monotonic() < deadline:
             time.sleep(0.1)

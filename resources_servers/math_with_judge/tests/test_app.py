@@ -9,7 +9,11 @@ import pytest
 
 from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
-from resources_servers.math_with_judge.app import MathWithJudgeConfig, MathWithJudgeServer, judge_says_equal
+from resources_servers.math_with_judge.app import (
+    MathWithJudgeConfig,
+    MathWithJudgeServer,
+    judge_says_equal,
+)
 
 QUESTION = "A fair coin is flipped three times. What is the probability of getting exactly two heads?"
 
