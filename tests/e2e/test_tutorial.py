@@ -127,3 +127,21 @@ def test_ng_run_shows_the_last_output_of_a_server_that_crashes_at_startup(head_p
     assert "server 'policy_model' exited" in result.stderr
     assert "openai_model" in result.stderr and "Field required" in result.stderr  # the child's own traceback tail
     assert time.monotonic() - started < 30
+
+
+def test_ng_run_stops_everything_when_a_server_dies_later(upstream, head_port):
+    stack = RunningStack(f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
+                         "+policy_api_key=x", "+policy_model_name=m")
+    try:
+        stack.wait_ready()
+        children = psutil.Process(stack.process.pid).children(recursive=True)
+        victim = next(child for child in children if "openai_model" in " ".join(child.cmdline()))
+        victim.kill()
+        stack.process.wait(timeout=20)
+    finally:
+        if stack.process.poll() is None:
+            stack.process.kill()
+    assert stack.process.returncode == 1
+    assert "server 'policy_model' exited" in stack.output
+    time.sleep(0.2)
+    assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []

@@ -1,0 +1,88 @@
+"""What every server guarantees: JSON errors, field-naming 422s, signed per-client session ids, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+
+from nemo_gym.servers.base import BaseServerConfig, SimpleServer
+from nemo_gym.servers.session import SessionSigner
+from nemo_gym.testing.inprocess import ThreadedServer, registry_client
+
+
+class Order(BaseModel):
+    city: str
+    count: int
+
+
+class DemoServer(SimpleServer):
+    config: BaseServerConfig
+
+    def setup_webserver(self) -> FastAPI:
+        app = super().setup_webserver()
+        app.post("/order")(self.order)
+        app.post("/explode")(self.explode)
+        app.post("/whoami")(self.whoami)
+        return app
+
+    async def order(self, body: Order) -> Order:
+        return body
+
+    async def explode(self) -> dict[str, Any]:
+        raise KeyError("the missing piece")
+
+    async def whoami(self, request: Request) -> dict[str, str]:
+        return {"session_id": request.session["session_id"]}
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    server = DemoServer(config=BaseServerConfig(name="demo"), server_client=registry_client({}))
+    with ThreadedServer(server.setup_webserver()) as running:
+        yield running.url
+
+
+def test_health(server_url):
+    assert httpx.get(f"{server_url}/health").json() == {"status": "ok", "name": "demo", "kind": "server"}
+
+
+def test_uncaught_errors_are_a_json_500_with_type_and_message(server_url):
+    response = httpx.post(f"{server_url}/explode")
+    assert response.status_code == 500
+    assert response.json() == {"error": {"type": "KeyError", "message": "'the missing piece'"}}
+
+
+def test_validation_errors_are_a_422_naming_the_field(server_url):
+    response = httpx.post(f"{server_url}/order", json={"city": "Oslo", "count": "many"})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert "count" in message and "/order" in message
+
+
+def test_a_model_return_value_is_serialized(server_url):
+    assert httpx.post(f"{server_url}/order", json={"city": "Oslo", "count": 2}).json() == {"city": "Oslo", "count": 2}
+
+
+def test_each_client_gets_its_own_session_and_keeps_it(server_url):
+    with httpx.Client() as first, httpx.Client() as second:
+        a1 = first.post(f"{server_url}/whoami").json()["session_id"]
+        a2 = first.post(f"{server_url}/whoami").json()["session_id"]
+        b1 = second.post(f"{server_url}/whoami").json()["session_id"]
+    assert a1 == a2 != b1
+
+
+def test_a_forged_session_cookie_is_not_trusted(server_url):
+    response = httpx.post(f"{server_url}/whoami", cookies={"DemoServer___demo": "chosen-id.0000"})
+    assert response.json()["session_id"] != "chosen-id"
+
+
+def test_signer_round_trip_and_tamper_detection():
+    signer = SessionSigner(b"k" * 32)
+    signed = signer.sign("abc")
+    assert signer.unsign(signed) == "abc"
+    assert signer.unsign(signed[:-1] + ("0" if signed[-1] != "0" else "1")) is None
+    assert SessionSigner(b"x" * 32).unsign(signed) is None
