@@ -119,6 +119,26 @@ def machine_busy_seconds() -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
+def tcp_counters() -> dict[str, int]:
+    """Machine-wide kernel TCP counters that explain connect timeouts under bursts: accept queues
+    that overflowed (the SYN is dropped and retried after 1 s, 3 s, 7 s...)."""
+    wanted = ("ListenOverflows", "ListenDrops", "TCPSynRetrans", "TCPTimeouts")
+    counters: dict[str, int] = {}
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return counters
+    for header, values in zip(lines[::2], lines[1::2]):
+        for name, value in zip(header.split()[1:], values.split()[1:]):
+            if name in wanted:
+                counters[name] = int(value)
+    return counters
+
+
+def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {name: after[name] - before.get(name, 0) for name in after}
+
+
 def example_rows() -> list[dict[str, Any]]:
     return [row for _, row in iter_tasks(EXAMPLE_DATA)]
 
@@ -244,10 +264,12 @@ class CpuMeter:
                 time.perf_counter())
 
     def start(self) -> None:
+        self._tcp = tcp_counters()
         self._before = self._snapshot()
 
     def stop(self) -> dict[str, float]:
         after = self._snapshot()
+        self.tcp = counter_delta(self._tcp, tcp_counters())
         used = {name: after[0][name] - self._before[0][name] for name in self.processes}
         wall = after[2] - self._before[2]
         ours = sum(used.values())
@@ -269,13 +291,15 @@ class RunResult:
     stack_cpu_ms_per_rollout: float
     stack_cpu_cores: float
     other_processes_cores: float
+    failure_types: dict[str, int]
+    tcp: dict[str, int]
 
 
 async def collect_in_process(head_url: str, rows: list[dict[str, Any]], concurrency: int, count: int,
                              meter: CpuMeter | None) -> RunResult:
     jobs = expand_jobs((index, rows[index % len(rows)]) for index in range(count))
     durations: list[float] = []
-    failures = 0
+    failures: Counter[str] = Counter()
     first: float | None = None
     async with RolloutCollector.connect(head_url, AGENT, CollectionPolicy(concurrency=concurrency)) as collector:
         if meter:
@@ -285,8 +309,8 @@ async def collect_in_process(head_url: str, rows: list[dict[str, Any]], concurre
             if first is None:
                 first = time.perf_counter() - started
             durations.append(outcome.duration_s)
-            if not outcome.ok:
-                failures += 1
+            if outcome.failure is not None:
+                failures[outcome.failure.error_type] += 1
         wall = time.perf_counter() - started
         used = meter.stop() if meter else {}
     durations.sort()
@@ -294,10 +318,11 @@ async def collect_in_process(head_url: str, rows: list[dict[str, Any]], concurre
     per_rollout = {name: 1000 * seconds / count for name, seconds in used.items()}
     stack = sum(per_rollout.get(role, 0.0) for role in STACK_ROLES)
     return RunResult(
-        concurrency=concurrency, rollouts=count, failures=failures, wall_s=wall, rollouts_per_s=count / wall,
+        concurrency=concurrency, rollouts=count, failures=sum(failures.values()), wall_s=wall, rollouts_per_s=count / wall,
         first_rollout_s=first or float("nan"), p50_latency_s=percentile(durations, 0.5),
         p99_latency_s=percentile(durations, 0.99), cpu_ms_per_rollout=per_rollout, stack_cpu_ms_per_rollout=stack,
         stack_cpu_cores=stack * count / 1000 / wall, other_processes_cores=other,
+        failure_types=dict(failures), tcp=getattr(meter, "tcp", {}),
     )
 
 
@@ -313,6 +338,8 @@ def median_result(runs: list[RunResult]) -> dict[str, Any]:
                                        max(r.stack_cpu_ms_per_rollout for r in runs)]
     summary["cpu_ms_per_rollout"] = {name: median([r.cpu_ms_per_rollout[name] for r in runs])
                                      for name in runs[0].cpu_ms_per_rollout}
+    summary["failure_types"] = dict(sum((Counter(r.failure_types) for r in runs), Counter()))
+    summary["tcp"] = dict(sum((Counter(r.tcp) for r in runs), Counter()))
     summary["runs"] = [asdict(r) for r in runs]
     return summary
 
@@ -415,7 +442,8 @@ def measure_sweep(stack: RunningStack, upstream: Upstream, levels: list[int], re
             result = run_async(collect_in_process(stack.head_url, rows, level, count, meter))
             log(f"  concurrency {level:>6}  run {repeat + 1}/{repeats}: {result.rollouts_per_s:8.1f} rollouts/s, "
                 f"stack CPU {result.stack_cpu_ms_per_rollout:.2f} ms/rollout, failures {result.failures}, "
-                f"other load {result.other_processes_cores:.2f} cores")
+                f"other load {result.other_processes_cores:.2f} cores"
+                + (f", failure types {result.failure_types}, kernel TCP {result.tcp}" if result.failures else ""))
             runs.append(result)
         results.append(median_result(runs))
     return results
@@ -486,7 +514,7 @@ def measure_inflight(concurrency: int, latency_ms: float, rollouts: int, work: P
             "collector_peak_rss_mb": run.peak_rss_mb,
             "cpu_ms_per_rollout": {name: 1000 * seconds / max(rows, 1) for name, seconds in used.items()
                                    if name != "other_processes_cores"},
-            "other_processes_cores": used["other_processes_cores"],
+            "other_processes_cores": used["other_processes_cores"], "tcp": meter.tcp,
             "stderr_tail": run.stderr[-1500:] if run.returncode != 0 else "",
         }
     finally:
@@ -638,6 +666,10 @@ def format_report(figures: dict[str, Any]) -> str:
                 f"{row['p99_latency_s']:>6.3f}s | {row['stack_cpu_ms_per_rollout']:>6.2f} {cpu['agent']:>6.2f} "
                 f"{cpu['resources']:>6.2f} {cpu['model']:>6.2f} {cpu['collector']:>6.2f} | {cpu['upstream']:>6.2f} "
                 f"{cpu['ng_run']:>6.2f} | {row['stack_cpu_cores']:>5.2f} {row['other_processes_cores']:>5.2f}")
+        for row in figures["sweep"]:
+            if row["failures"]:
+                lines.append(f"  concurrency {row['concurrency']}: failures {row['failure_types']}; kernel TCP counters "
+                             f"over its runs {row['tcp']}")
         lines.append("stack = agent + resources + model + collector. upstream (scripted model) and ng_run (launcher +")
         lines.append("head server) are not in it. cores = stack CPU / wall; other = CPU used by processes outside")
         lines.append("this benchmark during the run (other engineers' jobs): the noise on this shared machine.")
@@ -666,7 +698,8 @@ def format_report(figures: dict[str, Any]) -> str:
             f"{inflight['failure_types'] or ''}, exit {inflight['returncode']}, first row "
             + ("never" if inflight["first_row_s"] is None else f"{inflight['first_row_s']:.1f} s")
             + f", {inflight['rollouts_per_s']:.0f} rollouts/s, collector peak RSS {inflight['collector_peak_rss_mb']:.0f} MB, "
-            f"CPU ms/rollout " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+            f"CPU ms/rollout " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+            + f"; kernel TCP counters during the run: {inflight['tcp']}")
     lines.append("")
     lines.append("Targets:")
     for target in figures["targets"]:
