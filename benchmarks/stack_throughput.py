@@ -339,7 +339,7 @@ def median_result(runs: list[RunResult]) -> dict[str, Any]:
     summary["cpu_ms_per_rollout"] = {name: median([r.cpu_ms_per_rollout[name] for r in runs])
                                      for name in runs[0].cpu_ms_per_rollout}
     summary["failure_types"] = dict(sum((Counter(r.failure_types) for r in runs), Counter()))
-    summary["tcp"] = dict(sum((Counter(r.tcp) for r in runs), Counter()))
+    summary["tcp"] = {name: sum(r.tcp.get(name, 0) for r in runs) for name in runs[0].tcp}
     summary["runs"] = [asdict(r) for r in runs]
     return summary
 
