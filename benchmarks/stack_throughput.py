@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector
 from nemo_gym.rollouts.tasks import expand_jobs, iter_tasks
-from nemo_gym.servers.base import run_async
+from nemo_gym.aio import run_async
 
 CONFIGS = ("resources_servers/example_single_tool_call/configs/example_single_tool_call.yaml,"
            "responses_api_models/openai_model/configs/openai_model.yaml")

@@ -41,9 +41,9 @@ class Timeouts(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    connect_s: float = Field(10.0, gt=0)
-    """Time to get a connection (pool wait + TCP connect). 10 s: loopback connects take microseconds,
-    so anything near this means the peer is gone or the pool is exhausted."""
+    connect_s: float = Field(30.0, gt=0)
+    """Time to get a connection (pool wait + TCP connect). A refused connection fails at once; this
+    only bounds a peer that is black-holed or so saturated it cannot accept for 30 s."""
     read_s: float = Field(900.0, gt=0)
     """Time between bytes of the response. 900 s: a long generation or a slow verifier answers late
     but must not hang forever."""

@@ -44,6 +44,10 @@ class CollectionPolicy(BaseModel):
     """Attempts per rollout for retryable failures (5xx, 408/429, timeouts, lost connections)."""
     rollout_timeout_s: float | None = Field(None, gt=0)
     """Deadline for one attempt of one rollout end to end (None = only the HTTP read timeout)."""
+    initial_window: int = Field(128, ge=1)
+    """Rollouts admitted at first; each finished rollout admits one more, up to `concurrency` (TCP-style
+    slow start). Admitting 16k rollouts at once puts every one of them in lockstep behind the others,
+    so none finishes for a long time; ramping up gets first results out in about one rollout time."""
     backoff_initial_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
 
@@ -178,27 +182,37 @@ class RolloutCollector:
         # Bounded: when the consumer is slow (say, writing to a slow disk), workers wait instead of
         # piling finished rows up in memory.
         outcomes: asyncio.Queue[RolloutOutcome | BaseException | None] = asyncio.Queue(self.policy.concurrency)
-        active = self.policy.concurrency
+        workers: list[asyncio.Task[None]] = []
+        active = 0
+        exhausted = False
 
         async def worker() -> None:
-            nonlocal active
+            nonlocal active, exhausted
             try:
                 while True:
                     async with pull_lock:
                         job = await anext(source, None)
                     if job is None:
+                        exhausted = True
                         return
                     await outcomes.put(await self.run_one(job))
             except asyncio.CancelledError:
                 raise
             except BaseException as error:  # a fatal error (unknown agent, bad input) ends the stream
+                exhausted = True
                 await outcomes.put(error)
             finally:
                 active -= 1
                 if active == 0:
                     await outcomes.put(None)
 
-        workers = [asyncio.create_task(worker()) for _ in range(self.policy.concurrency)]
+        def admit() -> None:
+            nonlocal active
+            active += 1
+            workers.append(asyncio.create_task(worker()))
+
+        for _ in range(min(self.policy.initial_window, self.policy.concurrency)):
+            admit()
         try:
             while True:
                 item = await outcomes.get()
@@ -206,6 +220,8 @@ class RolloutCollector:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                if not exhausted and len(workers) < self.policy.concurrency:
+                    admit()  # slow start: one more worker per finished rollout
                 yield item
         finally:
             for task in workers:

@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from nemo_gym.client import ServerInfo
-from nemo_gym.servers.base import GymRoute, JSONBytesResponse
+from nemo_gym.servers.base import new_app
 
 
 class Registry:
@@ -33,8 +33,7 @@ class Registry:
 
 
 def build_head_app(registry: Registry) -> FastAPI:
-    app = FastAPI(title="nemo_gym head server", default_response_class=JSONBytesResponse)
-    app.router.route_class = GymRoute
+    app = new_app(title="nemo_gym head server")
 
     async def health() -> dict[str, str]:
         return {"status": "ok", "kind": "head"}

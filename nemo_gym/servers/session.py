@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from http.cookies import SimpleCookie
 from typing import Any, Awaitable, Callable
 
 SESSION_ID_KEY = "session_id"
@@ -43,18 +42,15 @@ class SessionSigner:
 
 
 def _read_cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
+    # A plain split instead of http.cookies (which was ~6% of a resources server's CPU): our value
+    # is `<hex>.<hex>`, never quoted, so only our own name needs finding.
+    prefix = name.encode("latin-1") + b"="
     for key, value in headers:
-        if key == b"cookie":
-            text = value.decode("latin-1")
-            if name not in text:
-                continue
-            jar = SimpleCookie()
-            try:
-                jar.load(text)
-            except Exception:  # a malformed Cookie header is treated as no cookie
-                continue
-            if name in jar:
-                return jar[name].value
+        if key == b"cookie" and prefix in value:
+            for part in value.split(b";"):
+                part = part.strip()
+                if part.startswith(prefix):
+                    return part[len(prefix):].decode("latin-1").strip('"')
     return None
 
 

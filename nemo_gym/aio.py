@@ -1,0 +1,36 @@
+"""Running coroutines from synchronous entry points."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Coroutine
+
+
+def run_async(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine on uvloop when it is installed (it is, with uvicorn[standard]), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def raise_open_file_limit(target: int = 1 << 20) -> int:
+    """Raise this process's open-file limit as far as allowed; returns the soft limit in force.
+
+    Thousands of rollouts in flight need thousands of sockets per process (one in, one or more
+    out), and the usual soft limit is 1024. Root may also lift the hard limit.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for new_hard in (max(hard, target) if hard != resource.RLIM_INFINITY else hard, hard):
+        new_soft = target if new_hard == resource.RLIM_INFINITY else min(target, new_hard)
+        if new_soft <= soft:
+            return soft
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, new_hard))
+            return new_soft
+        except (ValueError, OSError):
+            continue
+    return soft
