@@ -12,10 +12,12 @@ import asyncio
 from typing import Any
 
 from fastapi import Request
+from starlette.responses import Response as StarletteResponse
 
 from nemo_gym.client import HttpClient, RetryPolicy, Timeouts
-from nemo_gym.errors import HTTPStatusError
-from nemo_gym.openai_types import ChatCompletionCreateParams, Response, ResponseCreateParams
+
+from nemo_gym.errors import HTTPStatusError, InvalidResponseError
+from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
 from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel
 
 
@@ -60,7 +62,12 @@ class OpenAIModel(SimpleResponsesAPIModel):
     async def responses(self, request: Request, body: ResponseCreateParams) -> Any:
         payload = body.model_dump(exclude_unset=True) | {"model": self.config.openai_model}
         result = await self._post("responses", payload)
-        return Response.model_validate_json(result.body)
+        # Check the shape the agent relies on, then pass the upstream's bytes through untouched:
+        # re-validating and re-serializing every Response was measurable CPU per rollout.
+        parsed = result.json()
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("output"), list):
+            raise InvalidResponseError(f"upstream {self.config.openai_base_url} returned a response without an output list")
+        return StarletteResponse(result.body, media_type="application/json")
 
     async def chat_completions(self, request: Request, body: ChatCompletionCreateParams) -> Any:
         payload = body.model_dump(exclude_unset=True) | {"model": self.config.openai_model}
