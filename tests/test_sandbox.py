@@ -369,3 +369,77 @@ def test_fallback_without_namespaces_still_guards_network_and_limits() -> None:
     )
     assert looping.timed_out
     assert_no_leftover_processes()
+
+
+def test_session_survives_a_fork_bomb() -> None:
+    """Forked copies of the interpreter must not keep answering cells with stale replies."""
+    limits = FAST.model_copy(update={"max_processes": 16})
+
+    async def scenario() -> list[ExecutionResult]:
+        sandbox = Sandbox(limits)
+        session = await sandbox.open_session()
+        try:
+            bombed = await session.execute("import os\nwhile True:\n    os.fork()")
+            return [bombed] + [
+                await session.execute(code)
+                for code in ("x = 41\nx + 1", "x * 2", "import os\nos.getpid() > 0")
+            ]
+        finally:
+            await sandbox.aclose()
+
+    bombed, answer, state, flag = run(scenario())
+    assert not bombed.ok and not bombed.session_restarted
+    assert bombed.describe_error().startswith("failed: process limit 16 reached")
+    assert "BlockingIOError" in bombed.describe_error()
+    assert answer.stdout == "42\n" and answer.stderr == "" and not answer.session_restarted
+    assert state.stdout == "82\n" and flag.stdout == "True\n"
+    assert_no_leftover_processes()
+
+
+def test_session_child_that_returns_to_the_loop_is_ended_and_reaped() -> None:
+    async def scenario() -> list[ExecutionResult]:
+        sandbox = Sandbox(FAST)
+        session = await sandbox.open_session()
+        try:
+            return [
+                await session.execute(code)
+                for code in (
+                    "import os\nowner = os.getpid()\npid = os.fork()\n'parent' if pid else 'child'",
+                    "x = 41\nx + 1",
+                    "import time\ntime.sleep(0.2)\nos.getpid() == owner",
+                    # the returned copy was reaped: no zombie child is left to count against the limit
+                    "os.waitpid(-1, os.WNOHANG)",
+                )
+            ]
+        finally:
+            await sandbox.aclose()
+
+    forked, answer, same, reaped = run(scenario())
+    assert forked.stdout == "'parent'\n" and forked.ok
+    assert answer.stdout == "42\n" and not answer.session_restarted
+    assert same.stdout == "True\n"
+    assert "ChildProcessError" in reaped.stderr
+    assert_no_leftover_processes()
+
+
+def test_session_closed_mid_cell_returns_a_closed_result() -> None:
+    async def scenario() -> tuple[ExecutionResult, float]:
+        sandbox = Sandbox(FAST.model_copy(update={"wall_timeout_s": 30}))
+        session = await sandbox.open_session()
+        try:
+            running = asyncio.create_task(session.execute("import time\ntime.sleep(20)"))
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            await session.aclose()
+            result = await running
+            with pytest.raises(SandboxError):
+                await session.execute("1")
+            return result, time.monotonic() - started
+        finally:
+            await sandbox.aclose()
+
+    result, elapsed = run(scenario())
+    assert elapsed < 2
+    assert not result.ok and not result.session_restarted
+    assert result.describe_error() == "the session was closed while the cell was running"
+    assert_no_leftover_processes()

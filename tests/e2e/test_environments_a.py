@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +15,9 @@ from typing import Any
 import pytest
 
 from nemo_gym.testing.inprocess import free_port
+from nemo_gym.testing.ng_run_process import NgRunProcess
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
-from tests.conftest import PROJECT_ROOT, cli, spawn
+from tests.conftest import PROJECT_ROOT, cli
 
 pytestmark = pytest.mark.slow
 OPENAI_MODEL_CONFIG = "responses_api_models/openai_model/configs/openai_model.yaml"
@@ -41,31 +39,10 @@ def items_of(body: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [item for item in body["input"] if item.get("type") == kind]
 
 
-class NgRun:
-    """`ng_run` for one environment against a scripted upstream, its output read on a thread."""
-
-    def __init__(self, env: str, upstream: ScriptedOpenAI, head_port: int):
-        self.process = spawn("ng_run", f"+config_paths=[{env_paths(env)[0]},{OPENAI_MODEL_CONFIG}]",
-                             f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
-                             "+policy_api_key=sk-test", "+policy_model_name=scripted-model")
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any("servers are up" in line for line in self.lines):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("ng_run did not come up:\n" + "\n".join(self.lines))
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=15)
+def NgRun(env: str, upstream: ScriptedOpenAI, head_port: int) -> NgRunProcess:
+    """`ng_run` for one environment against a scripted upstream."""
+    return NgRunProcess([env_paths(env)[0], OPENAI_MODEL_CONFIG], f"+head_server.port={head_port}",
+                        f"+policy_base_url={upstream.url}", "+policy_api_key=sk-test", "+policy_model_name=scripted-model")
 
 
 def collect(env: str, script: Callable[[dict[str, Any]], Turn], tmp_path: Path) -> tuple[list[dict[str, Any]], str, ScriptedOpenAI]:
@@ -81,7 +58,7 @@ def collect(env: str, script: Callable[[dict[str, Any]], Turn], tmp_path: Path) 
                          timeout=60)
         finally:
             stack.stop()
-        assert stack.process.returncode == 0, "\n".join(stack.lines)
+        assert stack.process.returncode == 0, stack.output
     assert result.returncode == 0, result.stderr
     assert "5/5" in result.stderr
     rows = sorted((json.loads(line) for line in output.read_text().splitlines()), key=lambda row: row["_ng_task_index"])

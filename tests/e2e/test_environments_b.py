@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nemo_gym.testing.ng_run_process import NgRunProcess
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
-from tests.conftest import cli, spawn
+from tests.conftest import cli
 
 pytestmark = pytest.mark.slow
 
@@ -70,27 +68,8 @@ def script(body: dict[str, Any]) -> Turn:
     return Turn(text=_pick(MATH_ANSWERS, question))
 
 
-class Stack:
-    def __init__(self, *overrides: str):
-        self.process = spawn("ng_run", f"+config_paths=[{CONFIGS}]", *overrides)
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any("servers are up" in line for line in self.lines):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("ng_run did not come up:\n" + "\n".join(self.lines))
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=20)
+def Stack(*overrides: str) -> NgRunProcess:
+    return NgRunProcess(CONFIGS, *overrides)
 
 
 def collect(env: str, head_port: int, output: Path) -> list[dict[str, Any]]:

@@ -4,43 +4,22 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 
 import httpx
 import psutil
 import pytest
 
-from tests.conftest import TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, cli, spawn
+from nemo_gym.testing.ng_run_process import NgRunProcess
+from tests.conftest import TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, cli
 
 pytestmark = pytest.mark.slow
 SECRET = "sk-test-secret-never-shown"
 
 
-class RunningStack:
-    """`ng_run` as a real subprocess, with its output collected on a thread."""
-
-    def __init__(self, *overrides: str):
-        self.process = spawn("ng_run", f"+config_paths=[{TUTORIAL_CONFIGS}]", *overrides)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any("servers are up" in line for line in self.lines):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("ng_run did not come up:\n" + "\n".join(self.lines))
-            time.sleep(0.05)
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
+def RunningStack(*overrides: str) -> NgRunProcess:
+    """The tutorial's `ng_run` (example_single_tool_call + openai_model) as a real subprocess."""
+    return NgRunProcess(TUTORIAL_CONFIGS, *overrides)
 
 
 def test_tutorial_collects_ten_scored_rollouts_and_leaves_no_process(upstream, head_port, tmp_path):

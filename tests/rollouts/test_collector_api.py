@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import Request
 
 from nemo_gym.errors import InputDataError, UnknownServerError
 from nemo_gym.rollouts import CollectionPolicy, RolloutCollector, jobs_from_rows
