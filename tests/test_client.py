@@ -1,0 +1,73 @@
+"""HttpClient against real loopback servers: bounded retries, Retry-After, timeouts, translated errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from nemo_gym.client import HttpClient, RetryPolicy, Timeouts, parse_retry_after
+from nemo_gym.errors import HTTPStatusError, RequestTimeoutError, ServerUnreachableError
+from nemo_gym.testing.inprocess import free_port
+from nemo_gym.testing.scripted_openai import ScriptedOpenAI
+
+BODY = {"input": "hi"}
+
+
+async def post(url: str, policy: RetryPolicy, timeouts: Timeouts = Timeouts()):
+    client = HttpClient(retry=policy, timeouts=timeouts)
+    try:
+        return await client.request("POST", url, json=BODY)
+    finally:
+        await client.aclose()
+
+
+def test_a_server_that_always_fails_is_tried_exactly_max_attempts_times():
+    with ScriptedOpenAI(fault_every=1, fault_status=503) as upstream:
+        policy = RetryPolicy(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.02)
+        result = asyncio.run(post(f"{upstream.url}/responses", policy))
+    assert result.status == 503 and len(upstream.requests) == 3
+    with pytest.raises(HTTPStatusError) as raised:
+        result.raise_for_status()
+    assert raised.value.status_code == 503 and "503" in str(raised.value)
+
+
+def test_retry_after_is_honoured():
+    with ScriptedOpenAI(fault_every=2, fault_status=429, retry_after_s=0.3) as upstream:
+        policy = RetryPolicy(max_attempts=3, backoff_initial_s=0.0, backoff_max_s=5)
+        started = time.monotonic()
+        asyncio.run(post(f"{upstream.url}/responses", policy))  # request 1 ok
+        result = asyncio.run(post(f"{upstream.url}/responses", policy))  # request 2 -> 429, then ok
+        elapsed = time.monotonic() - started
+    assert result.status == 200 and elapsed >= 0.3
+
+
+def test_retry_after_is_capped_by_the_policy():
+    assert RetryPolicy(backoff_max_s=2).delay(1, retry_after=3600) == 2
+    assert 0 <= RetryPolicy(backoff_initial_s=1, backoff_max_s=10).delay(3) <= 4
+
+
+def test_parse_retry_after_accepts_seconds_and_dates():
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert 0 <= parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") <= 0.001  # in the past -> 0
+
+
+def test_a_refused_connection_is_a_clear_error_after_bounded_attempts():
+    port = free_port()
+    policy = RetryPolicy(max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02)
+    with pytest.raises(ServerUnreachableError, match=rf"127.0.0.1:{port}.*after 2 attempts"):
+        asyncio.run(post(f"http://127.0.0.1:{port}/x", policy))
+
+
+def test_a_peer_that_never_answers_hits_the_read_timeout():
+    with socket.socket() as listener:  # accepts connections (kernel backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/x"
+        started = time.monotonic()
+        with pytest.raises(RequestTimeoutError):
+            asyncio.run(post(url, RetryPolicy(max_attempts=1), Timeouts(connect_s=1, read_s=0.3)))
+    assert time.monotonic() - started < 5
