@@ -10,7 +10,6 @@ its own resolved config (in an environment variable, never on the command line).
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import socket
@@ -240,7 +239,3 @@ def _signal_group(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     except (ProcessLookupError, PermissionError):
         pass
 
-
-def bootstrap_json(instance: ServerInstance, config: GlobalConfig, head_url: str) -> str:
-    """The bootstrap a child would receive (for tests and debugging)."""
-    return json.dumps({"name": instance.name, "config": config.server_config_dict(instance.name), "head_url": head_url})

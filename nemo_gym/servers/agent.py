@@ -49,7 +49,9 @@ class SimpleResponsesAPIAgent(SimpleServer):
         return app
 
     async def responses(self, request: Request, body: ResponseCreateParams) -> Any:
-        raise NotImplementedError
+        """Run one episode and return its Response. Agents override this."""
+        raise NotImplementedError(f"{type(self).__name__} does not serve /v1/responses")
 
     async def run(self, request: Request, body: AgentRunRequest) -> Any:
-        raise NotImplementedError
+        """Seed, run an episode, verify; return the scored row. Agents override this."""
+        raise NotImplementedError(f"{type(self).__name__} does not serve /run")

@@ -27,7 +27,9 @@ class SimpleResponsesAPIModel(SimpleServer):
         return app
 
     async def responses(self, request: Request, body: ResponseCreateParams) -> Any:
-        raise NotImplementedError
+        """Answer a Responses API request. Every model server must override this."""
+        raise NotImplementedError(f"{type(self).__name__} does not serve /v1/responses")
 
     async def chat_completions(self, request: Request, body: ChatCompletionCreateParams) -> Any:
-        raise NotImplementedError
+        """Answer a Chat Completions request. Every model server must override this."""
+        raise NotImplementedError(f"{type(self).__name__} does not serve /v1/chat/completions")
