@@ -391,7 +391,9 @@ def test_session_survives_a_fork_bomb() -> None:
     assert not bombed.ok and not bombed.session_restarted
     assert bombed.describe_error().startswith("failed: process limit 16 reached")
     assert "BlockingIOError" in bombed.describe_error()
-    assert answer.stdout == "42\n" and answer.stderr == "" and not answer.session_restarted
+    assert (
+        answer.stdout == "42\n" and answer.stderr == "" and not answer.session_restarted
+    )
     assert state.stdout == "82\n" and flag.stdout == "True\n"
     assert_no_leftover_processes()
 
@@ -427,7 +429,9 @@ def test_session_closed_mid_cell_returns_a_closed_result() -> None:
         sandbox = Sandbox(FAST.model_copy(update={"wall_timeout_s": 30}))
         session = await sandbox.open_session()
         try:
-            running = asyncio.create_task(session.execute("import time\ntime.sleep(20)"))
+            running = asyncio.create_task(
+                session.execute("import time\ntime.sleep(20)")
+            )
             await asyncio.sleep(0.5)
             started = time.monotonic()
             await session.aclose()
@@ -441,5 +445,7 @@ def test_session_closed_mid_cell_returns_a_closed_result() -> None:
     result, elapsed = run(scenario())
     assert elapsed < 2
     assert not result.ok and not result.session_restarted
-    assert result.describe_error() == "the session was closed while the cell was running"
+    assert (
+        result.describe_error() == "the session was closed while the cell was running"
+    )
     assert_no_leftover_processes()

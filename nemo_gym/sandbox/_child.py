@@ -33,6 +33,7 @@ import stat
 import sys
 import traceback
 import types
+from typing import NoReturn
 
 _MS_RDONLY = 1
 _MS_NOSUID = 2
@@ -248,9 +249,22 @@ class _BoundedText(io.TextIOBase):
 
 
 class _Repl:
-    """Persistent-namespace execution of cells, with REPL-style echo of a trailing expression."""
+    """Persistent-namespace execution of cells, with REPL-style echo of a trailing expression.
+
+    Only the process that created the _Repl (the owner) reads commands and writes replies. A cell
+    that forks leaves copies of this interpreter that return here when the cell's code ends in
+    them; such a copy exits at once, silently (its output is discarded), after telling the owner
+    its pid so the owner can reap it: left as a zombie, it would count against RLIMIT_NPROC.
+    The owner reaps only those copies, so user code keeps the exit status of children it waits
+    for itself (except for a forked child that ended by returning from the cell).
+    """
 
     def __init__(self, cpu_time_s: int, max_output_bytes: int):
+        self._owner = os.getpid()
+        self._strays_r, self._strays_w = os.pipe()
+        os.set_blocking(self._strays_r, False)
+        os.set_blocking(self._strays_w, False)
+        self._unreaped: set[int] = set()
         self._cpu_time_s = cpu_time_s
         self._max_output = max_output_bytes
         self._namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
@@ -261,11 +275,42 @@ class _Repl:
         self._cells = 0
 
     def serve(self, requests: io.BufferedReader, replies: io.BufferedWriter) -> None:
+        """Answer each request line with one reply line carrying the request's id.
+
+        The id lets the parent tell the reply to its request from anything else on the pipe.
+        """
         for line in requests:
             request = json.loads(line)
-            reply = self._run_cell(request["code"])
+            self._reap_strays()
+            try:
+                reply = self._run_cell(request["code"])
+            finally:
+                if os.getpid() != self._owner:
+                    self._end_stray()
+            reply["id"] = request["id"]
             replies.write(json.dumps(reply).encode() + b"\n")
             replies.flush()
+
+    def _end_stray(self) -> NoReturn:
+        if os.getppid() == self._owner:
+            with contextlib.suppress(OSError):  # a full pipe only costs a zombie
+                os.write(self._strays_w, os.getpid().to_bytes(4, "little"))
+        os._exit(0)
+
+    def _reap_strays(self) -> None:
+        with contextlib.suppress(OSError):  # BlockingIOError: nothing new
+            data = os.read(self._strays_r, 1 << 16)
+            self._unreaped.update(
+                int.from_bytes(data[i : i + 4], "little")
+                for i in range(0, len(data), 4)
+            )
+        for pid in list(self._unreaped):
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done == pid:
+                self._unreaped.discard(pid)
 
     def _run_cell(self, code: str) -> dict:
         self._cells += 1

@@ -58,6 +58,8 @@ class ExecutionResult(BaseModel):
     """stdout or stderr was longer than `max_output_bytes` and was cut."""
     session_restarted: bool = False
     """Sessions only: the interpreter died or was killed, and a fresh one (empty state) replaced it."""
+    session_closed: bool = False
+    """Sessions only: the session was closed (`aclose()`) while this cell ran, which killed it."""
 
     _limits: SandboxLimits = PrivateAttr(default=DEFAULT_LIMITS)
 
@@ -80,6 +82,8 @@ class ExecutionResult(BaseModel):
 
     def _reason(self) -> str | None:
         limits = self._limits
+        if self.session_closed:
+            return "the session was closed while the cell was running"
         if self.timed_out:
             return f"timed out after {self.duration_s:.1f} s (limit {limits.wall_timeout_s:g} s)"
         if self.memory_exceeded:
@@ -97,6 +101,8 @@ class ExecutionResult(BaseModel):
             return f"killed by signal {name}"
         if self.exit_code not in (0, None):
             last = _last_line(self.stderr)
+            if _looks_like_fork_refused(self.stderr):
+                return f"failed: process limit {limits.max_processes} reached ({last})"
             return f"exited with code {self.exit_code}" + (f": {last}" if last else "")
         if self.exit_code is None:
             return "ended without an exit status"
@@ -112,3 +118,13 @@ def looks_like_memory_error(stderr: str) -> bool:
     """Whether the program's last words were a MemoryError (raised when RLIMIT_AS refuses an allocation)."""
     tail = stderr.strip().splitlines()[-3:]
     return any(line.startswith("MemoryError") for line in tail)
+
+
+def _looks_like_fork_refused(stderr: str) -> bool:
+    """Whether the program died of a fork refused for RLIMIT_NPROC (EAGAIN from fork or Popen)."""
+    tail = stderr.strip().splitlines()[-4:]
+    return (
+        bool(tail)
+        and tail[-1].startswith("BlockingIOError: [Errno 11]")
+        and any("fork" in line.lower() for line in tail)
+    )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
+from typing import Any
 
 from nemo_gym.errors import SandboxError
 from nemo_gym.sandbox._models import (
@@ -115,6 +117,9 @@ class Sandbox:
         self._check_open()
         session = PythonSession(self, limits or self.limits)
         await session._start()
+        if self._closed:  # aclose() ran while the interpreter was starting
+            await session.aclose()
+            raise SandboxError("the sandbox is closed")
         self._sessions.add(session)
         return session
 
@@ -135,7 +140,8 @@ class PythonSession:
 
     Each cell holds one of the sandbox's concurrency slots while it runs; an idle session holds none.
     A cell that times out or kills the interpreter restarts the session with empty state, and its
-    result says so (`session_restarted`).
+    result says so (`session_restarted`). Closing the session while a cell runs kills the cell,
+    which then returns a result with `session_closed` set.
     """
 
     def __init__(self, sandbox: Sandbox, limits: SandboxLimits):
@@ -148,14 +154,18 @@ class PythonSession:
         self._closed = False
 
     async def _start(self) -> None:
-        self._child = await ConfinedProcess.start(
+        child = await ConfinedProcess.start(
             self._sandbox.isolation, "session", self.limits, None
         )
+        if self._closed:  # aclose() ran while the interpreter was starting
+            await child.dispose()
+            return
+        self._child = child
         self._side_output = BoundedBuffer(self.limits.max_output_bytes)
         # fd-level output (subprocesses, C code) arrives on the child's stderr pipe; keep it drained.
         self._side_task = asyncio.create_task(
-            self._side_output.drain(self._child.proc.stderr)
-        )  # type: ignore[arg-type]
+            self._side_output.drain(child.proc.stderr)  # type: ignore[arg-type]
+        )
 
     async def _stop(self) -> None:
         child, self._child = self._child, None
@@ -185,16 +195,17 @@ class PythonSession:
             if self._child is None or self._child.proc.returncode is not None:
                 await self._restart()  # the interpreter died while idle (e.g. a background thread crashed it)
                 restarted = True
-            assert self._child is not None
-            proc = self._child.proc
+            child = self._child
             started = time.monotonic()
+            if child is None:  # closed while restarting
+                return self._closed_result(started, limits)
             try:
-                proc.stdin.write(json.dumps({"code": code}).encode() + b"\n")  # type: ignore[union-attr]
-                await proc.stdin.drain()  # type: ignore[union-attr]
-                line = await asyncio.wait_for(
-                    proc.stdout.readline(), limits.wall_timeout_s
-                )  # type: ignore[union-attr]
+                reply = await asyncio.wait_for(
+                    self._ask(child, code), limits.wall_timeout_s
+                )
             except TimeoutError:
+                if self._closed:
+                    return self._closed_result(started, limits)
                 duration = time.monotonic() - started
                 partial = self._side_output.take()
                 await self._restart()
@@ -204,20 +215,18 @@ class PythonSession:
                     duration_s=duration,
                     session_restarted=True,
                 ).with_limits(limits)
-            except (BrokenPipeError, ConnectionResetError):
-                line = b""
             duration = time.monotonic() - started
-            if not line:
-                return (await self._died(duration)).with_limits(limits)
+            if self._closed:
+                return self._closed_result(started, limits)
+            if reply is None:
+                return (await self._died(child, duration)).with_limits(limits)
             await asyncio.sleep(
                 0
             )  # let fd-level output that raced the reply be collected
-            reply = json.loads(line)
             side = self._side_output.take()
-            stderr = reply["stderr"] + side
             return ExecutionResult(
                 stdout=reply["stdout"],
-                stderr=stderr,
+                stderr=reply["stderr"] + side,
                 exit_code=reply["exit_code"],
                 memory_exceeded=looks_like_memory_error(reply["stderr"]),
                 duration_s=duration,
@@ -225,16 +234,47 @@ class PythonSession:
                 session_restarted=restarted,
             ).with_limits(limits)
 
-    async def _died(self, duration: float) -> ExecutionResult:
+    @staticmethod
+    async def _ask(child: ConfinedProcess, code: str) -> dict[str, Any] | None:
+        """Send one cell and wait for the reply bearing its id; None if the interpreter ended.
+
+        Lines that are not that reply (garbage, or an old reply written by a stray process) are
+        skipped, so nothing but the interpreter's answer to this request can become the result.
+        """
+        request_id = secrets.token_hex(8)
+        proc = child.proc
+        try:
+            proc.stdin.write(  # type: ignore[union-attr]
+                json.dumps({"id": request_id, "code": code}).encode() + b"\n"
+            )
+            await proc.stdin.drain()  # type: ignore[union-attr]
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+        while True:
+            try:
+                line = await proc.stdout.readline()  # type: ignore[union-attr]
+            except ValueError:
+                continue  # a line longer than any reply: not ours, and already dropped
+            if not line:
+                return None
+            with contextlib.suppress(ValueError):
+                reply = json.loads(line)
+                if isinstance(reply, dict) and reply.get("id") == request_id:
+                    return reply
+
+    async def _died(self, child: ConfinedProcess, duration: float) -> ExecutionResult:
         """The interpreter ended mid-cell (os._exit, a signal, the CPU limit): report it and restart."""
-        assert self._child is not None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._child.proc.wait(), _PIPE_GRACE_S)
-        self._child.kill()
-        await self._child.proc.wait()
+            await asyncio.wait_for(child.proc.wait(), _PIPE_GRACE_S)
+        child.kill()
+        await child.proc.wait()
         await asyncio.sleep(0)
-        status = self._child.status()
+        status = child.status()
         stderr = self._side_output.take()
+        if self._closed:
+            return ExecutionResult(
+                stderr=stderr, duration_s=duration, session_closed=True
+            )
         await self._restart()
         return ExecutionResult(
             stderr=stderr,
@@ -245,8 +285,16 @@ class PythonSession:
             session_restarted=True,
         )
 
+    def _closed_result(self, started: float, limits: SandboxLimits) -> ExecutionResult:
+        return ExecutionResult(
+            stderr=self._side_output.take(),
+            duration_s=time.monotonic() - started,
+            session_closed=True,
+        ).with_limits(limits)
+
     async def aclose(self) -> None:
-        """Kill the interpreter and remove its working directory. Idempotent."""
+        """Kill the interpreter (a cell in flight returns a `session_closed` result) and remove
+        its working directory. Idempotent."""
         self._closed = True
         await self._stop()
         self._sandbox._sessions.discard(self)
