@@ -42,9 +42,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nemo_gym.aio import run_async
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector
 from nemo_gym.rollouts.tasks import expand_jobs, iter_tasks
-from nemo_gym.aio import run_async
 
 CONFIGS = ("resources_servers/example_single_tool_call/configs/example_single_tool_call.yaml,"
            "responses_api_models/openai_model/configs/openai_model.yaml")

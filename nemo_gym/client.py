@@ -20,7 +20,8 @@ import inspect
 import random
 import socket
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 import orjson
@@ -112,7 +113,7 @@ class HttpResult:
         except orjson.JSONDecodeError as error:
             raise InvalidResponseError(f"{self.url} answered {self.status} with a body that is not JSON: {self.text[:200]!r}") from error
 
-    def raise_for_status(self) -> "HttpResult":
+    def raise_for_status(self) -> HttpResult:
         if not self.ok:
             raise HTTPStatusError(
                 f"{self.url} answered HTTP {self.status}: {self.text[:500]}",
@@ -223,7 +224,7 @@ class HttpClient:
             raised = ServerUnreachableError(f"cannot connect to {url}: {error.os_error or error}")
             raised.connect_failed = True  # type: ignore[attr-defined]
             raise raised from error
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as error:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
             raise RequestTimeoutError(f"{method} {url} timed out ({type(error).__name__})") from error
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as error:
             raise ServerUnreachableError(f"connection to {url} failed: {type(error).__name__}: {error}") from error

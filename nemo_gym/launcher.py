@@ -17,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 import httpx
 import psutil
@@ -105,7 +106,7 @@ class Stack:
     def head_url(self) -> str:
         return self.head.url
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         self.start()
         return self
 

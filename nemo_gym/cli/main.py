@@ -7,7 +7,8 @@ Exit codes: 0 success, 1 runtime failure (a server died, rollouts failed), 2 bad
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig
 from pydantic import BaseModel, ValidationError

@@ -103,11 +103,11 @@ class RolloutCollector:
 
     @classmethod
     def connect(cls, head_url: str, agent_name: str, policy: CollectionPolicy = CollectionPolicy(),
-                timeouts: Timeouts = Timeouts()) -> "RolloutCollector":
+                timeouts: Timeouts = Timeouts()) -> RolloutCollector:
         """A collector with its own pooled HTTP client; use `async with` to close it."""
         return cls(ServerClient(head_url, HttpClient(timeouts=timeouts)), agent_name, policy)
 
-    async def __aenter__(self) -> "RolloutCollector":
+    async def __aenter__(self) -> RolloutCollector:
         try:
             await self.check_agent()
         except BaseException:
@@ -149,7 +149,7 @@ class RolloutCollector:
                 return RolloutOutcome(job, row, None, attempt, time.monotonic() - started)
             except UnknownServerError:
                 raise
-            except (NemoGymError, asyncio.TimeoutError) as error:
+            except (TimeoutError, NemoGymError) as error:
                 if not _is_retryable(error) or attempt >= self.policy.max_attempts:
                     failure = RolloutFailure(
                         type(error).__name__,

@@ -14,8 +14,9 @@ and reports which (task, rollout) pairs are already done.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator, Literal
+from typing import IO, Any, Literal
 
 import orjson
 

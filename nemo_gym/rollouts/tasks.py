@@ -7,9 +7,10 @@ tasks into jobs as the collector asks for them. Memory stays flat whatever the f
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import orjson
 
@@ -73,10 +74,7 @@ def iter_tasks(path: str | Path, limit: int | None = None) -> Iterator[tuple[int
 
 def count_tasks(path: str | Path, limit: int | None = None) -> int:
     """Validate the first `limit` tasks and count them, without keeping any."""
-    count = 0
-    for count, _ in enumerate(iter_tasks(path, limit), start=1):
-        pass
-    return count
+    return sum(1 for _ in iter_tasks(path, limit))
 
 
 def apply_overrides(row: JSONDict, overrides: JSONDict | None) -> JSONDict:

@@ -118,6 +118,9 @@ def _isolate_filesystem(workdir: str) -> None:
         if stat.S_ISDIR(mode) and mode & stat.S_IWOTH:
             covers.setdefault(candidate, [])
     for directory, keep in covers.items():
+        # The interpreter may itself live under a covered directory (a virtualenv in /tmp, as in a
+        # CI checkout): keep what it needs visible, read-only for the sandbox uid as before.
+        keep.extend(path for path in needed if path.startswith(directory + "/"))
         if workdir.startswith(directory + "/"):
             keep.append(workdir)
         _cover(directory, keep)

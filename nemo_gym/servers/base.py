@@ -18,8 +18,9 @@ import inspect
 import json
 import os
 import sys
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, ClassVar
+from typing import Any, ClassVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -222,7 +223,7 @@ class SimpleServer(BaseModel):
         return cls.model_fields["config"].annotation  # type: ignore[return-value]
 
     @classmethod
-    def from_bootstrap(cls, bootstrap: ServerBootstrap) -> "SimpleServer":
+    def from_bootstrap(cls, bootstrap: ServerBootstrap) -> SimpleServer:
         config = cls.config_class().model_validate(bootstrap.config | {"name": bootstrap.name})
         registry = {info.name: info for info in bootstrap.registry}
         return cls(config=config, server_client=ServerClient(bootstrap.head_url, registry=registry))

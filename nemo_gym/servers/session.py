@@ -12,7 +12,8 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 SESSION_ID_KEY = "session_id"
 

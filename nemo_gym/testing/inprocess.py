@@ -37,7 +37,7 @@ class ThreadedServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "ThreadedServer":
+    def start(self) -> ThreadedServer:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -50,7 +50,7 @@ class ThreadedServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> "ThreadedServer":
+    def __enter__(self) -> ThreadedServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

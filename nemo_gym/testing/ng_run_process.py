@@ -51,7 +51,7 @@ class NgRunProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_ready(self, timeout: float = 60) -> "NgRunProcess":
+    def wait_ready(self, timeout: float = 60) -> NgRunProcess:
         deadline = time.monotonic() + timeout
         while not any(READY_MARKER in line for line in self.lines):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -69,7 +69,7 @@ class NgRunProcess:
             self.process.kill()
             raise
 
-    def __enter__(self) -> "NgRunProcess":
+    def __enter__(self) -> NgRunProcess:
         return self.wait_ready()
 
     def __exit__(self, *exc: object) -> None:

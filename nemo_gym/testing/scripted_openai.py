@@ -20,8 +20,9 @@ import itertools
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -184,7 +185,7 @@ class ScriptedOpenAI:
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
 
-    def start(self) -> "ScriptedOpenAI":
+    def start(self) -> ScriptedOpenAI:
         def run() -> None:
             self._loop = asyncio.new_event_loop()
             self._loop.run_until_complete(self.serve())
@@ -212,7 +213,7 @@ class ScriptedOpenAI:
             self._thread.join(timeout=5)
         self._loop = None
 
-    def __enter__(self) -> "ScriptedOpenAI":
+    def __enter__(self) -> ScriptedOpenAI:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

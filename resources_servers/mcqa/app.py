@@ -104,8 +104,10 @@ def unique_option_match(text: str, options: dict[str, str]) -> str | None:
     if not wanted:
         return None
     normalized = {letter: normalize(option) for letter, option in options.items()}
-    for matches in ([l for l, o in normalized.items() if o and o == wanted],
-                    [l for l, o in normalized.items() if o and re.search(rf"(?<!\w){re.escape(o)}(?!\w)", wanted)]):
+    exact = [letter for letter, text in normalized.items() if text and text == wanted]
+    contained = [letter for letter, text in normalized.items()
+                 if text and re.search(rf"(?<!\w){re.escape(text)}(?!\w)", wanted)]
+    for matches in (exact, contained):
         if len(matches) == 1:
             return matches[0]
         if matches:

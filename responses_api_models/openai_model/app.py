@@ -15,7 +15,6 @@ from fastapi import Request
 from starlette.responses import Response as StarletteResponse
 
 from nemo_gym.client import HttpClient, RetryPolicy, Timeouts
-
 from nemo_gym.errors import HTTPStatusError, InvalidResponseError
 from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
 from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel
