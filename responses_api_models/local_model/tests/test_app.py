@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
+from nemo_gym.testing.ng_run_process import NgRunProcess
 from resources_servers.example_single_tool_call.app import ExampleSingleToolCallConfig, ExampleSingleToolCallServer
 from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
 from responses_api_models.local_model.app import LocalModel, LocalModelConfig
@@ -71,18 +72,19 @@ def test_a_tool_call_block_in_the_model_text_makes_the_agent_call_the_tool():
 
 @pytest.mark.slow
 @pytest.mark.local_model
-def test_real_smollm2_weights_collect_five_rollouts_offline(tmp_path):
+def test_ng_run_with_real_smollm2_weights_collects_five_rollouts_offline(tmp_path):
+    head_port = free_port()
     output = tmp_path / "rollouts.jsonl"
     started = time.monotonic()
-    result = cli(
-        "ng_collect_rollouts",
-        "+config_paths=[resources_servers/example_single_tool_call/configs/example_single_tool_call.yaml,"
-        "responses_api_models/local_model/configs/local_model.yaml]",
-        f"+head_server.port={free_port()}", f"+agent_name={TUTORIAL_AGENT}",
-        "+input_jsonl_fpath=resources_servers/example_single_tool_call/data/example.jsonl",
-        f"+output_jsonl_fpath={output}", "+limit=5", "+responses_create_params.max_output_tokens=48",
-        "+responses_create_params.temperature=0.0", timeout=600,
-    )
+    with NgRunProcess(["resources_servers/example_single_tool_call/configs/example_single_tool_call.yaml",
+                       "responses_api_models/local_model/configs/local_model.yaml"], f"+head_server.port={head_port}"):
+        ready = time.monotonic() - started
+        result = cli(
+            "ng_collect_rollouts", f"+head_server.port={head_port}", f"+agent_name={TUTORIAL_AGENT}",
+            "+input_jsonl_fpath=resources_servers/example_single_tool_call/data/example.jsonl",
+            f"+output_jsonl_fpath={output}", "+limit=5", "+responses_create_params.max_output_tokens=48",
+            "+responses_create_params.temperature=0.0", timeout=600,
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(rows) == 5
@@ -91,4 +93,4 @@ def test_real_smollm2_weights_collect_five_rollouts_offline(tmp_path):
         assert row["response"]["usage"]["output_tokens"] > 0
         types = [item["type"] for item in row["response"]["output"]]
         assert types[0] == "function_call" and "function_call_output" in types  # the constrained first turn
-    print(f"5 offline rollouts in {time.monotonic() - started:.1f} s")
+    print(f"ng_run with the local model ready in {ready:.1f} s; 5 offline rollouts in {time.monotonic() - started:.1f} s")
