@@ -110,11 +110,6 @@ def final_boxed_answer(output: list[JSONDict]) -> str | None:
     return None
 
 
-def _fork_limit_hit(stderr: str) -> bool:
-    # Forked copies of the interpreter may have been left reading the session's command pipe.
-    return "BlockingIOError" in stderr and "Resource temporarily unavailable" in stderr
-
-
 class MathWithCodeServer(SimpleResourcesServer):
     config: MathWithCodeConfig
     _sandbox: Sandbox | None = PrivateAttr(None)
@@ -161,9 +156,6 @@ class MathWithCodeServer(SimpleResourcesServer):
             entry.busy -= 1
             entry.last_used = time.monotonic()
         error = result.describe_error()
-        if _fork_limit_hit(result.stderr):
-            await self._close_session(session_id)
-            error = (error or "process limit reached") + "; the session was restarted and all earlier state is lost"
         return ExecutePythonResponse(stdout=result.stdout, stderr=result.stderr, error=error)
 
     async def verify(self, request: Request, body: MathCodeVerifyRequest) -> MathCodeVerifyResponse:
