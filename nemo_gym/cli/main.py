@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 runtime failure (a server died, rollouts failed), 2 bad
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +62,9 @@ def run_command(command: str, body: Callable[[list[str]], int | None], help_mode
                 argv: list[str] | None = None) -> None:
     """Run a command body, turning known errors into one readable line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # A shell starting us in the background (`ng_run ... &` in a script) leaves SIGINT ignored;
+    # restore Ctrl+C / `kill -INT` so they always stop the command cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if help_model is not None and wants_help(argv):
         print(help_text(command, help_model))
         sys.exit(0)
