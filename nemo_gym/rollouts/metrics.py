@@ -227,6 +227,10 @@ def format_key_metrics(metrics: Mapping[str, Any]) -> str:
     scores = [(name, value) for name, value in key.items() if name not in ("rollouts", "failed", "rollouts_per_s")]
     if scores:
         lines.append("  ".join(f"{name} {_format_score(value)}" for name, value in scores))
+    # Every other numeric field of the rows (an environment's extras such as accuracy), as means.
+    extras = [(name, stats.get("mean")) for name, stats in (metrics.get("fields") or {}).items() if name != "reward"]
+    if extras:
+        lines.append("  ".join(f"mean/{name} {_format_score(value)}" for name, value in extras))
     return "\n".join(lines)
 
 

@@ -277,3 +277,13 @@ def test_format_key_metrics_prints_the_headline_numbers():
     assert format_key_metrics({"rollouts": 2, "failed": 0, "rollouts_per_s": None, "pass@1": 1.0}) == (
         "Rollouts: 2 succeeded, 0 failed\npass@1 1.0000"
     )
+
+
+def test_summary_lists_the_mean_of_every_extra_numeric_field():
+    rows = [
+        {"_ng_task_index": 0, "_ng_rollout_index": 0, "reward": 1.0, "accuracy": True, "set_overlap": 0.5},
+        {"_ng_task_index": 1, "_ng_rollout_index": 0, "reward": 0.0, "accuracy": False, "set_overlap": 1.0},
+    ]
+    text = format_key_metrics(aggregate_rollouts(rows, num_repeats=1))
+    assert "mean/reward 0.5000" in text
+    assert "mean/accuracy 0.5000" in text and "mean/set_overlap 0.7500" in text
