@@ -91,7 +91,12 @@ def collect(argv: list[str]) -> int:
             stack.start()
             cleanup.callback(stack.stop)
             print(f"Servers up in {stack.startup_s:.1f} s.", file=sys.stderr, flush=True)
-        return run_async(_collect(params, config, store, num_tasks, num_repeats))
+        try:
+            return run_async(_collect(params, config, store, num_tasks, num_repeats))
+        except KeyboardInterrupt:
+            print(f"Interrupted. Rows written so far are kept in {store.path}; finish the run with the same "
+                  f"command plus +resume=true.", file=sys.stderr, flush=True)
+            raise
 
 
 async def _collect(params: CollectRolloutsConfig, config: GlobalConfig, store: RolloutStore,

@@ -124,3 +124,16 @@ def test_ng_run_stops_everything_when_a_server_dies_later(upstream, head_port):
     assert "server 'policy_model' exited" in stack.output
     time.sleep(0.2)
     assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_sigterm_stops_ng_run_and_every_server(upstream, head_port):
+    stack = RunningStack(f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
+                         "+policy_api_key=x", "+policy_model_name=m")
+    stack.wait_ready()
+    children = psutil.Process(stack.process.pid).children(recursive=True)
+    started = time.monotonic()
+    stack.process.send_signal(signal.SIGTERM)
+    assert stack.process.wait(timeout=15) == 0
+    assert time.monotonic() - started < 10
+    time.sleep(0.2)
+    assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []

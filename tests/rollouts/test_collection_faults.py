@@ -176,3 +176,27 @@ def test_materialized_inputs_record_what_was_sent_for_each_pair(stack, tmp_path)
     assert sorted((m["_ng_task_index"], m["_ng_rollout_index"]) for m in materialized) == [
         (t, r) for t in range(2) for r in range(3)]
     assert all(m["responses_create_params"]["max_output_tokens"] == 77 for m in materialized)
+
+
+def test_ctrl_c_keeps_what_was_written_and_says_how_to_resume(stack, flaky_upstream, tmp_path):
+    tasks = write_tasks(tmp_path / "tasks.jsonl", 40)
+    output = tmp_path / "out.jsonl"
+    flaky_upstream.latency_s = 0.05
+    try:
+        process = spawn("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={tasks}",
+                        f"+output_jsonl_fpath={output}", f"+head_server.port={stack}", "+num_samples_in_parallel=2")
+        deadline = time.monotonic() + 60
+        while not output.exists() or len(output.read_text().splitlines()) < 4:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        printed, _ = process.communicate(timeout=30)
+        assert process.returncode == 130
+        assert "+resume=true" in printed and str(output) in printed
+        kept = read_rows(output)
+        assert 4 <= len(kept) < 40
+        resumed = collect(stack, tasks, output, "+resume=true")
+    finally:
+        flaky_upstream.latency_s = 0.0
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(row["_ng_task_index"] for row in read_rows(output)) == list(range(40))
