@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import signal
 import socket
 import statistics
@@ -42,7 +41,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nemo_gym.aio import run_async
+from nemo_gym.aio import raise_open_file_limit, run_async
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector
 from nemo_gym.rollouts.tasks import expand_jobs, iter_tasks
 
@@ -73,18 +72,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def raise_open_file_limit() -> int:
-    """Tens of thousands of sockets need a high descriptor limit; children inherit ours."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for target_hard in (max(hard, 1 << 20), hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target_hard, target_hard))
-            return target_hard
-        except (ValueError, OSError):
-            continue
-    return soft
 
 
 def command(name: str) -> list[str]:

@@ -115,14 +115,23 @@ class ScriptedOpenAI:
                                 content_type="application/json", headers=headers)
         return None
 
-    async def _responses(self, request: web.Request) -> web.Response:
+    async def _answer(self, request: web.Request, render: Callable[[JSONDict, Turn], JSONDict]) -> web.Response:
+        """Record the request, maybe inject a fault, else render the script's turn."""
         body = orjson.loads(await request.read())
         if self.record_requests:
             self.requests.append(body)
         fault = await self._maybe_fault()
         if fault is not None:
             return fault
-        turn = self.script(body)
+        return web.Response(body=orjson.dumps(render(body, self.script(body))), content_type="application/json")
+
+    async def _responses(self, request: web.Request) -> web.Response:
+        return await self._answer(request, self._render_response)
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        return await self._answer(request, self._render_chat)
+
+    def _render_response(self, body: JSONDict, turn: Turn) -> JSONDict:
         output: list[JSONDict] = []
         if turn.text is not None:
             output.append({"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant", "status": "completed",
@@ -140,16 +149,9 @@ class ScriptedOpenAI:
             "usage": {"input_tokens": 100, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 20,
                       "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 120},
         }
-        return web.Response(body=orjson.dumps(response), content_type="application/json")
+        return response
 
-    async def _chat(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        if self.record_requests:
-            self.requests.append(body)
-        fault = await self._maybe_fault()
-        if fault is not None:
-            return fault
-        turn = self.script(body)
+    def _render_chat(self, body: JSONDict, turn: Turn) -> JSONDict:
         message: JSONDict = {"role": "assistant", "content": turn.text}
         if turn.tool_calls:
             message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
@@ -162,7 +164,7 @@ class ScriptedOpenAI:
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
         }
-        return web.Response(body=orjson.dumps(completion), content_type="application/json")
+        return completion
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
