@@ -26,7 +26,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -101,12 +101,50 @@ class GymRoute(APIRoute):
         super().__init__(path, _wrap_endpoint(endpoint), **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Any]:
+        direct = _direct_handler(self.endpoint)
+        if direct is not None:
+            return direct
         handler = super().get_route_handler()
 
         async def orjson_handler(request: Request) -> Response:
             return await handler(OrjsonRequest(request.scope, request.receive))
 
         return orjson_handler
+
+
+def _direct_handler(endpoint: Callable[..., Any]) -> Callable[[Request], Any] | None:
+    """A handler that skips FastAPI's dependency machinery for the signatures every server here
+    uses: an optional `Request` plus at most one pydantic body model. The body is parsed and
+    validated in one step by pydantic's Rust core. Other signatures get FastAPI's full handler.
+
+    FastAPI's per-request dependency solving was about a quarter of a server's CPU per rollout.
+    """
+    parameters = list(inspect.signature(endpoint).parameters.values())
+    request_names = [p.name for p in parameters if p.annotation is Request]
+    models = [p for p in parameters if inspect.isclass(p.annotation) and issubclass(p.annotation, BaseModel)]
+    if len(request_names) + len(models) != len(parameters) or len(models) > 1:
+        return None
+    if any(p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or p.default is not p.empty for p in parameters):
+        return None
+
+    if not models:
+        async def call_without_body(request: Request) -> Response:
+            return await endpoint(**{name: request for name in request_names})
+
+        return call_without_body
+
+    body_name, body_model = models[0].name, models[0].annotation
+
+    async def call_with_body(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = body_model.model_validate_json(raw or b"{}")
+        except ValidationError as error:
+            problems = [dict(item, loc=("body", *item["loc"])) for item in error.errors(include_url=False)]
+            raise RequestValidationError(problems, body=raw) from None
+        return await endpoint(**{body_name: body}, **{name: request for name in request_names})
+
+    return call_with_body
 
 
 def new_app(**kwargs: Any) -> FastAPI:
