@@ -137,3 +137,25 @@ def test_sigterm_stops_ng_run_and_every_server(upstream, head_port):
     assert time.monotonic() - started < 10
     time.sleep(0.2)
     assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_two_stacks_run_side_by_side_on_different_head_ports(upstream, tmp_path):
+    from nemo_gym.testing.inprocess import free_port
+
+    ports = [free_port(), free_port()]
+    stacks = [RunningStack(f"+head_server.port={port}", f"+policy_base_url={upstream.url}", "+policy_api_key=x",
+                           "+policy_model_name=m") for port in ports]
+    try:
+        for stack in stacks:
+            stack.wait_ready()
+        urls = [{row["url"] for row in httpx.get(f"http://127.0.0.1:{port}/server_instances").json()} for port in ports]
+        assert not urls[0] & urls[1]  # every server of each stack has its own port
+        for port in ports:
+            output = tmp_path / f"out_{port}.jsonl"
+            result = cli("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={TUTORIAL_DATA}",
+                         f"+output_jsonl_fpath={output}", "+limit=2", f"+head_server.port={port}")
+            assert result.returncode == 0, result.stderr
+            assert len(output.read_text().splitlines()) == 2
+    finally:
+        for stack in stacks:
+            stack.stop()
