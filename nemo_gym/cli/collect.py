@@ -78,10 +78,11 @@ def collect(argv: list[str]) -> int:
 
     with ExitStack() as cleanup:
         head_url = config.head_url
-        if head_is_up(head_url) and config.instances:
+        running = head_is_up(head_url)
+        if running and config.instances:
             print(f"Servers are already running at {head_url}; using them instead of starting the configured ones.",
                   file=sys.stderr, flush=True)
-        elif not head_is_up(head_url):
+        elif not running:
             if not config.instances:
                 raise ServerUnreachableError(
                     f"cannot reach the head server at {head_url}: start the servers with ng_run, "
