@@ -39,6 +39,12 @@ function fmt(value, digits = 3) {
   return String(value);
 }
 
+// Rewards, means and pass@k are fractions: always three decimals, so 1 and 0.5 line up as 1.000 and 0.500.
+function fmtReward(reward) {
+  return reward === null || reward === undefined ? "-" : Number(reward).toFixed(3);
+}
+const COUNT_METRICS = new Set(["rollouts", "failed", "tasks"]);
+
 function rewardClass(reward) {
   if (reward === null || reward === undefined) return "";
   return reward >= 1 ? "reward-good" : reward <= 0 ? "reward-bad" : "";
@@ -120,7 +126,7 @@ async function loadRows() {
   for (const row of data.rows) {
     const tr = el("tr", { "data-row": row.row },
       el("td", {}, row.row), el("td", {}, fmt(row.task)), el("td", {}, fmt(row.rollout)),
-      el("td", { class: rewardClass(row.reward) }, fmt(row.reward)), el("td", {}, row.turns),
+      el("td", { class: rewardClass(row.reward) }, fmtReward(row.reward)), el("td", {}, row.turns),
       el("td", {}, fmt(row.tokens)), el("td", {}, row.ending));
     if (row.row === state.selected) tr.classList.add("selected");
     tr.addEventListener("click", () => selectRow(row.row, tr));
@@ -214,7 +220,7 @@ function renderConversation(row, rowNumber) {
     el("span", {}, `row ${rowNumber}`),
     el("span", {}, `task ${fmt(row._ng_task_index)}`),
     el("span", {}, `rollout ${fmt(row._ng_rollout_index)}`),
-    el("span", { class: rewardClass(row.reward) }, `reward ${fmt(row.reward)}`),
+    el("span", { class: rewardClass(row.reward) }, `reward ${fmtReward(row.reward)}`),
     el("span", {}, `ended: ${row.episode_end || "-"}`)));
 
   root.append(el("h3", {}, "Input"));
@@ -256,14 +262,14 @@ async function loadMetrics() {
     const shown = { ...key, tasks: metrics.counts.tasks };
     delete shown.rollouts_per_s;
     for (const [name, value] of Object.entries(shown)) {
-      cards.append(el("div", { class: "card" }, el("div", { class: "label" }, name), el("div", { class: "value" }, fmt(value))));
+      cards.append(el("div", { class: "card" }, el("div", { class: "label" }, name), el("div", { class: "value" }, COUNT_METRICS.has(name) ? fmt(value) : fmtReward(value))));
     }
     const passk = $("#passk tbody");
     passk.replaceChildren();
     for (const [name, value] of Object.entries(metrics.pass_at_k || {})) {
       const k = name.split("@")[1];
-      passk.append(el("tr", {}, el("td", {}, k), el("td", {}, fmt(value)), el("td", {}, fmt(metrics.mean_at_k[`mean@${k}`])),
-        el("td", {}, fmt(metrics.max_at_k[`max@${k}`])), el("td", {}, fmt(metrics.num_tasks_at_k[k]))));
+      passk.append(el("tr", {}, el("td", {}, k), el("td", {}, fmtReward(value)), el("td", {}, fmtReward(metrics.mean_at_k[`mean@${k}`])),
+        el("td", {}, fmtReward(metrics.max_at_k[`max@${k}`])), el("td", {}, fmt(metrics.num_tasks_at_k[k]))));
     }
     const fields = $("#fields tbody");
     fields.replaceChildren();
@@ -288,17 +294,16 @@ function drawHistogram(svg, histogram) {
   const plotW = width - pad.left - pad.right, plotH = height - pad.top - pad.bottom;
   const barW = plotW / counts.length;
   counts.forEach((count, i) => {
-    const h = max ? plotH * count / max : 0;
+    if (!count) return;  // an empty bin is the absence of a bar
+    const h = plotH * count / max;
     const bar = svgEl("rect", { class: "bar", x: pad.left + i * barW + 1, y: pad.top + plotH - h, width: Math.max(1, barW - 2), height: h });
     const title = svgEl("title");
     title.textContent = `[${histogram.edges[i].toFixed(2)}, ${histogram.edges[i + 1].toFixed(2)}${i === counts.length - 1 ? "]" : ")"}: ${count} rollouts`;
     bar.append(title);
     svg.append(bar);
-    if (count) {
-      const label = svgEl("text", { x: pad.left + i * barW + barW / 2, y: pad.top + plotH - h - 2, "text-anchor": "middle" });
-      label.textContent = count;
-      svg.append(label);
-    }
+    const label = svgEl("text", { x: pad.left + i * barW + barW / 2, y: pad.top + plotH - h - 2, "text-anchor": "middle" });
+    label.textContent = count;
+    svg.append(label);
   });
   svg.append(svgEl("line", { class: "axis", x1: pad.left, y1: pad.top + plotH, x2: width - pad.right, y2: pad.top + plotH }));
   const edges = histogram.edges;
@@ -378,15 +383,15 @@ async function loadCompare() {
   const data = await api("/api/compare");
   const s = data.summary;
   $("#compare-summary").textContent = `A: ${data.a}  B: ${data.b}. ${s.shared_tasks} shared tasks: mean reward ` +
-    `${fmt(s.a_mean)} -> ${fmt(s.b_mean)}; ${s.improved} better, ${s.worse} worse, ${s.unchanged} unchanged` +
+    `${fmtReward(s.a_mean)} -> ${fmtReward(s.b_mean)}; ${s.improved} better, ${s.worse} worse, ${s.unchanged} unchanged` +
     (s.only_in_a || s.only_in_b ? `; ${s.only_in_a} only in A, ${s.only_in_b} only in B` : "") + (data.complete ? "" : " (still indexing)");
   const shared = data.tasks.filter(t => t.delta !== null);
   drawBars($("#delta-chart"), shared.map(t => ({ label: `task ${t.task}`, value: t.delta })), "delta", true);
   // Biggest regressions first: that is what a person comparing two runs looks for.
   const ordered = [...data.tasks].sort((x, y) => (x.delta ?? Infinity) - (y.delta ?? Infinity) || x.task - y.task);
   $("#compare-rows tbody").replaceChildren(...ordered.map(t => {
-    const tr = el("tr", { "data-task": t.task }, el("td", {}, t.task), el("td", {}, fmt(t.a_mean)), el("td", {}, fmt(t.b_mean)),
-      el("td", { class: t.delta > 0 ? "reward-good" : t.delta < 0 ? "reward-bad" : "" }, t.delta === null ? "-" : (t.delta > 0 ? "+" : "") + fmt(t.delta)),
+    const tr = el("tr", { "data-task": t.task }, el("td", {}, t.task), el("td", {}, fmtReward(t.a_mean)), el("td", {}, fmtReward(t.b_mean)),
+      el("td", { class: t.delta > 0 ? "reward-good" : t.delta < 0 ? "reward-bad" : "" }, t.delta === null ? "-" : (t.delta > 0 ? "+" : "") + fmtReward(t.delta)),
       el("td", {}, t.a_rollouts), el("td", {}, t.b_rollouts));
     tr.addEventListener("click", () => openCompareTask(t.task, tr));
     return tr;
@@ -401,7 +406,7 @@ async function openCompareTask(task, tr) {
     const select = $(`#compare-${side}-select`);
     const target = $(`#compare-${side}`);
     const rows = data[side];
-    select.replaceChildren(...rows.map(r => el("option", { value: r.row }, `rollout ${fmt(r.rollout)}: reward ${fmt(r.reward)}`)));
+    select.replaceChildren(...rows.map(r => el("option", { value: r.row }, `rollout ${fmt(r.rollout)}: reward ${fmtReward(r.reward)}`)));
     const show = async () => {
       const row = await api(`/api/rows/${select.value}?run=${side}`);
       target.replaceChildren(renderConversation(row, Number(select.value)));
