@@ -1,0 +1,240 @@
+"""`ng_reverify +input_jsonl_fpath=<rollouts> +output_jsonl_fpath=<new>`: score stored rollouts again.
+
+Each row's stored response goes to its environment's `/verify` again (no model is called), and the
+command prints how many rewards changed, per task. Servers: the ones already running behind the head
+server, or `+config_paths=[...]` to start them for the run. The resources server that verifies a row
+is found from the agent that collected it (the row's `agent_ref`, or `+agent_name=`): through the
+agent's config when it is configured, else the only running resources server, else the one the agent
+is named after (`<env>_simple_agent` -> `<env>`); `+resources_server_name=` overrides all of it.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, Field
+from tqdm import tqdm
+
+from nemo_gym.aio import run_async
+from nemo_gym.cli.main import read_command_config, run_command
+from nemo_gym.client import HttpClient, ServerClient, ServerInfo
+from nemo_gym.config import GlobalConfig, load_global_config
+from nemo_gym.errors import ConfigError, InputDataError, OutputExistsError, ServerUnreachableError, UnknownServerError
+from nemo_gym.rollouts.reverify import Reverifier, RewardChanges, TaskRows, read_rollouts
+
+RESOURCES_TYPE = "resources_servers"
+AGENTS_TYPE = "responses_api_agents"
+DEFAULT_PARALLEL = 64
+
+
+class ReverifyConfig(BaseModel):
+    """Send every stored rollout's response to its environment's /verify again (no model call) and
+    write the re-scored rows; prints how many rewards changed, per task. For fixing a verifier
+    without paying for generation again. Needs running servers (ng_run), or +config_paths=[...]."""
+
+    input_jsonl_fpath: str = Field(description="Rollouts written by ng_collect_rollouts.")
+    output_jsonl_fpath: str = Field(description="Where the re-verified rows are written.")
+    config_paths: list[str] | None = Field(None, description="Start these servers if none are running.")
+    agent_name: str | None = Field(
+        None, description="Agent whose resources server verifies (default: each row's agent_ref)."
+    )
+    resources_server_name: str | None = Field(
+        None, description="Resources server to verify with (overrides the agent's)."
+    )
+    tasks_jsonl_fpath: str | None = Field(
+        None, description="Tasks the rollouts came from (default: <stem>_materialized_inputs.jsonl beside the input)."
+    )
+    num_samples_in_parallel: int | None = Field(None, ge=1, description=f"Rows in flight (null = {DEFAULT_PARALLEL}).")
+    replay_tool_calls: bool = Field(
+        True, description="Re-run the stored tool calls before verify, so stateful environments rebuild their state."
+    )
+    overwrite: bool = Field(False, description="Replace an existing output file.")
+    startup_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds servers get to become healthy (with config_paths)."
+    )
+
+
+def head_is_up(head_url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{head_url}/health", timeout=1.0) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def resources_of_agent(agent: str, config: GlobalConfig, registry: dict[str, ServerInfo]) -> str:
+    """The resources server an agent verifies with (see the module docstring for the order)."""
+    configured = {instance.name: instance for instance in config.instances}
+    if agent in configured and configured[agent].server_type == AGENTS_TYPE:
+        ref = config.server_config_dict(agent).get("resources_server")
+        if isinstance(ref, dict) and ref.get("name"):
+            return str(ref["name"])
+    running = sorted(name for name, info in registry.items() if info.server_type == RESOURCES_TYPE)
+    if len(running) == 1:
+        return running[0]
+    for suffix in ("_simple_agent", "_agent"):
+        if agent.endswith(suffix) and agent[: -len(suffix)] in running:
+            return agent[: -len(suffix)]
+    raise UnknownServerError(
+        f"cannot tell which resources server verifies the rollouts of agent {agent!r} (running resources servers: "
+        f"{', '.join(running) or 'none'}); pass +resources_server_name=<name>, or +config_paths=[...] with the "
+        f"agent's config"
+    )
+
+
+def build_resolver(
+    params: ReverifyConfig,
+    config: GlobalConfig,
+    registry: dict[str, ServerInfo],
+    agents_in_rows: set[str],
+    rows_without_agent: int,
+) -> Callable[[dict[str, Any]], str]:
+    """row -> the resources server instance that verifies it; every name checked against the registry now."""
+    if params.resources_server_name:
+        names = {None: params.resources_server_name}
+    elif params.agent_name:
+        names = {None: resources_of_agent(params.agent_name, config, registry)}
+    else:
+        names = {agent: resources_of_agent(agent, config, registry) for agent in sorted(agents_in_rows)}
+        if rows_without_agent:
+            running = sorted(name for name, info in registry.items() if info.server_type == RESOURCES_TYPE)
+            if len(running) != 1:
+                raise ConfigError(
+                    f"{rows_without_agent} rows have no agent_ref; pass +agent_name= or "
+                    f"+resources_server_name= (running resources servers: {', '.join(running) or 'none'})"
+                )
+            names[None] = running[0]
+    for name in set(names.values()):
+        info = registry.get(name)
+        if info is None or info.server_type != RESOURCES_TYPE:
+            running = sorted(n for n, i in registry.items() if i.server_type == RESOURCES_TYPE)
+            raise UnknownServerError(
+                f"no resources server named {name!r} is running "
+                f"(running resources servers: {', '.join(running) or 'none'})"
+            )
+    if None in names and len(names) == 1:
+        only = names[None]
+        return lambda row: only
+
+    def resolve(row: dict[str, Any]) -> str:
+        ref = row.get("agent_ref")
+        agent = ref.get("name") if isinstance(ref, dict) else None
+        return names.get(agent) or names[None]
+
+    return resolve
+
+
+def reverify(argv: list[str]) -> int:
+    config = load_global_config(argv)
+    params: ReverifyConfig = read_command_config(ReverifyConfig, config, "ng_reverify")
+    source, target = Path(params.input_jsonl_fpath), Path(params.output_jsonl_fpath)
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise ConfigError("+output_jsonl_fpath must differ from +input_jsonl_fpath: the stored rows are the evidence")
+    if target.exists() and target.stat().st_size > 0 and not params.overwrite:
+        raise OutputExistsError(f"{target} already exists; pass +overwrite=true to replace it")
+
+    # Check every row before anything is sent, and learn which agents collected them.
+    agents: set[str] = set()
+    rows_without_agent = total = 0
+    for _, row in read_rollouts(source):
+        total += 1
+        ref = row.get("agent_ref")
+        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+            agents.add(ref["name"])
+        else:
+            rows_without_agent += 1
+    task_rows = _task_rows(params, source)
+
+    with ExitStack() as cleanup:
+        if not head_is_up(config.head_url):
+            if not config.instances:
+                raise ServerUnreachableError(
+                    f"cannot reach the head server at {config.head_url}: start the servers with ng_run, "
+                    f"or pass +config_paths=[...] to start them for this run"
+                )
+            from nemo_gym.launcher import LaunchOptions, Stack
+
+            print(f"Starting {len(config.instances)} servers for this run...", file=sys.stderr, flush=True)
+            stack = Stack(config, LaunchOptions(startup_timeout_s=params.startup_timeout_s))
+            stack.start()
+            cleanup.callback(stack.stop)
+        return run_async(_reverify(params, config, source, target, task_rows, agents, rows_without_agent, total))
+
+
+def _task_rows(params: ReverifyConfig, source: Path) -> TaskRows | None:
+    if params.tasks_jsonl_fpath:
+        path = Path(params.tasks_jsonl_fpath)
+        if not path.is_file():
+            raise InputDataError("tasks file does not exist", path=str(path))
+        return TaskRows.tasks(path)
+    materialized = source.with_name(f"{source.stem}_materialized_inputs.jsonl")
+    return TaskRows.materialized(materialized) if materialized.is_file() else None
+
+
+async def _reverify(
+    params: ReverifyConfig,
+    config: GlobalConfig,
+    source: Path,
+    target: Path,
+    task_rows: TaskRows | None,
+    agents: set[str],
+    rows_without_agent: int,
+    total: int,
+) -> int:
+    server_client = ServerClient(config.head_url, HttpClient())
+    try:
+        registry = await server_client.registry()
+        resolve = build_resolver(params, config, registry, agents, rows_without_agent)
+        reverifier = Reverifier(
+            server_client,
+            resolve,
+            task_rows=task_rows,
+            concurrency=params.num_samples_in_parallel or DEFAULT_PARALLEL,
+            replay_tool_calls=params.replay_tool_calls,
+        )
+        changes = RewardChanges()
+        failures_path = target.with_name(f"{target.stem}_failures.jsonl")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        failures_path.unlink(missing_ok=True)
+        with (
+            target.open("wb") as out,
+            tqdm(total=total, desc="Re-verifying", file=sys.stderr, dynamic_ncols=True) as bar,
+        ):
+            async for outcome in reverifier.stream(read_rollouts(source)):
+                changes.add(outcome)
+                if outcome.ok:
+                    out.write(orjson.dumps(outcome.row) + b"\n")
+                else:
+                    with failures_path.open("ab") as failures:
+                        failures.write(orjson.dumps(outcome.failure_record()) + b"\n")
+                bar.set_postfix(changed=changes.changed, failed=changes.failed, refresh=False)
+                bar.update(1)
+    finally:
+        await server_client.aclose()
+    print(changes.report(), flush=True)
+    print(f"Rows: {target}" + (f"  Failures: {failures_path}" if changes.failed else ""), flush=True)
+    if changes.failed and task_rows is None:
+        print(
+            f"These rows were sent without the task rows they were collected from (no "
+            f"{source.stem}_materialized_inputs.jsonl beside {source}). If verify refused fields it adds itself, "
+            f"pass +tasks_jsonl_fpath=<the tasks the collection ran on>.",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 1 if changes.failed else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command("ng_reverify", reverify, ReverifyConfig, argv)
+
+
+if __name__ == "__main__":
+    main()

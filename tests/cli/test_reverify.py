@@ -1,0 +1,196 @@
+"""ng_reverify: stored responses are verified again with no model call, and changed rewards are counted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from nemo_gym.testing.ng_run_process import NgRunProcess
+from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
+from tests.conftest import TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, cli
+
+pytestmark = pytest.mark.slow
+COUNTER_CONFIGS = (
+    "resources_servers/example_stateful_counter/configs/example_stateful_counter.yaml,"
+    "responses_api_models/openai_model/configs/openai_model.yaml"
+)
+COUNTER_DATA = "resources_servers/example_stateful_counter/data/example.jsonl"
+ALTERED = {(0, 0), (2, 1), (3, 0)}
+
+
+def read_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_counts_hand_altered_rewards_exactly_and_never_calls_the_model(upstream, head_port, tmp_path):
+    collected = tmp_path / "rollouts.jsonl"
+    with NgRunProcess(
+        TUTORIAL_CONFIGS,
+        f"+head_server.port={head_port}",
+        f"+policy_base_url={upstream.url}",
+        "+policy_api_key=x",
+        "+policy_model_name=scripted-model",
+    ):
+        result = cli(
+            "ng_collect_rollouts",
+            f"+agent_name={TUTORIAL_AGENT}",
+            f"+input_jsonl_fpath={TUTORIAL_DATA}",
+            f"+output_jsonl_fpath={collected}",
+            "+limit=5",
+            "+num_repeats=2",
+            f"+head_server.port={head_port}",
+        )
+        assert result.returncode == 0, result.stderr
+        rows = read_rows(collected)
+        assert len(rows) == 10 and all(row["reward"] == 1.0 for row in rows)
+        for row in rows:
+            if (row["_ng_task_index"], row["_ng_rollout_index"]) in ALTERED:
+                row["reward"] = 0.0
+        altered = tmp_path / "altered.jsonl"
+        write_rows(altered, rows)
+        # The exact task rows the collector sent travel with the altered file, as they would beside any collection.
+        shutil.copy(tmp_path / "rollouts_materialized_inputs.jsonl", tmp_path / "altered_materialized_inputs.jsonl")
+        model_calls_before = len(upstream.requests)
+
+        output = tmp_path / "reverified.jsonl"
+        result = cli(
+            "ng_reverify",
+            f"+input_jsonl_fpath={altered}",
+            f"+output_jsonl_fpath={output}",
+            f"+head_server.port={head_port}",
+        )
+        assert len(upstream.requests) == model_calls_before  # not one model call
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Re-verified 10 of 10 rows: 3 rewards changed."
+    assert lines[1:4] == [
+        "  task 0: 1 of 2 rewards changed, mean 0.500 -> 1.000",
+        "  task 2: 1 of 2 rewards changed, mean 0.500 -> 1.000",
+        "  task 3: 1 of 2 rewards changed, mean 0.500 -> 1.000",
+    ]
+    reverified = read_rows(output)
+    assert sorted((r["_ng_task_index"], r["_ng_rollout_index"]) for r in reverified) == sorted(
+        (r["_ng_task_index"], r["_ng_rollout_index"]) for r in rows
+    )
+    assert all(row["reward"] == 1.0 for row in reverified)
+    by_key = {(r["_ng_task_index"], r["_ng_rollout_index"]): r for r in rows}
+    for row in reverified:
+        stored = by_key[(row["_ng_task_index"], row["_ng_rollout_index"])]
+        assert row["response"] == stored["response"] and row["agent_ref"] == stored["agent_ref"]
+
+
+def add_three_then_answer(body):
+    """A scripted model for the counter environment: add 3 once, then answer."""
+    if any(item.get("type") == "function_call_output" for item in body.get("input") or []):
+        return Turn(text="done")
+    return Turn(tool_calls=[("increment_counter", '{"count": 3}')])
+
+
+def test_stateful_environment_is_rescored_by_replaying_its_tool_calls(head_port, tmp_path):
+    collected = tmp_path / "counter.jsonl"
+    with ScriptedOpenAI(add_three_then_answer) as model:
+        start = (
+            f"+config_paths=[{COUNTER_CONFIGS}]",
+            f"+head_server.port={head_port}",
+            f"+policy_base_url={model.url}",
+            "+policy_api_key=x",
+            "+policy_model_name=scripted-model",
+        )
+        result = cli(
+            "ng_collect_rollouts",
+            *start,
+            "+agent_name=example_stateful_counter_simple_agent",
+            f"+input_jsonl_fpath={COUNTER_DATA}",
+            f"+output_jsonl_fpath={collected}",
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stderr
+        stored = {r["_ng_task_index"]: r for r in read_rows(collected)}
+        # Task 0 starts at 3 and expects 6: only it scores, and only through the session's state.
+        assert {task: row["reward"] for task, row in stored.items()} == {0: 1.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}
+        model_calls = len(model.requests)
+
+        replayed = tmp_path / "replayed.jsonl"
+        result = cli(
+            "ng_reverify", *start, f"+input_jsonl_fpath={collected}", f"+output_jsonl_fpath={replayed}", timeout=180
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[0] == "Re-verified 5 of 5 rows: 0 rewards changed."
+        assert {r["_ng_task_index"]: r["final_count"] for r in read_rows(replayed)} == {
+            task: row["final_count"] for task, row in stored.items()
+        }
+
+        # Without the replay the counter is never incremented: the one success is lost, and counted.
+        bare = tmp_path / "bare.jsonl"
+        result = cli(
+            "ng_reverify",
+            *start,
+            f"+input_jsonl_fpath={collected}",
+            f"+output_jsonl_fpath={bare}",
+            "+replay_tool_calls=false",
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[:2] == [
+            "Re-verified 5 of 5 rows: 1 rewards changed.",
+            "  task 0: 1 of 1 rewards changed, mean 1.000 -> 0.000",
+        ]
+
+        # A copy without the collector's materialized inputs beside it: the stored rows carry the verifier's own
+        # `final_count`, which this environment cannot take back; the original tasks file gives the exact task rows.
+        copy = tmp_path / "elsewhere" / "counter.jsonl"
+        copy.parent.mkdir()
+        shutil.copy(collected, copy)
+        result = cli(
+            "ng_reverify",
+            *start,
+            f"+input_jsonl_fpath={copy}",
+            f"+output_jsonl_fpath={tmp_path / 'x.jsonl'}",
+            timeout=180,
+        )
+        assert result.returncode == 1 and "+tasks_jsonl_fpath=" in result.stderr
+        result = cli(
+            "ng_reverify",
+            *start,
+            f"+input_jsonl_fpath={copy}",
+            f"+output_jsonl_fpath={tmp_path / 'y.jsonl'}",
+            f"+tasks_jsonl_fpath={COUNTER_DATA}",
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[0] == "Re-verified 5 of 5 rows: 0 rewards changed."
+        assert len(model.requests) == model_calls
+
+
+def test_refuses_to_overwrite_and_names_a_bad_line(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"responses_create_params": {"input": "hi"}, "response": {"output": []}, "reward": 1}\n{oops\n')
+    existing = tmp_path / "out.jsonl"
+    existing.write_text("keep me\n")
+    result = cli("ng_reverify", f"+input_jsonl_fpath={rows}", f"+output_jsonl_fpath={existing}", timeout=60)
+    assert result.returncode == 2 and "already exists; pass +overwrite=true" in result.stderr
+    assert existing.read_text() == "keep me\n"
+    result = cli(
+        "ng_reverify", f"+input_jsonl_fpath={rows}", f"+output_jsonl_fpath={tmp_path / 'new.jsonl'}", timeout=60
+    )
+    assert result.returncode == 2 and f"{rows}:2: not valid JSON" in result.stderr
+
+
+def test_without_servers_says_how_to_get_them(tmp_path, head_port):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"responses_create_params": {"input": "hi"}, "response": {"output": []}, "reward": 1}\n')
+    result = cli(
+        "ng_reverify",
+        f"+input_jsonl_fpath={rows}",
+        f"+output_jsonl_fpath={tmp_path / 'new.jsonl'}",
+        f"+head_server.port={head_port}",
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "start the servers with ng_run, or pass +config_paths=[...]" in result.stderr
