@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["nemo_gym.servers", "nemo_gym.rollouts", "nemo_gym.config", "nemo_gym.sandbox"]
+PACKAGES = ["nemo_gym.servers", "nemo_gym.rollouts", "nemo_gym.config", "nemo_gym.sandbox", "nemo_gym.viewer"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
