@@ -133,6 +133,42 @@ def timed_get(client: httpx.Client, url: str) -> tuple[float, dict]:
     return time.perf_counter() - started, response.json()
 
 
+def start_viewer(path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nemo_gym.cli.viewer", f"+jsonl_fpath={path}", "+port=0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    match = re.search(r"http://[\d.]+:\d+", line)
+    if not match:
+        server.kill()
+        raise SystemExit(f"ng_viewer did not start: {line}{server.stdout.read()}")
+    return server, match.group(0)
+
+
+def baseline_rss_mb(work: Path, env: dict[str, str]) -> float:
+    """RSS of the viewer serving a 10-row file, queried once: what the process costs before any rows."""
+    small = work / "small_rollouts.jsonl"
+    write_file(small, 10)
+    server, base = start_viewer(small, env)
+    try:
+        with httpx.Client(timeout=60, trust_env=False) as client:
+            while not client.get(f"{base}/api/status").json()["a"]["complete"]:
+                time.sleep(0.05)
+            client.get(f"{base}/api/rows?sort=reward")
+            client.get(f"{base}/api/metrics")
+        return rss_mb(psutil.Process(server.pid))[0]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        small.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -147,22 +183,10 @@ def main() -> None:
     print(f"file: {path} ({args.rows:,} rows, {size_mb:.0f} MB), written in {time.perf_counter() - started:.1f} s")
 
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    baseline = baseline_rss_mb(work, env)
     spawned = time.perf_counter()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "nemo_gym.cli.viewer", f"+jsonl_fpath={path}", "+port=0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server, base = start_viewer(path, env)
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        match = re.search(r"http://[\d.]+:\d+", line)
-        if not match:
-            raise SystemExit(f"ng_viewer did not start: {line}{server.stdout.read()}")
-        base = match.group(0)
         listening = time.perf_counter() - spawned
         process = psutil.Process(server.pid)
         with httpx.Client(timeout=120, trust_env=False) as client:
@@ -172,7 +196,6 @@ def main() -> None:
                     break
                 time.sleep(0.01)
             first_page = time.perf_counter() - spawned
-            page_html_s, _ = timed_get(client, f"{base}/api/status")
             while not client.get(f"{base}/api/status").json()["a"]["complete"]:
                 time.sleep(0.05)
             indexed = time.perf_counter() - spawned
@@ -181,6 +204,7 @@ def main() -> None:
                 ("ng_viewer listening (spawn -> URL printed)", f"{listening:.2f} s"),
                 ("first page of 50 rows (spawn -> rows served)", f"{first_page:.2f} s"),
                 ("index complete, metrics included (spawn ->)", f"{indexed:.2f} s"),
+                ("server RSS on a 10-row file (baseline)", f"{baseline:.0f} MB"),
                 ("server RSS after indexing", f"{rss_indexed:.0f} MB"),
             ]
             for label, url in [

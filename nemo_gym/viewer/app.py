@@ -142,10 +142,7 @@ def build_viewer_app(runs: ViewerRuns) -> FastAPI:
         if not index.complete:
             return json_response({"complete": False, "indexed": index.count})
         aggregate = dict(index.metrics or {})
-        per_task = [
-            {key: value for key, value in task.items() if key != "rewards"}  # the raw lists can be huge
-            for task in aggregate.pop("per_task", [])
-        ]
+        per_task = aggregate.pop("per_task", [])
         return json_response(
             {
                 "complete": True,

@@ -106,7 +106,10 @@ class RolloutIndex:
     def build(self) -> None:
         rows = self._scan()
         try:
-            self.metrics = aggregate_rollouts(rows)
+            metrics = aggregate_rollouts(rows)
+            for task in metrics.get("per_task", []):
+                task.pop("rewards", None)  # every reward again, per task: the page never shows them
+            self.metrics = metrics
         except InputDataError as error:
             # Rows from another writer may lack our indices; the table still works without metrics.
             self.metrics_error = str(error)
