@@ -132,7 +132,10 @@ def test_collected_rollouts_are_listed_opened_and_charted(page, upstream, head_p
 def test_sorting_filtering_and_model_text_shown_as_text(page, tmp_path):
     hostile = '<img src=x onerror="window.__ran = 1"><b>bold?</b>'
     rows = [rollout_row(t, 0, [0.0, 1.0, 0.5][t % 3]) for t in range(8)]
-    rows[4] = rollout_row(4, 0, 0.25, text=hostile, episode_end="max_steps")
+    rows[4] = rollout_row(4, 0, 0.25, text=hostile, episode_end="max_steps", accuracy=0.25)
+    rows[4]["response"]["output"].insert(
+        0, {"type": "reasoning", "summary": [{"type": "summary_text", "text": "First look up City4."}]}
+    )
     path = write_rows(tmp_path / "run.jsonl", rows)
     with viewer(f"+jsonl_fpath={path}") as url:
         page.goto(url)
@@ -150,6 +153,8 @@ def test_sorting_filtering_and_model_text_shown_as_text(page, tmp_path):
         assert page.inner_text("#detail .item.assistant .text") == hostile
         assert page.locator("#detail img").count() == 0
         assert page.evaluate("window.__ran") is None
+        assert page.inner_text("#detail .item.reasoning .text") == "First look up City4."
+        assert "accuracy\t0.25" in page.inner_text("#detail table.kv")  # verify extras
 
         page.click("#clear")
         page.fill("#q", "City7")
