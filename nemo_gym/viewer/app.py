@@ -78,7 +78,11 @@ def build_viewer_app(runs: ViewerRuns) -> FastAPI:
 
     @app.get("/api/status")
     def status() -> Response:
+        """Also where a file that grew since it was indexed (a collection still running) is caught up."""
         assert runs.failures_path is not None
+        for index in (runs.a, runs.b):
+            if index is not None:
+                index.refresh()
         failures = runs.failures_path
         return json_response(
             {

@@ -7,12 +7,14 @@ read. A whole row is read only when asked for, by seeking to its offset. Memory 
 with the row count by a few megabytes per 100,000 rows, never with the size of the rows.
 
 Rows are numbered 0.. in file order among the lines that parse; blank lines are skipped and lines
-that do not parse (a torn last line of a collection still running, say) are counted, not fatal.
+that do not parse are counted, not fatal. A file that a collection is still writing can be followed:
+`refresh()` indexes what was appended since (a torn last line waits for its newline).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from array import array
 from collections import OrderedDict
@@ -74,6 +76,9 @@ class RolloutIndex:
         self.error: str | None = None
         self.file_size = self.path.stat().st_size
         self.bytes_read = 0
+        self._scanned_to = 0  # byte offset just past the last line indexed
+        self._size_seen = -1  # file size when the last pass started
+        self._next_line = 1
         self._count = 0  # rows whose every array entry is written; readers never look past it
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,12 +109,43 @@ class RolloutIndex:
         return self._count
 
     def build(self) -> None:
-        rows = self._scan()
+        """The first pass: index every line and compute the metrics from the same read."""
+        self._aggregate(self._scan())
+
+    def refresh(self) -> bool:
+        """Index the rows appended since the last pass (a collection still writing to the file) and
+        recompute the metrics, on a thread; True when such a pass started."""
+        with self._lock:
+            if not self.complete:
+                return False
+            try:
+                size = self.path.stat().st_size
+            except OSError as error:
+                self.error = f"cannot read {self.path}: {error}"
+                return False
+            if size < self._scanned_to:
+                self.error = f"{self.path} got shorter since it was indexed; restart ng_viewer to see it as it is now"
+                return False
+            if size == self._scanned_to or size == self._size_seen:
+                return False  # nothing new, or only the same torn tail as last time
+            self.file_size = size
+            self._done.clear()
+        self._thread = threading.Thread(target=self._catch_up, name=f"refresh-{self.path.name}", daemon=True)
+        self._thread.start()
+        return True
+
+    def _catch_up(self) -> None:
+        for _ in self._scan():
+            pass
+        # The metrics need every row again: one streaming pass, small next to what collecting them cost.
+        self._aggregate(self._indexed_rows())
+
+    def _aggregate(self, rows: Iterator[dict[str, Any]]) -> None:
         try:
             metrics = aggregate_rollouts(rows)
             for task in metrics.get("per_task", []):
                 task.pop("rewards", None)  # every reward again, per task: the page never shows them
-            self.metrics = metrics
+            self.metrics, self.metrics_error = metrics, None
         except InputDataError as error:
             # Rows from another writer may lack our indices; the table still works without metrics.
             self.metrics_error = str(error)
@@ -121,24 +157,45 @@ class RolloutIndex:
             self._done.set()
 
     def _scan(self) -> Iterator[dict[str, Any]]:
-        offset = 0
+        """Index the lines after the last one indexed, yielding each row. A last line without its
+        newline that does not parse is a row still being written: it is left for the next pass."""
+        offset = self._scanned_to
         with self.path.open("rb", buffering=1 << 20) as handle:
-            for line_number, raw in enumerate(handle, start=1):
+            self._size_seen = os.fstat(handle.fileno()).st_size
+            handle.seek(offset)
+            for line_number, raw in enumerate(handle, start=self._next_line):
                 start = offset
                 offset += len(raw)
-                self.bytes_read = offset
                 if not raw.strip():
+                    self._advance(offset, line_number)
                     continue
                 try:
                     row = orjson.loads(raw)
                 except orjson.JSONDecodeError:
+                    if not raw.endswith(b"\n"):
+                        return  # torn tail: still being written
                     self.corrupt_lines.append(line_number)
+                    self._advance(offset, line_number)
+                    continue
+                if not isinstance(row, dict):
+                    self.corrupt_lines.append(line_number)
+                    self._advance(offset, line_number)
                     continue
                 self._append(start, line_number, row)
-                if isinstance(row, dict):
-                    yield row
-                else:
-                    self.corrupt_lines.append(line_number)
+                self._advance(offset, line_number)
+                yield row
+
+    def _advance(self, offset: int, line_number: int) -> None:
+        self._scanned_to = self.bytes_read = offset
+        self._next_line = line_number + 1
+
+    def _indexed_rows(self) -> Iterator[dict[str, Any]]:
+        with self.path.open("rb", buffering=1 << 20) as handle:
+            for row_number in range(self._count):
+                offset = self.offsets[row_number]
+                if handle.tell() != offset:
+                    handle.seek(offset)
+                yield orjson.loads(handle.readline())
 
     def _append(self, offset: int, line_number: int, row: Any) -> None:
         summary = summarize(row)
@@ -185,6 +242,7 @@ class RolloutIndex:
             "complete": self.complete,
             "bytes_read": self.bytes_read,
             "file_size": self.file_size,
+            "pending_bytes": max(0, self.file_size - self.bytes_read) if self.complete else 0,
             "corrupt_lines": len(self.corrupt_lines),
             "first_corrupt_line": self.corrupt_lines[0] if self.corrupt_lines else None,
             "endings": list(self.ending_names),

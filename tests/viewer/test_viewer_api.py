@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -128,13 +129,14 @@ def test_metrics_are_the_collectors_metrics_with_a_histogram(serve, rows_file):
     assert len(data["per_task"]) == 30 and "rewards" not in data["per_task"][0]
 
 
-def test_unreadable_lines_are_counted_and_skipped(serve, tmp_path):
+def test_unreadable_lines_are_counted_and_a_torn_tail_waits(serve, tmp_path):
     path = tmp_path / "torn.jsonl"
     good = [json.dumps(rollout_row(t, 0, 1.0)) for t in range(3)]
     path.write_text(good[0] + "\n\n" + good[1] + "\n{not json\n" + good[2] + "\n" + good[0][:40])
     client = start_viewer(serve, path)
     status = client.get("/api/status").json()["a"]
-    assert status["rows"] == 3 and status["corrupt_lines"] == 2 and status["first_corrupt_line"] == 4
+    assert status["rows"] == 3 and status["corrupt_lines"] == 1 and status["first_corrupt_line"] == 4
+    assert status["pending_bytes"] == 40  # a last line without its newline is a row still being written
     assert [r["line"] for r in client.get("/api/rows").json()["rows"]] == [1, 3, 5]
 
 
@@ -226,3 +228,30 @@ def test_cli_refuses_a_port_in_use(tmp_path, rows_file):
 def test_readme_screenshot_exists_and_is_small():
     screenshot = Path(__file__).resolve().parents[2] / "docs" / "viewer.png"
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size < 400_000
+
+
+def test_rows_appended_while_viewing_are_picked_up(serve, tmp_path):
+    path = write_rows(tmp_path / "live.jsonl", [rollout_row(t, 0, 1.0) for t in range(3)])
+    client = start_viewer(serve, path)
+    with path.open("a") as handle:  # a collection still running: two rows and half of a third
+        handle.write(json.dumps(rollout_row(3, 0, 0.0)) + "\n" + json.dumps(rollout_row(4, 0, 0.0)) + "\n")
+        handle.write(json.dumps(rollout_row(5, 0, 1.0))[:50])
+    status = wait_until_indexed(client, 5)
+    assert status["rows"] == 5 and status["corrupt_lines"] == 0
+    assert client.get("/api/metrics").json()["metrics"]["counts"]["rollouts"] == 5
+    with path.open("a") as handle:
+        handle.write(json.dumps(rollout_row(5, 0, 1.0))[50:] + "\n")
+    assert wait_until_indexed(client, 6)["rows"] == 6
+    assert client.get("/api/rows/5").json()["_ng_task_index"] == 5
+    assert client.get("/api/rows", params={"reward_max": 0}).json()["total"] == 2
+    assert client.get("/api/metrics").json()["metrics"]["fields"]["reward"]["mean"] == pytest.approx(4 / 6)
+
+
+def wait_until_indexed(client: httpx.Client, rows: int) -> dict:
+    """Ask for the status (which starts a catch-up pass when the file grew) until `rows` are indexed."""
+    for _ in range(600):
+        status = client.get("/api/status").json()["a"]
+        if status["complete"] and status["rows"] >= rows:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"index never caught up: {status}")

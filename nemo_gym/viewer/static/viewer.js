@@ -81,6 +81,7 @@ async function pollStatus() {
   const a = status.a;
   let text = a.complete ? `${a.rows.toLocaleString()} rows` :
     `indexing: ${a.rows.toLocaleString()} rows (${Math.round(100 * a.bytes_read / Math.max(1, a.file_size))}%)`;
+  if (a.pending_bytes) text += " (+ a row still being written)";
   if (a.corrupt_lines) text += `, ${a.corrupt_lines} unreadable line(s) skipped (first: line ${a.first_corrupt_line})`;
   if (status.b) text += ` | compared with ${status.b.path}` + (status.b.complete ? "" : " (indexing)");
   $("#status").textContent = text;
@@ -93,10 +94,9 @@ async function pollStatus() {
     if ($("#tab-metrics").classList.contains("active")) loadMetrics();
     if ($("#tab-compare").classList.contains("active")) loadCompare();
   }
-  if (!complete) {
-    if (!state.total) loadRows();
-    setTimeout(pollStatus, 500);
-  }
+  if (!complete && !state.total) loadRows();
+  // While indexing, poll often; afterwards now and then, to pick up rows a running collection appends.
+  setTimeout(pollStatus, complete ? 3000 : 500);
 }
 
 function updateEndings(endings) {
