@@ -98,6 +98,7 @@ def build_resolver(
     rows_without_agent: int,
 ) -> Callable[[dict[str, Any]], str]:
     """row -> the resources server instance that verifies it; every name checked against the registry now."""
+    names: dict[str | None, str]
     if params.resources_server_name:
         names = {None: params.resources_server_name}
     elif params.agent_name:

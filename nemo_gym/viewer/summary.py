@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 NO_ENDING = "-"
 """Shown when a row has no `episode_end` (rows written before agents recorded it)."""
@@ -48,16 +48,16 @@ def total_tokens(usage: Any) -> int | None:
     total = usage.get("total_tokens")
     if _is_int(total):
         return total
-    parts = [usage.get("input_tokens"), usage.get("output_tokens")]
-    return sum(parts) if all(_is_int(p) for p in parts) else None
+    given, produced = usage.get("input_tokens"), usage.get("output_tokens")
+    return given + produced if _is_int(given) and _is_int(produced) else None
 
 
 def summarize(row: Any) -> RowSummary:
     if not isinstance(row, dict):
         return RowSummary(None, None, None, 0, None, NO_ENDING)
-    response = row.get("response") if isinstance(row.get("response"), dict) else {}
-    reward = row.get("reward")
-    reward = float(reward) if _is_number(reward) and math.isfinite(reward) else None
+    response: dict[str, Any] = row["response"] if isinstance(row.get("response"), dict) else {}
+    raw_reward = row.get("reward")
+    reward = float(raw_reward) if _is_number(raw_reward) and math.isfinite(raw_reward) else None
     ending = row.get("episode_end")
     return RowSummary(
         task=row.get("_ng_task_index") if _is_int(row.get("_ng_task_index")) else None,
@@ -69,9 +69,9 @@ def summarize(row: Any) -> RowSummary:
     )
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
