@@ -46,7 +46,15 @@ What is NOT prevented, even with namespaces:
 """
 
 from nemo_gym.sandbox._models import ExecutionResult, SandboxLimits
+from nemo_gym.sandbox._pool import SessionPool
 from nemo_gym.sandbox._process import Isolation
 from nemo_gym.sandbox._sandbox import PythonSession, Sandbox
 
-__all__ = ["ExecutionResult", "Isolation", "PythonSession", "Sandbox", "SandboxLimits"]
+__all__ = [
+    "ExecutionResult",
+    "Isolation",
+    "PythonSession",
+    "Sandbox",
+    "SandboxLimits",
+    "SessionPool",
+]

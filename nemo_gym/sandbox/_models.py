@@ -34,6 +34,15 @@ class SandboxLimits(BaseModel, frozen=True):
     """Default 16 MB. RLIMIT_FSIZE: the largest file the code may write, so one run cannot fill the disk
     with a single file (it can still write many files; see the package docs)."""
 
+    max_disk_mb: int = Field(64, gt=0)
+    """Default 64 MB. Size of the work dir (a private tmpfs), i.e. all files the code writes
+    together; beyond it writes fail with ENOSPC. The files are memory too: they count against
+    `memory_mb` where a memory cgroup is in use. Not enforced without namespaces (see the package docs)."""
+
+    cpus: float = Field(1.0, gt=0)
+    """Default 1. CPU bandwidth of the whole execution (cgroup cpu quota), so forked busy loops
+    share one core's worth of time instead of taking the machine. Only where a cpu cgroup is usable."""
+
     network: bool = False
     """Default False. Model-written code gets no network: it must not reach our servers on
     loopback, the cloud metadata endpoint, or the internet."""
@@ -58,6 +67,9 @@ class ExecutionResult(BaseModel):
     """stdout or stderr was longer than `max_output_bytes` and was cut."""
     session_restarted: bool = False
     """Sessions only: the interpreter died or was killed, and a fresh one (empty state) replaced it."""
+    lost_state: str | None = None
+    """Sessions only: why this cell ran in a fresh interpreter although earlier cells had state
+    (evicted for other sessions, reaped while idle, its interpreter had exited); None otherwise."""
     session_closed: bool = False
     """Sessions only: the session was closed (`aclose()`) while this cell ran, which killed it."""
 
@@ -65,19 +77,25 @@ class ExecutionResult(BaseModel):
 
     @property
     def ok(self) -> bool:
-        return (
-            self.exit_code == 0 and not self.timed_out and self.killed_by_signal is None
-        )
+        """The code ran to a clean exit within its limits."""
+        return self.exit_code == 0 and not self.timed_out and self.killed_by_signal is None and not self.memory_exceeded
 
     def with_limits(self, limits: SandboxLimits) -> ExecutionResult:
         self._limits = limits
         return self
 
     def describe_error(self) -> str | None:
-        """One line saying why the run failed, fit to show a model; None when it succeeded."""
+        """One line saying why the run failed, fit to show a model; None when it succeeded.
+
+        A cell that ran in a fresh interpreter because the earlier one was lost (`lost_state`) is
+        described even when it succeeded: the model must know its variables are gone."""
         reason = self._reason()
+        lost = "all earlier state (variables, imports) is lost"
+        if self.lost_state is not None:
+            notice = f"the session was restarted before this cell ran ({self.lost_state}); {lost}"
+            return notice if reason is None else f"{reason}; {notice}"
         if reason is not None and self.session_restarted:
-            reason += "; the session was restarted and all earlier state (variables, imports) is lost"
+            reason += f"; the session was restarted and {lost}"
         return reason
 
     def _reason(self) -> str | None:
