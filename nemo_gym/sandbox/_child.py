@@ -187,7 +187,8 @@ def _build_private_root(uid: int, disk_mb: int) -> None:
     _check(_libc.syscall(ctypes.c_long(number), b".", b"."), "pivot_root")
     _check(_libc.umount2(b".", _MNT_DETACH), "umount old root")
     os.chdir("/")
-    _mount(None, "/", None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+    # The new root's own directories are root-owned 0755: the sandbox uid can read but not write
+    # them (PermissionError), and everything bound into them is read-only.
 
 
 def _set_limits(limits: dict, session: bool) -> None:

@@ -111,7 +111,9 @@ def test_idle_sessions_are_reaped_and_the_number_of_sessions_is_capped():
         for number, client in enumerate(clients):
             run(client, f"n = {number}")
         assert running.server.live_sessions == 2  # the least recently used one was closed for the third
-        assert "NameError" in run(clients[0], "n")["error"]
+        evicted = run(clients[0], "n")["error"]  # its state was lost, and the rollout is told why
+        assert "NameError" in evicted and "session was restarted before this cell ran" in evicted
+        assert "max_sessions" in evicted and "state (variables, imports) is lost" in evicted
         deadline = time.monotonic() + 10
         while running.server.live_sessions and time.monotonic() < deadline:
             time.sleep(0.1)
