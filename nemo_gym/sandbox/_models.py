@@ -8,10 +8,12 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 
 class SandboxLimits(BaseModel, frozen=True):
-    """Resource limits for one program run or one session process."""
+    """Resource limits for one execution: a program run, or a session with all its cells, and in
+    both cases every process the code starts. The package docs say how each one is enforced and
+    what holds on a machine without cgroups or namespaces."""
 
     wall_timeout_s: float = Field(10.0, gt=0)
-    """Default 10 s. Wall-clock deadline; the whole process group is SIGKILLed when it passes.
+    """Default 10 s. Wall-clock deadline; the whole execution is SIGKILLed when it passes.
     The backstop for code that sleeps or blocks, which CPU limits do not catch."""
 
     cpu_time_s: int = Field(10, gt=0)
@@ -19,20 +21,22 @@ class SandboxLimits(BaseModel, frozen=True):
     the machine is so loaded that the wall clock alone would let them burn a core for longer."""
 
     memory_mb: int = Field(512, gt=0)
-    """Default 512 MB. RLIMIT_AS (address space) per process: enough for numpy/sympy, small enough
-    that a few concurrent memory bombs cannot push the host into swap or the OOM killer."""
+    """Default 512 MB. Resident memory of the whole execution (cgroup memory limit: all its
+    processes and the files in its work dir together; the kernel kills a process beyond it), and
+    RLIMIT_AS per process: enough for numpy/sympy, small enough that a few concurrent memory bombs
+    cannot push the host into swap or the OOM killer."""
 
     max_processes: int = Field(64, gt=0)
-    """Default 64. RLIMIT_NPROC, counted by the kernel per uid (threads included): contains fork
-    bombs. Only real when the sandbox runs as its own uid (see the package docs)."""
+    """Default 64. Processes and threads of the execution: cgroup pids limit, and RLIMIT_NPROC
+    (counted per uid, so only a per-execution limit when the sandbox runs as its own uid)."""
 
     max_output_bytes: int = Field(1_000_000, gt=0)
     """Default 1 MB. stdout and stderr are each truncated beyond this while being read, so a
     print loop costs a bounded amount of parent memory and keeps rollout rows small."""
 
     max_file_size_mb: int = Field(16, gt=0)
-    """Default 16 MB. RLIMIT_FSIZE: the largest file the code may write, so one run cannot fill the disk
-    with a single file (it can still write many files; see the package docs)."""
+    """Default 16 MB. RLIMIT_FSIZE: the largest file the code may write (all files together are
+    bounded by `max_disk_mb`)."""
 
     max_disk_mb: int = Field(64, gt=0)
     """Default 64 MB. Size of the work dir (a private tmpfs), i.e. all files the code writes
