@@ -191,7 +191,7 @@ def sandbox_isolation() -> Isolation:
 
 
 def our_work_dirs() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob(f"nemo_gym_sandbox_{os.getpid()}_*"))
+    return set(Path(tempfile.gettempdir()).glob(f"nemo_gym_sandbox.{os.getpid()}.*"))
 
 
 @pytest.mark.parametrize("forced", [None, FALLBACK], ids=["detected", "fallback"])
@@ -218,7 +218,7 @@ def test_work_dir_is_removed_after_success_and_after_timeout(
         if forced is None and sandbox_isolation().private_root:
             assert work_dir == Path("/tmp")  # a private tmpfs, gone with the mount namespace
         else:
-            assert work_dir.name.startswith(f"nemo_gym_sandbox_{os.getpid()}_")
+            assert work_dir.name.startswith(f"nemo_gym_sandbox.{os.getpid()}.")
             assert not work_dir.exists()
     assert our_work_dirs() == before
 

@@ -320,12 +320,15 @@ asyncio.run(main())
 """
 
 
-def leftovers_of(pid: int) -> list[str]:
-    """Work dirs and cgroups a sandbox owned by `pid` would leave on the host."""
-    found = [str(p) for p in Path(tempfile.gettempdir()).glob(f"nemo_gym_sandbox_{pid}_*")]
+def work_dirs_of(pid: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"nemo_gym_sandbox.{pid}.*"))
+
+
+def cgroups_of(pid: int) -> list[Path]:
+    found: list[Path] = []
     if DETECTED.cgroups is not None:
         for base in set(DETECTED.cgroups.bases.values()):
-            found += [str(p) for p in Path(base).glob(f"nemo_gym_sandbox-{pid}-*")]
+            found += Path(base).glob(f"nemo_gym_sandbox-{pid}-*")
     return found
 
 
@@ -343,9 +346,15 @@ def test_a_killed_server_leaves_no_sandbox_behind(isolation: Isolation) -> None:
         server.wait()
     gone, alive = psutil.wait_procs(sandboxed, timeout=5)
     assert alive == [], f"sandbox processes outlived their server: {alive}"
+    if isolation.private_root:
+        assert work_dirs_of(server.pid) == []  # a tmpfs: it went with the mount namespace
+    else:
+        assert len(work_dirs_of(server.pid)) == 1  # on the host: left for the next start-up
+    if isolation.cgroups is not None:
+        assert cgroups_of(server.pid) != []  # nobody was left to remove them
     # The next start-up of a sandbox removes what the dead server could not.
     subprocess.run(
         [sys.executable, "-c", "from nemo_gym.sandbox import Sandbox; Sandbox(allow_weaker_isolation=True)"],
         check=True,
     )
-    assert leftovers_of(server.pid) == []
+    assert work_dirs_of(server.pid) == [] and cgroups_of(server.pid) == []

@@ -526,7 +526,7 @@ def _become_init(status_fd: int, subreaper: bool) -> int:
     with contextlib.suppress(ChildProcessError):
         while True:
             os.wait()
-    report = {"exit_code": None, "signal": None}
+    report: dict[str, int | None] = {"exit_code": None, "signal": None}
     if os.WIFSIGNALED(status):
         report["signal"] = os.WTERMSIG(status)
     else:

@@ -40,7 +40,8 @@ _uids_in_use: set[int] = set()
 _READ_CHUNK = 64 * 1024
 # Host work dirs (fallback mode) are named after their owner's pid, so that a later start-up can
 # remove those of a server that was SIGKILLed before it could.
-_WORKDIR_PREFIX = "nemo_gym_sandbox_"
+# The dots keep them apart from the random names of older versions (mkdtemp never uses a dot).
+_WORKDIR_PREFIX = "nemo_gym_sandbox."
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def remove_stale_workdirs(temp_dir: str) -> list[str]:
     removed = []
     with contextlib.suppress(OSError):
         for name in os.listdir(temp_dir):
-            owner = name.removeprefix(_WORKDIR_PREFIX).split("_", 1)[0]
+            owner = name.removeprefix(_WORKDIR_PREFIX).split(".", 1)[0]
             if not name.startswith(_WORKDIR_PREFIX) or not owner.isdigit():
                 continue
             if _pid_alive(int(owner)):
@@ -173,7 +174,7 @@ def _minimal_env(workdir: str) -> dict[str, str]:
 
 def _make_workdir(uid: int | None) -> str:
     """Fallback mode only: the child's cwd on the host, owned by its uid."""
-    workdir = tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}_")
+    workdir = tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}.")
     if uid is not None:
         os.chown(workdir, uid, uid)
     return workdir
