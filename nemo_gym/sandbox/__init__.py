@@ -23,10 +23,10 @@ project's CI; the fallback column is what holds without them.
 | cpus                   | cgroup cpu.max / cpu.cfs_quota_us: the whole    | no cpu cgroup: each process may use a    |
 |                        | tree shares one core's worth of CPU time        | core, up to cpu_time_s each              |
 | memory_mb              | cgroup memory.max / memory.limit_in_bytes (and  | no memory cgroup: RLIMIT_AS per process  |
-|                        | memsw): all processes and tmpfs files together; | only, so N processes may use N times the |
-|                        | the OOM killer's kill sets memory_exceeded.     | limit (N <= max_processes)               |
-|                        | RLIMIT_AS per process too, for a clean          |                                          |
-|                        | MemoryError on one huge allocation              |                                          |
+|                        | memsw) at memory_mb + 1/8 (kernel memory): all  | only, so N processes may use N times the |
+|                        | processes and tmpfs files together; an OOM kill | limit (N <= max_processes)               |
+|                        | sets memory_exceeded. RLIMIT_AS per process     |                                          |
+|                        | too: one process gets a clean MemoryError       |                                          |
 | max_processes          | cgroup pids.max, and RLIMIT_NPROC of the        | not root: RLIMIT_NPROC counts all of our |
 |                        | dedicated uid                                   | user's processes (the servers' too)      |
 | max_disk_mb            | the work dir is a tmpfs of that size (ENOSPC)   | no namespaces: not enforced; the work    |

@@ -145,6 +145,15 @@ def detect_cgroups() -> CgroupSupport | None:
     return _detect_v2(mounts, own) or _detect_v1(mounts, own)
 
 
+def cgroup_memory_mb(limits: SandboxLimits) -> int:
+    """The execution's memory limit: `memory_mb` plus an eighth (at least 16 MB) of headroom.
+
+    The group is also charged for kernel memory (page tables, the work dir's files), which
+    RLIMIT_AS does not count: without headroom a single process growing towards RLIMIT_AS would
+    often be SIGKILLed by the OOM killer instead of getting a clean MemoryError it can report."""
+    return limits.memory_mb + max(16, limits.memory_mb // 8)
+
+
 class ExecutionCgroup:
     """The group(s) of one execution. The child joins them itself, before it starts any code."""
 
@@ -168,7 +177,7 @@ class ExecutionCgroup:
         return group
 
     def _set_limits(self, limits: SandboxLimits) -> None:
-        memory = str(limits.memory_mb << 20)
+        memory = str(cgroup_memory_mb(limits) << 20)
         # +1: the sandbox's own init process lives in the group too.
         pids = str(limits.max_processes + 1)
         quota = str(max(1000, int(limits.cpus * _CPU_PERIOD_US)))

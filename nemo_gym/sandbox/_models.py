@@ -21,10 +21,11 @@ class SandboxLimits(BaseModel, frozen=True):
     the machine is so loaded that the wall clock alone would let them burn a core for longer."""
 
     memory_mb: int = Field(512, gt=0)
-    """Default 512 MB. Resident memory of the whole execution (cgroup memory limit: all its
-    processes and the files in its work dir together; the kernel kills a process beyond it), and
-    RLIMIT_AS per process: enough for numpy/sympy, small enough that a few concurrent memory bombs
-    cannot push the host into swap or the OOM killer."""
+    """Default 512 MB. RLIMIT_AS per process (one allocation past it raises MemoryError), and the
+    memory of the whole execution: all its processes and the files in its work dir together, held
+    by a cgroup (with an eighth of headroom for kernel memory; the kernel kills a process beyond
+    it). Enough for numpy/sympy, small enough that a few concurrent memory bombs cannot push the
+    host into swap or the OOM killer."""
 
     max_processes: int = Field(64, gt=0)
     """Default 64. Processes and threads of the execution: cgroup pids limit, and RLIMIT_NPROC

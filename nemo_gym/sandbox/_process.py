@@ -71,7 +71,8 @@ def _world_traversable(path: str) -> bool:
 
 @functools.cache
 def detect_isolation() -> Isolation:
-    """Probe once whether namespaces work here (a container may forbid them even to root)."""
+    """Probe once what works here (a container may forbid namespaces even to root), and remove
+    what sandboxes of dead processes left behind (host work dirs, cgroups): this is start-up."""
     is_root = os.geteuid() == 0
     unshare = shutil.which("unshare")
     namespaces = False
