@@ -4,49 +4,92 @@
     result = await sandbox.run_python("print(1 + 1)")          # one fresh program
     session = await sandbox.open_session()                       # or a persistent interpreter
     (await session.execute("x = 2")); (await session.execute("x * 21")).stdout == "42\\n"
+    pool = SessionPool(sandbox, max_sessions=256, idle_timeout_s=300)   # sessions keyed by rollout
+    await pool.execute(rollout_id, "x = 2")
 
 A program that crashes, times out or hits a limit is a normal `ExecutionResult` (see
 `describe_error()`); `SandboxError` means the sandbox itself failed.
 
-How a child is confined (detected once per process; `Sandbox.isolation` reports what is in use):
+An *execution* is one `run_python` call, or one session with all its cells: the interpreter and
+every process it starts. The limits bound the execution as a whole wherever the machine allows.
+What the machine allows is detected once per process; `Sandbox.isolation` reports it. "Full" below
+means root with working namespaces (`unshare` from util-linux) and writable cgroups, as on this
+project's CI; the fallback column is what holds without them.
 
-- Always: `python -I -B` (isolated mode) from `asyncio.create_subprocess_exec`, never a shell; an
-  environment built from scratch (PATH, LANG, HOME=TMPDIR=work dir, ...), so the parent's secrets
-  such as OPENAI_API_KEY are not visible; a fresh work dir, removed afterwards even on timeout; a new
-  session (process group) that is SIGKILLed as a whole on timeout; rlimits RLIMIT_CPU, RLIMIT_AS,
-  RLIMIT_NPROC, RLIMIT_FSIZE and RLIMIT_CORE=0; stdout/stderr truncated while being read.
-- As root with working namespaces (`unshare` from util-linux; `network_isolation == "namespace"`):
-  new network namespace (only a down loopback: no connection anywhere, our own servers included),
-  new pid namespace (a small init reaps orphans; when it exits the kernel kills every process
-  left, even those that called setsid(), and /proc shows only the sandbox), new mount namespace
-  in which /tmp, /var/tmp, /dev/shm, /run/lock are replaced by empty root-owned read-only-for-us
-  tmpfs (the work dir is bound back in) and directories the sandbox uid could not traverse anyway
-  (e.g. /root at 0700) are hidden except for the interpreter's own files.
-  The code then runs as a dedicated unprivileged uid/gid (one per live child, from 1.5e9 upward,
-  no passwd entry), without supplementary groups and with no_new_privs (setuid binaries cannot
-  raise it back). One uid per child makes RLIMIT_NPROC a per-run limit: a fork bomb exhausts its
-  own budget, not that of other runs.
-- Without namespaces (not root, or a container that forbids them): `network_isolation ==
-  "python-guard"`, i.e. socket.socket refuses AF_INET/AF_INET6 and getaddrinfo/create_connection
-  raise. This is a guard against accidents, not a wall: ctypes, `os.system("curl ...")` or a
-  subprocess bypass it. As root the code still drops to a dedicated uid if the interpreter is
-  readable by other users; otherwise (and whenever we are not root) it runs as our own user, so
-  RLIMIT_NPROC counts all of that user's processes (the servers' too) and the code can write
-  wherever that user can. Cleanup is then only as good as the process group: a process that
-  calls setsid() can escape it.
+| limit (SandboxLimits)  | full: how it is enforced                        | where the mechanism is missing           |
+|------------------------|-------------------------------------------------|------------------------------------------|
+| wall_timeout_s         | the parent SIGKILLs the execution at deadline   | same                                     |
+| cpu_time_s             | RLIMIT_CPU per process (per cell in a session)  | same                                     |
+| cpus                   | cgroup cpu.max / cpu.cfs_quota_us: the whole    | no cpu cgroup: each process may use a    |
+|                        | tree shares one core's worth of CPU time        | core, up to cpu_time_s each              |
+| memory_mb              | cgroup memory.max / memory.limit_in_bytes (and  | no memory cgroup: RLIMIT_AS per process  |
+|                        | memsw) at memory_mb + 1/8 (kernel memory): all  | only, so N processes may use N times the |
+|                        | processes and tmpfs files together; an OOM kill | limit (N <= max_processes)               |
+|                        | sets memory_exceeded. RLIMIT_AS per process     |                                          |
+|                        | too: one process gets a clean MemoryError       |                                          |
+| max_processes          | cgroup pids.max, and RLIMIT_NPROC of the        | not root: RLIMIT_NPROC counts all of our |
+|                        | dedicated uid                                   | user's processes (the servers' too)      |
+| max_disk_mb            | the work dir is a tmpfs of that size (ENOSPC)   | no namespaces: not enforced; the work    |
+|                        |                                                 | dir is on the host's temp dir and only   |
+|                        |                                                 | max_file_size_mb bounds each file        |
+| max_file_size_mb       | RLIMIT_FSIZE (Python ignores SIGXFSZ: EFBIG)    | same                                     |
+| max_output_bytes       | stdout/stderr truncated while being read        | same                                     |
+| network=False          | new network namespace with only a down loopback | socket guard in Python: refuses AF_INET  |
+|                        |                                                 | sockets; a guard against accidents, not  |
+|                        |                                                 | a wall (ctypes or a subprocess bypass it)|
 
-What is NOT prevented, even with namespaces:
-- Reading world-readable files: the project source, /etc, installed packages. No secrets should
-  live in world-readable files.
-- Filling the disk with many files below RLIMIT_FSIZE each in the work dir (it lives on the
-  host's temp dir); the wall and CPU limits bound how long it can try.
-- Using CPU up to the limits, and kernel exploits: this is process isolation, not a VM.
-- The memory limit is address space (RLIMIT_AS), not resident memory; `memory_exceeded` is
-  inferred from a MemoryError in stderr and is best effort.
+What else holds, and what happens without the mechanism:
+
+- Environment: always built from scratch (PATH, LANG, HOME=TMPDIR=work dir, ...), so the
+  parent's secrets such as OPENAI_API_KEY are not visible. `python -I -B`, never a shell. The
+  program reaches the child as an anonymous memfd, never as a file.
+- File system: with namespaces the child builds a new root and pivot_root()s into it: an empty
+  tmpfs with read-only binds of the system libraries (/usr, /lib*, a few files of /etc), the
+  Python installation (its prefixes and the sys.path entries inside them; a project a .pth file
+  points at is left out), /dev/{null,zero,full,random,urandom}, a fresh /proc and the work dir,
+  a size-limited tmpfs at /tmp (/dev/shm points to it). The checkout, env.yaml, /home, /root and
+  the host's /tmp do not exist for the code. Without namespaces this cannot be done, so
+  `Sandbox()` FAILS CLOSED with a SandboxError; `allow_weaker_isolation=True` runs the code
+  anyway, able to read (and, as our user, write) every file that user can.
+- Identity: as root the code runs as a dedicated unprivileged uid/gid (one per live execution,
+  from 1.5e9 upward, no passwd entry, no supplementary groups, no_new_privs). Not root: as our
+  own user.
+- Nothing outlives a call: the child's init process (pid 1 of a new pid namespace, or without
+  namespaces a child subreaper, so orphans are re-parented to it and cannot escape with setsid())
+  kills every process the program left when it ends. In a session the interpreter kills every
+  process a cell started (a Popen'd busy loop, a daemon) before it replies; only the interpreter
+  itself survives between cells. The parent then kills the process tree, the cgroup and the
+  process group. Without namespaces the same holds through the subreaper.
+- Nothing outlives the server: the child is started under `setpriv --pdeathsig KILL` (and
+  `unshare --kill-child`), so a SIGKILLed server takes its executions with it; with namespaces
+  the work dir is a tmpfs that disappears with its mount namespace and no file is left on the
+  host. Host work dirs (fallback) and cgroups are named after the owning pid, and the first
+  Sandbox of a process removes those whose owner is dead (killing what is left in such a
+  cgroup). Without a pid namespace, processes the code started are orphaned when the server is
+  SIGKILLed (init and the interpreter die, their children do not): they are killed with their
+  cgroup at the next start-up, and without cgroups only RLIMIT_CPU ends them. Without setpriv
+  the whole execution survives a SIGKILLed server in the same way.
+- Sessions: a session whose interpreter died, was evicted (`SessionPool.max_sessions`) or was
+  reaped while idle is replaced by a fresh one, and the next cell's result says so
+  (`lost_state`, and in `describe_error()` even when the cell itself succeeded).
+
+What is NOT prevented, even with everything available:
+- Reading what is bound in read-only: system libraries, the Python installation and its
+  site-packages, /etc/passwd. No secrets belong there.
+- Using CPU and memory up to the limits, and kernel exploits: this is process isolation, not a VM.
+- Without a memory cgroup, `memory_exceeded` is inferred from a MemoryError in stderr (best effort).
 """
 
 from nemo_gym.sandbox._models import ExecutionResult, SandboxLimits
+from nemo_gym.sandbox._pool import SessionPool
 from nemo_gym.sandbox._process import Isolation
 from nemo_gym.sandbox._sandbox import PythonSession, Sandbox
 
-__all__ = ["ExecutionResult", "Isolation", "PythonSession", "Sandbox", "SandboxLimits"]
+__all__ = [
+    "ExecutionResult",
+    "Isolation",
+    "PythonSession",
+    "Sandbox",
+    "SandboxLimits",
+    "SessionPool",
+]

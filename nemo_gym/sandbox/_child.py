@@ -1,20 +1,23 @@
 """The child side of the sandbox: confine this process, then run model-written code.
 
 Started by the parent as `python -I -B _child.py '<json plan>'` (behind `unshare` when namespaces
-work). It imports only the standard library and nothing from nemo_gym, because it runs with an
-empty environment and, after the privilege drop, possibly without read access to the project.
+work, and behind `setpriv --pdeathsig KILL` so it dies with the server). It imports only the
+standard library and nothing from nemo_gym: after step 3 the project is not even visible.
 
 Order matters, because each step needs privileges the next one takes away:
-1. read the program (the file is root-only and sits in a directory the mount step hides);
-2. private mounts (root, in the new mount namespace): hide world-writable directories and any
-   directory the unprivileged uid cannot traverse, re-exposing only the work dir and the
-   interpreter's own files;
-3. resource limits (set as root so the hard limits cannot be raised back);
-4. drop to the dedicated uid/gid and forbid regaining privileges (setuid binaries, file caps);
-5. install the socket guard when no network namespace is available;
-6. as pid 1 of a new pid namespace, fork: the child runs the code, pid 1 reaps and reports the
-   child's exit status on the status fd. When pid 1 exits the kernel kills everything left in the
-   namespace, which is what makes cleanup complete even for processes that called setsid().
+1. join the execution's cgroups (root, while /sys/fs/cgroup is still visible): from here on
+   every process of the execution is counted against one memory, pids and cpu budget;
+2. read the program from the memfd the parent passed (there is no program file anywhere);
+3. new root (root, in the new mount namespace): an empty tmpfs holding read-only binds of the
+   system libraries and the Python installation, a few device nodes, a fresh /proc and a
+   size-limited tmpfs at /tmp (the work dir); pivot_root into it and detach the old root, so the
+   project, /home, /root and the host's temp dir no longer exist for the code;
+4. resource limits (set as root so the hard limits cannot be raised back);
+5. drop to the dedicated uid/gid and forbid regaining privileges (setuid binaries, file caps);
+6. install the socket guard when no network namespace is available;
+7. fork: the worker runs the code; this process stays as init (pid 1 of the new pid namespace,
+   or, without namespaces, a child subreaper that orphans are re-parented to), reaps, kills
+   whatever the worker left behind, and reports the worker's exit status on the status fd.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ import io
 import json
 import linecache
 import os
+import platform
 import resource
+import signal
 import socket
 import stat
 import sys
+import time
 import traceback
 import types
 from typing import NoReturn
@@ -38,12 +44,41 @@ from typing import NoReturn
 _MS_RDONLY = 1
 _MS_NOSUID = 2
 _MS_NODEV = 4
+_MS_NOEXEC = 8
+_MS_REMOUNT = 32
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
+_MNT_DETACH = 2
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
+# pivot_root has no libc wrapper; its number differs per architecture.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+# What the interpreter and the libraries it loads need from the host, read-only.
+_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin")
+_ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "nsswitch.conf",
+    "passwd",
+    "group",
+    "hosts",
+    "services",
+    "protocols",
+    "mime.types",
+)
+_DEVICES = ("null", "zero", "full", "random", "urandom")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def _mount(
@@ -56,74 +91,104 @@ def _mount(
     def enc(value: str | None) -> bytes | None:
         return None if value is None else value.encode()
 
-    if (
-        _libc.mount(
-            enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)
-        )
-        != 0
-    ):
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {target}: {os.strerror(err)}")
-
-
-def _closed_ancestor(path: str) -> str | None:
-    """The outermost ancestor of `path` that other users cannot traverse (e.g. /root at 0700)."""
-    parts = path.strip("/").split("/")
-    for i in range(1, len(parts) + 1):
-        ancestor = "/" + "/".join(parts[:i])
-        try:
-            mode = os.stat(ancestor).st_mode
-        except OSError:
-            return None
-        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
-            return ancestor
-    return None
-
-
-def _cover(directory: str, keep: list[str]) -> None:
-    """Mount an empty root-owned tmpfs over `directory`, then bind the `keep` paths back in place.
-
-    The tmpfs is 0755 and owned by root, so the sandbox uid can read through it but cannot write.
-    Kept paths are opened before they disappear under the tmpfs and re-attached via /proc/self/fd.
-    """
-    keep = sorted(
-        {k for k in keep if not any(k != o and k.startswith(o + "/") for o in keep)}
+    _check(
+        _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {target}",
     )
-    fds = [os.open(k, os.O_PATH | os.O_DIRECTORY) for k in keep]
-    _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=755,size=1m")
-    for path, fd in zip(keep, fds):
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
-        os.close(fd)
 
 
-def _isolate_filesystem(workdir: str) -> None:
+def _join_cgroups(procs_files: list[str]) -> None:
+    for procs in procs_files:
+        with open(procs, "w", encoding="ascii") as file:
+            file.write("0")  # "0" is the writing process itself, whatever pid namespace it is in
+
+
+def _read_program(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode("utf-8")
+
+
+def _python_paths() -> set[str]:
+    """The directories of this Python installation (never "/": that would expose everything)."""
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    paths = set(prefixes)
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
+    # sys.path under -I holds only the installation, but a .pth file (an editable install) can add
+    # a project checkout to it: keep only what lies inside the installation's prefixes.
+    for entry in sys.path:
+        real = os.path.realpath(entry) if entry else ""
+        if real and os.path.isdir(real) and any(real == p or real.startswith(p + "/") for p in prefixes):
+            paths.add(real)
+    if "/" in paths:
+        raise OSError("the Python installation is the whole file system; nothing could be hidden")
+    return paths
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    return sorted(p for p in paths if not any(p != o and p.startswith(o + "/") for o in paths))
+
+
+def _build_private_root(uid: int, disk_mb: int) -> None:
+    """Steps 3 of the module docstring: a root holding only what the interpreter needs, then pivot."""
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    needed = {
-        os.path.realpath(p)
-        for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))
-    }
-    needed |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
-    needed.add(os.path.dirname(os.path.realpath(sys.executable)))
-    covers: dict[str, list[str]] = {}
-    for path in needed:
-        ancestor = _closed_ancestor(path)
-        if ancestor and ancestor != "/":
-            covers.setdefault(ancestor, []).append(path)
-    for candidate in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue"):
-        try:
-            mode = os.stat(candidate).st_mode
-        except OSError:
-            continue
-        if stat.S_ISDIR(mode) and mode & stat.S_IWOTH:
-            covers.setdefault(candidate, [])
-    for directory, keep in covers.items():
-        # The interpreter may itself live under a covered directory (a virtualenv in /tmp, as in a
-        # CI checkout): keep what it needs visible, read-only for the sandbox uid as before.
-        keep.extend(path for path in needed if path.startswith(directory + "/"))
-        if workdir.startswith(directory + "/"):
-            keep.append(workdir)
-        _cover(directory, keep)
+    binds: list[tuple[str, str]] = []  # (host path, path in the new root)
+    links: list[tuple[str, str]] = []
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            links.append((os.readlink(path), path))
+        elif os.path.isdir(path):
+            binds.append((path, path))
+    for path in _outermost(_python_paths()):
+        if not any(path == d or path.startswith(d + "/") for d, _ in binds):
+            binds.append((path, path))
+    binds += [(f"/etc/{name}", f"/etc/{name}") for name in _ETC_FILES if os.path.exists(f"/etc/{name}")]
+    devices = [(f"/dev/{name}", f"/dev/{name}") for name in _DEVICES if os.path.exists(f"/dev/{name}")]
+    # Open every source first: the new root is mounted over /tmp, which may hold one of them (a venv).
+    fds = [(os.open(src, os.O_PATH), dst) for src, dst in binds + devices]
+    new_root = "/tmp"
+    _mount("tmpfs", new_root, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=755,size=2m")
+    for fd, dst in fds:
+        target = new_root + dst
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.makedirs(target, mode=0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+        _mount(f"/proc/self/fd/{fd}", target, None, _MS_BIND | _MS_REC)
+        os.close(fd)
+        is_device = dst.startswith("/dev/")
+        # Devices must stay usable (no MS_NODEV on them); everything else is read-only.
+        flags = _MS_BIND | _MS_REMOUNT | _MS_NOSUID | (0 if is_device else _MS_RDONLY | _MS_NODEV)
+        _mount(None, target, None, flags)
+    for link_target, path in links:
+        os.symlink(link_target, new_root + path)
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("shm", "/tmp"),
+    ):
+        os.makedirs(new_root + "/dev", mode=0o755, exist_ok=True)
+        os.symlink(target, f"{new_root}/dev/{name}")
+    os.makedirs(new_root + "/proc", mode=0o555)
+    _mount("proc", new_root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    os.makedirs(new_root + "/tmp")
+    # The work dir: all the code may write, size-limited, gone with the mount namespace.
+    _mount("tmpfs", new_root + "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=700,uid={uid},gid={uid},size={disk_mb}m")
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(f"pivot_root is not known on {platform.machine()}")
+    os.chdir(new_root)
+    # pivot_root(".", "."): the old root ends up stacked on the new one, and is then detached.
+    _check(_libc.syscall(ctypes.c_long(number), b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", _MNT_DETACH), "umount old root")
+    os.chdir("/")
+    # The new root's own directories are root-owned 0755: the sandbox uid can read but not write
+    # them (PermissionError), and everything bound into them is read-only.
 
 
 def _set_limits(limits: dict, session: bool) -> None:
@@ -202,9 +267,7 @@ def _run_program(source: str) -> int:
         return 1
     finally:
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(
-                Exception
-            ):  # a stream the code closed must not mask its result
+            with contextlib.suppress(Exception):  # a stream the code closed must not mask its result
                 stream.flush()
     return 0
 
@@ -262,8 +325,9 @@ class _Repl:
     for itself (except for a forked child that ended by returning from the cell).
     """
 
-    def __init__(self, cpu_time_s: int, max_output_bytes: int):
+    def __init__(self, cpu_time_s: int, max_output_bytes: int, init_pid: int):
         self._owner = os.getpid()
+        self._init_pid = init_pid
         self._strays_r, self._strays_w = os.pipe()
         os.set_blocking(self._strays_r, False)
         os.set_blocking(self._strays_w, False)
@@ -290,6 +354,9 @@ class _Repl:
             finally:
                 if os.getpid() != self._owner:
                     self._end_stray()
+            # Nothing a cell started outlives it (a Popen'd busy loop, a daemon that called
+            # setsid()): everything below init but this interpreter is killed before the reply.
+            kill_descendants(self._init_pid, spare={self._owner, self._init_pid})
             reply["id"] = request["id"]
             replies.write(json.dumps(reply).encode() + b"\n")
             replies.flush()
@@ -303,10 +370,7 @@ class _Repl:
     def _reap_strays(self) -> None:
         with contextlib.suppress(OSError):  # BlockingIOError: nothing new
             data = os.read(self._strays_r, 1 << 16)
-            self._unreaped.update(
-                int.from_bytes(data[i : i + 4], "little")
-                for i in range(0, len(data), 4)
-            )
+            self._unreaped.update(int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data), 4))
         for pid in list(self._unreaped):
             try:
                 done, _status = os.waitpid(pid, os.WNOHANG)
@@ -344,9 +408,7 @@ class _Repl:
         }
 
     @staticmethod
-    def _split(
-        code: str, filename: str
-    ) -> tuple[types.CodeType, types.CodeType | None]:
+    def _split(code: str, filename: str) -> tuple[types.CodeType, types.CodeType | None]:
         tree = ast.parse(code, filename)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -362,12 +424,10 @@ class _Repl:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         used = int(usage.ru_utime + usage.ru_stime) + 1
         _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
-        resource.setrlimit(
-            resource.RLIMIT_CPU, (min(used + self._cpu_time_s, hard), hard)
-        )
+        resource.setrlimit(resource.RLIMIT_CPU, (min(used + self._cpu_time_s, hard), hard))
 
 
-def _run_session(plan: dict) -> int:
+def _run_session(plan: dict, init_pid: int) -> int:
     # The protocol keeps the original stdin/stdout pipes; fd-level output of the user's code
     # (subprocesses, C extensions) is sent to the stderr pipe so it cannot corrupt the protocol.
     requests = os.fdopen(os.dup(0), "rb")
@@ -377,26 +437,96 @@ def _run_session(plan: dict) -> int:
     os.dup2(2, 1)
     os.close(null)
     _Repl(
-        int(plan["limits"]["cpu_time_s"]), int(plan["limits"]["max_output_bytes"])
+        int(plan["limits"]["cpu_time_s"]),
+        int(plan["limits"]["max_output_bytes"]),
+        init_pid,
     ).serve(requests, replies)
     return 0
 
 
-def _become_init(status_fd: int) -> None:
-    """Be pid 1: fork the worker and return in it; in pid 1, reap every orphan, report, exit.
+def _process_table() -> dict[int, tuple[int, bool]]:
+    """pid -> (parent pid, still running) for every process visible in /proc."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as file:
+                data = file.read()
+        except OSError:
+            continue  # it ended while we looked
+        # The command name (in parentheses) may itself contain spaces and parentheses.
+        fields = data.rsplit(b")", 1)[1].split()
+        table[int(name)] = (int(fields[1]), fields[0] not in (b"Z", b"X"))
+    return table
 
-    pid 1 outlives the worker only to report how it ended: the worker's death by signal cannot
-    be passed on as pid 1's own (the kernel shields a namespace's init from such signals).
+
+def _descendants(root: int, table: dict[int, tuple[int, bool]]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _running) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def kill_descendants(root: int, spare: set[int]) -> None:
+    """SIGKILL every running descendant of `root` except `spare`, until none is left.
+
+    Works without a pid namespace too, because init is then a child subreaper: a process whose
+    parent died is re-parented to init, never out of its subtree. Our own killed children are
+    reaped here (they would count against the process limits); init reaps the rest.
     """
+    me = os.getpid()
+    mine: set[int] = set()
+    for _ in range(1000):
+        table = _process_table()
+        victims = {p for p in _descendants(root, table) - spare if table[p][1]}
+        if not victims:
+            break
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        mine |= {p for p in victims if table[p][0] == me}
+        time.sleep(0.001)
+    for pid in mine:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _become_init(status_fd: int, subreaper: bool) -> int:
+    """Fork the worker and return init's pid in it; in init, reap, clean up, report, exit.
+
+    Init outlives the worker to report how it ended (the kernel shields a namespace's pid 1 from
+    signals, so the worker's death by signal cannot be passed on as init's own) and to kill what
+    the worker left behind before the call counts as finished.
+    """
+    if subreaper:
+        _check(_libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+    init_pid = os.getpid()
     worker = os.fork()
     if worker == 0:
         os.close(status_fd)
-        return
+        if subreaper:
+            # Without a pid namespace nothing kills the worker when init is killed: ask for it.
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != init_pid:
+                os._exit(125)
+        return init_pid
     while True:
         pid, status = os.wait()
         if pid == worker:
             break
-    report = {"exit_code": None, "signal": None}
+    kill_descendants(init_pid, spare={init_pid})
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            os.wait()
+    report: dict[str, int | None] = {"exit_code": None, "signal": None}
     if os.WIFSIGNALED(status):
         report["signal"] = os.WTERMSIG(status)
     else:
@@ -406,13 +536,13 @@ def _become_init(status_fd: int) -> None:
 
 
 def _set_up(plan: dict) -> str | None:
-    """Steps 1-5 of the module docstring; returns the program source (None for a session)."""
+    """Steps 1-6 of the module docstring; returns the program source (None for a session)."""
+    _join_cgroups(plan["cgroup_procs"])
     source = None
-    if plan["mode"] == "run":
-        with open(plan["program"], encoding="utf-8") as file:
-            source = file.read()
-    if plan["private_mounts"]:
-        _isolate_filesystem(plan["workdir"])
+    if plan["program_fd"] is not None:
+        source = _read_program(plan["program_fd"])
+    if plan["private_root"]:
+        _build_private_root(plan["uid"], int(plan["limits"]["max_disk_mb"]))
     _set_limits(plan["limits"], session=plan["mode"] == "session")
     if plan["uid"] is not None:
         _drop_privileges(plan["uid"], plan["gid"])
@@ -433,11 +563,8 @@ def main() -> None:
             json.dumps({"setup_error": f"{type(error).__name__}: {error}"}).encode(),
         )
         os._exit(121)
-    if plan["init"]:
-        _become_init(status_fd)
-    else:
-        os.close(status_fd)
-    sys.exit(_run_program(source) if source is not None else _run_session(plan))
+    init_pid = _become_init(status_fd, subreaper=not plan["private_root"])
+    sys.exit(_run_program(source) if source is not None else _run_session(plan, init_pid))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 
 class SandboxLimits(BaseModel, frozen=True):
-    """Resource limits for one program run or one session process."""
+    """Resource limits for one execution: a program run, or a session with all its cells, and in
+    both cases every process the code starts. The package docs say how each one is enforced and
+    what holds on a machine without cgroups or namespaces."""
 
     wall_timeout_s: float = Field(10.0, gt=0)
-    """Default 10 s. Wall-clock deadline; the whole process group is SIGKILLed when it passes.
+    """Default 10 s. Wall-clock deadline; the whole execution is SIGKILLed when it passes.
     The backstop for code that sleeps or blocks, which CPU limits do not catch."""
 
     cpu_time_s: int = Field(10, gt=0)
@@ -19,20 +21,32 @@ class SandboxLimits(BaseModel, frozen=True):
     the machine is so loaded that the wall clock alone would let them burn a core for longer."""
 
     memory_mb: int = Field(512, gt=0)
-    """Default 512 MB. RLIMIT_AS (address space) per process: enough for numpy/sympy, small enough
-    that a few concurrent memory bombs cannot push the host into swap or the OOM killer."""
+    """Default 512 MB. RLIMIT_AS per process (one allocation past it raises MemoryError), and the
+    memory of the whole execution: all its processes and the files in its work dir together, held
+    by a cgroup (with an eighth of headroom for kernel memory; the kernel kills a process beyond
+    it). Enough for numpy/sympy, small enough that a few concurrent memory bombs cannot push the
+    host into swap or the OOM killer."""
 
     max_processes: int = Field(64, gt=0)
-    """Default 64. RLIMIT_NPROC, counted by the kernel per uid (threads included): contains fork
-    bombs. Only real when the sandbox runs as its own uid (see the package docs)."""
+    """Default 64. Processes and threads of the execution: cgroup pids limit, and RLIMIT_NPROC
+    (counted per uid, so only a per-execution limit when the sandbox runs as its own uid)."""
 
     max_output_bytes: int = Field(1_000_000, gt=0)
     """Default 1 MB. stdout and stderr are each truncated beyond this while being read, so a
     print loop costs a bounded amount of parent memory and keeps rollout rows small."""
 
     max_file_size_mb: int = Field(16, gt=0)
-    """Default 16 MB. RLIMIT_FSIZE: the largest file the code may write, so one run cannot fill the disk
-    with a single file (it can still write many files; see the package docs)."""
+    """Default 16 MB. RLIMIT_FSIZE: the largest file the code may write (all files together are
+    bounded by `max_disk_mb`)."""
+
+    max_disk_mb: int = Field(64, gt=0)
+    """Default 64 MB. Size of the work dir (a private tmpfs), i.e. all files the code writes
+    together; beyond it writes fail with ENOSPC. The files are memory too: they count against
+    `memory_mb` where a memory cgroup is in use. Not enforced without namespaces (see the package docs)."""
+
+    cpus: float = Field(1.0, gt=0)
+    """Default 1. CPU bandwidth of the whole execution (cgroup cpu quota), so forked busy loops
+    share one core's worth of time instead of taking the machine. Only where a cpu cgroup is usable."""
 
     network: bool = False
     """Default False. Model-written code gets no network: it must not reach our servers on
@@ -58,6 +72,9 @@ class ExecutionResult(BaseModel):
     """stdout or stderr was longer than `max_output_bytes` and was cut."""
     session_restarted: bool = False
     """Sessions only: the interpreter died or was killed, and a fresh one (empty state) replaced it."""
+    lost_state: str | None = None
+    """Sessions only: why this cell ran in a fresh interpreter although earlier cells had state
+    (evicted for other sessions, reaped while idle, its interpreter had exited); None otherwise."""
     session_closed: bool = False
     """Sessions only: the session was closed (`aclose()`) while this cell ran, which killed it."""
 
@@ -65,19 +82,25 @@ class ExecutionResult(BaseModel):
 
     @property
     def ok(self) -> bool:
-        return (
-            self.exit_code == 0 and not self.timed_out and self.killed_by_signal is None
-        )
+        """The code ran to a clean exit within its limits."""
+        return self.exit_code == 0 and not self.timed_out and self.killed_by_signal is None and not self.memory_exceeded
 
     def with_limits(self, limits: SandboxLimits) -> ExecutionResult:
         self._limits = limits
         return self
 
     def describe_error(self) -> str | None:
-        """One line saying why the run failed, fit to show a model; None when it succeeded."""
+        """One line saying why the run failed, fit to show a model; None when it succeeded.
+
+        A cell that ran in a fresh interpreter because the earlier one was lost (`lost_state`) is
+        described even when it succeeded: the model must know its variables are gone."""
         reason = self._reason()
+        lost = "all earlier state (variables, imports) is lost"
+        if self.lost_state is not None:
+            notice = f"the session was restarted before this cell ran ({self.lost_state}); {lost}"
+            return notice if reason is None else f"{reason}; {notice}"
         if reason is not None and self.session_restarted:
-            reason += "; the session was restarted and all earlier state (variables, imports) is lost"
+            reason += f"; the session was restarted and {lost}"
         return reason
 
     def _reason(self) -> str | None:

@@ -46,21 +46,36 @@ class Sandbox:
     network barrier is in use ("namespace" or the weaker "python-guard"), `isolation` tells the rest.
     """
 
-    def __init__(self, limits: SandboxLimits = DEFAULT_LIMITS, max_concurrent: int = 4):
+    def __init__(
+        self,
+        limits: SandboxLimits = DEFAULT_LIMITS,
+        max_concurrent: int = 4,
+        *,
+        allow_weaker_isolation: bool = False,
+        isolation: Isolation | None = None,
+    ):
+        """`allow_weaker_isolation`: run even where the code's view of the file system cannot be
+        confined (no namespaces: not root, or a container forbids them). Off by default, so such a
+        machine fails closed with a SandboxError instead of letting model code read the project.
+        `isolation` overrides what was detected (tests use it to force the fallback)."""
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self.limits = limits
         self.max_concurrent = max_concurrent
-        self.isolation: Isolation = detect_isolation()
+        self.isolation: Isolation = isolation or detect_isolation()
+        if not self.isolation.private_root and not allow_weaker_isolation:
+            raise SandboxError(
+                "this machine cannot hide the file system from sandboxed code (it needs root and "
+                "working namespaces); allow_weaker_isolation=True runs it anyway, able to read "
+                "every file this user can"
+            )
         self.network_isolation = self.isolation.network_isolation
         self._slots = asyncio.Semaphore(max_concurrent)
         self._live: set[ConfinedProcess] = set()
         self._sessions: set[PythonSession] = set()
         self._closed = False
 
-    async def run_python(
-        self, code: str, *, stdin: str = "", limits: SandboxLimits | None = None
-    ) -> ExecutionResult:
+    async def run_python(self, code: str, *, stdin: str = "", limits: SandboxLimits | None = None) -> ExecutionResult:
         """Run `code` as a fresh program; its crash or timeout is reported in the result, not raised."""
         limits = limits or self.limits
         async with self._slots:
@@ -73,9 +88,7 @@ class Sandbox:
                 self._live.discard(child)
                 await child.dispose()
 
-    async def _drive(
-        self, child: ConfinedProcess, stdin: bytes, limits: SandboxLimits
-    ) -> ExecutionResult:
+    async def _drive(self, child: ConfinedProcess, stdin: bytes, limits: SandboxLimits) -> ExecutionResult:
         proc = child.proc
         started = time.monotonic()
         out, err = (
@@ -92,10 +105,11 @@ class Sandbox:
             await asyncio.wait_for(proc.wait(), limits.wall_timeout_s)
         except TimeoutError:
             timed_out = True
-            child.kill()
-            await proc.wait()
         duration = time.monotonic() - started
-        child.kill()  # stragglers still in the group (fallback mode)
+        if timed_out:
+            await child.kill()
+            await proc.wait()
+        await child.kill()  # init has killed the rest already; this covers a killed init
         _done, pending = await asyncio.wait(io_tasks, timeout=_PIPE_GRACE_S)
         for task in pending:
             task.cancel()
@@ -106,7 +120,7 @@ class Sandbox:
             stderr=stderr,
             exit_code=None if timed_out else status.exit_code,
             timed_out=timed_out,
-            memory_exceeded=not timed_out and looks_like_memory_error(stderr),
+            memory_exceeded=not timed_out and (looks_like_memory_error(stderr) or child.oom_kills() > 0),
             killed_by_signal=status.signal,
             duration_s=duration,
             output_truncated=out.truncated or err.truncated,
@@ -152,11 +166,15 @@ class PythonSession:
         self._side_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self._lost_state: str | None = None
+        """Why the next cell runs in a fresh interpreter, when that is news to the caller."""
+
+    def mark_state_lost(self, why: str) -> None:
+        """The next cell's result will say that earlier state was lost, and why (e.g. eviction)."""
+        self._lost_state = why
 
     async def _start(self) -> None:
-        child = await ConfinedProcess.start(
-            self._sandbox.isolation, "session", self.limits, None
-        )
+        child = await ConfinedProcess.start(self._sandbox.isolation, "session", self.limits, None)
         if self._closed:  # aclose() ran while the interpreter was starting
             await child.dispose()
             return
@@ -179,30 +197,24 @@ class PythonSession:
         await self._stop()
         await self._start()
 
-    async def execute(
-        self, code: str, timeout_s: float | None = None
-    ) -> ExecutionResult:
+    async def execute(self, code: str, timeout_s: float | None = None) -> ExecutionResult:
         """Run one cell; a trailing expression's value is echoed to stdout like the Python REPL."""
-        limits = (
-            self.limits
-            if timeout_s is None
-            else self.limits.model_copy(update={"wall_timeout_s": timeout_s})
-        )
+        limits = self.limits if timeout_s is None else self.limits.model_copy(update={"wall_timeout_s": timeout_s})
         async with self._lock, self._sandbox._slots:
             if self._closed:
                 raise SandboxError("the session is closed")
-            restarted = False
+            lost_state, self._lost_state = self._lost_state, None
             if self._child is None or self._child.proc.returncode is not None:
-                await self._restart()  # the interpreter died while idle (e.g. a background thread crashed it)
-                restarted = True
+                # the interpreter died while idle (e.g. a background thread crashed it)
+                await self._restart()
+                lost_state = lost_state or "its interpreter had exited"
             child = self._child
             started = time.monotonic()
             if child is None:  # closed while restarting
                 return self._closed_result(started, limits)
+            oom_kills_before = child.oom_kills()
             try:
-                reply = await asyncio.wait_for(
-                    self._ask(child, code), limits.wall_timeout_s
-                )
+                reply = await asyncio.wait_for(self._ask(child, code), limits.wall_timeout_s)
             except TimeoutError:
                 if self._closed:
                     return self._closed_result(started, limits)
@@ -219,19 +231,20 @@ class PythonSession:
             if self._closed:
                 return self._closed_result(started, limits)
             if reply is None:
-                return (await self._died(child, duration)).with_limits(limits)
-            await asyncio.sleep(
-                0
-            )  # let fd-level output that raced the reply be collected
+                died = await self._died(child, duration, oom_kills_before)
+                died.lost_state = lost_state
+                return died.with_limits(limits)
+            await asyncio.sleep(0)  # let fd-level output that raced the reply be collected
             side = self._side_output.take()
             return ExecutionResult(
                 stdout=reply["stdout"],
                 stderr=reply["stderr"] + side,
                 exit_code=reply["exit_code"],
-                memory_exceeded=looks_like_memory_error(reply["stderr"]),
+                memory_exceeded=looks_like_memory_error(reply["stderr"]) or child.oom_kills() > oom_kills_before,
                 duration_s=duration,
                 output_truncated=reply["truncated"] or self._side_output.truncated,
-                session_restarted=restarted,
+                session_restarted=lost_state is not None,
+                lost_state=lost_state,
             ).with_limits(limits)
 
     @staticmethod
@@ -262,25 +275,24 @@ class PythonSession:
                 if isinstance(reply, dict) and reply.get("id") == request_id:
                     return reply
 
-    async def _died(self, child: ConfinedProcess, duration: float) -> ExecutionResult:
+    async def _died(self, child: ConfinedProcess, duration: float, oom_kills_before: int) -> ExecutionResult:
         """The interpreter ended mid-cell (os._exit, a signal, the CPU limit): report it and restart."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(child.proc.wait(), _PIPE_GRACE_S)
-        child.kill()
+        await child.kill()
         await child.proc.wait()
         await asyncio.sleep(0)
         status = child.status()
+        oom_killed = child.oom_kills() > oom_kills_before
         stderr = self._side_output.take()
         if self._closed:
-            return ExecutionResult(
-                stderr=stderr, duration_s=duration, session_closed=True
-            )
+            return ExecutionResult(stderr=stderr, duration_s=duration, session_closed=True)
         await self._restart()
         return ExecutionResult(
             stderr=stderr,
             exit_code=status.exit_code,
             killed_by_signal=status.signal,
-            memory_exceeded=looks_like_memory_error(stderr),
+            memory_exceeded=looks_like_memory_error(stderr) or oom_killed,
             duration_s=duration,
             session_restarted=True,
         )

@@ -44,7 +44,11 @@ class CodeGenConfig(BaseResourcesServerConfig):
     max_total_timeout_s: float = Field(120.0, gt=0)
     """Default 120 s. Upper bound on one task's whole run, however many tests it has."""
     memory_mb: int = Field(512, gt=0)
-    """Default 512 MB. Address-space limit per process (the harness and each test)."""
+    """Default 512 MB. Address-space limit per process (the harness and each test), and where the
+    machine has a memory cgroup, the limit of the task's whole run."""
+    allow_weaker_isolation: bool = False
+    """Default false: on a machine without namespaces (not root) the server refuses to start rather
+    than run model code that could read the project. True runs it with process-level limits only."""
 
 
 class UnitTests(BaseModel):
@@ -90,7 +94,8 @@ class CodeGenServer(SimpleResourcesServer):
 
     async def on_startup(self) -> None:
         limits = SandboxLimits(cpu_time_s=math.ceil(self.config.unit_test_timeout_s), memory_mb=self.config.memory_mb)
-        self._sandbox = Sandbox(limits, max_concurrent=self.config.max_concurrent_executions)
+        self._sandbox = Sandbox(limits, max_concurrent=self.config.max_concurrent_executions,
+                                allow_weaker_isolation=self.config.allow_weaker_isolation)
 
     async def on_shutdown(self) -> None:
         if self._sandbox is not None:
