@@ -6,10 +6,11 @@ Layers, bottom up:
                    at 16k in-flight rollouts. Foreign exceptions are translated into ours here.
   * `ServerClient` resolves a server instance name to its URL through the head server's registry.
 
-Retries: `HttpClient.request` retries only what `RetryPolicy` allows, a bounded number of times, with
-exponential backoff and full jitter, honouring `Retry-After`. Internal hops use `CONNECT_ONLY_RETRY`:
-a refused connection is retried (nothing was delivered) but a request that may have reached the
-server is not replayed; whole rollouts are retried by the collector, one layer up.
+Retries: `HttpClient.request` retries only what its `RetryPolicy` allows (`nemo_gym.retry`: one
+classifier and one backoff formula for every layer), a bounded number of times, honouring
+`Retry-After`. Internal hops use `CONNECT_ONLY_RETRY`: a refused connection is retried (nothing was
+delivered) but a request that may have reached the server is not replayed; whole rollouts are
+retried by the collector, one layer up.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import inspect
-import random
 import socket
 import time
 from collections.abc import Mapping
@@ -35,6 +35,11 @@ from nemo_gym.errors import (
     TransportError,
     UnknownServerError,
 )
+from nemo_gym.retry import CONNECT_ONLY_RETRY as CONNECT_ONLY_RETRY  # re-exported: policies are named
+from nemo_gym.retry import NO_RETRY as NO_RETRY  # through the client by servers and agents
+from nemo_gym.retry import UPSTREAM_RETRY as UPSTREAM_RETRY
+from nemo_gym.retry import RetryPolicy as RetryPolicy
+from nemo_gym.retry import classify_error, classify_status
 
 
 class Timeouts(BaseModel):
@@ -64,33 +69,6 @@ class PoolLimits(BaseModel):
     keepalive_s: float = Field(15.0, gt=0)
 
 
-class RetryPolicy(BaseModel):
-    """Which failures are retried, how often and how long we wait. Never unbounded."""
-
-    model_config = ConfigDict(frozen=True)
-
-    max_attempts: int = Field(4, ge=1)
-    backoff_initial_s: float = Field(0.2, ge=0)
-    backoff_max_s: float = Field(10.0, ge=0)
-    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
-    retry_transport_errors: bool = True
-    """Also retry timeouts and dropped connections (may replay a delivered request)."""
-    retry_connect_errors: bool = True
-    """Retry refused connections (safe: nothing was delivered)."""
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before attempt `attempt + 1` (attempt counts from 1)."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.backoff_max_s)
-        ceiling = min(self.backoff_max_s, self.backoff_initial_s * (2 ** (attempt - 1)))
-        return random.uniform(0, ceiling)
-
-
-NO_RETRY = RetryPolicy(max_attempts=1)
-CONNECT_ONLY_RETRY = RetryPolicy(max_attempts=4, retry_statuses=frozenset(), retry_transport_errors=False)
-UPSTREAM_RETRY = RetryPolicy(max_attempts=5)
-
-
 class HttpResult:
     """A fully read HTTP response."""
 
@@ -116,12 +94,28 @@ class HttpResult:
     def raise_for_status(self) -> HttpResult:
         if not self.ok:
             raise HTTPStatusError(
-                f"{self.url} answered HTTP {self.status}: {self.text[:500]}",
+                f"{self.url} answered HTTP {self.status}: {error_excerpt(self.body)}",
                 status_code=self.status,
                 body=self.text,
                 retry_after=parse_retry_after(self.headers.get("Retry-After")),
             )
         return self
+
+
+def error_excerpt(body: bytes, limit: int = 500) -> str:
+    """A short, readable account of an error body: the `error.message` of an OpenAI-style or
+    nemo_gym error body (so errors relayed across several servers do not nest JSON in JSON),
+    else the start of the body."""
+    message: object = None
+    if body[:1] == b"{":
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        message = error.get("message") if isinstance(error, dict) else error
+    text = message if isinstance(message, str) and message else body.decode("utf-8", errors="replace")
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -198,16 +192,17 @@ class HttpClient:
             try:
                 result = await self._send_once(method, url, data, send_headers, params, timeout)
             except TransportError as error:
-                retryable = policy.retry_transport_errors or (policy.retry_connect_errors and getattr(error, "connect_failed", False))
-                if not retryable or attempt >= policy.max_attempts:
+                if not policy.should_retry(classify_error(error), attempt):
                     if attempt > 1:
                         error.args = (f"{error.args[0]} (after {attempt} attempts)",)
                     raise
                 await asyncio.sleep(policy.delay(attempt))
                 continue
-            if result.status in policy.retry_statuses and attempt < policy.max_attempts:
-                await asyncio.sleep(policy.delay(attempt, parse_retry_after(result.headers.get("Retry-After"))))
-                continue
+            if result.status >= 300:  # the 2xx hot path classifies nothing
+                decision = classify_status(result.status, parse_retry_after(result.headers.get("Retry-After")))
+                if policy.should_retry(decision, attempt):
+                    await asyncio.sleep(policy.delay(attempt, decision.retry_after))
+                    continue
             return result
 
     async def _send_once(self, method: str, url: str, data: bytes | None, headers: dict[str, str],
@@ -221,9 +216,8 @@ class HttpClient:
                 cookies = {key: morsel.value for key, morsel in response.cookies.items()}
                 return HttpResult(response.status, body, response.headers, cookies, url)
         except aiohttp.ClientConnectorError as error:
-            raised = ServerUnreachableError(f"cannot connect to {url}: {error.os_error or error}")
-            raised.connect_failed = True  # type: ignore[attr-defined]
-            raise raised from error
+            raise ServerUnreachableError(f"cannot connect to {url}: {error.os_error or error}",
+                                         connect_failed=True) from error
         except (TimeoutError, aiohttp.ServerTimeoutError) as error:
             raise RequestTimeoutError(f"{method} {url} timed out ({type(error).__name__})") from error
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as error:

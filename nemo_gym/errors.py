@@ -16,17 +16,19 @@ The tree, grouped by what the caller can do about it:
     │   │   └── NoServerInstancesError      nothing to start
     │   ├── InputDataError              a malformed input JSONL line (file, line, field)
     │   ├── OutputExistsError           output file exists and neither resume nor overwrite was asked
-    │   └── UnknownServerError          a server name (e.g. agent_name) that the head server does not know
+    │   ├── UnknownServerError          a server name (e.g. agent_name) that the head server does not know
+    │   └── RequestTooLargeError        a request body over the server's `max_request_body_bytes` (HTTP 413)
     ├── TransportError              the network let us down; worth retrying
-    │   ├── ServerUnreachableError      connection refused / reset / DNS
+    │   ├── ServerUnreachableError      connection refused (`connect_failed`) / reset / DNS
     │   └── RequestTimeoutError         connect or read deadline passed
     ├── HTTPStatusError             a server answered with an error status (carries status_code, body)
-    ├── InvalidResponseError        a server answered 2xx with a body we cannot use
+    ├── InvalidResponseError        a server answered 2xx with a body we cannot use (names the field)
     ├── RolloutFailedError          one rollout failed after its retry budget
     ├── ServerStartupError          a server process died or never became healthy
     └── SandboxError                model-written code could not be run in the sandbox
 
 Exit codes for CLI entry points: InputError -> 2, every other NemoGymError -> 1.
+Whether a failure is worth another attempt is decided in one place, `nemo_gym.retry`.
 """
 
 from __future__ import annotations
@@ -103,12 +105,25 @@ class UnknownServerError(InputError):
     """A server instance name that is not running / not configured."""
 
 
+class RequestTooLargeError(InputError):
+    """A request body is larger than the receiving server accepts."""
+
+    def __init__(self, message: str, *, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        super().__init__(message)
+
+
 class TransportError(NemoGymError):
     """A request failed below HTTP (connection or deadline); usually worth retrying."""
 
 
 class ServerUnreachableError(TransportError):
     """Could not connect to, or lost the connection with, a server."""
+
+    def __init__(self, message: str, *, connect_failed: bool = False):
+        self.connect_failed = connect_failed
+        """True when the connection was never made (refused): the request was not delivered."""
+        super().__init__(message)
 
 
 class RequestTimeoutError(TransportError):

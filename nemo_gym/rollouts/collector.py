@@ -17,7 +17,6 @@ its error; it is never scored as reward 0. One rollout's failure never stops the
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.client import CONNECT_ONLY_RETRY, HttpClient, ServerClient, Timeouts
-from nemo_gym.errors import HTTPStatusError, InvalidResponseError, NemoGymError, TransportError, UnknownServerError
+from nemo_gym.errors import InvalidResponseError, NemoGymError, TransportError, UnknownServerError
+from nemo_gym.retry import RetryPolicy, classify_error
 from nemo_gym.rollouts.tasks import RolloutJob
 
 AGENT_SERVER_TYPE = "responses_api_agents"
@@ -50,6 +50,12 @@ class CollectionPolicy(BaseModel):
     so none finishes for a long time; ramping up gets first results out in about one rollout time."""
     backoff_initial_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """Whole-rollout retries in the shared vocabulary (`nemo_gym.retry`)."""
+        return RetryPolicy(max_attempts=self.max_attempts, backoff_initial_s=self.backoff_initial_s,
+                           backoff_max_s=self.backoff_max_s)
 
 
 @dataclass(slots=True)
@@ -85,12 +91,6 @@ class RolloutOutcome:
             "attempts": self.attempts,
             "duration_s": round(self.duration_s, 3),
         }
-
-
-def _is_retryable(error: BaseException) -> bool:
-    if isinstance(error, HTTPStatusError):
-        return error.status_code >= 500 or error.status_code in (408, 429)
-    return isinstance(error, (TransportError, InvalidResponseError, asyncio.TimeoutError))
 
 
 class RolloutCollector:
@@ -141,6 +141,7 @@ class RolloutCollector:
     async def run_one(self, job: RolloutJob) -> RolloutOutcome:
         """One rollout with its retry budget. Never raises for a rollout-level failure."""
         started = time.monotonic()
+        retry = self.policy.retry
         attempt = 0
         while True:
             attempt += 1
@@ -150,15 +151,15 @@ class RolloutCollector:
             except UnknownServerError:
                 raise
             except (TimeoutError, NemoGymError) as error:
-                if not _is_retryable(error) or attempt >= self.policy.max_attempts:
+                decision = classify_error(error)
+                if not retry.should_retry(decision, attempt):
                     failure = RolloutFailure(
                         type(error).__name__,
                         str(error) or f"rollout exceeded rollout_timeout_s={self.policy.rollout_timeout_s}",
                         getattr(error, "status_code", None),
                     )
                     return RolloutOutcome(job, None, failure, attempt, time.monotonic() - started)
-            ceiling = min(self.policy.backoff_max_s, self.policy.backoff_initial_s * 2 ** (attempt - 1))
-            await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
+            await asyncio.sleep(retry.delay(attempt, decision.retry_after))
 
     async def _attempt(self, job: RolloutJob) -> dict[str, Any]:
         call = self.server_client.post(self.agent_name, "/run", json=job.row, retry=CONNECT_ONLY_RETRY)

@@ -14,7 +14,7 @@ from nemo_gym.servers.agent import (
     SimpleResponsesAPIAgent,
 )
 from nemo_gym.servers.base import BaseServerConfig, JSONBytesResponse, SimpleServer
-from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel
+from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel, UpstreamModelConfig
 from nemo_gym.servers.resources import (
     BaseResourcesServerConfig,
     BaseRunRequest,
@@ -46,4 +46,5 @@ __all__ = [
     "SimpleResponsesAPIAgent",
     "SimpleResponsesAPIModel",
     "SimpleServer",
+    "UpstreamModelConfig",
 ]

@@ -7,8 +7,17 @@ environment code ports with import changes only). `setup_webserver()` builds the
 Hot-path choices, each measured on NeMo Gym's CPU profile per rollout:
   * routes return pre-serialized JSON (`JSONBytesResponse`), so FastAPI's response-model
     re-validation and `jsonable_encoder` walk never run;
-  * the only middleware is the pure-ASGI session-id one (no `BaseHTTPMiddleware` layers);
+  * middleware is pure ASGI only (session id, body-size cap; no `BaseHTTPMiddleware` layers);
   * uvicorn runs with httptools and uvloop.
+
+Requests are bounded (`request_limits`): a body cap (413), and deadlines for a request's head and
+body (408), each configurable per server instance.
+
+Errors become JSON `{"error": {"type", "message"}}` in one place (`_nemo_gym_error_handler`): bad
+input 400 (413 for a body over the cap), a failure of something we called 502 when another attempt
+may succeed (the `nemo_gym.retry` classifier), 424 when it will not (an upstream 4xx: retrying the
+rollout would fail the same way), our own bug 500. Validation errors name each field and quote at
+most a short excerpt of what was sent, never the body itself.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import functools
 import inspect
 import json
 import os
+import reprlib
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,13 +36,28 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from nemo_gym.aio import raise_open_file_limit
 from nemo_gym.client import ServerClient, ServerInfo
-from nemo_gym.errors import HTTPStatusError, InputError, InvalidResponseError, NemoGymError, TransportError
+from nemo_gym.errors import (
+    HTTPStatusError,
+    InputError,
+    InvalidResponseError,
+    NemoGymError,
+    RequestTooLargeError,
+    TransportError,
+)
+from nemo_gym.retry import is_retryable_status
+from nemo_gym.servers.request_limits import (
+    DEFAULT_MAX_REQUEST_BODY_BYTES,
+    DEFAULT_REQUEST_BODY_TIMEOUT_S,
+    DEFAULT_REQUEST_HEAD_TIMEOUT_S,
+    BodySizeLimitMiddleware,
+    deadline_protocol,
+)
 from nemo_gym.servers.session import SessionIdMiddleware
 
 # Environment variables through which ng_run hands a child its own config (never the whole stack's).
@@ -51,6 +76,15 @@ class BaseServerConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = 0
     entrypoint: str = "app.py"
+    max_request_body_bytes: int = Field(DEFAULT_MAX_REQUEST_BODY_BYTES, ge=1)
+    """Largest request body accepted (64 MiB); a larger one gets 413. Rollout rows are kilobytes to
+    a few megabytes; the cap stops one request from exhausting the server's memory."""
+    request_head_timeout_s: float = Field(DEFAULT_REQUEST_HEAD_TIMEOUT_S, gt=0)
+    """Time a client has to send a request's line and headers (10 s), counted from its first byte
+    or from the connection opening; then 408 and the connection is closed."""
+    request_body_timeout_s: float = Field(DEFAULT_REQUEST_BODY_TIMEOUT_S, gt=0)
+    """Time a client has to send a request's body once the headers are in (60 s: 64 MiB at about
+    1 MB/s); then 408 and the connection is closed."""
 
 
 def _json_default(value: Any) -> Any:
@@ -74,8 +108,32 @@ class JSONBytesResponse(Response):
         return orjson.dumps(content, default=_json_default)
 
 
+MAX_ERROR_MESSAGE_CHARS = 2000
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxdict, _EXCERPT.maxlist, _EXCERPT.maxstring, _EXCERPT.maxother = 2, 4, 4, 80, 80
+
+
+def excerpt(value: Any) -> Any:
+    """`value` if it is a small scalar, else a short repr: enough to recognise what was sent, never
+    a copy of a large body (reprlib stops walking at its limits, so this is cheap on any size)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str) and len(value) <= 80:
+        return value
+    return _EXCERPT.repr(value)
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_ERROR_MESSAGE_CHARS:
+        return message
+    return message[:MAX_ERROR_MESSAGE_CHARS] + f"... [{len(message) - MAX_ERROR_MESSAGE_CHARS} more characters]"
+
+
 def error_body(error: BaseException) -> dict[str, Any]:
-    return {"error": {"type": type(error).__name__, "message": str(error)}}
+    body: dict[str, Any] = {"type": type(error).__name__, "message": _bounded(str(error))}
+    if isinstance(error, HTTPStatusError):
+        body["status_code"] = error.status_code
+    return {"error": body}
 
 
 def _as_response(result: Any) -> Response:
@@ -176,29 +234,49 @@ def _wrap_endpoint(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-async def _nemo_gym_error_handler(request: Request, error: Exception) -> Response:
-    # Failures of something we called (model upstream, another server) are a bad gateway, not our bug.
+def status_for(error: BaseException) -> int:
+    """The HTTP status a server answers for one of our errors."""
+    if isinstance(error, RequestTooLargeError):
+        return 413
     if isinstance(error, InputError):
-        status = 400
-    elif isinstance(error, (HTTPStatusError, TransportError, InvalidResponseError)):
-        status = 502
-    else:
-        status = 500
-    return JSONBytesResponse(error_body(error), status_code=status)
+        return 400
+    if isinstance(error, HTTPStatusError):
+        # Something we called answered an error. Retryable (408/429/5xx): a bad gateway, try again.
+        # Not retryable (another 4xx, e.g. an upstream 401): 424 Failed Dependency, a status the
+        # classifier does not retry either, so the collector gives up after one attempt.
+        return 502 if is_retryable_status(error.status_code) else 424
+    if isinstance(error, (TransportError, InvalidResponseError)):
+        return 502  # failures of something we called are a bad gateway, not our bug
+    return 500
+
+
+async def _nemo_gym_error_handler(request: Request, error: Exception) -> Response:
+    status = status_for(error)
+    headers = {"connection": "close"} if status == 413 else None  # the rest of the body is not worth reading
+    return JSONBytesResponse(error_body(error), status_code=status, headers=headers)
 
 
 async def _unexpected_error_handler(request: Request, error: Exception) -> Response:
     return JSONBytesResponse(error_body(error), status_code=500)
 
 
+MAX_VALIDATION_PROBLEMS = 20
+
+
 async def _validation_error_handler(request: Request, error: RequestValidationError) -> Response:
-    problems = []
-    for item in error.errors():
+    # Each problem keeps FastAPI's shape (loc, msg, type, input) but `input` is only an excerpt:
+    # echoing the input made a 200 MB request answer with a 600 MB 422.
+    errors = error.errors()
+    problems, detail = [], []
+    for item in errors[:MAX_VALIDATION_PROBLEMS]:
         location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-        problems.append(f"{location or 'body'}: {item.get('msg')}")
-    message = f"invalid request to {request.url.path}: " + "; ".join(problems)
-    body = {"error": {"type": "RequestValidationError", "message": message}, "detail": error.errors()}
-    return JSONBytesResponse(orjson.loads(orjson.dumps(body, default=str)), status_code=422)
+        problems.append(f"{location or 'body'}: {_bounded(str(item.get('msg')))}")
+        detail.append({"loc": [str(part) for part in item.get("loc", ())], "msg": _bounded(str(item.get("msg"))),
+                       "type": item.get("type"), "input": excerpt(item.get("input"))})
+    more = f" (and {len(errors) - MAX_VALIDATION_PROBLEMS} more)" if len(errors) > MAX_VALIDATION_PROBLEMS else ""
+    message = f"invalid request to {request.url.path}: " + "; ".join(problems) + more
+    body = {"error": {"type": "RequestValidationError", "message": message}, "detail": detail}
+    return JSONBytesResponse(body, status_code=422)
 
 
 class ServerBootstrap(BaseModel):
@@ -243,6 +321,7 @@ class SimpleServer(BaseModel):
 
         app = new_app(title=f"{type(self).__name__} {self.config.name}", lifespan=lifespan)
         app.add_middleware(SessionIdMiddleware, cookie_name=self.session_cookie_name)
+        app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=self.config.max_request_body_bytes)
         app.add_exception_handler(NemoGymError, _nemo_gym_error_handler)
         app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]
         app.add_exception_handler(Exception, _unexpected_error_handler)
@@ -284,10 +363,18 @@ class SimpleServer(BaseModel):
             host=server.config.host,
             port=server.config.port,
             loop="uvloop",
-            http="httptools",
-            timeout_keep_alive=SERVER_KEEPALIVE_S,
             timeout_graceful_shutdown=2,
             access_log=False,
             log_level=os.environ.get("NEMO_GYM_LOG_LEVEL", "warning"),
             backlog=16384,
+            **uvicorn_protocol_options(server.config),
         )
+
+
+def uvicorn_protocol_options(config: BaseServerConfig) -> dict[str, Any]:
+    """uvicorn settings of the HTTP protocol every server runs with (tests serve with them too):
+    httptools with our request deadlines, and keep-alive longer than our clients'."""
+    return {
+        "http": deadline_protocol(config.request_head_timeout_s, config.request_body_timeout_s),
+        "timeout_keep_alive": SERVER_KEEPALIVE_S,
+    }

@@ -5,13 +5,62 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
+from pydantic import Field, SecretStr
 
+from nemo_gym.client import Timeouts
 from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
+from nemo_gym.retry import RetryPolicy
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
 
 
 class BaseResponsesAPIModelConfig(BaseServerConfig):
     pass
+
+
+class UpstreamModelConfig(BaseResponsesAPIModelConfig):
+    """Settings shared by every model server that forwards to an HTTP upstream (openai_model,
+    vllm_model, azure_openai_model): one set of timeouts and one retry policy, in the vocabulary of
+    `nemo_gym.retry`.
+
+    The upstream's URL and key keep each implementation's NeMo Gym field names (`openai_base_url`
+    and `openai_api_key`, or vLLM's `base_url` and `api_key`), so existing configs load unchanged;
+    a subclass names them through `upstream_base_urls` and `upstream_api_key`. Keys are `SecretStr`:
+    a repr, a log line or a dump of the config shows `**********`, and the value is revealed only
+    where the request header is built (`nemo_gym.servers.upstream`).
+    """
+
+    max_attempts: int = Field(5, ge=1)
+    """Attempts per upstream call (per replica for vllm_model) for connection errors, 408, 429 and
+    5xx. Any other 4xx is not retried: it would fail the same way."""
+    request_timeout_s: float = Field(900.0, gt=0)
+    """Read timeout per upstream call: long generations answer late but must not hang forever."""
+    connect_timeout_s: float = Field(30.0, gt=0)
+    """Time to get a connection to the upstream."""
+    retry_backoff_initial_s: float = Field(0.5, ge=0)
+    """Ceiling of the first wait between attempts; doubles per attempt (with jitter)."""
+    retry_backoff_max_s: float = Field(10.0, ge=0)
+    """Largest wait between attempts, unless the upstream asks for more with Retry-After."""
+    max_retry_after_s: float = Field(60.0, ge=0)
+    """Longest Retry-After honoured (60 s covers per-minute quotas); a longer one is cut to this."""
+
+    @property
+    def upstream_base_urls(self) -> list[str]:
+        """Base URLs of the upstream (one, or vLLM's replicas), without a trailing slash."""
+        raise NotImplementedError(f"{type(self).__name__} must say where its upstream is")
+
+    @property
+    def upstream_api_key(self) -> SecretStr:
+        """The key sent upstream; empty when the upstream needs none."""
+        return SecretStr("")
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.max_attempts, backoff_initial_s=self.retry_backoff_initial_s,
+                           backoff_max_s=self.retry_backoff_max_s, max_retry_after_s=self.max_retry_after_s)
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return Timeouts(connect_s=self.connect_timeout_s, read_s=self.request_timeout_s)
 
 
 class SimpleResponsesAPIModel(SimpleServer):

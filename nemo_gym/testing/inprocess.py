@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from nemo_gym.client import ServerClient, ServerInfo
+from nemo_gym.servers.base import SimpleServer, uvicorn_protocol_options
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -23,15 +24,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ThreadedServer:
-    """A uvicorn server for a FastAPI app on a background thread."""
+    """A uvicorn server for a FastAPI app on a background thread. `uvicorn_options` override the
+    defaults; `ThreadedServer.of(server)` serves a server object with the protocol settings
+    (request deadlines, keep-alive) that `ng_run` gives it."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None, **uvicorn_options: Any):
         self.host, self.port = host, port or free_port(host)
+        options: dict[str, Any] = {"timeout_keep_alive": 30} | uvicorn_options
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", access_log=False,
-                                lifespan="on", timeout_keep_alive=30)
+                                lifespan="on", **options)
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @classmethod
+    def of(cls, server: SimpleServer, host: str = "127.0.0.1", port: int | None = None) -> ThreadedServer:
+        return cls(server.setup_webserver(), host, port, **uvicorn_protocol_options(server.config))
 
     @property
     def url(self) -> str:

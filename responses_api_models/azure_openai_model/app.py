@@ -5,37 +5,36 @@
 header, and converts the completion back. `/v1/chat/completions` is a pass-through to the same URL.
 
 Azure deployments have a per-minute quota, so `num_concurrent_requests` caps in-flight calls from
-this process; 429s that still happen are retried with backoff, honouring Azure's `Retry-After`.
-The upstream client is our aiohttp `HttpClient`, not the SDK's httpx pool (see `nemo_gym.client`).
+this process; 429s that still happen are retried with backoff, honouring Azure's `Retry-After`
+(up to `max_retry_after_s`). Upstream calls, errors and shape checks are those of every upstream
+model server (`nemo_gym.servers.upstream`).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request
-from pydantic import Field
+from pydantic import Field, SecretStr
 
-from nemo_gym.client import HttpClient, HttpResult, RetryPolicy, Timeouts
 from nemo_gym.conversion import (
     chat_completion_to_response,
     context_length_exceeded,
     empty_incomplete_completion,
     responses_to_chat_params,
 )
-from nemo_gym.errors import HTTPStatusError
 from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
-from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel
+from nemo_gym.servers.model import SimpleResponsesAPIModel, UpstreamModelConfig
+from nemo_gym.servers.upstream import ChatCompletionShape, UpstreamClient
 
 JSONDict = dict[str, Any]
 
 
-class AzureOpenAIModelConfig(BaseResponsesAPIModelConfig):
+class AzureOpenAIModelConfig(UpstreamModelConfig):
     openai_base_url: str
     """The Azure endpoint, e.g. https://my-resource.openai.azure.com (no /openai, no /v1)."""
-    openai_api_key: str
+    openai_api_key: SecretStr
     """Sent as the `api-key` header."""
     openai_model: str
     """The deployment name (Azure routes by deployment, not by model name)."""
@@ -43,26 +42,26 @@ class AzureOpenAIModelConfig(BaseResponsesAPIModelConfig):
     """Sent as the `api-version` query parameter. Default: the GA version current when written."""
     num_concurrent_requests: int = Field(8, ge=1)
     """Cap on in-flight calls to the deployment from this server, to stay inside its quota."""
-    max_attempts: int = Field(5, ge=1)
-    """Attempts per call for connection errors, 429 and 5xx (backoff with jitter, Retry-After)."""
-    request_timeout_s: float = Field(900.0, gt=0)
-    """Read timeout per upstream call."""
+
+    @property
+    def upstream_base_urls(self) -> list[str]:
+        return [self.openai_base_url.rstrip("/")]
+
+    @property
+    def upstream_api_key(self) -> SecretStr:
+        return self.openai_api_key
 
 
 class AzureOpenAIModel(SimpleResponsesAPIModel):
     config: AzureOpenAIModelConfig
 
     async def on_startup(self) -> None:
-        self._upstream = HttpClient(
-            timeouts=Timeouts(read_s=self.config.request_timeout_s),
-            retry=RetryPolicy(max_attempts=self.config.max_attempts),
-        )
-        endpoint = self.config.openai_base_url.rstrip("/")
+        self._upstream = UpstreamClient(self.config.name, self.config, auth="api-key",
+                                        max_concurrent_requests=self.config.num_concurrent_requests)
+        endpoint = self.config.upstream_base_urls[0]
         deployment = quote(self.config.openai_model, safe="")
         self._chat_url = f"{endpoint}/openai/deployments/{deployment}/chat/completions"
         self._query = {"api-version": self.config.api_version}
-        self._headers = {"api-key": self.config.openai_api_key}
-        self._limit = asyncio.Semaphore(self.config.num_concurrent_requests)
 
     async def on_shutdown(self) -> None:
         await self._upstream.aclose()
@@ -79,23 +78,11 @@ class AzureOpenAIModel(SimpleResponsesAPIModel):
         """The deployment's completion, or a synthetic empty one when the conversation no longer
         fits the context (the agent then ends the episode instead of failing the rollout)."""
         payload = chat_params | {"model": self.config.openai_model}
-        async with self._limit:
-            result = await self._upstream.request(
-                "POST", self._chat_url, json=payload, headers=self._headers, params=self._query
-            )
-        if result.ok:
-            return result.json()
-        if context_length_exceeded(result.status, result.text):
+        # The error names the URL without the query: enough to name the deployment.
+        result = await self._upstream.post(self._chat_url, payload, params=self._query)
+        if not result.ok and context_length_exceeded(result.status, result.text):
             return empty_incomplete_completion()
-        raise self._status_error(result)
-
-    def _status_error(self, result: HttpResult) -> HTTPStatusError:
-        # The URL without the query: enough to name the deployment, and the key is never in it.
-        return HTTPStatusError(
-            f"upstream {result.url} answered HTTP {result.status}: {result.text[:500]}",
-            status_code=result.status,
-            body=result.text,
-        )
+        return self._upstream.parse(self._upstream.raise_for_status(result), ChatCompletionShape)
 
 
 if __name__ == "__main__":

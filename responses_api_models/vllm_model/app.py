@@ -12,7 +12,9 @@ Choices that matter for RL rollouts:
   * A replica that refuses connections is skipped: the session moves to the next replica in a
     fixed order, so a dead engine costs a few retries instead of a stuck share of the rollouts.
   * A context-length 400 becomes an empty, incomplete turn, so the agent ends the episode cleanly
-    instead of failing the rollout. Other upstream errors are a 502 naming the upstream.
+    instead of failing the rollout. Other upstream errors and wrong-shaped answers are handled as in
+    every upstream model server (`nemo_gym.servers.upstream`): retryable ones are retried and then
+    a 502, another 4xx is a 424 the collector does not retry, a malformed answer names the field.
   * With `return_token_id_information`, token ids come inline from vLLM (`return_token_ids`, or
     `token_id:<n>` logprob tokens on older versions); no second `/tokenize` call that could
     rebuild a different prompt. Requested but missing ids are an error, never a silent gap.
@@ -24,9 +26,9 @@ import hashlib
 from typing import Any
 
 from fastapi import Request
-from pydantic import Field, field_validator
+from pydantic import SecretStr, field_validator
 
-from nemo_gym.client import HttpClient, HttpResult, RetryPolicy, Timeouts
+from nemo_gym.client import HttpResult
 from nemo_gym.conversion import (
     chat_completion_to_response,
     context_length_exceeded,
@@ -34,10 +36,11 @@ from nemo_gym.conversion import (
     responses_to_chat_params,
     think_split,
 )
-from nemo_gym.errors import HTTPStatusError, ServerUnreachableError
+from nemo_gym.errors import ServerUnreachableError
 from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
-from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel
+from nemo_gym.servers.model import SimpleResponsesAPIModel, UpstreamModelConfig
 from nemo_gym.servers.session import SESSION_ID_KEY
+from nemo_gym.servers.upstream import ChatCompletionShape, UpstreamClient
 
 JSONDict = dict[str, Any]
 
@@ -48,10 +51,10 @@ JSONDict = dict[str, Any]
 TOKEN_ID_REQUEST = {"logprobs": True, "return_tokens_as_token_ids": True, "return_token_ids": True}
 
 
-class VLLMModelConfig(BaseResponsesAPIModelConfig):
+class VLLMModelConfig(UpstreamModelConfig):
     base_url: str | list[str]
     """One replica or a list of them, each including `/v1` (e.g. http://node1:8000/v1)."""
-    api_key: str = ""
+    api_key: SecretStr = SecretStr("")
     """Sent as a bearer token when set (vLLM's `--api-key`)."""
     model: str
     """Model name sent upstream; the name the replicas serve."""
@@ -62,10 +65,6 @@ class VLLMModelConfig(BaseResponsesAPIModelConfig):
     `reasoning_content`, and its `reasoning_content`/`reasoning` comes back as a reasoning item."""
     replace_developer_role_with_system: bool = False
     """For chat templates that do not know the `developer` role."""
-    max_attempts: int = Field(3, ge=1)
-    """Attempts per replica for connection errors, 429 and 5xx (backoff with jitter, Retry-After)."""
-    request_timeout_s: float = Field(900.0, gt=0)
-    """Read timeout per upstream call: long generations answer late but must not hang forever."""
 
     @field_validator("base_url")
     @classmethod
@@ -75,9 +74,17 @@ class VLLMModelConfig(BaseResponsesAPIModelConfig):
         return value
 
     @property
-    def replica_urls(self) -> list[str]:
+    def upstream_base_urls(self) -> list[str]:
         urls = [self.base_url] if isinstance(self.base_url, str) else self.base_url
         return [url.rstrip("/") for url in urls]
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return self.upstream_base_urls
+
+    @property
+    def upstream_api_key(self) -> SecretStr:
+        return self.api_key
 
 
 def replica_order(session_id: str, n_replicas: int) -> list[int]:
@@ -130,12 +137,8 @@ class VLLMModel(SimpleResponsesAPIModel):
     config: VLLMModelConfig
 
     async def on_startup(self) -> None:
-        self._upstream = HttpClient(
-            timeouts=Timeouts(read_s=self.config.request_timeout_s),
-            retry=RetryPolicy(max_attempts=self.config.max_attempts),
-        )
+        self._upstream = UpstreamClient(self.config.name, self.config)
         self._replicas = self.config.replica_urls
-        self._headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
 
     async def on_shutdown(self) -> None:
         await self._upstream.aclose()
@@ -171,15 +174,9 @@ class VLLMModel(SimpleResponsesAPIModel):
         one when the conversation no longer fits the context."""
         payload = self._prepare(chat_params)
         result = await self._post_to_replica(request.session[SESSION_ID_KEY], payload)
-        if result.ok:
-            return result.json()
-        if context_length_exceeded(result.status, result.text):
+        if not result.ok and context_length_exceeded(result.status, result.text):
             return empty_incomplete_completion()
-        raise HTTPStatusError(
-            f"upstream {result.url} answered HTTP {result.status}: {result.text[:500]}",
-            status_code=result.status,
-            body=result.text,
-        )
+        return self._upstream.parse(self._upstream.raise_for_status(result), ChatCompletionShape)
 
     def _prepare(self, chat_params: JSONDict) -> JSONDict:
         payload = chat_params | {"model": self.config.model}
@@ -194,14 +191,14 @@ class VLLMModel(SimpleResponsesAPIModel):
         for index in replica_order(session_id, len(self._replicas)):
             url = f"{self._replicas[index]}/chat/completions"
             try:
-                return await self._upstream.request("POST", url, json=payload, headers=self._headers)
+                return await self._upstream.post(url, payload)
             except ServerUnreachableError as error:
                 # Only a refused connection moves on: the request never reached that replica, so
                 # nothing is generated twice. A replica that dropped a request mid-way is an error.
-                if not getattr(error, "connect_failed", False):
+                if not error.connect_failed:
                     raise
                 refused.append(str(error))
-        raise ServerUnreachableError("no vLLM replica accepted a connection: " + "; ".join(refused))
+        raise ServerUnreachableError("no vLLM replica accepted a connection: " + "; ".join(refused), connect_failed=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,237 @@
+"""Bounded requests: a body-size cap and read deadlines, so one client cannot pin a server's memory
+or its connections.
+
+Two pieces, because they act at two levels:
+
+  * `BodySizeLimitMiddleware` (pure ASGI, any server) answers 413 to a body over
+    `max_request_body_bytes`: at once from `Content-Length`, and while streaming a chunked body
+    (the count is checked on every chunk, so at most one chunk past the cap is ever held).
+    Before it, a 200 MB POST to /verify grew a resources server to 2.7 GB.
+  * `deadline_protocol(...)` (a uvicorn protocol class, what `run_webserver` serves with) closes a
+    connection that does not deliver its request in time: the head (request line + headers) within
+    `request_head_timeout_s` of its first byte, or of the connection opening; the body within
+    `request_body_timeout_s` of the head. It answers 408 when nothing has been answered yet, and
+    431 when a head grows past `MAX_REQUEST_HEAD_BYTES`. uvicorn has no such deadline of its own:
+    `timeout_keep_alive` is armed only after a response, so a client that opens a connection and
+    trickles a header byte now and then held it (and a file descriptor) forever.
+
+Hot path: small requests arrive whole in one read, so neither piece arms a timer or wraps a
+`receive` for them; the middleware's cost is one scan of the request's header list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from nemo_gym.errors import RequestTooLargeError
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_REQUEST_HEAD_TIMEOUT_S = 10.0
+DEFAULT_REQUEST_BODY_TIMEOUT_S = 60.0
+MAX_REQUEST_HEAD_BYTES = 1024 * 1024
+"""Request line + headers. Generous (nginx allows 32 KiB); it only stops a header flood, which
+uvicorn's httptools parser would otherwise buffer without bound."""
+
+
+def _human_bytes(count: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:g} {unit}"
+    return f"{count} bytes"
+
+
+def too_large_error(path: str, limit: int, size: int | None = None) -> RequestTooLargeError:
+    size_text = f" of {_human_bytes(size)}" if size is not None else ""
+    return RequestTooLargeError(
+        f"request body{size_text} to {path} is over this server's limit of {_human_bytes(limit)} "
+        "(max_request_body_bytes)",
+        limit_bytes=limit,
+    )
+
+
+def _error_json(error_type: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"type": error_type, "message": message}})
+
+
+async def send_too_large(send: Send, error: RequestTooLargeError) -> None:
+    """A 413 that also closes the connection: the rest of the body is not worth reading."""
+    body = _error_json(type(error).__name__, str(error))
+    await send({"type": "http.response.start", "status": 413, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodySizeLimitMiddleware:
+    """413 for request bodies over `max_body_bytes`. Self-contained: add it anywhere in the stack."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_BYTES):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+                break
+        if declared is not None and declared.isdigit():
+            # The parser stops the body at Content-Length, so the declared size is the size.
+            size = int(declared)
+            if size > self.max_body_bytes:
+                await send_too_large(send, too_large_error(scope["path"], self.max_body_bytes, size))
+                return
+            await self.app(scope, receive, send)
+            return
+        await self._call_counting(scope, receive, send)
+
+    async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A body of unknown length (chunked): count it as it arrives."""
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise too_large_error(scope["path"], self.max_body_bytes)
+            return message
+
+        async def watching_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, watching_send)
+        except RequestTooLargeError as error:
+            # Raised from `receive` inside the app; an app that maps NemoGymErrors to responses has
+            # already answered (413, see base.py), else we do.
+            if response_started:
+                return
+            await send_too_large(send, error)
+
+
+class _Phase:
+    IDLE, HEAD, BODY = 0, 1, 2
+
+
+class DeadlineHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for receiving each request (see module docstring).
+
+    Configure through `deadline_protocol`; the class attributes are its defaults.
+    """
+
+    head_timeout_s: float = DEFAULT_REQUEST_HEAD_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_REQUEST_BODY_TIMEOUT_S
+    max_head_bytes: int = MAX_REQUEST_HEAD_BYTES
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._phase = _Phase.IDLE
+        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_phase = _Phase.IDLE
+        self._head_bytes = 0
+
+    # ---- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # A connection that never sends a byte must not be held forever either.
+        self._arm(_Phase.HEAD, self.head_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase == _Phase.HEAD:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._answer_and_close(431, "Request Header Fields Too Large", "RequestHeadTooLarge",
+                                       f"request head over {_human_bytes(self.max_head_bytes)}")
+                return
+        super().data_received(data)
+        # Arm or drop the deadline once per read, not per parser event: a request that arrived
+        # whole in this read costs no timer at all.
+        phase = self._phase
+        if phase != self._deadline_phase:
+            if phase == _Phase.IDLE:
+                self._disarm()
+            elif phase == _Phase.HEAD:
+                self._arm(phase, self.head_timeout_s)
+            else:
+                self._arm(phase, self.body_timeout_s)
+        elif phase == _Phase.IDLE and self._deadline is not None:
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    # ---- parser callbacks ----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = _Phase.HEAD
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._phase = _Phase.BODY
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._phase = _Phase.IDLE
+
+    # ---- deadline ------------------------------------------------------------------------------
+    def _arm(self, phase: int, timeout_s: float) -> None:
+        self._disarm()
+        self._deadline_phase = phase
+        self._deadline = self.loop.call_later(timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._deadline_phase = _Phase.IDLE
+
+    def _expired(self) -> None:
+        self._deadline = None
+        phase, self._deadline_phase = self._deadline_phase, _Phase.IDLE
+        if self.transport.is_closing():
+            return
+        if phase == _Phase.BODY:
+            what = f"request body not received within {self.body_timeout_s:g} s (request_body_timeout_s)"
+            if self.cycle is not None and self.cycle.response_started:
+                self.transport.close()  # the app already answered; nothing more to say
+                return
+        else:
+            what = f"request head not received within {self.head_timeout_s:g} s (request_head_timeout_s)"
+        self._answer_and_close(408, "Request Timeout", "RequestTimeout", what)
+
+    def _answer_and_close(self, status: int, reason: str, error_type: str, message: str) -> None:
+        body = _error_json(error_type, message)
+        head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode("latin-1")
+        self.transport.write(head + body)
+        self.transport.close()  # connection_lost then tells a running app that the client is gone
+
+
+def deadline_protocol(head_timeout_s: float, body_timeout_s: float,
+                      max_head_bytes: int = MAX_REQUEST_HEAD_BYTES) -> type[DeadlineHttpToolsProtocol]:
+    """The protocol class to give uvicorn (`http=`) for these deadlines."""
+    return type("ConfiguredDeadlineHttpToolsProtocol", (DeadlineHttpToolsProtocol,), {
+        "head_timeout_s": head_timeout_s, "body_timeout_s": body_timeout_s, "max_head_bytes": max_head_bytes,
+    })
