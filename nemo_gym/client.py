@@ -89,7 +89,9 @@ class HttpResult:
         try:
             return orjson.loads(self.body)
         except orjson.JSONDecodeError as error:
-            raise InvalidResponseError(f"{self.url} answered {self.status} with a body that is not JSON: {self.text[:200]!r}") from error
+            raise InvalidResponseError(
+                f"{self.url} answered {self.status} with a body that is not JSON: {self.text[:200]!r}"
+            ) from error
 
     def raise_for_status(self) -> HttpResult:
         if not self.ok:
@@ -151,8 +153,13 @@ def _enable_tcp_keepalive(sock: socket.socket) -> None:
 class HttpClient:
     """One pooled async HTTP client. Create it inside a running event loop; close it with `aclose`."""
 
-    def __init__(self, *, timeouts: Timeouts = Timeouts(), limits: PoolLimits = PoolLimits(),
-                 retry: RetryPolicy = CONNECT_ONLY_RETRY):
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts = Timeouts(),
+        limits: PoolLimits = PoolLimits(),
+        retry: RetryPolicy = CONNECT_ONLY_RETRY,
+    ):
         self.timeouts, self.limits, self.retry = timeouts, limits, retry
         connector_kwargs: dict[str, Any] = dict(
             limit=limits.max_connections,
@@ -171,9 +178,18 @@ class HttpClient:
             auto_decompress=True,
         )
 
-    async def request(self, method: str, url: str, *, json: Any = None, headers: Mapping[str, str] | None = None,
-                      cookies: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,
-                      retry: RetryPolicy | None = None, timeouts: Timeouts | None = None) -> HttpResult:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> HttpResult:
         """Send one request, retrying per `retry`; returns the response even when it is an error status
         that the policy does not retry (call `raise_for_status`)."""
         policy = retry or self.retry
@@ -205,8 +221,15 @@ class HttpClient:
                     continue
             return result
 
-    async def _send_once(self, method: str, url: str, data: bytes | None, headers: dict[str, str],
-                         params: Mapping[str, str] | None, timeout: aiohttp.ClientTimeout | None) -> HttpResult:
+    async def _send_once(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        params: Mapping[str, str] | None,
+        timeout: aiohttp.ClientTimeout | None,
+    ) -> HttpResult:
         kwargs: dict[str, Any] = {"data": data, "headers": headers, "params": params}
         if timeout is not None:
             kwargs["timeout"] = timeout
@@ -216,8 +239,9 @@ class HttpClient:
                 cookies = {key: morsel.value for key, morsel in response.cookies.items()}
                 return HttpResult(response.status, body, response.headers, cookies, url)
         except aiohttp.ClientConnectorError as error:
-            raise ServerUnreachableError(f"cannot connect to {url}: {error.os_error or error}",
-                                         connect_failed=True) from error
+            raise ServerUnreachableError(
+                f"cannot connect to {url}: {error.os_error or error}", connect_failed=True
+            ) from error
         except (TimeoutError, aiohttp.ServerTimeoutError) as error:
             raise RequestTimeoutError(f"{method} {url} timed out ({type(error).__name__})") from error
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as error:

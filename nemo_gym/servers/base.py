@@ -186,6 +186,7 @@ def _direct_handler(endpoint: Callable[..., Any]) -> Callable[[Request], Any] | 
         return None
 
     if not models:
+
         async def call_without_body(request: Request) -> Response:
             return await endpoint(**{name: request for name in request_names})
 
@@ -222,13 +223,16 @@ def _wrap_endpoint(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     # up in this module's globals through the wrapper.
     signature = inspect.signature(endpoint, eval_str=True)
     if inspect.iscoroutinefunction(endpoint):
+
         @functools.wraps(endpoint)
         async def wrapper(*args: Any, **kwargs: Any) -> Response:
             return _as_response(await endpoint(*args, **kwargs))
     else:
+
         @functools.wraps(endpoint)
         async def wrapper(*args: Any, **kwargs: Any) -> Response:
             return _as_response(await run_in_threadpool(endpoint, *args, **kwargs))
+
     wrapper.__signature__ = signature.replace(return_annotation=inspect.Signature.empty)  # type: ignore[attr-defined]
     wrapper.__gym_wrapped__ = True  # type: ignore[attr-defined]
     return wrapper
@@ -271,8 +275,14 @@ async def _validation_error_handler(request: Request, error: RequestValidationEr
     for item in errors[:MAX_VALIDATION_PROBLEMS]:
         location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
         problems.append(f"{location or 'body'}: {_bounded(str(item.get('msg')))}")
-        detail.append({"loc": [str(part) for part in item.get("loc", ())], "msg": _bounded(str(item.get("msg"))),
-                       "type": item.get("type"), "input": excerpt(item.get("input"))})
+        detail.append(
+            {
+                "loc": [str(part) for part in item.get("loc", ())],
+                "msg": _bounded(str(item.get("msg"))),
+                "type": item.get("type"),
+                "input": excerpt(item.get("input")),
+            }
+        )
     more = f" (and {len(errors) - MAX_VALIDATION_PROBLEMS} more)" if len(errors) > MAX_VALIDATION_PROBLEMS else ""
     message = f"invalid request to {request.url.path}: " + "; ".join(problems) + more
     body = {"error": {"type": "RequestValidationError", "message": message}, "detail": detail}

@@ -55,8 +55,12 @@ class UpstreamModelConfig(BaseResponsesAPIModelConfig):
 
     @property
     def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(max_attempts=self.max_attempts, backoff_initial_s=self.retry_backoff_initial_s,
-                           backoff_max_s=self.retry_backoff_max_s, max_retry_after_s=self.max_retry_after_s)
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            backoff_initial_s=self.retry_backoff_initial_s,
+            backoff_max_s=self.retry_backoff_max_s,
+            max_retry_after_s=self.max_retry_after_s,
+        )
 
     @property
     def timeouts(self) -> Timeouts:

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nemo_gym.errors import RequestTooLargeError
@@ -67,14 +68,27 @@ def _error_json(error_type: str, message: str) -> bytes:
 async def send_too_large(send: Send, error: RequestTooLargeError) -> None:
     """A 413 that also closes the connection: the rest of the body is not worth reading."""
     body = _error_json(type(error).__name__, str(error))
-    await send({"type": "http.response.start", "status": 413, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 class BodySizeLimitMiddleware:
-    """413 for request bodies over `max_body_bytes`. Self-contained: add it anywhere in the stack."""
+    """413 for request bodies over `max_body_bytes`. Self-contained: add it anywhere in the stack.
+
+    It also ends quietly a request whose client went away while its body was being read (the
+    deadline protocol's 408 does exactly that): nobody is left to answer, and it is not a server
+    error worth a traceback in the log.
+    """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_BYTES):
         self.app = app
@@ -95,7 +109,10 @@ class BodySizeLimitMiddleware:
             if size > self.max_body_bytes:
                 await send_too_large(send, too_large_error(scope["path"], self.max_body_bytes, size))
                 return
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            except ClientDisconnect:
+                pass
             return
         await self._call_counting(scope, receive, send)
 
@@ -121,6 +138,8 @@ class BodySizeLimitMiddleware:
 
         try:
             await self.app(scope, counting_receive, watching_send)
+        except ClientDisconnect:
+            pass
         except RequestTooLargeError as error:
             # Raised from `receive` inside the app; an app that maps NemoGymErrors to responses has
             # already answered (413, see base.py), else we do.
@@ -160,8 +179,12 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         if self._phase == _Phase.HEAD:
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
-                self._answer_and_close(431, "Request Header Fields Too Large", "RequestHeadTooLarge",
-                                       f"request head over {_human_bytes(self.max_head_bytes)}")
+                self._answer_and_close(
+                    431,
+                    "Request Header Fields Too Large",
+                    "RequestHeadTooLarge",
+                    f"request head over {_human_bytes(self.max_head_bytes)}",
+                )
                 return
         super().data_received(data)
         # Arm or drop the deadline once per read, not per parser event: a request that arrived
@@ -223,15 +246,24 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
 
     def _answer_and_close(self, status: int, reason: str, error_type: str, message: str) -> None:
         body = _error_json(error_type, message)
-        head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode("latin-1")
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode("latin-1")
         self.transport.write(head + body)
         self.transport.close()  # connection_lost then tells a running app that the client is gone
 
 
-def deadline_protocol(head_timeout_s: float, body_timeout_s: float,
-                      max_head_bytes: int = MAX_REQUEST_HEAD_BYTES) -> type[DeadlineHttpToolsProtocol]:
+def deadline_protocol(
+    head_timeout_s: float, body_timeout_s: float, max_head_bytes: int = MAX_REQUEST_HEAD_BYTES
+) -> type[DeadlineHttpToolsProtocol]:
     """The protocol class to give uvicorn (`http=`) for these deadlines."""
-    return type("ConfiguredDeadlineHttpToolsProtocol", (DeadlineHttpToolsProtocol,), {
-        "head_timeout_s": head_timeout_s, "body_timeout_s": body_timeout_s, "max_head_bytes": max_head_bytes,
-    })
+    return type(
+        "ConfiguredDeadlineHttpToolsProtocol",
+        (DeadlineHttpToolsProtocol,),
+        {
+            "head_timeout_s": head_timeout_s,
+            "body_timeout_s": body_timeout_s,
+            "max_head_bytes": max_head_bytes,
+        },
+    )

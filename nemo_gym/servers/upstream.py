@@ -150,8 +150,14 @@ def _describe(error: ValidationError) -> str:
 class UpstreamClient:
     """One model server's pooled client to its upstream. Create it in `on_startup`, close in `on_shutdown`."""
 
-    def __init__(self, server_name: str, config: UpstreamModelConfig, *, auth: AuthScheme = "bearer",
-                 max_concurrent_requests: int | None = None):
+    def __init__(
+        self,
+        server_name: str,
+        config: UpstreamModelConfig,
+        *,
+        auth: AuthScheme = "bearer",
+        max_concurrent_requests: int | None = None,
+    ):
         self.server_name = server_name
         self._http = HttpClient(timeouts=config.timeouts, retry=config.retry_policy)
         self._api_key = config.upstream_api_key

@@ -5,9 +5,11 @@ body to the assistant's turn. The default script is the tool-calling dance every
 environment needs: if tools are offered and no tool result is in the conversation yet, call the
 first tool with arguments filled from its schema; once a tool result is present, answer in text.
 
-Knobs for fault tests and benchmarks: fixed latency per request, and a fault injected on every
-Nth request (e.g. HTTP 500 or 429 with Retry-After). Built on aiohttp's server: it is cheap, so a
-benchmark measures our stack and not the stand-in.
+Knobs for fault tests and benchmarks: fixed latency per request, a fault injected on every Nth
+request (e.g. HTTP 500 or 429 with Retry-After, or a 401 with a body of your choosing), and
+`mangle`, a function that rewrites every answer before it is sent (to play an upstream that answers
+`output: [1, 2, 3]`). Built on aiohttp's server: it is cheap, so a benchmark measures our stack and
+not the stand-in.
 
 Run standalone: `python -m nemo_gym.testing.scripted_openai --port 8000 --latency-ms 200`.
 """
@@ -88,9 +90,13 @@ class ScriptedOpenAI:
 
     def __init__(self, script: Script = tool_then_answer, *, latency_s: float = 0.0, fault_every: int = 0,
                  fault_status: int = 500, retry_after_s: float | None = None, host: str = "127.0.0.1", port: int = 0,
-                 model: str = "scripted-model"):
+                 model: str = "scripted-model", fault_body: bytes = b'{"error": {"message": "injected fault"}}',
+                 mangle: Callable[[JSONDict], JSONDict] | None = None):
         self.script, self.latency_s, self.model = script, latency_s, model
         self.fault_every, self.fault_status, self.retry_after_s = fault_every, fault_status, retry_after_s
+        self.fault_body = fault_body
+        self.mangle = mangle
+        """Rewrites each rendered answer (Responses or Chat Completions) before it is sent."""
         self.host, self.port = host, port
         self.requests: list[JSONDict] = []
         self.record_requests = True
@@ -111,7 +117,7 @@ class ScriptedOpenAI:
             await asyncio.sleep(self.latency_s)
         if self.fault_every and number % self.fault_every == 0:
             headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else None
-            return web.Response(status=self.fault_status, body=b'{"error": {"message": "injected fault"}}',
+            return web.Response(status=self.fault_status, body=self.fault_body,
                                 content_type="application/json", headers=headers)
         return None
 
@@ -123,7 +129,10 @@ class ScriptedOpenAI:
         fault = await self._maybe_fault()
         if fault is not None:
             return fault
-        return web.Response(body=orjson.dumps(render(body, self.script(body))), content_type="application/json")
+        answer = render(body, self.script(body))
+        if self.mangle is not None:
+            answer = self.mangle(answer)
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     async def _responses(self, request: web.Request) -> web.Response:
         return await self._answer(request, self._render_response)

@@ -56,8 +56,9 @@ class AzureOpenAIModel(SimpleResponsesAPIModel):
     config: AzureOpenAIModelConfig
 
     async def on_startup(self) -> None:
-        self._upstream = UpstreamClient(self.config.name, self.config, auth="api-key",
-                                        max_concurrent_requests=self.config.num_concurrent_requests)
+        self._upstream = UpstreamClient(
+            self.config.name, self.config, auth="api-key", max_concurrent_requests=self.config.num_concurrent_requests
+        )
         endpoint = self.config.upstream_base_urls[0]
         deployment = quote(self.config.openai_model, safe="")
         self._chat_url = f"{endpoint}/openai/deployments/{deployment}/chat/completions"

@@ -42,8 +42,9 @@ class OpenAIModel(SimpleResponsesAPIModel):
     config: OpenAIModelConfig
 
     async def on_startup(self) -> None:
-        self._upstream = UpstreamClient(self.config.name, self.config,
-                                        max_concurrent_requests=self.config.max_concurrent_requests)
+        self._upstream = UpstreamClient(
+            self.config.name, self.config, max_concurrent_requests=self.config.max_concurrent_requests
+        )
         self._base_url = self.config.upstream_base_urls[0]
 
     async def on_shutdown(self) -> None:

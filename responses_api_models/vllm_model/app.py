@@ -198,7 +198,9 @@ class VLLMModel(SimpleResponsesAPIModel):
                 if not error.connect_failed:
                     raise
                 refused.append(str(error))
-        raise ServerUnreachableError("no vLLM replica accepted a connection: " + "; ".join(refused), connect_failed=True)
+        raise ServerUnreachableError(
+            "no vLLM replica accepted a connection: " + "; ".join(refused), connect_failed=True
+        )
 
 
 if __name__ == "__main__":
