@@ -12,141 +12,25 @@ so the three agree on what a failure becomes:
     the rest, so the collector retries the first and writes one failure record for the second;
   * a 2xx whose body is not the shape promised (`output: [1, 2, 3]`, `usage: "lots"`) raises
     `InvalidResponseError` naming this server and the field, instead of an AttributeError deep in
-    the agent. The shapes below check only what our code relies on and allow any extra key.
+    the agent (the shapes are in `upstream_shapes`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import SecretStr
 
 from nemo_gym.client import HttpClient, HttpResult, error_excerpt, parse_retry_after
 from nemo_gym.errors import HTTPStatusError, InvalidResponseError
 from nemo_gym.servers.model import UpstreamModelConfig
+from nemo_gym.servers.upstream_shapes import AnswerShape
 
 JSONDict = dict[str, Any]
 AuthScheme = Literal["bearer", "api-key"]
-MAX_SHAPE_PROBLEMS = 3
 
 
-# ---- shapes -------------------------------------------------------------------------------------
-class _Shape(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    what: ClassVar[str] = "answer"
-
-
-class _TextPart(_Shape):
-    type: str | None = None
-    text: str | None = None
-
-
-class _OutputItem(_Shape):
-    type: str | None = None
-    role: str | None = None
-    content: str | list[_TextPart] | None = None
-    summary: list[_TextPart] | None = None
-    name: str | None = None
-    arguments: str | None = None
-    call_id: str | None = None
-
-    @model_validator(mode="after")
-    def _function_call_is_complete(self) -> _OutputItem:
-        if self.type == "function_call" and (self.name is None or self.arguments is None):
-            raise ValueError("a function_call item needs a string `name` and `arguments`")
-        return self
-
-
-class _TokenDetails(_Shape):
-    cached_tokens: int | None = None
-    reasoning_tokens: int | None = None
-
-
-class _ResponseUsage(_Shape):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int | None = None
-    input_tokens_details: _TokenDetails | None = None
-    output_tokens_details: _TokenDetails | None = None
-
-
-class ResponseShape(_Shape):
-    """A Responses API `response`, as far as the agent reads it."""
-
-    what: ClassVar[str] = "Responses API response"
-
-    output: list[_OutputItem]
-    usage: _ResponseUsage | None = None
-    incomplete_details: JSONDict | None = None
-
-
-class _ToolCallFunction(_Shape):
-    name: str
-    arguments: str | JSONDict = ""
-
-
-class _ToolCall(_Shape):
-    id: str | None = None
-    function: _ToolCallFunction
-
-
-class _LogprobEntry(_Shape):
-    token: str = ""
-    logprob: float
-
-
-class _Logprobs(_Shape):
-    content: list[_LogprobEntry] | None = None
-
-
-class _ChatMessage(_Shape):
-    role: str | None = None
-    content: str | list[_TextPart] | None = None
-    reasoning_content: str | None = None
-    reasoning: str | None = None
-    refusal: str | None = None
-    tool_calls: list[_ToolCall] | None = None
-
-
-class _Choice(_Shape):
-    message: _ChatMessage
-    finish_reason: str | None = None
-    logprobs: _Logprobs | None = None
-    token_ids: list[int] | None = None
-
-
-class _ChatUsage(_Shape):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
-    prompt_tokens_details: _TokenDetails | None = None
-    completion_tokens_details: _TokenDetails | None = None
-
-
-class ChatCompletionShape(_Shape):
-    """A Chat Completions answer, as far as our conversion reads it."""
-
-    what: ClassVar[str] = "chat completion"
-
-    choices: list[_Choice] = Field(min_length=1)
-    usage: _ChatUsage | None = None
-    prompt_token_ids: list[int] | None = None
-
-
-def _describe(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors(include_url=False)[:MAX_SHAPE_PROBLEMS]:
-        field = ".".join(str(part) for part in item["loc"]) or "(the body)"
-        got = repr(item.get("input"))
-        got = got if len(got) <= 60 else got[:60] + "..."
-        problems.append(f"field `{field}`: {item['msg']} (got {got})")
-    more = len(error.errors()) - MAX_SHAPE_PROBLEMS
-    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
-
-
-# ---- client -------------------------------------------------------------------------------------
 class UpstreamClient:
     """One model server's pooled client to its upstream. Create it in `on_startup`, close in `on_shutdown`."""
 
@@ -185,21 +69,25 @@ class UpstreamClient:
             retry_after=parse_retry_after(result.headers.get("Retry-After")),
         )
 
-    def parse(self, result: HttpResult, shape: type[_Shape]) -> JSONDict:
-        """The body of a 2xx `result` as a dict, checked against `shape` (the dict is returned, not
-        the model: callers forward or convert the upstream's own keys)."""
+    def parse(self, result: HttpResult, shape: AnswerShape) -> JSONDict:
+        """The body of a 2xx `result` as a dict, checked against `shape` (callers convert it)."""
         try:
             body = result.json()
         except InvalidResponseError as error:
             raise InvalidResponseError(f"model server {self.server_name!r}: {error}") from None
-        try:
-            shape.model_validate(body)
-        except ValidationError as error:
-            raise InvalidResponseError(
-                f"model server {self.server_name!r}: upstream {result.url} answered a malformed "
-                f"{shape.what}: {_describe(error)}"
-            ) from None
+        self._raise_for_problem(result, shape, shape.problem_in(body))
         return body
+
+    def check(self, result: HttpResult, shape: AnswerShape) -> HttpResult:
+        """Check the raw body of a 2xx `result` against `shape`, for callers that forward the bytes."""
+        self._raise_for_problem(result, shape, shape.problem_in_json(result.body))
+        return result
+
+    def _raise_for_problem(self, result: HttpResult, shape: AnswerShape, problem: str | None) -> None:
+        if problem is not None:
+            raise InvalidResponseError(
+                f"model server {self.server_name!r}: upstream {result.url} answered a malformed {shape.what}: {problem}"
+            )
 
     def _redact(self, text: str) -> str:
         # Some upstreams echo the key they rejected; it must not travel on into failure records.

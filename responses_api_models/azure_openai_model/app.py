@@ -26,7 +26,8 @@ from nemo_gym.conversion import (
 )
 from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
 from nemo_gym.servers.model import SimpleResponsesAPIModel, UpstreamModelConfig
-from nemo_gym.servers.upstream import ChatCompletionShape, UpstreamClient
+from nemo_gym.servers.upstream import UpstreamClient
+from nemo_gym.servers.upstream_shapes import CHAT_COMPLETION
 
 JSONDict = dict[str, Any]
 
@@ -83,7 +84,7 @@ class AzureOpenAIModel(SimpleResponsesAPIModel):
         result = await self._upstream.post(self._chat_url, payload, params=self._query)
         if not result.ok and context_length_exceeded(result.status, result.text):
             return empty_incomplete_completion()
-        return self._upstream.parse(self._upstream.raise_for_status(result), ChatCompletionShape)
+        return self._upstream.parse(self._upstream.raise_for_status(result), CHAT_COMPLETION)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from starlette.responses import Response as StarletteResponse
 
 from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
 from nemo_gym.servers.model import SimpleResponsesAPIModel, UpstreamModelConfig
-from nemo_gym.servers.upstream import ChatCompletionShape, ResponseShape, UpstreamClient
+from nemo_gym.servers.upstream import UpstreamClient
+from nemo_gym.servers.upstream_shapes import CHAT_COMPLETION, RESPONSE
 
 
 class OpenAIModelConfig(UpstreamModelConfig):
@@ -55,7 +56,7 @@ class OpenAIModel(SimpleResponsesAPIModel):
         result = self._upstream.raise_for_status(await self._upstream.post(f"{self._base_url}/responses", payload))
         # Check the shape the agent relies on, then pass the upstream's bytes through untouched:
         # re-serializing every Response was measurable CPU per rollout.
-        self._upstream.parse(result, ResponseShape)
+        self._upstream.check(result, RESPONSE)
         return StarletteResponse(result.body, media_type="application/json")
 
     async def chat_completions(self, request: Request, body: ChatCompletionCreateParams) -> Any:
@@ -63,7 +64,7 @@ class OpenAIModel(SimpleResponsesAPIModel):
         result = self._upstream.raise_for_status(
             await self._upstream.post(f"{self._base_url}/chat/completions", payload)
         )
-        self._upstream.parse(result, ChatCompletionShape)
+        self._upstream.check(result, CHAT_COMPLETION)
         return StarletteResponse(result.body, media_type="application/json")
 
 

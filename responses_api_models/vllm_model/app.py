@@ -40,7 +40,8 @@ from nemo_gym.errors import ServerUnreachableError
 from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
 from nemo_gym.servers.model import SimpleResponsesAPIModel, UpstreamModelConfig
 from nemo_gym.servers.session import SESSION_ID_KEY
-from nemo_gym.servers.upstream import ChatCompletionShape, UpstreamClient
+from nemo_gym.servers.upstream import UpstreamClient
+from nemo_gym.servers.upstream_shapes import CHAT_COMPLETION
 
 JSONDict = dict[str, Any]
 
@@ -176,7 +177,7 @@ class VLLMModel(SimpleResponsesAPIModel):
         result = await self._post_to_replica(request.session[SESSION_ID_KEY], payload)
         if not result.ok and context_length_exceeded(result.status, result.text):
             return empty_incomplete_completion()
-        return self._upstream.parse(self._upstream.raise_for_status(result), ChatCompletionShape)
+        return self._upstream.parse(self._upstream.raise_for_status(result), CHAT_COMPLETION)
 
     def _prepare(self, chat_params: JSONDict) -> JSONDict:
         payload = chat_params | {"model": self.config.model}
