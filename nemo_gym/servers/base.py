@@ -277,7 +277,7 @@ async def _validation_error_handler(request: Request, error: RequestValidationEr
         problems.append(f"{location or 'body'}: {_bounded(str(item.get('msg')))}")
         detail.append(
             {
-                "loc": [str(part) for part in item.get("loc", ())],
+                "loc": list(item.get("loc", ())),
                 "msg": _bounded(str(item.get("msg"))),
                 "type": item.get("type"),
                 "input": excerpt(item.get("input")),
