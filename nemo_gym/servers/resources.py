@@ -13,6 +13,9 @@ from nemo_gym.servers.base import BaseServerConfig, SimpleServer
 
 class BaseResourcesServerConfig(BaseServerConfig):
     domain: str | None = None
+    offline: bool | None = None
+    """True when the environment scores with no network access (no judge, web API or download at
+    run time); `ng_list_environments` shows it. None = not stated."""
 
 
 class BaseRunRequest(BaseModel):
@@ -42,7 +45,9 @@ class BaseSeedSessionResponse(BaseModel):
 
 
 # Paths a tool may not take: the agent must never dispatch a model's tool call to them.
-RESERVED_RESOURCES_PATHS = frozenset({"seed_session", "verify", "health", "aggregate_metrics", "docs", "openapi.json", "redoc"})
+RESERVED_RESOURCES_PATHS = frozenset(
+    {"seed_session", "verify", "health", "aggregate_metrics", "docs", "openapi.json", "redoc"}
+)
 
 
 class SimpleResourcesServer(SimpleServer):
