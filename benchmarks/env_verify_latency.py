@@ -1,0 +1,110 @@
+"""How long `verify` takes on a correct answer, per offline environment added in issue 11.
+
+    python benchmarks/env_verify_latency.py [--repeats 200] [--env NAME ...]
+
+For each environment, the first example task is paired with a hand-made correct response, then
+`verify` is awaited in-process `--repeats` times (after a warm-up call); median and p95 wall
+clock are printed in milliseconds. Stateful environments are seeded before each call (seeding is
+not timed). Target: median under 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nemo_gym.testing.inprocess import registry_client
+
+Case = Callable[[], Awaitable[Callable[[], Awaitable[float]]]]
+CASES: dict[str, Case] = {}
+
+
+def first_task(env: str) -> dict[str, Any]:
+    return json.loads((ROOT / "resources_servers" / env / "data" / "example.jsonl").read_text().splitlines()[0])
+
+
+def case(env: str) -> Callable[[Case], Case]:
+    def register(build: Case) -> Case:
+        CASES[env] = build
+        return build
+
+    return register
+
+
+@case("tool_call_arguments")
+async def tool_call_arguments() -> Callable[[], Awaitable[float]]:
+    from resources_servers.tool_call_arguments.app import (
+        ToolCallArgumentsConfig,
+        ToolCallArgumentsServer,
+        ToolCallVerifyRequest,
+    )
+
+    task = first_task("tool_call_arguments")
+    server = ToolCallArgumentsServer(
+        config=ToolCallArgumentsConfig(name="b", domain="agent"), server_client=registry_client({})
+    )
+    call = {
+        "type": "function_call",
+        "call_id": "c",
+        "name": task["expected_call"]["name"],
+        "arguments": json.dumps(task["expected_call"]["arguments"]),
+    }
+    body = ToolCallVerifyRequest.model_validate(task | {"response": {"id": "r", "output": [call]}})
+
+    async def once() -> float:
+        return (await server.verify(body)).reward
+
+    return once
+
+
+@case("text_to_sql")
+async def text_to_sql() -> Callable[[], Awaitable[float]]:
+    from resources_servers.text_to_sql.app import TextToSQLConfig, TextToSQLServer, TextToSQLVerifyRequest
+
+    task = first_task("text_to_sql")
+    server = TextToSQLServer(config=TextToSQLConfig(name="b", domain="coding"), server_client=registry_client({}))
+    text = f"```sql\n{task['gold_sql']}\n```"
+    message = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}
+    body = TextToSQLVerifyRequest.model_validate(task | {"response": {"id": "r", "output": [message]}})
+
+    async def once() -> float:
+        return (await server.verify(body)).reward
+
+    return once
+
+
+async def measure(env: str, repeats: int) -> tuple[float, float]:
+    once = await CASES[env]()
+    assert await once() == 1.0, f"{env}: the benchmark's correct answer did not score 1.0"
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        await once()
+        timings.append((time.perf_counter() - start) * 1000)
+    timings.sort()
+    return statistics.median(timings), timings[int(0.95 * (len(timings) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--env", action="append", choices=sorted(CASES))
+    args = parser.parse_args()
+    print(f"{'environment':24} {'median ms':>10} {'p95 ms':>8}")
+    for env in args.env or sorted(CASES):
+        median, p95 = asyncio.run(measure(env, args.repeats))
+        print(f"{env:24} {median:10.3f} {p95:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
