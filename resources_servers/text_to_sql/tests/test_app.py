@@ -1,0 +1,177 @@
+"""text_to_sql: result-set grading, refused writes, timeouts, malformed and empty replies, and end to end."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import httpx
+import pytest
+
+from nemo_gym.testing.inprocess import ThreadedServer, registry_client
+from nemo_gym.testing.scripted_openai import Turn
+from resources_servers.text_to_sql.app import TextToSQLConfig, TextToSQLServer, TextToSQLVerifyRequest, extract_sql
+from resources_servers.text_to_sql.build_db import DEFAULT_OUTPUT, build
+from resources_servers.text_to_sql.sql_runner import results_match, run_query
+from tests.e2e.env_rollouts import environment_stack, example_tasks, user_text
+
+TASKS = example_tasks("text_to_sql")
+
+
+def make_server(**config: Any) -> TextToSQLServer:
+    return TextToSQLServer(
+        config=TextToSQLConfig(name="sql", domain="coding", **config), server_client=registry_client({})
+    )
+
+
+def reply(text: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    ]
+
+
+async def verify(task: dict[str, Any], text: str | None, server: TextToSQLServer | None = None) -> dict[str, Any]:
+    output = reply(text) if text is not None else []
+    body = TextToSQLVerifyRequest.model_validate(task | {"response": {"id": "resp_1", "output": output}})
+    return (await (server or make_server()).verify(body)).model_dump()
+
+
+def test_shipped_database_matches_a_fresh_build(tmp_path):
+    fresh = build(tmp_path / "fresh.sqlite")
+    dump = [list(sqlite3.connect(path).iterdump()) for path in (DEFAULT_OUTPUT, fresh)]
+    assert dump[0] == dump[1] and len(dump[0]) > 50
+
+
+@pytest.mark.parametrize("index", range(5))
+async def test_gold_query_scores_one_on_every_example(index):
+    row = await verify(TASKS[index], f"Here it is:\n```sql\n{TASKS[index]['gold_sql']};\n```")
+    assert row["reward"] == 1.0 and row["execution_error"] is None and row["extracted_sql"] == TASKS[index]["gold_sql"]
+
+
+async def test_equivalent_query_scores_one_and_row_order_matters_only_when_ordered():
+    unordered = TASKS[1]  # hired since 2022 with department
+    rewritten = (
+        "SELECT employees.name, departments.name FROM departments, employees WHERE employees.department_id = departments.id "
+        "AND hire_date > '2021-12-31' ORDER BY employees.name DESC"
+    )
+    assert (await verify(unordered, rewritten))["reward"] == 1.0
+    ordered = TASKS[2]  # average salary, highest first
+    ascending = ordered["gold_sql"].replace("DESC", "ASC")
+    assert (await verify(ordered, ascending))["reward"] == 0.0
+    # AVG in another spelling, same order: float noise is rounded away.
+    assert (await verify(ordered, ordered["gold_sql"].replace("AVG(e.salary)", "SUM(e.salary) * 1.0 / COUNT(*)")))[
+        "reward"
+    ] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("SELECT COUNT(*) FROM employees", None),  # runs, but the wrong count
+        ("SELECT COUNT(*) FROM employes", "no such table"),
+        ("SELEC COUNT(*) FROM employees", "syntax error"),
+        ("SELECT 1; SELECT 2", "one statement"),
+    ],
+)
+async def test_wrong_and_malformed_queries_score_zero(text, error):
+    row = await verify(TASKS[0], text)
+    assert row["reward"] == 0.0 and row["write_refused"] is False
+    assert (row["execution_error"] is None) if error is None else (error in row["execution_error"])
+
+
+@pytest.mark.parametrize("text", [None, "", "   ", "I don't know how to write that query.", "```sql\n```"])
+async def test_empty_replies_score_zero(text):
+    row = await verify(TASKS[0], text)
+    assert row["reward"] == 0.0
+    assert row["execution_error"] is not None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM employees",
+        "UPDATE employees SET salary = 0",
+        "INSERT INTO departments VALUES (9, 'X', 'Y', 1)",
+        "DROP TABLE assignments",
+        "CREATE TABLE t (x)",
+        "ATTACH DATABASE '/tmp/x.sqlite' AS other",
+        "PRAGMA query_only = OFF",
+    ],
+)
+async def test_writes_are_refused_and_the_database_is_unchanged(sql):
+    before = list(sqlite3.connect(DEFAULT_OUTPUT).iterdump())
+    row = await verify(TASKS[0], f"```sql\n{sql}\n```")
+    assert row["reward"] == 0.0
+    assert row["write_refused"] is True or "readonly" in (row["execution_error"] or "").lower(), row["execution_error"]
+    assert list(sqlite3.connect(DEFAULT_OUTPUT).iterdump()) == before
+
+
+def test_read_only_connection_refuses_writes_even_without_the_authorizer():
+    connection = sqlite3.connect(f"file:{DEFAULT_OUTPUT}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        connection.execute("DELETE FROM employees")
+
+
+def test_runaway_query_is_interrupted():
+    endless = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT COUNT(*) FROM n"
+    result = run_query(DEFAULT_OUTPUT, endless, timeout_s=0.2, max_rows=10)
+    assert result.rows is None and result.error == "timed out after 0.2 s"
+
+
+def test_huge_results_are_capped():
+    result = run_query(DEFAULT_OUTPUT, "SELECT * FROM employees a, employees b", timeout_s=2, max_rows=100)
+    assert result.rows is None and result.error == "more than 100 rows"
+
+
+def test_result_comparison_rules():
+    assert results_match([(1, "a"), (2, "b")], [(2, "b"), (1, "a")], ordered=False)
+    assert not results_match([(1, "a"), (2, "b")], [(2, "b"), (1, "a")], ordered=True)
+    assert results_match([(2.0000000001,)], [(2,)], ordered=True)
+    assert not results_match([(1,), (1,)], [(1,)], ordered=False)  # duplicates count
+    assert not results_match([("a", 1)], [(1, "a")], ordered=False)  # column order matters
+
+
+def test_sql_extraction():
+    assert extract_sql("Sure!\n```sql\nSELECT 1;\n```\nand better:\n```sql\nSELECT 2\n```") == "SELECT 2"
+    assert extract_sql("The query is SELECT name FROM employees;") == "SELECT name FROM employees"
+    assert extract_sql("```\nselect 3\n```") == "select 3"
+    assert extract_sql("  ") is None
+
+
+def test_broken_gold_sql_is_an_error_naming_the_field_not_a_zero(tmp_path):
+    with ThreadedServer(make_server().setup_webserver()) as http:
+        body = TASKS[0] | {"gold_sql": "SELECT nope FROM nowhere", "response": {"id": "r", "output": reply("SELECT 1")}}
+        response = httpx.post(f"{http.url}/verify", json=body)
+        assert response.status_code == 400 and "gold_sql does not run" in response.json()["error"]["message"]
+        missing = httpx.post(f"{http.url}/verify", json={k: v for k, v in body.items() if k != "gold_sql"})
+        assert missing.status_code == 422 and "gold_sql" in missing.text
+
+
+async def test_a_configured_database_path_is_the_one_queried(tmp_path):
+    path = build(tmp_path / "company.sqlite")
+    with sqlite3.connect(path) as connection:
+        connection.execute("DELETE FROM employees WHERE department_id = 1 AND id > 4")
+    server = make_server(database_path=str(path))
+    assert server.database == path
+    row = await verify(TASKS[0], "SELECT 4", server)  # 4 engineers left in this copy
+    assert row["reward"] == 1.0
+
+
+# ---- end to end ------------------------------------------------------------------------------------
+
+
+def policy(mode: str, body: dict[str, Any]) -> Turn:
+    task = next(t for t in TASKS if t["question"] == user_text(body))
+    sql = task["gold_sql"] if mode == "correct" else task["gold_sql"].replace("SELECT", "SELECT 1 AS x,", 1)
+    return Turn(text=f"```sql\n{sql}\n```")
+
+
+@pytest.mark.slow
+def test_end_to_end_right_and_wrong_policies(tmp_path):
+    with environment_stack("text_to_sql", policy, tmp_path) as stack:
+        right, stdout = stack.collect("correct")
+        wrong, _ = stack.collect("wrong")
+    assert [row["reward"] for row in right] == [1.0] * 5
+    assert "mean/reward 1.0000" in stdout
+    assert [row["reward"] for row in wrong] == [0.0] * 5
+    assert all(row["execution_error"] is None for row in wrong)  # they ran; the results differ
