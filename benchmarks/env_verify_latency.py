@@ -83,6 +83,48 @@ async def text_to_sql() -> Callable[[], Awaitable[float]]:
     return once
 
 
+@case("wordle")
+async def wordle() -> Callable[[], Awaitable[float]]:
+    """Verify of a solved game; each call gets a freshly seeded, solved session (seeding not timed)."""
+    from starlette.requests import Request
+
+    from resources_servers.wordle.app import WordleConfig, WordleServer, WordleVerifyRequest
+    from resources_servers.wordle.game import Game
+
+    task = first_task("wordle")
+    server = WordleServer(config=WordleConfig(name="b", domain="games"), server_client=registry_client({}))
+    body = WordleVerifyRequest.model_validate(task | {"response": {"id": "r", "output": []}})
+    request = Request({"type": "http", "session": {"session_id": "bench"}})
+
+    async def once() -> float:
+        server.games["bench"] = Game(target=task["target"], max_guesses=6, guesses=["slate", task["target"]])
+        return (await server.verify(request, body)).reward
+
+    return once
+
+
+@case("instruction_following")
+async def instruction_following() -> Callable[[], Awaitable[float]]:
+    from resources_servers.instruction_following.app import (
+        InstructionFollowingConfig,
+        InstructionFollowingServer,
+        InstructionVerifyRequest,
+    )
+
+    task = first_task("instruction_following")
+    server = InstructionFollowingServer(
+        config=InstructionFollowingConfig(name="b", domain="instruction_following"), server_client=registry_client({})
+    )
+    text = "Have you seen a grey cat named Miso? She went missing near the park. Please call me. Thank you!"
+    message = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}
+    body = InstructionVerifyRequest.model_validate(task | {"response": {"id": "r", "output": [message]}})
+
+    async def once() -> float:
+        return (await server.verify(body)).reward
+
+    return once
+
+
 async def measure(env: str, repeats: int) -> tuple[float, float]:
     once = await CASES[env]()
     assert await once() == 1.0, f"{env}: the benchmark's correct answer did not score 1.0"

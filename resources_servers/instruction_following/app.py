@@ -1,0 +1,81 @@
+"""instruction_following: IFEval-style verifiable instructions, graded strictly and loosely.
+
+Trains following format and content constraints exactly (word counts, keywords, JSON, sections,
+case, punctuation, ...). No tools; the last assistant message is graded against every instruction
+in the task with the checkers in `checkers.py` (25 kinds).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from nemo_gym.openai_types import last_assistant_text
+from nemo_gym.servers.resources import (
+    BaseResourcesServerConfig,
+    BaseVerifyRequest,
+    BaseVerifyResponse,
+    SimpleResourcesServer,
+)
+from resources_servers.instruction_following.checkers import check_arguments, follows
+
+
+class InstructionFollowingConfig(BaseResourcesServerConfig):
+    reward_mode: Literal["all", "fraction"] = "all"
+    """all: 1.0 only when every instruction is followed (IFEval's prompt-level accuracy).
+    fraction: the share of instructions followed (instruction-level accuracy)."""
+    grading: Literal["strict", "loose"] = "strict"
+    """Which grading the reward uses; both are always reported."""
+
+
+class InstructionVerifyRequest(BaseVerifyRequest):
+    instruction_id_list: list[str] = Field(min_length=1)
+    kwargs: list[dict[str, Any]]
+    """One argument dict per instruction, in the same order (`{}` when it takes none)."""
+    prompt: str | None = None
+
+    @model_validator(mode="after")
+    def instructions_are_known_and_complete(self) -> InstructionVerifyRequest:
+        if len(self.kwargs) != len(self.instruction_id_list):
+            raise ValueError(f"kwargs has {len(self.kwargs)} entries for {len(self.instruction_id_list)} instructions")
+        problems = [p for i, a in zip(self.instruction_id_list, self.kwargs) if (p := check_arguments(i, a))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class InstructionVerifyResponse(InstructionVerifyRequest, BaseVerifyResponse):
+    follow_instruction_list: list[bool]
+    """Strict result per instruction."""
+    follow_instruction_list_loose: list[bool]
+    prompt_level_strict: bool
+    prompt_level_loose: bool
+    instruction_fraction_strict: float
+    instruction_fraction_loose: float
+
+
+class InstructionFollowingServer(SimpleResourcesServer):
+    config: InstructionFollowingConfig
+
+    async def verify(self, body: InstructionVerifyRequest) -> InstructionVerifyResponse:
+        text = last_assistant_text(body.response.output)
+        pairs = list(zip(body.instruction_id_list, body.kwargs))
+        strict = [follows(i, a, text, loose=False) for i, a in pairs]
+        loose = [follows(i, a, text, loose=True) for i, a in pairs]
+        chosen = strict if self.config.grading == "strict" else loose
+        reward = float(all(chosen)) if self.config.reward_mode == "all" else sum(chosen) / len(chosen)
+        return InstructionVerifyResponse(
+            **body.model_dump(),
+            reward=reward,
+            follow_instruction_list=strict,
+            follow_instruction_list_loose=loose,
+            prompt_level_strict=all(strict),
+            prompt_level_loose=all(loose),
+            instruction_fraction_strict=sum(strict) / len(strict),
+            instruction_fraction_loose=sum(loose) / len(loose),
+        )
+
+
+if __name__ == "__main__":
+    InstructionFollowingServer.run_webserver()
