@@ -125,6 +125,30 @@ async def instruction_following() -> Callable[[], Awaitable[float]]:
     return once
 
 
+@case("sokoban")
+async def sokoban() -> Callable[[], Awaitable[float]]:
+    """Verify of a solved game; each call gets a freshly solved session (solving not timed)."""
+    from starlette.requests import Request
+
+    from resources_servers.sokoban.app import Game, SokobanConfig, SokobanServer, SokobanVerifyRequest
+    from resources_servers.sokoban.board import Level, solve
+
+    task = first_task("sokoban")
+    server = SokobanServer(config=SokobanConfig(name="b", domain="games"), server_client=registry_client({}))
+    body = SokobanVerifyRequest.model_validate(task | {"response": {"id": "r", "output": []}})
+    request = Request({"type": "http", "session": {"session_id": "bench"}})
+    level = Level.parse(task["level"])
+    state = level.start
+    for move in solve(level) or []:
+        state = level.step(state, move) or state
+
+    async def once() -> float:
+        server.games["bench"] = Game(level, state, task["max_moves"], task["shortest_solution_moves"])
+        return (await server.verify(request, body)).reward
+
+    return once
+
+
 async def measure(env: str, repeats: int) -> tuple[float, float]:
     once = await CASES[env]()
     assert await once() == 1.0, f"{env}: the benchmark's correct answer did not score 1.0"
