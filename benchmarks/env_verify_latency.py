@@ -149,6 +149,24 @@ async def sokoban() -> Callable[[], Awaitable[float]]:
     return once
 
 
+@case("long_context")
+async def long_context() -> Callable[[], Awaitable[float]]:
+    from resources_servers.long_context.app import LongContextConfig, LongContextServer, LongContextVerifyRequest
+
+    task = first_task("long_context")
+    server = LongContextServer(
+        config=LongContextConfig(name="b", domain="long_context"), server_client=registry_client({})
+    )
+    text = ", ".join(task["expected_values"])
+    message = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}
+    body = LongContextVerifyRequest.model_validate(task | {"response": {"id": "r", "output": [message]}})
+
+    async def once() -> float:
+        return (await server.verify(body)).reward
+
+    return once
+
+
 async def measure(env: str, repeats: int) -> tuple[float, float]:
     once = await CASES[env]()
     assert await once() == 1.0, f"{env}: the benchmark's correct answer did not score 1.0"
