@@ -167,6 +167,35 @@ async def long_context() -> Callable[[], Awaitable[float]]:
     return once
 
 
+@case("workplace_assistant")
+async def workplace_assistant() -> Callable[[], Awaitable[float]]:
+    """Verify of a finished episode: the session database already holds the goal (setup not timed)."""
+    from starlette.requests import Request
+
+    from resources_servers.workplace_assistant.app import (
+        WorkplaceAssistantServer,
+        WorkplaceConfig,
+        WorkplaceVerifyRequest,
+    )
+    from resources_servers.workplace_assistant.company import call_tool, fresh_state
+
+    task = first_task("workplace_assistant")
+    server = WorkplaceAssistantServer(
+        config=WorkplaceConfig(name="b", domain="agent"), server_client=registry_client({})
+    )
+    body = WorkplaceVerifyRequest.model_validate(task | {"response": {"id": "r", "output": []}})
+    request = Request({"type": "http", "session": {"session_id": "bench"}})
+
+    async def once() -> float:
+        state = fresh_state()
+        for call in task["gold_calls"]:
+            call_tool(state, call["name"], call["arguments"])
+        server.databases["bench"] = state
+        return (await server.verify(request, body)).reward
+
+    return once
+
+
 async def measure(env: str, repeats: int) -> tuple[float, float]:
     once = await CASES[env]()
     assert await once() == 1.0, f"{env}: the benchmark's correct answer did not score 1.0"
