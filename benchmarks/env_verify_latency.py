@@ -196,6 +196,22 @@ async def workplace_assistant() -> Callable[[], Awaitable[float]]:
     return once
 
 
+@case("reasoning_gym")
+async def reasoning_gym() -> Callable[[], Awaitable[float]]:
+    from resources_servers.reasoning_gym.app import ReasoningGymConfig, ReasoningGymServer, ReasoningGymVerifyRequest
+
+    task = first_task("reasoning_gym")
+    server = ReasoningGymServer(config=ReasoningGymConfig(name="b", domain="math"), server_client=registry_client({}))
+    text = f"<answer>{task['answer']}</answer>"
+    message = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}
+    body = ReasoningGymVerifyRequest.model_validate(task | {"response": {"id": "r", "output": [message]}})
+
+    async def once() -> float:
+        return (await server.verify(body)).reward
+
+    return once
+
+
 async def measure(env: str, repeats: int) -> tuple[float, float]:
     once = await CASES[env]()
     assert await once() == 1.0, f"{env}: the benchmark's correct answer did not score 1.0"
