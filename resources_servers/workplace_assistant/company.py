@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 
 JSONDict = dict[str, Any]
 USER_EMAIL = "alex.doe@acme.example"
-DATE = r"^\d{4}-\d{2}-\d{2}$"
-TIME = r"^\d{2}:\d{2}$"
+DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # [0-9], not \d: the local model's grammar converter rejects \d
+TIME = r"^[0-9]{2}:[0-9]{2}$"
 OrderStatus = Literal["pending", "shipped", "delivered", "cancelled", "refunded"]
 CustomerStatus = Literal["lead", "active", "inactive"]
 CustomerTier = Literal["standard", "gold", "platinum"]
