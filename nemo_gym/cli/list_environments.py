@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, Field
 
 from nemo_gym.cli.main import read_command_config, run_command
@@ -50,8 +52,8 @@ def _resources_blocks(config_file: Path) -> list[tuple[str, dict[str, Any]]]:
     """(instance name, implementation settings) for each resources server declared in the file."""
     try:
         loaded = OmegaConf.load(config_file)
-    except Exception as error:  # OmegaConf surfaces YAML errors under several classes
-        raise ConfigSyntaxError(f"{config_file}: not valid YAML ({error})") from None
+    except (yaml.YAMLError, OmegaConfBaseException, OSError, UnicodeDecodeError) as error:
+        raise ConfigSyntaxError(f"{config_file}: cannot be read as YAML ({error})") from None
     if not isinstance(loaded, DictConfig):
         return []
     blocks = []

@@ -87,3 +87,15 @@ def test_unstated_offline_flag_shows_as_unknown_and_bad_flag_is_one_line(tmp_pat
 def test_bad_format_is_rejected_with_exit_code_2():
     result = run_listing("+format=xml")
     assert result.returncode == 2 and "+format" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreadable_config_is_one_line_naming_the_file(tmp_path):
+    env = tmp_path / "resources_servers" / "toy"
+    (env / "configs").mkdir(parents=True)
+    (tmp_path / "nemo_gym").mkdir()
+    (env / "configs" / "toy.yaml").write_text("toy: [unclosed\n")
+    result = run_listing(cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        f"ng_list_environments: error: {env / 'configs' / 'toy.yaml'}: cannot be read as YAML"
+    )
