@@ -65,7 +65,9 @@ def _resources_blocks(config_file: Path) -> list[tuple[str, dict[str, Any]]]:
         for settings in implementations.values():
             if isinstance(settings, DictConfig):
                 # Unresolved: `${...}` values are shown as written, never resolved against a stack.
-                blocks.append((str(instance), OmegaConf.to_container(settings, resolve=False)))
+                container = OmegaConf.to_container(settings, resolve=False)
+                if isinstance(container, dict):
+                    blocks.append((str(instance), {str(key): value for key, value in container.items()}))
     return blocks
 
 

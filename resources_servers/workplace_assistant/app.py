@@ -117,7 +117,7 @@ class WorkplaceAssistantServer(SimpleResourcesServer):
     async def verify(self, request: Request, body: WorkplaceVerifyRequest) -> WorkplaceVerifyResponse:
         session = request.session[SESSION_ID_KEY]
         goal = goal_state(body.gold_calls)
-        final = comparable(self.databases.pop(session, None) or fresh_state())
+        final = comparable(self.databases.pop(session) if session in self.databases else fresh_state())
         problems = differences(final, goal)
         return WorkplaceVerifyResponse(
             **body.model_dump(),
