@@ -16,6 +16,8 @@ The tree, grouped by what the caller can do about it:
     │   │   └── NoServerInstancesError      nothing to start
     │   ├── InputDataError              a malformed input JSONL line (file, line, field)
     │   ├── OutputExistsError           output file exists and neither resume nor overwrite was asked
+    │   ├── OutputLockedError           another collector is writing the same output file (names its PID)
+    │   ├── JobMismatchError            a resume whose job (input, limit, repeats, ...) differs from the file's
     │   ├── UnknownServerError          a server name (e.g. agent_name) that the head server does not know
     │   └── RequestTooLargeError        a request body over the server's `max_request_body_bytes` (HTTP 413)
     ├── TransportError              the network let us down; worth retrying
@@ -25,6 +27,8 @@ The tree, grouped by what the caller can do about it:
     ├── InvalidResponseError        a server answered 2xx with a body we cannot use (names the field)
     ├── RolloutFailedError          one rollout failed after its retry budget
     ├── ServerStartupError          a server process died or never became healthy
+    ├── ServerGoneError             a server stopped answering mid-collection (circuit breaker tripped)
+    ├── OutputWriteError            the OS refused a write to an output file (disk full, read-only)
     └── SandboxError                model-written code could not be run in the sandbox
 
 Exit codes for CLI entry points: InputError -> 2, every other NemoGymError -> 1.
@@ -101,6 +105,22 @@ class OutputExistsError(InputError):
     """The output file exists; refusing to overwrite or append without being told to."""
 
 
+class OutputLockedError(InputError):
+    """Another process holds the lock on the output file; two writers would interleave rows."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None = None):
+        self.path, self.pid = path, pid
+        super().__init__(message)
+
+
+class JobMismatchError(InputError):
+    """`resume` was asked for an output file that belongs to a different job."""
+
+    def __init__(self, message: str, *, field: str):
+        self.field = field
+        super().__init__(message)
+
+
 class UnknownServerError(InputError):
     """A server instance name that is not running / not configured."""
 
@@ -150,6 +170,22 @@ class RolloutFailedError(NemoGymError):
 
 class ServerStartupError(NemoGymError):
     """A server process exited during startup or never became healthy."""
+
+
+class ServerGoneError(NemoGymError):
+    """Consecutive rollouts could not connect to one server: it is gone, so dispatching stopped."""
+
+    def __init__(self, message: str, *, server: str):
+        self.server = server
+        super().__init__(message)
+
+
+class OutputWriteError(NemoGymError):
+    """Writing an output file failed at the OS level (disk full, read-only file system, permissions)."""
+
+    def __init__(self, message: str, *, path: str):
+        self.path = path
+        super().__init__(message)
 
 
 class SandboxError(NemoGymError):

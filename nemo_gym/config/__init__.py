@@ -16,7 +16,7 @@ checking instances), `_ports` (addresses), `_loader` (the pipeline and GlobalCon
 from nemo_gym.config._files import ENV_YAML, find_project_root
 from nemo_gym.config._loader import GlobalConfig, load_global_config
 from nemo_gym.config._overrides import parse_overrides
-from nemo_gym.config._redact import REDACTED, redact
+from nemo_gym.config._redact import REDACTED, redact, secret_values
 from nemo_gym.config._schema import DEFAULT_HEAD_PORT, DEFAULT_HOST, RESERVED_KEYS, SERVER_TYPES, Domain, ServerInstance
 
 __all__ = [
@@ -33,4 +33,5 @@ __all__ = [
     "load_global_config",
     "parse_overrides",
     "redact",
+    "secret_values",
 ]

@@ -32,3 +32,18 @@ def redact(container: dict | list) -> dict | list:
     if isinstance(container, list):
         return [redact(item) if isinstance(item, (dict, list)) else copy.deepcopy(item) for item in container]
     return copy.deepcopy(container)
+
+
+def secret_values(container: Any) -> set[str]:
+    """Every string value held under a secret-looking key, at any depth (to scrub them from text)."""
+    found: set[str] = set()
+    if isinstance(container, dict):
+        for key, value in container.items():
+            if _is_secret_key(key) and isinstance(value, str):
+                found.add(value)
+            elif isinstance(value, (dict, list)):
+                found |= secret_values(value)
+    elif isinstance(container, list):
+        for item in container:
+            found |= secret_values(item)
+    return found

@@ -1,6 +1,13 @@
 """The collection engine: streaming input, bounded concurrency, resume, failures, metrics.
 
-The Python API an RL trainer calls in-process::
+Durable collection into a file (what `ng_collect_rollouts` calls: lock, job identity, resume, side files)::
+
+    from nemo_gym.rollouts import CollectionSpec, collect_to_file
+
+    report = await collect_to_file("http://127.0.0.1:11000", CollectionSpec(agent_name="my_env_simple_agent",
+                                   input_jsonl_fpath="tasks.jsonl", num_repeats=4), "results/run.jsonl", mode="resume")
+
+Rows in memory, for an RL trainer calling in-process::
 
     from nemo_gym.rollouts import CollectionPolicy, RolloutCollector, jobs_from_rows
 
@@ -11,23 +18,48 @@ The Python API an RL trainer calls in-process::
                 batch.append(outcome.row)   # scored row: responses_create_params, response, reward, ...
 """
 
+from nemo_gym.rollouts.circuit_breaker import CircuitBreaker
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector, RolloutFailure, RolloutOutcome
+from nemo_gym.rollouts.file_collection import (
+    CollectionProgress,
+    CollectionReport,
+    CollectionSpec,
+    FileCollection,
+    OpenedOutput,
+    collect_to_file,
+)
+from nemo_gym.rollouts.job_identity import InputFingerprint, JobIdentity
 from nemo_gym.rollouts.metrics import RunningStats, aggregate_rollouts, format_key_metrics, pass_at_k
+from nemo_gym.rollouts.output_lock import OutputLock
+from nemo_gym.rollouts.redaction import SecretRedactor
 from nemo_gym.rollouts.store import RolloutStore
-from nemo_gym.rollouts.tasks import RolloutJob, expand_jobs, iter_tasks, jobs_from_rows
+from nemo_gym.rollouts.tasks import RolloutJob, TaskScan, expand_jobs, iter_tasks, jobs_from_rows, scan_tasks
 
 __all__ = [
+    "CircuitBreaker",
     "CollectionPolicy",
+    "CollectionProgress",
+    "CollectionReport",
+    "CollectionSpec",
+    "FileCollection",
+    "InputFingerprint",
+    "JobIdentity",
+    "OpenedOutput",
+    "OutputLock",
     "RolloutCollector",
     "RolloutFailure",
     "RolloutJob",
     "RolloutOutcome",
     "RolloutStore",
     "RunningStats",
+    "SecretRedactor",
+    "TaskScan",
     "aggregate_rollouts",
+    "collect_to_file",
     "expand_jobs",
     "format_key_metrics",
     "iter_tasks",
     "jobs_from_rows",
     "pass_at_k",
+    "scan_tasks",
 ]

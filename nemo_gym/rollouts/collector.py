@@ -11,7 +11,9 @@ This is the Python API an RL trainer calls in-process (the CLI is a thin shell o
 Only `policy.concurrency` jobs are pulled from the job iterator at a time, so a million-row
 input costs no more memory than a ten-row one. A failed rollout is data: it is retried up to
 `policy.max_attempts` times with exponential backoff and jitter, then reported as a failure with
-its error; it is never scored as reward 0. One rollout's failure never stops the others.
+its error; it is never scored as reward 0. One rollout's failure never stops the others, but a
+server that is gone does: a circuit breaker (see `circuit_breaker`) ends the stream with
+ServerGoneError after a run of attempts that could not connect, without attempting the rest.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.client import CONNECT_ONLY_RETRY, HttpClient, ServerClient, Timeouts
-from nemo_gym.errors import InvalidResponseError, NemoGymError, TransportError, UnknownServerError
+from nemo_gym.errors import InvalidResponseError, NemoGymError, ServerGoneError, TransportError, UnknownServerError
 from nemo_gym.retry import RetryPolicy, classify_error
+from nemo_gym.rollouts.circuit_breaker import CircuitBreaker, describe_server
 from nemo_gym.rollouts.tasks import RolloutJob
 
 AGENT_SERVER_TYPE = "responses_api_agents"
@@ -50,6 +53,10 @@ class CollectionPolicy(BaseModel):
     so none finishes for a long time; ramping up gets first results out in about one rollout time."""
     backoff_initial_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
+    max_connection_failures_in_a_row: int | None = Field(32, ge=1)
+    """Circuit breaker: after this many rollout attempts in a row failed to connect to a server (the
+    agent, or one the agent reports it cannot reach), stop dispatching and raise ServerGoneError.
+    32 is well above what a blip causes and well below a dead server's flood. None = never trip."""
 
     @property
     def retry(self) -> RetryPolicy:
@@ -81,16 +88,14 @@ class RolloutOutcome:
 
     def failure_record(self, agent_name: str) -> dict[str, Any]:
         assert self.failure is not None
-        return {
-            "_ng_task_index": self.job.task_index,
-            "_ng_rollout_index": self.job.rollout_index,
+        return self.job.stamp({
             "agent_ref": {"type": AGENT_SERVER_TYPE, "name": agent_name},
             "error_type": self.failure.error_type,
             "message": self.failure.message,
             "status_code": self.failure.status_code,
             "attempts": self.attempts,
             "duration_s": round(self.duration_s, 3),
-        }
+        })
 
 
 class RolloutCollector:
@@ -100,6 +105,11 @@ class RolloutCollector:
         self.server_client = server_client
         self.agent_name = agent_name
         self.policy = policy
+        self._breaker = self._new_breaker()
+
+    def _new_breaker(self) -> CircuitBreaker | None:
+        threshold = self.policy.max_connection_failures_in_a_row
+        return CircuitBreaker(threshold) if threshold is not None else None
 
     @classmethod
     def connect(cls, head_url: str, agent_name: str, policy: CollectionPolicy = CollectionPolicy(),
@@ -143,14 +153,21 @@ class RolloutCollector:
         started = time.monotonic()
         retry = self.policy.retry
         attempt = 0
+        breaker = self._breaker
         while True:
             attempt += 1
+            if breaker is not None and breaker.tripped:
+                raise await self._server_gone(breaker)  # no new attempt once a server is known to be gone
             try:
                 row = await self._attempt(job)
+                if breaker is not None:
+                    breaker.record_success()
                 return RolloutOutcome(job, row, None, attempt, time.monotonic() - started)
             except UnknownServerError:
                 raise
             except (TimeoutError, NemoGymError) as error:
+                if breaker is not None and breaker.record_failure(error):
+                    raise await self._server_gone(breaker) from None
                 decision = classify_error(error)
                 if not retry.should_retry(decision, attempt):
                     failure = RolloutFailure(
@@ -160,6 +177,16 @@ class RolloutCollector:
                     )
                     return RolloutOutcome(job, None, failure, attempt, time.monotonic() - started)
             await asyncio.sleep(retry.delay(attempt, decision.retry_after))
+
+    async def _server_gone(self, breaker: CircuitBreaker) -> ServerGoneError:
+        try:
+            urls = {name: info.url for name, info in (await self.server_client.registry()).items()}
+        except NemoGymError:
+            urls = {}  # the head server may be gone too; the address alone still says where to look
+        server = describe_server(breaker.gone_origin(), urls)
+        return ServerGoneError(
+            f"{server} is gone: {breaker.failures_in_a_row} rollout attempts in a row could not connect to it "
+            f"(last: {breaker.last_error[:300]}); stopped dispatching rollouts", server=server)
 
     async def _attempt(self, job: RolloutJob) -> dict[str, Any]:
         call = self.server_client.post(self.agent_name, "/run", json=job.row, retry=CONNECT_ONLY_RETRY)
@@ -171,14 +198,14 @@ class RolloutCollector:
         row = result.json()
         if not isinstance(row, dict) or not isinstance(row.get("reward"), (int, float)) or isinstance(row.get("reward"), bool):
             raise InvalidResponseError(f"agent {self.agent_name!r} returned a row without a numeric reward")
-        row["_ng_task_index"] = job.task_index
-        row["_ng_rollout_index"] = job.rollout_index
         row["agent_ref"] = {"type": AGENT_SERVER_TYPE, "name": self.agent_name}
-        return row
+        return job.stamp(row)
 
     async def stream(self, jobs: Iterable[RolloutJob] | AsyncIterable[RolloutJob]) -> AsyncIterator[RolloutOutcome]:
         """Run `jobs` with at most `policy.concurrency` in flight; yield outcomes in completion order."""
         source = _as_async_iterator(jobs)
+        self._breaker = self._new_breaker()  # each stream starts with a closed breaker
+        breaker = self._breaker
         pull_lock = asyncio.Lock()
         # Bounded: when the consumer is slow (say, writing to a slow disk), workers wait instead of
         # piling finished rows up in memory.
@@ -191,6 +218,8 @@ class RolloutCollector:
             nonlocal active, exhausted
             try:
                 while True:
+                    if breaker is not None and breaker.tripped:
+                        raise await self._server_gone(breaker)  # stop dispatching: nothing more is pulled
                     async with pull_lock:
                         job = await anext(source, None)
                     if job is None:

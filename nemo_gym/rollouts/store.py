@@ -2,13 +2,21 @@
 
 Files for an output path `results/run.jsonl`:
   * `results/run.jsonl`                       scored rollout rows (completion order)
-  * `results/run_failures.jsonl`              rollouts that failed after every attempt (never rows)
-  * `results/run_materialized_inputs.jsonl`   exactly what was sent for each (task, rollout)
+  * `results/run_failures.jsonl`              pairs that failed after every attempt and still have no row
+  * `results/run_materialized_inputs.jsonl`   exactly what was sent for each (task, rollout), once per pair
   * `results/run_aggregate_metrics.json`      metrics computed from the rows file
+  * `results/run_job.json`                    the job that owns these files (see `job_identity`)
+  * `results/run.jsonl.lock`                  held while a collector writes them (see `output_lock`)
 
 An existing output file is never silently overwritten or appended to: `mode="new"` refuses,
 `"overwrite"` starts afresh, `"resume"` keeps the rows, repairs a torn last line left by a crash
-and reports which (task, rollout) pairs are already done.
+(in every JSONL file), and reports which (task, rollout) pairs are already done. After a resume the
+side files agree with the rows: the failures file keeps one record per pair that is still missing,
+the materialized inputs one line per pair however many times the run was killed.
+
+Each write is one `write` + `flush` (no fsync: a killed process loses nothing the kernel has, and
+fsync per row would cost more than a rollout). An OS error (disk full, read-only file system) is an
+OutputWriteError naming the file; whatever was written stays resumable.
 """
 
 from __future__ import annotations
@@ -20,13 +28,24 @@ from typing import IO, Any, Literal
 
 import orjson
 
-from nemo_gym.errors import InputDataError, OutputExistsError
+from nemo_gym.errors import InputDataError, OutputExistsError, OutputWriteError
+from nemo_gym.rollouts.output_lock import os_error_text
+from nemo_gym.rollouts.tasks import RolloutJob
 
 OutputMode = Literal["new", "resume", "overwrite"]
+PairKey = tuple[int, int]
 
 
 def sidecar(path: Path, suffix: str, extension: str = ".jsonl") -> Path:
     return path.with_name(f"{path.stem}_{suffix}{extension}")
+
+
+def write_error(path: Path, error: OSError) -> OutputWriteError:
+    return OutputWriteError(
+        f"cannot write {path}: {os_error_text(error)}; make room or fix the permissions, then finish the run "
+        f"with the same command plus +resume=true",
+        path=str(path),
+    )
 
 
 def repair_torn_tail(path: Path) -> int:
@@ -67,13 +86,45 @@ def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
                 raise InputDataError(f"corrupt row ({error})", path=str(path), line=line_number) from None
 
 
-def done_keys(path: Path) -> set[tuple[int, int]]:
-    keys: set[tuple[int, int]] = set()
-    for row in iter_rows(path):
-        task, rollout = row.get("_ng_task_index"), row.get("_ng_rollout_index")
-        if isinstance(task, int) and isinstance(rollout, int):
-            keys.add((task, rollout))
-    return keys
+def pair_key(record: dict[str, Any]) -> PairKey | None:
+    task, rollout = record.get("_ng_task_index"), record.get("_ng_rollout_index")
+    if isinstance(task, int) and isinstance(rollout, int):
+        return (task, rollout)
+    return None
+
+
+def done_keys(path: Path) -> set[PairKey]:
+    return {key for row in iter_rows(path) if (key := pair_key(row)) is not None}
+
+
+class _JsonlFile:
+    """One append-only JSONL file: a record per line, flushed per record, OS errors named."""
+
+    __slots__ = ("path", "_handle")
+
+    def __init__(self, path: Path, append: bool):
+        self.path = path
+        try:
+            self._handle: IO[bytes] | None = path.open("ab" if append else "wb")
+        except OSError as error:
+            raise write_error(path, error) from None
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self._handle is not None, "RolloutStore.open() first"
+        try:
+            self._handle.write(orjson.dumps(record) + b"\n")
+            self._handle.flush()
+        except OSError as error:
+            raise write_error(self.path, error) from None
+
+    def close(self) -> None:
+        if self._handle is None:
+            return
+        try:
+            self._handle.close()
+        except OSError:
+            pass  # the write that failed already raised; what reached the disk is repaired on resume
+        self._handle = None
 
 
 class RolloutStore:
@@ -86,53 +137,176 @@ class RolloutStore:
         self.materialized_path = sidecar(self.path, "materialized_inputs")
         self.metrics_path = sidecar(self.path, "aggregate_metrics", ".json")
         self.repaired_bytes = 0
-        self._rows: IO[bytes] | None = None
-        self._failures: IO[bytes] | None = None
-        self._materialized: IO[bytes] | None = None
+        self._rows: _JsonlFile | None = None
+        self._failures: _JsonlFile | None = None
+        self._materialized: _JsonlFile | None = None
+        self._already_materialized: set[PairKey] = set()
+        # Pairs with a failure record from an earlier run; a row for one of them makes that record stale.
+        self._earlier_failures: set[PairKey] = set()
+        self._recovered: set[PairKey] = set()
 
-    def open(self) -> set[tuple[int, int]]:
-        """Prepare the files; returns the (task, rollout) pairs already done (resume only)."""
-        exists = self.path.exists() and self.path.stat().st_size > 0
-        if exists and self.mode == "new":
+    @property
+    def output_exists(self) -> bool:
+        return self.path.exists() and self.path.stat().st_size > 0
+
+    def check_mode(self) -> None:
+        """Refuse to touch an existing output unless resume or overwrite was asked for."""
+        if self.mode == "new" and self.output_exists:
             raise OutputExistsError(
                 f"{self.path} already exists; pass +resume=true to finish it or +overwrite=true to replace it"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        done: set[tuple[int, int]] = set()
-        if self.mode == "resume" and self.path.exists():
-            self.repaired_bytes = repair_torn_tail(self.path)
-            done = done_keys(self.path)
+
+    def open(self) -> set[PairKey]:
+        """Prepare the files; returns the (task, rollout) pairs already done (resume only)."""
+        self.check_mode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise write_error(self.path.parent, error) from None
+        done: set[PairKey] = set()
         append = self.mode == "resume"
-        self._rows = self.path.open("ab" if append else "wb")
-        self._failures = self.failures_path.open("ab" if append else "wb")
-        self._materialized = self.materialized_path.open("ab" if append else "wb")
+        if append:
+            try:
+                done = self._prepare_resume()
+            except OSError as error:
+                raise write_error(self.path, error) from None
+        self._rows = _JsonlFile(self.path, append)
+        self._failures = _JsonlFile(self.failures_path, append)
+        self._materialized = _JsonlFile(self.materialized_path, append)
         return done
 
-    @staticmethod
-    def _write(handle: IO[bytes] | None, record: dict[str, Any]) -> None:
-        assert handle is not None, "RolloutStore.open() first"
-        handle.write(orjson.dumps(record) + b"\n")
-        handle.flush()
+    def _prepare_resume(self) -> set[PairKey]:
+        done: set[PairKey] = set()
+        if self.path.exists():
+            self.repaired_bytes = repair_torn_tail(self.path)
+            done = done_keys(self.path)
+        if self.materialized_path.exists():
+            repair_torn_tail(self.materialized_path)
+            self._already_materialized = _dedupe_materialized(self.materialized_path)
+        if self.failures_path.exists():
+            repair_torn_tail(self.failures_path)
+            self._earlier_failures = _compact_failures(self.failures_path, drop=done)
+        return done
 
     def write_row(self, row: dict[str, Any]) -> None:
-        self._write(self._rows, row)
+        assert self._rows is not None, "RolloutStore.open() first"
+        self._rows.write(row)
+        if self._earlier_failures:
+            key = pair_key(row)
+            if key in self._earlier_failures:
+                self._recovered.add(key)
 
     def write_failure(self, record: dict[str, Any]) -> None:
-        self._write(self._failures, record)
+        assert self._failures is not None, "RolloutStore.open() first"
+        self._failures.write(record)
 
-    def write_materialized(self, record: dict[str, Any]) -> None:
-        self._write(self._materialized, record)
+    def write_materialized(self, job: RolloutJob) -> None:
+        """What is sent for `job`, once per pair: a resume does not repeat a pair already recorded."""
+        assert self._materialized is not None, "RolloutStore.open() first"
+        if self._already_materialized and job.key in self._already_materialized:
+            return
+        self._materialized.write(job.stamp(dict(job.row)))
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         temporary = self.metrics_path.with_suffix(".json.tmp")
-        temporary.write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
-        os.replace(temporary, self.metrics_path)  # atomic: never a half-written metrics file
+        try:
+            temporary.write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
+            os.replace(temporary, self.metrics_path)  # atomic: never a half-written metrics file
+        except OSError as error:
+            _remove_quietly(temporary)
+            raise write_error(self.metrics_path, error) from None
 
     def close(self) -> None:
-        for handle in (self._rows, self._failures, self._materialized):
-            if handle is not None:
-                handle.close()
+        for file in (self._rows, self._failures, self._materialized):
+            if file is not None:
+                file.close()
         self._rows = self._failures = self._materialized = None
+        if self._recovered or self._earlier_failures:
+            try:
+                # A pair that failed earlier and succeeded (or failed again) now: keep only what is still true.
+                _compact_failures(self.failures_path, drop=self._recovered)
+            except OSError:
+                pass  # disk full: the next resume compacts again
         # An empty failures file would only make people look for failures that did not happen.
-        if self.failures_path.exists() and self.failures_path.stat().st_size == 0:
-            self.failures_path.unlink()
+        try:
+            if self.failures_path.exists() and self.failures_path.stat().st_size == 0:
+                self.failures_path.unlink()
+        except OSError:
+            pass
+
+
+def _compact_failures(path: Path, *, drop: set[PairKey]) -> set[PairKey]:
+    """Rewrite the failures file with the latest record per pair, minus the pairs in `drop`;
+    returns the pairs left. Only failures are read, never rows, so this stays small."""
+    latest: dict[PairKey, bytes] = {}
+    lines = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.strip():
+                continue
+            lines += 1
+            try:
+                key = pair_key(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                continue  # an unreadable record says nothing about which pair is missing
+            if key is not None and key not in drop:
+                latest.pop(key, None)
+                latest[key] = raw if raw.endswith(b"\n") else raw + b"\n"
+    if len(latest) != lines:
+        _replace_contents(path, latest.values())
+    return set(latest)
+
+
+def _dedupe_materialized(path: Path) -> set[PairKey]:
+    """Keys of the materialized inputs; rewrites the file only if a pair appears twice (older versions
+    re-recorded in-flight pairs on every resume)."""
+    seen: set[PairKey] = set()
+    duplicated = False
+    with path.open("rb") as handle:
+        for raw in handle:
+            key = _key_of_line(raw)
+            if key is None:
+                continue
+            duplicated |= key in seen
+            seen.add(key)
+    if duplicated:
+        kept: set[PairKey] = set()
+
+        def first_of_each() -> Iterator[bytes]:
+            with path.open("rb") as handle:
+                for raw in handle:
+                    key = _key_of_line(raw)
+                    if key is not None and key not in kept:
+                        kept.add(key)
+                        yield raw
+
+        _replace_contents(path, first_of_each())
+    return seen
+
+
+def _key_of_line(raw: bytes) -> PairKey | None:
+    if not raw.strip():
+        return None
+    try:
+        return pair_key(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _replace_contents(path: Path, lines: Iterator[bytes] | Any) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with temporary.open("wb") as handle:
+            for line in lines:
+                handle.write(line)
+        os.replace(temporary, path)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass

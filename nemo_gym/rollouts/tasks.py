@@ -1,12 +1,14 @@
 """Reading tasks from JSONL and expanding them into rollout jobs, lazily.
 
 Input is read twice, never held: a fast first pass validates every line (so a malformed line is
-reported with its file and line number before any rollout starts), and a second pass streams the
+reported with its file and line number before any rollout starts) and fingerprints the tasks the job
+uses (see `scan_tasks`), and a second pass streams the
 tasks into jobs as the collector asks for them. Memory stays flat whatever the file size.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,13 @@ class RolloutJob:
     def key(self) -> tuple[int, int]:
         return (self.task_index, self.rollout_index)
 
+    def stamp(self, record: JSONDict) -> JSONDict:
+        """`record` (a row, a failure, a materialized input) tagged with this pair's `_ng_*` keys, in place.
+        The one place those keys are written, so rows, failures and inputs always agree on them."""
+        record["_ng_task_index"] = self.task_index
+        record["_ng_rollout_index"] = self.rollout_index
+        return record
+
 
 def check_task(row: Any, *, path: str, line: int) -> JSONDict:
     """Validate the shape of one task row; raise InputDataError naming file, line and field."""
@@ -51,10 +60,8 @@ def check_task(row: Any, *, path: str, line: int) -> JSONDict:
     return row
 
 
-def iter_tasks(path: str | Path, limit: int | None = None) -> Iterator[tuple[int, JSONDict]]:
-    """Yield (task_index, row) for the first `limit` tasks (all when falsy). Blank lines are skipped;
-    task_index counts tasks from 0 in file order."""
-    path = Path(path)
+def _task_lines(path: Path, limit: int | None) -> Iterator[tuple[int, bytes, JSONDict]]:
+    """(task_index, raw line, checked row) for the first `limit` tasks (all when falsy)."""
     if not path.is_file():
         raise InputDataError("input file does not exist", path=str(path))
     task_index = 0
@@ -68,13 +75,49 @@ def iter_tasks(path: str | Path, limit: int | None = None) -> Iterator[tuple[int
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError as error:
                 raise InputDataError(f"not valid JSON ({error})", path=str(path), line=line_number) from None
-            yield task_index, check_task(row, path=str(path), line=line_number)
+            yield task_index, raw, check_task(row, path=str(path), line=line_number)
             task_index += 1
+
+
+def iter_tasks(path: str | Path, limit: int | None = None) -> Iterator[tuple[int, JSONDict]]:
+    """Yield (task_index, row) for the first `limit` tasks (all when falsy). Blank lines are skipped;
+    task_index counts tasks from 0 in file order."""
+    for task_index, _, row in _task_lines(Path(path), limit):
+        yield task_index, row
 
 
 def count_tasks(path: str | Path, limit: int | None = None) -> int:
     """Validate the first `limit` tasks and count them, without keeping any."""
     return sum(1 for _ in iter_tasks(path, limit))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskScan:
+    """What one validating pass over the input learned: how many tasks the job uses, a SHA-256 of
+    exactly those task lines, and (when asked for) the digest of the first `checkpoint` tasks."""
+
+    num_tasks: int
+    sha256: str
+    checkpoint_sha256: str | None = None
+
+
+def scan_tasks(path: str | Path, limit: int | None = None, checkpoint: int | None = None) -> TaskScan:
+    """Validate the first `limit` tasks and fingerprint them in the same streaming pass (memory stays
+    flat; the hash costs little next to parsing each line). Only the tasks the job uses are hashed,
+    each line without its line ending, so lines appended beyond `limit` do not change the job, and
+    `checkpoint` tells whether a file that grew still starts with the tasks a job began with."""
+    digest = hashlib.sha256()
+    at_checkpoint: str | None = None
+    num_tasks = 0
+    for task_index, raw, _ in _task_lines(Path(path), limit):
+        if checkpoint is not None and task_index == checkpoint:
+            at_checkpoint = digest.hexdigest()
+        digest.update(raw.rstrip(b"\r\n"))
+        digest.update(b"\n")
+        num_tasks = task_index + 1
+    if checkpoint is not None and num_tasks == checkpoint:
+        at_checkpoint = digest.hexdigest()
+    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint)
 
 
 def apply_overrides(row: JSONDict, overrides: JSONDict | None) -> JSONDict:

@@ -1,0 +1,283 @@
+"""A durable collection into a JSONL file: the Python API behind `ng_collect_rollouts`.
+
+    report = await collect_to_file(head_url, CollectionSpec(agent_name="my_agent", input_jsonl_fpath="tasks.jsonl",
+                                                            num_repeats=4), "results/run.jsonl", mode="resume")
+
+or in two steps, so a caller can do something between taking the output and running (the CLI
+starts servers there, after a second collector on the same file has already been turned away):
+
+    with FileCollection(spec, "results/run.jsonl", mode="new") as collection:   # lock, validate, job identity
+        report = run_async(collection.run(head_url, CollectionPolicy(concurrency=64)))
+
+What `open()` does, in order: lock the output (one writer per file), refuse an existing output
+unless resume/overwrite was asked for, validate and fingerprint the input in one streaming pass,
+check (resume) or record (new, overwrite) the job identity, then open the files (`RolloutStore`).
+`run()` streams the missing pairs through a `RolloutCollector`, writes each row or failure as it
+finishes (secrets scrubbed from failure messages), and ends with `finish()`, which computes the
+metrics from the rows file: the one place the end of a collection happens, so end-of-run reports
+hook in there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector, RolloutOutcome
+from nemo_gym.rollouts.job_identity import (
+    JobIdentity,
+    check_same_job,
+    job_record_path,
+    read_job_record,
+    scan_for_resume,
+    write_job_record,
+)
+from nemo_gym.rollouts.metrics import aggregate_rollouts
+from nemo_gym.rollouts.output_lock import OutputLock
+from nemo_gym.rollouts.redaction import SecretRedactor
+from nemo_gym.rollouts.store import OutputMode, PairKey, RolloutStore, iter_rows, pair_key, write_error
+from nemo_gym.rollouts.tasks import RolloutJob, expand_jobs, iter_tasks
+
+
+class CollectionSpec(BaseModel):
+    """What to collect: the parameters that make up the job's identity."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agent_name: str
+    input_jsonl_fpath: str
+    limit: int | None = Field(None, ge=0)
+    """First N tasks only (None or 0 = all)."""
+    num_repeats: int = Field(1, ge=1)
+    responses_create_params: dict[str, Any] = Field(default_factory=dict)
+    """Overrides merged into every task's responses_create_params."""
+
+
+class CollectionProgress(Protocol):
+    """Told about each finished rollout; the CLI's progress bar is one."""
+
+    def start(self, total: int, already_done: int) -> None: ...
+
+    def advance(self, outcome: RolloutOutcome) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class CollectionReport:
+    """How a collection ended. `missing == 0` means every (task, rollout) pair has a row."""
+
+    output_path: Path
+    failures_path: Path
+    metrics_path: Path
+    metrics: dict[str, Any]
+    expected: int
+    """(task, rollout) pairs of the job."""
+    rows: int
+    """Rows in the output file for pairs of the job."""
+    resumed_from: int
+    """Pairs that were already done when this run started."""
+    failed_this_run: int
+    wall_time_s: float
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.expected - self.rows)
+
+    @property
+    def complete(self) -> bool:
+        return self.missing == 0
+
+
+@dataclass(slots=True)
+class OpenedOutput:
+    """What `open()` found: useful to say before the run starts."""
+
+    num_tasks: int
+    done: set[PairKey]
+    repaired_bytes: int
+    job_record_was_missing: bool
+
+
+class FileCollection:
+    """One collection into one output file. `open()` (or `with`), `await run(...)`, `close()`."""
+
+    def __init__(
+        self,
+        spec: CollectionSpec,
+        output_path: str | Path,
+        mode: OutputMode = "new",
+        *,
+        secret_values: Iterable[str] = (),
+    ):
+        self.spec = spec
+        self.mode = mode
+        self.store = RolloutStore(output_path, mode)
+        self.lock = OutputLock(self.store.path)
+        self.job_path = job_record_path(self.store.path)
+        self.redact = SecretRedactor(secret_values)
+        self.opened: OpenedOutput | None = None
+
+    @property
+    def output_path(self) -> Path:
+        return self.store.path
+
+    def open(self) -> OpenedOutput:
+        """Lock, validate, check or record the job, open the files. Raises OutputLockedError,
+        OutputExistsError, InputDataError, JobMismatchError or OutputWriteError; holds nothing then."""
+        self.lock.acquire()
+        try:
+            self.opened = self._open_locked()
+        except BaseException:
+            self.store.close()
+            self.lock.release()
+            raise
+        return self.opened
+
+    def _open_locked(self) -> OpenedOutput:
+        self.store.check_mode()  # before the input pass: an existing file is refused at once
+        spec = self.spec
+        recorded = read_job_record(self.job_path) if self.mode == "resume" else None
+        scan = scan_for_resume(spec.input_jsonl_fpath, spec.limit, recorded)
+        identity = JobIdentity.of(
+            agent_name=spec.agent_name,
+            input_path=spec.input_jsonl_fpath,
+            scan=scan,
+            limit=spec.limit,
+            num_repeats=spec.num_repeats,
+            responses_create_params=spec.responses_create_params,
+        )
+        missing_record = False
+        if recorded is not None:
+            check_same_job(recorded, identity, output_path=self.store.path, scan_for_growth=scan)
+        else:
+            missing_record = self.mode == "resume" and self.store.output_exists
+            try:
+                # Recorded before the first row exists, so no row is ever without its job.
+                write_job_record(self.job_path, identity)
+            except OSError as error:
+                raise write_error(self.job_path, error) from None
+        done = self.store.open()
+        return OpenedOutput(scan.num_tasks, done, self.store.repaired_bytes, missing_record)
+
+    def close(self) -> None:
+        self.store.close()
+        self.lock.release()
+
+    def __enter__(self) -> FileCollection:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def run(
+        self,
+        head_url_or_collector: str | RolloutCollector,
+        policy: CollectionPolicy = CollectionPolicy(),
+        progress: CollectionProgress | None = None,
+    ) -> CollectionReport:
+        """Collect every missing pair. Raises ServerGoneError (circuit breaker) or OutputWriteError;
+        either way what was written stays, and a resume finishes it."""
+        assert self.opened is not None, "FileCollection.open() first"
+        started = time.monotonic()
+        if isinstance(head_url_or_collector, RolloutCollector):
+            failed = await self._stream(head_url_or_collector, progress)
+        else:
+            async with RolloutCollector.connect(head_url_or_collector, self.spec.agent_name, policy) as collector:
+                failed = await self._stream(collector, progress)
+        self.store.close()  # flush and compact the side files before the metrics read the rows
+        return self.finish(failed_this_run=failed, wall_time_s=time.monotonic() - started)
+
+    def _jobs(self) -> Iterator[RolloutJob]:
+        """Every pair of the job in order: each is materialized once, and only missing ones are run."""
+        assert self.opened is not None
+        done = self.opened.done
+        for job in expand_jobs(
+            iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit),
+            num_repeats=self.spec.num_repeats,
+            overrides=self.spec.responses_create_params,
+        ):
+            self.store.write_materialized(job)
+            if job.key not in done:
+                yield job
+
+    def _pending(self) -> int:
+        assert self.opened is not None
+        num_tasks, repeats = self.opened.num_tasks, self.spec.num_repeats
+        already = sum(1 for task, rollout in self.opened.done if task < num_tasks and rollout < repeats)
+        return num_tasks * repeats - already
+
+    async def _stream(self, collector: RolloutCollector, progress: CollectionProgress | None) -> int:
+        assert self.opened is not None
+        failed = 0
+        total = self._pending()
+        if progress is not None:
+            progress.start(total, self.opened.num_tasks * self.spec.num_repeats - total)
+        try:
+            async for outcome in collector.stream(self._jobs()):
+                if outcome.ok:
+                    assert outcome.row is not None
+                    self.store.write_row(outcome.row)
+                else:
+                    failed += 1
+                    record = outcome.failure_record(collector.agent_name)
+                    record["message"] = self.redact(record["message"])
+                    self.store.write_failure(record)
+                if progress is not None:
+                    progress.advance(outcome)
+        finally:
+            if progress is not None:
+                progress.close()
+        return failed
+
+    def finish(self, *, failed_this_run: int, wall_time_s: float) -> CollectionReport:
+        """Metrics from the rows file (so they always agree with it), written beside it."""
+        assert self.opened is not None
+        num_tasks, repeats = self.opened.num_tasks, self.spec.num_repeats
+        expected = num_tasks * repeats
+        rows = sum(
+            1
+            for row in iter_rows(self.store.path)
+            if (key := pair_key(row)) is not None and key[0] < num_tasks and key[1] < repeats
+        )
+        metrics = aggregate_rollouts(
+            iter_rows(self.store.path), num_repeats=repeats, failures=max(0, expected - rows), wall_time_s=wall_time_s
+        )
+        self.store.write_metrics(metrics)
+        return CollectionReport(
+            self.store.path,
+            self.store.failures_path,
+            self.store.metrics_path,
+            metrics,
+            expected,
+            rows,
+            len(self.opened.done),
+            failed_this_run,
+            wall_time_s,
+        )
+
+
+async def collect_to_file(
+    head_url: str,
+    spec: CollectionSpec,
+    output_path: str | Path,
+    *,
+    mode: OutputMode = "new",
+    policy: CollectionPolicy = CollectionPolicy(),
+    progress: CollectionProgress | None = None,
+    secret_values: Iterable[str] = (),
+) -> CollectionReport:
+    """Collect `spec` into `output_path` durably (lock, job identity, resume, side files, metrics)."""
+    collection = FileCollection(spec, output_path, mode, secret_values=secret_values)
+    await asyncio.to_thread(collection.open)  # the input pass can take seconds; keep the loop free
+    try:
+        return await collection.run(head_url, policy, progress)
+    finally:
+        collection.close()

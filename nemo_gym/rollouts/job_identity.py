@@ -1,0 +1,153 @@
+"""Which job an output file belongs to, so `resume` only ever finishes the job that started it.
+
+When an output file is created, `<stem>_job.json` records the job: the agent, the input file's
+absolute path and a fingerprint of the tasks it uses (count + SHA-256 of those lines, see
+`tasks.scan_tasks`), `limit`, `num_repeats` and the `responses_create_params` overrides. A resume
+compares the job it is asked to run with the record and refuses (JobMismatchError, exit 2) naming
+the first field that differs, so rows of two jobs never end up in one file.
+
+Only the tasks a job uses are fingerprinted: lines appended to an input beyond `+limit` leave the
+job unchanged. Without a limit, an input that grew is a different job; the message says whether
+the original tasks are still the file's first ones, so the user knows what happened.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nemo_gym.errors import JobMismatchError
+from nemo_gym.rollouts.tasks import TaskScan, scan_tasks
+
+JOB_RECORD_VERSION = 1
+
+
+class InputFingerprint(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    num_tasks: int
+    """Tasks the job uses (after `limit`)."""
+    sha256: str
+    """Of exactly those task lines, each without its line ending."""
+
+
+class JobIdentity(BaseModel):
+    """Everything that decides which (task, rollout) pairs a job has and what each one sends."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int = JOB_RECORD_VERSION
+    agent_name: str
+    input_jsonl_fpath: str
+    """Absolute, so a resume from another working directory still matches."""
+    input_fingerprint: InputFingerprint
+    limit: int | None = None
+    num_repeats: int = Field(1, ge=1)
+    responses_create_params: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        agent_name: str,
+        input_path: str | Path,
+        scan: TaskScan,
+        limit: int | None,
+        num_repeats: int,
+        responses_create_params: dict[str, Any] | None,
+    ) -> JobIdentity:
+        return cls(
+            agent_name=agent_name,
+            input_jsonl_fpath=str(Path(input_path).resolve()),
+            input_fingerprint=InputFingerprint(num_tasks=scan.num_tasks, sha256=scan.sha256),
+            limit=limit or None,
+            num_repeats=num_repeats,
+            responses_create_params=responses_create_params or {},
+        )
+
+
+def job_record_path(output_path: Path) -> Path:
+    return output_path.with_name(f"{output_path.stem}_job.json")
+
+
+def read_job_record(path: Path) -> JobIdentity | None:
+    """The recorded job, or None when there is no record (a file written before records existed)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return JobIdentity.model_validate(orjson.loads(raw))
+    except (orjson.JSONDecodeError, ValidationError):
+        raise JobMismatchError(
+            f"{path} is not a job record this version understands; start again with +overwrite=true", field="job record"
+        ) from None
+
+
+def write_job_record(path: Path, identity: JobIdentity) -> None:
+    """Atomically: a crash leaves the old record or the new one, never half of one."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(
+        orjson.dumps(identity.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    )
+    os.replace(temporary, path)
+
+
+def check_same_job(
+    recorded: JobIdentity, requested: JobIdentity, *, output_path: Path, scan_for_growth: TaskScan | None
+) -> None:
+    """Raise JobMismatchError naming the first field where `requested` is not the job `output_path` holds.
+
+    `scan_for_growth`: a scan of the input with `checkpoint=recorded task count`, used only to explain
+    a changed input (grew with the original tasks first, or edited)."""
+    fix = "finish it with the original parameters, or start again with +overwrite=true (or another +output_jsonl_fpath)"
+
+    def refuse(field: str, was: Any, now: Any, detail: str = "") -> None:
+        raise JobMismatchError(
+            f"cannot resume {output_path}: {field} differs from the job that wrote it "
+            f"(was {was}, now {now}){detail}; {fix}",
+            field=field,
+        )
+
+    if requested.agent_name != recorded.agent_name:
+        refuse("agent_name", repr(recorded.agent_name), repr(requested.agent_name))
+    if requested.input_jsonl_fpath != recorded.input_jsonl_fpath:
+        refuse("input_jsonl_fpath", recorded.input_jsonl_fpath, requested.input_jsonl_fpath)
+    if requested.limit != recorded.limit:
+        refuse("limit", recorded.limit, requested.limit)
+    if requested.num_repeats != recorded.num_repeats:
+        refuse("num_repeats", recorded.num_repeats, requested.num_repeats)
+    if _canonical(requested.responses_create_params) != _canonical(recorded.responses_create_params):
+        refuse(
+            "responses_create_params",
+            _canonical(recorded.responses_create_params).decode(),
+            _canonical(requested.responses_create_params).decode(),
+        )
+    was, now = recorded.input_fingerprint, requested.input_fingerprint
+    if was != now:
+        if now.num_tasks > was.num_tasks and scan_for_growth and scan_for_growth.checkpoint_sha256 == was.sha256:
+            detail = f": the file grew, its first {was.num_tasks} tasks are unchanged"
+        elif now.num_tasks == was.num_tasks:
+            detail = ": same number of tasks, different content"
+        else:
+            detail = ": the tasks were edited"
+        refuse(
+            "input_jsonl_fpath content",
+            f"{was.num_tasks} tasks, sha256 {was.sha256[:12]}",
+            f"{now.num_tasks} tasks, sha256 {now.sha256[:12]}",
+            detail,
+        )
+
+
+def _canonical(params: dict[str, Any]) -> bytes:
+    return orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+
+
+def scan_for_resume(input_path: str | Path, limit: int | None, recorded: JobIdentity | None) -> TaskScan:
+    """One pass that validates, fingerprints, and remembers where the recorded job's tasks ended."""
+    checkpoint = recorded.input_fingerprint.num_tasks if recorded is not None else None
+    return scan_tasks(input_path, limit, checkpoint=checkpoint)
