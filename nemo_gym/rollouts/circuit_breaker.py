@@ -30,7 +30,7 @@ def unreachable_origin(error: BaseException) -> str | None:
     attempt failed some other way (an HTTP error status, a timeout, a bad body)."""
     if isinstance(error, ServerUnreachableError):
         text = str(error)
-    elif isinstance(error, HTTPStatusError) and error.status_code == 502:
+    elif isinstance(error, HTTPStatusError) and error.status_code >= 500:  # the agent's report of a server behind it
         text = error.body or str(error)
     else:
         return None

@@ -217,6 +217,9 @@ class RolloutStore:
             raise write_error(self.metrics_path, error) from None
 
     def close(self) -> None:
+        """Close the files and make the failures file true to the rows. Safe to call more than once."""
+        if self._rows is None and self._failures is None and self._materialized is None:
+            return
         for file in (self._rows, self._failures, self._materialized):
             if file is not None:
                 file.close()

@@ -38,19 +38,31 @@ def test_a_server_dying_mid_run_stops_the_collection_and_resume_finishes_it(tmp_
     output = tmp_path / "out.jsonl"
     head_port = free_port()
     with ScriptedOpenAI(latency_s=0.05) as upstream:
-        overrides = (f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}", "+policy_api_key=x",
-                     "+policy_model_name=m")
+        overrides = (
+            f"+head_server.port={head_port}",
+            f"+policy_base_url={upstream.url}",
+            "+policy_api_key=x",
+            "+policy_model_name=m",
+        )
         stack = RunningStack(*overrides).wait_ready()
-        collector = spawn("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={tasks}",
-                          f"+output_jsonl_fpath={output}", f"+head_server.port={head_port}",
-                          "+num_samples_in_parallel=16")
+        collector = spawn(
+            "ng_collect_rollouts",
+            f"+agent_name={TUTORIAL_AGENT}",
+            f"+input_jsonl_fpath={tasks}",
+            f"+output_jsonl_fpath={output}",
+            f"+head_server.port={head_port}",
+            "+num_samples_in_parallel=16",
+        )
         try:
             deadline = time.monotonic() + 60
             while not output.exists() or len(output.read_bytes().splitlines()) < 30:
                 assert time.monotonic() < deadline and collector.poll() is None
                 time.sleep(0.02)
-            resources = [child for child in psutil.Process(stack.process.pid).children(recursive=True)
-                         if any(part.endswith(RESOURCES_ENTRYPOINT) for part in child.cmdline())]
+            resources = [
+                child
+                for child in psutil.Process(stack.process.pid).children(recursive=True)
+                if any(part.endswith(RESOURCES_ENTRYPOINT) for part in child.cmdline())
+            ]
             assert len(resources) == 1
             resources[0].kill()
             printed, _ = collector.communicate(timeout=120)
@@ -74,8 +86,14 @@ def test_a_server_dying_mid_run_stops_the_collection_and_resume_finishes_it(tmp_
         assert len(rows) + len(failures) < 600
 
         with RunningStack(*overrides) as restarted:
-            resumed = cli("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={tasks}",
-                          f"+output_jsonl_fpath={output}", f"+head_server.port={head_port}", "+resume=true")
+            resumed = cli(
+                "ng_collect_rollouts",
+                f"+agent_name={TUTORIAL_AGENT}",
+                f"+input_jsonl_fpath={tasks}",
+                f"+output_jsonl_fpath={output}",
+                f"+head_server.port={head_port}",
+                "+resume=true",
+            )
             assert restarted.process.poll() is None
     assert resumed.returncode == 0, resumed.stderr
     keys = [(row["_ng_task_index"], row["_ng_rollout_index"]) for row in read_rows(output)]
@@ -95,8 +113,14 @@ def key_echoing_upstream() -> Iterator[str]:
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
-            body = json.dumps({"error": {"message": f"Incorrect API key provided: {sent}. "
-                                                    f"Keys look like {OTHER_KEY}.", "code": "invalid_api_key"}})
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {sent}. Keys look like {OTHER_KEY}.",
+                        "code": "invalid_api_key",
+                    }
+                }
+            )
             self.send_response(401)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -118,10 +142,17 @@ def test_an_api_key_echoed_by_the_upstream_never_reaches_the_failures_file(key_e
     tasks = write_tasks(tmp_path / "tasks.jsonl", 2)
     output = tmp_path / "out.jsonl"
     result = cli(
-        "ng_collect_rollouts", f"+config_paths=[{TUTORIAL_CONFIGS}]", f"+head_server.port={free_port()}",
-        f"+policy_base_url={key_echoing_upstream}", f"+policy_api_key={CONFIGURED_KEY}", "+policy_model_name=m",
-        f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={tasks}", f"+output_jsonl_fpath={output}",
-        "+max_attempts=1", timeout=120,
+        "ng_collect_rollouts",
+        f"+config_paths=[{TUTORIAL_CONFIGS}]",
+        f"+head_server.port={free_port()}",
+        f"+policy_base_url={key_echoing_upstream}",
+        f"+policy_api_key={CONFIGURED_KEY}",
+        "+policy_model_name=m",
+        f"+agent_name={TUTORIAL_AGENT}",
+        f"+input_jsonl_fpath={tasks}",
+        f"+output_jsonl_fpath={output}",
+        "+max_attempts=1",
+        timeout=120,
     )
     assert result.returncode == 1, result.stderr
     failures_file = tmp_path / "out_failures.jsonl"
@@ -137,7 +168,10 @@ def test_an_api_key_echoed_by_the_upstream_never_reaches_the_failures_file(key_e
 
 def test_the_redactor_hides_configured_values_and_key_shapes_but_not_placeholders():
     redact = SecretRedactor(["a-configured-secret-value", "x", None])  # type: ignore[list-item]
-    text = ('{"message": "bad key a-configured-secret-value (Authorization: Bearer tok_abcdefghijkl) '
-            'x sk-ant-api03-abcdefghij, see https://host/v1?api_key=zzzzzzzzzz&x=1"}')
-    assert redact(text) == ('{"message": "bad key *** (Authorization: Bearer ***) '
-                            'x sk-***, see https://host/v1?api_key=***&x=1"}')
+    text = (
+        '{"message": "bad key a-configured-secret-value (Authorization: Bearer tok_abcdefghijkl) '
+        'x sk-ant-api03-abcdefghij, see https://host/v1?api_key=zzzzzzzzzz&x=1"}'
+    )
+    assert redact(text) == (
+        '{"message": "bad key *** (Authorization: Bearer ***) x sk-***, see https://host/v1?api_key=***&x=1"}'
+    )

@@ -48,8 +48,12 @@ def upstream():
 @pytest.fixture(scope="module")
 def stack(upstream):
     head_port = free_port()
-    running = RunningStack(f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
-                           "+policy_api_key=x", "+policy_model_name=m")
+    running = RunningStack(
+        f"+head_server.port={head_port}",
+        f"+policy_base_url={upstream.url}",
+        "+policy_api_key=x",
+        "+policy_model_name=m",
+    )
     running.wait_ready()
     yield head_port
     running.process.send_signal(signal.SIGINT)
@@ -68,16 +72,33 @@ def slow_upstream(upstream):
 
 
 def collect(head_port: int, tasks: Path, output: Path, *extra: str, timeout: float = 120):
-    return cli("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={tasks}",
-               f"+output_jsonl_fpath={output}", f"+head_server.port={head_port}", *extra, timeout=timeout)
+    return cli(
+        "ng_collect_rollouts",
+        f"+agent_name={TUTORIAL_AGENT}",
+        f"+input_jsonl_fpath={tasks}",
+        f"+output_jsonl_fpath={output}",
+        f"+head_server.port={head_port}",
+        *extra,
+        timeout=timeout,
+    )
 
 
 def start_collect(head_port: int, tasks: Path, output: Path, *extra: str) -> subprocess.Popen[str]:
     """A collector in the background; its output goes nowhere, so a full pipe never stalls it."""
-    return subprocess.Popen([console_script("ng_collect_rollouts"), f"+agent_name={TUTORIAL_AGENT}",
-                             f"+input_jsonl_fpath={tasks}", f"+output_jsonl_fpath={output}",
-                             f"+head_server.port={head_port}", *extra],
-                            cwd=PROJECT_ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            console_script("ng_collect_rollouts"),
+            f"+agent_name={TUTORIAL_AGENT}",
+            f"+input_jsonl_fpath={tasks}",
+            f"+output_jsonl_fpath={output}",
+            f"+head_server.port={head_port}",
+            *extra,
+        ],
+        cwd=PROJECT_ROOT,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_for_rows(output: Path, process: subprocess.Popen[str], at_least: int) -> None:
@@ -135,10 +156,13 @@ def test_resume_refuses_a_different_job_and_names_the_field(stack, tmp_path):
         assert output.read_bytes() == written  # nothing of the other job was written
         return result.stderr
 
-    assert "num_repeats differs" in refused(tasks, "+num_repeats=3", "+limit=3", "+responses_create_params.temperature=0.5")
+    assert "num_repeats differs" in refused(
+        tasks, "+num_repeats=3", "+limit=3", "+responses_create_params.temperature=0.5"
+    )
     assert "limit differs" in refused(tasks, "+num_repeats=2", "+limit=2", "+responses_create_params.temperature=0.5")
-    assert "responses_create_params differs" in refused(tasks, "+num_repeats=2", "+limit=3",
-                                                         "+responses_create_params.temperature=0.9")
+    assert "responses_create_params differs" in refused(
+        tasks, "+num_repeats=2", "+limit=3", "+responses_create_params.temperature=0.9"
+    )
     assert "input_jsonl_fpath differs" in refused(other_tasks, *same)
 
     # The same path with edited content is a different job too.
