@@ -25,6 +25,7 @@ from nemo_gym.errors import ConfigError, ServerGoneError, ServerUnreachableError
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutOutcome
 from nemo_gym.rollouts.file_collection import CollectionReport, CollectionSpec, FileCollection, OpenedOutput
 from nemo_gym.rollouts.metrics import RunningStats, format_key_metrics
+from nemo_gym.rollouts.store import OutputMode
 
 DEFAULT_PARALLEL = 256
 
@@ -70,7 +71,7 @@ def collect(argv: list[str]) -> int:
     params: CollectRolloutsConfig = read_command_config(CollectRolloutsConfig, config, "ng_collect_rollouts")
     if params.resume and params.overwrite:
         raise ConfigError("+resume=true and +overwrite=true contradict each other; pick one")
-    mode = "resume" if params.resume else "overwrite" if params.overwrite else "new"
+    mode: OutputMode = "resume" if params.resume else "overwrite" if params.overwrite else "new"
     spec = CollectionSpec(
         agent_name=params.agent_name,
         input_jsonl_fpath=params.input_jsonl_fpath,
