@@ -88,14 +88,16 @@ class RolloutOutcome:
 
     def failure_record(self, agent_name: str) -> dict[str, Any]:
         assert self.failure is not None
-        return self.job.stamp({
-            "agent_ref": {"type": AGENT_SERVER_TYPE, "name": agent_name},
-            "error_type": self.failure.error_type,
-            "message": self.failure.message,
-            "status_code": self.failure.status_code,
-            "attempts": self.attempts,
-            "duration_s": round(self.duration_s, 3),
-        })
+        return self.job.stamp(
+            {
+                "agent_ref": {"type": AGENT_SERVER_TYPE, "name": agent_name},
+                "error_type": self.failure.error_type,
+                "message": self.failure.message,
+                "status_code": self.failure.status_code,
+                "attempts": self.attempts,
+                "duration_s": round(self.duration_s, 3),
+            }
+        )
 
 
 class RolloutCollector:
@@ -112,8 +114,13 @@ class RolloutCollector:
         return CircuitBreaker(threshold) if threshold is not None else None
 
     @classmethod
-    def connect(cls, head_url: str, agent_name: str, policy: CollectionPolicy = CollectionPolicy(),
-                timeouts: Timeouts = Timeouts()) -> RolloutCollector:
+    def connect(
+        cls,
+        head_url: str,
+        agent_name: str,
+        policy: CollectionPolicy = CollectionPolicy(),
+        timeouts: Timeouts = Timeouts(),
+    ) -> RolloutCollector:
         """A collector with its own pooled HTTP client; use `async with` to close it."""
         return cls(ServerClient(head_url, HttpClient(timeouts=timeouts)), agent_name, policy)
 
@@ -186,7 +193,9 @@ class RolloutCollector:
         server = describe_server(breaker.gone_origin(), urls)
         return ServerGoneError(
             f"{server} is gone: {breaker.failures_in_a_row} rollout attempts in a row could not connect to it "
-            f"(last: {breaker.last_error[:300]}); stopped dispatching rollouts", server=server)
+            f"(last: {breaker.last_error[:300]}); stopped dispatching rollouts",
+            server=server,
+        )
 
     async def _attempt(self, job: RolloutJob) -> dict[str, Any]:
         call = self.server_client.post(self.agent_name, "/run", json=job.row, retry=CONNECT_ONLY_RETRY)
@@ -196,7 +205,11 @@ class RolloutCollector:
             result = await call
         result.raise_for_status()
         row = result.json()
-        if not isinstance(row, dict) or not isinstance(row.get("reward"), (int, float)) or isinstance(row.get("reward"), bool):
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("reward"), (int, float))
+            or isinstance(row.get("reward"), bool)
+        ):
             raise InvalidResponseError(f"agent {self.agent_name!r} returned a row without a numeric reward")
         row["agent_ref"] = {"type": AGENT_SERVER_TYPE, "name": self.agent_name}
         return job.stamp(row)

@@ -53,7 +53,9 @@ def check_task(row: Any, *, path: str, line: int) -> JSONDict:
     if "input" not in params:
         raise InputDataError("missing required field", path=path, line=line, field="responses_create_params.input")
     if not isinstance(params["input"], (str, list)):
-        raise InputDataError("must be a string or a list of items", path=path, line=line, field="responses_create_params.input")
+        raise InputDataError(
+            "must be a string or a list of items", path=path, line=line, field="responses_create_params.input"
+        )
     tools = params.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise InputDataError("must be a list", path=path, line=line, field="responses_create_params.tools")
@@ -127,8 +129,13 @@ def apply_overrides(row: JSONDict, overrides: JSONDict | None) -> JSONDict:
     return row | {"responses_create_params": row["responses_create_params"] | overrides}
 
 
-def expand_jobs(tasks: Iterable[tuple[int, JSONDict]], *, num_repeats: int = 1, overrides: JSONDict | None = None,
-                skip: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset()) -> Iterator[RolloutJob]:
+def expand_jobs(
+    tasks: Iterable[tuple[int, JSONDict]],
+    *,
+    num_repeats: int = 1,
+    overrides: JSONDict | None = None,
+    skip: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset(),
+) -> Iterator[RolloutJob]:
     """Rollout jobs in task-major order (a a b b c c), skipping pairs already done."""
     for task_index, row in tasks:
         materialized = apply_overrides(row, overrides)
@@ -137,8 +144,12 @@ def expand_jobs(tasks: Iterable[tuple[int, JSONDict]], *, num_repeats: int = 1, 
                 yield RolloutJob(task_index, rollout_index, materialized)
 
 
-def jobs_from_rows(rows: Iterable[JSONDict], *, num_repeats: int = 1, overrides: JSONDict | None = None,
-                   ) -> Iterator[RolloutJob]:
+def jobs_from_rows(
+    rows: Iterable[JSONDict],
+    *,
+    num_repeats: int = 1,
+    overrides: JSONDict | None = None,
+) -> Iterator[RolloutJob]:
     """Jobs for in-memory (or generated) task rows: each row is checked, then repeated `num_repeats` times."""
     checked = ((index, check_task(row, path="<rows>", line=index + 1)) for index, row in enumerate(rows))
     return expand_jobs(checked, num_repeats=num_repeats, overrides=overrides)
