@@ -2,40 +2,64 @@
 
 A dead server makes every rollout fail the same way, fast: without a breaker a collection keeps
 dispatching and writes thousands of identical failure records. The breaker counts rollout attempts
-that failed to *connect*, whether the collector could not reach the agent or the agent reports (in
-its 502 body) that it could not reach a server behind it. Any other outcome, success or a different
-error, resets the count: one slow model or one bad task never trips it. After `threshold` in a row it
-trips, naming the server most of them could not reach.
+whose connection was *refused*, whether the collector could not reach the agent or the agent reports
+(in its 5xx body) that it could not reach a server behind it. A refused connection means nothing
+listens on that port any more; it is not what an overloaded server does (a full accept queue drops
+or resets connections, which is why resets, disconnects and timeouts neither count nor break the
+run: at 16,384 rollouts in flight a live agent resets dozens of connections in a row). A success or
+any other failure (an HTTP error, a bad body) breaks the run. After `threshold` in a row it trips,
+naming the server most of them could not reach.
 
-The server is named from the innermost "cannot connect to <url>" / "connection to <url> failed" in
-the error (what our HttpClient says), matched against the head server's registry; a URL outside
-the stack (the model's upstream API) is named by its address.
+The server is named from the innermost "cannot connect to <url>: ... refused" in the error (what our
+HttpClient says), matched against the head server's registry; a URL outside the stack (the model's
+upstream API) is named by its address. A remote host that is down shows up as connect timeouts,
+which this breaker does not count: those rollouts fail by their own retry budget.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections import Counter
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from nemo_gym.errors import HTTPStatusError, ServerUnreachableError
+from nemo_gym.errors import HTTPStatusError, ServerUnreachableError, TransportError
 
-# What HttpClient says when a connection fails, at whatever depth of nesting the 502 bodies put it.
-_CONNECTION_FAILURE = re.compile(r"(?:cannot connect to|connection to) (https?://[^\s/\"'\\]+)")
+# What HttpClient says when a connection is refused, at whatever depth of nesting the 5xx bodies put it.
+_REFUSED = re.compile(
+    r"cannot connect to (https?://[^\s/\"'\\]+)[^\n\"]{0,160}?"
+    rf"(?:Errno {errno.ECONNREFUSED}\b|{re.escape(os.strerror(errno.ECONNREFUSED))}|Connection refused)"
+)
+_TRANSPORT_TROUBLE = ("connection to ", "timed out", "cannot connect to ")
+
+COUNTS, NEUTRAL, BREAKS = "counts", "neutral", "breaks"
 
 
-def unreachable_origin(error: BaseException) -> str | None:
-    """`http://host:port` of the server a failed attempt could not connect to, or None when the
-    attempt failed some other way (an HTTP error status, a timeout, a bad body)."""
+def refused_origin(error: BaseException) -> str | None:
+    """`http://host:port` of the server that refused the connection of a failed attempt, or None."""
     if isinstance(error, ServerUnreachableError):
         text = str(error)
     elif isinstance(error, HTTPStatusError) and error.status_code >= 500:  # the agent's report of a server behind it
         text = error.body or str(error)
     else:
         return None
-    found = _CONNECTION_FAILURE.findall(text)
+    found = _REFUSED.findall(text)
     return found[-1] if found else None
+
+
+def classify(error: BaseException) -> tuple[str, str | None]:
+    """(COUNTS, origin) for a refused connection; NEUTRAL for other transport trouble (resets,
+    disconnects, timeouts: an overloaded server, or the first sign of one dying); BREAKS otherwise."""
+    origin = refused_origin(error)
+    if origin is not None:
+        return COUNTS, origin
+    if isinstance(error, (TransportError, TimeoutError)):
+        return NEUTRAL, None
+    if isinstance(error, HTTPStatusError) and any(marker in (error.body or "") for marker in _TRANSPORT_TROUBLE):
+        return NEUTRAL, None
+    return BREAKS, None
 
 
 class CircuitBreaker:
@@ -55,9 +79,10 @@ class CircuitBreaker:
 
     def record_failure(self, error: BaseException) -> bool:
         """Count one failed attempt; returns True when it trips the breaker."""
-        origin = unreachable_origin(error)
+        kind, origin = classify(error)
+        if kind == BREAKS:
+            self.record_success()  # the path to the servers works: the run of refusals is broken
         if origin is None:
-            self.record_success()  # not a connection failure: the run of them is broken
             return self.tripped
         self._count += 1
         self._run[origin] += 1

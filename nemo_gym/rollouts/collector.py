@@ -13,7 +13,7 @@ input costs no more memory than a ten-row one. A failed rollout is data: it is r
 `policy.max_attempts` times with exponential backoff and jitter, then reported as a failure with
 its error; it is never scored as reward 0. One rollout's failure never stops the others, but a
 server that is gone does: a circuit breaker (see `circuit_breaker`) ends the stream with
-ServerGoneError after a run of attempts that could not connect, without attempting the rest.
+ServerGoneError after a run of refused connections, without attempting the rest.
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ class CollectionPolicy(BaseModel):
     backoff_initial_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
     max_connection_failures_in_a_row: int | None = Field(32, ge=1)
-    """Circuit breaker: after this many rollout attempts in a row failed to connect to a server (the
-    agent, or one the agent reports it cannot reach), stop dispatching and raise ServerGoneError.
-    32 is well above what a blip causes and well below a dead server's flood. None = never trip."""
+    """Circuit breaker: after this many rollout attempts in a row had their connection refused by a
+    server (the agent, or one the agent reports it cannot reach), stop dispatching and raise
+    ServerGoneError. 32 is well above what a restart blip causes and well below a dead server's
+    flood; resets and timeouts (overload) are not counted. None = never trip."""
 
     @property
     def retry(self) -> RetryPolicy:
@@ -192,7 +193,7 @@ class RolloutCollector:
             urls = {}  # the head server may be gone too; the address alone still says where to look
         server = describe_server(breaker.gone_origin(), urls)
         return ServerGoneError(
-            f"{server} is gone: {breaker.failures_in_a_row} rollout attempts in a row could not connect to it "
+            f"{server} is gone: {breaker.failures_in_a_row} rollout attempts in a row had their connection refused "
             f"(last: {breaker.last_error[:300]}); stopped dispatching rollouts",
             server=server,
         )
