@@ -188,6 +188,10 @@ class FileCollection:
         assert self.opened is not None, "FileCollection.open() first"
         started = time.monotonic()
         if isinstance(head_url_or_collector, RolloutCollector):
+            if head_url_or_collector.agent_name != self.spec.agent_name:
+                raise ValueError(  # the job record names the agent: rows of another one would mix two jobs
+                    f"the collector runs agent {head_url_or_collector.agent_name!r}, the job {self.spec.agent_name!r}"
+                )
             failed = await self._stream(head_url_or_collector, progress)
         else:
             async with RolloutCollector.connect(head_url_or_collector, self.spec.agent_name, policy) as collector:
