@@ -62,8 +62,9 @@ class CollectionPolicy(BaseModel):
     @property
     def retry(self) -> RetryPolicy:
         """Whole-rollout retries in the shared vocabulary (`nemo_gym.retry`)."""
-        return RetryPolicy(max_attempts=self.max_attempts, backoff_initial_s=self.backoff_initial_s,
-                           backoff_max_s=self.backoff_max_s)
+        return RetryPolicy(
+            max_attempts=self.max_attempts, backoff_initial_s=self.backoff_initial_s, backoff_max_s=self.backoff_max_s
+        )
 
 
 @dataclass(slots=True)
