@@ -8,6 +8,7 @@ The tree, grouped by what the caller can do about it:
     │   │   ├── ConfigFileNotFoundError     a config_paths entry or env.yaml path does not exist
     │   │   ├── ConfigSyntaxError           YAML that does not parse (file, line, column)
     │   │   ├── ConfigOverrideError         a CLI override that is not `+key=value` shaped
+    │   │   ├── UnknownParameterError       a key no command, server or interpolation reads (a typo)
     │   │   ├── MissingConfigValueError     `???` values left unset
     │   │   ├── ConfigInterpolationError    `${...}` that points nowhere
     │   │   ├── ServerRefNotFoundError      a server ref names no configured instance
@@ -64,6 +65,10 @@ class ConfigSyntaxError(ConfigError):
 
 class ConfigOverrideError(ConfigError):
     """A command-line override is malformed."""
+
+
+class UnknownParameterError(ConfigError):
+    """A parameter that nothing reads, most likely a typo (`+num_repeat=2` for `+num_repeats=2`)."""
 
 
 class MissingConfigValueError(ConfigError):

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.client import ServerInfo
 from nemo_gym.config import GlobalConfig, ServerInstance
-from nemo_gym.errors import ConfigError, ServerStartupError
-from nemo_gym.servers.base import BOOTSTRAP_ENV, INSTANCE_NAME_ENV, ServerBootstrap
+from nemo_gym.errors import ConfigError, NemoGymError, ServerStartupError
+from nemo_gym.servers.base import BOOTSTRAP_ENV, CONFIG_ERROR_PREFIX, INSTANCE_NAME_ENV, ServerBootstrap
 from nemo_gym.servers.head import HeadServer, Registry
 
 TAIL_LINES = 40
@@ -53,6 +53,7 @@ class ServerProcess:
         self.instance = instance
         self.popen = popen
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.config_error: str | None = None
         self._reader = threading.Thread(target=self._pump, args=(echo,), daemon=True, name=f"out-{instance.name}")
         self._reader.start()
 
@@ -60,6 +61,9 @@ class ServerProcess:
         assert self.popen.stdout is not None
         for raw in iter(self.popen.stdout.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            if line.startswith(CONFIG_ERROR_PREFIX):  # reported once, as our own error, not echoed
+                self.config_error = line.removeprefix(CONFIG_ERROR_PREFIX)
+                continue
             self.tail.append(line)
             if echo is not None:
                 try:
@@ -67,6 +71,13 @@ class ServerProcess:
                     echo.flush()
                 except (ValueError, OSError):
                     pass
+
+    def exit_error(self) -> NemoGymError:
+        """Why the process exited: its config error (exit 2 for the command too), else its last output."""
+        self._reader.join(timeout=1)
+        if self.config_error:
+            return ConfigError(self.config_error)
+        return ServerStartupError(self.exit_report())
 
     def exit_report(self) -> str:
         self._reader.join(timeout=1)
@@ -138,8 +149,13 @@ class Stack:
         entrypoint = instance.directory / instance.entrypoint
         if not entrypoint.is_file():
             raise ConfigError(f"server {instance.name!r}: entrypoint {entrypoint} does not exist")
-        bootstrap = ServerBootstrap(name=instance.name, config=self.config.server_config_dict(instance.name),
-                                    head_url=self.head_url, registry=self.registry.rows())
+        bootstrap = ServerBootstrap(
+            name=instance.name,
+            config=self.config.server_config_dict(instance.name),
+            head_url=self.head_url,
+            registry=self.registry.rows(),
+            config_key=f"{instance.name}.{instance.server_type}.{instance.implementation}",
+        )
         env = dict(os.environ)
         env[BOOTSTRAP_ENV] = bootstrap.model_dump_json()
         env[INSTANCE_NAME_ENV] = instance.name
@@ -168,7 +184,7 @@ class Stack:
                     raise ServerStartupError(f"the head server could not start on {self.head_url}")
                 for name, process in list(pending.items()):
                     if process.popen.poll() is not None:
-                        raise ServerStartupError(process.exit_report())
+                        raise process.exit_error()
                     try:
                         if probe.get(f"{process.instance.url}/health").status_code == 200:
                             self.registry.update(name, healthy=True)

@@ -29,15 +29,20 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def serve(argv: list[str]) -> int:
-    config = load_global_config(argv, require_servers=True)
-    params = read_command_config(RunConfig, config, "ng_run")
+    config = load_global_config(argv)
+    params = read_command_config(RunConfig, config, "ng_run")  # a typo'd key first: it may be why nothing is configured
+    config.require_servers()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     options = LaunchOptions(startup_timeout_s=params.startup_timeout_s, stop_timeout_s=params.stop_timeout_s)
     stack = Stack(config, options)
+    # Outside the try: a start that fails (a busy port, a server that will not come up) has already
+    # stopped what it started, and stopping a stack that never started would raise a second error.
+    stack.start()
     try:
-        stack.start()
-        print(f"All {len(stack.processes)} servers are up ({stack.startup_s:.1f} s). Head server: {stack.head_url}",
-              flush=True)
+        print(
+            f"All {len(stack.processes)} servers are up ({stack.startup_s:.1f} s). Head server: {stack.head_url}",
+            flush=True,
+        )
         print(stack.table(), flush=True)
         print("Press Ctrl+C to stop.", flush=True)
         while True:

@@ -107,9 +107,10 @@ def expand_includes(entries: list[str], dirs: list[pathlib.Path]) -> list[tuple[
     return ordered
 
 
-def load_env_yaml(dirs: list[pathlib.Path]) -> DictConfig:
+def load_env_yaml(dirs: list[pathlib.Path]) -> tuple[pathlib.Path | None, DictConfig]:
+    """The first env.yaml found in `dirs` and its content; (None, empty) when there is none."""
     for folder in dirs:
         path = folder / ENV_YAML
         if path.is_file():
-            return _load_yaml(path)
-    return OmegaConf.create()
+            return path, _load_yaml(path)
+    return None, OmegaConf.create()

@@ -14,8 +14,10 @@ from nemo_gym.config._files import expand_includes, find_project_root, load_env_
 from nemo_gym.config._nodes import as_port, container_of, first_line, is_missing, resolved, str_value
 from nemo_gym.config._overrides import parse_overrides
 from nemo_gym.config._ports import assign_addresses
+from nemo_gym.config._references import unset_reference_error
 from nemo_gym.config._schema import DEFAULT_HEAD_PORT, DEFAULT_HOST, ServerInstance
 from nemo_gym.config._servers import check_missing, check_refs, find_candidates, report_almost_servers, validate
+from nemo_gym.config._sources import ConfigSources
 from nemo_gym.errors import (
     ConfigError,
     ConfigInterpolationError,
@@ -36,8 +38,10 @@ class GlobalConfig:
         head_host: str,
         head_port: int,
         project_root: pathlib.Path,
+        sources: ConfigSources | None = None,
     ) -> None:
         self.raw = raw
+        self.sources = sources or ConfigSources()
         self.instances = instances
         self.head_host = head_host
         self.head_port = head_port
@@ -72,15 +76,32 @@ class GlobalConfig:
         instance = self.instance(name)
         inner = self.raw[name][instance.server_type][instance.implementation]
         where = f"{name}.{instance.server_type}.{instance.implementation}"
-        container = container_of(inner, resolve=True, where=where)
+        container = self._resolved(inner, where)
         assert isinstance(container, dict)
         container.update(name=name, host=instance.host, port=instance.port)
         return container
 
     def to_container(self, resolve: bool = False) -> dict[str, Any]:
-        container = container_of(self.raw, resolve=resolve, where="config")
+        container = (
+            self._resolved(self.raw, "config") if resolve else container_of(self.raw, resolve=False, where="config")
+        )
         assert isinstance(container, dict)
         return container
+
+    def _resolved(self, node: DictConfig, where: str) -> dict[str, Any] | list[Any]:
+        try:
+            return container_of(node, resolve=True, where=where)
+        except ConfigInterpolationError as error:
+            within = None if where == "config" else [where]
+            raise unset_reference_error(self.raw, self.sources, self.project_root, within) or error from None
+
+    def require_servers(self) -> None:
+        """NoServerInstancesError unless the config defines at least one server instance."""
+        if not self.instances:
+            raise NoServerInstancesError(
+                "No server instances configured; pass config files with "
+                '"+config_paths=[resources_servers/<env>/configs/<env>.yaml,...]"'
+            )
 
     def get(self, key: str, default: Any = None) -> Any:
         """A top-level (or dotted) value, interpolations resolved; `default` if absent."""
@@ -91,9 +112,14 @@ class GlobalConfig:
                 f"Mandatory value `{key}` (???) was never set; set it, e.g. ++{key}=<value>"
             ) from None
         except OmegaConfBaseException as exc:
-            raise ConfigInterpolationError(f"Cannot resolve `{key}`: {first_line(exc)}") from None
+            error = ConfigInterpolationError(f"Cannot resolve `{key}`: {first_line(exc)}")
+            raise unset_reference_error(self.raw, self.sources, self.project_root, [key]) or error from None
         if isinstance(value, (DictConfig, ListConfig)):
-            return container_of(value, resolve=True, where=key)
+            return (
+                self._resolved(value, key)
+                if isinstance(value, DictConfig)
+                else container_of(value, resolve=True, where=key)
+            )
         return value
 
 
@@ -157,13 +183,28 @@ def load_global_config(
     root = (project_root or find_project_root(cwd)).resolve()
     dirs = search_dirs(cwd, root)
 
-    env = load_env_yaml(dirs)
+    env_path, env = load_env_yaml(dirs)
     entries = _read_config_paths(_merge([env, cli], "env.yaml with the command line"))
     files = expand_includes(entries, dirs)
     raw = _merge([cfg for _, cfg in files] + [env, cli], "config files, env.yaml and the command line")
     if files or "config_paths" in raw:
         raw.config_paths = [str(path) for path, _ in files]
+    sources = ConfigSources(cli=cli, env=env, env_path=env_path, env_searched=tuple(dirs), files=tuple(files))
 
+    try:
+        instances, head_host, head_port = _find_servers(raw, root)
+    except ConfigInterpolationError as error:
+        # Say which `${key}` is unset and whether env.yaml was found, not only where resolving failed.
+        resolved_here = [c.name for c in find_candidates(raw)] + ["head_server", "default_host"]
+        raise unset_reference_error(raw, sources, root, resolved_here) or error from None
+    config = GlobalConfig(raw, instances, head_host=head_host, head_port=head_port, project_root=root, sources=sources)
+    if require_servers:
+        config.require_servers()
+    return config
+
+
+def _find_servers(raw: DictConfig, root: pathlib.Path) -> tuple[list[ServerInstance], str, int]:
+    """Find, validate and address the server instances; returns them with the head server's host and port."""
     candidates = find_candidates(raw)
     for candidate in candidates:
         validate(candidate)
@@ -199,9 +240,4 @@ def load_global_config(
                 directory=root / server.server_type / server.implementation,
             )
         )
-    if require_servers and not instances:
-        raise NoServerInstancesError(
-            "No server instances configured; pass config files with "
-            '"+config_paths=[resources_servers/<env>/configs/<env>.yaml,...]"'
-        )
-    return GlobalConfig(raw, instances, head_host=head_host, head_port=head_port, project_root=root)
+    return instances, head_host, head_port

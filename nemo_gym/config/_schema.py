@@ -43,6 +43,24 @@ class Domain(enum.StrEnum):
     rlhf = "rlhf"
 
 
+class HeadServerConfig(pydantic.BaseModel):
+    """Where the head server (the registry every server and the collector ask) listens."""
+
+    host: str = pydantic.Field(DEFAULT_HOST, description="Host of the head server (default: default_host).")
+    port: int = pydantic.Field(DEFAULT_HEAD_PORT, description="Port of the head server.")
+
+
+class SharedParameters(pydantic.BaseModel):
+    """Keys every command accepts besides its own parameters."""
+
+    config_paths: list[str] | None = pydantic.Field(None, description="YAML config files to merge (later ones win).")
+    head_server: HeadServerConfig = pydantic.Field(default_factory=HeadServerConfig)
+    default_host: str = pydantic.Field(DEFAULT_HOST, description="Host for servers that set none.")
+    error_on_almost_servers: bool = pydantic.Field(
+        True, description="A server-shaped block that fails validation is an error (false: skip it with a warning)."
+    )
+
+
 class ServerInstance(pydantic.BaseModel, frozen=True):
     """One server to run: its unique name, what it is, where its code lives and where it listens."""
 

@@ -43,6 +43,7 @@ from starlette.responses import Response
 from nemo_gym.aio import raise_open_file_limit
 from nemo_gym.client import ServerClient, ServerInfo
 from nemo_gym.errors import (
+    ConfigError,
     HTTPStatusError,
     InputError,
     InvalidResponseError,
@@ -59,10 +60,21 @@ from nemo_gym.servers.request_limits import (
     deadline_protocol,
 )
 from nemo_gym.servers.session import SessionIdMiddleware
+from nemo_gym.unknown_keys import describe_unknown_keys, find_unknown_keys
 
 # Environment variables through which ng_run hands a child its own config (never the whole stack's).
 BOOTSTRAP_ENV = "NEMO_GYM_SERVER_BOOTSTRAP"
 INSTANCE_NAME_ENV = "NEMO_GYM_CONFIG_PATH"
+
+# A server whose config block is wrong prints one line starting with this and exits 2; the
+# launcher turns that line into the command's own one-line error (a config mistake, not a crash).
+CONFIG_ERROR_PREFIX = "nemo_gym config error: "
+
+# Keys of a server block that the launcher and tools read (README tables, data preparation), not
+# the server's config class; the check of a server's config accepts them besides its own fields.
+SERVER_BLOCK_METADATA_KEYS = frozenset(
+    {"domain", "datasets", "verified", "description", "value", "dataset_name", "verified_url"}
+)
 
 SERVER_KEEPALIVE_S = 30  # longer than the client's 15 s, so clients never reuse a closed socket
 
@@ -296,6 +308,8 @@ class ServerBootstrap(BaseModel):
     config: dict[str, Any]
     head_url: str
     registry: list[ServerInfo] = []
+    config_key: str = ""
+    """Dotted path of this server's block in the global config (`<instance>.<type>.<impl>`), for messages."""
 
 
 class SimpleServer(BaseModel):
@@ -351,9 +365,30 @@ class SimpleServer(BaseModel):
 
     @classmethod
     def from_bootstrap(cls, bootstrap: ServerBootstrap) -> SimpleServer:
-        config = cls.config_class().model_validate(bootstrap.config | {"name": bootstrap.name})
+        config = cls.checked_config(bootstrap)
         registry = {info.name: info for info in bootstrap.registry}
         return cls(config=config, server_client=ServerClient(bootstrap.head_url, registry=registry))
+
+    @classmethod
+    def checked_config(cls, bootstrap: ServerBootstrap) -> BaseServerConfig:
+        """The server's config, validated; ConfigError (one line) for a key its config class does not
+        declare, most likely a typo, or a value of the wrong type. Only this class knows its fields."""
+        config_class = cls.config_class()
+        values = bootstrap.config | {"name": bootstrap.name}
+        unknown = find_unknown_keys(
+            config_class, values, prefix=bootstrap.config_key, also_known=SERVER_BLOCK_METADATA_KEYS
+        )
+        if unknown:
+            raise ConfigError(describe_unknown_keys(unknown))
+        try:
+            return config_class.model_validate(values)
+        except ValidationError as error:
+            problems = [
+                f"{'.'.join([bootstrap.config_key, *map(str, item['loc'])]).lstrip('.')}: {item['msg']}"
+                f" (got {item.get('input')!r:.80})"
+                for item in error.errors(include_url=False)
+            ]
+            raise ConfigError("; ".join(problems)) from None
 
     @classmethod
     def run_webserver(cls) -> None:
@@ -366,7 +401,11 @@ class SimpleServer(BaseModel):
         bootstrap = ServerBootstrap.model_validate(json.loads(raw))
         os.environ.pop(BOOTSTRAP_ENV, None)  # the config may hold secrets; children of ours don't need it
         raise_open_file_limit()
-        server = cls.from_bootstrap(bootstrap)
+        try:
+            server = cls.from_bootstrap(bootstrap)
+        except ConfigError as error:
+            print(f"{CONFIG_ERROR_PREFIX}{error}", file=sys.stderr, flush=True)
+            sys.exit(2)
         app = server.setup_webserver()
         uvicorn.run(
             app,
