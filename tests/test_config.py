@@ -430,3 +430,90 @@ def test_find_project_root_walks_up_to_the_folder_with_servers_and_package(tmp_p
     deep = tmp_path / "resources_servers" / "env" / "configs"
     deep.mkdir(parents=True)
     assert find_project_root(deep) == tmp_path.resolve()
+
+
+def test_redact_masks_credentials_inside_urls_wherever_they_sit():
+    hidden = redact(
+        {
+            "openai_base_url": "http://user:KEY@host:8000/v1",
+            "mirrors": ["https://TOKEN@example.com/repo", "see http://a:b@h/x now"],
+            "query": "http://host/v1?api_key=abc&model=m",
+            "plain": "http://host/v1",
+        }
+    )
+    assert hidden == {
+        "openai_base_url": "http://user:***@host:8000/v1",
+        "mirrors": ["https://***@example.com/repo", "see http://a:***@h/x now"],
+        "query": "http://host/v1?api_key=***&model=m",
+        "plain": "http://host/v1",
+    }
+
+
+# ------------------------------------------------------------------------------ unknown keys
+
+
+def test_unknown_keys_walk_nested_models_lists_and_dicts():
+    from typing import Any
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from nemo_gym.unknown_keys import describe_unknown_keys, find_unknown_keys
+
+    class Ref(BaseModel):
+        type: str
+        name: str
+
+    class Free(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="allow")  # the top level is strict anyway
+        num_repeats: int | None = None
+        judge: Ref | None = None
+        refs: list[Ref] = []
+        by_name: dict[str, Ref] = {}
+        free_form: dict[str, Any] = {}
+        anything: Free = Field(default_factory=Free)
+        timeout: float = Field(1.0, alias="timeout_s")
+
+    data = {
+        "num_repeat": 2,
+        "judge": {"type": "t", "nme": "x"},
+        "refs": [{"type": "t", "name": "n", "extra_field": 1}],
+        "by_name": {"a": {"typ": "t", "name": "n"}},
+        "free_form": {"whatever": 1},
+        "anything": {"goes": 1},
+        "timeout_s": 3,
+        "description": "metadata",
+    }
+    found = find_unknown_keys(Settings, data, prefix="srv", also_known={"description"})
+    assert [(key.path, key.suggestion) for key in found] == [
+        ("srv.num_repeat", "srv.num_repeats"),
+        ("srv.judge.nme", "srv.judge.name"),
+        ("srv.refs[0].extra_field", None),
+        ("srv.by_name.a.typ", "srv.by_name.a.type"),
+    ]
+    assert describe_unknown_keys(found[:1]) == "unknown parameter 'srv.num_repeat'; did you mean 'srv.num_repeats'?"
+    assert (
+        describe_unknown_keys(found[2:3]) == "unknown parameter 'srv.refs[0].extra_field'; expected one of: type, name"
+    )
+
+
+def test_unset_reference_names_the_file_and_the_missing_env_yaml(tmp_path):
+    write(tmp_path / "am.yaml", AGENT_AND_MODEL.replace("policy_base_url: https://api.example.com/v1\n", ""))
+    write(tmp_path / "res.yaml", RESOURCES)
+    with pytest.raises(ConfigInterpolationError) as info:
+        load(tmp_path, "+config_paths=[res.yaml,am.yaml]")
+    message = str(info.value)
+    assert message.startswith("`policy_model.responses_api_models.openai_model.openai_base_url` (set in am.yaml)")
+    assert "${policy_base_url}" in message and f"looked for {tmp_path / 'env.yaml'}" in message
+
+
+def test_sources_say_who_set_a_value_last(tmp_path):
+    write(tmp_path / "res.yaml", RESOURCES)
+    write(tmp_path / "env.yaml", "policy_model_name: from-env\n")
+    cfg = load(tmp_path, "+config_paths=[res.yaml]", "+my_res.resources_servers.my_impl.greeting=cli")
+    assert cfg.sources.origin("my_res.resources_servers.my_impl.greeting") == "the command line"
+    assert cfg.sources.origin("my_res.resources_servers.my_impl.domain") == str(tmp_path / "res.yaml")
+    assert cfg.sources.origin("policy_model_name") == str(tmp_path / "env.yaml")
+    assert cfg.sources.origin("nowhere") is None
