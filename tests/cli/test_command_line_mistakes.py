@@ -266,3 +266,16 @@ def test_dump_config_masks_credentials_inside_urls():
         timeout=60,
     )
     assert "openai_base_url: http://user:KEY123@up:8000/v1" in shown.stdout
+
+
+@pytest.mark.slow
+def test_a_server_missing_a_required_field_is_one_line(head_port, tmp_path):
+    config = tmp_path / "model_without_name.yaml"
+    config.write_text(
+        "policy_model:\n  responses_api_models:\n    openai_model:\n      entrypoint: app.py\n"
+        "      openai_base_url: http://127.0.0.1:9/v1\n"
+    )
+    result = cli("ng_run", f"+config_paths=[{config}]", f"+head_server.port={head_port}", timeout=120)
+    assert result.returncode == 2
+    line = error_line(result)
+    assert line.startswith("ng_run: error: policy_model.responses_api_models.openai_model.openai_model: Field required")

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from nemo_gym.testing.ng_run_process import NgRunProcess
-from tests.conftest import TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, cli
+from tests.conftest import TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, child_env, cli
 
 pytestmark = pytest.mark.slow
 SECRET = "sk-test-secret-never-shown"
@@ -95,16 +95,19 @@ def test_ng_run_reports_a_server_that_dies_during_startup(head_port, tmp_path):
 
 
 def test_ng_run_shows_the_last_output_of_a_server_that_crashes_at_startup(head_port, tmp_path):
-    config = tmp_path / "model_without_name.yaml"
+    # A valid config (config mistakes are one-line errors, exit 2); the crash comes from uvicorn
+    # rejecting a log level the server passes through from the environment.
+    config = tmp_path / "model.yaml"
     config.write_text(
         "policy_model:\n  responses_api_models:\n    openai_model:\n      entrypoint: app.py\n"
-        "      openai_base_url: http://127.0.0.1:9/v1\n"
+        "      openai_base_url: http://127.0.0.1:9/v1\n      openai_model: m\n"
     )
     started = time.monotonic()
-    result = cli("ng_run", f"+config_paths=[{config}]", f"+head_server.port={head_port}", timeout=60)
+    result = cli("ng_run", f"+config_paths=[{config}]", f"+head_server.port={head_port}", timeout=60,
+                 env=child_env() | {"NEMO_GYM_LOG_LEVEL": "no_such_level"})
     assert result.returncode == 1
     assert "server 'policy_model' exited" in result.stderr
-    assert "openai_model" in result.stderr and "Field required" in result.stderr  # the child's own traceback tail
+    assert "KeyError: 'no_such_level'" in result.stderr  # the child's own traceback tail
     assert time.monotonic() - started < 30
 
 
