@@ -26,6 +26,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import reprlib
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -75,6 +76,8 @@ CONFIG_ERROR_PREFIX = "nemo_gym config error: "
 SERVER_BLOCK_METADATA_KEYS = frozenset(
     {"domain", "datasets", "verified", "description", "value", "dataset_name", "verified_url"}
 )
+
+_SECRET_NAME = re.compile(r"key|token|secret|password|passwd|credential", re.IGNORECASE)
 
 SERVER_KEEPALIVE_S = 30  # longer than the client's 15 s, so clients never reuse a closed socket
 
@@ -383,11 +386,13 @@ class SimpleServer(BaseModel):
         try:
             return config_class.model_validate(values)
         except ValidationError as error:
-            problems = [
-                f"{'.'.join([bootstrap.config_key, *map(str, item['loc'])]).lstrip('.')}: {item['msg']}"
-                f" (got {item.get('input')!r:.80})"
-                for item in error.errors(include_url=False)
-            ]
+            problems = []
+            for item in error.errors(include_url=False):
+                path = ".".join([bootstrap.config_key, *map(str, item["loc"])]).lstrip(".")
+                value = item.get("input")
+                # Echo only a plain value, never a whole block or anything under a secret-looking name.
+                shown = isinstance(value, (str, int, float, bool)) and not _SECRET_NAME.search(path.rpartition(".")[2])
+                problems.append(f"{path}: {item['msg']}" + (f" (got {value!r:.80})" if shown else ""))
             raise ConfigError("; ".join(problems)) from None
 
     @classmethod

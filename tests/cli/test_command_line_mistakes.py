@@ -269,13 +269,14 @@ def test_dump_config_masks_credentials_inside_urls():
 
 
 @pytest.mark.slow
-def test_a_server_missing_a_required_field_is_one_line(head_port, tmp_path):
+def test_a_server_missing_a_required_field_is_one_line_without_echoing_secrets(head_port, tmp_path):
     config = tmp_path / "model_without_name.yaml"
     config.write_text(
         "policy_model:\n  responses_api_models:\n    openai_model:\n      entrypoint: app.py\n"
-        "      openai_base_url: http://127.0.0.1:9/v1\n"
+        "      openai_api_key: sk-must-not-show\n      openai_base_url: http://127.0.0.1:9/v1\n"
     )
     result = cli("ng_run", f"+config_paths=[{config}]", f"+head_server.port={head_port}", timeout=120)
     assert result.returncode == 2
     line = error_line(result)
-    assert line.startswith("ng_run: error: policy_model.responses_api_models.openai_model.openai_model: Field required")
+    assert line == "ng_run: error: policy_model.responses_api_models.openai_model.openai_model: Field required"
+    assert "sk-must-not-show" not in result.stderr + result.stdout
