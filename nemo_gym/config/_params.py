@@ -34,8 +34,9 @@ HELP_KEYS = ("help", "h")
 
 def check_command_parameters(config: GlobalConfig, model: type[BaseModel]) -> None:
     """Raise UnknownParameterError (one line, with a did-you-mean) for a command-line key nothing reads."""
-    typed = OmegaConf.to_container(config.sources.cli, resolve=False)
-    assert isinstance(typed, dict)
+    container = OmegaConf.to_container(config.sources.cli, resolve=False)
+    assert isinstance(container, dict)
+    typed = {str(key): value for key, value in container.items()}
     own, shared = set(declared_names(model)), set(declared_names(SharedParameters))
     servers = {candidate.name for candidate in find_candidates(config.raw)}
     defined = config.sources.shared_top_keys() | referenced_top_keys(config.raw)
@@ -43,7 +44,6 @@ def check_command_parameters(config: GlobalConfig, model: type[BaseModel]) -> No
     unknown: list[UnknownKey] = []
     strays: list[str] = []
     for key, value in typed.items():
-        key = str(key)
         if key in own:
             unknown += find_unknown_keys(model, {key: value})
         elif key in shared:

@@ -54,7 +54,7 @@ class SharedParameters(pydantic.BaseModel):
     """Keys every command accepts besides its own parameters."""
 
     config_paths: list[str] | None = pydantic.Field(None, description="YAML config files to merge (later ones win).")
-    head_server: HeadServerConfig = pydantic.Field(default_factory=HeadServerConfig)
+    head_server: HeadServerConfig = pydantic.Field(default_factory=lambda: HeadServerConfig.model_validate({}))
     default_host: str = pydantic.Field(DEFAULT_HOST, description="Host for servers that set none.")
     error_on_almost_servers: bool = pydantic.Field(
         True, description="A server-shaped block that fails validation is an error (false: skip it with a warning)."
