@@ -15,7 +15,9 @@ from pydantic import BaseModel
 from nemo_gym.cli.collect import CollectRolloutsConfig
 from nemo_gym.cli.dump_config import DumpConfigConfig
 from nemo_gym.cli.env_test import EnvTestConfig
+from nemo_gym.cli.reverify import ReverifyConfig
 from nemo_gym.cli.run import RunConfig
+from nemo_gym.cli.viewer import ViewerConfig
 from nemo_gym.config import SharedParameters
 from tests.conftest import PROJECT_ROOT, TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, cli
 
@@ -74,6 +76,11 @@ def test_several_typos_are_named_together_on_one_line(tmp_path):
             "ng_dump_config",
             (f"+config_paths=[{TUTORIAL_CONFIGS}]", *POLICY, "+show_secret=true"),
             "unknown parameter 'show_secret'; did you mean 'show_secrets'?",
+        ),
+        (
+            "ng_viewer",
+            ("+jsonl_fpath=results/none.jsonl", "+compare_jsonl_fpth=results/other.jsonl"),
+            "unknown parameter 'compare_jsonl_fpth'; did you mean 'compare_jsonl_fpath'?",
         ),
         (
             "ng_test",
@@ -180,6 +187,8 @@ COMMAND_MODELS = [
     ("ng_collect_rollouts", CollectRolloutsConfig),
     ("ng_dump_config", DumpConfigConfig),
     ("ng_test", EnvTestConfig),
+    ("ng_viewer", ViewerConfig),
+    ("ng_reverify", ReverifyConfig),
 ]
 
 
