@@ -130,12 +130,12 @@ def test_a_typo_in_a_server_field_on_the_command_line_stops_ng_run_with_one_line
         f"+config_paths=[{TUTORIAL_CONFIGS}]",
         *POLICY,
         f"+head_server.port={head_port}",
-        "+policy_model.responses_api_models.openai_model.max_retires=3",
+        "+policy_model.responses_api_models.openai_model.max_atempts=3",
         timeout=120,
     )
     assert result.returncode == 2
     assert error_line(result) == (
-        "ng_run: error: unknown parameter 'policy_model.responses_api_models.openai_model.max_retires'; "
+        "ng_run: error: unknown parameter 'policy_model.responses_api_models.openai_model.max_atempts'; "
         "did you mean 'policy_model.responses_api_models.openai_model.max_attempts'?"
     )
     assert "All 3 servers are up" not in result.stdout
