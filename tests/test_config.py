@@ -517,3 +517,10 @@ def test_sources_say_who_set_a_value_last(tmp_path):
     assert cfg.sources.origin("my_res.resources_servers.my_impl.domain") == str(tmp_path / "res.yaml")
     assert cfg.sources.origin("policy_model_name") == str(tmp_path / "env.yaml")
     assert cfg.sources.origin("nowhere") is None
+
+
+def test_secret_values_include_credentials_inside_urls():
+    from nemo_gym.config import secret_values
+
+    found = secret_values({"base_url": "http://user:KEY123@host/v1", "mirror": ["ssh://git@h"], "api_key": "sk-1"})
+    assert found == {"KEY123", "sk-1"}

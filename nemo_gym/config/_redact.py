@@ -75,9 +75,26 @@ def secret_values(container: Any) -> set[str]:
         for key, value in container.items():
             if _is_secret_key(key) and isinstance(value, str):
                 found.add(value)
-            elif isinstance(value, (dict, list)):
+            else:
                 found |= secret_values(value)
     elif isinstance(container, list):
         for item in container:
             found |= secret_values(item)
+    elif isinstance(container, str) and "://" in container:
+        found |= _url_credentials(container)
+    return found
+
+
+def _url_credentials(text: str) -> set[str]:
+    """The passwords inside the URLs of `text`. A user part alone is not collected: it is as often a
+    plain name (`ssh://git@host`) as a token, and scrubbing a name would garble every message."""
+    found = set()
+    for match in _URL.finditer(text):
+        try:
+            parts = urlsplit(match.group(0))
+            password = parts.password
+        except ValueError:
+            continue
+        if password:
+            found.add(password)
     return found
