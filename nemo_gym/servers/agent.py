@@ -1,11 +1,15 @@
-"""Agent servers: `/run` (seed, episode, verify -> a scored rollout row) and `/v1/responses` (episode only)."""
+"""Agent servers: `/run` (seed, episode, verify -> a scored rollout row) and `/v1/responses` (episode only).
+
+Every agent bounds its own episodes (`max_steps`, `episode_timeout_s`), so a rollout nobody waits
+for any more cannot run on forever, and says in the row how its episode ended (`episode_end`).
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nemo_gym.openai_types import ResponseCreateParams
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
@@ -26,8 +30,32 @@ class ResourcesServerRef(ServerRef):
     type: str = "resources_servers"
 
 
+EpisodeEnd = Literal["completed", "max_steps", "max_output_tokens", "deadline"]
+"""How an episode ended, written to the `/run` row as `episode_end` (read by the viewer, the quality
+report and the training export under exactly these names):
+  * "completed": the model answered without calling a tool (or stopped for a reason other than
+    the output-token limit, which its `incomplete_details` then names);
+  * "max_steps": cut off after `max_steps` model calls while the model was still calling tools;
+  * "max_output_tokens": the last model response was incomplete because of the output-token limit;
+  * "deadline": cut off by `episode_timeout_s`; the row holds the steps finished by then."""
+
+EPISODE_END_FIELD = "episode_end"
+DEFAULT_MAX_STEPS = 32
+DEFAULT_EPISODE_TIMEOUT_S = 3600.0
+
+
 class BaseResponsesAPIAgentConfig(BaseServerConfig):
-    pass
+    max_steps: int = Field(DEFAULT_MAX_STEPS, ge=1)
+    """Most model calls per episode (default 32). There is no unlimited: `null` means the default,
+    because a model that never stops calling tools would otherwise loop until the deadline."""
+    episode_timeout_s: float = Field(DEFAULT_EPISODE_TIMEOUT_S, gt=0)
+    """Wall-clock budget of one episode (default one hour), the agent's own bound on a rollout that
+    nobody waits for any more. At the deadline the episode stops and is verified as it stands."""
+
+    @field_validator("max_steps", mode="before")
+    @classmethod
+    def _null_means_default(cls, value: Any) -> Any:
+        return DEFAULT_MAX_STEPS if value is None else value
 
 
 class AgentRunRequest(BaseModel):

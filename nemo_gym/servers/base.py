@@ -7,7 +7,8 @@ environment code ports with import changes only). `setup_webserver()` builds the
 Hot-path choices, each measured on NeMo Gym's CPU profile per rollout:
   * routes return pre-serialized JSON (`JSONBytesResponse`), so FastAPI's response-model
     re-validation and `jsonable_encoder` walk never run;
-  * middleware is pure ASGI only (session id, body-size cap; no `BaseHTTPMiddleware` layers);
+  * middleware is pure ASGI only (session id, body-size cap, cancel-on-disconnect; no
+    `BaseHTTPMiddleware` layers);
   * uvicorn runs with httptools and uvloop.
 
 Requests are bounded (`request_limits`): a body cap (413), and deadlines for a request's head and
@@ -53,6 +54,7 @@ from nemo_gym.errors import (
     TransportError,
 )
 from nemo_gym.retry import is_retryable_status
+from nemo_gym.servers.disconnect import CancelOnDisconnect
 from nemo_gym.servers.request_limits import (
     DEFAULT_MAX_REQUEST_BODY_BYTES,
     DEFAULT_REQUEST_BODY_TIMEOUT_S,
@@ -349,6 +351,7 @@ class SimpleServer(BaseModel):
         app = new_app(title=f"{type(self).__name__} {self.config.name}", lifespan=lifespan)
         app.add_middleware(SessionIdMiddleware, cookie_name=self.session_cookie_name)
         app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=self.config.max_request_body_bytes)
+        app.add_middleware(CancelOnDisconnect)  # a caller that gives up stops the work it asked for
         app.add_exception_handler(NemoGymError, _nemo_gym_error_handler)
         app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]
         app.add_exception_handler(Exception, _unexpected_error_handler)

@@ -11,12 +11,17 @@ Safety rules for tool calls, each turned into a tool output the model sees, neve
   * arguments that are not a JSON object are rejected;
   * a tool route answering an HTTP error yields its body as the output.
 The episode ends when a model turn has no function call, when the model reports
-`incomplete_details` (e.g. it hit max_output_tokens), or after `max_steps` model calls.
+`incomplete_details` (e.g. it hit max_output_tokens), after `max_steps` model calls, or at the
+episode deadline (`episode_timeout_s`); the `/run` row says which in `episode_end`. A step (one
+model call and its tool calls) counts only once finished, so an episode cut off by the deadline
+holds whole steps. A caller that disconnects cancels the episode (see nemo_gym.servers.disconnect).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,11 +29,13 @@ from fastapi import Request
 from starlette.responses import Response as StarletteResponse
 
 from nemo_gym.client import CONNECT_ONLY_RETRY
-from nemo_gym.errors import InvalidResponseError
+from nemo_gym.errors import InvalidResponseError, RequestTimeoutError
 from nemo_gym.openai_types import JSONDict, ResponseCreateParams, add_usage
 from nemo_gym.servers.agent import (
+    EPISODE_END_FIELD,
     AgentRunRequest,
     BaseResponsesAPIAgentConfig,
+    EpisodeEnd,
     ModelServerRef,
     ResourcesServerRef,
     SimpleResponsesAPIAgent,
@@ -42,12 +49,41 @@ TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 class SimpleAgentConfig(BaseResponsesAPIAgentConfig):
     resources_server: ResourcesServerRef
     model_server: ModelServerRef
-    max_steps: int | None = None
-    """Most model calls per episode; None = until the model stops calling tools."""
 
 
 def tool_error(message: str) -> str:
     return orjson.dumps({"error": message}).decode()
+
+
+def with_json_field(body: bytes, key: str, value: str) -> bytes:
+    """`body` (a JSON object) with `key: value` appended, without decoding it: the verify body is the
+    row, and re-encoding every row was measurable CPU per rollout. Appended last, so it wins over
+    a same-named key that verify echoed from the input."""
+    stripped = body.strip()
+    if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
+        raise InvalidResponseError(f"verify returned a body that is not a JSON object: {body[:200]!r}")
+    head = stripped[:-1].rstrip()
+    separator = b"" if head == b"{" else b","
+    return head + separator + orjson.dumps(key) + b":" + orjson.dumps(value) + b"}"
+
+
+@dataclass
+class EpisodeSoFar:
+    """The finished steps of an episode: what is returned if it is cut off mid-step."""
+
+    items: list[JSONDict] = field(default_factory=list)
+    usage: JSONDict | None = None
+    last: JSONDict = field(default_factory=dict)
+    steps: int = 0
+
+    def commit(self, step_items: list[JSONDict], response: JSONDict) -> None:
+        self.items.extend(step_items)
+        self.usage = add_usage(self.usage, response.get("usage"))
+        self.last = response
+        self.steps += 1
+
+    def response(self) -> JSONDict:
+        return self.last | {"output": self.items, "usage": self.usage}
 
 
 class SimpleAgent(SimpleResponsesAPIAgent):
@@ -56,7 +92,7 @@ class SimpleAgent(SimpleResponsesAPIAgent):
     async def responses(self, request: Request, body: ResponseCreateParams) -> Any:
         resources_cookies = dict(request.cookies)
         model_cookies = dict(request.cookies)
-        response = await self._episode(body.model_dump(exclude_unset=True), resources_cookies, model_cookies)
+        response, _ = await self._episode(body.model_dump(exclude_unset=True), resources_cookies, model_cookies)
         reply = JSONBytesResponse(response)
         for name, value in {**model_cookies, **resources_cookies}.items():
             reply.set_cookie(name, value)
@@ -71,52 +107,67 @@ class SimpleAgent(SimpleResponsesAPIAgent):
         seeded.raise_for_status()
         resources_cookies = dict(request.cookies) | seeded.cookies
 
-        response = await self._episode(row["responses_create_params"], resources_cookies, {})
+        response, end = await self._episode(row["responses_create_params"], resources_cookies, {})
 
         verified = await self.server_client.post(resources, "/verify", json=row | {"response": response},
                                                  cookies=resources_cookies, retry=CONNECT_ONLY_RETRY)
         verified.raise_for_status()
         # The verify body is the rollout row; pass its bytes through instead of re-encoding them.
-        return StarletteResponse(verified.body, media_type="application/json")
+        return StarletteResponse(with_json_field(verified.body, EPISODE_END_FIELD, end), media_type="application/json")
 
     async def _episode(self, params: JSONDict, resources_cookies: dict[str, str],
-                       model_cookies: dict[str, str]) -> JSONDict:
-        """Run the model <-> tools loop; returns the last model response with `output` holding every
-        new item (model items interleaved with tool outputs) and `usage` summed over all model calls."""
+                       model_cookies: dict[str, str]) -> tuple[JSONDict, EpisodeEnd]:
+        """Run the model <-> tools loop within the episode deadline; returns the last model response
+        with `output` holding every new item (model items interleaved with tool outputs) and `usage`
+        summed over all model calls, and how the episode ended."""
+        episode = EpisodeSoFar()
+        deadline = asyncio.timeout(self.config.episode_timeout_s)
+        try:
+            async with deadline:
+                end = await self._steps(params, resources_cookies, model_cookies, episode)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            if not episode.steps:
+                raise RequestTimeoutError(
+                    f"agent {self.config.name!r}: no model step finished within the episode deadline "
+                    f"(episode_timeout_s={self.config.episode_timeout_s:g})"
+                ) from None
+            end = "deadline"
+        return episode.response(), end
+
+    async def _steps(self, params: JSONDict, resources_cookies: dict[str, str], model_cookies: dict[str, str],
+                     episode: EpisodeSoFar) -> EpisodeEnd:
         conversation = params["input"]
         if isinstance(conversation, str):
             conversation = [{"role": "user", "content": conversation, "type": "message"}]
         declared_tools = {tool.get("name") for tool in params.get("tools") or [] if tool.get("type", "function") == "function"}
 
-        new_items: list[JSONDict] = []
-        usage: JSONDict | None = None
-        last: JSONDict = {}
-        steps = 0
         while True:
-            steps += 1
             result = await self.server_client.post(
                 self.config.model_server.name, "/v1/responses",
-                json=params | {"input": conversation + new_items}, cookies=model_cookies, retry=CONNECT_ONLY_RETRY,
+                json=params | {"input": conversation + episode.items}, cookies=model_cookies, retry=CONNECT_ONLY_RETRY,
             )
             result.raise_for_status()
             model_cookies.update(result.cookies)
-            last = result.json()
-            output = last.get("output") if isinstance(last, dict) else None
+            response = result.json()
+            output = response.get("output") if isinstance(response, dict) else None
             if not isinstance(output, list):
                 raise InvalidResponseError(f"model server {self.config.model_server.name!r} returned a response without an output list")
-            new_items.extend(output)
-            usage = add_usage(usage, last.get("usage"))
 
+            step_items = list(output)
+            incomplete = response.get("incomplete_details")
             calls = [item for item in output if item.get("type") == "function_call"]
-            if last.get("incomplete_details") or not calls:
-                break
+            if incomplete or not calls:
+                episode.commit(step_items, response)
+                reason = incomplete.get("reason") if isinstance(incomplete, dict) else None
+                return "max_output_tokens" if reason == "max_output_tokens" else "completed"
             for call in calls:
                 text = await self._call_tool(call, declared_tools, resources_cookies)
-                new_items.append({"type": "function_call_output", "call_id": call.get("call_id"), "output": text})
-            if self.config.max_steps and steps >= self.config.max_steps:
-                break
-
-        return last | {"output": new_items, "usage": usage}
+                step_items.append({"type": "function_call_output", "call_id": call.get("call_id"), "output": text})
+            episode.commit(step_items, response)
+            if episode.steps >= self.config.max_steps:
+                return "max_steps"
 
     async def _call_tool(self, call: JSONDict, declared_tools: set[str], cookies: dict[str, str]) -> str:
         name = call.get("name") or ""

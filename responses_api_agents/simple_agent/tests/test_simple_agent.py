@@ -17,6 +17,7 @@ from nemo_gym.servers.resources import (
 )
 from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
+from nemo_gym.servers.agent import DEFAULT_MAX_STEPS
 from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
 from responses_api_models.openai_model.app import OpenAIModel, OpenAIModelConfig
 
@@ -59,8 +60,9 @@ def scripted(turns: list[Turn]):
 
 @pytest.fixture
 def stack(request):
-    turns = request.param
-    upstream = ScriptedOpenAI(scripted(turns)).start()
+    # The param is the model's turns, or {"turns": [...], "latency_s": ..., "agent": {config overrides}}.
+    setup = request.param if isinstance(request.param, dict) else {"turns": request.param}
+    upstream = ScriptedOpenAI(scripted(setup["turns"]), latency_s=setup.get("latency_s", 0.0)).start()
     ports = {name: free_port() for name in ("resources", "model", "agent")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     client = lambda: registry_client({"resources": ("resources_servers", urls["resources"]),  # noqa: E731
@@ -70,10 +72,10 @@ def stack(request):
     resources.calls = []
     model = OpenAIModel(config=OpenAIModelConfig(name="model", port=ports["model"], openai_base_url=upstream.url,
                                                  openai_model="m"), server_client=client())
-    agent = SimpleAgent(config=SimpleAgentConfig(name="agent", port=ports["agent"], max_steps=5,
-                                                 resources_server={"type": "resources_servers", "name": "resources"},
-                                                 model_server={"type": "responses_api_models", "name": "model"}),
-                        server_client=client())
+    agent_config = {"name": "agent", "port": ports["agent"], "max_steps": 5,
+                    "resources_server": {"type": "resources_servers", "name": "resources"},
+                    "model_server": {"type": "responses_api_models", "name": "model"}} | setup.get("agent", {})
+    agent = SimpleAgent(config=SimpleAgentConfig(**agent_config), server_client=client())
     servers = [ThreadedServer(s.setup_webserver(), port=ports[n]).start()
                for n, s in (("resources", resources), ("model", model), ("agent", agent))]
     yield urls["agent"], resources, upstream
@@ -99,6 +101,7 @@ def test_cookies_thread_one_session_through_seed_tools_and_verify(stack):
     agent_url, resources, _ = stack
     row = run(agent_url)
     assert row["reward"] == 1.0 and row["expected"] == "kept"
+    assert row["episode_end"] == "completed"
     assert [name for name, _ in resources.calls] == ["seed_session", "get_weather", "verify"]
     assert len({session for _, session in resources.calls}) == 1
     assert json.loads(tool_outputs(row)[0]) == {"weather": "cold in Paris"}
@@ -141,6 +144,7 @@ def test_max_steps_bounds_a_model_that_never_stops_calling_tools(stack):
     assert len(upstream.requests) == 5  # max_steps=5
     assert len(tool_outputs(row)) == 5
     assert row["reward"] == 1.0
+    assert row["episode_end"] == "max_steps"  # the row says it was cut off, not that the model finished
 
 
 @pytest.mark.parametrize("stack", [[Turn(text="I ran out of", finish_length=True)]], indirect=True)
@@ -149,3 +153,34 @@ def test_episode_stops_on_incomplete_details(stack):
     row = run(agent_url)
     assert len(upstream.requests) == 1
     assert row["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert row["episode_end"] == "max_output_tokens"
+
+
+def test_max_steps_has_a_default_and_null_means_the_default():
+    refs = {"resources_server": {"name": "r"}, "model_server": {"name": "m"}}
+    assert SimpleAgentConfig(name="a", **refs).max_steps == DEFAULT_MAX_STEPS
+    assert SimpleAgentConfig(name="a", max_steps=None, **refs).max_steps == DEFAULT_MAX_STEPS
+    assert SimpleAgentConfig(name="a", **refs).episode_timeout_s > 0
+
+
+@pytest.mark.parametrize("stack", [{"turns": [Turn(tool_calls=[("get_weather", '{"city": "X"}')])], "latency_s": 0.3,
+                                    "agent": {"max_steps": 1000, "episode_timeout_s": 1.0}}], indirect=True)
+def test_the_episode_deadline_stops_a_model_that_never_stops_and_keeps_whole_steps(stack):
+    agent_url, resources, upstream = stack
+    row = run(agent_url)
+    assert row["episode_end"] == "deadline"
+    calls = [item for item in row["response"]["output"] if item["type"] == "function_call"]
+    assert 1 <= len(calls) < len(upstream.requests) <= 5  # the step cut off mid-way is not in the row
+    assert len(tool_outputs(row)) == len(calls)  # every call in the row has its output
+    assert [name for name, _ in resources.calls][-1] == "verify"
+
+
+@pytest.mark.parametrize("stack", [{"turns": [Turn(text="never seen")], "latency_s": 3,
+                                    "agent": {"episode_timeout_s": 0.5}}], indirect=True)
+def test_an_episode_without_one_finished_step_by_the_deadline_is_a_failure_not_a_score(stack):
+    agent_url, resources, _ = stack
+    row = {"responses_create_params": {"input": "hi", "tools": [WEATHER_TOOL]}}
+    response = httpx.post(f"{agent_url}/run", json=row, timeout=30)
+    assert response.status_code == 502
+    assert "episode deadline" in response.json()["error"]["message"]
+    assert "verify" not in [name for name, _ in resources.calls]
