@@ -2,9 +2,14 @@
 
 Shared by `ng_run` and by `ng_collect_rollouts +config_paths=[...]` (one-command collection).
 Each child runs `python <entrypoint>` with the same interpreter (servers share the installed
-environment, so startup takes seconds), in its implementation folder, in its own process group
-so that a terminal's Ctrl+C reaches only us and we stop children in order. A child receives only
-its own resolved config (in an environment variable, never on the command line).
+environment, so startup takes seconds), in its implementation folder, in its own session and
+process group, so that a terminal's Ctrl+C reaches only us and we stop children in order (their
+output is no longer echoed once we stop them: a stop prints our one line, not their shutdown).
+
+Each child gets one pipe (see nemo_gym.servers.launcher_link): we write its own resolved config on
+it, never in its environment or on its command line (both stay readable in /proc), then keep our
+end open for the child's life. When we go away, however we go (SIGKILL included), the kernel closes
+it and the child stops itself: no server outlives its launcher.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from nemo_gym.client import ServerInfo
 from nemo_gym.config import GlobalConfig, ServerInstance
 from nemo_gym.errors import ConfigError, NemoGymError, ServerStartupError
-from nemo_gym.servers.base import BOOTSTRAP_ENV, CONFIG_ERROR_PREFIX, INSTANCE_NAME_ENV, ServerBootstrap
+from nemo_gym.servers.base import CONFIG_ERROR_PREFIX, INSTANCE_NAME_ENV, ServerBootstrap
 from nemo_gym.servers.head import HeadServer, Registry
+from nemo_gym.servers.launcher_link import LAUNCHER_FD_ENV, LAUNCHER_PID_ENV, PARENT_DEATH_SIGNAL_ENV
 
 TAIL_LINES = 40
 
@@ -49,9 +55,14 @@ class LaunchOptions(BaseModel):
 class ServerProcess:
     """One spawned server instance and the tail of its output."""
 
-    def __init__(self, instance: ServerInstance, popen: subprocess.Popen[bytes], echo: IO[str] | None):
+    def __init__(self, instance: ServerInstance, popen: subprocess.Popen[bytes], echo: IO[str] | None,
+                 lifeline: int):
         self.instance = instance
         self.popen = popen
+        self.lifeline = lifeline
+        """Our end of the child's pipe, open for as long as the child should live."""
+        self.muted = False
+        """Set when we stop the child: its shutdown chatter is kept in `tail`, not echoed."""
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.config_error: str | None = None
         self._reader = threading.Thread(target=self._pump, args=(echo,), daemon=True, name=f"out-{instance.name}")
@@ -65,7 +76,7 @@ class ServerProcess:
                 self.config_error = line.removeprefix(CONFIG_ERROR_PREFIX)
                 continue
             self.tail.append(line)
-            if echo is not None:
+            if echo is not None and not self.muted:
                 try:
                     echo.write(f"({self.instance.name}) {line}\n")
                     echo.flush()
@@ -156,24 +167,38 @@ class Stack:
             registry=self.registry.rows(),
             config_key=f"{instance.name}.{instance.server_type}.{instance.implementation}",
         )
+        child_end, our_end = os.pipe()
         env = dict(os.environ)
-        env[BOOTSTRAP_ENV] = bootstrap.model_dump_json()
         env[INSTANCE_NAME_ENV] = instance.name
+        env[LAUNCHER_FD_ENV] = str(child_end)
+        env[LAUNCHER_PID_ENV] = str(os.getpid())
+        # PR_SET_PDEATHSIG fires when the forking *thread* exits: ask for it only from the main thread.
+        env[PARENT_DEATH_SIGNAL_ENV] = "1" if threading.current_thread() is threading.main_thread() else "0"
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(instance.directory), str(self.config.project_root), env.get("PYTHONPATH", "")) if p
         )
         env["PYTHONUNBUFFERED"] = "1"
-        popen = subprocess.Popen(
-            [sys.executable, str(entrypoint)],
-            cwd=instance.directory,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, str(entrypoint)],
+                cwd=instance.directory,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(child_end,),
+            )
+        except BaseException:
+            os.close(our_end)
+            raise
+        finally:
+            os.close(child_end)
+        # A thread writes, so a config larger than the pipe buffer never blocks the spawning of the others.
+        payload = bootstrap.model_dump_json().encode() + b"\n"
+        threading.Thread(target=_write_all, args=(our_end, payload), daemon=True, name=f"bootstrap-{instance.name}").start()
         self.registry.update(instance.name, pid=popen.pid)
-        return ServerProcess(instance, popen, sys.stderr if self.options.echo_child_output else None)
+        return ServerProcess(instance, popen, sys.stderr if self.options.echo_child_output else None, our_end)
 
     def _wait_until_healthy(self) -> None:
         deadline = time.monotonic() + self.options.startup_timeout_s
@@ -227,6 +252,7 @@ class Stack:
         self._stopped = True
         descendants: list[psutil.Process] = []
         for process in self.processes:
+            process.muted = True
             try:
                 descendants.extend(psutil.Process(process.popen.pid).children(recursive=True))
             except psutil.Error:
@@ -238,9 +264,12 @@ class Stack:
             try:
                 process.popen.wait(timeout=remaining)
             except subprocess.TimeoutExpired:
+                self.log(f"server {process.instance.name!r} did not stop within {self.options.stop_timeout_s:g} s; "
+                         f"killed it")
                 _signal_group(process.popen, signal.SIGKILL)
                 process.popen.wait(timeout=5)
             _signal_group(process.popen, signal.SIGKILL)  # anything the child left in its group
+            os.close(process.lifeline)
         for child in descendants:
             try:
                 child.kill()
@@ -256,3 +285,12 @@ def _signal_group(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     except (ProcessLookupError, PermissionError):
         pass
 
+
+def _write_all(fd: int, payload: bytes) -> None:
+    """Write the child's bootstrap; leave the pipe open (closing it would tell the child to stop)."""
+    view = memoryview(payload)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass  # the child died before reading; the supervisor reports its exit

@@ -116,7 +116,7 @@ def collect(argv: list[str]) -> int:
                 f"Interrupted. Rows written so far are kept in {collection.output_path}; finish the run with the "
                 f"same command plus +resume=true."
             )
-            raise
+            return 130  # that line is the whole story: no second "interrupted" line from run_command
         except ServerGoneError as error:
             raise ServerGoneError(
                 f"{error}. Rows written so far are kept in {collection.output_path}; once the servers are back, "

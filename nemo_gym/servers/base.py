@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import os
 import re
 import reprlib
@@ -55,6 +54,7 @@ from nemo_gym.errors import (
 )
 from nemo_gym.retry import is_retryable_status
 from nemo_gym.servers.disconnect import CancelOnDisconnect
+from nemo_gym.servers.launcher_link import NotLaunchedError, read_bootstrap
 from nemo_gym.servers.request_limits import (
     DEFAULT_MAX_REQUEST_BODY_BYTES,
     DEFAULT_REQUEST_BODY_TIMEOUT_S,
@@ -65,8 +65,8 @@ from nemo_gym.servers.request_limits import (
 from nemo_gym.servers.session import SessionIdMiddleware
 from nemo_gym.unknown_keys import describe_unknown_keys, find_unknown_keys
 
-# Environment variables through which ng_run hands a child its own config (never the whole stack's).
-BOOTSTRAP_ENV = "NEMO_GYM_SERVER_BOOTSTRAP"
+# The instance name, in an environment variable as NeMo Gym does. The config itself comes through a
+# pipe (nemo_gym.servers.launcher_link), never the environment: /proc/<pid>/environ would show its keys.
 INSTANCE_NAME_ENV = "NEMO_GYM_CONFIG_PATH"
 
 # A server whose config block is wrong prints one line starting with this and exits 2; the
@@ -403,11 +403,10 @@ class SimpleServer(BaseModel):
         """Process entry point: read the bootstrap ng_run gave us, build the app, serve until signalled."""
         import uvicorn
 
-        raw = os.environ.get(BOOTSTRAP_ENV)
-        if not raw:
-            sys.exit(f"error: {cls.__name__} must be started by ng_run ({BOOTSTRAP_ENV} is not set)")
-        bootstrap = ServerBootstrap.model_validate(json.loads(raw))
-        os.environ.pop(BOOTSTRAP_ENV, None)  # the config may hold secrets; children of ours don't need it
+        try:
+            bootstrap = ServerBootstrap.model_validate_json(read_bootstrap())  # also: exit when the launcher does
+        except NotLaunchedError as error:
+            sys.exit(f"error: {cls.__name__} must be started by ng_run ({error})")
         raise_open_file_limit()
         try:
             server = cls.from_bootstrap(bootstrap)

@@ -34,9 +34,12 @@ class NgRunProcess:
                  env: dict[str, str] | None = None):
         paths = config_paths if isinstance(config_paths, str) else ",".join(config_paths)
         child_env = dict(os.environ if env is None else env)
+        # Its own session, as a shell gives a job: `stop()` sends SIGINT to the whole process group,
+        # exactly what a terminal's Ctrl+C does, and the test runner's own group is left alone.
         self.process = subprocess.Popen(
             [console_script("ng_run"), f"+config_paths=[{paths}]", *overrides],
             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
+            start_new_session=True,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -60,9 +63,12 @@ class NgRunProcess:
         return self
 
     def stop(self, timeout: float = 20) -> int:
-        """Ctrl+C, as a user would; returns ng_run's exit code."""
+        """Ctrl+C as a terminal sends it (SIGINT to ng_run's process group); returns ng_run's exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            try:
+                os.killpg(self.process.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
