@@ -55,8 +55,7 @@ class LaunchOptions(BaseModel):
 class ServerProcess:
     """One spawned server instance and the tail of its output."""
 
-    def __init__(self, instance: ServerInstance, popen: subprocess.Popen[bytes], echo: IO[str] | None,
-                 lifeline: int):
+    def __init__(self, instance: ServerInstance, popen: subprocess.Popen[bytes], echo: IO[str] | None, lifeline: int):
         self.instance = instance
         self.popen = popen
         self.lifeline = lifeline
@@ -109,8 +108,9 @@ def _port_is_free(host: str, port: int) -> bool:
 class Stack:
     """A running head server plus server processes. Use as a context manager, or start()/stop()."""
 
-    def __init__(self, config: GlobalConfig, options: LaunchOptions = LaunchOptions(),
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self, config: GlobalConfig, options: LaunchOptions = LaunchOptions(), log: Callable[[str], None] | None = None
+    ):
         self.config = config
         self.options = options
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -121,8 +121,12 @@ class Stack:
 
     @staticmethod
     def _info(instance: ServerInstance) -> ServerInfo:
-        return ServerInfo(name=instance.name, server_type=instance.server_type,
-                          implementation=instance.implementation, url=instance.url)
+        return ServerInfo(
+            name=instance.name,
+            server_type=instance.server_type,
+            implementation=instance.implementation,
+            url=instance.url,
+        )
 
     @property
     def head_url(self) -> str:
@@ -144,8 +148,10 @@ class Stack:
             )
         for instance in self.config.instances:
             if not _port_is_free(instance.host, instance.port):
-                raise ConfigError(f"port {instance.host}:{instance.port} of server {instance.name!r} is already in use; "
-                                  f"set +{instance.name}.{instance.server_type}.{instance.implementation}.port=<port>")
+                raise ConfigError(
+                    f"port {instance.host}:{instance.port} of server {instance.name!r} is already in use; "
+                    f"set +{instance.name}.{instance.server_type}.{instance.implementation}.port=<port>"
+                )
         self.head.start()
         try:
             for instance in self.config.instances:
@@ -196,7 +202,9 @@ class Stack:
             os.close(child_end)
         # A thread writes, so a config larger than the pipe buffer never blocks the spawning of the others.
         payload = bootstrap.model_dump_json().encode() + b"\n"
-        threading.Thread(target=_write_all, args=(our_end, payload), daemon=True, name=f"bootstrap-{instance.name}").start()
+        threading.Thread(
+            target=_write_all, args=(our_end, payload), daemon=True, name=f"bootstrap-{instance.name}"
+        ).start()
         self.registry.update(instance.name, pid=popen.pid)
         return ServerProcess(instance, popen, sys.stderr if self.options.echo_child_output else None, our_end)
 
@@ -220,7 +228,8 @@ class Stack:
                     names = ", ".join(sorted(pending))
                     raise ServerStartupError(
                         f"servers not healthy after {self.options.startup_timeout_s:.0f} s: {names} "
-                        f"(raise +startup_timeout_s=...)\n" + "\n".join(pending[n].exit_report() for n in sorted(pending))
+                        f"(raise +startup_timeout_s=...)\n"
+                        + "\n".join(pending[n].exit_report() for n in sorted(pending))
                     )
                 if pending:
                     time.sleep(0.05)
@@ -241,7 +250,9 @@ class Stack:
         rows.append(("head_server", "head", "-", self.head_url, str(os.getpid())))
         for process in self.processes:
             instance = process.instance
-            rows.append((instance.name, instance.server_type, instance.implementation, instance.url, str(process.popen.pid)))
+            rows.append(
+                (instance.name, instance.server_type, instance.implementation, instance.url, str(process.popen.pid))
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
@@ -264,8 +275,9 @@ class Stack:
             try:
                 process.popen.wait(timeout=remaining)
             except subprocess.TimeoutExpired:
-                self.log(f"server {process.instance.name!r} did not stop within {self.options.stop_timeout_s:g} s; "
-                         f"killed it")
+                self.log(
+                    f"server {process.instance.name!r} did not stop within {self.options.stop_timeout_s:g} s; killed it"
+                )
                 _signal_group(process.popen, signal.SIGKILL)
                 process.popen.wait(timeout=5)
             _signal_group(process.popen, signal.SIGKILL)  # anything the child left in its group
@@ -291,6 +303,6 @@ def _write_all(fd: int, payload: bytes) -> None:
     view = memoryview(payload)
     try:
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     except OSError:
         pass  # the child died before reading; the supervisor reports its exit

@@ -28,8 +28,16 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 class _RequestWatch:
     """One request's view of its connection: the app's receive/send, and the watcher task."""
 
-    __slots__ = ("_handler", "_receive", "_send", "_watcher", "_client_gone", "body_read", "response_sent",
-                 "client_disconnected")
+    __slots__ = (
+        "_handler",
+        "_receive",
+        "_send",
+        "_watcher",
+        "_client_gone",
+        "body_read",
+        "response_sent",
+        "client_disconnected",
+    )
 
     def __init__(self, handler: asyncio.Task[Any], receive: Receive, send: Send):
         self._handler, self._receive, self._send = handler, receive, send

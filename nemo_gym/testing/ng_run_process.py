@@ -30,15 +30,24 @@ def console_script(command: str) -> str:
 
 
 class NgRunProcess:
-    def __init__(self, config_paths: Sequence[str] | str, *overrides: str, cwd: str | Path | None = None,
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        config_paths: Sequence[str] | str,
+        *overrides: str,
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         paths = config_paths if isinstance(config_paths, str) else ",".join(config_paths)
         child_env = dict(os.environ if env is None else env)
         # Its own session, as a shell gives a job: `stop()` sends SIGINT to the whole process group,
         # exactly what a terminal's Ctrl+C does, and the test runner's own group is left alone.
         self.process = subprocess.Popen(
             [console_script("ng_run"), f"+config_paths=[{paths}]", *overrides],
-            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=child_env,
             start_new_session=True,
         )
         self.lines: list[str] = []

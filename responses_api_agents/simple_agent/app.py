@@ -102,21 +102,24 @@ class SimpleAgent(SimpleResponsesAPIAgent):
         row = body.model_dump(mode="json", exclude_unset=True)
         resources = self.config.resources_server.name
 
-        seeded = await self.server_client.post(resources, "/seed_session", json=row, cookies=dict(request.cookies),
-                                               retry=CONNECT_ONLY_RETRY)
+        seeded = await self.server_client.post(
+            resources, "/seed_session", json=row, cookies=dict(request.cookies), retry=CONNECT_ONLY_RETRY
+        )
         seeded.raise_for_status()
         resources_cookies = dict(request.cookies) | seeded.cookies
 
         response, end = await self._episode(row["responses_create_params"], resources_cookies, {})
 
-        verified = await self.server_client.post(resources, "/verify", json=row | {"response": response},
-                                                 cookies=resources_cookies, retry=CONNECT_ONLY_RETRY)
+        verified = await self.server_client.post(
+            resources, "/verify", json=row | {"response": response}, cookies=resources_cookies, retry=CONNECT_ONLY_RETRY
+        )
         verified.raise_for_status()
         # The verify body is the rollout row; pass its bytes through instead of re-encoding them.
         return StarletteResponse(with_json_field(verified.body, EPISODE_END_FIELD, end), media_type="application/json")
 
-    async def _episode(self, params: JSONDict, resources_cookies: dict[str, str],
-                       model_cookies: dict[str, str]) -> tuple[JSONDict, EpisodeEnd]:
+    async def _episode(
+        self, params: JSONDict, resources_cookies: dict[str, str], model_cookies: dict[str, str]
+    ) -> tuple[JSONDict, EpisodeEnd]:
         """Run the model <-> tools loop within the episode deadline; returns the last model response
         with `output` holding every new item (model items interleaved with tool outputs) and `usage`
         summed over all model calls, and how the episode ended."""
@@ -136,24 +139,32 @@ class SimpleAgent(SimpleResponsesAPIAgent):
             end = "deadline"
         return episode.response(), end
 
-    async def _steps(self, params: JSONDict, resources_cookies: dict[str, str], model_cookies: dict[str, str],
-                     episode: EpisodeSoFar) -> EpisodeEnd:
+    async def _steps(
+        self, params: JSONDict, resources_cookies: dict[str, str], model_cookies: dict[str, str], episode: EpisodeSoFar
+    ) -> EpisodeEnd:
         conversation = params["input"]
         if isinstance(conversation, str):
             conversation = [{"role": "user", "content": conversation, "type": "message"}]
-        declared_tools = {tool.get("name") for tool in params.get("tools") or [] if tool.get("type", "function") == "function"}
+        declared_tools = {
+            tool.get("name") for tool in params.get("tools") or [] if tool.get("type", "function") == "function"
+        }
 
         while True:
             result = await self.server_client.post(
-                self.config.model_server.name, "/v1/responses",
-                json=params | {"input": conversation + episode.items}, cookies=model_cookies, retry=CONNECT_ONLY_RETRY,
+                self.config.model_server.name,
+                "/v1/responses",
+                json=params | {"input": conversation + episode.items},
+                cookies=model_cookies,
+                retry=CONNECT_ONLY_RETRY,
             )
             result.raise_for_status()
             model_cookies.update(result.cookies)
             response = result.json()
             output = response.get("output") if isinstance(response, dict) else None
             if not isinstance(output, list):
-                raise InvalidResponseError(f"model server {self.config.model_server.name!r} returned a response without an output list")
+                raise InvalidResponseError(
+                    f"model server {self.config.model_server.name!r} returned a response without an output list"
+                )
 
             step_items = list(output)
             incomplete = response.get("incomplete_details")
@@ -181,8 +192,9 @@ class SimpleAgent(SimpleResponsesAPIAgent):
         if not isinstance(arguments, dict):
             return tool_error(f"Invalid tool call arguments for {name!r}: expected a JSON object.")
 
-        result = await self.server_client.post(self.config.resources_server.name, f"/{name}", json=arguments,
-                                               cookies=cookies, retry=CONNECT_ONLY_RETRY)
+        result = await self.server_client.post(
+            self.config.resources_server.name, f"/{name}", json=arguments, cookies=cookies, retry=CONNECT_ONLY_RETRY
+        )
         cookies.update(result.cookies)
         return result.text
 

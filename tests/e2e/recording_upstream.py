@@ -36,10 +36,25 @@ class RecordingUpstream:
     def _output(self, body: dict) -> list[dict]:
         answered = any(item.get("type") == "function_call_output" for item in body.get("input") or [])
         if self.always_call_tool or not answered:
-            return [{"type": "function_call", "id": f"fc_{uuid.uuid4().hex}", "call_id": f"call_{uuid.uuid4().hex}",
-                     "name": "get_weather", "arguments": '{"city": "Paris"}', "status": "completed"}]
-        return [{"type": "message", "id": f"msg_{uuid.uuid4().hex}", "role": "assistant", "status": "completed",
-                 "content": [{"type": "output_text", "text": "Cold.", "annotations": []}]}]
+            return [
+                {
+                    "type": "function_call",
+                    "id": f"fc_{uuid.uuid4().hex}",
+                    "call_id": f"call_{uuid.uuid4().hex}",
+                    "name": "get_weather",
+                    "arguments": '{"city": "Paris"}',
+                    "status": "completed",
+                }
+            ]
+        return [
+            {
+                "type": "message",
+                "id": f"msg_{uuid.uuid4().hex}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "Cold.", "annotations": []}],
+            }
+        ]
 
     async def _responses(self, request: web.Request) -> web.Response:
         self.received += 1
@@ -50,9 +65,15 @@ class RecordingUpstream:
             if self.latency_s is None:
                 await asyncio.Event().wait()
             await asyncio.sleep(self.latency_s)
-            response = {"id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": 0, "model": "m",
-                        "status": "completed", "output": self._output(body),
-                        "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}}
+            response = {
+                "id": f"resp_{uuid.uuid4().hex}",
+                "object": "response",
+                "created_at": 0,
+                "model": "m",
+                "status": "completed",
+                "output": self._output(body),
+                "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2},
+            }
             return web.Response(body=orjson.dumps(response), content_type="application/json")
         finally:
             self.open -= 1

@@ -22,9 +22,15 @@ def looping_stack():
     upstream = RecordingUpstream(always_call_tool=True, latency_s=0.2).start()
     head_port = free_port()
     # No step cap worth the name and a long episode deadline: only the caller giving up can stop the loop.
-    stack = NgRunProcess(TUTORIAL_CONFIGS, f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
-                         "+policy_api_key=sk-unused", "+policy_model_name=m", f"+{AGENT_KEY}.max_steps=100000",
-                         f"+{AGENT_KEY}.episode_timeout_s=3600")
+    stack = NgRunProcess(
+        TUTORIAL_CONFIGS,
+        f"+head_server.port={head_port}",
+        f"+policy_base_url={upstream.url}",
+        "+policy_api_key=sk-unused",
+        "+policy_model_name=m",
+        f"+{AGENT_KEY}.max_steps=100000",
+        f"+{AGENT_KEY}.episode_timeout_s=3600",
+    )
     try:
         stack.wait_ready()
         yield upstream, head_port
@@ -34,9 +40,16 @@ def looping_stack():
 
 
 def give_up_after(seconds: float, head_port: int, output) -> None:
-    result = cli("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={TUTORIAL_DATA}",
-                 f"+output_jsonl_fpath={output}", "+limit=1", f"+rollout_timeout_s={seconds}", "+max_attempts=1",
-                 f"+head_server.port={head_port}")
+    result = cli(
+        "ng_collect_rollouts",
+        f"+agent_name={TUTORIAL_AGENT}",
+        f"+input_jsonl_fpath={TUTORIAL_DATA}",
+        f"+output_jsonl_fpath={output}",
+        "+limit=1",
+        f"+rollout_timeout_s={seconds}",
+        "+max_attempts=1",
+        f"+head_server.port={head_port}",
+    )
     assert result.returncode == 1, result.stderr  # the one rollout failed: it ran out of time
     assert not output.exists() or output.read_text() == ""
 

@@ -44,11 +44,23 @@ def test_ctrl_c_during_a_one_command_collection_prints_one_line_saying_how_to_re
     output = tmp_path / "rows.jsonl"
     with RecordingUpstream(latency_s=3.0) as upstream:  # every rollout is mid-flight when Ctrl+C comes
         collector = subprocess.Popen(
-            [console_script("ng_collect_rollouts"), f"+config_paths=[{TUTORIAL_CONFIGS}]",
-             f"+head_server.port={free_port()}", f"+policy_base_url={upstream.url}", "+policy_api_key=sk-unused",
-             "+policy_model_name=m", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={tasks}",
-             f"+output_jsonl_fpath={output}", "+num_samples_in_parallel=64"],
-            cwd=PROJECT_ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                console_script("ng_collect_rollouts"),
+                f"+config_paths=[{TUTORIAL_CONFIGS}]",
+                f"+head_server.port={free_port()}",
+                f"+policy_base_url={upstream.url}",
+                "+policy_api_key=sk-unused",
+                "+policy_model_name=m",
+                f"+agent_name={TUTORIAL_AGENT}",
+                f"+input_jsonl_fpath={tasks}",
+                f"+output_jsonl_fpath={output}",
+                "+num_samples_in_parallel=64",
+            ],
+            cwd=PROJECT_ROOT,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,  # a shell job: its own foreground process group
         )
         servers: list[psutil.Process] = []
@@ -68,7 +80,7 @@ def test_ctrl_c_during_a_one_command_collection_prints_one_line_saying_how_to_re
 
     assert collector.returncode == 130, out
     lines = out.splitlines()
-    after_start = lines[next(i for i, line in enumerate(lines) if line.startswith("Servers up")) + 1:]
+    after_start = lines[next(i for i, line in enumerate(lines) if line.startswith("Servers up")) + 1 :]
     messages = [line for line in after_start if not is_progress_line(line)]
     assert len(messages) == 1, "\n".join(messages[:40])
     assert "+resume=true" in messages[0] and str(output) in messages[0]
@@ -79,11 +91,21 @@ def test_ctrl_c_during_a_one_command_collection_prints_one_line_saying_how_to_re
 def test_ctrl_c_of_ng_run_with_requests_in_flight_stops_quietly(tmp_path):
     head_port = free_port()
     with RecordingUpstream(latency_s=5.0) as upstream:
-        stack = NgRunProcess(TUTORIAL_CONFIGS, f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
-                             "+policy_api_key=sk-unused", "+policy_model_name=m").wait_ready()
+        stack = NgRunProcess(
+            TUTORIAL_CONFIGS,
+            f"+head_server.port={head_port}",
+            f"+policy_base_url={upstream.url}",
+            "+policy_api_key=sk-unused",
+            "+policy_model_name=m",
+        ).wait_ready()
         servers = server_processes(stack.process.pid)
-        collector = spawn("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={TUTORIAL_DATA}",
-                          f"+output_jsonl_fpath={tmp_path / 'rows.jsonl'}", f"+head_server.port={head_port}")
+        collector = spawn(
+            "ng_collect_rollouts",
+            f"+agent_name={TUTORIAL_AGENT}",
+            f"+input_jsonl_fpath={TUTORIAL_DATA}",
+            f"+output_jsonl_fpath={tmp_path / 'rows.jsonl'}",
+            f"+head_server.port={head_port}",
+        )
         try:
             assert upstream.wait_until(lambda: upstream.open >= 3, within_s=60), stack.output
             ready_at = len(stack.lines)
@@ -100,8 +122,13 @@ def test_ctrl_c_of_ng_run_with_requests_in_flight_stops_quietly(tmp_path):
 
 
 def test_kill_9_of_ng_run_leaves_no_server_running():
-    stack = NgRunProcess(TUTORIAL_CONFIGS, f"+head_server.port={free_port()}", "+policy_base_url=http://127.0.0.1:9/v1",
-                         "+policy_api_key=sk-unused", "+policy_model_name=m").wait_ready()
+    stack = NgRunProcess(
+        TUTORIAL_CONFIGS,
+        f"+head_server.port={free_port()}",
+        "+policy_base_url=http://127.0.0.1:9/v1",
+        "+policy_api_key=sk-unused",
+        "+policy_model_name=m",
+    ).wait_ready()
     servers = server_processes(stack.process.pid)
     assert len(servers) == 3
     stack.process.kill()
@@ -113,10 +140,17 @@ def test_kill_9_of_ng_run_leaves_no_server_running():
 
 def test_kill_9_of_a_one_command_collection_leaves_no_server_running(tmp_path):
     with RecordingUpstream(latency_s=None) as upstream:
-        collector = spawn("ng_collect_rollouts", f"+config_paths=[{TUTORIAL_CONFIGS}]", f"+head_server.port={free_port()}",
-                          f"+policy_base_url={upstream.url}", "+policy_api_key=sk-unused", "+policy_model_name=m",
-                          f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={TUTORIAL_DATA}",
-                          f"+output_jsonl_fpath={tmp_path / 'rows.jsonl'}")
+        collector = spawn(
+            "ng_collect_rollouts",
+            f"+config_paths=[{TUTORIAL_CONFIGS}]",
+            f"+head_server.port={free_port()}",
+            f"+policy_base_url={upstream.url}",
+            "+policy_api_key=sk-unused",
+            "+policy_model_name=m",
+            f"+agent_name={TUTORIAL_AGENT}",
+            f"+input_jsonl_fpath={TUTORIAL_DATA}",
+            f"+output_jsonl_fpath={tmp_path / 'rows.jsonl'}",
+        )
         try:
             assert upstream.wait_until(lambda: upstream.open >= 1, within_s=90), "no rollout reached the model"
             servers = server_processes(collector.pid)
@@ -131,7 +165,8 @@ def test_kill_9_of_a_one_command_collection_leaves_no_server_running(tmp_path):
 def test_the_key_from_env_yaml_is_in_no_process_environ_or_command_line(tmp_path):
     with RecordingUpstream() as upstream:
         (tmp_path / "env.yaml").write_text(
-            f"policy_base_url: {upstream.url}\npolicy_api_key: {SECRET}\npolicy_model_name: m\n")
+            f"policy_base_url: {upstream.url}\npolicy_api_key: {SECRET}\npolicy_model_name: m\n"
+        )
         head_port = free_port()
         # cwd holds env.yaml (read from the current directory first); the configs come from the project.
         stack = NgRunProcess(TUTORIAL_CONFIGS, f"+head_server.port={head_port}", cwd=tmp_path).wait_ready()
@@ -146,10 +181,19 @@ def test_the_key_from_env_yaml_is_in_no_process_environ_or_command_line(tmp_path
 
             # ...and yet the model server has it: the upstream sees it on a real rollout.
             result = subprocess.run(
-                [console_script("ng_collect_rollouts"), f"+agent_name={TUTORIAL_AGENT}",
-                 f"+input_jsonl_fpath={PROJECT_ROOT / TUTORIAL_DATA}", f"+output_jsonl_fpath={tmp_path / 'rows.jsonl'}",
-                 "+limit=1", f"+head_server.port={head_port}"],
-                cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120,
+                [
+                    console_script("ng_collect_rollouts"),
+                    f"+agent_name={TUTORIAL_AGENT}",
+                    f"+input_jsonl_fpath={PROJECT_ROOT / TUTORIAL_DATA}",
+                    f"+output_jsonl_fpath={tmp_path / 'rows.jsonl'}",
+                    "+limit=1",
+                    f"+head_server.port={head_port}",
+                ],
+                cwd=tmp_path,
+                env=child_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             assert result.returncode == 0, result.stderr
             assert upstream.authorizations and set(upstream.authorizations) == {f"Bearer {SECRET}"}

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from nemo_gym.servers.agent import DEFAULT_MAX_STEPS
 from nemo_gym.servers.resources import (
     BaseResourcesServerConfig,
     BaseVerifyRequest,
@@ -17,11 +18,14 @@ from nemo_gym.servers.resources import (
 )
 from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
-from nemo_gym.servers.agent import DEFAULT_MAX_STEPS
 from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
 from responses_api_models.openai_model.app import OpenAIModel, OpenAIModelConfig
 
-WEATHER_TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
 
 
 class RecordingResources(SimpleResourcesServer):
@@ -52,9 +56,11 @@ class RecordingResources(SimpleResourcesServer):
 
 def scripted(turns: list[Turn]):
     """A script that plays `turns` in order, one per model call of the episode."""
+
     def script(body: dict[str, Any]) -> Turn:
         model_calls_so_far = sum(1 for item in body["input"] if item.get("type") == "function_call")
         return turns[min(model_calls_so_far, len(turns) - 1)]
+
     return script
 
 
@@ -65,19 +71,32 @@ def stack(request):
     upstream = ScriptedOpenAI(scripted(setup["turns"]), latency_s=setup.get("latency_s", 0.0)).start()
     ports = {name: free_port() for name in ("resources", "model", "agent")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    client = lambda: registry_client({"resources": ("resources_servers", urls["resources"]),  # noqa: E731
-                                      "model": ("responses_api_models", urls["model"])})
-    resources = RecordingResources(config=BaseResourcesServerConfig(name="resources", port=ports["resources"]),
-                                   server_client=client())
+
+    def client():
+        return registry_client(
+            {"resources": ("resources_servers", urls["resources"]), "model": ("responses_api_models", urls["model"])}
+        )
+
+    resources = RecordingResources(
+        config=BaseResourcesServerConfig(name="resources", port=ports["resources"]), server_client=client()
+    )
     resources.calls = []
-    model = OpenAIModel(config=OpenAIModelConfig(name="model", port=ports["model"], openai_base_url=upstream.url,
-                                                 openai_model="m"), server_client=client())
-    agent_config = {"name": "agent", "port": ports["agent"], "max_steps": 5,
-                    "resources_server": {"type": "resources_servers", "name": "resources"},
-                    "model_server": {"type": "responses_api_models", "name": "model"}} | setup.get("agent", {})
+    model = OpenAIModel(
+        config=OpenAIModelConfig(name="model", port=ports["model"], openai_base_url=upstream.url, openai_model="m"),
+        server_client=client(),
+    )
+    agent_config = {
+        "name": "agent",
+        "port": ports["agent"],
+        "max_steps": 5,
+        "resources_server": {"type": "resources_servers", "name": "resources"},
+        "model_server": {"type": "responses_api_models", "name": "model"},
+    } | setup.get("agent", {})
     agent = SimpleAgent(config=SimpleAgentConfig(**agent_config), server_client=client())
-    servers = [ThreadedServer(s.setup_webserver(), port=ports[n]).start()
-               for n, s in (("resources", resources), ("model", model), ("agent", agent))]
+    servers = [
+        ThreadedServer(s.setup_webserver(), port=ports[n]).start()
+        for n, s in (("resources", resources), ("model", model), ("agent", agent))
+    ]
     yield urls["agent"], resources, upstream
     for server in servers:
         server.stop()
@@ -85,8 +104,10 @@ def stack(request):
 
 
 def run(agent_url: str, tools=(WEATHER_TOOL,)) -> dict[str, Any]:
-    row = {"responses_create_params": {"input": [{"role": "user", "content": "weather in Paris?"}], "tools": list(tools)},
-           "expected": "kept"}
+    row = {
+        "responses_create_params": {"input": [{"role": "user", "content": "weather in Paris?"}], "tools": list(tools)},
+        "expected": "kept",
+    }
     response = httpx.post(f"{agent_url}/run", json=row, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
@@ -96,7 +117,9 @@ def tool_outputs(row: dict[str, Any]) -> list[str]:
     return [item["output"] for item in row["response"]["output"] if item["type"] == "function_call_output"]
 
 
-@pytest.mark.parametrize("stack", [[Turn(tool_calls=[("get_weather", '{"city": "Paris"}')]), Turn(text="Cold.")]], indirect=True)
+@pytest.mark.parametrize(
+    "stack", [[Turn(tool_calls=[("get_weather", '{"city": "Paris"}')]), Turn(text="Cold.")]], indirect=True
+)
 def test_cookies_thread_one_session_through_seed_tools_and_verify(stack):
     agent_url, resources, _ = stack
     row = run(agent_url)
@@ -108,8 +131,9 @@ def test_cookies_thread_one_session_through_seed_tools_and_verify(stack):
     assert row["response"]["usage"]["total_tokens"] == 240  # two model calls summed
 
 
-@pytest.mark.parametrize("stack", [[Turn(tool_calls=[("verify", "{}"), ("seed_session", "{}")]), Turn(text="Done.")]],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "stack", [[Turn(tool_calls=[("verify", "{}"), ("seed_session", "{}")]), Turn(text="Done.")]], indirect=True
+)
 def test_undeclared_tools_never_reach_the_resources_server(stack):
     agent_url, resources, _ = stack
     row = run(agent_url)
@@ -120,8 +144,9 @@ def test_undeclared_tools_never_reach_the_resources_server(stack):
     assert all("is not available" in output["error"] and "get_weather" in output["error"] for output in outputs)
 
 
-@pytest.mark.parametrize("stack", [[Turn(tool_calls=[("get_weather", '{"city": "Par')]), Turn(text="Sorry.")]],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "stack", [[Turn(tool_calls=[("get_weather", '{"city": "Par')]), Turn(text="Sorry.")]], indirect=True
+)
 def test_invalid_json_arguments_become_an_error_tool_output(stack):
     agent_url, resources, _ = stack
     row = run(agent_url)
@@ -129,7 +154,9 @@ def test_invalid_json_arguments_become_an_error_tool_output(stack):
     assert "get_weather" not in [name for name, _ in resources.calls]
 
 
-@pytest.mark.parametrize("stack", [[Turn(tool_calls=[("get_weather", '{"town": 3}')]), Turn(text="Hm.")]], indirect=True)
+@pytest.mark.parametrize(
+    "stack", [[Turn(tool_calls=[("get_weather", '{"town": 3}')]), Turn(text="Hm.")]], indirect=True
+)
 def test_tool_server_errors_become_tool_outputs(stack):
     agent_url, _, _ = stack
     row = run(agent_url)
@@ -163,8 +190,17 @@ def test_max_steps_has_a_default_and_null_means_the_default():
     assert SimpleAgentConfig(name="a", **refs).episode_timeout_s > 0
 
 
-@pytest.mark.parametrize("stack", [{"turns": [Turn(tool_calls=[("get_weather", '{"city": "X"}')])], "latency_s": 0.3,
-                                    "agent": {"max_steps": 1000, "episode_timeout_s": 1.0}}], indirect=True)
+@pytest.mark.parametrize(
+    "stack",
+    [
+        {
+            "turns": [Turn(tool_calls=[("get_weather", '{"city": "X"}')])],
+            "latency_s": 0.3,
+            "agent": {"max_steps": 1000, "episode_timeout_s": 1.0},
+        }
+    ],
+    indirect=True,
+)
 def test_the_episode_deadline_stops_a_model_that_never_stops_and_keeps_whole_steps(stack):
     agent_url, resources, upstream = stack
     row = run(agent_url)
@@ -175,8 +211,9 @@ def test_the_episode_deadline_stops_a_model_that_never_stops_and_keeps_whole_ste
     assert [name for name, _ in resources.calls][-1] == "verify"
 
 
-@pytest.mark.parametrize("stack", [{"turns": [Turn(text="never seen")], "latency_s": 3,
-                                    "agent": {"episode_timeout_s": 0.5}}], indirect=True)
+@pytest.mark.parametrize(
+    "stack", [{"turns": [Turn(text="never seen")], "latency_s": 3, "agent": {"episode_timeout_s": 0.5}}], indirect=True
+)
 def test_an_episode_without_one_finished_step_by_the_deadline_is_a_failure_not_a_score(stack):
     agent_url, resources, _ = stack
     row = {"responses_create_params": {"input": "hi", "tools": [WEATHER_TOOL]}}
