@@ -12,7 +12,8 @@ next server sees as its own client going away. An agent's episode, its model cal
 server's upstream request stop as one chain.
 
 A handler cancelled this way ends quietly (nobody is left to read an answer or a traceback).
-Cost: one small task per request that has a body, created after the body is read.
+Cost: two set operations per request; only a request still running after `WATCH_AFTER_S` gets a
+watcher task.
 """
 
 from __future__ import annotations
@@ -24,14 +25,53 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
+WATCH_AFTER_S = 0.2
+"""A request is watched only once it has run at least this long (at most twice this). Nearly every
+request finishes sooner and then costs two set operations; a task or a timer per request cost ~35 us
+and ~13 us of CPU (a small request is ~50 us). A disconnect is noticed within 2 x this delay."""
+
+
+class _Sweeper:
+    """The requests in flight on one event loop, in two generations. Each tick (while any request is
+    in flight) starts watching every request of the older generation, which has lived through a
+    whole tick, and makes the younger one the older."""
+
+    __slots__ = ("loop", "_young", "_old", "_ticking")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._young: set[_RequestWatch] = set()
+        self._old: set[_RequestWatch] = set()
+        self._ticking = False
+
+    def add(self, watch: _RequestWatch) -> None:
+        self._young.add(watch)
+        if not self._ticking:
+            self._ticking = True
+            self.loop.call_later(WATCH_AFTER_S, self._tick)
+
+    def discard(self, watch: _RequestWatch) -> None:
+        self._young.discard(watch)
+        self._old.discard(watch)
+
+    def _tick(self) -> None:
+        for watch in self._old:
+            watch.due()
+        self._old, self._young = self._young, set()
+        if self._old:
+            self.loop.call_later(WATCH_AFTER_S, self._tick)
+        else:
+            self._ticking = False
+
 
 class _RequestWatch:
-    """One request's view of its connection: the app's receive/send, and the watcher task."""
+    """One request's view of its connection: the app's receive/send, and once due, a watcher task."""
 
     __slots__ = (
         "_handler",
         "_receive",
         "_send",
+        "_due",
         "_watcher",
         "_client_gone",
         "body_read",
@@ -41,11 +81,18 @@ class _RequestWatch:
 
     def __init__(self, handler: asyncio.Task[Any], receive: Receive, send: Send):
         self._handler, self._receive, self._send = handler, receive, send
+        self._due = False
         self._watcher: asyncio.Task[None] | None = None
         self._client_gone: asyncio.Event | None = None
         self.body_read = False
         self.response_sent = False
         self.client_disconnected = False
+
+    def due(self) -> None:
+        self._due = True
+        # Only once the app has the whole body: until then the body's messages are the app's to read.
+        if self.body_read and not self.response_sent:
+            self._watcher = self._handler.get_loop().create_task(self._watch())
 
     async def receive(self) -> Message:
         if self.body_read:
@@ -59,7 +106,8 @@ class _RequestWatch:
         if message["type"] == "http.request":
             if not message.get("more_body", False):
                 self.body_read = True
-                self._watcher = asyncio.get_running_loop().create_task(self._watch())
+                if self._due:
+                    self._watcher = self._handler.get_loop().create_task(self._watch())
         elif message["type"] == "http.disconnect":
             self.client_disconnected = True
         return message
@@ -90,6 +138,7 @@ class CancelOnDisconnect:
 
     def __init__(self, app: ASGIApp):
         self.app = app
+        self._sweeper: _Sweeper | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,7 +146,11 @@ class CancelOnDisconnect:
             return
         handler = asyncio.current_task()
         assert handler is not None
+        sweeper = self._sweeper
+        if sweeper is None or sweeper.loop is not handler.get_loop():
+            sweeper = self._sweeper = _Sweeper(handler.get_loop())
         watch = _RequestWatch(handler, receive, send)
+        sweeper.add(watch)
         try:
             await self.app(scope, watch.receive, watch.send)
         except asyncio.CancelledError:
@@ -105,4 +158,5 @@ class CancelOnDisconnect:
                 raise  # someone else (a server shutting down) cancelled us as well
             handler.uncancel()  # we asked for this cancellation and it has done its job
         finally:
+            sweeper.discard(watch)
             watch.stop()
