@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
-WATCH_AFTER_S = 0.2
+WATCH_AFTER_S = 0.5
 """A request is watched only once it has run at least this long (at most twice this). Nearly every
 request finishes sooner and then costs two set operations; a task or a timer per request cost ~35 us
 and ~13 us of CPU (a small request is ~50 us). A disconnect is noticed within 2 x this delay."""
