@@ -71,10 +71,7 @@ def _read_line(fd: int) -> bytes:
     closed before a whole line arrived."""
     buffer = bytearray()
     while not buffer.endswith(b"\n"):
-        try:
-            chunk = os.read(fd, 65536)
-        except InterruptedError:
-            continue
+        chunk = os.read(fd, 65536)
         if not chunk:
             return b""
         buffer += chunk
@@ -86,12 +83,14 @@ def _watch_launcher(fd: int, parent_death_signal_armed: bool) -> None:
         try:
             if not os.read(fd, 4096):
                 break
-        except InterruptedError:
-            continue
         except OSError:
             break
     # The launcher is gone. The kernel already sent SIGTERM if PR_SET_PDEATHSIG was armed.
     if not parent_death_signal_armed:
         os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(STOP_GRACE_S)
-    os.killpg(os.getpgrp(), signal.SIGKILL)
+    # Still here: shutdown is stuck. The launcher made us a process group leader, so the group is
+    # ours and our own subprocesses; anything else, and only this process goes.
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)

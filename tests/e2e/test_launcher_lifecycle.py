@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -133,6 +134,55 @@ def test_kill_9_of_ng_run_leaves_no_server_running():
     assert len(servers) == 3
     stack.process.kill()
     stack.process.wait()
+    gone, alive = psutil.wait_procs(servers, timeout=20)
+    kill_leftovers(alive)
+    assert [process.pid for process in alive] == [], "servers outlived their launcher"
+
+
+STACK_FROM_A_WORKER_THREAD = """
+import sys, threading, time
+from nemo_gym.config import load_global_config
+from nemo_gym.launcher import LaunchOptions, Stack
+
+config = load_global_config(sys.argv[1:], require_servers=True)
+stack = Stack(config, LaunchOptions(echo_child_output=False))
+worker = threading.Thread(target=stack.start)
+worker.start()
+worker.join()  # the thread that spawned the servers is gone; the servers must not care
+time.sleep(1)
+stack.check()
+print("up", flush=True)
+time.sleep(600)
+"""
+
+
+def test_servers_started_from_a_worker_thread_outlive_the_thread_but_not_the_process():
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            STACK_FROM_A_WORKER_THREAD,
+            f"+config_paths=[{TUTORIAL_CONFIGS}]",
+            f"+head_server.port={free_port()}",
+            "+policy_base_url=http://127.0.0.1:9/v1",
+            "+policy_api_key=sk-unused",
+            "+policy_model_name=m",
+        ],
+        cwd=PROJECT_ROOT,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    servers: list[psutil.Process] = []
+    try:
+        assert launcher.stdout is not None
+        assert launcher.stdout.readline().strip() == "up"  # stack.check(): no server died with the thread
+        servers = server_processes(launcher.pid)
+        assert len(servers) == 3 and all(server.is_running() for server in servers)
+    finally:
+        launcher.kill()
+        launcher.wait()
     gone, alive = psutil.wait_procs(servers, timeout=20)
     kill_leftovers(alive)
     assert [process.pid for process in alive] == [], "servers outlived their launcher"
