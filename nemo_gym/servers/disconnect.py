@@ -128,7 +128,9 @@ class _RequestWatch:
         self._handler.cancel()
 
     def stop(self) -> None:
-        if self._watcher is not None and not self._watcher.done():
+        # A sent response has already woken the watcher, which returns on its own; cancelling it
+        # would only cost an exception's trip through the server's receive.
+        if self._watcher is not None and not self.response_sent and not self._watcher.done():
             self._watcher.cancel()
 
 
