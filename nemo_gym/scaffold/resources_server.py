@@ -1,0 +1,109 @@
+"""Write a new resources server folder from the templates beside this module.
+
+`scaffold_resources_server(root, name)` creates `resources_servers/<name>/` holding a working
+environment: `app.py` (one tool and a `verify`), `configs/<name>.yaml` (the resources server and
+`<name>_simple_agent` on `policy_model`), `data/example.jsonl` (5 tasks), `tests/test_app.py` and a
+README. Only `data/example_rollouts.jsonl` is left to collect; `collect_example_rollouts_command`
+gives the command that does it offline.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from nemo_gym.config import Domain
+from nemo_gym.errors import ConfigError, OutputExistsError
+
+TEMPLATES = Path(__file__).with_name("templates")
+RESOURCES_SERVERS = "resources_servers"
+LOCAL_MODEL_CONFIG = "responses_api_models/local_model/configs/local_model.yaml"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class TemplateFile:
+    template: str
+    target: str  # relative to the new folder; "{name}" is filled in
+
+
+FILES = (
+    TemplateFile("app.py.tmpl", "app.py"),
+    TemplateFile("config.yaml.tmpl", "configs/{name}.yaml"),
+    TemplateFile("example.jsonl.tmpl", "data/example.jsonl"),
+    TemplateFile("test_app.py.tmpl", "tests/test_app.py"),
+    TemplateFile("README.md.tmpl", "README.md"),
+)
+
+
+def check_name(name: str) -> None:
+    """The folder name is also a Python package name (`resources_servers.<name>.app`) and a YAML key."""
+    if not _NAME.match(name) or keyword.iskeyword(name):
+        raise ConfigError(
+            f"environment name {name!r} is not usable: it becomes the Python package resources_servers.{name}, "
+            f"so use lowercase letters, digits and underscores, starting with a letter (e.g. my_env)"
+        )
+
+
+def class_prefix(name: str) -> str:
+    """`word_count` -> `WordCount`, the prefix of the generated classes."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+
+
+def collect_example_rollouts_command(name: str, overwrite: bool = False) -> str:
+    """The shell command (run from the project root) that collects `data/example_rollouts.jsonl`
+    on the embedded local model: no key, no network."""
+    folder = f"{RESOURCES_SERVERS}/{name}"
+    parts = [
+        "ng_collect_rollouts",
+        f"+config_paths=[{folder}/configs/{name}.yaml,{LOCAL_MODEL_CONFIG}]",
+        f"+agent_name={name}_simple_agent",
+        f"+input_jsonl_fpath={folder}/data/example.jsonl",
+        f"+output_jsonl_fpath={folder}/data/example_rollouts.jsonl",
+    ]
+    if overwrite:
+        parts.append("+overwrite=true")
+    return " ".join(shlex.quote(part) for part in parts)
+
+
+def render(template: str, name: str, domain: str, description: str) -> str:
+    text = (TEMPLATES / template).read_text(encoding="utf-8")
+    values = {
+        "__DESCRIPTION_YAML__": json.dumps(description),  # a JSON string is a valid YAML scalar, quotes and all
+        "__DESCRIPTION__": description,
+        "__COLLECT_COMMAND__": collect_example_rollouts_command(name),
+        "__CLASS__": class_prefix(name),
+        "__DOMAIN__": domain,
+        "__NAME__": name,
+    }
+    for placeholder, value in values.items():  # longest placeholders first, so none is a prefix of another
+        text = text.replace(placeholder, value)
+    return text
+
+
+def scaffold_resources_server(
+    root: Path, name: str, domain: str = "agent", description: str | None = None
+) -> list[Path]:
+    """Create `root/resources_servers/<name>/`; returns the files written. Refuses an existing folder."""
+    check_name(name)
+    try:
+        Domain(domain)
+    except ValueError:
+        raise ConfigError(f"+domain={domain}: not a domain; use one of {', '.join(d.value for d in Domain)}") from None
+    folder = root / RESOURCES_SERVERS / name
+    if folder.exists():
+        raise OutputExistsError(f"{folder} already exists; pick another name or remove the folder first")
+    description = description or "A tool-using environment: the model measures a word with a tool and answers."
+    rendered = [
+        (folder / item.target.format(name=name), render(item.template, name, domain, description)) for item in FILES
+    ]  # render everything first: a template error leaves no half-made folder
+    written = []
+    for path, text in rendered:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
