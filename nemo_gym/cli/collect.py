@@ -16,15 +16,16 @@ from contextlib import ExitStack
 from typing import Any
 
 from pydantic import BaseModel, Field
-from tqdm import tqdm
 
 from nemo_gym.aio import raise_open_file_limit, run_async
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.config import GlobalConfig, load_global_config, secret_values
 from nemo_gym.errors import ConfigError, ServerGoneError, ServerUnreachableError
-from nemo_gym.rollouts.collector import CollectionPolicy, RolloutOutcome
+from nemo_gym.rollouts.collector import CollectionPolicy
 from nemo_gym.rollouts.file_collection import CollectionReport, CollectionSpec, FileCollection, OpenedOutput
-from nemo_gym.rollouts.metrics import RunningStats, format_key_metrics
+from nemo_gym.rollouts.metrics import format_key_metrics
+from nemo_gym.rollouts.progress import RolloutProgress
+from nemo_gym.rollouts.quality import format_quality_summary
 from nemo_gym.rollouts.store import OutputMode
 
 DEFAULT_PARALLEL = 256
@@ -110,7 +111,7 @@ def collect(argv: list[str]) -> int:
         )
         raise_open_file_limit()
         try:
-            report = run_async(collection.run(head_url, policy, ProgressBar()))
+            report = run_async(collection.run(head_url, policy, RolloutProgress(concurrency=policy.concurrency)))
         except KeyboardInterrupt:
             _note(
                 f"Interrupted. Rows written so far are kept in {collection.output_path}; finish the run with the "
@@ -151,6 +152,8 @@ def _say_what_was_found(collection: FileCollection, opened: OpenedOutput) -> Non
 def _summarize(report: CollectionReport) -> int:
     print(format_key_metrics(report.metrics), flush=True)
     print(f"Rows: {report.output_path}  Metrics: {report.metrics_path}", flush=True)
+    if report.quality is not None:
+        _note(format_quality_summary(report.quality, report.quality_path))
     if report.failed_this_run or report.missing:
         _note(
             f"{report.failed_this_run} rollouts failed in this run and {report.missing} (task, rollout) pairs have "
@@ -162,32 +165,6 @@ def _summarize(report: CollectionReport) -> int:
 
 def _note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-class ProgressBar:
-    """`Collecting rollouts: 40%|...| 4/10 [failed=0, reward=1.000]` on stderr."""
-
-    def __init__(self) -> None:
-        self._bar: tqdm[Any] | None = None
-        self._reward = RunningStats()
-        self._failed = 0
-
-    def start(self, total: int, already_done: int) -> None:
-        self._bar = tqdm(total=total, desc="Collecting rollouts", file=sys.stderr, dynamic_ncols=True)
-
-    def advance(self, outcome: RolloutOutcome) -> None:
-        assert self._bar is not None
-        if outcome.row is not None:
-            self._reward.add(float(outcome.row["reward"]))
-        else:
-            self._failed += 1
-        reward = f"{self._reward.mean:.3f}" if self._reward.count else "-"
-        self._bar.set_postfix(failed=self._failed, reward=reward, refresh=False)
-        self._bar.update(1)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,6 +40,7 @@ from nemo_gym.rollouts.job_identity import (
 )
 from nemo_gym.rollouts.metrics import aggregate_rollouts
 from nemo_gym.rollouts.output_lock import OutputLock
+from nemo_gym.rollouts.quality import QualityReport, build_quality_report, quality_report_path, write_quality_report
 from nemo_gym.rollouts.redaction import SecretRedactor
 from nemo_gym.rollouts.store import OutputMode, PairKey, RolloutStore, iter_rows, pair_key, write_error
 from nemo_gym.rollouts.tasks import RolloutJob, expand_jobs, iter_tasks
@@ -85,6 +86,9 @@ class CollectionReport:
     """Pairs that were already done when this run started."""
     failed_this_run: int
     wall_time_s: float
+    quality: QualityReport | None = None
+    """The quality report (`nemo_gym.rollouts.quality`), also written to `quality_path`."""
+    quality_path: Path | None = None
 
     @property
     def missing(self) -> int:
@@ -255,6 +259,10 @@ class FileCollection:
             iter_rows(self.store.path), num_repeats=repeats, failures=max(0, expected - rows), wall_time_s=wall_time_s
         )
         self.store.write_metrics(metrics)
+        quality = build_quality_report(
+            self.store.path, self.store.failures_path, num_tasks=num_tasks, num_repeats=repeats
+        )
+        quality_path = write_quality_report(quality, quality_report_path(self.store.path))
         return CollectionReport(
             self.store.path,
             self.store.failures_path,
@@ -265,6 +273,8 @@ class FileCollection:
             len(self.opened.done),
             failed_this_run,
             wall_time_s,
+            quality,
+            quality_path,
         )
 
 
