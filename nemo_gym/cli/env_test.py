@@ -131,10 +131,9 @@ def run_tests(argv: list[str]) -> int:
             for problem in problems:
                 print(f"ng_test: data: {problem}", file=sys.stderr, flush=True)
             if rollout_problems(problems):
-                existing = (folder / "data" / "example_rollouts.jsonl").exists()
                 print(
                     f"ng_test: collect the example rollouts (from {root}) with:\n"
-                    f"  {collect_example_rollouts_command(folder.name, overwrite=existing)}",
+                    f"  {collect_example_rollouts_command(folder.name)}",
                     file=sys.stderr,
                     flush=True,
                 )

@@ -62,9 +62,14 @@ class RolloutProgress:
     def start(self, total: int, already_done: int = 0) -> None:
         self.total, self.started = total, self.clock()
         self.bar = tqdm(
-            total=total, desc=self.desc, file=self.file, dynamic_ncols=True, bar_format=BAR_FORMAT, mininterval=0.5
+            total=total,
+            desc=self.desc,
+            file=self.file,
+            dynamic_ncols=True,
+            bar_format=BAR_FORMAT,
+            mininterval=0.5,
+            postfix=self.postfix(),
         )
-        self.bar.set_postfix_str(self.postfix(), refresh=True)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

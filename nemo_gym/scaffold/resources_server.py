@@ -54,20 +54,27 @@ def class_prefix(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
-def collect_example_rollouts_command(name: str, overwrite: bool = False) -> str:
+def collect_example_rollouts_command(name: str) -> str:
     """The shell command (run from the project root) that collects `data/example_rollouts.jsonl`
-    on the embedded local model: no key, no network."""
+    on the embedded local model: no key, no network.
+
+    It collects into `results/` and copies the rows into `data/` only when every rollout
+    succeeded, so the collection's side files (failures, metrics, quality report) stay out of the
+    environment's folder and a half-failed run never becomes its examples. Two rollouts at a time
+    match the local model's two slots, so the first rows arrive early."""
     folder = f"{RESOURCES_SERVERS}/{name}"
+    collected = f"results/{name}_example_rollouts.jsonl"
     parts = [
         "ng_collect_rollouts",
         f"+config_paths=[{folder}/configs/{name}.yaml,{LOCAL_MODEL_CONFIG}]",
         f"+agent_name={name}_simple_agent",
         f"+input_jsonl_fpath={folder}/data/example.jsonl",
-        f"+output_jsonl_fpath={folder}/data/example_rollouts.jsonl",
+        f"+output_jsonl_fpath={collected}",
+        "+num_samples_in_parallel=2",
+        "+overwrite=true",
     ]
-    if overwrite:
-        parts.append("+overwrite=true")
-    return " ".join(shlex.quote(part) for part in parts)
+    collect = " ".join(shlex.quote(part) for part in parts)
+    return f"{collect} && cp {collected} {folder}/data/example_rollouts.jsonl"
 
 
 def render(template: str, name: str, domain: str, description: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from nemo_gym.scaffold import collect_example_rollouts_command
+from nemo_gym.scaffold.resources_server import LOCAL_MODEL_CONFIG
 from nemo_gym.testing import ScriptedOpenAI, Turn, free_port
 from tests.conftest import PROJECT_ROOT, child_env, cli
 
@@ -101,10 +102,25 @@ def authored_environment(tmp_path_factory) -> AuthoredEnvironment:
     assert len(data_lines) == 1 and "example_rollouts.jsonl: missing" in data_lines[0]
     assert collect_example_rollouts_command(ENV_NAME) in checked.stderr
 
-    rollouts = tmp_path / "rollouts.jsonl"
+    # Run the printed command as a user pastes it into a shell, with one change: the scripted
+    # upstream (through openai_model) plays the model instead of the local CPU model.
+    command = collect_example_rollouts_command(ENV_NAME).replace(LOCAL_MODEL_CONFIG, OPENAI_MODEL_CONFIG)
     with ScriptedOpenAI(measure_then_answer) as upstream:
-        result = collect(project, ENV_NAME, rollouts, upstream.url)
+        scripted = (
+            f" +policy_base_url={upstream.url} +policy_api_key=sk-test +policy_model_name=scripted-model"
+            f" +head_server.port={free_port()} && cp"
+        )
+        result = subprocess.run(
+            ["bash", "-c", command.replace(" && cp", scripted)],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=child_env(),
+        )
     assert result.returncode == 0, result.stderr
+    rollouts = project / "results" / f"{ENV_NAME}_example_rollouts.jsonl"
+    assert (folder / "data" / "example_rollouts.jsonl").read_text() == rollouts.read_text()
     return AuthoredEnvironment(project, ENV_NAME, folder, rollouts, result.stderr)
 
 
@@ -118,12 +134,14 @@ def test_scaffold_check_collect_then_check_again(authored_environment):
     assert {row["extracted_answer"] == row["expected_answer"] for row in rows} == {True}
     assert all(item["type"] == "function_call" for row in rows for item in row["response"]["output"][:1])
 
-    # The quality report is written beside the rows and summarised on the console.
-    quality = json.loads(env.rollouts.with_name("rollouts_quality.json").read_text())
+    # The quality report is written beside the rows (not in the environment's folder) and summarised.
+    quality = json.loads(env.rollouts.with_name(f"{env.name}_example_rollouts_quality.json").read_text())
     assert quality["num_rows"] == 5 and quality["tool_error_rate"] == 0.0
     assert "Quality:" in env.collect_stderr
 
-    # Those rows are the environment's example rollouts: now ng_test passes outright.
+    assert sorted(path.name for path in (env.folder / "data").iterdir()) == ["example.jsonl", "example_rollouts.jsonl"]
+
+    # The command copied those rows into the environment as its example rollouts: ng_test passes outright.
     (env.folder / "data" / "example_rollouts.jsonl").write_text(env.rollouts.read_text())
     checked = python_module("nemo_gym.cli.env_test", f"+entrypoint=resources_servers/{env.name}", cwd=env.project)
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -137,7 +155,7 @@ def test_example_rollouts_copied_from_another_environment_fail_with_a_clear_line
     checked = python_module("nemo_gym.cli.env_test", f"+entrypoint=resources_servers/{env.name}", cwd=env.project)
     assert checked.returncode == 2
     assert "was the file copied from another environment?" in checked.stderr
-    assert collect_example_rollouts_command(env.name, overwrite=True) in checked.stderr
+    assert collect_example_rollouts_command(env.name) in checked.stderr
 
 
 def test_a_dead_upstream_is_named_on_the_console(tmp_path):
