@@ -72,6 +72,9 @@ MAX_DISTINCT_MESSAGES = 1000
 """Distinct failure messages counted per error type; past this only known ones are counted, so a
 run whose every message differs (a request id in each) cannot grow memory without bound."""
 
+MAX_ROLLOUT_INDEX = 1 << 16
+"""Rollout indices tracked for duplicates (one bit each per task); num_repeats is far below this."""
+
 _NESTED_ERROR = re.compile(r"answered HTTP (\d{3}): (.*)\Z", re.DOTALL)
 
 # What to do about the most common root causes; shown under the failure line on the console.
@@ -274,7 +277,7 @@ class QualityAccumulator:
         task, rollout = row.get("_ng_task_index"), row.get("_ng_rollout_index")
         flag = self.flags
 
-        if isinstance(task, int) and isinstance(rollout, int) and rollout >= 0:
+        if isinstance(task, int) and isinstance(rollout, int) and 0 <= rollout < MAX_ROLLOUT_INDEX:
             mask = self.seen.get(task, 0)
             if mask >> rollout & 1:
                 flag["duplicate_rows"].add(task, rollout)
