@@ -101,7 +101,10 @@ class RolloutProgress:
         if not self.done:
             return "waiting for the first rollout"
         elapsed = max(self.clock() - self.started, 1e-9)
-        parts = [f"{self.done / elapsed:.2f} rollouts/s", f"{self.failures} failed"]
+        rate = self.done / elapsed
+        # Below one a second, "0.01 rollouts/s" says little; the seconds per rollout say it plainly.
+        speed = f"{rate:.2f} rollouts/s" if rate >= 1 else f"{rate:.2f} rollouts/s, one per {1 / rate:.0f} s"
+        parts = [speed, f"{self.failures} failed"]
         if self.rewards.count:
             parts.append(f"mean reward {self.rewards.mean:.3f}")
         return ", ".join(parts)

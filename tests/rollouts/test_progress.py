@@ -27,13 +27,15 @@ def test_rate_failures_and_mean_reward_show_from_the_first_finished_rollout():
         assert "waiting for the first rollout" in last_line(buffer)
         clock.now = 2.0
         progress.add_row(1.0)
-        assert progress.postfix() == "0.50 rollouts/s, 0 failed, mean reward 1.000"
+        assert progress.postfix() == "0.50 rollouts/s, one per 2 s, 0 failed, mean reward 1.000"
         clock.now = 4.0
         progress.add_failure()
         progress.add_row(0.0)
-        assert progress.postfix() == "0.75 rollouts/s, 1 failed, mean reward 0.500"
+        assert progress.postfix() == "0.75 rollouts/s, one per 1 s, 1 failed, mean reward 0.500"
+        progress.add_row(1.0)
+        assert progress.postfix() == "1.00 rollouts/s, 1 failed, mean reward 0.667"
     final = last_line(buffer)
-    assert "3/4" in final and "1 failed" in final and "mean reward 0.500" in final
+    assert "4/4" in final and "1 failed" in final and "mean reward 0.667" in final
 
 
 def test_a_slow_first_rollout_is_explained_once():
