@@ -1,4 +1,5 @@
-"""Writing an environment, as a new user does it: scaffold -> ng_test -> collect 5 rollouts -> ng_test passes.
+"""Writing an environment, as a new user does it: scaffold -> ng_test -> collect 5 rollouts -> ng_test passes
+-> the rollouts in ng_viewer (headless Chromium).
 
 The scaffold, the first ng_test and the collection run in the `authored_environment` fixture
 (tests/e2e/conftest.py), as real commands against a scripted upstream; these tests check what
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from nemo_gym.scaffold import collect_example_rollouts_command
 from nemo_gym.testing import free_port
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, child_env
 from tests.e2e.conftest import ENV_NAME, collect, python_module, scratch_project
 
 pytestmark = pytest.mark.slow
@@ -73,3 +77,45 @@ def test_a_dead_upstream_is_named_on_the_console(tmp_path):
     assert "is the model (or its upstream, policy_base_url) running?" in result.stderr
     report = json.loads(output.with_name("dead_quality.json").read_text())
     assert report["failures_by_type"][0]["error_type"] == "ServerUnreachableError"
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_the_collected_rollouts_open_in_the_viewer(authored_environment):
+    """The last step of the loop: the 5 rows in ng_viewer, in a real headless Chromium."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (the dev extra)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs Debian's chromium (apt-get install -y chromium)")
+    env = authored_environment
+    rows = [json.loads(line) for line in env.rollouts.read_text().splitlines()]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nemo_gym.cli.viewer", f"+jsonl_fpath={env.rollouts}", "+port=0"],
+        cwd=env.project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env(),
+    )
+    try:
+        line = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, f"ng_viewer printed no URL: {line}"
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url.group(0))
+            page.wait_for_selector("#rows tbody tr")
+            assert page.locator("#rows tbody tr").count() == 5
+            first = page.locator("#rows tbody tr").first
+            first.click()
+            call = page.locator("#detail .item.function_call").first
+            call.wait_for()
+            shown = rows[int(first.get_attribute("data-row"))]
+            assert call.locator(".tool-name").inner_text() == "get_word_length"
+            stored = next(item for item in shown["response"]["output"] if item["type"] == "function_call")
+            assert json.loads(call.locator(".arguments").inner_text()) == json.loads(stored["arguments"])
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
