@@ -76,6 +76,11 @@ MAX_ROLLOUT_INDEX = 1 << 16
 """Rollout indices tracked for duplicates (one bit each per task); num_repeats is far below this."""
 
 _NESTED_ERROR = re.compile(r"answered HTTP (\d{3}): (.*)\Z", re.DOTALL)
+# The wording of nemo_gym.client's transport errors, for causes relayed as text only.
+_TEXT_CAUSES = (
+    (re.compile(r"^(cannot connect to |connection to \S+ failed)"), "ServerUnreachableError"),
+    (re.compile(r"^\w+ \S+ timed out \("), "RequestTimeoutError"),
+)
 
 # What to do about the most common root causes; shown under the failure line on the console.
 _HINTS = {
@@ -96,27 +101,35 @@ _STATUS_HINTS = {
 
 
 def root_cause(error_type: str, message: str, status_code: int | None = None) -> tuple[str, str, int | None]:
-    """The innermost (error type, message, HTTP status) of a failure whose message wraps the error
-    bodies of the servers behind it."""
+    """The innermost (error type, message, HTTP status) of a failure whose message relays the errors
+    of the servers behind it, either as plain text (`A answered HTTP 502: B answered HTTP 502: cannot
+    connect to ...`) or as their JSON error bodies (`... answered HTTP 502: {"error": {"type": ...}}`).
+    When only the text is left, a refused connection or a timeout is recognised by its wording."""
+    relayed = False
     for _ in range(16):  # a rollout crosses a handful of servers; the bound only guards a cycle
         match = _NESTED_ERROR.search(message)
         if match is None:
             break
+        status_code, rest = int(match.group(1)), match.group(2)
+        relayed = True
         try:
-            body = orjson.loads(match.group(2))
+            body = orjson.loads(rest) if rest[:1] == "{" else None
         except orjson.JSONDecodeError:
-            break
+            body = None
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            error_type = str(error.get("type") or error_type)
-            message = error["message"]
+            error_type, message = str(error.get("type") or error_type), error["message"]
         elif isinstance(error, str):
             message = error
         elif isinstance(body, dict) and "detail" in body:  # a plain FastAPI error body
             message = str(body["detail"])
         else:
-            break
-        status_code = int(match.group(1))
+            message = rest
+    if relayed and error_type == "HTTPStatusError":
+        for pattern, inferred in _TEXT_CAUSES:
+            if pattern.search(message):
+                error_type = inferred
+                break
     return error_type, message, status_code
 
 

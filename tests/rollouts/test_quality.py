@@ -87,6 +87,22 @@ def test_root_cause_unwraps_every_server_layer_to_the_refused_connection():
     assert status == 502
 
 
+PLAIN_502 = (
+    "http://127.0.0.1:44633/run answered HTTP 502: http://127.0.0.1:36753/v1/responses answered HTTP 502: "
+    "cannot connect to http://127.0.0.1:9/v1/responses: [Errno 111] Connect call failed (after 5 attempts)"
+)
+
+
+def test_root_cause_reads_errors_relayed_as_text_and_names_the_refused_connection():
+    error_type, message, status = root_cause("HTTPStatusError", PLAIN_502, 502)
+    assert error_type == "ServerUnreachableError" and status == 502
+    assert message.startswith("cannot connect to http://127.0.0.1:9/v1/responses")
+    timed_out = "http://a/run answered HTTP 502: POST http://b/v1/responses timed out (TimeoutError)"
+    assert root_cause("HTTPStatusError", timed_out, 502)[0] == "RequestTimeoutError"
+    key = "http://a/run answered HTTP 502: model server 'policy_model': upstream http://u/v1 answered HTTP 401: bad key"
+    assert root_cause("HTTPStatusError", key, 502) == ("HTTPStatusError", "bad key", 401)
+
+
 def test_root_cause_leaves_a_plain_message_alone():
     assert root_cause("TimeoutError", "rollout exceeded rollout_timeout_s=5", None) == (
         "TimeoutError",
@@ -110,13 +126,14 @@ def test_a_clean_run_passes_every_check():
     assert format_quality_summary(report).startswith("Quality: all 16 checks passed")
 
 
-def test_failures_are_grouped_by_root_cause_with_the_most_common_message():
+@pytest.mark.parametrize("nested", [NESTED_502, PLAIN_502], ids=["json-bodies", "plain-text"])
+def test_failures_are_grouped_by_root_cause_with_the_most_common_message(nested):
     failures = [
         {
             "_ng_task_index": t,
             "_ng_rollout_index": 0,
             "error_type": "HTTPStatusError",
-            "message": NESTED_502,
+            "message": nested,
             "status_code": 502,
         }
         for t in range(3)
