@@ -38,6 +38,7 @@ def test_scaffold_writes_a_complete_environment_with_the_name_everywhere(tmp_pat
     config = yaml.safe_load((folder / "configs" / "word_count.yaml").read_text())
     resources = config["word_count"]["resources_servers"]["word_count"]
     assert resources["entrypoint"] == "app.py" and resources["domain"] == "knowledge"
+    assert resources["offline"] is True
     agent = config["word_count_simple_agent"]["responses_api_agents"]["simple_agent"]
     assert agent["resources_server"] == {"type": "resources_servers", "name": "word_count"}
     assert agent["model_server"] == {"type": "responses_api_models", "name": "policy_model"}
