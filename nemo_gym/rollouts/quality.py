@@ -557,9 +557,8 @@ def _usage_adds_up(usage: Any) -> bool:
     if not isinstance(usage, Mapping):
         return False
     numbers = [usage.get(key) for key in ("input_tokens", "output_tokens", "total_tokens")]
-    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
-        return False
-    return numbers[0] + numbers[1] == numbers[2]
+    counts = [n for n in numbers if isinstance(n, int) and not isinstance(n, bool)]
+    return len(counts) == 3 and counts[0] + counts[1] == counts[2]
 
 
 def _int_or_none(value: Any) -> int | None:
