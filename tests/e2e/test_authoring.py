@@ -16,10 +16,20 @@ from pathlib import Path
 
 import pytest
 
+from nemo_gym.aio import run_async
+from nemo_gym.rollouts import CollectionSpec, collect_to_file
+from nemo_gym.rollouts.quality import format_quality_summary
 from nemo_gym.scaffold import collect_example_rollouts_command
-from nemo_gym.testing import free_port
+from nemo_gym.testing import NgRunProcess, ScriptedOpenAI, free_port
 from tests.conftest import PROJECT_ROOT, child_env
-from tests.e2e.conftest import ENV_NAME, collect, python_module, scratch_project
+from tests.e2e.conftest import (
+    ENV_NAME,
+    OPENAI_MODEL_CONFIG,
+    collect,
+    measure_then_answer,
+    python_module,
+    scratch_project,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -119,3 +129,25 @@ def test_the_collected_rollouts_open_in_the_viewer(authored_environment):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_the_python_api_writes_the_quality_report_too(authored_environment, tmp_path):
+    """collect_to_file (what an RL trainer calls) ends with the same report: here every task got 1.0
+    twice, so the report says there is no GRPO signal in any of them."""
+    env = authored_environment
+    head_port = free_port()
+    configs = [f"resources_servers/{env.name}/configs/{env.name}.yaml", OPENAI_MODEL_CONFIG]
+    spec = CollectionSpec(
+        agent_name=f"{env.name}_simple_agent",
+        input_jsonl_fpath=str(env.folder / "data" / "example.jsonl"),
+        num_repeats=2,
+    )
+    with ScriptedOpenAI(measure_then_answer) as upstream:
+        overrides = [f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}", "+policy_api_key=sk-test"]
+        with NgRunProcess(configs, *overrides, "+policy_model_name=scripted-model", cwd=env.project):
+            report = run_async(collect_to_file(f"http://127.0.0.1:{head_port}", spec, tmp_path / "api.jsonl"))
+    assert report.complete and report.quality is not None
+    assert report.quality_path == tmp_path / "api_quality.json" and report.quality_path.exists()
+    constant = report.quality.check("constant_reward_tasks")
+    assert (constant.status, constant.count, constant.total) == ("warn", 5, 5)
+    assert "no GRPO signal" in format_quality_summary(report.quality)
