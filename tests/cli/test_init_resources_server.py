@@ -110,7 +110,7 @@ def test_cli_refuses_an_existing_folder_and_a_bad_name_in_one_line_with_exit_2(p
 
 def test_cli_help_lists_its_parameters(project):
     result = run_init("+help=true", cwd=project)
-    assert result.returncode == 0 and "+entrypoint=" in result.stdout and "+domain=" in result.stdout
+    assert result.returncode == 0 and "+entrypoint" in result.stdout and "+domain" in result.stdout
 
 
 # --- ng_test's checks of the example rollouts ---------------------------------------------------
