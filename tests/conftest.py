@@ -45,9 +45,7 @@ def spawn(command: str, *args: str, cwd: Path = PROJECT_ROOT, env: dict | None =
 
 
 def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("NEMO_GYM_SERVER_BOOTSTRAP", None)
-    return env
+    return dict(os.environ)
 
 
 def _script(command: str) -> str:

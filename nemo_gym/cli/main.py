@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 runtime failure (a server died, rollouts failed), 2 bad
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -128,11 +129,16 @@ def run_command(
     # A shell starting us in the background (`ng_run ... &` in a script) leaves SIGINT ignored;
     # restore Ctrl+C / `kill -INT` so they always stop the command cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if help_model is not None and wants_help(argv):
-        print(help_text(command, help_model))
-        sys.exit(0)
     try:
+        if help_model is not None and wants_help(argv):
+            print(help_text(command, help_model), flush=True)
+            sys.exit(0)
         code = body(argv) or 0
+    except BrokenPipeError:
+        # `ng_* --help | head` closed our stdout early: that is the reader's choice, not an error worth a
+        # traceback. Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except NemoGymError as error:
         print(f"{command}: error: {error}", file=sys.stderr, flush=True)
         sys.exit(exit_code_for(error))

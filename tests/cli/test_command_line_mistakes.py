@@ -7,6 +7,8 @@ usual ways, a head port someone else holds, and a `${policy_base_url}` with no e
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from nemo_gym.cli.reverify import ReverifyConfig
 from nemo_gym.cli.run import RunConfig
 from nemo_gym.cli.viewer import ViewerConfig
 from nemo_gym.config import SharedParameters
-from tests.conftest import PROJECT_ROOT, TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, cli
+from tests.conftest import PROJECT_ROOT, TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, child_env, cli
 
 POLICY = ("+policy_base_url=http://127.0.0.1:9/v1", "+policy_api_key=sk-test", "+policy_model_name=m")
 COLLECT = (f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={TUTORIAL_DATA}")
@@ -207,6 +209,15 @@ def test_help_lists_every_parameter_with_its_default(command, model: type[BaseMo
     assert set(SharedParameters.model_fields) - set(model.model_fields) - {"head_server"} <= {
         line.split()[0].lstrip("+") for line in lines if line.startswith("  +")
     }
+
+
+def test_help_piped_into_a_reader_that_stops_early_prints_no_traceback():
+    # `ng_collect_rollouts --help | head -1`, at its most extreme: the reader has gone before the help is written.
+    shell = f"'{sys.executable}' -m nemo_gym.cli.collect --help | true"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", shell], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=60, env=child_env())
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "BrokenPipeError" not in result.stderr
 
 
 def test_a_busy_head_port_is_one_line_and_exit_2():
