@@ -141,6 +141,19 @@ class Stack:
 
     def start(self) -> None:
         started = time.monotonic()
+        self.check_ports()
+        self.head.start()
+        try:
+            for instance in self.config.instances:
+                self.processes.append(self._spawn(instance))
+            self._wait_until_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - started
+
+    def check_ports(self) -> None:
+        """Raise ConfigError naming the first configured port something else already listens on."""
         if not _port_is_free(self.config.head_host, self.config.head_port):
             raise ConfigError(
                 f"head server port {self.config.head_host}:{self.config.head_port} is already in use "
@@ -152,15 +165,6 @@ class Stack:
                     f"port {instance.host}:{instance.port} of server {instance.name!r} is already in use; "
                     f"set +{instance.name}.{instance.server_type}.{instance.implementation}.port=<port>"
                 )
-        self.head.start()
-        try:
-            for instance in self.config.instances:
-                self.processes.append(self._spawn(instance))
-            self._wait_until_healthy()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.monotonic() - started
 
     def _spawn(self, instance: ServerInstance) -> ServerProcess:
         entrypoint = instance.directory / instance.entrypoint

@@ -99,8 +99,9 @@ def collect(argv: list[str]) -> int:
                 )
             from nemo_gym.launcher import LaunchOptions, Stack  # only the one-command mode needs it
 
-            _note(f"Starting {len(config.instances)} servers for this collection...")
             stack = Stack(config, LaunchOptions(startup_timeout_s=params.startup_timeout_s))
+            stack.check_ports()  # a busy port is the one line the user sees, not after a "Starting" note
+            _note(f"Starting {len(config.instances)} servers for this collection...")
             stack.start()
             cleanup.callback(stack.stop)
             _note(f"Servers up in {stack.startup_s:.1f} s.")
