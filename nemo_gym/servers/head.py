@@ -74,5 +74,7 @@ class HeadServer:
         return not self._thread.is_alive() and not self._server.started
 
     def stop(self) -> None:
+        """Stop the server; safe to call when start() never ran (a launch that failed before it)."""
         self._server.should_exit = True
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
