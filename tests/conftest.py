@@ -32,16 +32,28 @@ def head_port() -> int:
     return free_port()
 
 
-def cli(command: str, *args: str, cwd: Path = PROJECT_ROOT, timeout: float = 120, env: dict | None = None,
-        ) -> subprocess.CompletedProcess[str]:
+def cli(
+    command: str,
+    *args: str,
+    cwd: Path = PROJECT_ROOT,
+    timeout: float = 120,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run an ng_* console script and capture its output."""
-    return subprocess.run([_script(command), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env or child_env())
+    return subprocess.run(
+        [_script(command), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env or child_env()
+    )
 
 
 def spawn(command: str, *args: str, cwd: Path = PROJECT_ROOT, env: dict | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([_script(command), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env or child_env())
+    return subprocess.Popen(
+        [_script(command), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env or child_env(),
+    )
 
 
 def child_env() -> dict[str, str]:

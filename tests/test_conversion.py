@@ -94,15 +94,44 @@ def test_multi_turn_with_parallel_tool_calls_merges_one_assistant_message():
     params = {
         "input": [
             {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "input_text", "text": "Weather in Paris "}, {"type": "input_text", "text": "and Rome?"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "Weather in Paris "},
+                    {"type": "input_text", "text": "and Rome?"},
+                ],
+            },
             {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Two cities."}]},
-            {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
-             "content": [{"type": "output_text", "text": "Checking both.", "annotations": []}]},
-            {"type": "function_call", "id": "fc_1", "call_id": "call_a", "name": "get_weather", "arguments": "{\"city\": \"Paris\"}", "status": "completed"},
-            {"type": "function_call", "id": "fc_2", "call_id": "call_b", "name": "get_weather", "arguments": "{\"city\": \"Rome\"}", "status": "completed"},
+            {
+                "type": "message",
+                "id": "msg_1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "Checking both.", "annotations": []}],
+            },
+            {
+                "type": "function_call",
+                "id": "fc_1",
+                "call_id": "call_a",
+                "name": "get_weather",
+                "arguments": '{"city": "Paris"}',
+                "status": "completed",
+            },
+            {
+                "type": "function_call",
+                "id": "fc_2",
+                "call_id": "call_b",
+                "name": "get_weather",
+                "arguments": '{"city": "Rome"}',
+                "status": "completed",
+            },
             {"type": "function_call_output", "call_id": "call_a", "output": "sunny"},
             {"type": "function_call_output", "call_id": "call_b", "output": "rainy"},
-            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Paris sunny, Rome rainy."}]},
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Paris sunny, Rome rainy."}],
+            },
             {"role": "user", "content": "Thanks"},
         ],
         "tools": [WEATHER_TOOL],
@@ -115,13 +144,24 @@ def test_multi_turn_with_parallel_tool_calls_merges_one_assistant_message():
     assert responses_to_chat_params(params) == {
         "messages": [
             {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "text", "text": "Weather in Paris "}, {"type": "text", "text": "and Rome?"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Weather in Paris "}, {"type": "text", "text": "and Rome?"}],
+            },
             {
                 "role": "assistant",
                 "content": "<think>Two cities.</think>Checking both.",
                 "tool_calls": [
-                    {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
-                    {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}},
+                    {
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    },
+                    {
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                    },
                 ],
             },
             {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
@@ -139,24 +179,32 @@ def test_multi_turn_with_parallel_tool_calls_merges_one_assistant_message():
 
 
 def test_tool_calls_without_text_have_null_content():
-    params = {"input": [
-        {"role": "user", "content": "go"},
-        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
-    ]}
+    params = {
+        "input": [
+            {"role": "user", "content": "go"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        ]
+    }
     assert responses_to_chat_params(params)["messages"][1] == {
-        "role": "assistant", "content": None,
+        "role": "assistant",
+        "content": None,
         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
     }
 
 
 def test_reasoning_in_history_is_prepended_as_think_blocks_in_order():
-    params = {"input": [
-        {"role": "user", "content": "q"},
-        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "first"}, {"type": "summary_text", "text": ""}]},
-        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
-        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "second\n"}]},
-        {"role": "assistant", "content": " answer"},
-    ]}
+    params = {
+        "input": [
+            {"role": "user", "content": "q"},
+            {
+                "type": "reasoning",
+                "summary": [{"type": "summary_text", "text": "first"}, {"type": "summary_text", "text": ""}],
+            },
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "second\n"}]},
+            {"role": "assistant", "content": " answer"},
+        ]
+    }
     assert responses_to_chat_params(params)["messages"][1] == {
         "role": "assistant",
         "content": "<think>first</think><think>second\n</think> answer",
@@ -211,7 +259,10 @@ def test_request_keys_are_mapped_passed_or_dropped_explicitly():
         "user": "u1",
         "top_k": 20,
         "reasoning_effort": "low",
-        "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
+        },
     }
 
 
@@ -237,18 +288,21 @@ def test_unconvertible_input_is_a_named_error():
 def test_token_ids_ride_on_their_own_assistant_message_and_reset_per_turn():
     turn_1 = {"prompt_token_ids": [1, 2], "generation_token_ids": [3, 4], "generation_log_probs": [-0.1, -0.2]}
     turn_2 = {"prompt_token_ids": [1, 2, 3, 4, 5], "generation_token_ids": [6], "generation_log_probs": [-0.3]}
-    params = {"input": [
-        {"role": "user", "content": "q"},
-        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "r"}]},
-        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}", **turn_1},
-        {"type": "function_call_output", "call_id": "c1", "output": "out"},
-        {"role": "assistant", "content": "done", **turn_2},
-        {"role": "user", "content": "again"},
-        {"role": "assistant", "content": "written by a human, never generated"},
-    ]}
+    params = {
+        "input": [
+            {"role": "user", "content": "q"},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "r"}]},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}", **turn_1},
+            {"type": "function_call_output", "call_id": "c1", "output": "out"},
+            {"role": "assistant", "content": "done", **turn_2},
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": "written by a human, never generated"},
+        ]
+    }
     messages = responses_to_chat_params(params, include_token_ids=True)["messages"]
     assert messages[1] == {
-        "role": "assistant", "content": "<think>r</think>",
+        "role": "assistant",
+        "content": "<think>r</think>",
         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
         **turn_1,
     }
@@ -269,22 +323,45 @@ def test_partial_token_id_bundle_in_history_is_an_error():
 
 def test_plain_answer_becomes_a_completed_response_echoing_the_request():
     request = {
-        "input": "hi", "tools": [WEATHER_TOOL], "temperature": 0.2, "top_p": 0.8,
-        "max_output_tokens": 64, "instructions": "Be kind.", "metadata": {"k": "v"},
+        "input": "hi",
+        "tools": [WEATHER_TOOL],
+        "temperature": 0.2,
+        "top_p": 0.8,
+        "max_output_tokens": 64,
+        "instructions": "Be kind.",
+        "metadata": {"k": "v"},
     }
     response = to_response(
-        {"content": "Hello!"}, request,
-        usage={"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13,
-               "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens_details": {"reasoning_tokens": 1}},
+        {"content": "Hello!"},
+        request,
+        usage={
+            "prompt_tokens": 10,
+            "completion_tokens": 3,
+            "total_tokens": 13,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 1},
+        },
     )
     assert response == {
         "id": "resp_*",
         "object": "response",
         "model": "policy",
-        "output": [{"id": "msg_*", "type": "message", "role": "assistant", "status": "completed",
-                    "content": [{"type": "output_text", "text": "Hello!", "annotations": []}]}],
-        "usage": {"input_tokens": 10, "output_tokens": 3, "total_tokens": 13,
-                  "input_tokens_details": {"cached_tokens": 4}, "output_tokens_details": {"reasoning_tokens": 1}},
+        "output": [
+            {
+                "id": "msg_*",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "Hello!", "annotations": []}],
+            }
+        ],
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 3,
+            "total_tokens": 13,
+            "input_tokens_details": {"cached_tokens": 4},
+            "output_tokens_details": {"reasoning_tokens": 1},
+        },
         "status": "completed",
         "incomplete_details": None,
         "error": None,
@@ -301,8 +378,11 @@ def test_plain_answer_becomes_a_completed_response_echoing_the_request():
 
 def test_missing_usage_counts_as_zero():
     assert to_response({"content": "x"})["usage"] == {
-        "input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
-        "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "total_tokens": 0,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
     }
 
 
@@ -313,20 +393,37 @@ def test_finish_reason_length_is_incomplete_max_output_tokens():
 
 
 def test_reasoning_field_and_think_tags_become_one_reasoning_item_first():
-    response = to_response({
-        "reasoning_content": "parsed by vLLM",
-        "content": "<think>\nin the text\n</think>\n\nThe answer.",
-        "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}],
-    })
+    response = to_response(
+        {
+            "reasoning_content": "parsed by vLLM",
+            "content": "<think>\nin the text\n</think>\n\nThe answer.",
+            "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}],
+        }
+    )
     assert response["output"] == [
-        {"id": "rs_*", "type": "reasoning", "summary": [
-            {"type": "summary_text", "text": "parsed by vLLM"},
-            {"type": "summary_text", "text": "\nin the text\n"},
-        ]},
-        {"id": "msg_*", "type": "message", "role": "assistant", "status": "completed",
-         "content": [{"type": "output_text", "text": "\n\nThe answer.", "annotations": []}]},
-        {"type": "function_call", "id": "call_9", "call_id": "call_9", "name": "f", "arguments": "{\"a\": 1}",
-         "status": "completed"},
+        {
+            "id": "rs_*",
+            "type": "reasoning",
+            "summary": [
+                {"type": "summary_text", "text": "parsed by vLLM"},
+                {"type": "summary_text", "text": "\nin the text\n"},
+            ],
+        },
+        {
+            "id": "msg_*",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "\n\nThe answer.", "annotations": []}],
+        },
+        {
+            "type": "function_call",
+            "id": "call_9",
+            "call_id": "call_9",
+            "name": "f",
+            "arguments": '{"a": 1}',
+            "status": "completed",
+        },
     ]
 
 
@@ -337,56 +434,104 @@ def test_newer_vllm_reasoning_field_name():
 
 
 def test_parallel_tool_calls_split_into_function_call_items_without_a_message():
-    response = to_response({
-        "content": None,
-        "tool_calls": [
-            {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
-            {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\""}},
-        ],
-    }, finish_reason="tool_calls")
+    response = to_response(
+        {
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                },
+                {
+                    "id": "call_b",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Rome"'},
+                },
+            ],
+        },
+        finish_reason="tool_calls",
+    )
     assert response["output"] == [
-        {"type": "function_call", "id": "call_a", "call_id": "call_a", "name": "get_weather",
-         "arguments": "{\"city\": \"Paris\"}", "status": "completed"},
+        {
+            "type": "function_call",
+            "id": "call_a",
+            "call_id": "call_a",
+            "name": "get_weather",
+            "arguments": '{"city": "Paris"}',
+            "status": "completed",
+        },
         # Malformed arguments are kept verbatim for the agent to report back to the model.
-        {"type": "function_call", "id": "call_b", "call_id": "call_b", "name": "get_weather",
-         "arguments": "{\"city\": \"Rome\"", "status": "completed"},
+        {
+            "type": "function_call",
+            "id": "call_b",
+            "call_id": "call_b",
+            "name": "get_weather",
+            "arguments": '{"city": "Rome"',
+            "status": "completed",
+        },
     ]
     assert response["status"] == "completed"
 
 
 def test_nothing_at_all_still_yields_one_empty_message():
     assert to_response({"content": None})["output"] == [
-        {"id": "msg_*", "type": "message", "role": "assistant", "status": "completed",
-         "content": [{"type": "output_text", "text": "", "annotations": []}]}
+        {
+            "id": "msg_*",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "", "annotations": []}],
+        }
     ]
 
 
 def test_token_ids_attach_to_the_last_output_item():
     upstream = completion(
-        {"content": "<think>t</think>ok", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "content": "<think>t</think>ok",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
         prompt_token_ids=[1, 2, 3],
     )
-    upstream["choices"][0]["logprobs"] = {"content": [
-        {"token": "token_id:7", "logprob": -0.5}, {"token": "token_id:8", "logprob": -0.25},
-    ]}
+    upstream["choices"][0]["logprobs"] = {
+        "content": [
+            {"token": "token_id:7", "logprob": -0.5},
+            {"token": "token_id:8", "logprob": -0.25},
+        ]
+    }
     response = chat_completion_to_response(upstream, request_params={"input": "q"}, model="m", include_token_ids=True)
     *first, last = response["output"]
     assert [item["type"] for item in first] == ["reasoning", "message"]
     assert not any("prompt_token_ids" in item for item in first)
     assert last == {
-        "type": "function_call", "id": "c1", "call_id": "c1", "name": "f", "arguments": "{}", "status": "completed",
-        "prompt_token_ids": [1, 2, 3], "generation_token_ids": [7, 8], "generation_log_probs": [-0.5, -0.25],
+        "type": "function_call",
+        "id": "c1",
+        "call_id": "c1",
+        "name": "f",
+        "arguments": "{}",
+        "status": "completed",
+        "prompt_token_ids": [1, 2, 3],
+        "generation_token_ids": [7, 8],
+        "generation_log_probs": [-0.5, -0.25],
     }
 
 
 def test_inline_token_ids_on_the_choice_win_over_logprob_token_strings():
     upstream = completion({"content": "ok"})
     upstream["choices"][0].update(
-        prompt_token_ids=[1], token_ids=[5, 6],
+        prompt_token_ids=[1],
+        token_ids=[5, 6],
         logprobs={"content": [{"token": "o", "logprob": -1.0}, {"token": "k", "logprob": -2.0}]},
     )
-    item = chat_completion_to_response(upstream, request_params={"input": "q"}, model="m", include_token_ids=True)["output"][-1]
-    assert (item["prompt_token_ids"], item["generation_token_ids"], item["generation_log_probs"]) == ([1], [5, 6], [-1.0, -2.0])
+    item = chat_completion_to_response(upstream, request_params={"input": "q"}, model="m", include_token_ids=True)[
+        "output"
+    ][-1]
+    assert (item["prompt_token_ids"], item["generation_token_ids"], item["generation_log_probs"]) == (
+        [1],
+        [5, 6],
+        [-1.0, -2.0],
+    )
 
 
 def test_token_ids_requested_but_missing_is_an_error_not_a_silent_gap():
@@ -404,13 +549,16 @@ def test_completion_without_choices_is_invalid():
 # --- context overflow ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body", [
-    '{"error": {"message": "This model\'s maximum context length is 4096 tokens. However, you requested 5000 tokens"}}',
-    '{"error": {"code": "context_length_exceeded"}}',
-    "'max_tokens' or 'max_completion_tokens' is too large: 5000.",
-    "The decoder prompt (length 5000) is longer than the maximum model length of 4096.",
-    '{"error": {"type": "exceed_context_size_error", "message": "the request exceeds the available context size"}}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"error": {"message": "This model\'s maximum context length is 4096 tokens. However, you requested 5000 tokens"}}',
+        '{"error": {"code": "context_length_exceeded"}}',
+        "'max_tokens' or 'max_completion_tokens' is too large: 5000.",
+        "The decoder prompt (length 5000) is longer than the maximum model length of 4096.",
+        '{"error": {"type": "exceed_context_size_error", "message": "the request exceeds the available context size"}}',
+    ],
+)
 def test_context_overflow_is_recognised(body):
     assert context_length_exceeded(400, body)
 
@@ -428,7 +576,9 @@ def test_empty_incomplete_completion_ends_the_episode_cleanly():
         )
         assert response["status"] == "incomplete"
         assert response["incomplete_details"] == {"reason": "max_output_tokens"}
-        assert [item["content"] for item in response["output"]] == [[{"type": "output_text", "text": "", "annotations": []}]]
+        assert [item["content"] for item in response["output"]] == [
+            [{"type": "output_text", "text": "", "annotations": []}]
+        ]
 
 
 # --- round trip ------------------------------------------------------------------------------
@@ -440,7 +590,13 @@ def scripted_upstream(chat_params: dict) -> dict:
     return completion(
         {
             "content": "<think>\n  step 1\n\n  step 2 </think>\n\n  Final answer:\n\tkeep   spacing  \n\n",
-            "tool_calls": [{"id": "call_z", "type": "function", "function": {"name": "get_weather", "arguments": " {\"city\": \"Oslo\"} "}}],
+            "tool_calls": [
+                {
+                    "id": "call_z",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ' {"city": "Oslo"} '},
+                }
+            ],
         },
         finish_reason="tool_calls",
     )
@@ -448,7 +604,10 @@ def scripted_upstream(chat_params: dict) -> dict:
 
 def test_round_trip_preserves_text_exactly():
     user_text = "\n  Leading and trailing whitespace \n\n"
-    params = {"input": [{"role": "user", "content": [{"type": "input_text", "text": user_text}]}], "tools": [WEATHER_TOOL]}
+    params = {
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": user_text}]}],
+        "tools": [WEATHER_TOOL],
+    }
 
     chat_params = responses_to_chat_params(params)
     assert chat_params["messages"] == [{"role": "user", "content": [{"type": "text", "text": user_text}]}]
@@ -458,7 +617,9 @@ def test_round_trip_preserves_text_exactly():
     # The agent appends the output and the tool result, then asks again.
     next_params = {
         **params,
-        "input": params["input"] + response["output"] + [{"type": "function_call_output", "call_id": "call_z", "output": " 3°C\n"}],
+        "input": params["input"]
+        + response["output"]
+        + [{"type": "function_call_output", "call_id": "call_z", "output": " 3°C\n"}],
     }
     messages = responses_to_chat_params(next_params)["messages"]
     assert messages[0] == chat_params["messages"][0]
@@ -469,11 +630,13 @@ def test_round_trip_preserves_text_exactly():
 def test_chat_shaped_history_items_are_accepted():
     # Datasets written in chat form (assistant `tool_calls`, role `tool`) convert instead of crashing.
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    params = {"input": [
-        {"role": "user", "content": "q"},
-        {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": "c1", "content": "out"},
-    ]}
+    params = {
+        "input": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "out"},
+        ]
+    }
     assert responses_to_chat_params(params)["messages"] == [
         {"role": "user", "content": "q"},
         {"role": "assistant", "content": None, "tool_calls": [call]},

@@ -15,7 +15,7 @@ def test_every_listed_name_exists_and_every_public_class_is_listed(name):
     package = importlib.import_module(name)
     exported = set(package.__all__)
     assert all(hasattr(package, symbol) for symbol in exported)
-    public_classes = {symbol for symbol, value in vars(package).items()
-                      if isinstance(value, type) and not symbol.startswith("_")}
+    public_classes = {
+        symbol for symbol, value in vars(package).items() if isinstance(value, type) and not symbol.startswith("_")
+    }
     assert public_classes <= exported, f"{name} exposes unlisted classes: {sorted(public_classes - exported)}"
-

@@ -52,8 +52,16 @@ class HeadServer:
 
     def __init__(self, registry: Registry, host: str, port: int):
         self.registry, self.host, self.port = registry, host, port
-        config = uvicorn.Config(build_head_app(registry), host=host, port=port, log_level="warning",
-                                access_log=False, loop="asyncio", http="httptools", lifespan="off")
+        config = uvicorn.Config(
+            build_head_app(registry),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            loop="asyncio",
+            http="httptools",
+            lifespan="off",
+        )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the launcher owns signals
         self._thread = threading.Thread(target=self._server.run, name="head-server", daemon=True)

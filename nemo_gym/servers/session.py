@@ -51,7 +51,7 @@ def _read_cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
             for part in value.split(b";"):
                 part = part.strip()
                 if part.startswith(prefix):
-                    return part[len(prefix):].decode("latin-1").strip('"')
+                    return part[len(prefix) :].decode("latin-1").strip('"')
     return None
 
 

@@ -31,8 +31,9 @@ class ThreadedServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None, **uvicorn_options: Any):
         self.host, self.port = host, port or free_port(host)
         options: dict[str, Any] = {"timeout_keep_alive": 30} | uvicorn_options
-        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", access_log=False,
-                                lifespan="on", **options)
+        config = uvicorn.Config(
+            app, host=self.host, port=self.port, log_level="warning", access_log=False, lifespan="on", **options
+        )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -67,6 +68,8 @@ class ThreadedServer:
 
 def registry_client(servers: dict[str, tuple[str, str]]) -> ServerClient:
     """A ServerClient that knows `name -> (server_type, url)` without a head server."""
-    registry = {name: ServerInfo(name=name, server_type=kind, implementation="test", url=url)
-                for name, (kind, url) in servers.items()}
+    registry = {
+        name: ServerInfo(name=name, server_type=kind, implementation="test", url=url)
+        for name, (kind, url) in servers.items()
+    }
     return ServerClient("http://127.0.0.1:9", registry=registry)

@@ -88,10 +88,20 @@ def tool_then_answer(body: JSONDict) -> Turn:
 class ScriptedOpenAI:
     """The server. `start()` runs it on a background thread; `url` is the base URL including /v1."""
 
-    def __init__(self, script: Script = tool_then_answer, *, latency_s: float = 0.0, fault_every: int = 0,
-                 fault_status: int = 500, retry_after_s: float | None = None, host: str = "127.0.0.1", port: int = 0,
-                 model: str = "scripted-model", fault_body: bytes = b'{"error": {"message": "injected fault"}}',
-                 mangle: Callable[[JSONDict], JSONDict] | None = None):
+    def __init__(
+        self,
+        script: Script = tool_then_answer,
+        *,
+        latency_s: float = 0.0,
+        fault_every: int = 0,
+        fault_status: int = 500,
+        retry_after_s: float | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model: str = "scripted-model",
+        fault_body: bytes = b'{"error": {"message": "injected fault"}}',
+        mangle: Callable[[JSONDict], JSONDict] | None = None,
+    ):
         self.script, self.latency_s, self.model = script, latency_s, model
         self.fault_every, self.fault_status, self.retry_after_s = fault_every, fault_status, retry_after_s
         self.fault_body = fault_body
@@ -117,8 +127,9 @@ class ScriptedOpenAI:
             await asyncio.sleep(self.latency_s)
         if self.fault_every and number % self.fault_every == 0:
             headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else None
-            return web.Response(status=self.fault_status, body=self.fault_body,
-                                content_type="application/json", headers=headers)
+            return web.Response(
+                status=self.fault_status, body=self.fault_body, content_type="application/json", headers=headers
+            )
         return None
 
     async def _answer(self, request: web.Request, render: Callable[[JSONDict, Turn], JSONDict]) -> web.Response:
@@ -143,32 +154,64 @@ class ScriptedOpenAI:
     def _render_response(self, body: JSONDict, turn: Turn) -> JSONDict:
         output: list[JSONDict] = []
         if turn.text is not None:
-            output.append({"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant", "status": "completed",
-                           "content": [{"type": "output_text", "text": turn.text, "annotations": []}]})
+            output.append(
+                {
+                    "id": f"msg_{uuid.uuid4().hex}",
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": turn.text, "annotations": []}],
+                }
+            )
         for name, arguments in turn.tool_calls:
             call_id = f"call_{uuid.uuid4().hex[:24]}"
-            output.append({"id": f"fc_{uuid.uuid4().hex}", "type": "function_call", "call_id": call_id, "name": name,
-                           "arguments": arguments, "status": "completed"})
+            output.append(
+                {
+                    "id": f"fc_{uuid.uuid4().hex}",
+                    "type": "function_call",
+                    "call_id": call_id,
+                    "name": name,
+                    "arguments": arguments,
+                    "status": "completed",
+                }
+            )
         response = {
-            "id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
-            "model": body.get("model") or self.model, "output": output,
+            "id": f"resp_{uuid.uuid4().hex}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": body.get("model") or self.model,
+            "output": output,
             "status": "incomplete" if turn.finish_length else "completed",
             "incomplete_details": {"reason": "max_output_tokens"} if turn.finish_length else None,
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": body.get("tools") or [],
-            "usage": {"input_tokens": 100, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 20,
-                      "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 120},
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": body.get("tools") or [],
+            "usage": {
+                "input_tokens": 100,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 20,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 120,
+            },
         }
         return response
 
     def _render_chat(self, body: JSONDict, turn: Turn) -> JSONDict:
         message: JSONDict = {"role": "assistant", "content": turn.text}
         if turn.tool_calls:
-            message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                                      "function": {"name": name, "arguments": arguments}}
-                                     for name, arguments in turn.tool_calls]
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:24]}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+                for name, arguments in turn.tool_calls
+            ]
         finish = "length" if turn.finish_length else ("tool_calls" if turn.tool_calls else "stop")
         completion = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": body.get("model") or self.model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
@@ -241,8 +284,14 @@ def main() -> None:
     parser.add_argument("--retry-after-s", type=float, default=None)
     args = parser.parse_args()
 
-    server = ScriptedOpenAI(latency_s=args.latency_ms / 1000, fault_every=args.fault_every, fault_status=args.fault_status,
-                            retry_after_s=args.retry_after_s, host=args.host, port=args.port)
+    server = ScriptedOpenAI(
+        latency_s=args.latency_ms / 1000,
+        fault_every=args.fault_every,
+        fault_status=args.fault_status,
+        retry_after_s=args.retry_after_s,
+        host=args.host,
+        port=args.port,
+    )
     server.record_requests = False
 
     async def run() -> None:

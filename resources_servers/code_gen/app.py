@@ -94,8 +94,11 @@ class CodeGenServer(SimpleResourcesServer):
 
     async def on_startup(self) -> None:
         limits = SandboxLimits(cpu_time_s=math.ceil(self.config.unit_test_timeout_s), memory_mb=self.config.memory_mb)
-        self._sandbox = Sandbox(limits, max_concurrent=self.config.max_concurrent_executions,
-                                allow_weaker_isolation=self.config.allow_weaker_isolation)
+        self._sandbox = Sandbox(
+            limits,
+            max_concurrent=self.config.max_concurrent_executions,
+            allow_weaker_isolation=self.config.allow_weaker_isolation,
+        )
 
     async def on_shutdown(self) -> None:
         if self._sandbox is not None:
@@ -112,20 +115,34 @@ class CodeGenServer(SimpleResourcesServer):
         else:
             num_passed, error = await self._run_tests(code, tests)
         reward = 1.0 if tests.inputs and num_passed == len(tests.inputs) and error is None else 0.0
-        return CodeGenVerifyResponse(**body.model_dump(), reward=reward, extracted_code=code,
-                                     num_tests=len(tests.inputs), num_passed=num_passed, error=error)
+        return CodeGenVerifyResponse(
+            **body.model_dump(),
+            reward=reward,
+            extracted_code=code,
+            num_tests=len(tests.inputs),
+            num_passed=num_passed,
+            error=error,
+        )
 
     async def _run_tests(self, code: str, tests: UnitTests) -> tuple[int, str | None]:
         assert self._sandbox is not None
         per_test = self.config.unit_test_timeout_s
         wall = min(self.config.max_total_timeout_s, per_test * len(tests.inputs) + 5)
-        job = {"code": code, "inputs": tests.inputs, "outputs": tests.outputs, "fn_name": tests.fn_name,
-               "timeout_s": per_test}
-        result = await self._sandbox.run_python(HARNESS_SOURCE, stdin=json.dumps(job),
-                                                limits=self._sandbox.limits.model_copy(update={"wall_timeout_s": wall}))
+        job = {
+            "code": code,
+            "inputs": tests.inputs,
+            "outputs": tests.outputs,
+            "fn_name": tests.fn_name,
+            "timeout_s": per_test,
+        }
+        result = await self._sandbox.run_python(
+            HARNESS_SOURCE,
+            stdin=json.dumps(job),
+            limits=self._sandbox.limits.model_copy(update={"wall_timeout_s": wall}),
+        )
         for line in reversed(result.stdout.splitlines()):
             if line.startswith(REPORT_MARKER):
-                report = json.loads(line[len(REPORT_MARKER):])
+                report = json.loads(line[len(REPORT_MARKER) :])
                 return int(report["num_passed"]), report["error"]
         # No report: the harness was killed (the whole run hit its wall limit, or the code killed it).
         return 0, f"the test run ended without a report: {result.describe_error() or 'no output'}"

@@ -23,7 +23,7 @@ REPORT_MARKER = "@@code_gen_report@@ "
 
 # Runs in each child: no network (again: this interpreter does not inherit the sandbox's Python-level
 # guard), then the solution, either as a script on stdin/stdout or as a function called with JSON args.
-DRIVER = r'''
+DRIVER = r"""
 import json, runpy, socket, sys
 
 class _NoNetwork(socket.socket):
@@ -60,7 +60,7 @@ else:
         encoded = json.dumps({"__unserializable__": repr(result)[:200]})
     with open("result.json", "w") as handle:
         handle.write(encoded)
-'''
+"""
 
 
 def _make_undumpable() -> None:

@@ -115,13 +115,20 @@ class MathWithCodeServer(SimpleResourcesServer):
         return app
 
     async def on_startup(self) -> None:
-        limits = SandboxLimits(wall_timeout_s=self.config.execution_timeout_s,
-                               cpu_time_s=max(1, math.ceil(self.config.execution_timeout_s)),
-                               memory_mb=self.config.memory_mb, max_output_bytes=self.config.max_output_bytes)
-        self._sandbox = Sandbox(limits, max_concurrent=self.config.max_concurrent_executions,
-                                allow_weaker_isolation=self.config.allow_weaker_isolation)
-        self._sessions = SessionPool(self._sandbox, max_sessions=self.config.max_sessions,
-                                     idle_timeout_s=self.config.session_idle_timeout_s)
+        limits = SandboxLimits(
+            wall_timeout_s=self.config.execution_timeout_s,
+            cpu_time_s=max(1, math.ceil(self.config.execution_timeout_s)),
+            memory_mb=self.config.memory_mb,
+            max_output_bytes=self.config.max_output_bytes,
+        )
+        self._sandbox = Sandbox(
+            limits,
+            max_concurrent=self.config.max_concurrent_executions,
+            allow_weaker_isolation=self.config.allow_weaker_isolation,
+        )
+        self._sessions = SessionPool(
+            self._sandbox, max_sessions=self.config.max_sessions, idle_timeout_s=self.config.session_idle_timeout_s
+        )
 
     async def on_shutdown(self) -> None:
         if self._sessions is not None:
@@ -144,8 +151,9 @@ class MathWithCodeServer(SimpleResourcesServer):
             await self._sessions.close(request.session[SESSION_ID_KEY])
         extracted = final_boxed_answer(body.response.output)
         reward = 1.0 if extracted is not None and results_match(extracted, body.expected_result) else 0.0
-        return MathCodeVerifyResponse(**body.model_dump(), reward=reward,
-                                      extracted_result=None if extracted is None else extracted.strip())
+        return MathCodeVerifyResponse(
+            **body.model_dump(), reward=reward, extracted_result=None if extracted is None else extracted.strip()
+        )
 
 
 if __name__ == "__main__":

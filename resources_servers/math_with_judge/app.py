@@ -94,8 +94,9 @@ class MathWithJudgeServer(SimpleResourcesServer):
     async def on_startup(self) -> None:
         if self.config.should_use_judge and self.config.judge_model_server is None:
             raise ValueError("math_with_judge: should_use_judge is true but judge_model_server is not set")
-        self.grading = GradingPool(self.config.verification_workers, self.config.verification_timeout_s,
-                                   self.config.verification_memory_mb)
+        self.grading = GradingPool(
+            self.config.verification_workers, self.config.verification_timeout_s, self.config.verification_memory_mb
+        )
         self.grading.start()
 
     async def on_shutdown(self) -> None:
@@ -110,9 +111,14 @@ class MathWithJudgeServer(SimpleResourcesServer):
         evaluations: list[JudgeEvaluation] | None = None
         if self.config.should_use_judge and graded.reward <= 0.5:
             reward, evaluations = await self._judge(body.question, body.expected_answer, generated)
-        return MathVerifyResponse(**body.model_dump(), reward=reward, extracted_answer=graded.extracted_answer,
-                                  library_reward=graded.reward, library_error=graded.error,
-                                  judge_evaluations=evaluations)
+        return MathVerifyResponse(
+            **body.model_dump(),
+            reward=reward,
+            extracted_answer=graded.extracted_answer,
+            library_reward=graded.reward,
+            library_error=graded.error,
+            judge_evaluations=evaluations,
+        )
 
     async def _judge(self, question: str, expected: str, generated: str) -> tuple[float, list[JudgeEvaluation]]:
         evaluations: list[JudgeEvaluation] = []

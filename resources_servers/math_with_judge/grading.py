@@ -32,8 +32,9 @@ def grade_answer(expected_answer: str, generated_text: str, timeout_s: int) -> G
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
     gold = parse(_boxed_gold(expected_answer), extraction_config=[LatexExtractionConfig()], parsing_timeout=timeout_s)
-    predicted = parse(generated_text, extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-                      parsing_timeout=timeout_s)
+    predicted = parse(
+        generated_text, extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=timeout_s
+    )
     extracted = str(predicted[0]) if predicted else None
     if not gold:
         return GradeResult(0.0, extracted, f"the expected answer {expected_answer!r} could not be parsed")
@@ -70,8 +71,12 @@ class GradingPool:
 
     async def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the server process runs threads (uvicorn, aiohttp) that fork would copy mid-lock.
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.memory_mb,))
+        pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.memory_mb,),
+        )
         self._every_pool.append(pool)
         loop = asyncio.get_running_loop()
         # One job per worker makes the pool start (and warm up) every worker before real work arrives.

@@ -83,7 +83,7 @@ def boxed_contents(text: str) -> list[str]:
             depth += {"{": 1, "}": -1}.get(text[index], 0)
             index += 1
         if depth == 0:
-            contents.append(text[start + len(BOXED):index - 1])
+            contents.append(text[start + len(BOXED) : index - 1])
         start = text.find(BOXED, index if depth == 0 else start + len(BOXED))
     return contents
 
@@ -105,8 +105,9 @@ def unique_option_match(text: str, options: dict[str, str]) -> str | None:
         return None
     normalized = {letter: normalize(option) for letter, option in options.items()}
     exact = [letter for letter, text in normalized.items() if text and text == wanted]
-    contained = [letter for letter, text in normalized.items()
-                 if text and re.search(rf"(?<!\w){re.escape(text)}(?!\w)", wanted)]
+    contained = [
+        letter for letter, text in normalized.items() if text and re.search(rf"(?<!\w){re.escape(text)}(?!\w)", wanted)
+    ]
     for matches in (exact, contained):
         if len(matches) == 1:
             return matches[0]
@@ -161,7 +162,9 @@ def extract_with_regex(text: str, pattern: str, options: dict[str, str]) -> tupl
     try:
         matches = list(re.finditer(pattern, text, re.IGNORECASE))
     except re.error as error:
-        raise InputDataError(f"invalid regular expression {pattern!r}: {error}", field="template_metadata.output_regex") from error
+        raise InputDataError(
+            f"invalid regular expression {pattern!r}: {error}", field="template_metadata.output_regex"
+        ) from error
     if not matches:
         return False, None
     last = matches[-1]

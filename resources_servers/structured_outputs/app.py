@@ -29,8 +29,17 @@ MAX_ERROR_CHARS = 200
 FENCE = re.compile(r"^```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)\n?```$", re.DOTALL)
 
 # Keywords whose value is a subschema, a list of subschemas, or a name -> subschema map.
-SUBSCHEMA_KEYWORDS = ("items", "additionalItems", "contains", "not", "if", "then", "else", "propertyNames",
-                      "unevaluatedItems")
+SUBSCHEMA_KEYWORDS = (
+    "items",
+    "additionalItems",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+    "propertyNames",
+    "unevaluatedItems",
+)
 SUBSCHEMA_LIST_KEYWORDS = ("anyOf", "oneOf", "allOf", "prefixItems")
 SUBSCHEMA_MAP_KEYWORDS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 
@@ -96,7 +105,7 @@ def strict_validator(schema_str: str) -> Any:
 
 
 def _shorten(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
 def unfence(text: str) -> str:
@@ -133,8 +142,13 @@ class StructuredOutputsServer(SimpleResourcesServer):
             if error is not None:
                 validation_error = _shorten(f"{_where(error)}: {error.message}")
         valid = parse_error is None and validation_error is None
-        return StructuredOutputsVerifyResponse(**body.model_dump(), reward=1.0 if valid else 0.0, schema_valid=valid,
-                                               parse_error=parse_error, validation_error=validation_error)
+        return StructuredOutputsVerifyResponse(
+            **body.model_dump(),
+            reward=1.0 if valid else 0.0,
+            schema_valid=valid,
+            parse_error=parse_error,
+            validation_error=validation_error,
+        )
 
 
 if __name__ == "__main__":

@@ -147,7 +147,9 @@ class LocalChatEngine:
         names = declared_tool_names(tools) if tool_choice != "none" else []
 
         request = self._llama_request(params, render_tools_into_messages(messages, tools, tool_choice))
-        schema = tool_call_json_schema(tools, tool_choice) if names and self._must_call_tool(messages, tool_choice) else None
+        schema = (
+            tool_call_json_schema(tools, tool_choice) if names and self._must_call_tool(messages, tool_choice) else None
+        )
         if schema is not None:
             request.pop("response_format", None)
             request["json_schema"] = schema
@@ -196,7 +198,10 @@ class LocalChatEngine:
         if error_type == "exceed_context_size_error":
             prompt_tokens = int(raw["error"].get("n_prompt_tokens") or 0)
             return self._envelope(
-                params, message={"role": "assistant", "content": ""}, finish_reason="length", prompt_tokens=prompt_tokens
+                params,
+                message={"role": "assistant", "content": ""},
+                finish_reason="length",
+                prompt_tokens=prompt_tokens,
             )
         if error_type is not None:
             error = raw["error"]

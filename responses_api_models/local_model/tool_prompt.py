@@ -116,7 +116,9 @@ def parse_tool_calls(
     return (content or None), calls
 
 
-def tool_call_json_schema(tools: Sequence[dict[str, Any]] | None, tool_choice: Any = "required") -> dict[str, Any] | None:
+def tool_call_json_schema(
+    tools: Sequence[dict[str, Any]] | None, tool_choice: Any = "required"
+) -> dict[str, Any] | None:
     """A JSON schema that only admits `{"name": <declared tool>, "arguments": {...}}`.
 
     Used to constrain decoding when a call is mandatory: the smallest models

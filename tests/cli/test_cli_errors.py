@@ -49,9 +49,16 @@ def test_missing_mandatory_value_names_the_key(tmp_path):
 
 
 def test_two_servers_on_one_port(tmp_path):
-    result = cli("ng_run", f"+config_paths=[{TUTORIAL_CONFIGS}]", "+policy_base_url=x", "+policy_api_key=x",
-                 "+policy_model_name=m", "+example_single_tool_call.resources_servers.example_single_tool_call.port=18123",
-                 "+policy_model.responses_api_models.openai_model.port=18123", timeout=30)
+    result = cli(
+        "ng_run",
+        f"+config_paths=[{TUTORIAL_CONFIGS}]",
+        "+policy_base_url=x",
+        "+policy_api_key=x",
+        "+policy_model_name=m",
+        "+example_single_tool_call.resources_servers.example_single_tool_call.port=18123",
+        "+policy_model.responses_api_models.openai_model.port=18123",
+        timeout=30,
+    )
     assert result.returncode == 2
     assert "18123" in result.stderr and "example_single_tool_call" in result.stderr and "policy_model" in result.stderr
 
@@ -70,13 +77,20 @@ def test_missing_required_parameters_are_listed():
 
 
 def test_missing_input_file(tmp_path):
-    result = cli("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={tmp_path}/none.jsonl",
-                 f"+output_jsonl_fpath={tmp_path}/out.jsonl", timeout=30)
+    result = cli(
+        "ng_collect_rollouts",
+        f"+agent_name={TUTORIAL_AGENT}",
+        f"+input_jsonl_fpath={tmp_path}/none.jsonl",
+        f"+output_jsonl_fpath={tmp_path}/out.jsonl",
+        timeout=30,
+    )
     assert result.returncode == 2
     assert f"{tmp_path}/none.jsonl" in one_line_error(result) and "does not exist" in result.stderr
 
 
-@pytest.mark.parametrize("command,parameter", [("ng_collect_rollouts", "+num_samples_in_parallel"), ("ng_run", "+config_paths")])
+@pytest.mark.parametrize(
+    "command,parameter", [("ng_collect_rollouts", "+num_samples_in_parallel"), ("ng_run", "+config_paths")]
+)
 def test_help_lists_the_parameters(command, parameter):
     result = cli(command, "+help=true", timeout=30)
     assert result.returncode == 0
@@ -84,7 +98,13 @@ def test_help_lists_the_parameters(command, parameter):
 
 
 def test_bad_parameter_type_names_the_parameter():
-    result = cli("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={TUTORIAL_DATA}",
-                 "+output_jsonl_fpath=/tmp/x.jsonl", "+num_repeats=lots", timeout=30)
+    result = cli(
+        "ng_collect_rollouts",
+        f"+agent_name={TUTORIAL_AGENT}",
+        f"+input_jsonl_fpath={TUTORIAL_DATA}",
+        "+output_jsonl_fpath=/tmp/x.jsonl",
+        "+num_repeats=lots",
+        timeout=30,
+    )
     assert result.returncode == 2
     assert "+num_repeats" in one_line_error(result) and "lots" in result.stderr

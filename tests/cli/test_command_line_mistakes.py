@@ -214,22 +214,41 @@ def test_help_lists_every_parameter_with_its_default(command, model: type[BaseMo
 def test_help_piped_into_a_reader_that_stops_early_prints_no_traceback():
     # `ng_collect_rollouts --help | head -1`, at its most extreme: the reader has gone before the help is written.
     shell = f"'{sys.executable}' -m nemo_gym.cli.collect --help | true"
-    result = subprocess.run(["bash", "-o", "pipefail", "-c", shell], cwd=PROJECT_ROOT, capture_output=True,
-                            text=True, timeout=60, env=child_env())
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", shell],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
     assert "Traceback" not in result.stderr, result.stderr
     assert "BrokenPipeError" not in result.stderr
 
 
 @pytest.mark.parametrize("command", ["ng_run", "ng_collect_rollouts"])
 def test_a_busy_head_port_is_one_line_and_exit_2(command, tmp_path):
-    collect_args = [f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={TUTORIAL_DATA}",
-                    f"+output_jsonl_fpath={tmp_path / 'out.jsonl'}"] if command == "ng_collect_rollouts" else []
+    collect_args = (
+        [
+            f"+agent_name={TUTORIAL_AGENT}",
+            f"+input_jsonl_fpath={TUTORIAL_DATA}",
+            f"+output_jsonl_fpath={tmp_path / 'out.jsonl'}",
+        ]
+        if command == "ng_collect_rollouts"
+        else []
+    )
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = cli(command, f"+config_paths=[{TUTORIAL_CONFIGS}]", *POLICY, *collect_args,
-                     f"+head_server.port={port}", timeout=60)
+        result = cli(
+            command,
+            f"+config_paths=[{TUTORIAL_CONFIGS}]",
+            *POLICY,
+            *collect_args,
+            f"+head_server.port={port}",
+            timeout=60,
+        )
     assert result.returncode == 2
     line = error_line(result)
     assert f"127.0.0.1:{port} is already in use" in line and "+head_server.port=" in line

@@ -9,16 +9,29 @@ from tests.conftest import TUTORIAL_CONFIGS, cli
 
 
 def test_dump_config_resolves_and_masks_secrets():
-    result = cli("ng_dump_config", f"+config_paths=[{TUTORIAL_CONFIGS}]", "+policy_base_url=http://up/v1",
-                 "+policy_api_key=sk-do-not-print", "+policy_model_name=m", timeout=30)
+    result = cli(
+        "ng_dump_config",
+        f"+config_paths=[{TUTORIAL_CONFIGS}]",
+        "+policy_base_url=http://up/v1",
+        "+policy_api_key=sk-do-not-print",
+        "+policy_model_name=m",
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert "sk-do-not-print" not in result.stdout
     assert "openai_api_key: '***'" in result.stdout and "openai_base_url: http://up/v1" in result.stdout
 
 
 def test_dump_config_shows_secrets_only_when_asked():
-    result = cli("ng_dump_config", f"+config_paths=[{TUTORIAL_CONFIGS}]", "+policy_base_url=x",
-                 "+policy_api_key=sk-visible", "+policy_model_name=m", "+show_secrets=true", timeout=30)
+    result = cli(
+        "ng_dump_config",
+        f"+config_paths=[{TUTORIAL_CONFIGS}]",
+        "+policy_base_url=x",
+        "+policy_api_key=sk-visible",
+        "+policy_model_name=m",
+        "+show_secrets=true",
+        timeout=30,
+    )
     assert "openai_api_key: sk-visible" in result.stdout
 
 

@@ -41,11 +41,18 @@ def items_of(body: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 def NgRun(env: str, upstream: ScriptedOpenAI, head_port: int) -> NgRunProcess:
     """`ng_run` for one environment against a scripted upstream."""
-    return NgRunProcess([env_paths(env)[0], OPENAI_MODEL_CONFIG], f"+head_server.port={head_port}",
-                        f"+policy_base_url={upstream.url}", "+policy_api_key=sk-test", "+policy_model_name=scripted-model")
+    return NgRunProcess(
+        [env_paths(env)[0], OPENAI_MODEL_CONFIG],
+        f"+head_server.port={head_port}",
+        f"+policy_base_url={upstream.url}",
+        "+policy_api_key=sk-test",
+        "+policy_model_name=scripted-model",
+    )
 
 
-def collect(env: str, script: Callable[[dict[str, Any]], Turn], tmp_path: Path) -> tuple[list[dict[str, Any]], str, ScriptedOpenAI]:
+def collect(
+    env: str, script: Callable[[dict[str, Any]], Turn], tmp_path: Path
+) -> tuple[list[dict[str, Any]], str, ScriptedOpenAI]:
     """Serve `env` with `ng_run`, collect one rollout per example task, and return rows in task order."""
     head_port = free_port()
     output = tmp_path / f"{env}_rollouts.jsonl"
@@ -53,9 +60,15 @@ def collect(env: str, script: Callable[[dict[str, Any]], Turn], tmp_path: Path) 
         stack = NgRun(env, upstream, head_port)
         try:
             stack.wait_ready()
-            result = cli("ng_collect_rollouts", f"+agent_name={env}_simple_agent", f"+input_jsonl_fpath={env_paths(env)[1]}",
-                         f"+output_jsonl_fpath={output}", "+num_samples_in_parallel=5", f"+head_server.port={head_port}",
-                         timeout=60)
+            result = cli(
+                "ng_collect_rollouts",
+                f"+agent_name={env}_simple_agent",
+                f"+input_jsonl_fpath={env_paths(env)[1]}",
+                f"+output_jsonl_fpath={output}",
+                "+num_samples_in_parallel=5",
+                f"+head_server.port={head_port}",
+                timeout=60,
+            )
         finally:
             stack.stop()
         assert stack.process.returncode == 0, stack.output
@@ -68,13 +81,20 @@ def collect(env: str, script: Callable[[dict[str, Any]], Turn], tmp_path: Path) 
 
 # ---- example_multi_step ------------------------------------------------------------------------
 
+
 def multi_step_script(body: dict[str, Any]) -> Turn:
     """Look up each expected synonym, one call per turn, then extract the values the tool returned."""
-    synonyms = next(t["expected_synonyms"] for t in tasks("example_multi_step")
-                    if t["responses_create_params"]["input"][-1]["content"] == user_text(body))
+    synonyms = next(
+        t["expected_synonyms"]
+        for t in tasks("example_multi_step")
+        if t["responses_create_params"]["input"][-1]["content"] == user_text(body)
+    )
     lookups = {call["call_id"] for call in items_of(body, "function_call") if call["name"] == "get_synonym_value"}
-    values = [json.loads(item["output"])["synonym_value"] for item in items_of(body, "function_call_output")
-              if item["call_id"] in lookups]
+    values = [
+        json.loads(item["output"])["synonym_value"]
+        for item in items_of(body, "function_call_output")
+        if item["call_id"] in lookups
+    ]
     if len(values) < len(synonyms):
         return Turn(tool_calls=[("get_synonym_value", json.dumps({"synonym": synonyms[len(values)]}))])
     if not any(call["name"] == "extract_synonym_values" for call in items_of(body, "function_call")):
@@ -88,7 +108,9 @@ def test_example_multi_step(tmp_path):
         assert row["reward"] == 1.0 and row["accuracy"] is True and row["set_overlap"] == 1.0
         assert row["parsed_synonym_values"] == task["expected_synonym_values"]
         calls = [item for item in row["response"]["output"] if item["type"] == "function_call"]
-        assert [call["name"] for call in calls] == ["get_synonym_value"] * len(task["expected_synonyms"]) + ["extract_synonym_values"]
+        assert [call["name"] for call in calls] == ["get_synonym_value"] * len(task["expected_synonyms"]) + [
+            "extract_synonym_values"
+        ]
     assert "mean/reward 1.0000" in stdout
     # The task's parallel_tool_calls: false reached the model.
     assert upstream.requests and all(request["parallel_tool_calls"] is False for request in upstream.requests)
@@ -126,6 +148,7 @@ def test_example_stateful_counter(tmp_path):
 
 # ---- mcqa ------------------------------------------------------------------------------------------
 
+
 def mcqa_script(body: dict[str, Any]) -> Turn:
     """Answer each question in its own format; the regex row gets a wrong letter on purpose."""
     task = next(t for t in tasks("mcqa") if t["responses_create_params"]["input"][-1]["content"] == user_text(body))
@@ -133,9 +156,13 @@ def mcqa_script(body: dict[str, Any]) -> Turn:
     text = next(option[answer] for option in task["options"] if answer in option)
     if task.get("template_metadata"):
         return Turn(text="Thinking it over.\nFinal choice: [D]")
-    return Turn(text={"strict_single_letter_boxed": f"The answer is \\boxed{{{answer}}}",
-                      "lenient_boxed": f"\\boxed{{\\text{{{text}}}}}",
-                      "lenient_answer_colon": f"Let me think.\nAnswer: {text}"}[task["grading_mode"]])
+    return Turn(
+        text={
+            "strict_single_letter_boxed": f"The answer is \\boxed{{{answer}}}",
+            "lenient_boxed": f"\\boxed{{\\text{{{text}}}}}",
+            "lenient_answer_colon": f"Let me think.\nAnswer: {text}",
+        }[task["grading_mode"]]
+    )
 
 
 def test_mcqa(tmp_path):
@@ -151,19 +178,44 @@ def test_mcqa(tmp_path):
 
 STRUCTURED_ANSWERS = [
     {"name": "Dana Whitfield", "phone": "+1-555-0134", "email": "dana.w@example.org"},
-    {"title": "The Left Hand of Darkness", "author": "Ursula K. Le Guin", "year": 1969, "pages": 304,
-     "genres": ["science fiction", "anthropological fiction"]},
-    {"items": [{"name": "apple", "quantity": 3, "unit_price": 0.4}, {"name": "bread", "quantity": 1, "unit_price": 2.75},
-               {"name": "milk", "quantity": 2, "unit_price": 1.1}], "currency": "USD"},
-    {"ticket": {"customer": {"id": "C-1042", "name": "Jonas Berg"}, "summary": "Mobile app crashes on login since the last update",
-                "priority": "high", "tags": ["mobile", "crash", "login"]}},
-    {"city": "Oslo", "temperature_c": 4.5, "conditions": "light rain", "humidity_percent": 87},  # wind_speed_kmh left out
+    {
+        "title": "The Left Hand of Darkness",
+        "author": "Ursula K. Le Guin",
+        "year": 1969,
+        "pages": 304,
+        "genres": ["science fiction", "anthropological fiction"],
+    },
+    {
+        "items": [
+            {"name": "apple", "quantity": 3, "unit_price": 0.4},
+            {"name": "bread", "quantity": 1, "unit_price": 2.75},
+            {"name": "milk", "quantity": 2, "unit_price": 1.1},
+        ],
+        "currency": "USD",
+    },
+    {
+        "ticket": {
+            "customer": {"id": "C-1042", "name": "Jonas Berg"},
+            "summary": "Mobile app crashes on login since the last update",
+            "priority": "high",
+            "tags": ["mobile", "crash", "login"],
+        }
+    },
+    {
+        "city": "Oslo",
+        "temperature_c": 4.5,
+        "conditions": "light rain",
+        "humidity_percent": 87,
+    },  # wind_speed_kmh left out
 ]
 
 
 def structured_script(body: dict[str, Any]) -> Turn:
-    index = next(i for i, t in enumerate(tasks("structured_outputs"))
-                 if t["responses_create_params"]["input"][-1]["content"] == user_text(body))
+    index = next(
+        i
+        for i, t in enumerate(tasks("structured_outputs"))
+        if t["responses_create_params"]["input"][-1]["content"] == user_text(body)
+    )
     text = json.dumps(STRUCTURED_ANSWERS[index], indent=2)
     return Turn(text=f"```json\n{text}\n```" if index % 2 else text)
 

@@ -16,8 +16,10 @@ from tests.conftest import cli
 pytestmark = pytest.mark.slow
 
 ENVIRONMENTS = ("math_with_judge", "math_with_code", "code_gen")
-CONFIGS = ",".join(f"resources_servers/{env}/configs/{env}.yaml" for env in ENVIRONMENTS) + \
-    ",responses_api_models/openai_model/configs/openai_model.yaml"
+CONFIGS = (
+    ",".join(f"resources_servers/{env}/configs/{env}.yaml" for env in ENVIRONMENTS)
+    + ",responses_api_models/openai_model/configs/openai_model.yaml"
+)
 
 # What the scripted model answers, keyed by a phrase of the task's user message. One task per
 # environment is answered wrongly, so the rewards prove the verifier discriminates.
@@ -73,9 +75,14 @@ def Stack(*overrides: str) -> NgRunProcess:
 
 
 def collect(env: str, head_port: int, output: Path) -> list[dict[str, Any]]:
-    result = cli("ng_collect_rollouts", f"+agent_name={env}_simple_agent",
-                 f"+input_jsonl_fpath=resources_servers/{env}/data/example.jsonl", f"+output_jsonl_fpath={output}",
-                 "+num_samples_in_parallel=5", f"+head_server.port={head_port}")
+    result = cli(
+        "ng_collect_rollouts",
+        f"+agent_name={env}_simple_agent",
+        f"+input_jsonl_fpath=resources_servers/{env}/data/example.jsonl",
+        f"+output_jsonl_fpath={output}",
+        "+num_samples_in_parallel=5",
+        f"+head_server.port={head_port}",
+    )
     assert result.returncode == 0, result.stderr
     assert "5/5" in result.stderr
     rows = [json.loads(line) for line in output.read_text().splitlines()]
@@ -84,8 +91,12 @@ def collect(env: str, head_port: int, output: Path) -> list[dict[str, Any]]:
 
 def test_three_environments_collect_scored_rollouts_through_ng_run(head_port, tmp_path):
     with ScriptedOpenAI(script) as upstream:
-        stack = Stack(f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
-                      "+policy_api_key=sk-test", "+policy_model_name=scripted-model")
+        stack = Stack(
+            f"+head_server.port={head_port}",
+            f"+policy_base_url={upstream.url}",
+            "+policy_api_key=sk-test",
+            "+policy_model_name=scripted-model",
+        )
         try:
             stack.wait_ready()
 

@@ -23,8 +23,12 @@ def RunningStack(*overrides: str) -> NgRunProcess:
 
 
 def test_tutorial_collects_ten_scored_rollouts_and_leaves_no_process(upstream, head_port, tmp_path):
-    stack = RunningStack(f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
-                         f"+policy_api_key={SECRET}", "+policy_model_name=scripted-model")
+    stack = RunningStack(
+        f"+head_server.port={head_port}",
+        f"+policy_base_url={upstream.url}",
+        f"+policy_api_key={SECRET}",
+        "+policy_model_name=scripted-model",
+    )
     try:
         stack.wait_ready()
         for name in ("head_server", "example_single_tool_call", TUTORIAL_AGENT, "policy_model"):
@@ -44,9 +48,15 @@ def test_tutorial_collects_ten_scored_rollouts_and_leaves_no_process(upstream, h
 
         output = tmp_path / "example_single_tool_call_rollouts.jsonl"
         result = cli(
-            "ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={TUTORIAL_DATA}",
-            f"+output_jsonl_fpath={output}", "+limit=5", "+num_repeats=2", "+num_samples_in_parallel=3",
-            "+responses_create_params.temperature=0.0", f"+head_server.port={head_port}",
+            "ng_collect_rollouts",
+            f"+agent_name={TUTORIAL_AGENT}",
+            f"+input_jsonl_fpath={TUTORIAL_DATA}",
+            f"+output_jsonl_fpath={output}",
+            "+limit=5",
+            "+num_repeats=2",
+            "+num_samples_in_parallel=3",
+            "+responses_create_params.temperature=0.0",
+            f"+head_server.port={head_port}",
         )
         assert result.returncode == 0, result.stderr
         assert "Collecting rollouts: 100%" in result.stderr and "10/10" in result.stderr
@@ -70,7 +80,9 @@ def test_tutorial_collects_ten_scored_rollouts_and_leaves_no_process(upstream, h
             # usage is summed over the two model calls of the episode (the scripted model reports 120 each)
             assert row["response"]["usage"]["total_tokens"] == 240
         # The upstream saw the configured model and key, and the temperature override.
-        assert all(request["model"] == "scripted-model" and request["temperature"] == 0.0 for request in upstream.requests)
+        assert all(
+            request["model"] == "scripted-model" and request["temperature"] == 0.0 for request in upstream.requests
+        )
         metrics = json.loads((tmp_path / "example_single_tool_call_rollouts_aggregate_metrics.json").read_text())
         assert metrics["counts"]["rollouts"] == 10 and metrics["fields"]["reward"]["mean"] == 1.0
     finally:
@@ -103,8 +115,13 @@ def test_ng_run_shows_the_last_output_of_a_server_that_crashes_at_startup(head_p
         "      openai_base_url: http://127.0.0.1:9/v1\n      openai_model: m\n"
     )
     started = time.monotonic()
-    result = cli("ng_run", f"+config_paths=[{config}]", f"+head_server.port={head_port}", timeout=60,
-                 env=child_env() | {"NEMO_GYM_LOG_LEVEL": "no_such_level"})
+    result = cli(
+        "ng_run",
+        f"+config_paths=[{config}]",
+        f"+head_server.port={head_port}",
+        timeout=60,
+        env=child_env() | {"NEMO_GYM_LOG_LEVEL": "no_such_level"},
+    )
     assert result.returncode == 1
     assert "server 'policy_model' exited" in result.stderr
     assert "KeyError: 'no_such_level'" in result.stderr  # the child's own traceback tail
@@ -112,8 +129,12 @@ def test_ng_run_shows_the_last_output_of_a_server_that_crashes_at_startup(head_p
 
 
 def test_ng_run_stops_everything_when_a_server_dies_later(upstream, head_port):
-    stack = RunningStack(f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
-                         "+policy_api_key=x", "+policy_model_name=m")
+    stack = RunningStack(
+        f"+head_server.port={head_port}",
+        f"+policy_base_url={upstream.url}",
+        "+policy_api_key=x",
+        "+policy_model_name=m",
+    )
     try:
         stack.wait_ready()
         children = psutil.Process(stack.process.pid).children(recursive=True)
@@ -130,8 +151,12 @@ def test_ng_run_stops_everything_when_a_server_dies_later(upstream, head_port):
 
 
 def test_sigterm_stops_ng_run_and_every_server(upstream, head_port):
-    stack = RunningStack(f"+head_server.port={head_port}", f"+policy_base_url={upstream.url}",
-                         "+policy_api_key=x", "+policy_model_name=m")
+    stack = RunningStack(
+        f"+head_server.port={head_port}",
+        f"+policy_base_url={upstream.url}",
+        "+policy_api_key=x",
+        "+policy_model_name=m",
+    )
     stack.wait_ready()
     children = psutil.Process(stack.process.pid).children(recursive=True)
     started = time.monotonic()
@@ -146,8 +171,12 @@ def test_two_stacks_run_side_by_side_on_different_head_ports(upstream, tmp_path)
     from nemo_gym.testing.inprocess import free_port
 
     ports = [free_port(), free_port()]
-    stacks = [RunningStack(f"+head_server.port={port}", f"+policy_base_url={upstream.url}", "+policy_api_key=x",
-                           "+policy_model_name=m") for port in ports]
+    stacks = [
+        RunningStack(
+            f"+head_server.port={port}", f"+policy_base_url={upstream.url}", "+policy_api_key=x", "+policy_model_name=m"
+        )
+        for port in ports
+    ]
     try:
         for stack in stacks:
             stack.wait_ready()
@@ -155,8 +184,14 @@ def test_two_stacks_run_side_by_side_on_different_head_ports(upstream, tmp_path)
         assert not urls[0] & urls[1]  # every server of each stack has its own port
         for port in ports:
             output = tmp_path / f"out_{port}.jsonl"
-            result = cli("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={TUTORIAL_DATA}",
-                         f"+output_jsonl_fpath={output}", "+limit=2", f"+head_server.port={port}")
+            result = cli(
+                "ng_collect_rollouts",
+                f"+agent_name={TUTORIAL_AGENT}",
+                f"+input_jsonl_fpath={TUTORIAL_DATA}",
+                f"+output_jsonl_fpath={output}",
+                "+limit=2",
+                f"+head_server.port={port}",
+            )
             assert result.returncode == 0, result.stderr
             assert len(output.read_text().splitlines()) == 2
     finally:

@@ -38,8 +38,12 @@ def flaky_upstream():
 @pytest.fixture(scope="module")
 def stack(flaky_upstream):
     head_port = free_port()
-    running = RunningStack(f"+head_server.port={head_port}", f"+policy_base_url={flaky_upstream.url}",
-                           "+policy_api_key=x", "+policy_model_name=m")
+    running = RunningStack(
+        f"+head_server.port={head_port}",
+        f"+policy_base_url={flaky_upstream.url}",
+        "+policy_api_key=x",
+        "+policy_model_name=m",
+    )
     running.wait_ready()
     yield head_port
     running.process.send_signal(signal.SIGINT)
@@ -47,8 +51,15 @@ def stack(flaky_upstream):
 
 
 def collect(head_port: int, tasks: Path, output: Path, *extra: str, timeout: float = 120):
-    return cli("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={tasks}",
-               f"+output_jsonl_fpath={output}", f"+head_server.port={head_port}", *extra, timeout=timeout)
+    return cli(
+        "ng_collect_rollouts",
+        f"+agent_name={TUTORIAL_AGENT}",
+        f"+input_jsonl_fpath={tasks}",
+        f"+output_jsonl_fpath={output}",
+        f"+head_server.port={head_port}",
+        *extra,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("status", [500, 429])
@@ -57,8 +68,9 @@ def test_an_upstream_failing_one_request_in_three_still_yields_every_row(stack, 
     flaky_upstream.retry_after_s = 0.05 if status == 429 else None
     before = len(flaky_upstream.requests)
     try:
-        result = collect(stack, write_tasks(tmp_path / "tasks.jsonl", 20), tmp_path / "out.jsonl",
-                         "+num_samples_in_parallel=8")
+        result = collect(
+            stack, write_tasks(tmp_path / "tasks.jsonl", 20), tmp_path / "out.jsonl", "+num_samples_in_parallel=8"
+        )
     finally:
         flaky_upstream.fault_every = 0
     assert result.returncode == 0, result.stderr
@@ -74,11 +86,18 @@ def test_a_dead_upstream_gives_failure_records_and_a_nonzero_exit_not_a_hang(tmp
     head_port = free_port()
     started = time.monotonic()
     result = cli(
-        "ng_collect_rollouts", f"+config_paths=[{TUTORIAL_CONFIGS}]", f"+head_server.port={head_port}",
-        f"+policy_base_url=http://127.0.0.1:{dead_port}/v1", "+policy_api_key=x", "+policy_model_name=m",
+        "ng_collect_rollouts",
+        f"+config_paths=[{TUTORIAL_CONFIGS}]",
+        f"+head_server.port={head_port}",
+        f"+policy_base_url=http://127.0.0.1:{dead_port}/v1",
+        "+policy_api_key=x",
+        "+policy_model_name=m",
         "+policy_model.responses_api_models.openai_model.max_attempts=2",
-        f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={write_tasks(tmp_path / 'tasks.jsonl', 3)}",
-        f"+output_jsonl_fpath={tmp_path / 'out.jsonl'}", "+max_attempts=2", timeout=90,
+        f"+agent_name={TUTORIAL_AGENT}",
+        f"+input_jsonl_fpath={write_tasks(tmp_path / 'tasks.jsonl', 3)}",
+        f"+output_jsonl_fpath={tmp_path / 'out.jsonl'}",
+        "+max_attempts=2",
+        timeout=90,
     )
     assert result.returncode == 1
     assert time.monotonic() - started < 60
@@ -96,9 +115,15 @@ def test_kill_9_mid_run_then_resume_yields_exactly_one_row_per_pair(stack, flaky
     output = tmp_path / "out.jsonl"
     flaky_upstream.latency_s = 0.05
     try:
-        process = spawn("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={tasks}",
-                        f"+output_jsonl_fpath={output}", f"+head_server.port={stack}", "+num_repeats=2",
-                        "+num_samples_in_parallel=4")
+        process = spawn(
+            "ng_collect_rollouts",
+            f"+agent_name={TUTORIAL_AGENT}",
+            f"+input_jsonl_fpath={tasks}",
+            f"+output_jsonl_fpath={output}",
+            f"+head_server.port={stack}",
+            "+num_repeats=2",
+            "+num_samples_in_parallel=4",
+        )
         deadline = time.monotonic() + 60
         while not output.exists() or len(output.read_text().splitlines()) < 10:
             assert time.monotonic() < deadline and process.poll() is None
@@ -170,11 +195,14 @@ def test_an_unreachable_head_server_is_one_clear_line(tmp_path):
 
 def test_materialized_inputs_record_what_was_sent_for_each_pair(stack, tmp_path):
     tasks = write_tasks(tmp_path / "tasks.jsonl", 2)
-    result = collect(stack, tasks, tmp_path / "out.jsonl", "+num_repeats=3", "+responses_create_params.max_output_tokens=77")
+    result = collect(
+        stack, tasks, tmp_path / "out.jsonl", "+num_repeats=3", "+responses_create_params.max_output_tokens=77"
+    )
     assert result.returncode == 0, result.stderr
     materialized = read_rows(tmp_path / "out_materialized_inputs.jsonl")
     assert sorted((m["_ng_task_index"], m["_ng_rollout_index"]) for m in materialized) == [
-        (t, r) for t in range(2) for r in range(3)]
+        (t, r) for t in range(2) for r in range(3)
+    ]
     assert all(m["responses_create_params"]["max_output_tokens"] == 77 for m in materialized)
 
 
@@ -183,8 +211,14 @@ def test_ctrl_c_keeps_what_was_written_and_says_how_to_resume(stack, flaky_upstr
     output = tmp_path / "out.jsonl"
     flaky_upstream.latency_s = 0.05
     try:
-        process = spawn("ng_collect_rollouts", f"+agent_name={TUTORIAL_AGENT}", f"+input_jsonl_fpath={tasks}",
-                        f"+output_jsonl_fpath={output}", f"+head_server.port={stack}", "+num_samples_in_parallel=2")
+        process = spawn(
+            "ng_collect_rollouts",
+            f"+agent_name={TUTORIAL_AGENT}",
+            f"+input_jsonl_fpath={tasks}",
+            f"+output_jsonl_fpath={output}",
+            f"+head_server.port={stack}",
+            "+num_samples_in_parallel=2",
+        )
         deadline = time.monotonic() + 60
         while not output.exists() or len(output.read_text().splitlines()) < 4:
             assert time.monotonic() < deadline and process.poll() is None

@@ -141,10 +141,20 @@ def test_aggregate_hand_made_collection():
 
     # Per task, rewards are listed by rollout index whatever order the rows arrived in.
     task_0, task_1 = metrics["per_task"]
-    assert task_0 == {"_ng_task_index": 0, "num_rollouts": 3, "mean_reward": approx(2 / 3),
-                      "rewards": [1.0, 0.0, 1.0], "pass@3": 1.0}
-    assert task_1 == {"_ng_task_index": 1, "num_rollouts": 3, "mean_reward": approx(1 / 6),
-                      "rewards": [0.0, 0.5, 0.0], "pass@3": 0.0}
+    assert task_0 == {
+        "_ng_task_index": 0,
+        "num_rollouts": 3,
+        "mean_reward": approx(2 / 3),
+        "rewards": [1.0, 0.0, 1.0],
+        "pass@3": 1.0,
+    }
+    assert task_1 == {
+        "_ng_task_index": 1,
+        "num_rollouts": 3,
+        "mean_reward": approx(1 / 6),
+        "rewards": [0.0, 0.5, 0.0],
+        "pass@3": 0.0,
+    }
 
     # input 6 x 100; output per task 10+20+30 = 60, two tasks 120; total 720; reasoning 6 x 2.
     assert metrics["usage"] == {

@@ -20,8 +20,9 @@ TWO_SUM_TESTS = {"inputs": ["[2, 7, 11, 15]\n9", "[3, 2, 4]\n6"], "outputs": ["[
 @pytest.fixture(scope="module")
 def url():
     port = free_port()
-    server = CodeGenServer(config=CodeGenConfig(name="code_gen", port=port, unit_test_timeout_s=3),
-                           server_client=registry_client({}))
+    server = CodeGenServer(
+        config=CodeGenConfig(name="code_gen", port=port, unit_test_timeout_s=3), server_client=registry_client({})
+    )
     with ThreadedServer(server.setup_webserver(), port=port) as running:
         yield running.url
 
@@ -31,14 +32,26 @@ def fenced(code: str, lang: str = "python") -> str:
 
 
 def assistant(*texts: str) -> dict[str, Any]:
-    return {"id": "resp_test", "output": [
-        {"type": "message", "role": "assistant", "id": f"msg_{i}",
-         "content": [{"type": "output_text", "text": text, "annotations": []}]} for i, text in enumerate(texts)
-    ]}
+    return {
+        "id": "resp_test",
+        "output": [
+            {
+                "type": "message",
+                "role": "assistant",
+                "id": f"msg_{i}",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+            for i, text in enumerate(texts)
+        ],
+    }
 
 
 def verify(url: str, response: dict[str, Any], tests: dict[str, Any] = SUM_TESTS) -> dict[str, Any]:
-    row = {"responses_create_params": {"input": "task"}, "verifier_metadata": {"unit_tests": tests}, "response": response}
+    row = {
+        "responses_create_params": {"input": "task"},
+        "verifier_metadata": {"unit_tests": tests},
+        "response": response,
+    }
     reply = httpx.post(f"{url}/verify", json=row, timeout=120)
     assert reply.status_code == 200, reply.text
     return reply.json()
@@ -52,6 +65,7 @@ def assert_still_serving(url: str) -> None:
 
 # ---- correct, wrong, malformed, empty ---------------------------------------------------------------
 
+
 def test_correct_stdin_program_scores_one(url):
     row = verify(url, assistant(fenced("import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b)")))
     assert (row["reward"], row["num_tests"], row["num_passed"], row["error"]) == (1.0, 2, 2, None)
@@ -59,11 +73,15 @@ def test_correct_stdin_program_scores_one(url):
 
 
 def test_correct_function_and_solution_class_score_one(url):
-    function = "def two_sum(nums, target):\n    seen = {}\n    for i, n in enumerate(nums):\n" \
-               "        if target - n in seen:\n            return [seen[target - n], i]\n        seen[n] = i"
+    function = (
+        "def two_sum(nums, target):\n    seen = {}\n    for i, n in enumerate(nums):\n"
+        "        if target - n in seen:\n            return [seen[target - n], i]\n        seen[n] = i"
+    )
     assert verify(url, assistant(fenced(function)), TWO_SUM_TESTS)["reward"] == 1.0
-    method = "class Solution:\n    def two_sum(self, nums, target):\n        return next([i, j] for i in range(len(nums))" \
-             " for j in range(i + 1, len(nums)) if nums[i] + nums[j] == target)"
+    method = (
+        "class Solution:\n    def two_sum(self, nums, target):\n        return next([i, j] for i in range(len(nums))"
+        " for j in range(i + 1, len(nums)) if nums[i] + nums[j] == target)"
+    )
     assert verify(url, assistant(fenced(method)), TWO_SUM_TESTS)["reward"] == 1.0
 
 
@@ -95,12 +113,15 @@ def test_missing_function_is_named(url):
     assert row["reward"] == 0.0 and "two_sum" in row["error"] and "NameError" in row["error"]
 
 
-@pytest.mark.parametrize("response, error", [
-    (assistant("print(3)"), "no code block"),  # code without a fence
-    (assistant(fenced("a, b = map(int, input().split(\nprint(a + b)")), "SyntaxError"),
-    (assistant(""), "no code block"),
-    ({"id": "resp_empty", "output": []}, "no code block"),
-])
+@pytest.mark.parametrize(
+    "response, error",
+    [
+        (assistant("print(3)"), "no code block"),  # code without a fence
+        (assistant(fenced("a, b = map(int, input().split(\nprint(a + b)")), "SyntaxError"),
+        (assistant(""), "no code block"),
+        ({"id": "resp_empty", "output": []}, "no code block"),
+    ],
+)
 def test_malformed_or_empty_answers_score_zero(url, response, error):
     row = verify(url, response)
     assert row["reward"] == 0.0 and row["num_passed"] == 0 and error in row["error"]
@@ -122,13 +143,17 @@ def test_extract_code_rules():
 
 
 def test_a_task_with_unpaired_tests_is_rejected(url):
-    row = {"responses_create_params": {"input": "task"}, "response": assistant(fenced("print(1)")),
-           "verifier_metadata": {"unit_tests": {"inputs": ["1"], "outputs": []}}}
+    row = {
+        "responses_create_params": {"input": "task"},
+        "response": assistant(fenced("print(1)")),
+        "verifier_metadata": {"unit_tests": {"inputs": ["1"], "outputs": []}},
+    }
     reply = httpx.post(f"{url}/verify", json=row, timeout=30)
     assert reply.status_code == 422 and "1 inputs but 0 outputs" in reply.text
 
 
 # ---- safety: hostile code stays in the sandbox, the server keeps serving -----------------------------
+
 
 def test_infinite_loop_times_out(url):
     row = verify(url, assistant(fenced("while True:\n    pass")))
@@ -151,8 +176,10 @@ def test_fork_bomb_is_contained(url):
 
 def test_writing_outside_the_work_dir_is_refused(url, tmp_path):
     targets = [str(tmp_path / "escaped.txt"), "/etc/escaped.txt", "/root/escaped.txt"]
-    code = (f"for path in {targets!r}:\n    try:\n        open(path, 'w').write('pwned')\n        print('wrote', path)\n"
-            "    except OSError as error:\n        print(type(error).__name__)")
+    code = (
+        f"for path in {targets!r}:\n    try:\n        open(path, 'w').write('pwned')\n        print('wrote', path)\n"
+        "    except OSError as error:\n        print(type(error).__name__)"
+    )
     row = verify(url, assistant(fenced(code)), {"inputs": [""], "outputs": ["wrote"]})
     got = row["error"].split(", got ", 1)[1]
     assert row["reward"] == 0.0 and "PermissionError" in got and "wrote" not in got

@@ -9,14 +9,17 @@ from resources_servers.example_single_tool_call.app import ExampleSingleToolCall
 
 
 def make_server() -> ExampleSingleToolCallServer:
-    return ExampleSingleToolCallServer(config=ExampleSingleToolCallConfig(name="env", domain="agent"),
-                                       server_client=registry_client({}))
+    return ExampleSingleToolCallServer(
+        config=ExampleSingleToolCallConfig(name="env", domain="agent"), server_client=registry_client({})
+    )
 
 
 def test_get_weather_and_verify_over_http(serve):
     url = serve(make_server().setup_webserver())
     assert httpx.post(f"{url}/get_weather", json={"city": "Oslo"}).json() == {
-        "city": "Oslo", "weather_description": "The weather in Oslo is cold."}
+        "city": "Oslo",
+        "weather_description": "The weather in Oslo is cold.",
+    }
     row = {"responses_create_params": {"input": "weather?"}, "response": {"id": "r", "output": []}}
     assert httpx.post(f"{url}/verify", json=row).json()["reward"] == 1.0
 

@@ -26,8 +26,9 @@ PARAMS = {"input": [{"role": "user", "content": "add 1 then add 2 then get the c
 
 
 def make_server(**config: Any) -> ExampleStatefulCounterServer:
-    return ExampleStatefulCounterServer(config=ExampleStatefulCounterConfig(name="counter", domain="agent", **config),
-                                        server_client=registry_client({}))
+    return ExampleStatefulCounterServer(
+        config=ExampleStatefulCounterConfig(name="counter", domain="agent", **config), server_client=registry_client({})
+    )
 
 
 @pytest.fixture
@@ -38,8 +39,12 @@ def served():
 
 
 def verify(client: httpx.Client, url: str, expected: int, output: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    body = {"responses_create_params": PARAMS, "response": {"id": "resp_1", "output": output or []},
-            "initial_count": 3, "expected_count": expected}
+    body = {
+        "responses_create_params": PARAMS,
+        "response": {"id": "resp_1", "output": output or []},
+        "initial_count": 3,
+        "expected_count": expected,
+    }
     response = client.post(f"{url}/verify", json=body)
     assert response.status_code == 200, response.text
     return response.json()
@@ -48,7 +53,9 @@ def verify(client: httpx.Client, url: str, expected: int, output: list[dict[str,
 def test_seeded_session_counts_and_verify_scores_it_then_forgets_it(served):
     server, url = served
     with httpx.Client() as rollout:
-        rollout.post(f"{url}/seed_session", json={"responses_create_params": PARAMS, "initial_count": 3}).raise_for_status()
+        rollout.post(
+            f"{url}/seed_session", json={"responses_create_params": PARAMS, "initial_count": 3}
+        ).raise_for_status()
         assert rollout.post(f"{url}/increment_counter", json={"count": 1}).json() == {"success": True}
         rollout.post(f"{url}/increment_counter", json={"count": 2})
         assert rollout.post(f"{url}/get_counter_value", json={}).json() == {"count": 6}
@@ -123,6 +130,7 @@ def test_abandoned_sessions_are_bounded(served):
 
 # ---- 64 rollouts at once through the real agent and model servers ---------------------------------------
 
+
 class PeakTrackingCounterServer(ExampleStatefulCounterServer):
     """The real server, also recording how many rollouts held state at once."""
 
@@ -154,25 +162,52 @@ def test_64_concurrent_rollouts_each_end_with_their_own_count():
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
 
     def client():
-        return registry_client({"resources": ("resources_servers", urls["resources"]),
-                                "model": ("responses_api_models", urls["model"])})
+        return registry_client(
+            {"resources": ("resources_servers", urls["resources"]), "model": ("responses_api_models", urls["model"])}
+        )
 
-    resources = PeakTrackingCounterServer(config=ExampleStatefulCounterConfig(name="resources", port=ports["resources"]),
-                                          server_client=client())
-    model = OpenAIModel(config=OpenAIModelConfig(name="model", port=ports["model"], openai_base_url=upstream.url,
-                                                 openai_model="scripted"), server_client=client())
-    agent = SimpleAgent(config=SimpleAgentConfig(name="agent", port=ports["agent"], max_steps=10,
-                                                 resources_server={"type": "resources_servers", "name": "resources"},
-                                                 model_server={"type": "responses_api_models", "name": "model"}),
-                        server_client=client())
-    servers = [ThreadedServer(s.setup_webserver(), port=ports[n]).start()
-               for n, s in (("resources", resources), ("model", model), ("agent", agent))]
-    tools = [{"type": "function", "name": "increment_counter",
-              "parameters": {"type": "object", "properties": {"count": {"type": "integer"}}, "required": ["count"]}},
-             {"type": "function", "name": "get_counter_value", "parameters": {"type": "object", "properties": {}}}]
-    tasks = [{"responses_create_params": {"input": [{"role": "user", "content": f"add {i + 1} then add {-2 * i} then get the count"}],
-                                          "tools": tools},
-              "initial_count": 1000 + 7 * i, "expected_count": 1000 + 7 * i + (i + 1) - 2 * i} for i in range(64)]
+    resources = PeakTrackingCounterServer(
+        config=ExampleStatefulCounterConfig(name="resources", port=ports["resources"]), server_client=client()
+    )
+    model = OpenAIModel(
+        config=OpenAIModelConfig(
+            name="model", port=ports["model"], openai_base_url=upstream.url, openai_model="scripted"
+        ),
+        server_client=client(),
+    )
+    agent = SimpleAgent(
+        config=SimpleAgentConfig(
+            name="agent",
+            port=ports["agent"],
+            max_steps=10,
+            resources_server={"type": "resources_servers", "name": "resources"},
+            model_server={"type": "responses_api_models", "name": "model"},
+        ),
+        server_client=client(),
+    )
+    servers = [
+        ThreadedServer(s.setup_webserver(), port=ports[n]).start()
+        for n, s in (("resources", resources), ("model", model), ("agent", agent))
+    ]
+    tools = [
+        {
+            "type": "function",
+            "name": "increment_counter",
+            "parameters": {"type": "object", "properties": {"count": {"type": "integer"}}, "required": ["count"]},
+        },
+        {"type": "function", "name": "get_counter_value", "parameters": {"type": "object", "properties": {}}},
+    ]
+    tasks = [
+        {
+            "responses_create_params": {
+                "input": [{"role": "user", "content": f"add {i + 1} then add {-2 * i} then get the count"}],
+                "tools": tools,
+            },
+            "initial_count": 1000 + 7 * i,
+            "expected_count": 1000 + 7 * i + (i + 1) - 2 * i,
+        }
+        for i in range(64)
+    ]
 
     async def run_all() -> list[dict[str, Any]]:
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as http:

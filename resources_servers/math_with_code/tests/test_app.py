@@ -22,8 +22,9 @@ from resources_servers.math_with_code.app import (
 class Running:
     def __init__(self, **config: Any):
         port = free_port()
-        self.server = MathWithCodeServer(config=MathWithCodeConfig(name="math_with_code", port=port, **config),
-                                         server_client=registry_client({}))
+        self.server = MathWithCodeServer(
+            config=MathWithCodeConfig(name="math_with_code", port=port, **config), server_client=registry_client({})
+        )
         self.http = ThreadedServer(self.server.setup_webserver(), port=port).start()
         self.url = self.http.url
 
@@ -49,10 +50,18 @@ def run(client: httpx.Client, code: str) -> dict[str, Any]:
 
 
 def assistant(*texts: str) -> dict[str, Any]:
-    return {"id": "resp_test", "output": [
-        {"type": "message", "role": "assistant", "id": f"msg_{i}",
-         "content": [{"type": "output_text", "text": text, "annotations": []}]} for i, text in enumerate(texts)
-    ]}
+    return {
+        "id": "resp_test",
+        "output": [
+            {
+                "type": "message",
+                "role": "assistant",
+                "id": f"msg_{i}",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+            for i, text in enumerate(texts)
+        ],
+    }
 
 
 def verify(client: httpx.Client, expected: str, response: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +78,7 @@ def assert_still_serving(env: Running) -> None:
 
 
 # ---- the tool ---------------------------------------------------------------------------------
+
 
 def test_state_persists_within_a_rollout_and_the_last_expression_is_echoed(env):
     with env.rollout() as client:
@@ -144,14 +154,18 @@ def test_shutdown_leaves_no_interpreter_behind():
         run(client, "a = 1")
     assert len({child.pid for child in me.children(recursive=True)} - before) >= 2
     running.stop()
-    left = [child for child in me.children(recursive=True)
-            if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE]
+    left = [
+        child
+        for child in me.children(recursive=True)
+        if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE
+    ]
     assert left == []
     for client in clients:
         client.close()
 
 
 # ---- safety: hostile code stays in the sandbox, the server keeps serving -----------------------------
+
 
 def test_infinite_loop_times_out_and_the_session_restarts(env):
     with env.rollout() as client:
@@ -183,8 +197,9 @@ def test_writing_outside_the_work_dir_is_refused(env, tmp_path):
     with env.rollout() as client:
         for path in (str(target), "/etc/escaped.txt", "/root/escaped.txt"):
             result = run(client, f"open({path!r}, 'w').write('pwned')")
-            assert result["error"] is not None and ("PermissionError" in result["error"]
-                                                    or "FileNotFoundError" in result["error"]), result
+            assert result["error"] is not None and (
+                "PermissionError" in result["error"] or "FileNotFoundError" in result["error"]
+            ), result
         assert run(client, "open('scratch.txt', 'w').write('ok')")["stdout"] == "2\n"  # its own dir is fine
     assert not target.exists() and not os.path.exists("/etc/escaped.txt") and not os.path.exists("/root/escaped.txt")
     assert_still_serving(env)
@@ -193,7 +208,9 @@ def test_writing_outside_the_work_dir_is_refused(env, tmp_path):
 def test_secrets_in_the_server_environment_are_invisible(env, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     with env.rollout() as client:
-        result = run(client, "import os\nprint(os.environ.get('OPENAI_API_KEY'))\nprint(open('/proc/self/environ').read())")
+        result = run(
+            client, "import os\nprint(os.environ.get('OPENAI_API_KEY'))\nprint(open('/proc/self/environ').read())"
+        )
         assert "sk-secret" not in result["stdout"] + result["stderr"]
         assert result["stdout"].startswith("None\n")
     assert_still_serving(env)
@@ -208,38 +225,52 @@ def test_network_is_unreachable(env):
 
 # ---- verify -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("expected, texts", [
-    ("233168", ["The sum is \\boxed{233168}."]),
-    ("0.5", ["\\boxed{ 0.50 }"]),  # numerically equal
-    ("\\frac{1}{2}", ["\\boxed{\\frac{1}{2}}"]),  # nested braces
-    ("2", ["First guess \\boxed{1}", "Checked with code; corrected: \\boxed{2}", "Done."]),  # latest boxed message
-])
+
+@pytest.mark.parametrize(
+    "expected, texts",
+    [
+        ("233168", ["The sum is \\boxed{233168}."]),
+        ("0.5", ["\\boxed{ 0.50 }"]),  # numerically equal
+        ("\\frac{1}{2}", ["\\boxed{\\frac{1}{2}}"]),  # nested braces
+        ("2", ["First guess \\boxed{1}", "Checked with code; corrected: \\boxed{2}", "Done."]),  # latest boxed message
+    ],
+)
 def test_correct_answers_score_one(env, expected, texts):
     with env.rollout() as client:
         row = verify(client, expected, assistant(*texts))
     assert row["reward"] == 1.0 and row["expected_result"] == expected
 
 
-@pytest.mark.parametrize("expected, texts, extracted", [
-    ("233168", ["\\boxed{233167}"], "233167"),
-    ("0.5", ["\\boxed{1/2}"], "1/2"),  # a string (or float) compare, not a symbolic one
-    ("2", ["\\boxed{2}", "Actually \\boxed{3}"], "3"),  # the latest boxed message counts
-])
+@pytest.mark.parametrize(
+    "expected, texts, extracted",
+    [
+        ("233168", ["\\boxed{233167}"], "233167"),
+        ("0.5", ["\\boxed{1/2}"], "1/2"),  # a string (or float) compare, not a symbolic one
+        ("2", ["\\boxed{2}", "Actually \\boxed{3}"], "3"),  # the latest boxed message counts
+    ],
+)
 def test_wrong_answers_score_zero(env, expected, texts, extracted):
     with env.rollout() as client:
         row = verify(client, expected, assistant(*texts))
     assert row["reward"] == 0.0 and row["extracted_result"] == extracted
 
 
-@pytest.mark.parametrize("response", [
-    assistant("\\boxed{42"),  # never closed
-    assistant("The answer is 42."),  # no box
-    assistant(""),
-    {"id": "resp_empty", "output": []},
-    {"id": "resp_calls", "output": [{"type": "function_call", "name": "execute_python", "arguments": "{}",
-                                     "call_id": "c1"}, {"type": "function_call_output", "call_id": "c1",
-                                                        "output": "\\boxed{42}"}]},  # a box in tool output is not an answer
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        assistant("\\boxed{42"),  # never closed
+        assistant("The answer is 42."),  # no box
+        assistant(""),
+        {"id": "resp_empty", "output": []},
+        {
+            "id": "resp_calls",
+            "output": [
+                {"type": "function_call", "name": "execute_python", "arguments": "{}", "call_id": "c1"},
+                {"type": "function_call_output", "call_id": "c1", "output": "\\boxed{42}"},
+            ],
+        },  # a box in tool output is not an answer
+    ],
+)
 def test_malformed_or_empty_answers_score_zero(env, response):
     with env.rollout() as client:
         row = verify(client, "42", response)

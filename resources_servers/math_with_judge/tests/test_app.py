@@ -21,22 +21,35 @@ QUESTION = "A fair coin is flipped three times. What is the probability of getti
 def serve(upstream_url: str | None = None, **config: Any) -> ThreadedServer:
     port = free_port()
     servers = {"judge": ("responses_api_models", upstream_url)} if upstream_url else {}
-    server = MathWithJudgeServer(config=MathWithJudgeConfig(name="math_with_judge", port=port, **config),
-                                 server_client=registry_client(servers))
+    server = MathWithJudgeServer(
+        config=MathWithJudgeConfig(name="math_with_judge", port=port, **config), server_client=registry_client(servers)
+    )
     return ThreadedServer(server.setup_webserver(), port=port).start()
 
 
 def assistant(*texts: str) -> dict[str, Any]:
-    return {"id": "resp_test", "output": [
-        {"type": "message", "role": "assistant", "id": f"msg_{i}", "status": "completed",
-         "content": [{"type": "output_text", "text": text, "annotations": []}]}
-        for i, text in enumerate(texts)
-    ]}
+    return {
+        "id": "resp_test",
+        "output": [
+            {
+                "type": "message",
+                "role": "assistant",
+                "id": f"msg_{i}",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+            for i, text in enumerate(texts)
+        ],
+    }
 
 
 def verify(url: str, expected: str, response: dict[str, Any]) -> dict[str, Any]:
-    row = {"responses_create_params": {"input": [{"role": "user", "content": QUESTION}]},
-           "question": QUESTION, "expected_answer": expected, "response": response}
+    row = {
+        "responses_create_params": {"input": [{"role": "user", "content": QUESTION}]},
+        "question": QUESTION,
+        "expected_answer": expected,
+        "response": response,
+    }
     reply = httpx.post(f"{url}/verify", json=row, timeout=60)
     assert reply.status_code == 200, reply.text
     return reply.json()
@@ -49,13 +62,16 @@ def library_only():
     server.stop()
 
 
-@pytest.mark.parametrize("expected, text", [
-    ("\\frac{3}{8}", "Two heads out of three flips: C(3,2)/8, so the answer is \\boxed{\\frac{3}{8}}."),
-    ("\\frac{3}{8}", "\\boxed{0.375}"),  # a decimal equal to the fraction
-    ("3/8", "The probability is $\\frac{6}{16}$."),  # gold without LaTeX, unreduced prediction, no box
-    ("5\\sqrt{2}", "\\boxed{\\sqrt{50}}"),
-    ("\\boxed{720}", "So the total is 720 degrees: \\boxed{720}"),  # gold already boxed
-])
+@pytest.mark.parametrize(
+    "expected, text",
+    [
+        ("\\frac{3}{8}", "Two heads out of three flips: C(3,2)/8, so the answer is \\boxed{\\frac{3}{8}}."),
+        ("\\frac{3}{8}", "\\boxed{0.375}"),  # a decimal equal to the fraction
+        ("3/8", "The probability is $\\frac{6}{16}$."),  # gold without LaTeX, unreduced prediction, no box
+        ("5\\sqrt{2}", "\\boxed{\\sqrt{50}}"),
+        ("\\boxed{720}", "So the total is 720 degrees: \\boxed{720}"),  # gold already boxed
+    ],
+)
 def test_equivalent_answers_score_one(library_only, expected, text):
     row = verify(library_only, expected, assistant(text))
     assert row["reward"] == 1.0 and row["library_reward"] == 1.0
@@ -75,13 +91,16 @@ def test_wrong_answers_score_zero(library_only, text):
     assert row["extracted_answer"] is not None
 
 
-@pytest.mark.parametrize("response", [
-    assistant("\\boxed{"),  # malformed LaTeX
-    assistant("I am not sure how to solve this."),  # no answer at all
-    assistant(""),  # empty text
-    {"id": "resp_empty", "output": []},  # no message
-    {"id": "resp_tool_only", "output": [{"type": "function_call", "name": "x", "arguments": "{}", "call_id": "c"}]},
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        assistant("\\boxed{"),  # malformed LaTeX
+        assistant("I am not sure how to solve this."),  # no answer at all
+        assistant(""),  # empty text
+        {"id": "resp_empty", "output": []},  # no message
+        {"id": "resp_tool_only", "output": [{"type": "function_call", "name": "x", "arguments": "{}", "call_id": "c"}]},
+    ],
+)
 def test_malformed_or_empty_answers_score_zero_without_error(library_only, response):
     row = verify(library_only, "\\frac{3}{8}", response)
     assert row["reward"] == 0.0 and row["extracted_answer"] is None and row["library_error"] is None
@@ -131,9 +150,13 @@ class Judge:
 def judged():
     def make(*verdicts: str):
         judge = Judge(*verdicts)
-        server = serve(f"http://127.0.0.1:{judge.upstream.port}", verification_workers=1, should_use_judge=True,
-                       judge_model_server={"type": "responses_api_models", "name": "judge"},
-                       judge_responses_create_params={"temperature": 0.0})
+        server = serve(
+            f"http://127.0.0.1:{judge.upstream.port}",
+            verification_workers=1,
+            should_use_judge=True,
+            judge_model_server={"type": "responses_api_models", "name": "judge"},
+            judge_responses_create_params={"temperature": 0.0},
+        )
         started.append((judge, server))
         return judge, server.url
 

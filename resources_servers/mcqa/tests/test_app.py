@@ -26,16 +26,24 @@ def make_server() -> MCQAServer:
 
 
 def reply(*texts: str) -> list[dict[str, Any]]:
-    return [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": t, "annotations": []}]}
-            for t in texts]
+    return [
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": t, "annotations": []}]}
+        for t in texts
+    ]
 
 
 def request(output: list[dict[str, Any]], mode: str, expected: str = "B", **extra: Any) -> MCQAVerifyRequest:
-    return MCQAVerifyRequest.model_validate({
-        "responses_create_params": {"input": [{"role": "user", "content": "Which gas ...?"}]},
-        "response": {"id": "resp_1", "output": output},
-        "options": OPTIONS, "expected_answer": expected, "grading_mode": mode, "uuid": "u-1", **extra,
-    })
+    return MCQAVerifyRequest.model_validate(
+        {
+            "responses_create_params": {"input": [{"role": "user", "content": "Which gas ...?"}]},
+            "response": {"id": "resp_1", "output": output},
+            "options": OPTIONS,
+            "expected_answer": expected,
+            "grading_mode": mode,
+            "uuid": "u-1",
+            **extra,
+        }
+    )
 
 
 async def verify(output: list[dict[str, Any]], mode: str, **extra: Any) -> dict[str, Any]:
@@ -83,12 +91,21 @@ async def test_letter_extraction(mode, text, extracted):
 
 
 async def test_expected_answer_is_compared_uppercased():
-    row = (await make_server().verify(request(reply("\\boxed{C}"), "strict_single_letter_boxed", expected=" c"))).model_dump()
+    row = (
+        await make_server().verify(request(reply("\\boxed{C}"), "strict_single_letter_boxed", expected=" c"))
+    ).model_dump()
     assert row["reward"] == 1.0 and row["extracted_answer"] == "C"
 
 
-@pytest.mark.parametrize("output", [[], reply(""), reply("   "),
-                                    [{"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "\\boxed{B}"}]}]])
+@pytest.mark.parametrize(
+    "output",
+    [
+        [],
+        reply(""),
+        reply("   "),
+        [{"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "\\boxed{B}"}]}],
+    ],
+)
 @pytest.mark.parametrize("mode", ["strict_single_letter_boxed", "lenient_boxed", "lenient_answer_colon"])
 async def test_empty_replies_score_zero(output, mode):
     row = await verify(output, mode)
@@ -103,20 +120,24 @@ async def test_only_the_last_assistant_message_is_graded():
 TEMPLATE = {"output_regex": r"final choice:\s*\[([A-D])\]"}
 
 
-@pytest.mark.parametrize(("text", "extracted"), [
-    ("Final choice: [B]", "B"),
-    ("FINAL CHOICE: [a] ... final choice: [B]", "B"),  # case-insensitive, last match wins
-    ("final choice: [C] but \\boxed{B}", "C"),  # the regex takes priority over the box
-    ("no template answer, \\boxed{B}", "B"),  # no regex match: falls back to grading_mode
-])
+@pytest.mark.parametrize(
+    ("text", "extracted"),
+    [
+        ("Final choice: [B]", "B"),
+        ("FINAL CHOICE: [a] ... final choice: [B]", "B"),  # case-insensitive, last match wins
+        ("final choice: [C] but \\boxed{B}", "C"),  # the regex takes priority over the box
+        ("no template answer, \\boxed{B}", "B"),  # no regex match: falls back to grading_mode
+    ],
+)
 async def test_row_regex_takes_priority(text, extracted):
     row = await verify(reply(text), "strict_single_letter_boxed", template_metadata=TEMPLATE)
     assert row["extracted_answer"] == extracted and row["template_metadata"]["output_regex"] == TEMPLATE["output_regex"]
 
 
 async def test_row_regex_without_groups_uses_the_whole_match():
-    row = await verify(reply("I pick (B) and then (D)"), "strict_single_letter_boxed",
-                       template_metadata={"output_regex": r"\([A-D]\)"})
+    row = await verify(
+        reply("I pick (B) and then (D)"), "strict_single_letter_boxed", template_metadata={"output_regex": r"\([A-D]\)"}
+    )
     assert row["extracted_answer"] == "D"
 
 
@@ -139,7 +160,11 @@ def test_verify_over_http_and_a_bad_row():
 def test_example_data_covers_every_mode():
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
     assert len(rows) == 5
-    assert {row["grading_mode"] for row in rows} == {"strict_single_letter_boxed", "lenient_boxed", "lenient_answer_colon"}
+    assert {row["grading_mode"] for row in rows} == {
+        "strict_single_letter_boxed",
+        "lenient_boxed",
+        "lenient_answer_colon",
+    }
     assert any(row.get("template_metadata", {}).get("output_regex") for row in rows)
     for row in rows:
         letters = [letter for option in row["options"] for letter in option]

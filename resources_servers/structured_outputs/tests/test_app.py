@@ -18,32 +18,45 @@ from resources_servers.structured_outputs.app import (
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "example.jsonl"
-SCHEMA = {"type": "object", "properties": {
-    "name": {"type": "string"},
-    "tags": {"type": "array", "items": {"type": "object", "properties": {"label": {"type": "string"}, "weight": {"type": "number"}}}},
-    "owner": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": []},
-    "note": {"type": ["string", "null"]},
-}, "required": ["name"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "tags": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"label": {"type": "string"}, "weight": {"type": "number"}}},
+        },
+        "owner": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": []},
+        "note": {"type": ["string", "null"]},
+    },
+    "required": ["name"],
+}
 VALID = {"name": "x", "tags": [{"label": "a", "weight": 0.5}], "owner": {"id": 7}, "note": None}
 
 
 def make_server() -> StructuredOutputsServer:
-    return StructuredOutputsServer(config=StructuredOutputsConfig(name="structured_outputs", domain="instruction_following"),
-                                   server_client=registry_client({}))
+    return StructuredOutputsServer(
+        config=StructuredOutputsConfig(name="structured_outputs", domain="instruction_following"),
+        server_client=registry_client({}),
+    )
 
 
 def reply(text: str | None) -> list[dict[str, Any]]:
     if text is None:
         return []
-    return [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+    return [
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    ]
 
 
 def request(output: list[dict[str, Any]], schema: Any = SCHEMA) -> StructuredOutputsVerifyRequest:
-    return StructuredOutputsVerifyRequest.model_validate({
-        "responses_create_params": {"input": [{"role": "user", "content": "Reply in JSON."}]},
-        "response": {"id": "resp_1", "output": output},
-        "schema_str": schema if isinstance(schema, str) else json.dumps(schema),
-    })
+    return StructuredOutputsVerifyRequest.model_validate(
+        {
+            "responses_create_params": {"input": [{"role": "user", "content": "Reply in JSON."}]},
+            "response": {"id": "resp_1", "output": output},
+            "schema_str": schema if isinstance(schema, str) else json.dumps(schema),
+        }
+    )
 
 
 async def verify(text: str | None, schema: Any = SCHEMA) -> dict[str, Any]:
@@ -58,13 +71,22 @@ def test_strictify_reaches_every_object_and_leaves_the_input_alone():
     item = strict["properties"]["tags"]["items"]
     assert item["required"] == ["label", "weight"] and item["additionalProperties"] is False
     assert strict["properties"]["owner"]["required"] == ["id"]
-    combinators = strictify({"anyOf": [{"type": "object", "properties": {"a": {}}}], "$defs": {"D": {"type": "object"}}})
+    combinators = strictify(
+        {"anyOf": [{"type": "object", "properties": {"a": {}}}], "$defs": {"D": {"type": "object"}}}
+    )
     assert combinators["anyOf"][0]["additionalProperties"] is False and combinators["anyOf"][0]["required"] == ["a"]
     assert combinators["$defs"]["D"] == {"type": "object", "required": [], "additionalProperties": False}
 
 
-@pytest.mark.parametrize("text", [json.dumps(VALID), f"```json\n{json.dumps(VALID, indent=2)}\n```", f"```\n{json.dumps(VALID)}```",
-                                  f"\n  {json.dumps(VALID)}  \n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps(VALID),
+        f"```json\n{json.dumps(VALID, indent=2)}\n```",
+        f"```\n{json.dumps(VALID)}```",
+        f"\n  {json.dumps(VALID)}  \n",
+    ],
+)
 async def test_valid_json_scores_one(text):
     row = await verify(text)
     assert row["reward"] == 1.0 and row["schema_valid"] is True
@@ -72,26 +94,32 @@ async def test_valid_json_scores_one(text):
     assert json.loads(row["schema_str"]) == SCHEMA  # the task field rides along
 
 
-@pytest.mark.parametrize(("value", "where"), [
-    ({k: v for k, v in VALID.items() if k != "note"}, "$: 'note' is a required property"),  # optional made required
-    (VALID | {"extra": 1}, "$: Additional properties are not allowed"),
-    (VALID | {"tags": [{"label": "a", "weight": 0.5, "colour": "red"}]}, "$.tags[0]: Additional properties"),
-    (VALID | {"owner": {}}, "$.owner: 'id' is a required property"),
-    (VALID | {"name": 3}, "$.name: 3 is not of type 'string'"),
-    ([VALID], "$: [{"),
-])
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({k: v for k, v in VALID.items() if k != "note"}, "$: 'note' is a required property"),  # optional made required
+        (VALID | {"extra": 1}, "$: Additional properties are not allowed"),
+        (VALID | {"tags": [{"label": "a", "weight": 0.5, "colour": "red"}]}, "$.tags[0]: Additional properties"),
+        (VALID | {"owner": {}}, "$.owner: 'id' is a required property"),
+        (VALID | {"name": 3}, "$.name: 3 is not of type 'string'"),
+        ([VALID], "$: [{"),
+    ],
+)
 async def test_schema_violations_score_zero_with_a_short_reason(value, where):
     row = await verify(json.dumps(value))
     assert row["reward"] == 0.0 and row["schema_valid"] is False and row["parse_error"] is None
     assert row["validation_error"].startswith(where) and len(row["validation_error"]) <= 200
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ('{"name": "x",', "invalid JSON: "),
-    ("Sure! Here is the JSON: {\"name\": \"x\"}", "invalid JSON: "),
-    ("```json\n{\"name\": \"x\"}\n``` hope this helps", "invalid JSON: "),
-    ("'single quotes'", "invalid JSON: "),
-])
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('{"name": "x",', "invalid JSON: "),
+        ('Sure! Here is the JSON: {"name": "x"}', "invalid JSON: "),
+        ('```json\n{"name": "x"}\n``` hope this helps', "invalid JSON: "),
+        ("'single quotes'", "invalid JSON: "),
+    ],
+)
 async def test_malformed_replies_score_zero_with_a_parse_error(text, error):
     row = await verify(text)
     assert row["reward"] == 0.0 and row["schema_valid"] is False and row["validation_error"] is None
@@ -106,8 +134,11 @@ async def test_empty_replies_score_zero(text):
 
 async def test_scalar_schemas_and_declared_drafts_work():
     assert (await verify("42", {"type": "integer", "minimum": 1}))["reward"] == 1.0
-    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
-              "properties": {"a": {"type": "array", "items": [{"type": "object", "properties": {"b": {"type": "string"}}}]}}}
+    draft7 = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {"a": {"type": "array", "items": [{"type": "object", "properties": {"b": {"type": "string"}}}]}},
+    }
     assert (await verify('{"a": [{"b": "x"}]}', draft7))["reward"] == 1.0
     assert (await verify('{"a": [{"b": "x", "c": 1}]}', draft7))["validation_error"].startswith("$.a[0]: Additional")
 
@@ -119,8 +150,10 @@ def test_bad_schema_rows_are_errors_over_http():
         for schema in ("{not json", '["a list"]', json.dumps({"type": "no-such-type"})):
             bad = httpx.post(f"{server.url}/verify", json=request(reply("{}"), schema).model_dump(mode="json"))
             assert bad.status_code >= 400 and "schema_str" in bad.json()["error"]["message"]
-        missing = httpx.post(f"{server.url}/verify", json={"responses_create_params": {"input": "hi"},
-                                                            "response": {"id": "r", "output": []}})
+        missing = httpx.post(
+            f"{server.url}/verify",
+            json={"responses_create_params": {"input": "hi"}, "response": {"id": "r", "output": []}},
+        )
         assert missing.status_code == 422 and "schema_str" in missing.text
 
 

@@ -43,9 +43,14 @@ class AzureDeployment(ScriptedOpenAI):
         return app
 
     async def _azure_chat(self, request: web.Request) -> web.Response:
-        self.calls.append({"path": request.path, "query": dict(request.query),
-                           "api_key": request.headers.get("api-key"),
-                           "authorization": request.headers.get("Authorization")})
+        self.calls.append(
+            {
+                "path": request.path,
+                "query": dict(request.query),
+                "api_key": request.headers.get("api-key"),
+                "authorization": request.headers.get("Authorization"),
+            }
+        )
         self.in_flight += 1  # one event loop: no lock needed
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -59,8 +64,14 @@ def start_model(serve: Callable[[Any], str]) -> Callable[..., str]:
     def start(deployment: AzureDeployment, **config: Any) -> str:
         endpoint = deployment.url.removesuffix("/v1")
         server = AzureOpenAIModel(
-            config=AzureOpenAIModelConfig(name="policy_model", openai_base_url=endpoint, openai_api_key="secret-key",
-                                          openai_model="gpt-4o-mini-prod", api_version="2024-10-21", **config),
+            config=AzureOpenAIModelConfig(
+                name="policy_model",
+                openai_base_url=endpoint,
+                openai_api_key="secret-key",
+                openai_model="gpt-4o-mini-prod",
+                api_version="2024-10-21",
+                **config,
+            ),
             server_client=ServerClient("http://127.0.0.1:9"),
         )
         return serve(server.setup_webserver())
@@ -98,8 +109,11 @@ def test_responses_go_to_the_deployment_url_with_api_version_and_api_key(deploym
 
 def test_chat_completions_pass_through(deployment, start_model):
     model_url = start_model(deployment)
-    answer = httpx.post(f"{model_url}/v1/chat/completions",
-                        json={"model": "ignored", "messages": [{"role": "user", "content": "Hi"}]}, timeout=30)
+    answer = httpx.post(
+        f"{model_url}/v1/chat/completions",
+        json={"model": "ignored", "messages": [{"role": "user", "content": "Hi"}]},
+        timeout=30,
+    )
 
     assert answer.status_code == 200
     assert answer.json()["object"] == "chat.completion"
@@ -141,8 +155,9 @@ def test_failing_deployment_is_a_502_naming_it(start_model):
 
 def test_shipped_config_validates():
     path = Path(__file__).parents[1] / "configs" / "azure_openai_model.yaml"
-    env = OmegaConf.create({"policy_base_url": "https://x.openai.azure.com", "policy_api_key": "k",
-                            "policy_model_name": "my-deployment"})
+    env = OmegaConf.create(
+        {"policy_base_url": "https://x.openai.azure.com", "policy_api_key": "k", "policy_model_name": "my-deployment"}
+    )
     merged = OmegaConf.merge(env, OmegaConf.load(path))
     values = OmegaConf.to_container(merged, resolve=True)["policy_model"]["responses_api_models"]["azure_openai_model"]
     config = AzureOpenAIModelConfig.model_validate(values)

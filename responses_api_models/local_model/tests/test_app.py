@@ -29,32 +29,58 @@ class ScriptedLlamaServer:
     def handle_chat_completions(self, request: dict[str, Any]) -> dict[str, Any]:
         self.requests.append(request)
         text = self.texts[min(len(self.requests) - 1, len(self.texts) - 1)]
-        return {"id": "chatcmpl-x", "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 50, "completion_tokens": 10}}
+        return {
+            "id": "chatcmpl-x",
+            "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 10},
+        }
 
 
 def test_a_tool_call_block_in_the_model_text_makes_the_agent_call_the_tool():
     ports = {name: free_port() for name in ("resources", "model", "agent")}
-    client = lambda: registry_client({  # noqa: E731
-        "env": ("resources_servers", f"http://127.0.0.1:{ports['resources']}"),
-        "policy_model": ("responses_api_models", f"http://127.0.0.1:{ports['model']}"),
-    })
-    resources = ExampleSingleToolCallServer(config=ExampleSingleToolCallConfig(name="env", domain="agent"), server_client=client())
+    client = lambda: registry_client(
+        {  # noqa: E731
+            "env": ("resources_servers", f"http://127.0.0.1:{ports['resources']}"),
+            "policy_model": ("responses_api_models", f"http://127.0.0.1:{ports['model']}"),
+        }
+    )
+    resources = ExampleSingleToolCallServer(
+        config=ExampleSingleToolCallConfig(name="env", domain="agent"), server_client=client()
+    )
     model = LocalModel(config=LocalModelConfig(name="policy_model", n_parallel=1), server_client=client())
-    agent = SimpleAgent(config=SimpleAgentConfig(name="agent", max_steps=4,
-                                                 resources_server={"type": "resources_servers", "name": "env"},
-                                                 model_server={"type": "responses_api_models", "name": "policy_model"}),
-                        server_client=client())
-    servers = [ThreadedServer(s.setup_webserver(), port=ports[n]).start()
-               for n, s in (("resources", resources), ("model", model), ("agent", agent))]
+    agent = SimpleAgent(
+        config=SimpleAgentConfig(
+            name="agent",
+            max_steps=4,
+            resources_server={"type": "resources_servers", "name": "env"},
+            model_server={"type": "responses_api_models", "name": "policy_model"},
+        ),
+        server_client=client(),
+    )
+    servers = [
+        ThreadedServer(s.setup_webserver(), port=ports[n]).start()
+        for n, s in (("resources", resources), ("model", model), ("agent", agent))
+    ]
     try:
-        llama = ScriptedLlamaServer([
-            'Let me check.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>',
-            "It is cold in Oslo, take a coat.",
-        ])
+        llama = ScriptedLlamaServer(
+            [
+                'Let me check.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>',
+                "It is cold in Oslo, take a coat.",
+            ]
+        )
         model._engine._server = llama
-        row = {"responses_create_params": {"input": "Weather in Oslo?", "tools": [
-            {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]}}
+        row = {
+            "responses_create_params": {
+                "input": "Weather in Oslo?",
+                "tools": [
+                    {
+                        "type": "function",
+                        "name": "get_weather",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                    }
+                ],
+            }
+        }
         result = httpx.post(f"http://127.0.0.1:{ports['agent']}/run", json=row, timeout=60)
         assert result.status_code == 200, result.text
         output = result.json()["response"]["output"]
@@ -76,14 +102,24 @@ def test_ng_run_with_real_smollm2_weights_collects_five_rollouts_offline(tmp_pat
     head_port = free_port()
     output = tmp_path / "rollouts.jsonl"
     started = time.monotonic()
-    with NgRunProcess(["resources_servers/example_single_tool_call/configs/example_single_tool_call.yaml",
-                       "responses_api_models/local_model/configs/local_model.yaml"], f"+head_server.port={head_port}"):
+    with NgRunProcess(
+        [
+            "resources_servers/example_single_tool_call/configs/example_single_tool_call.yaml",
+            "responses_api_models/local_model/configs/local_model.yaml",
+        ],
+        f"+head_server.port={head_port}",
+    ):
         ready = time.monotonic() - started
         result = cli(
-            "ng_collect_rollouts", f"+head_server.port={head_port}", f"+agent_name={TUTORIAL_AGENT}",
+            "ng_collect_rollouts",
+            f"+head_server.port={head_port}",
+            f"+agent_name={TUTORIAL_AGENT}",
             "+input_jsonl_fpath=resources_servers/example_single_tool_call/data/example.jsonl",
-            f"+output_jsonl_fpath={output}", "+limit=5", "+responses_create_params.max_output_tokens=48",
-            "+responses_create_params.temperature=0.0", timeout=600,
+            f"+output_jsonl_fpath={output}",
+            "+limit=5",
+            "+responses_create_params.max_output_tokens=48",
+            "+responses_create_params.temperature=0.0",
+            timeout=600,
         )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in output.read_text().splitlines()]
@@ -93,4 +129,6 @@ def test_ng_run_with_real_smollm2_weights_collects_five_rollouts_offline(tmp_pat
         assert row["response"]["usage"]["output_tokens"] > 0
         types = [item["type"] for item in row["response"]["output"]]
         assert types[0] == "function_call" and "function_call_output" in types  # the constrained first turn
-    print(f"ng_run with the local model ready in {ready:.1f} s; 5 offline rollouts in {time.monotonic() - started:.1f} s")
+    print(
+        f"ng_run with the local model ready in {ready:.1f} s; 5 offline rollouts in {time.monotonic() - started:.1f} s"
+    )

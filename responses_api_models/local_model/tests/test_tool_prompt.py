@@ -139,7 +139,9 @@ def test_tool_choice_none_renders_no_tools_and_a_forced_tool_is_the_only_one_sho
         {"role": "user", "content": "hi"}
     ]
     forced = render_tools_into_messages(
-        [{"role": "user", "content": "hi"}], [WEATHER_TOOL, TIME_TOOL], {"type": "function", "function": {"name": "get_time"}}
+        [{"role": "user", "content": "hi"}],
+        [WEATHER_TOOL, TIME_TOOL],
+        {"type": "function", "function": {"name": "get_time"}},
     )[0]["content"]
     assert "get_time" in forced and "get_weather" not in forced
     assert "You must call the function get_time" in forced
@@ -167,7 +169,10 @@ def test_history_with_tool_calls_and_results_becomes_plain_turns():
             "content": '<tool_call>{"name": "get_weather", "arguments": {"city": "SF"}}</tool_call>\n'
             '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>',
         },
-        {"role": "user", "content": "<tool_response>\nsunny\n</tool_response>\n<tool_response>\nrainy\n</tool_response>"},
+        {
+            "role": "user",
+            "content": "<tool_response>\nsunny\n</tool_response>\n<tool_response>\nrainy\n</tool_response>",
+        },
     ]
 
 
@@ -182,7 +187,10 @@ def test_rendered_calls_parse_back_to_the_same_calls():
 def test_declared_names_and_call_schema_cover_both_tool_shapes():
     assert declared_tool_names([WEATHER_TOOL, TIME_TOOL, {"type": "web_search"}]) == NAMES
     schema = tool_call_json_schema([WEATHER_TOOL, TIME_TOOL], "required")
-    assert [option["properties"]["name"] for option in schema["anyOf"]] == [{"const": "get_weather"}, {"const": "get_time"}]
+    assert [option["properties"]["name"] for option in schema["anyOf"]] == [
+        {"const": "get_weather"},
+        {"const": "get_time"},
+    ]
     single = tool_call_json_schema([WEATHER_TOOL, TIME_TOOL], {"type": "function", "function": {"name": "get_weather"}})
     assert single["properties"]["arguments"] == WEATHER_TOOL["function"]["parameters"]
     assert tool_call_json_schema([], "required") is None

@@ -39,8 +39,9 @@ class TokenIdUpstream(ScriptedOpenAI):
         completion["prompt_token_ids"] = [1, 2, 3]
         choice = completion["choices"][0]
         choice["token_ids"] = [7, 8]
-        choice["logprobs"] = {"content": [{"token": "token_id:7", "logprob": -0.5},
-                                          {"token": "token_id:8", "logprob": -0.25}]}
+        choice["logprobs"] = {
+            "content": [{"token": "token_id:7", "logprob": -0.5}, {"token": "token_id:8", "logprob": -0.25}]
+        }
         return web.Response(body=orjson.dumps(completion), content_type="application/json")
 
 
@@ -49,10 +50,13 @@ class ContextFullUpstream(ScriptedOpenAI):
 
     async def _chat(self, request: web.Request) -> web.Response:
         self.requests.append(orjson.loads(await request.read()))
-        message = ("This model's maximum context length is 4096 tokens. However, you requested 5000 tokens "
-                   "(4900 in the messages, 100 in the completion).")
-        return web.json_response({"object": "error", "message": message, "type": "BadRequestError", "code": 400},
-                                 status=400)
+        message = (
+            "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens "
+            "(4900 in the messages, 100 in the completion)."
+        )
+        return web.json_response(
+            {"object": "error", "message": message, "type": "BadRequestError", "code": 400}, status=400
+        )
 
 
 @pytest.fixture
@@ -142,8 +146,9 @@ def test_tool_call_becomes_a_function_call_item_with_usage(replicas, start_model
 def test_generation_cut_by_the_token_limit_is_an_incomplete_response(start_model):
     with ScriptedOpenAI(script=lambda body: Turn(text="The answer is", finish_length=True)) as upstream:
         model_url = start_model(upstream.url)
-        answer = httpx.post(f"{model_url}/v1/responses",
-                            json={"input": "Explain everything.", "max_output_tokens": 3}, timeout=30)
+        answer = httpx.post(
+            f"{model_url}/v1/responses", json={"input": "Explain everything.", "max_output_tokens": 3}, timeout=30
+        )
 
     response = answer.json()
     assert response["status"] == "incomplete"
@@ -231,8 +236,9 @@ def test_chat_pass_through_forces_model_and_moves_thinking_out_of_history(replic
         {"role": "assistant", "content": "<think>greet back</think>Hello!"},
         {"role": "user", "content": "Bye"},
     ]
-    answer = httpx.post(f"{model_url}/v1/chat/completions",
-                        json={"model": "whatever", "messages": messages}, timeout=30)
+    answer = httpx.post(
+        f"{model_url}/v1/chat/completions", json={"model": "whatever", "messages": messages}, timeout=30
+    )
 
     assert answer.status_code == 200
     assert answer.json()["choices"][0]["message"]["content"]
@@ -266,8 +272,13 @@ def test_shipped_configs_validate(file_name, token_ids):
     from omegaconf import OmegaConf
 
     path = Path(__file__).parents[1] / "configs" / file_name
-    env = OmegaConf.create({"policy_base_url": ["http://a:8000/v1", "http://b:8000/v1"], "policy_api_key": "k",
-                            "policy_model_name": "Qwen/Qwen3-8B"})
+    env = OmegaConf.create(
+        {
+            "policy_base_url": ["http://a:8000/v1", "http://b:8000/v1"],
+            "policy_api_key": "k",
+            "policy_model_name": "Qwen/Qwen3-8B",
+        }
+    )
     merged = OmegaConf.merge(env, OmegaConf.load(path))
     values = OmegaConf.to_container(merged, resolve=True)["policy_model"]["responses_api_models"]["vllm_model"]
     config = VLLMModelConfig.model_validate(values)
