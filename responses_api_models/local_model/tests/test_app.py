@@ -38,12 +38,13 @@ class ScriptedLlamaServer:
 
 def test_a_tool_call_block_in_the_model_text_makes_the_agent_call_the_tool():
     ports = {name: free_port() for name in ("resources", "model", "agent")}
-    client = lambda: registry_client(
-        {  # noqa: E731
-            "env": ("resources_servers", f"http://127.0.0.1:{ports['resources']}"),
-            "policy_model": ("responses_api_models", f"http://127.0.0.1:{ports['model']}"),
-        }
-    )
+    def client():
+        return registry_client(
+            {
+                "env": ("resources_servers", f"http://127.0.0.1:{ports['resources']}"),
+                "policy_model": ("responses_api_models", f"http://127.0.0.1:{ports['model']}"),
+            }
+        )
     resources = ExampleSingleToolCallServer(
         config=ExampleSingleToolCallConfig(name="env", domain="agent"), server_client=client()
     )
