@@ -38,6 +38,7 @@ class ScriptedLlamaServer:
 
 def test_a_tool_call_block_in_the_model_text_makes_the_agent_call_the_tool():
     ports = {name: free_port() for name in ("resources", "model", "agent")}
+
     def client():
         return registry_client(
             {
@@ -45,6 +46,7 @@ def test_a_tool_call_block_in_the_model_text_makes_the_agent_call_the_tool():
                 "policy_model": ("responses_api_models", f"http://127.0.0.1:{ports['model']}"),
             }
         )
+
     resources = ExampleSingleToolCallServer(
         config=ExampleSingleToolCallConfig(name="env", domain="agent"), server_client=client()
     )
