@@ -10,7 +10,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nemo_gym.config._nodes import first_line
+from nemo_gym.config._nodes import container_of, first_line
 from nemo_gym.errors import ConfigError, ConfigFileNotFoundError, ConfigSyntaxError
 
 ENV_YAML = "env.yaml"
@@ -95,9 +95,10 @@ def expand_includes(entries: list[str], dirs: list[pathlib.Path]) -> list[tuple[
             return
         seen.add(path)
         cfg = _load_yaml(path)
-        nested = cfg._get_node("config_paths") if "config_paths" in cfg else None
-        if nested is not None:
-            raw_nested = OmegaConf.to_container(nested) if isinstance(nested, ListConfig) else nested._value()
+        # Unresolved on purpose: includes are read before anything they could interpolate exists.
+        raw = container_of(cfg, resolve=False, where=str(path)) if "config_paths" in cfg else {}
+        raw_nested = raw.get("config_paths") if isinstance(raw, dict) else None
+        if raw_nested is not None:
             for child in paths_list(raw_nested, str(path)):
                 visit(child, path)
         ordered.append((path, cfg))

@@ -19,6 +19,17 @@ def is_missing(cfg: DictConfig | ListConfig, key: Any) -> bool:
     return OmegaConf.is_missing(cfg, key)
 
 
+def child_node(cfg: DictConfig | ListConfig, key: Any) -> Any:
+    """The child at `key` as written, without resolving it: a DictConfig/ListConfig for a nested block,
+    the plain value otherwise, and None for a `???` or a `${...}` (neither is a literal to inspect yet).
+
+    The one place we look at a config's structure before interpolation; everything else reads resolved values.
+    """
+    if OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
+        return None
+    return cfg[key]
+
+
 def resolved(cfg: DictConfig, key: str, where: str) -> Any:
     """Read one key with interpolation resolved, turning resolver failures into our error."""
     if key not in cfg:

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
-from nemo_gym.config._nodes import as_port, is_missing, resolved
+from nemo_gym.config._nodes import as_port, child_node, is_missing, resolved
 from nemo_gym.config._schema import RESERVED_KEYS, SERVER_TYPES, Domain
 from nemo_gym.errors import AlmostServerError, MissingConfigValueError, ServerRefNotFoundError
 
@@ -29,10 +29,10 @@ class Candidate:
 
 def _has_entrypoint(block: DictConfig) -> bool:
     for stype in SERVER_TYPES:
-        impls = block._get_node(stype) if stype in block else None
+        impls = child_node(block, stype) if stype in block else None
         if isinstance(impls, DictConfig) and not is_missing(block, stype):
             for impl in impls.keys():
-                node = impls._get_node(impl)
+                node = child_node(impls, impl)
                 if isinstance(node, DictConfig) and not is_missing(impls, impl) and "entrypoint" in node:
                     return True
     return False
@@ -44,7 +44,7 @@ def find_candidates(raw: DictConfig) -> list[Candidate]:
         name = str(key)
         if name in RESERVED_KEYS or is_missing(raw, key):
             continue
-        block = raw._get_node(key)
+        block = child_node(raw, key)
         if not isinstance(block, DictConfig):
             continue
         if any(stype in block for stype in SERVER_TYPES) and _has_entrypoint(block):
@@ -59,13 +59,13 @@ def validate(candidate: Candidate) -> None:
         problems.append(f"has {len(types)} server-type keys ({', '.join(types)}); an instance has exactly one")
         return
     stype = candidate.server_type = types[0]
-    impls = block._get_node(stype)
+    impls = child_node(block, stype)
     if not isinstance(impls, DictConfig) or len(impls) != 1:
         found = ", ".join(str(k) for k in impls.keys()) if isinstance(impls, DictConfig) else type(impls).__name__
         problems.append(f"`{stype}` must hold exactly one implementation, found: {found or 'none'}")
         return
     impl = candidate.implementation = str(next(iter(impls.keys())))
-    inner = impls._get_node(impl)
+    inner = child_node(impls, impl)
     prefix = f"{candidate.name}.{stype}.{impl}"
     if not isinstance(inner, DictConfig):
         problems.append(f"`{prefix}` must be a mapping")
@@ -152,8 +152,8 @@ def _walk_missing(node: DictConfig | ListConfig, path: str) -> Iterator[str]:
         if is_missing(node, key):
             yield child_path
             continue
-        child = node._get_node(key)
-        if isinstance(child, (DictConfig, ListConfig)) and not child._is_none() and not child._is_interpolation():
+        child = child_node(node, key)
+        if isinstance(child, (DictConfig, ListConfig)):
             yield from _walk_missing(child, child_path)
 
 
@@ -167,13 +167,7 @@ def check_missing(servers: list[Candidate]) -> None:
 
 def _is_ref(node: Any) -> bool:
     return (
-        isinstance(node, DictConfig)
-        and not node._is_none()
-        and not node._is_interpolation()
-        and "type" in node
-        and "name" in node
-        and not is_missing(node, "type")
-        and node._get_node("type")._value() in SERVER_TYPES
+        isinstance(node, DictConfig) and "type" in node and "name" in node and child_node(node, "type") in SERVER_TYPES
     )
 
 
@@ -185,11 +179,11 @@ def check_refs(servers: list[Candidate]) -> None:
     for server in servers:
         assert server.inner is not None
         for field in server.inner.keys():
-            node = server.inner._get_node(field)
+            node = child_node(server.inner, field)
             if not _is_ref(node):
                 continue
-            where = f"{server.name}.{server.server_type}.{server.implementation}.{field}"
-            ref_type = node._get_node("type")._value()
+            where = f"{server.name}.{server.server_type}.{server.implementation}.{field!s}"
+            ref_type = child_node(node, "type")
             ref_name = resolved(node, "name", f"{where}.name")
             if ref_name in by_type[ref_type]:
                 continue

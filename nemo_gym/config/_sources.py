@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from nemo_gym.config._nodes import child_node
+
 COMMAND_LINE = "the command line"
 
 
@@ -50,7 +52,7 @@ def _has_key(cfg: DictConfig, dotted_key: str) -> bool:
         if not isinstance(node, DictConfig) or part not in node:
             return False
         try:
-            node = node._get_node(part)
+            node = child_node(node, part)
         except OmegaConfBaseException:
             return False
     return True
