@@ -147,9 +147,9 @@ def aggregate_rollouts(
             number = _as_number(value)
             if number is not None:
                 field_stats.setdefault(key, RunningStats()).add(number)
-        rewards = task_rewards.setdefault(task_index, [])
-        rollout_index = _int_field(row, "_ng_rollout_index", row_number) if "_ng_rollout_index" in row else len(rewards)
-        rewards.append((rollout_index, reward))
+        pairs = task_rewards.setdefault(task_index, [])
+        rollout_index = _int_field(row, "_ng_rollout_index", row_number) if "_ng_rollout_index" in row else len(pairs)
+        pairs.append((rollout_index, reward))
         response = row.get("response")
         if isinstance(response, Mapping):
             _add_usage(usage, response.get("usage"), prefix="")

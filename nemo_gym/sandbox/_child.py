@@ -214,9 +214,8 @@ def _drop_privileges(uid: int, gid: int) -> None:
 
 def _install_socket_guard() -> None:
     """Refuse to create Internet sockets from Python code. A guard, not a wall: see the package docs."""
-    real_socket = socket.socket
 
-    class _GuardedSocket(real_socket):
+    class _GuardedSocket(socket.socket):
         def __init__(
             self,
             family: int = -1,
@@ -411,9 +410,11 @@ class _Repl:
     def _split(code: str, filename: str) -> tuple[types.CodeType, types.CodeType | None]:
         tree = ast.parse(code, filename)
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
+        final = tree.body[-1] if tree.body else None
+        if isinstance(final, ast.Expr):
+            tree.body.pop()
             last = compile(
-                ast.Expression(tree.body.pop().value),
+                ast.Expression(final.value),
                 filename,
                 "eval",
                 dont_inherit=True,

@@ -63,7 +63,7 @@ class HeadServer:
             lifespan="off",
         )
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the launcher owns signals
+        # No signal handlers to switch off: uvicorn (>= 0.29) installs them only when run on the main thread.
         self._thread = threading.Thread(target=self._server.run, name="head-server", daemon=True)
 
     @property

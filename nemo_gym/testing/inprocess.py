@@ -35,7 +35,7 @@ class ThreadedServer:
             app, host=self.host, port=self.port, log_level="warning", access_log=False, lifespan="on", **options
         )
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # No signal handlers to switch off: uvicorn (>= 0.29) installs them only when run on the main thread.
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @classmethod

@@ -235,9 +235,8 @@ class ScriptedOpenAI:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=16384)
         await site.start()
-        server = site._server  # the bound socket tells us the port when 0 was asked
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        if self._runner.addresses:  # the bound address tells us the port when 0 was asked
+            self.port = self._runner.addresses[0][1]
 
     def start(self) -> ScriptedOpenAI:
         def run() -> None:
