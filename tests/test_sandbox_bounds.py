@@ -7,6 +7,7 @@ visible session loss, and nothing left behind by a SIGKILLed server.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -197,18 +198,19 @@ def test_model_code_cannot_read_the_project_or_home(tmp_path: Path) -> None:
     for path in planted:
         path.write_text(f"policy_api_key: {secret}\n")
         path.chmod(0o644)
+    directories = [os.getcwd(), str(Path.home()), "/work"]
     code = textwrap.dedent(f"""
-        import os
+        import json, os
         for path in {[str(p) for p in planted]!r}:
             try:
                 print(open(path).read())
             except OSError as error:
                 print(type(error).__name__)
-        for directory in {[os.getcwd(), str(Path.home()), "/work"]!r}:
+        for directory in {directories!r}:
             try:
-                print(sorted(os.listdir(directory))[:3])
+                print(json.dumps(sorted(os.listdir(directory))))
             except OSError as error:
-                print(type(error).__name__)
+                print(json.dumps(type(error).__name__))
     """)
     try:
         result = run(run_once(code))
@@ -216,11 +218,19 @@ def test_model_code_cannot_read_the_project_or_home(tmp_path: Path) -> None:
         for path in planted:
             path.unlink()
     assert secret not in result.stdout + result.stderr
-    # Neither file exists for the code, nor does the checkout; home and /work show at most the
-    # parts of the Python installation that live there (pyenv, the virtualenv).
-    assert result.stdout.count("FileNotFoundError") >= 3, result.stdout
-    assert not any(path.name in result.stdout for path in planted)
-    assert "wt" not in result.stdout and "main" not in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["FileNotFoundError", "FileNotFoundError"], result.stdout
+    # The checkout, home and /work show nothing but the way down to the Python installation, which
+    # may live under them (pyenv in home, CI's virtualenv inside the checkout).
+    python_roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    for directory, listing in zip(directories, (json.loads(line) for line in lines[2:]), strict=True):
+        if listing == "FileNotFoundError":
+            continue
+        for entry in listing:
+            inside = os.path.realpath(os.path.join(directory, entry))
+            assert any(root == inside or root.startswith(inside + os.sep) for root in python_roots), (
+                f"{directory}/{entry} is visible to sandboxed code but holds no part of the Python installation"
+            )
 
 
 def test_without_namespaces_the_sandbox_fails_closed() -> None:
