@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from nemo_gym.errors import InputDataError
 from nemo_gym.rollouts.job_identity import job_record_path, read_job_record
+from nemo_gym.rollouts.quality import episode_end
 from nemo_gym.rollouts.reverify import read_rollouts
 from nemo_gym.training.formats import FORMATS
 from nemo_gym.training.turns import TokenDataError
@@ -70,7 +71,7 @@ def export_file(source: str | Path, target: str | Path, options: ExportOptions) 
             for line, row in read_rollouts(source):
                 if row.get("_ng_task_index") in incomplete:
                     summary.dropped["incomplete_group"] += 1
-                elif options.drop_cut_off and row.get("episode_end") != "completed":
+                elif options.drop_cut_off and episode_end(row) != "completed":
                     summary.dropped["cut_off"] += 1
                 elif options.min_reward is not None and float(row.get("reward") or 0.0) < options.min_reward:
                     summary.dropped["below_min_reward"] += 1

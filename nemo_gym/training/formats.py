@@ -11,6 +11,7 @@ from typing import Any
 
 from nemo_gym.conversion import responses_to_chat_params
 from nemo_gym.errors import InputError
+from nemo_gym.rollouts.quality import episode_end
 from nemo_gym.training.turns import TokenDataError, token_sequence
 
 Row = dict[str, Any]
@@ -72,7 +73,8 @@ def to_skyrl(row: Row) -> Row:
         "rewards": reward_of(row),
         "loss_masks": sequence.response_mask,
         "rollout_logprobs": sequence.response_log_probs,
-        "stop_reasons": row.get("episode_end") or "unknown",
+        # Rows written before agents recorded `episode_end` get it inferred from the response, as the viewer does.
+        "stop_reasons": episode_end(row),
         "trajectory_ids": f"{row.get('_ng_task_index')}_{row.get('_ng_rollout_index')}",
     }
 

@@ -74,6 +74,20 @@ def test_cut_off_episodes_and_low_rewards_are_dropped_when_asked(tmp_path):
     assert summary.dropped == {"incomplete_group": 0, "cut_off": 1, "below_min_reward": 1}
 
 
+def test_a_row_without_episode_end_is_judged_from_its_response(tmp_path):
+    truncated = make_row(0, 1)
+    del truncated["episode_end"]
+    truncated["response"]["status"] = "incomplete"  # the model hit max_output_tokens on its last turn
+    untouched = make_row(0, 0)
+    del untouched["episode_end"]
+    source = write_rows(tmp_path / "run.jsonl", [untouched, truncated])
+
+    summary = export_file(source, tmp_path / "out.jsonl", ExportOptions(format="skyrl", drop_cut_off=True))
+    [record] = read_records(tmp_path / "out.jsonl")
+    assert record["trajectory_ids"] == "0_0" and record["stop_reasons"] == "completed"
+    assert summary.dropped["cut_off"] == 1
+
+
 def test_a_refused_row_names_its_line_and_leaves_no_output(tmp_path):
     source = write_rows(tmp_path / "run.jsonl", [make_row(0, 0), without_token_ids(make_row(0, 1))])
     with pytest.raises(InputDataError, match=r"run\.jsonl:2: no token ids"):
