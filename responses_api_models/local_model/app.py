@@ -38,6 +38,9 @@ class LocalModelConfig(BaseResponsesAPIModelConfig):
     """Constrain the turn that answers a user message to a tool call when tools are offered. Tiny
     models rarely call tools unprompted (SmolLM2-135M: 0/30), so offline tool environments need it."""
     default_max_output_tokens: int = 256
+    return_token_id_information: bool = False
+    """Attach `prompt_token_ids`, `generation_token_ids` and `generation_log_probs` to the last
+    output item of every call (NeMo Gym's switch, as in vllm_model), for training on the rollouts."""
 
 
 class LocalModel(SimpleResponsesAPIModel):
@@ -72,13 +75,16 @@ class LocalModel(SimpleResponsesAPIModel):
         params = body.model_dump(exclude_unset=True)
         params.setdefault("max_output_tokens", self.config.default_max_output_tokens)
         chat_params = responses_to_chat_params(params)
-        completion = await self._engine.chat(chat_params)
-        return chat_completion_to_response(completion, request_params=params, model=self._engine.model_name)
+        with_ids = self.config.return_token_id_information
+        completion = await self._engine.chat(chat_params, include_token_ids=with_ids)
+        return chat_completion_to_response(
+            completion, request_params=params, model=self._engine.model_name, include_token_ids=with_ids
+        )
 
     async def chat_completions(self, request: Request, body: ChatCompletionCreateParams) -> Any:
         params = body.model_dump(exclude_unset=True)
         params.setdefault("max_tokens", self.config.default_max_output_tokens)
-        return await self._engine.chat(params)
+        return await self._engine.chat(params, include_token_ids=self.config.return_token_id_information)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import time
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -130,12 +132,16 @@ class LocalChatEngine:
 
     # -- serving ------------------------------------------------------------------------
 
-    async def chat(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, params: dict[str, Any], *, include_token_ids: bool = False) -> dict[str, Any]:
         """Answer Chat Completions create params with a `chat.completion` dict.
 
         A prompt longer than the context window yields empty content and
         finish_reason "length". Only one choice is produced and the answer is
         never streamed, whatever `n` and `stream` say.
+
+        With `include_token_ids` the completion carries training token ids in vLLM's places
+        (`prompt_token_ids` at the top, `token_ids` and per-token `logprobs` on the choice), so
+        `nemo_gym.conversion` attaches them to the Responses output as it does for vLLM.
         """
         if self._server is None:
             raise LocalModelRuntimeError("this LocalChatEngine is closed")
@@ -146,7 +152,12 @@ class LocalChatEngine:
         tool_choice = params.get("tool_choice", "auto") or "auto"
         names = declared_tool_names(tools) if tool_choice != "none" else []
 
-        request = self._llama_request(params, render_tools_into_messages(messages, tools, tool_choice))
+        rendered_messages = render_tools_into_messages(messages, tools, tool_choice)
+        request = self._llama_request(params, rendered_messages)
+        if include_token_ids:
+            # llama.cpp reports the sampled token's id with its log probability; top_logprobs=0 would
+            # turn logprobs off altogether, so ask for the one alternative we ignore.
+            request.update(logprobs=True, top_logprobs=1)
         schema = (
             tool_call_json_schema(tools, tool_choice) if names and self._must_call_tool(messages, tool_choice) else None
         )
@@ -159,7 +170,74 @@ class LocalChatEngine:
             # A tool schema llama.cpp cannot compile should not cost the answer: go unconstrained.
             request.pop("json_schema")
             raw = await self._generate(request)
-        return self._completion(raw, params, names)
+        completion = self._completion(raw, params, names)
+        if include_token_ids:
+            await self._attach_token_ids(completion, raw, rendered_messages)
+        return completion
+
+    # -- token ids ----------------------------------------------------------------------
+
+    async def tokenize_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+        """The token ids llama.cpp feeds the model for these chat messages (template applied,
+        generation prompt added), rendered and tokenized by llama.cpp itself."""
+        template = await asyncio.to_thread(self._call_http, "/apply-template", {"messages": messages})
+        tokens = await asyncio.to_thread(
+            self._call_http, "/tokenize", {"content": template["prompt"], "add_special": True, "parse_special": True}
+        )
+        return [int(token) for token in tokens["tokens"]]
+
+    async def detokenize(self, token_ids: list[int]) -> str:
+        """The text of these token ids in the model's own vocabulary."""
+        result = await asyncio.to_thread(self._call_http, "/detokenize", {"tokens": list(token_ids)})
+        return str(result["content"])
+
+    def _call_http(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        # The binding exposes tokenizing and template rendering only through llama.cpp's own HTTP
+        # listener (bound to loopback in _load_server), not as Python methods.
+        server = self._server
+        if server is None:
+            raise LocalModelRuntimeError("this LocalChatEngine is closed")
+        request = urllib.request.Request(
+            f"{server.listening_address}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                result: dict[str, Any] = json.loads(response.read())
+        except OSError as error:
+            raise LocalModelRuntimeError(f"llama.cpp's {path} failed: {error}") from error
+        return result
+
+    async def _attach_token_ids(
+        self, completion: dict[str, Any], raw: dict[str, Any], messages: list[dict[str, Any]]
+    ) -> None:
+        """Put the prompt ids, the sampled ids and their log probabilities where vLLM puts them.
+
+        The generation ids are the sampled tokens llama.cpp reports (not a re-tokenization of the
+        text). The prompt ids are llama.cpp's rendering of the same messages; their count must equal
+        the prompt tokens the engine says it consumed, or the ids are refused as untrustworthy.
+        """
+        generated = _error_type(raw) != "exceed_context_size_error"
+        entries: list[dict[str, Any]] = []
+        if generated:
+            reported = (raw["choices"][0].get("logprobs") or {}).get("content")
+            if reported is None:
+                raise LocalModelRuntimeError("token ids were requested but llama.cpp returned no logprobs")
+            entries = reported
+        prompt_ids = await self.tokenize_chat(messages)
+        if generated:
+            consumed = completion["usage"]["prompt_tokens"]
+            if consumed != len(prompt_ids):
+                raise LocalModelRuntimeError(
+                    f"llama.cpp consumed {consumed} prompt tokens but its template renders {len(prompt_ids)}"
+                )
+        choice = completion["choices"][0]
+        completion["prompt_token_ids"] = prompt_ids
+        choice["token_ids"] = [int(entry["id"]) for entry in entries]
+        choice["logprobs"] = {
+            "content": [{"token": entry["token"], "logprob": float(entry["logprob"])} for entry in entries]
+        }
 
     def _must_call_tool(self, messages: list[dict[str, Any]], tool_choice: Any) -> bool:
         if tool_choice == "required" or isinstance(tool_choice, dict):
