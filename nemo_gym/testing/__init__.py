@@ -11,9 +11,37 @@
   is not imported here); add `pytest_plugins = ["nemo_gym.testing.fixtures"]` to a conftest.py.
 """
 
-from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
-from nemo_gym.testing.ng_run_process import NgRunProcess
-from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn, tool_then_answer
+from __future__ import annotations
+
+import importlib
+import typing
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
+    from nemo_gym.testing.ng_run_process import NgRunProcess
+    from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn, tool_then_answer
+
+# Exports load on first use: `python -m nemo_gym.testing.scripted_openai` (the upstream process of tests and
+# benchmarks) imports this package first, and an eager import here would load that module twice (runpy warns).
+_HOME = {
+    "NgRunProcess": "nemo_gym.testing.ng_run_process",
+    "ScriptedOpenAI": "nemo_gym.testing.scripted_openai",
+    "ThreadedServer": "nemo_gym.testing.inprocess",
+    "Turn": "nemo_gym.testing.scripted_openai",
+    "free_port": "nemo_gym.testing.inprocess",
+    "registry_client": "nemo_gym.testing.inprocess",
+    "tool_then_answer": "nemo_gym.testing.scripted_openai",
+}
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'nemo_gym.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "NgRunProcess",
