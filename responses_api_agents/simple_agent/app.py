@@ -15,6 +15,10 @@ The episode ends when a model turn has no function call, when the model reports
 episode deadline (`episode_timeout_s`); the `/run` row says which in `episode_end`. A step (one
 model call and its tool calls) counts only once finished, so an episode cut off by the deadline
 holds whole steps. A caller that disconnects cancels the episode (see nemo_gym.servers.disconnect).
+
+Token-exact turns: once a model call returns token ids (`return_token_id_information`), every next
+call carries `required_prefix_token_ids` (that call's prompt + generation ids) and the row says in
+`token_prefix_invariant` whether every prompt kept it (see nemo_gym.token_prefix).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from nemo_gym.servers.agent import (
 )
 from nemo_gym.servers.base import JSONBytesResponse
 from nemo_gym.servers.resources import RESERVED_RESOURCES_PATHS
+from nemo_gym.token_prefix import TOKEN_PREFIX_FIELD, PrefixInvariant, PrefixVerdict
 
 TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 
@@ -55,16 +60,18 @@ def tool_error(message: str) -> str:
     return orjson.dumps({"error": message}).decode()
 
 
-def with_json_field(body: bytes, key: str, value: str) -> bytes:
-    """`body` (a JSON object) with `key: value` appended, without decoding it: the verify body is the
-    row, and re-encoding every row was measurable CPU per rollout. Appended last, so it wins over
-    a same-named key that verify echoed from the input."""
+def with_json_fields(body: bytes, fields: dict[str, str]) -> bytes:
+    """`body` (a JSON object) with `fields` appended, without decoding it: the verify body is the
+    row, and re-encoding every row was measurable CPU per rollout. Appended last, so they win over
+    same-named keys that verify echoed from the input."""
     stripped = body.strip()
     if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
         raise InvalidResponseError(f"verify returned a body that is not a JSON object: {body[:200]!r}")
     head = stripped[:-1].rstrip()
-    separator = b"" if head == b"{" else b","
-    return head + separator + orjson.dumps(key) + b":" + orjson.dumps(value) + b"}"
+    for key, value in fields.items():
+        separator = b"" if head == b"{" else b","
+        head += separator + orjson.dumps(key) + b":" + orjson.dumps(value)
+    return head + b"}"
 
 
 @dataclass
@@ -75,6 +82,8 @@ class EpisodeSoFar:
     usage: JSONDict | None = None
     last: JSONDict = field(default_factory=dict)
     steps: int = 0
+    prefix: PrefixInvariant = field(default_factory=PrefixInvariant)
+    """Token-exact continuation: the prefix the next model call must keep, and whether all kept it."""
 
     def commit(self, step_items: list[JSONDict], response: JSONDict) -> None:
         self.items.extend(step_items)
@@ -92,7 +101,7 @@ class SimpleAgent(SimpleResponsesAPIAgent):
     async def responses(self, request: Request, body: ResponseCreateParams) -> Any:
         resources_cookies = dict(request.cookies)
         model_cookies = dict(request.cookies)
-        response, _ = await self._episode(body.model_dump(exclude_unset=True), resources_cookies, model_cookies)
+        response, _, _ = await self._episode(body.model_dump(exclude_unset=True), resources_cookies, model_cookies)
         reply = JSONBytesResponse(response)
         for name, value in {**model_cookies, **resources_cookies}.items():
             reply.set_cookie(name, value)
@@ -108,21 +117,25 @@ class SimpleAgent(SimpleResponsesAPIAgent):
         seeded.raise_for_status()
         resources_cookies = dict(request.cookies) | seeded.cookies
 
-        response, end = await self._episode(row["responses_create_params"], resources_cookies, {})
+        response, end, prefix = await self._episode(row["responses_create_params"], resources_cookies, {})
 
         verified = await self.server_client.post(
             resources, "/verify", json=row | {"response": response}, cookies=resources_cookies, retry=CONNECT_ONLY_RETRY
         )
         verified.raise_for_status()
         # The verify body is the rollout row; pass its bytes through instead of re-encoding them.
-        return StarletteResponse(with_json_field(verified.body, EPISODE_END_FIELD, end), media_type="application/json")
+        fields: dict[str, str] = {EPISODE_END_FIELD: end}
+        if prefix is not None:
+            fields[TOKEN_PREFIX_FIELD] = prefix
+        return StarletteResponse(with_json_fields(verified.body, fields), media_type="application/json")
 
     async def _episode(
         self, params: JSONDict, resources_cookies: dict[str, str], model_cookies: dict[str, str]
-    ) -> tuple[JSONDict, EpisodeEnd]:
+    ) -> tuple[JSONDict, EpisodeEnd, PrefixVerdict | None]:
         """Run the model <-> tools loop within the episode deadline; returns the last model response
         with `output` holding every new item (model items interleaved with tool outputs) and `usage`
-        summed over all model calls, and how the episode ended."""
+        summed over all model calls, how the episode ended, and whether the token prefix held
+        (None when the model returned no token ids)."""
         episode = EpisodeSoFar()
         deadline = asyncio.timeout(self.config.episode_timeout_s)
         try:
@@ -137,7 +150,7 @@ class SimpleAgent(SimpleResponsesAPIAgent):
                     f"(episode_timeout_s={self.config.episode_timeout_s:g})"
                 ) from None
             end = "deadline"
-        return episode.response(), end
+        return episode.response(), end, episode.prefix.verdict()
 
     async def _steps(
         self, params: JSONDict, resources_cookies: dict[str, str], model_cookies: dict[str, str], episode: EpisodeSoFar
@@ -153,7 +166,7 @@ class SimpleAgent(SimpleResponsesAPIAgent):
             result = await self.server_client.post(
                 self.config.model_server.name,
                 "/v1/responses",
-                json=params | {"input": conversation + episode.items},
+                json=params | {"input": conversation + episode.items} | episode.prefix.request_fields(),
                 cookies=model_cookies,
                 retry=CONNECT_ONLY_RETRY,
             )
@@ -165,6 +178,7 @@ class SimpleAgent(SimpleResponsesAPIAgent):
                 raise InvalidResponseError(
                     f"model server {self.config.model_server.name!r} returned a response without an output list"
                 )
+            episode.prefix.observe(output, episode.steps + 1)
 
             step_items = list(output)
             incomplete = response.get("incomplete_details")

@@ -68,7 +68,9 @@ def scripted(turns: list[Turn]):
 def stack(request):
     # The param is the model's turns, or {"turns": [...], "latency_s": ..., "agent": {config overrides}}.
     setup = request.param if isinstance(request.param, dict) else {"turns": request.param}
-    upstream = ScriptedOpenAI(scripted(setup["turns"]), latency_s=setup.get("latency_s", 0.0)).start()
+    upstream = ScriptedOpenAI(
+        scripted(setup["turns"]), latency_s=setup.get("latency_s", 0.0), mangle=setup.get("mangle")
+    ).start()
     ports = {name: free_port() for name in ("resources", "model", "agent")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
 
@@ -221,3 +223,65 @@ def test_an_episode_without_one_finished_step_by_the_deadline_is_a_failure_not_a
     assert response.status_code == 502
     assert "episode deadline" in response.json()["error"]["message"]
     assert "verify" not in [name for name, _ in resources.calls]
+
+
+class TokenIdUpstream:
+    """Attaches a token-id bundle to each answer, the way a model server with
+    `return_token_id_information` does: the prompt is the required prefix (when one was sent and
+    `keep_prefix`) plus two tokens for the new messages, else a fresh rendering of its own."""
+
+    def __init__(self, keep_prefix: bool):
+        self.keep_prefix = keep_prefix
+        self.upstream: ScriptedOpenAI | None = None
+        self.calls = 0
+
+    def __call__(self, answer: dict[str, Any]) -> dict[str, Any]:
+        assert self.upstream is not None
+        self.calls += 1
+        body = self.upstream.requests[-1]
+        required = body.get("required_prefix_token_ids")
+        prompt = [*required, 50, 51] if (required and self.keep_prefix) else [90 + self.calls, 1, 2]
+        answer["output"][-1] |= {
+            "prompt_token_ids": prompt,
+            "generation_token_ids": [10 * self.calls, 10 * self.calls + 1],
+            "generation_log_probs": [-0.5, -0.25],
+        }
+        return answer
+
+
+def _token_stack(keep_prefix: bool) -> dict[str, Any]:
+    return {
+        "turns": [Turn(tool_calls=[("get_weather", '{"city": "Paris"}')]), Turn(text="Cold.")],
+        "mangle": TokenIdUpstream(keep_prefix),
+    }
+
+
+@pytest.mark.parametrize("stack", [_token_stack(keep_prefix=True)], indirect=True)
+def test_each_call_requires_the_previous_calls_full_token_ids_and_the_row_says_the_prefix_held(stack):
+    agent_url, _, upstream = stack
+    upstream.mangle.upstream = upstream
+    row = run(agent_url)
+    first, second = upstream.requests[-2:]
+    assert "required_prefix_token_ids" not in first
+    # Call 2 must continue call 1's prompt + generation exactly, instead of a re-rendered prompt.
+    assert second["required_prefix_token_ids"] == [91, 1, 2, 10, 11]
+    assert row["token_prefix_invariant"] == "held"
+    assert row["episode_end"] == "completed"
+
+
+@pytest.mark.parametrize("stack", [_token_stack(keep_prefix=False)], indirect=True)
+def test_a_model_server_that_re_renders_the_prompt_is_recorded_as_breaking_the_prefix(stack):
+    agent_url, _, upstream = stack
+    upstream.mangle.upstream = upstream
+    row = run(agent_url)
+    assert row["token_prefix_invariant"] == "broken"
+
+
+@pytest.mark.parametrize(
+    "stack", [[Turn(tool_calls=[("get_weather", '{"city": "Paris"}')]), Turn(text="Cold.")]], indirect=True
+)
+def test_rows_without_token_ids_carry_no_prefix_verdict(stack):
+    agent_url, _, upstream = stack
+    row = run(agent_url)
+    assert "token_prefix_invariant" not in row
+    assert all("required_prefix_token_ids" not in body for body in upstream.requests)
