@@ -154,7 +154,7 @@ class ScriptedVLLM(ScriptedOpenAI):
         if body.get("return_token_ids"):
             completion["prompt_token_ids"] = prompt_ids
             choice["token_ids"] = generation.ids
-        return web.Response(body=orjson.dumps(completion), content_type="application/json")
+        return self._send(completion)
 
     async def _completions(self, request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
@@ -199,7 +199,12 @@ class ScriptedVLLM(ScriptedOpenAI):
             "choices": [choice],
             "usage": self._usage(prompt_ids, generation),
         }
-        return web.Response(body=orjson.dumps(completion), content_type="application/json")
+        return self._send(completion)
+
+    def _send(self, answer: JSONDict) -> web.Response:
+        if self.mangle is not None:
+            answer = self.mangle(answer)
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     @staticmethod
     def _usage(prompt_ids: list[int], generation: _Generation) -> JSONDict:
