@@ -88,9 +88,7 @@ def vllm() -> Iterator[ScriptedVLLM]:
         yield upstream
 
 
-def test_each_prompt_is_the_previous_ids_plus_the_new_items_and_the_model_text_is_never_re_tokenized(
-    vllm, start_model
-):
+def test_each_prompt_is_the_previous_ids_plus_the_new_items_and_the_model_text_is_never_re_tokenized(vllm, start_model):
     rollout = Rollout(start_model(vllm))
     for _ in range(3):
         rollout.step()
@@ -115,7 +113,7 @@ def test_each_prompt_is_the_previous_ids_plus_the_new_items_and_the_model_text_i
     # no request ever carried the model's own words back to the tokenizer.
     assert len(vllm.tokenize_requests) == 1 + 2 + 1
     sent_to_tokenizer = json.dumps(vllm.tokenize_requests[1:])
-    assert "Oslo" not in sent_to_tokenizer and "get_weather\\\"" not in sent_to_tokenizer
+    assert "Oslo" not in sent_to_tokenizer and 'get_weather\\"' not in sent_to_tokenizer
 
 
 def test_sampled_ids_detokenize_to_the_turn_and_carry_one_log_prob_each(vllm, start_model):
