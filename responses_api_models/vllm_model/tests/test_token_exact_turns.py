@@ -208,3 +208,23 @@ def test_the_models_own_end_of_turn_is_never_repeated_and_nothing_else_is_droppe
     assert continue_ids([5, 6, end], [end, newline, 9]) == [5, 6, end, newline, 9]
     assert continue_ids([5, 6], [end, newline, 9]) == [5, 6, end, newline, 9]  # cut short: the template closes it
     assert continue_ids([5, newline], [end, newline, 9]) == [5, newline, end, newline, 9]
+
+
+def test_without_return_token_ids_the_ids_come_from_the_logprob_tokens(start_model):
+    """vLLM before 0.10.2 ignores `return_token_ids`; the sampled ids are read from `token_id:<n>` tokens
+    and the prompt ids are the ones sent."""
+
+    def as_older_vllm(completion: dict[str, Any]) -> dict[str, Any]:
+        for choice in completion["choices"]:
+            choice.pop("token_ids", None)
+            choice.pop("prompt_token_ids", None)
+        return completion
+
+    with ScriptedVLLM(two_lookups, mangle=as_older_vllm) as vllm:
+        rollout = Rollout(start_model(vllm))
+        rollout.step()
+        rollout.step()
+    first, second = rollout.calls
+    assert first[-1]["generation_token_ids"][-1] == toy_chatml.EOS_ID
+    assert second[-1]["prompt_token_ids"] == vllm.requests[1]["prompt"]
+    assert second[-1]["prompt_token_ids"][: len(full_ids(first))] == full_ids(first)
