@@ -145,19 +145,21 @@ class TurnPrompts:
         key = orjson.dumps([template, bool(new_messages)], option=orjson.OPT_SORT_KEYS)
         head = self._heads.get(key)
         first = self._anchored(ANCHOR_LETTERS[0], new_messages)
-        if head is not None:
+        second = self._anchored(ANCHOR_LETTERS[1], new_messages)
+        if head is None:
+            tokens, other = await asyncio.gather(
+                self._tokens(tokenize, first, template), self._tokens(tokenize, second, template)
+            )
+        else:
             tokens = await self._tokens(tokenize, first, template)
             if tokens[: len(head)] == head:
                 self._heads.move_to_end(key)
                 return tokens[len(head) :]
             # The template rendered the anchor differently (a date in the system prompt, a new
             # template after a restart): learn the head again.
-        second = self._anchored(ANCHOR_LETTERS[1], new_messages)
-        tokens, other = await asyncio.gather(
-            self._tokens(tokenize, first, template), self._tokens(tokenize, second, template)
-        )
+            other = await self._tokens(tokenize, second, template)
         head_length = len(tokens) - _common_tail(tokens, other)
-        if head_length <= 0 or head_length == len(tokens) and len(tokens) == len(other):
+        if head_length <= 0:
             raise InvalidResponseError(
                 "vLLM's chat template renders assistant text nowhere in the prompt; the turn's continuation "
                 "cannot be located (token-exact turns need a template that writes assistant content)"

@@ -5,6 +5,7 @@ re-rendered with other whitespace). Our server on uvicorn, httpx as the agent: o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from nemo_gym.testing.scripted_openai import Turn
 from nemo_gym.testing.scripted_vllm import ScriptedVLLM
 from nemo_gym.tool_call_text import parse_tool_calls
 from responses_api_models.vllm_model.app import VLLMModel, VLLMModelConfig
-from responses_api_models.vllm_model.token_in import continue_ids
+from responses_api_models.vllm_model.token_in import TurnPrompts, continue_ids
 
 TOKEN_ID_KEYS = ("prompt_token_ids", "generation_token_ids", "generation_log_probs")
 WEATHER_TOOL = {
@@ -228,3 +229,27 @@ def test_without_return_token_ids_the_ids_come_from_the_logprob_tokens(start_mod
     assert first[-1]["generation_token_ids"][-1] == toy_chatml.EOS_ID
     assert second[-1]["prompt_token_ids"] == vllm.requests[1]["prompt"]
     assert second[-1]["prompt_token_ids"][: len(full_ids(first))] == full_ids(first)
+
+
+def test_the_cut_point_is_learnt_once_and_again_when_the_template_renders_the_anchor_differently():
+    today = {"date": "1 Dec"}
+    bodies: list[dict[str, Any]] = []
+
+    async def tokenize(body: dict[str, Any]) -> dict[str, Any]:
+        # A template that writes the date into its system prompt, as Llama 3.2's does.
+        bodies.append(body)
+        system = {"role": "system", "content": f"Today is {today['date']}."}
+        rendered = toy_chatml.render([system, *body["messages"]], body.get("tools"))
+        return {"tokens": toy_chatml.encode(rendered), "max_model_len": 4096}
+
+    prompts = TurnPrompts()
+    new = [{"role": "user", "content": "And now?"}]
+    expected = "<|im_end|>\n<|im_start|>user\nAnd now?<|im_end|>\n<|im_start|>assistant\n"
+    assert toy_chatml.decode(asyncio.run(prompts.suffix(tokenize, new, {}))) == expected
+    assert len(bodies) == 2  # learnt: the anchored conversation with two letters
+    assert toy_chatml.decode(asyncio.run(prompts.suffix(tokenize, new, {}))) == expected
+    assert len(bodies) == 3  # cached: one call
+    today["date"] = "2 Dec"
+    assert toy_chatml.decode(asyncio.run(prompts.suffix(tokenize, new, {}))) == expected
+    assert len(bodies) == 5  # the cached head no longer matched: learnt again with one more call
+    assert prompts.max_model_len == 4096
