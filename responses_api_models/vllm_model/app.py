@@ -235,7 +235,9 @@ class VLLMModel(SimpleResponsesAPIModel):
 
         template = template_options(chat_params)
         if required_prefix is None:
-            messages = self._prepare({"messages": chat_params["messages"]})["messages"]
+            messages = chat_params["messages"]
+            if self.config.uses_reasoning_parser:
+                messages = move_think_to_reasoning_content(messages)
             prompt = await self._prompts.first(tokenize, messages, template)
         else:
             prompt = await self._prompts.continued(tokenize, required_prefix, self._new_messages(params), template)

@@ -53,6 +53,7 @@ MAX_TURN_END_OVERLAP = 16
 """Longest run of sampled ids that may count as the end of the turn (in practice one: the EOS)."""
 
 # Chat params that mean nothing to a completion (the prompt is already tokens) or are set here.
+# Sampling keys and `response_format` (structured output, which vLLM completions enforce too) pass.
 _CHAT_ONLY_KEYS = frozenset(
     {
         "messages",
@@ -65,7 +66,6 @@ _CHAT_ONLY_KEYS = frozenset(
         "max_tokens",
         "max_completion_tokens",
         "chat_template_kwargs",
-        "response_format",
         "stream",
         "stream_options",
     }

@@ -253,3 +253,16 @@ def test_the_cut_point_is_learnt_once_and_again_when_the_template_renders_the_an
     assert toy_chatml.decode(asyncio.run(prompts.suffix(tokenize, new, {}))) == expected
     assert len(bodies) == 5  # the cached head no longer matched: learnt again with one more call
     assert prompts.max_model_len == 4096
+
+
+def test_sampling_settings_and_structured_output_reach_the_completion_and_chat_only_keys_do_not(vllm, start_model):
+    rollout = Rollout(start_model(vllm))
+    rollout.step(temperature=0.3, top_p=0.9, max_output_tokens=200, text={"format": {"type": "json_object"}})
+    rollout.step(temperature=0.3)
+    first, second = (request for request in vllm.requests if "prompt" in request)
+    assert (first["model"], first["temperature"], first["top_p"], first["max_tokens"]) == ("toy", 0.3, 0.9, 200)
+    assert first["response_format"] == {"type": "json_object"}
+    chat_only = {"messages", "tools", "tool_choice", "parallel_tool_calls", "required_prefix_token_ids"}
+    assert not chat_only & (set(first) | set(second))
+    # No max_output_tokens: the turn may use the room the context leaves, not vLLM's default of 16.
+    assert second["max_tokens"] == vllm.max_model_len - len(second["prompt"])
