@@ -43,9 +43,9 @@ def two_lookups(body: dict[str, Any]) -> Turn:
 class Rollout:
     """One agent's conversation with the model server: sends `required_prefix_token_ids` as simple_agent does."""
 
-    def __init__(self, model_url: str):
+    def __init__(self, model_url: str, question: str | None = None):
         self.client = httpx.Client(base_url=model_url, timeout=30)
-        self.input: list[dict[str, Any]] = list(QUESTION)
+        self.input: list[dict[str, Any]] = [{"role": "user", "content": question}] if question else list(QUESTION)
         self.calls: list[list[dict[str, Any]]] = []
 
     def call(self, send_prefix: bool = True, **extra: Any) -> httpx.Response:
@@ -266,3 +266,27 @@ def test_sampling_settings_and_structured_output_reach_the_completion_and_chat_o
     assert not chat_only & (set(first) | set(second))
     # No max_output_tokens: the turn may use the room the context leaves, not vLLM's default of 16.
     assert second["max_tokens"] == vllm.max_model_len - len(second["prompt"])
+
+
+def test_tokenize_and_generation_of_a_rollout_stay_on_its_replica(serve):
+    with ScriptedVLLM(two_lookups) as a, ScriptedVLLM(two_lookups) as b:
+        server = VLLMModel(
+            config=VLLMModelConfig(
+                name="policy_model", base_url=[a.url, b.url], model="toy", return_token_id_information=True
+            ),
+            server_client=ServerClient("http://127.0.0.1:9"),
+        )
+        url = serve(server.setup_webserver())
+        for number in range(6):
+            rollout = Rollout(url, question=f"Rollout {number}: compare Oslo and Bern.")
+            for _ in range(3):
+                rollout.step()
+        prompts = [[request["prompt"] for request in replica.requests] for replica in (a, b)]
+        tokenized = [len(replica.tokenize_requests) for replica in (a, b)]
+    # Each rollout's three prompts (one question each) are all on one replica: every continuation
+    # there extends an earlier prompt there, and each replica tokenized only for its own rollouts.
+    assert sum(len(on_replica) for on_replica in prompts) == 18
+    for on_replica, calls in zip(prompts, tokenized):
+        firsts = [p for p in on_replica if not any(q != p and p[: len(q)] == q for q in on_replica)]
+        assert len(on_replica) == 3 * len(firsts)
+        assert calls >= len(on_replica)
