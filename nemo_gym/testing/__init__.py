@@ -1,9 +1,11 @@
 """Test and benchmark helpers that stand in for paid APIs and run servers on loopback.
 
-    from nemo_gym.testing import NgRunProcess, ScriptedOpenAI, ThreadedServer, registry_client
+    from nemo_gym.testing import NgRunProcess, ScriptedOpenAI, ScriptedVLLM, ThreadedServer, registry_client
 
 * `ScriptedOpenAI` plays an OpenAI-compatible model (`/v1/responses`, `/v1/chat/completions`) from a
   script; the default, `tool_then_answer`, calls the first offered tool once, then answers in text.
+* `ScriptedVLLM` plays vLLM's server (`/tokenize`, `/detokenize`, chat and token-in `/v1/completions`)
+  over a toy tokenizer that re-tokenizes the way a real one does, for token-exact rollout tests.
 * `NgRunProcess` runs `ng_run` as a real subprocess and waits until its servers are up.
 * `ThreadedServer` serves one FastAPI app in-process on a free loopback port; `registry_client`
   gives a server a `ServerClient` that knows other servers without a head server.
@@ -21,12 +23,14 @@ if TYPE_CHECKING:
     from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
     from nemo_gym.testing.ng_run_process import NgRunProcess
     from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn, tool_then_answer
+    from nemo_gym.testing.scripted_vllm import ScriptedVLLM
 
 # Exports load on first use: `python -m nemo_gym.testing.scripted_openai` (the upstream process of tests and
 # benchmarks) imports this package first, and an eager import here would load that module twice (runpy warns).
 _HOME = {
     "NgRunProcess": "nemo_gym.testing.ng_run_process",
     "ScriptedOpenAI": "nemo_gym.testing.scripted_openai",
+    "ScriptedVLLM": "nemo_gym.testing.scripted_vllm",
     "ThreadedServer": "nemo_gym.testing.inprocess",
     "Turn": "nemo_gym.testing.scripted_openai",
     "free_port": "nemo_gym.testing.inprocess",
@@ -46,6 +50,7 @@ def __getattr__(name: str) -> typing.Any:
 __all__ = [
     "NgRunProcess",
     "ScriptedOpenAI",
+    "ScriptedVLLM",
     "ThreadedServer",
     "Turn",
     "free_port",

@@ -13,16 +13,23 @@ is tested without loading any weights.
 from __future__ import annotations
 
 import json
-import re
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-Message = dict[str, Any]
-ToolCall = dict[str, Any]
+# The parser moved to nemo_gym so vllm_model's token-in path reads calls the same way; re-exported here.
+from nemo_gym.tool_call_text import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToolCall, parse_tool_calls
 
-TOOL_CALL_OPEN = "<tool_call>"
-TOOL_CALL_CLOSE = "</tool_call>"
+Message = dict[str, Any]
+
+__all__ = [
+    "TOOL_CALL_CLOSE",
+    "TOOL_CALL_OPEN",
+    "ToolCall",
+    "declared_tool_names",
+    "parse_tool_calls",
+    "render_tools_into_messages",
+    "tool_call_json_schema",
+]
 
 # No phrasing tried made SmolLM2-135M call a tool unprompted (README.md of this
 # folder has the counts); this one is Hermes-like, which larger models were trained
@@ -75,45 +82,6 @@ def render_tools_into_messages(
     else:
         rendered.insert(0, {"role": "system", "content": instruction})
     return rendered
-
-
-def parse_tool_calls(
-    text: str | None,
-    tool_names: Iterable[str],
-    *,
-    new_call_id: Callable[[], str] | None = None,
-) -> tuple[str | None, list[ToolCall]]:
-    """Split generated text into (remaining content or None, OpenAI tool calls).
-
-    Accepts `<tool_call>` blocks holding one call object or a list of them, a
-    final block whose closing tag is missing, `parameters`/`args` for
-    `arguments`, arguments given as a JSON string, code fences inside the
-    block, and, when the whole answer is nothing but such JSON, no tags at all.
-    A block that does not parse or names an undeclared tool stays in the
-    content, so nothing the model said is silently lost.
-    """
-    if not text:
-        return None, []
-    allowed = set(tool_names)
-    make_id = new_call_id or _new_call_id
-    calls: list[ToolCall] = []
-    kept: list[str] = []
-    position = 0
-    for match in _TOOL_CALL_BLOCK.finditer(text):
-        kept.append(text[position : match.start()])
-        position = match.end()
-        found = _calls_from_json_text(match.group("body"), allowed)
-        if found is None:
-            kept.append(match.group(0))
-        else:
-            calls.extend(_openai_tool_call(name, arguments, make_id()) for name, arguments in found)
-    kept.append(text[position:])
-    if not calls and TOOL_CALL_OPEN not in text:
-        bare = _calls_from_json_text(text, allowed)
-        if bare is not None:
-            return None, [_openai_tool_call(name, arguments, make_id()) for name, arguments in bare]
-    content = "".join(kept).strip()
-    return (content or None), calls
 
 
 def tool_call_json_schema(
@@ -258,67 +226,3 @@ def _tool_call_text(call: dict[str, Any]) -> str:
             pass  # shown to the model as the string it was
     payload = {"name": function.get("name"), "arguments": arguments if arguments is not None else {}}
     return f"{TOOL_CALL_OPEN}{json.dumps(payload, ensure_ascii=False)}{TOOL_CALL_CLOSE}"
-
-
-# --- parsing -----------------------------------------------------------------------------
-
-# A block ends at its closing tag, at the next opening tag, or at the end of the text.
-_TOOL_CALL_BLOCK = re.compile(
-    r"<tool_call>(?P<body>.*?)(?:</tool_call>|(?=<tool_call>)|\Z)",
-    re.DOTALL,
-)
-_CODE_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
-_ARGUMENT_KEYS = ("arguments", "parameters", "args")
-
-
-def _calls_from_json_text(body: str, allowed: set[str]) -> list[tuple[str, str]] | None:
-    """(name, arguments JSON) pairs if `body` is one call or a list of calls to allowed tools."""
-    value = _first_json_value(_CODE_FENCE.sub("", body.strip()))
-    if value is None:
-        return None
-    items = value if isinstance(value, list) else [value]
-    calls = [_call_of(item, allowed) for item in items]
-    if not calls or any(call is None for call in calls):
-        return None
-    return calls  # type: ignore[return-value]
-
-
-def _first_json_value(text: str) -> Any:
-    """The JSON object or array at the start of `text` (trailing chatter ignored), else None."""
-    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
-    if start < 0 or text[:start].strip():
-        return None
-    try:
-        value, _ = json.JSONDecoder().raw_decode(text[start:])
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, (dict, list)) else None
-
-
-def _call_of(item: Any, allowed: set[str]) -> tuple[str, str] | None:
-    if not isinstance(item, dict):
-        return None
-    if isinstance(item.get("function"), dict):  # an OpenAI-shaped call echoed back
-        item = item["function"]
-    name = item.get("name")
-    if not isinstance(name, str) or name not in allowed:
-        return None
-    arguments: Any = next((item[key] for key in _ARGUMENT_KEYS if key in item), {})
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError:
-            return None
-    if arguments is None:
-        arguments = {}
-    if not isinstance(arguments, dict):
-        return None
-    return name, json.dumps(arguments, ensure_ascii=False)
-
-
-def _openai_tool_call(name: str, arguments: str, call_id: str) -> ToolCall:
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-
-
-def _new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"

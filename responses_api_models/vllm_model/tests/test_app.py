@@ -173,8 +173,9 @@ def test_full_context_ends_the_episode_with_an_empty_incomplete_turn(start_model
 
 
 def test_token_ids_are_requested_attached_and_forwarded_on_the_next_turn(start_model):
+    # The chat path (token_exact_turns off); tests/test_token_exact_turns.py covers the default.
     with TokenIdUpstream() as upstream:
-        model_url = start_model(upstream.url, return_token_id_information=True)
+        model_url = start_model(upstream.url, return_token_id_information=True, token_exact_turns=False)
         first, second = play_rollout(model_url, "What is the weather?")
 
     sent = upstream.requests[0]
@@ -197,7 +198,7 @@ def test_token_ids_are_requested_attached_and_forwarded_on_the_next_turn(start_m
 
 
 def test_token_ids_asked_for_but_not_returned_is_an_error_not_a_silent_gap(replicas, start_model):
-    model_url = start_model(replicas[0].url, return_token_id_information=True)
+    model_url = start_model(replicas[0].url, return_token_id_information=True, token_exact_turns=False)
     answer = httpx.post(f"{model_url}/v1/responses", json=first_turn(), timeout=30)
 
     assert answer.status_code == 502
