@@ -20,7 +20,7 @@ import email.utils
 import inspect
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -30,11 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from nemo_gym.errors import (
     HTTPStatusError,
     InvalidResponseError,
+    ReplicaGoneError,
     RequestTimeoutError,
     ServerUnreachableError,
     TransportError,
     UnknownServerError,
 )
+from nemo_gym.replica_routing import ReplicaSet
 from nemo_gym.retry import CONNECT_ONLY_RETRY as CONNECT_ONLY_RETRY  # re-exported: policies are named
 from nemo_gym.retry import NO_RETRY as NO_RETRY  # through the client by servers and agents
 from nemo_gym.retry import UPSTREAM_RETRY as UPSTREAM_RETRY
@@ -265,7 +267,9 @@ def _keepalive_socket_factory(addr_info: Any) -> socket.socket:
 
 
 class ServerInfo(BaseModel):
-    """One row of the head server's registry. Holds no config values."""
+    """One row of the head server's registry. Holds no config values.
+
+    A server started with `num_replicas: N` has N rows with the same `name`, `replica` 0..N-1."""
 
     name: str
     server_type: str
@@ -273,19 +277,51 @@ class ServerInfo(BaseModel):
     url: str
     pid: int | None = None
     healthy: bool | None = None
+    replica: int = 0
+    """Which copy of the server this row is (0 for a server with one replica)."""
+    node: str | None = None
+    """The cluster node the replica runs on (its address), when it runs on Ray; None for a local process."""
 
 
 class ServerClient:
     """Talks to server instances by name; names are resolved through the head server.
 
     `ServerClient(head_url, http)`; the registry is fetched once and refreshed on an unknown name.
+    A name with several replicas is routed by `nemo_gym.replica_routing`: new rollouts are spread,
+    every later call of a rollout goes to the replica that took its first call.
     """
 
-    def __init__(self, head_url: str, http: HttpClient | None = None, registry: dict[str, ServerInfo] | None = None):
+    def __init__(
+        self,
+        head_url: str,
+        http: HttpClient | None = None,
+        registry: Mapping[str, ServerInfo] | Sequence[ServerInfo] | None = None,
+    ):
         self.head_url = head_url.rstrip("/")
         self._http = http
-        self._registry: dict[str, ServerInfo] = dict(registry or {})
+        self._registry: dict[str, ServerInfo] = {}
+        self._replicas: dict[str, ReplicaSet] = {}
+        """Only names with more than one replica: a single-replica server never looks here twice."""
+        self._single_shot: dict[RetryPolicy, RetryPolicy] = {}
         self._refresh_lock: asyncio.Lock | None = None
+        if registry:
+            self._set_rows(list(registry.values()) if isinstance(registry, Mapping) else list(registry))
+
+    def _set_rows(self, rows: list[ServerInfo]) -> None:
+        by_name: dict[str, list[ServerInfo]] = {}
+        for row in rows:
+            by_name.setdefault(row.name, []).append(row)
+        # The lowest replica stands for the server where one URL is asked for (`registry()`, `url_of`).
+        self._registry = {name: min(group, key=lambda row: row.replica) for name, group in by_name.items()}
+        self._replicas = {
+            name: ReplicaSet(
+                name,
+                [(row.replica, row.url) for row in group],
+                down=[row.replica for row in group if row.healthy is False],
+            )
+            for name, group in by_name.items()
+            if len(group) > 1
+        }
 
     @property
     def http(self) -> HttpClient:
@@ -294,14 +330,19 @@ class ServerClient:
         return self._http
 
     async def registry(self, refresh: bool = False) -> dict[str, ServerInfo]:
+        """name -> its row (replica 0's row for a replicated server); see `replicas` for all of them."""
         if refresh or not self._registry:
             if self._refresh_lock is None:
                 self._refresh_lock = asyncio.Lock()
             async with self._refresh_lock:
                 result = await self.http.request("GET", f"{self.head_url}/server_instances", retry=CONNECT_ONLY_RETRY)
                 result.raise_for_status()
-                self._registry = {row["name"]: ServerInfo.model_validate(row) for row in result.json()}
+                self._set_rows([ServerInfo.model_validate(row) for row in result.json()])
         return self._registry
+
+    def replicas(self, server_name: str) -> ReplicaSet | None:
+        """The replica set of a server with more than one replica (None otherwise), as last fetched."""
+        return self._replicas.get(server_name)
 
     async def url_of(self, server_name: str) -> str:
         info = self._registry.get(server_name)
@@ -315,7 +356,60 @@ class ServerClient:
 
     async def request(self, server_name: str, url_path: str, method: str = "POST", **kwargs: Any) -> HttpResult:
         base = await self.url_of(server_name)
+        replicas = self._replicas.get(server_name)
+        if replicas is not None:
+            return await self._request_replicated(replicas, url_path, method, kwargs)
         return await self.http.request(method, f"{base}/{url_path.lstrip('/')}", **kwargs)
+
+    async def _request_replicated(
+        self, replicas: ReplicaSet, url_path: str, method: str, kwargs: dict[str, Any]
+    ) -> HttpResult:
+        path = "/" + url_path.lstrip("/")
+        policy: RetryPolicy = kwargs.pop("retry", None) or self.http.retry
+        # A refused connection moves on to a sibling at once instead of backing off on a dead replica.
+        single_shot = self._single_shot.get(policy)
+        if single_shot is None:
+            single_shot = policy.model_copy(update={"retry_connect_errors": False})
+            if policy.retry_transport_errors:  # CONNECT is also retried as a transport error: stop that too
+                single_shot = single_shot.model_copy(update={"max_attempts": 1})
+            self._single_shot[policy] = single_shot
+        pinned = replicas.pinned(kwargs.get("cookies"))
+        if pinned is not None:
+            url = replicas.urls[pinned]
+            try:
+                return await self.http.request(method, url + path, retry=single_shot, **kwargs)
+            except ServerUnreachableError as error:
+                if not error.connect_failed:
+                    raise
+                replicas.mark_down(pinned)
+                if replicas.live_count() == 0:
+                    raise  # no replica left: the server is gone, and the circuit breaker should see it
+                raise ReplicaGoneError(
+                    f"replica {pinned} of server {replicas.name!r} refused the connection to {url}{path}; "
+                    f"{replicas.live_count()} other replica(s) take new rollouts, this one must start again",
+                    connect_failed=True,
+                ) from None
+        last_error: ServerUnreachableError | None = None
+        for index in replicas.order():
+            try:
+                result = await self.http.request(method, replicas.urls[index] + path, retry=single_shot, **kwargs)
+            except ServerUnreachableError as error:
+                if not error.connect_failed:
+                    raise
+                replicas.mark_down(index)
+                last_error = error
+                continue
+            replicas.mark_up(index)
+            result.cookies[replicas.cookie_name] = str(index)
+            return result
+        # Every replica refused: one last try with the caller's own policy (it backs off), so a
+        # restart blip of the whole server is ridden out as it is for a server with one replica.
+        assert last_error is not None
+        index = replicas.order()[0]
+        result = await self.http.request(method, replicas.urls[index] + path, retry=policy, **kwargs)
+        replicas.mark_up(index)
+        result.cookies[replicas.cookie_name] = str(index)
+        return result
 
     async def post(self, server_name: str, url_path: str, **kwargs: Any) -> HttpResult:
         return await self.request(server_name, url_path, "POST", **kwargs)
