@@ -117,7 +117,7 @@ class ServerProcess:
         return f"server {self.slot.label!r} exited with code {self.popen.returncode}. Last output:\n{lines}"
 
 
-def _port_is_free(host: str, port: int) -> bool:
+def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -208,13 +208,13 @@ class Stack:
 
     def check_ports(self) -> None:
         """Raise ConfigError naming the first configured port something else already listens on."""
-        if not _port_is_free(self.config.head_host, self.config.head_port):
+        if not port_is_free(self.config.head_host, self.config.head_port):
             raise ConfigError(
                 f"head server port {self.config.head_host}:{self.config.head_port} is already in use "
                 f"(another ng_run?); choose another with +head_server.port=<port>"
             )
         for instance in self.config.instances:
-            if not _port_is_free(instance.host, instance.port):
+            if not port_is_free(instance.host, instance.port):
                 raise ConfigError(
                     f"port {instance.host}:{instance.port} of server {instance.name!r} is already in use; "
                     f"set +{instance.name}.{instance.server_type}.{instance.implementation}.port=<port>"
