@@ -8,9 +8,11 @@ Same servers, same processes as the local launcher (`nemo_gym.launcher`); only w
     reports the URL. The head server (in ng_run, on this machine) registers it;
   * replicas of one server go to distinct nodes that can hold them (node-affinity scheduling,
     chosen here), so that losing a node loses one replica, not the server;
-  * the bootstrap (the server's config, secrets included) is an argument of the actor call, and
-    the actor hands it to its child through the same inherited pipe as locally: never an
-    environment variable or a command line. The child gets `NEMO_GYM_RAY_ADDRESS` (not a secret);
+  * the bootstrap (the server's config, secrets included) is an argument of the actor's `start`
+    call, not of the actor's creation (Ray keeps creation arguments in its control store for
+    restarts; a method call goes from ng_run to the actor and nowhere else), and the actor hands it
+    to its child through the same inherited pipe as locally: never an environment variable or a
+    command line. The child gets `NEMO_GYM_RAY_ADDRESS` (the cluster's address, not a secret);
   * the actor holds the child's pipe: when the actor goes (ng_run stopped, killed, or its node
     lost), the child stops itself, as it does when a local launcher goes;
   * ng_run polls the actors. A replica that dies while a sibling lives is reported and the rest go
@@ -220,7 +222,8 @@ class RemoteReplica:
 
     def __init__(self, slot: ReplicaSlot, actor: Any, node_id: str):
         self.slot = slot
-        self.actor = actor
+        self.actor: Any = actor
+        """The actor handle (typed Any: Ray's handles are built at run time)."""
         self.node_id = node_id
         self.url = ""
         self.host = ""
@@ -278,7 +281,7 @@ class RayStack(Stack):
         calls = []
         for slot in self.slots:
             node_id = placement[(slot.instance.name, slot.replica)]
-            actor = self._actor_class.options(
+            actor: Any = self._actor_class.options(
                 name=None,
                 scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node_id, soft=False),
                 **actor_options(slot.instance.ray_resources),

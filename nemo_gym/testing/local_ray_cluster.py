@@ -67,11 +67,12 @@ class LocalRayCluster:
     def _ask(self, command: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         process = self._process
         assert process is not None and process.stdin is not None and process.stdout is not None
+        stdout = process.stdout
         with self._lock:
             process.stdin.write(json.dumps(command) + "\n")
             process.stdin.flush()
             answer: list[str] = []
-            reader = threading.Thread(target=lambda: answer.append(process.stdout.readline()), daemon=True)
+            reader = threading.Thread(target=lambda: answer.append(stdout.readline()), daemon=True)
             reader.start()
             reader.join(timeout_s)
         if not answer or not answer[0]:

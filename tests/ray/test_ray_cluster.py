@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from nemo_gym.testing.inprocess import free_port
@@ -63,6 +64,13 @@ def ng_run_on(cluster: LocalRayCluster, upstream: ScriptedOpenAI, head_port: int
     )
 
 
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def rows_of(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -107,7 +115,11 @@ def test_two_replicas_survive_losing_a_node_mid_collection(cluster, tmp_path):
             collector_output, _ = collector.communicate(timeout=240)
             assert stack.process.poll() is None, "losing one replica of each server stopped the whole stack"
         finally:
-            stack.stop()
+            ng_run_exit = stack.stop(timeout=60)
+
+    # Ctrl+C stopped every server on every node (all nodes are this machine, so their pids are ours to see).
+    assert ng_run_exit == 0, stack.output
+    assert [row["pid"] for row in registry if running(row["pid"])] == []
 
     # Every (task, rollout) pair has exactly one row, and no failure record: the retry budget sufficed.
     assert collector.returncode == 0, collector_output
