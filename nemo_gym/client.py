@@ -36,12 +36,15 @@ from nemo_gym.errors import (
     TransportError,
     UnknownServerError,
 )
-from nemo_gym.replica_routing import ReplicaSet
+from nemo_gym.replica_routing import DOWN_RECHECK_S, ReplicaSet
 from nemo_gym.retry import CONNECT_ONLY_RETRY as CONNECT_ONLY_RETRY  # re-exported: policies are named
 from nemo_gym.retry import NO_RETRY as NO_RETRY  # through the client by servers and agents
 from nemo_gym.retry import UPSTREAM_RETRY as UPSTREAM_RETRY
 from nemo_gym.retry import RetryPolicy as RetryPolicy
 from nemo_gym.retry import classify_error, classify_status
+
+# aiohttp >= 3.10 tells a connect timeout from a read timeout; older versions never claim one.
+_CONNECT_TIMEOUT: type[BaseException] | tuple[()] = getattr(aiohttp, "ConnectionTimeoutError", ())
 
 
 class Timeouts(BaseModel):
@@ -245,7 +248,10 @@ class HttpClient:
                 f"cannot connect to {url}: {error.os_error or error}", connect_failed=True
             ) from error
         except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise RequestTimeoutError(f"{method} {url} timed out ({type(error).__name__})") from error
+            raise RequestTimeoutError(
+                f"{method} {url} timed out ({type(error).__name__})",
+                connect_timed_out=isinstance(error, _CONNECT_TIMEOUT),
+            ) from error
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as error:
             raise ServerUnreachableError(f"connection to {url} failed: {type(error).__name__}: {error}") from error
         except aiohttp.ClientError as error:
@@ -253,6 +259,13 @@ class HttpClient:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def _undelivered(error: TransportError) -> bool:
+    """A failure that happened before the request could reach the server (refused, or no connection in time)."""
+    if isinstance(error, ServerUnreachableError):
+        return error.connect_failed
+    return isinstance(error, RequestTimeoutError) and error.connect_timed_out
 
 
 def _keepalive_socket_factory(addr_info: Any) -> socket.socket:
@@ -304,6 +317,8 @@ class ServerClient:
         """Only names with more than one replica: a single-replica server never looks here twice."""
         self._single_shot: dict[RetryPolicy, RetryPolicy] = {}
         self._refresh_lock: asyncio.Lock | None = None
+        self._last_down_refresh = float("-inf")
+        self._down_refresh: asyncio.Future[None] | None = None
         if registry:
             self._set_rows(list(registry.values()) if isinstance(registry, Mapping) else list(registry))
 
@@ -317,7 +332,7 @@ class ServerClient:
             name: ReplicaSet(
                 name,
                 [(row.replica, row.url) for row in group],
-                down=[row.replica for row in group if row.healthy is False],
+                gone=[row.replica for row in group if row.healthy is False],
             )
             for name, group in by_name.items()
             if len(group) > 1
@@ -377,39 +392,54 @@ class ServerClient:
         if pinned is not None:
             url = replicas.urls[pinned]
             try:
+                if pinned in replicas.gone:
+                    raise ServerUnreachableError(f"replica {pinned} is gone", connect_failed=True)
                 return await self.http.request(method, url + path, retry=single_shot, **kwargs)
-            except ServerUnreachableError as error:
-                if not error.connect_failed:
+            except (ServerUnreachableError, RequestTimeoutError) as error:
+                if not _undelivered(error):
                     raise
-                replicas.mark_down(pinned)
+                self._replica_down(replicas, pinned)
                 if replicas.live_count() == 0:
                     raise  # no replica left: the server is gone, and the circuit breaker should see it
+                # Never another replica: it would not know this rollout's session. The rollout starts over.
                 raise ReplicaGoneError(
                     f"replica {pinned} of server {replicas.name!r} refused the connection to {url}{path}; "
                     f"{replicas.live_count()} other replica(s) take new rollouts, this one must start again",
                     connect_failed=True,
                 ) from None
-        last_error: ServerUnreachableError | None = None
         for index in replicas.order():
             try:
                 result = await self.http.request(method, replicas.urls[index] + path, retry=single_shot, **kwargs)
-            except ServerUnreachableError as error:
-                if not error.connect_failed:
+            except (ServerUnreachableError, RequestTimeoutError) as error:
+                if not _undelivered(error):
                     raise
-                replicas.mark_down(index)
-                last_error = error
+                self._replica_down(replicas, index)
                 continue
             replicas.mark_up(index)
             result.cookies[replicas.cookie_name] = str(index)
             return result
         # Every replica refused: one last try with the caller's own policy (it backs off), so a
         # restart blip of the whole server is ridden out as it is for a server with one replica.
-        assert last_error is not None
         index = replicas.order()[0]
         result = await self.http.request(method, replicas.urls[index] + path, retry=policy, **kwargs)
         replicas.mark_up(index)
         result.cookies[replicas.cookie_name] = str(index)
         return result
+
+    def _replica_down(self, replicas: ReplicaSet, index: int) -> None:
+        """Keep new rollouts off a replica that did not take a connection, and ask the head server (once
+        per DOWN_RECHECK_S) whether the launcher knows it is gone for good."""
+        replicas.mark_down(index)
+        now = time.monotonic()
+        if now - self._last_down_refresh >= DOWN_RECHECK_S:
+            self._last_down_refresh = now
+            self._down_refresh = asyncio.ensure_future(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.registry(refresh=True)
+        except (TransportError, HTTPStatusError, InvalidResponseError):
+            pass  # the head server is unreachable: routing goes on with what it knew
 
     async def post(self, server_name: str, url_path: str, **kwargs: Any) -> HttpResult:
         return await self.request(server_name, url_path, "POST", **kwargs)
@@ -418,5 +448,8 @@ class ServerClient:
         return await self.request(server_name, url_path, "GET", **kwargs)
 
     async def aclose(self) -> None:
+        if self._down_refresh is not None and not self._down_refresh.done():
+            self._down_refresh.cancel()
+            await asyncio.gather(self._down_refresh, return_exceptions=True)
         if self._http is not None:
             await self._http.aclose()

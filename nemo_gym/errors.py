@@ -163,6 +163,11 @@ class ReplicaGoneError(ServerUnreachableError):
 class RequestTimeoutError(TransportError):
     """A connect or read deadline passed."""
 
+    def __init__(self, message: str, *, connect_timed_out: bool = False):
+        self.connect_timed_out = connect_timed_out
+        """True when no connection was made in time (a peer that is down, not slow): nothing was delivered."""
+        super().__init__(message)
+
 
 class HTTPStatusError(NemoGymError):
     """A server answered with an error status code."""

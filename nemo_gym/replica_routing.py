@@ -33,17 +33,18 @@ def replica_cookie_name(server_name: str) -> str:
 class ReplicaSet:
     """The replicas of one server (index -> URL) and which of them recently refused connections."""
 
-    __slots__ = ("name", "urls", "cookie_name", "_turn", "_down_until")
+    __slots__ = ("name", "urls", "gone", "cookie_name", "_turn", "_down_until")
 
-    def __init__(self, name: str, urls: Sequence[tuple[int, str]], down: Sequence[int] = ()):
+    def __init__(self, name: str, urls: Sequence[tuple[int, str]], gone: Sequence[int] = ()):
         self.name = name
         self.urls = dict(sorted(urls))
-        """replica index -> base URL"""
+        """replica index -> base URL, every replica the registry lists"""
+        self.gone = frozenset(gone) if len(set(gone)) < len(self.urls) else frozenset()
+        """Replicas the launcher reports dead (unhealthy in the registry): never picked while another lives,
+        and a rollout pinned to one fails at once."""
         self.cookie_name = replica_cookie_name(name)
         self._turn = 0
         self._down_until: dict[int, float] = {}
-        for index in down:  # the launcher already knows these are gone (the registry says unhealthy)
-            self.mark_down(index)
 
     def pinned(self, cookies: object) -> int | None:
         """The replica a rollout is pinned to by its cookies, if any (a forged or stale value: None)."""
@@ -56,7 +57,7 @@ class ReplicaSet:
 
     def order(self) -> list[int]:
         """Replicas to try for a new rollout: live ones in rotation first, then the ones that refused lately."""
-        indexes = list(self.urls)
+        indexes = [index for index in self.urls if index not in self.gone]
         start = self._turn % len(indexes)
         self._turn += 1
         rotated = indexes[start:] + indexes[:start]
@@ -72,4 +73,4 @@ class ReplicaSet:
 
     def live_count(self) -> int:
         now = time.monotonic()
-        return sum(1 for index in self.urls if self._down_until.get(index, 0.0) <= now)
+        return sum(1 for index in self.urls if index not in self.gone and self._down_until.get(index, 0.0) <= now)

@@ -27,6 +27,7 @@ from nemo_gym.testing.ng_run_process import NgRunProcess
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI
 from resources_servers.example_stateful_counter.app import ExampleStatefulCounterConfig, ExampleStatefulCounterServer
 from tests.conftest import PROJECT_ROOT, cli
+from tests.e2e.test_environments_a import counter_script
 
 COUNTER = "example_stateful_counter"
 AGENT = "example_stateful_counter_simple_agent"
@@ -46,9 +47,16 @@ def counter_replica() -> ThreadedServer:
     return ThreadedServer.of(server).start()
 
 
-def client_for(replicas: list[ThreadedServer]) -> ServerClient:
+def client_for(replicas: list[ThreadedServer], healthy: list[bool | None] | None = None) -> ServerClient:
     rows = [
-        ServerInfo(name="counter", server_type="resources_servers", implementation="x", url=http.url, replica=index)
+        ServerInfo(
+            name="counter",
+            server_type="resources_servers",
+            implementation="x",
+            url=http.url,
+            replica=index,
+            healthy=(healthy or [None] * len(replicas))[index],
+        )
         for index, http in enumerate(replicas)
     ]
     return ServerClient("http://127.0.0.1:9", registry=rows)
@@ -119,9 +127,31 @@ def test_a_dead_replica_gets_no_new_rollouts_and_a_rollout_pinned_to_it_fails_wi
     assert not isinstance(none_left, ReplicaGoneError) and classify(none_left)[0] == COUNTS
 
 
-def test_num_replicas_runs_local_copies_and_a_collection_stays_correct(tmp_path):
-    from tests.e2e.test_environments_a import counter_script
+def test_a_replica_the_registry_reports_dead_gets_nothing_and_a_rollout_pinned_to_it_fails_at_once():
+    replicas = [counter_replica(), counter_replica()]
+    try:
 
+        async def main() -> tuple[list[tuple[str, int]], ReplicaGoneError]:
+            client = client_for(replicas, healthy=[True, False])
+            try:
+                after = [await one_rollout(client, 1, [1]) for _ in range(4)]
+                with pytest.raises(ReplicaGoneError) as gone:
+                    await client.post(
+                        "counter", "/get_counter_value", json={}, cookies={replica_cookie_name("counter"): "1"}
+                    )
+                return after, gone.value
+            finally:
+                await client.aclose()
+
+        after, gone = asyncio.run(main())
+    finally:
+        for http in replicas:
+            http.stop()
+    assert after == [("0", 2)] * 4
+    assert "replica 1 of server 'counter'" in str(gone)
+
+
+def test_num_replicas_runs_local_copies_and_a_collection_stays_correct(tmp_path):
     head_port = free_port()
     output = tmp_path / "rollouts.jsonl"
     expected = [json.loads(line)["expected_count"] for line in TASKS.read_text().splitlines()]
