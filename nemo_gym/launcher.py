@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 import httpx
 import psutil
@@ -283,7 +283,7 @@ class Stack:
             if process.popen.poll() is not None:
                 self._replica_died(process, process.exit_report())
 
-    def _replica_died(self, process: ServerProcess | Any, report: str) -> None:
+    def _replica_died(self, process: ServerProcess, report: str) -> None:
         slot = process.slot
         self.registry.update(slot.instance.name, slot.replica, healthy=False)
         self.processes.remove(process)
