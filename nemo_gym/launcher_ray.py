@@ -46,9 +46,7 @@ from nemo_gym.launcher import (
 )
 from nemo_gym.servers.base import ServerBootstrap
 from nemo_gym.servers.head import HeadServer
-
-RAY_ADDRESS_ENV = "NEMO_GYM_RAY_ADDRESS"
-"""Set in every server process that runs on Ray: the cluster's address, for servers that fan work out to it."""
+from nemo_gym.servers.launcher_link import RAY_ADDRESS_ENV
 
 # Ray's names for the standard resources in `ray_resources`, as actor options; anything else is custom.
 _STANDARD_RESOURCES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}

@@ -99,6 +99,11 @@ def test_two_replicas_survive_losing_a_node_mid_collection(cluster, tmp_path):
             assert node_of[(AGENT, 0)] != node_of[(AGENT, 1)]
             head_node = next(node["node_id"] for node in cluster.nodes if node["head"])
             assert node_of[("policy_model", 0)] == head_node
+            # Each server process knows the cluster, and its secrets reached it through its pipe only.
+            for row in registry:
+                server = psutil.Process(row["pid"])
+                assert server.environ()["NEMO_GYM_RAY_ADDRESS"] == cluster.address
+                assert not any("sk-test" in text for text in [*server.environ().values(), *server.cmdline()])
             victim = node_of[(COUNTER, 1)]
             assert victim != head_node
 
