@@ -20,7 +20,7 @@ import email.utils
 import inspect
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -30,16 +30,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from nemo_gym.errors import (
     HTTPStatusError,
     InvalidResponseError,
+    ReplicaGoneError,
     RequestTimeoutError,
     ServerUnreachableError,
     TransportError,
     UnknownServerError,
 )
+from nemo_gym.replica_routing import DOWN_RECHECK_S, ReplicaSet
 from nemo_gym.retry import CONNECT_ONLY_RETRY as CONNECT_ONLY_RETRY  # re-exported: policies are named
 from nemo_gym.retry import NO_RETRY as NO_RETRY  # through the client by servers and agents
 from nemo_gym.retry import UPSTREAM_RETRY as UPSTREAM_RETRY
 from nemo_gym.retry import RetryPolicy as RetryPolicy
 from nemo_gym.retry import classify_error, classify_status
+
+# aiohttp >= 3.10 tells a connect timeout from a read timeout; older versions never claim one.
+_CONNECT_TIMEOUT: type[BaseException] | tuple[()] = getattr(aiohttp, "ConnectionTimeoutError", ())
 
 
 class Timeouts(BaseModel):
@@ -243,7 +248,10 @@ class HttpClient:
                 f"cannot connect to {url}: {error.os_error or error}", connect_failed=True
             ) from error
         except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise RequestTimeoutError(f"{method} {url} timed out ({type(error).__name__})") from error
+            raise RequestTimeoutError(
+                f"{method} {url} timed out ({type(error).__name__})",
+                connect_timed_out=isinstance(error, _CONNECT_TIMEOUT),
+            ) from error
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as error:
             raise ServerUnreachableError(f"connection to {url} failed: {type(error).__name__}: {error}") from error
         except aiohttp.ClientError as error:
@@ -251,6 +259,13 @@ class HttpClient:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def _undelivered(error: TransportError) -> bool:
+    """A failure that happened before the request could reach the server (refused, or no connection in time)."""
+    if isinstance(error, ServerUnreachableError):
+        return error.connect_failed
+    return isinstance(error, RequestTimeoutError) and error.connect_timed_out
 
 
 def _keepalive_socket_factory(addr_info: Any) -> socket.socket:
@@ -265,7 +280,9 @@ def _keepalive_socket_factory(addr_info: Any) -> socket.socket:
 
 
 class ServerInfo(BaseModel):
-    """One row of the head server's registry. Holds no config values."""
+    """One row of the head server's registry. Holds no config values.
+
+    A server started with `num_replicas: N` has N rows with the same `name`, `replica` 0..N-1."""
 
     name: str
     server_type: str
@@ -273,19 +290,53 @@ class ServerInfo(BaseModel):
     url: str
     pid: int | None = None
     healthy: bool | None = None
+    replica: int = 0
+    """Which copy of the server this row is (0 for a server with one replica)."""
+    node: str | None = None
+    """The cluster node the replica runs on (its address), when it runs on Ray; None for a local process."""
 
 
 class ServerClient:
     """Talks to server instances by name; names are resolved through the head server.
 
     `ServerClient(head_url, http)`; the registry is fetched once and refreshed on an unknown name.
+    A name with several replicas is routed by `nemo_gym.replica_routing`: new rollouts are spread,
+    every later call of a rollout goes to the replica that took its first call.
     """
 
-    def __init__(self, head_url: str, http: HttpClient | None = None, registry: dict[str, ServerInfo] | None = None):
+    def __init__(
+        self,
+        head_url: str,
+        http: HttpClient | None = None,
+        registry: Mapping[str, ServerInfo] | Sequence[ServerInfo] | None = None,
+    ):
         self.head_url = head_url.rstrip("/")
         self._http = http
-        self._registry: dict[str, ServerInfo] = dict(registry or {})
+        self._registry: dict[str, ServerInfo] = {}
+        self._replicas: dict[str, ReplicaSet] = {}
+        """Only names with more than one replica: a single-replica server never looks here twice."""
+        self._single_shot: dict[RetryPolicy, RetryPolicy] = {}
         self._refresh_lock: asyncio.Lock | None = None
+        self._last_down_refresh = float("-inf")
+        self._down_refresh: asyncio.Future[None] | None = None
+        if registry:
+            self._set_rows(list(registry.values()) if isinstance(registry, Mapping) else list(registry))
+
+    def _set_rows(self, rows: list[ServerInfo]) -> None:
+        by_name: dict[str, list[ServerInfo]] = {}
+        for row in rows:
+            by_name.setdefault(row.name, []).append(row)
+        # The lowest replica stands for the server where one URL is asked for (`registry()`, `url_of`).
+        self._registry = {name: min(group, key=lambda row: row.replica) for name, group in by_name.items()}
+        self._replicas = {
+            name: ReplicaSet(
+                name,
+                [(row.replica, row.url) for row in group],
+                gone=[row.replica for row in group if row.healthy is False],
+            )
+            for name, group in by_name.items()
+            if len(group) > 1
+        }
 
     @property
     def http(self) -> HttpClient:
@@ -294,14 +345,19 @@ class ServerClient:
         return self._http
 
     async def registry(self, refresh: bool = False) -> dict[str, ServerInfo]:
+        """name -> its row (replica 0's row for a replicated server); see `replicas` for all of them."""
         if refresh or not self._registry:
             if self._refresh_lock is None:
                 self._refresh_lock = asyncio.Lock()
             async with self._refresh_lock:
                 result = await self.http.request("GET", f"{self.head_url}/server_instances", retry=CONNECT_ONLY_RETRY)
                 result.raise_for_status()
-                self._registry = {row["name"]: ServerInfo.model_validate(row) for row in result.json()}
+                self._set_rows([ServerInfo.model_validate(row) for row in result.json()])
         return self._registry
+
+    def replicas(self, server_name: str) -> ReplicaSet | None:
+        """The replica set of a server with more than one replica (None otherwise), as last fetched."""
+        return self._replicas.get(server_name)
 
     async def url_of(self, server_name: str) -> str:
         info = self._registry.get(server_name)
@@ -315,7 +371,75 @@ class ServerClient:
 
     async def request(self, server_name: str, url_path: str, method: str = "POST", **kwargs: Any) -> HttpResult:
         base = await self.url_of(server_name)
+        replicas = self._replicas.get(server_name)
+        if replicas is not None:
+            return await self._request_replicated(replicas, url_path, method, kwargs)
         return await self.http.request(method, f"{base}/{url_path.lstrip('/')}", **kwargs)
+
+    async def _request_replicated(
+        self, replicas: ReplicaSet, url_path: str, method: str, kwargs: dict[str, Any]
+    ) -> HttpResult:
+        path = "/" + url_path.lstrip("/")
+        policy: RetryPolicy = kwargs.pop("retry", None) or self.http.retry
+        # A refused connection moves on to a sibling at once instead of backing off on a dead replica.
+        single_shot = self._single_shot.get(policy)
+        if single_shot is None:
+            single_shot = policy.model_copy(update={"retry_connect_errors": False})
+            if policy.retry_transport_errors:  # CONNECT is also retried as a transport error: stop that too
+                single_shot = single_shot.model_copy(update={"max_attempts": 1})
+            self._single_shot[policy] = single_shot
+        pinned = replicas.pinned(kwargs.get("cookies"))
+        if pinned is not None:
+            url = replicas.urls[pinned]
+            try:
+                if pinned in replicas.gone:
+                    raise ServerUnreachableError(f"replica {pinned} is gone", connect_failed=True)
+                return await self.http.request(method, url + path, retry=single_shot, **kwargs)
+            except (ServerUnreachableError, RequestTimeoutError) as error:
+                if not _undelivered(error):
+                    raise
+                self._replica_down(replicas, pinned)
+                if replicas.live_count() == 0:
+                    raise  # no replica left: the server is gone, and the circuit breaker should see it
+                # Never another replica: it would not know this rollout's session. The rollout starts over.
+                raise ReplicaGoneError(
+                    f"replica {pinned} of server {replicas.name!r} refused the connection to {url}{path}; "
+                    f"{replicas.live_count()} other replica(s) take new rollouts, this one must start again",
+                    connect_failed=True,
+                ) from None
+        for index in replicas.order():
+            try:
+                result = await self.http.request(method, replicas.urls[index] + path, retry=single_shot, **kwargs)
+            except (ServerUnreachableError, RequestTimeoutError) as error:
+                if not _undelivered(error):
+                    raise
+                self._replica_down(replicas, index)
+                continue
+            replicas.mark_up(index)
+            result.cookies[replicas.cookie_name] = str(index)
+            return result
+        # Every replica refused: one last try with the caller's own policy (it backs off), so a
+        # restart blip of the whole server is ridden out as it is for a server with one replica.
+        index = replicas.order()[0]
+        result = await self.http.request(method, replicas.urls[index] + path, retry=policy, **kwargs)
+        replicas.mark_up(index)
+        result.cookies[replicas.cookie_name] = str(index)
+        return result
+
+    def _replica_down(self, replicas: ReplicaSet, index: int) -> None:
+        """Keep new rollouts off a replica that did not take a connection, and ask the head server (once
+        per DOWN_RECHECK_S) whether the launcher knows it is gone for good."""
+        replicas.mark_down(index)
+        now = time.monotonic()
+        if now - self._last_down_refresh >= DOWN_RECHECK_S:
+            self._last_down_refresh = now
+            self._down_refresh = asyncio.ensure_future(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.registry(refresh=True)
+        except (TransportError, HTTPStatusError, InvalidResponseError):
+            pass  # the head server is unreachable: routing goes on with what it knew
 
     async def post(self, server_name: str, url_path: str, **kwargs: Any) -> HttpResult:
         return await self.request(server_name, url_path, "POST", **kwargs)
@@ -324,5 +448,8 @@ class ServerClient:
         return await self.request(server_name, url_path, "GET", **kwargs)
 
     async def aclose(self) -> None:
+        if self._down_refresh is not None and not self._down_refresh.done():
+            self._down_refresh.cancel()
+            await asyncio.gather(self._down_refresh, return_exceptions=True)
         if self._http is not None:
             await self._http.aclose()

@@ -23,11 +23,13 @@ The tree, grouped by what the caller can do about it:
     │   └── RequestTooLargeError        a request body over the server's `max_request_body_bytes` (HTTP 413)
     ├── TransportError              the network let us down; worth retrying
     │   ├── ServerUnreachableError      connection refused (`connect_failed`) / reset / DNS
+    │   │   └── ReplicaGoneError            the replica a rollout is pinned to refused; its siblings live on
     │   └── RequestTimeoutError         connect or read deadline passed
     ├── HTTPStatusError             a server answered with an error status (carries status_code, body)
     ├── InvalidResponseError        a server answered 2xx with a body we cannot use (names the field)
     ├── RolloutFailedError          one rollout failed after its retry budget
     ├── ServerStartupError          a server process died or never became healthy
+    ├── ClusterUnreachableError     `ray_address` names no Ray cluster we can reach
     ├── ServerGoneError             a server stopped answering mid-collection (circuit breaker tripped)
     ├── OutputWriteError            the OS refused a write to an output file (disk full, read-only)
     └── SandboxError                model-written code could not be run in the sandbox
@@ -151,8 +153,20 @@ class ServerUnreachableError(TransportError):
         super().__init__(message)
 
 
+class ReplicaGoneError(ServerUnreachableError):
+    """The replica that holds a rollout's state refused the connection while other replicas of the
+    same server live: the rollout must start again (the collector retries it), and the run goes on.
+    Its message says "connection to", never "cannot connect to": the collector's circuit breaker
+    counts only the latter, which is what a server with no live replica left produces."""
+
+
 class RequestTimeoutError(TransportError):
     """A connect or read deadline passed."""
+
+    def __init__(self, message: str, *, connect_timed_out: bool = False):
+        self.connect_timed_out = connect_timed_out
+        """True when no connection was made in time (a peer that is down, not slow): nothing was delivered."""
+        super().__init__(message)
 
 
 class HTTPStatusError(NemoGymError):
@@ -175,6 +189,10 @@ class RolloutFailedError(NemoGymError):
 
 class ServerStartupError(NemoGymError):
     """A server process exited during startup or never became healthy."""
+
+
+class ClusterUnreachableError(NemoGymError):
+    """`ray_address` was well formed but no Ray cluster answered there (or Ray refused us)."""
 
 
 class ServerGoneError(NemoGymError):

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import collections
 import os
+import pathlib
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import IO
 
 import httpx
@@ -52,11 +54,31 @@ class LaunchOptions(BaseModel):
     """Copy children's output to our stderr, each line prefixed with `(instance name)`."""
 
 
-class ServerProcess:
-    """One spawned server instance and the tail of its output."""
+@dataclass(frozen=True)
+class ReplicaSlot:
+    """One copy of a server instance and where it listens (replica 0 is the instance's own address)."""
 
-    def __init__(self, instance: ServerInstance, popen: subprocess.Popen[bytes], echo: IO[str] | None, lifeline: int):
-        self.instance = instance
+    instance: ServerInstance
+    replica: int
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """How output and messages name it: the instance name, with `[replica]` when there are several."""
+        return self.instance.name if self.instance.num_replicas == 1 else f"{self.instance.name}[{self.replica}]"
+
+
+class ServerProcess:
+    """One spawned server process (one replica of an instance) and the tail of its output."""
+
+    def __init__(self, slot: ReplicaSlot, popen: subprocess.Popen[bytes], echo: IO[str] | None, lifeline: int):
+        self.slot = slot
+        self.instance = slot.instance
         self.popen = popen
         self.lifeline = lifeline
         """Our end of the child's pipe, open for as long as the child should live."""
@@ -64,7 +86,7 @@ class ServerProcess:
         """Set when we stop the child: its shutdown chatter is kept in `tail`, not echoed."""
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.config_error: str | None = None
-        self._reader = threading.Thread(target=self._pump, args=(echo,), daemon=True, name=f"out-{instance.name}")
+        self._reader = threading.Thread(target=self._pump, args=(echo,), daemon=True, name=f"out-{slot.label}")
         self._reader.start()
 
     def _pump(self, echo: IO[str] | None) -> None:
@@ -77,7 +99,7 @@ class ServerProcess:
             self.tail.append(line)
             if echo is not None and not self.muted:
                 try:
-                    echo.write(f"({self.instance.name}) {line}\n")
+                    echo.write(f"({self.slot.label}) {line}\n")
                     echo.flush()
                 except (ValueError, OSError):
                     pass
@@ -92,10 +114,10 @@ class ServerProcess:
     def exit_report(self) -> str:
         self._reader.join(timeout=1)
         lines = "\n".join(f"    {line}" for line in self.tail) or "    (no output)"
-        return f"server {self.instance.name!r} exited with code {self.popen.returncode}. Last output:\n{lines}"
+        return f"server {self.slot.label!r} exited with code {self.popen.returncode}. Last output:\n{lines}"
 
 
-def _port_is_free(host: str, port: int) -> bool:
+def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -106,7 +128,10 @@ def _port_is_free(host: str, port: int) -> bool:
 
 
 class Stack:
-    """A running head server plus server processes. Use as a context manager, or start()/stop()."""
+    """A running head server plus server processes. Use as a context manager, or start()/stop().
+
+    This is the local backend (one subprocess per replica on this machine); `nemo_gym.launcher_ray`
+    places the same servers on a Ray cluster and keeps this interface."""
 
     def __init__(
         self, config: GlobalConfig, options: LaunchOptions = LaunchOptions(), log: Callable[[str], None] | None = None
@@ -115,22 +140,48 @@ class Stack:
         self.options = options
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self.processes: list[ServerProcess] = []
-        self.registry = Registry([self._info(instance) for instance in config.instances])
+        self.slots = self._plan_slots()
+        self.registry = Registry(self._initial_rows())
         self.head = HeadServer(self.registry, config.head_host, config.head_port)
+        self.lost: list[str] = []
+        """Replicas that died while a sibling lived on (reported, not fatal)."""
         self._stopped = False
 
+    def _plan_slots(self) -> list[ReplicaSlot]:
+        """Replica 0 listens where the config says; further replicas on free ports of the same host."""
+        taken = {instance.port for instance in self.config.instances} | {self.config.head_port}
+        slots = []
+        for instance in self.config.instances:
+            slots.append(ReplicaSlot(instance, 0, instance.host, instance.port))
+            for replica in range(1, instance.num_replicas):
+                port = _free_port(instance.host, taken)
+                taken.add(port)
+                slots.append(ReplicaSlot(instance, replica, instance.host, port))
+        return slots
+
+    def _initial_rows(self) -> list[ServerInfo]:
+        return [self._info(slot) for slot in self.slots]
+
     @staticmethod
-    def _info(instance: ServerInstance) -> ServerInfo:
+    def _info(slot: ReplicaSlot, url: str | None = None, node: str | None = None) -> ServerInfo:
+        instance = slot.instance
         return ServerInfo(
             name=instance.name,
             server_type=instance.server_type,
             implementation=instance.implementation,
-            url=instance.url,
+            url=url or slot.url,
+            replica=slot.replica,
+            node=node,
         )
 
     @property
     def head_url(self) -> str:
         return self.head.url
+
+    @property
+    def server_count(self) -> int:
+        """Server processes started (every replica counts)."""
+        return len(self.slots)
 
     def __enter__(self) -> Stack:
         self.start()
@@ -144,96 +195,76 @@ class Stack:
         self.check_ports()
         self.head.start()
         try:
-            for instance in self.config.instances:
-                self.processes.append(self._spawn(instance))
-            self._wait_until_healthy()
+            self._start_servers()
         except BaseException:
             self.stop()
             raise
         self.startup_s = time.monotonic() - started
 
+    def _start_servers(self) -> None:
+        for slot in self.slots:
+            self.processes.append(self._spawn(slot))
+        self._wait_until_healthy()
+
     def check_ports(self) -> None:
         """Raise ConfigError naming the first configured port something else already listens on."""
-        if not _port_is_free(self.config.head_host, self.config.head_port):
+        if not port_is_free(self.config.head_host, self.config.head_port):
             raise ConfigError(
                 f"head server port {self.config.head_host}:{self.config.head_port} is already in use "
                 f"(another ng_run?); choose another with +head_server.port=<port>"
             )
         for instance in self.config.instances:
-            if not _port_is_free(instance.host, instance.port):
+            if not port_is_free(instance.host, instance.port):
                 raise ConfigError(
                     f"port {instance.host}:{instance.port} of server {instance.name!r} is already in use; "
                     f"set +{instance.name}.{instance.server_type}.{instance.implementation}.port=<port>"
                 )
 
-    def _spawn(self, instance: ServerInstance) -> ServerProcess:
+    def bootstrap_for(self, slot: ReplicaSlot, registry: list[ServerInfo]) -> ServerBootstrap:
+        """What the replica's process is told: its own config (at its own address), the head, the registry."""
+        instance = slot.instance
         entrypoint = instance.directory / instance.entrypoint
         if not entrypoint.is_file():
             raise ConfigError(f"server {instance.name!r}: entrypoint {entrypoint} does not exist")
-        bootstrap = ServerBootstrap(
+        config = self.config.server_config_dict(instance.name)
+        config.update(host=slot.host, port=slot.port)
+        return ServerBootstrap(
             name=instance.name,
-            config=self.config.server_config_dict(instance.name),
+            config=config,
             head_url=self.head_url,
-            registry=self.registry.rows(),
+            registry=registry,
             config_key=f"{instance.name}.{instance.server_type}.{instance.implementation}",
         )
-        child_end, our_end = os.pipe()
-        env = dict(os.environ)
-        env[INSTANCE_NAME_ENV] = instance.name
-        env[LAUNCHER_FD_ENV] = str(child_end)
-        env[LAUNCHER_PID_ENV] = str(os.getpid())
-        # PR_SET_PDEATHSIG fires when the forking *thread* exits: ask for it only from the main thread.
-        env[PARENT_DEATH_SIGNAL_ENV] = "1" if threading.current_thread() is threading.main_thread() else "0"
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(instance.directory), str(self.config.project_root), env.get("PYTHONPATH", "")) if p
-        )
-        env["PYTHONUNBUFFERED"] = "1"
-        try:
-            popen = subprocess.Popen(
-                [sys.executable, str(entrypoint)],
-                cwd=instance.directory,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                pass_fds=(child_end,),
-            )
-        except BaseException:
-            os.close(our_end)
-            raise
-        finally:
-            os.close(child_end)
-        # A thread writes, so a config larger than the pipe buffer never blocks the spawning of the others.
-        payload = bootstrap.model_dump_json().encode() + b"\n"
-        threading.Thread(
-            target=_write_all, args=(our_end, payload), daemon=True, name=f"bootstrap-{instance.name}"
-        ).start()
-        self.registry.update(instance.name, pid=popen.pid)
-        return ServerProcess(instance, popen, sys.stderr if self.options.echo_child_output else None, our_end)
+
+    def _spawn(self, slot: ReplicaSlot) -> ServerProcess:
+        bootstrap = self.bootstrap_for(slot, self.registry.rows())
+        echo = sys.stderr if self.options.echo_child_output else None
+        process = start_server_process(slot, bootstrap, self.config.project_root, echo)
+        self.registry.update(slot.instance.name, slot.replica, pid=process.popen.pid)
+        return process
 
     def _wait_until_healthy(self) -> None:
         deadline = time.monotonic() + self.options.startup_timeout_s
-        pending = {process.instance.name: process for process in self.processes}
+        pending = {process.slot.label: process for process in self.processes}
         with httpx.Client(timeout=httpx.Timeout(2.0, connect=0.5), trust_env=False) as probe:
             while pending:
                 if self.head.failed:
                     raise ServerStartupError(f"the head server could not start on {self.head_url}")
-                for name, process in list(pending.items()):
+                for label, process in list(pending.items()):
                     if process.popen.poll() is not None:
                         raise process.exit_error()
                     try:
-                        if probe.get(f"{process.instance.url}/health").status_code == 200:
-                            self.registry.update(name, healthy=True)
-                            del pending[name]
+                        if probe.get(f"{process.slot.url}/health").status_code == 200:
+                            self.registry.update(process.slot.instance.name, process.slot.replica, healthy=True)
+                            del pending[label]
                     except httpx.HTTPError:
                         pass
                 if pending and time.monotonic() > deadline:
-                    names = ", ".join(sorted(pending))
+                    labels = ", ".join(sorted(pending))
                     raise ServerStartupError(
-                        f"servers not healthy after {self.options.startup_timeout_s:.0f} s: {names} "
+                        f"servers not healthy after {self.options.startup_timeout_s:.0f} s: {labels} "
                         f"(raise +startup_timeout_s=...)\n"
-                        + "\n".join(pending[n].exit_report() for n in sorted(pending))
+                        + "\n".join(pending[label].exit_report() for label in sorted(pending))
                     )
                 if pending:
                     time.sleep(0.05)
@@ -243,11 +274,27 @@ class Stack:
                 time.sleep(0.02)
 
     def check(self) -> None:
-        """Raise ServerStartupError if any child has exited."""
-        for process in self.processes:
-            if process.popen.poll() is not None and not self._stopped:
-                self.registry.update(process.instance.name, healthy=False)
-                raise ServerStartupError(process.exit_report())
+        """Raise ServerStartupError when a server has no live replica left; a replica that dies while
+        a sibling lives is reported once and marked unhealthy in the registry, and the stack goes on
+        (a collection in progress loses only the rollouts that were on it, which it retries)."""
+        if self._stopped:
+            return
+        for process in list(self.processes):
+            if process.popen.poll() is not None:
+                self._replica_died(process, process.exit_report())
+
+    def _replica_died(self, process: ServerProcess, report: str) -> None:
+        slot = process.slot
+        self.registry.update(slot.instance.name, slot.replica, healthy=False)
+        self.processes.remove(process)
+        siblings = [other for other in self.processes if other.slot.instance.name == slot.instance.name]
+        if not siblings:
+            raise ServerStartupError(report)
+        self.lost.append(slot.label)
+        self.log(
+            f"replica {slot.replica} of server {slot.instance.name!r} is gone; {len(siblings)} of "
+            f"{slot.instance.num_replicas} replicas remain and take its new rollouts. {report}"
+        )
 
     def table(self) -> str:
         rows = [("NAME", "TYPE", "IMPLEMENTATION", "URL", "PID")]
@@ -255,44 +302,115 @@ class Stack:
         for process in self.processes:
             instance = process.instance
             rows.append(
-                (instance.name, instance.server_type, instance.implementation, instance.url, str(process.popen.pid))
+                (
+                    process.slot.label,
+                    instance.server_type,
+                    instance.implementation,
+                    process.slot.url,
+                    str(process.popen.pid),
+                )
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+        return format_table(rows)
 
     def stop(self) -> None:
         """Stop every child (SIGTERM to its process group, SIGKILL after the grace period) and the head."""
         if self._stopped:
             return
         self._stopped = True
-        descendants: list[psutil.Process] = []
-        for process in self.processes:
-            process.muted = True
-            try:
-                descendants.extend(psutil.Process(process.popen.pid).children(recursive=True))
-            except psutil.Error:
-                pass
-            _signal_group(process.popen, signal.SIGTERM)
-        deadline = time.monotonic() + self.options.stop_timeout_s
-        for process in self.processes:
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                process.popen.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                self.log(
-                    f"server {process.instance.name!r} did not stop within {self.options.stop_timeout_s:g} s; killed it"
-                )
-                _signal_group(process.popen, signal.SIGKILL)
-                process.popen.wait(timeout=5)
-            _signal_group(process.popen, signal.SIGKILL)  # anything the child left in its group
-            os.close(process.lifeline)
-        for child in descendants:
-            try:
-                child.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(descendants, timeout=2)
+        stop_server_processes(self.processes, self.options.stop_timeout_s, self.log)
         self.head.stop()
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def start_server_process(
+    slot: ReplicaSlot,
+    bootstrap: ServerBootstrap,
+    project_root: pathlib.Path,
+    echo: IO[str] | None,
+    extra_env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """Spawn one replica: `python <entrypoint>` in its folder, its bootstrap written on its own pipe.
+    Used here and, on each node, by the Ray backend's actors."""
+    instance = slot.instance
+    entrypoint = instance.directory / instance.entrypoint
+    child_end, our_end = os.pipe()
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    env[INSTANCE_NAME_ENV] = instance.name
+    env[LAUNCHER_FD_ENV] = str(child_end)
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
+    # PR_SET_PDEATHSIG fires when the forking *thread* exits: ask for it only from the main thread.
+    env[PARENT_DEATH_SIGNAL_ENV] = "1" if threading.current_thread() is threading.main_thread() else "0"
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(instance.directory), str(project_root), env.get("PYTHONPATH", "")) if p
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    try:
+        popen = subprocess.Popen(
+            [sys.executable, str(entrypoint)],
+            cwd=instance.directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(child_end,),
+        )
+    except BaseException:
+        os.close(our_end)
+        raise
+    finally:
+        os.close(child_end)
+    # A thread writes, so a config larger than the pipe buffer never blocks the spawning of the others.
+    payload = bootstrap.model_dump_json().encode() + b"\n"
+    threading.Thread(target=_write_all, args=(our_end, payload), daemon=True, name=f"bootstrap-{slot.label}").start()
+    return ServerProcess(slot, popen, echo, our_end)
+
+
+def stop_server_processes(processes: list[ServerProcess], timeout_s: float, log: Callable[[str], None]) -> None:
+    """SIGTERM every process group, SIGKILL what is left after `timeout_s`, then any stray descendants."""
+    descendants: list[psutil.Process] = []
+    for process in processes:
+        process.muted = True
+        try:
+            descendants.extend(psutil.Process(process.popen.pid).children(recursive=True))
+        except psutil.Error:
+            pass
+        _signal_group(process.popen, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        remaining = max(0.0, deadline - time.monotonic())
+        try:
+            process.popen.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            log(f"server {process.slot.label!r} did not stop within {timeout_s:g} s; killed it")
+            _signal_group(process.popen, signal.SIGKILL)
+            process.popen.wait(timeout=5)
+        _signal_group(process.popen, signal.SIGKILL)  # anything the child left in its group
+        try:
+            os.close(process.lifeline)
+        except OSError:
+            pass
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(descendants, timeout=2)
+
+
+def _free_port(host: str, taken: set[int]) -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in taken:
+            return port
+    raise ConfigError(f"could not find a free port on {host}")
 
 
 def _signal_group(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:

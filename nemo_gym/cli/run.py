@@ -17,11 +17,17 @@ from nemo_gym.launcher import LaunchOptions, Stack
 
 class RunConfig(BaseModel):
     """Start the head server plus one process per server instance in the merged config, print where
-    each one listens, and supervise them until Ctrl+C (or SIGTERM). A server that dies stops the stack."""
+    each one listens, and supervise them until Ctrl+C (or SIGTERM). A server that dies stops the stack,
+    unless it is one of several replicas and a sibling lives on (then it is reported and the rest go on)."""
 
     config_paths: list[str] = Field(description="YAML config files to merge (later ones win).")
     startup_timeout_s: float = Field(60.0, description="Seconds every server gets to answer /health.")
     stop_timeout_s: float = Field(5.0, description="Seconds a server gets to exit after SIGTERM before SIGKILL.")
+    ray_address: str | None = Field(
+        None,
+        description="Run every server on this Ray cluster instead of as local processes: `auto` (the cluster "
+        "this machine belongs to) or host:port of its head. Needs the `ray` extra.",
+    )
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -34,13 +40,19 @@ def serve(argv: list[str]) -> int:
     config.require_servers()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     options = LaunchOptions(startup_timeout_s=params.startup_timeout_s, stop_timeout_s=params.stop_timeout_s)
-    stack = Stack(config, options)
+    stack: Stack
+    if params.ray_address is not None:
+        from nemo_gym.launcher_ray import RayStack  # imports Ray: only when a cluster is asked for
+
+        stack = RayStack(config, params.ray_address, options)
+    else:
+        stack = Stack(config, options)
     # Outside the try: a start that fails (a busy port, a server that will not come up) has already
     # stopped what it started, and stopping a stack that never started would raise a second error.
     stack.start()
     try:
         print(
-            f"All {len(stack.processes)} servers are up ({stack.startup_s:.1f} s). Head server: {stack.head_url}",
+            f"All {stack.server_count} servers are up ({stack.startup_s:.1f} s). Head server: {stack.head_url}",
             flush=True,
         )
         print(stack.table(), flush=True)

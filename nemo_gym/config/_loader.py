@@ -227,6 +227,7 @@ def _find_servers(raw: DictConfig, root: pathlib.Path) -> tuple[list[ServerInsta
         servers, assign_addresses(servers, raw, default_host, head_host, head_port), strict=True
     ):
         assert server.inner is not None
+        where = f"{server.name}.{server.server_type}.{server.implementation}"
         server.inner.host = host
         server.inner.port = port
         instances.append(
@@ -238,6 +239,9 @@ def _find_servers(raw: DictConfig, root: pathlib.Path) -> tuple[list[ServerInsta
                 host=host,
                 port=port,
                 directory=root / server.server_type / server.implementation,
+                # Both checked by `validate` above; absent (None) means the defaults.
+                num_replicas=resolved(server.inner, "num_replicas", f"{where}.num_replicas") or 1,
+                ray_resources=resolved(server.inner, "ray_resources", f"{where}.ray_resources") or {},
             )
         )
     return instances, head_host, head_port

@@ -71,6 +71,10 @@ class ServerInstance(pydantic.BaseModel, frozen=True):
     host: str
     port: int
     directory: pathlib.Path
+    num_replicas: int = 1
+    """Copies to start under this one name (`num_replicas` in the server's block)."""
+    ray_resources: dict[str, float] = pydantic.Field(default_factory=dict)
+    """What one replica asks of a Ray cluster (`ray_resources` in the server's block)."""
 
     @property
     def url(self) -> str:

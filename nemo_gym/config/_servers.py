@@ -99,11 +99,29 @@ def validate(candidate: Candidate) -> None:
         if port not in (None, "") and as_port(port) is None:
             problems.append(f"`port` must be an integer in 0-65535, got {port!r}")
 
+    if "num_replicas" in inner:
+        replicas = resolved(inner, "num_replicas", f"{prefix}.num_replicas")
+        if replicas is not None and (not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1):
+            problems.append(f"`num_replicas` must be an integer >= 1, got {replicas!r}")
+    if "ray_resources" in inner:
+        _validate_ray_resources(resolved(inner, "ray_resources", f"{prefix}.ray_resources"), problems)
+
     if "datasets" in inner and not is_missing(inner, "datasets"):
         _validate_datasets(resolved(inner, "datasets", f"{prefix}.datasets"), problems)
 
 
 _DATASET_TYPES = ("train", "validation", "example")
+
+
+def _validate_ray_resources(resources: Any, problems: list[str]) -> None:
+    if resources is None:
+        return
+    if not isinstance(resources, dict):
+        problems.append(f"`ray_resources` must be a mapping of Ray resource names to amounts, got {resources!r}")
+        return
+    for key, amount in resources.items():
+        if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+            problems.append(f"`ray_resources.{key}` must be a number >= 0, got {amount!r}")
 
 
 def _validate_datasets(datasets: Any, problems: list[str]) -> None:

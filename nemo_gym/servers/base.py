@@ -102,6 +102,14 @@ class BaseServerConfig(BaseModel):
     request_body_timeout_s: float = Field(DEFAULT_REQUEST_BODY_TIMEOUT_S, gt=0)
     """Time a client has to send a request's body once the headers are in (60 s: 64 MiB at about
     1 MB/s); then 408 and the connection is closed."""
+    num_replicas: int = Field(1, ge=1)
+    """Copies of this server that ng_run starts under its one name (read by the launcher; a server
+    sees it only for its own information). Clients spread rollouts over them and keep each rollout
+    on one copy. On a Ray cluster the copies go to distinct nodes where there are enough."""
+    ray_resources: dict[str, float] = Field(default_factory=dict)
+    """What one replica needs from a Ray cluster (`ng_run +ray_address=...`), in Ray's resource
+    names: `num_cpus`, `num_gpus`, `memory` (bytes) or a custom resource (`{my_node_tag: 1}`).
+    Ignored without Ray."""
 
 
 def _json_default(value: Any) -> Any:
@@ -372,8 +380,7 @@ class SimpleServer(BaseModel):
     @classmethod
     def from_bootstrap(cls, bootstrap: ServerBootstrap) -> SimpleServer:
         config = cls.checked_config(bootstrap)
-        registry = {info.name: info for info in bootstrap.registry}
-        return cls(config=config, server_client=ServerClient(bootstrap.head_url, registry=registry))
+        return cls(config=config, server_client=ServerClient(bootstrap.head_url, registry=bootstrap.registry))
 
     @classmethod
     def checked_config(cls, bootstrap: ServerBootstrap) -> BaseServerConfig:

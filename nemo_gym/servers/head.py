@@ -17,19 +17,24 @@ from nemo_gym.servers.base import new_app
 
 
 class Registry:
-    """Thread-safe list of `ServerInfo`, updated by the launcher, read by the head server."""
+    """Thread-safe list of `ServerInfo` (one row per replica), updated by the launcher, read by the head server."""
 
     def __init__(self, servers: list[ServerInfo]):
         self._lock = threading.Lock()
-        self._servers = {server.name: server for server in servers}
+        self._servers = {(server.name, server.replica): server for server in servers}
 
     def rows(self) -> list[ServerInfo]:
         with self._lock:
             return list(self._servers.values())
 
-    def update(self, name: str, **changes: Any) -> None:
+    def update(self, name: str, replica: int = 0, **changes: Any) -> None:
         with self._lock:
-            self._servers[name] = self._servers[name].model_copy(update=changes)
+            self._servers[(name, replica)] = self._servers[(name, replica)].model_copy(update=changes)
+
+    def put(self, row: ServerInfo) -> None:
+        """Add or replace a row (the Ray backend registers each replica once it knows its node's address)."""
+        with self._lock:
+            self._servers[(row.name, row.replica)] = row
 
 
 def build_head_app(registry: Registry) -> FastAPI:

@@ -27,6 +27,9 @@ LAUNCHER_FD_ENV = "NEMO_GYM_LAUNCHER_FD"
 LAUNCHER_PID_ENV = "NEMO_GYM_LAUNCHER_PID"
 PARENT_DEATH_SIGNAL_ENV = "NEMO_GYM_PARENT_DEATH_SIGNAL"
 """Set to "1" by a launcher that spawned from its main thread: arm PR_SET_PDEATHSIG."""
+RAY_ADDRESS_ENV = "NEMO_GYM_RAY_ADDRESS"
+"""Set only for a server that runs on a Ray cluster (`ng_run +ray_address=...`): the cluster's address
+(its GCS host:port, not a secret), for a server that fans work out to the cluster."""
 
 STOP_GRACE_S = 10.0
 """After the launcher is gone, the time a server gets to shut down before its process group is killed."""

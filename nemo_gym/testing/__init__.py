@@ -9,6 +9,8 @@
 * `NgRunProcess` runs `ng_run` as a real subprocess and waits until its servers are up.
 * `ThreadedServer` serves one FastAPI app in-process on a free loopback port; `registry_client`
   gives a server a `ServerClient` that knows other servers without a head server.
+* `LocalRayCluster` runs a Ray cluster of several nodes on loopback in its own process (tests of
+  `ng_run +ray_address=...`); it needs the `ray` extra.
 * The `serve` pytest fixture lives in `nemo_gym.testing.fixtures` (pytest is a dev dependency, so it
   is not imported here); add `pytest_plugins = ["nemo_gym.testing.fixtures"]` to a conftest.py.
 """
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
+    from nemo_gym.testing.local_ray_cluster import LocalRayCluster
     from nemo_gym.testing.ng_run_process import NgRunProcess
     from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn, tool_then_answer
     from nemo_gym.testing.scripted_vllm import ScriptedVLLM
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 # Exports load on first use: `python -m nemo_gym.testing.scripted_openai` (the upstream process of tests and
 # benchmarks) imports this package first, and an eager import here would load that module twice (runpy warns).
 _HOME = {
+    "LocalRayCluster": "nemo_gym.testing.local_ray_cluster",
     "NgRunProcess": "nemo_gym.testing.ng_run_process",
     "ScriptedOpenAI": "nemo_gym.testing.scripted_openai",
     "ScriptedVLLM": "nemo_gym.testing.scripted_vllm",
@@ -48,6 +52,7 @@ def __getattr__(name: str) -> typing.Any:
 
 
 __all__ = [
+    "LocalRayCluster",
     "NgRunProcess",
     "ScriptedOpenAI",
     "ScriptedVLLM",
