@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector, RolloutOutcome
+from nemo_gym.rollouts.groups import GroupSummary, GroupTally, groups_path, write_groups
 from nemo_gym.rollouts.job_identity import (
     JobIdentity,
     check_same_job,
@@ -38,7 +39,6 @@ from nemo_gym.rollouts.job_identity import (
     scan_for_resume,
     write_job_record,
 )
-from nemo_gym.rollouts.groups import GroupSummary, GroupTally, groups_path, write_groups
 from nemo_gym.rollouts.metrics import aggregate_rollouts
 from nemo_gym.rollouts.output_lock import OutputLock
 from nemo_gym.rollouts.quality import QualityReport, build_quality_report, quality_report_path, write_quality_report

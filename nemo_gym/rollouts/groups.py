@@ -90,7 +90,11 @@ class GroupTally:
         return task, rollout
 
     def add_row(self, row: Mapping[str, Any]) -> None:
-        key = self._key(row)
+        self.add_pair(row.get("_ng_task_index"), row.get("_ng_rollout_index"))
+
+    def add_pair(self, task_index: Any, rollout_index: Any) -> None:
+        """A row for (task, rollout), for readers that keep the pair and not the row (the viewer's index)."""
+        key = self._key({"_ng_task_index": task_index, "_ng_rollout_index": rollout_index})
         if key is None:
             self.unowned_rows += 1
             return
