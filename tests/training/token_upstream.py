@@ -47,7 +47,7 @@ class TokenUpstream:
         self.fail_next: dict[str, int] = {}
         self.calls_by_word: dict[str, int] = {}
         self._body: dict[str, Any] | None = None
-        self.server = ScriptedOpenAI(script=self._script, mangle=self._attach_tokens)
+        self.server = ScriptedOpenAI(script=self._script, mangle=self.attach_tokens)
 
     @property
     def url(self) -> str:
@@ -61,11 +61,11 @@ class TokenUpstream:
                 if left > 0:
                     self.fail_next[word] = left - 1
                     raise RuntimeError(FAILURE_MARKER)  # aiohttp answers 500
-        # `_attach_tokens` runs right after this, in the same handler with no await between: it is this body's.
+        # `attach_tokens` runs right after this, in the same handler with no await between: it is this body's.
         self._body = body
         return tool_then_answer(body)
 
-    def _attach_tokens(self, answer: dict[str, Any]) -> dict[str, Any]:
+    def attach_tokens(self, answer: dict[str, Any]) -> dict[str, Any]:
         assert self._body is not None
         prompt = list(render(self._body.get("input") or []))
         generation = list(render(answer["output"]))
