@@ -93,8 +93,8 @@ async def collect_group_runs(
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     convert = FORMATS[format]
-    groups = []
-    jobs = []
+    groups: list[Group] = []
+    jobs: list[RolloutJob] = []
     for position, (task, size) in enumerate(runs):
         if size < 1:
             raise ValueError(f"group {position} asks for {size} rollouts; at least 1")
