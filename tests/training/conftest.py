@@ -58,5 +58,7 @@ def training_stack():
 @pytest.fixture
 def stack(training_stack):
     training_stack.upstream.fail_next.clear()
+    training_stack.upstream.context_full_after_tool.clear()
     yield training_stack
     training_stack.upstream.fail_next.clear()
+    training_stack.upstream.context_full_after_tool.clear()

@@ -10,6 +10,7 @@ import pytest
 
 from nemo_gym.errors import IncompleteGroupsError, InputDataError, TrainingDataError
 from nemo_gym.rollouts import CollectionPolicy
+from nemo_gym.rollouts.quality import is_cut_off
 from nemo_gym.training import (
     NemoGymRolloutFunc,
     collect_groups,
@@ -145,3 +146,16 @@ def test_trl_rollout_func_raises_when_a_group_cannot_be_completed(stack):
     rollout_func = NemoGymRolloutFunc(stack.head_url, stack.agent, tasks, policy=FAST_RETRY)
     with pytest.raises(IncompleteGroupsError, match="Hanoi"):
         rollout_func([trl_dataset(tasks)[0]["prompt"]] * 2, StandInTrainer(num_generations=2))
+
+
+def test_a_full_context_reaches_the_row_as_context_limit_and_is_cut_off(stack):
+    stack.upstream.context_full_after_tool.add("Lima")
+    [group] = collect_groups_sync(stack.head_url, stack.agent, [weather_task("Lima")], 1, format="trl")
+    [row] = group.rows
+    assert row["episode_end"] == "context_limit"
+    assert row["response"]["incomplete_details"] == {"reason": "context_limit"}
+    [record] = group.records  # the empty last turn adds nothing: the sequence ends after the tool call
+    assert bytes(record["prompt_ids"] + record["completion_ids"]) == render(
+        row["responses_create_params"]["input"]
+    ) + render(row["response"]["output"][:1])
+    assert is_cut_off(row)

@@ -45,6 +45,9 @@ class TokenUpstream:
 
     def __init__(self) -> None:
         self.fail_next: dict[str, int] = {}
+        self.context_full_after_tool: set[str] = set()
+        """Words whose task's second call finds the context full: answered the way vllm_model answers a
+        context-length 400 (an empty, incomplete turn with an empty bundle and reason context_limit)."""
         self.calls_by_word: dict[str, int] = {}
         self._body: dict[str, Any] | None = None
         self.server = ScriptedOpenAI(script=self._script, mangle=self.attach_tokens)
@@ -67,6 +70,13 @@ class TokenUpstream:
 
     def attach_tokens(self, answer: dict[str, Any]) -> dict[str, Any]:
         assert self._body is not None
+        text = user_text(self._body)
+        has_tool_result = any(item.get("type") == "function_call_output" for item in self._body.get("input") or [])
+        if has_tool_result and any(word in text for word in self.context_full_after_tool):
+            message = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": ""}]}
+            message |= {"prompt_token_ids": [], "generation_token_ids": [], "generation_log_probs": []}
+            answer |= {"output": [message], "status": "incomplete", "incomplete_details": {"reason": "context_limit"}}
+            return answer
         prompt = list(render(self._body.get("input") or []))
         generation = list(render(answer["output"]))
         answer["output"][-1].update(
