@@ -29,6 +29,8 @@ from nemo_gym.errors import InputError, InvalidResponseError
 JSONDict = dict[str, Any]
 
 TOKEN_ID_KEYS = ("prompt_token_ids", "generation_token_ids", "generation_log_probs")
+CONTEXT_LIMIT_REASON = "context_limit"
+"""`incomplete_details.reason` of a turn that could not generate because the prompt filled the context."""
 
 _THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
@@ -324,9 +326,7 @@ def chat_completion_to_response(
     if include_token_ids:
         output[-1].update(_completion_token_ids(completion, choice))
 
-    incomplete_reason = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(
-        choice.get("finish_reason")
-    )
+    incomplete_reason = incomplete_reason_of(choice.get("finish_reason"), completion.get("usage"))
     return {
         "id": new_id("resp"),
         "object": "response",
@@ -346,6 +346,20 @@ def chat_completion_to_response(
         "instructions": request_params.get("instructions"),
         "metadata": request_params.get("metadata"),
     }
+
+
+def incomplete_reason_of(finish_reason: Any, usage: Any) -> str | None:
+    """The Responses `incomplete_details.reason` for a chat finish reason.
+
+    "length" with zero completion tokens is the context limit, not the output-token limit: no server
+    accepts max_tokens < 1, so nothing generated means the prompt left no room (llama.cpp's
+    exceed_context_size_error and `empty_incomplete_completion` both end up here). Trainers treat
+    the two differently, so they get different names ("context_limit" is ours; OpenAI has none).
+    """
+    if finish_reason == "length":
+        generated = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        return CONTEXT_LIMIT_REASON if generated == 0 else "max_output_tokens"
+    return "content_filter" if finish_reason == "content_filter" else None
 
 
 def _default(value: Any, default: Any) -> Any:

@@ -20,6 +20,7 @@ The tree, grouped by what the caller can do about it:
     │   ├── OutputLockedError           another collector is writing the same output file (names its PID)
     │   ├── JobMismatchError            a resume whose job (input, limit, repeats, ...) differs from the file's
     │   ├── UnknownServerError          a server name (e.g. agent_name) that the head server does not know
+    │   ├── TrainingDataError           rollouts that cannot take a trainer's shape (no token ids, a broken prefix)
     │   └── RequestTooLargeError        a request body over the server's `max_request_body_bytes` (HTTP 413)
     ├── TransportError              the network let us down; worth retrying
     │   ├── ServerUnreachableError      connection refused (`connect_failed`) / reset / DNS
@@ -28,6 +29,7 @@ The tree, grouped by what the caller can do about it:
     ├── HTTPStatusError             a server answered with an error status (carries status_code, body)
     ├── InvalidResponseError        a server answered 2xx with a body we cannot use (names the field)
     ├── RolloutFailedError          one rollout failed after its retry budget
+    │   └── IncompleteGroupsError       a GRPO group lost a member after every attempt (names the tasks)
     ├── ServerStartupError          a server process died or never became healthy
     ├── ClusterUnreachableError     `ray_address` names no Ray cluster we can reach
     ├── ServerGoneError             a server stopped answering mid-collection (circuit breaker tripped)
@@ -132,6 +134,11 @@ class UnknownServerError(InputError):
     """A server instance name that is not running / not configured."""
 
 
+class TrainingDataError(InputError):
+    """Rollout rows cannot be put in a trainer's shape: no token ids (the model server was not asked for
+    them), a partial bundle, or turns that break the prefix invariant. The message names the rollout."""
+
+
 class RequestTooLargeError(InputError):
     """A request body is larger than the receiving server accepts."""
 
@@ -185,6 +192,16 @@ class InvalidResponseError(NemoGymError):
 
 class RolloutFailedError(NemoGymError):
     """A rollout failed after exhausting its attempts."""
+
+
+class IncompleteGroupsError(RolloutFailedError):
+    """In-process group collection (`nemo_gym.training.collect_groups`): some groups lost a member after
+    every attempt. `groups` holds every group of the batch, complete or not, so a caller can still use
+    the complete ones."""
+
+    def __init__(self, message: str, *, groups: list):  # type: ignore[type-arg]
+        self.groups = groups
+        super().__init__(message)
 
 
 class ServerStartupError(NemoGymError):

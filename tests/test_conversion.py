@@ -575,10 +575,22 @@ def test_empty_incomplete_completion_ends_the_episode_cleanly():
             empty_incomplete_completion(), request_params={"input": "q"}, model="m", include_token_ids=include_token_ids
         )
         assert response["status"] == "incomplete"
-        assert response["incomplete_details"] == {"reason": "max_output_tokens"}
+        assert response["incomplete_details"] == {"reason": "context_limit"}
         assert [item["content"] for item in response["output"]] == [
             [{"type": "output_text", "text": "", "annotations": []}]
         ]
+
+
+def test_length_with_tokens_is_the_output_limit_and_without_is_the_context_limit():
+    def finished(completion_tokens: int | None) -> dict:
+        usage = None if completion_tokens is None else {"prompt_tokens": 9, "completion_tokens": completion_tokens}
+        chat = {"choices": [{"message": {"role": "assistant", "content": "x"}, "finish_reason": "length"}]}
+        return chat_completion_to_response(chat | {"usage": usage}, request_params={"input": "q"}, model="m")
+
+    assert finished(5)["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert finished(0)["incomplete_details"] == {"reason": "context_limit"}
+    # Without usage nothing says the context was full: the long-standing reading stays.
+    assert finished(None)["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
 # --- round trip ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The collection engine: streaming input, bounded concurrency, resume, failures, metrics.
+"""The collection engine: streaming input, bounded concurrency, resume, failures, metrics, GRPO groups.
 
 Durable collection into a file (what `ng_collect_rollouts` calls: lock, job identity, resume, side files)::
 
@@ -28,6 +28,7 @@ from nemo_gym.rollouts.file_collection import (
     OpenedOutput,
     collect_to_file,
 )
+from nemo_gym.rollouts.groups import GroupStatus, GroupSummary, GroupTally, groups_path, read_groups
 from nemo_gym.rollouts.job_identity import InputFingerprint, JobIdentity
 from nemo_gym.rollouts.metrics import RunningStats, aggregate_rollouts, format_key_metrics, pass_at_k
 from nemo_gym.rollouts.output_lock import OutputLock
@@ -42,6 +43,9 @@ __all__ = [
     "CollectionReport",
     "CollectionSpec",
     "FileCollection",
+    "GroupStatus",
+    "GroupSummary",
+    "GroupTally",
     "InputFingerprint",
     "JobIdentity",
     "OpenedOutput",
@@ -58,8 +62,10 @@ __all__ = [
     "collect_to_file",
     "expand_jobs",
     "format_key_metrics",
+    "groups_path",
     "iter_tasks",
     "jobs_from_rows",
     "pass_at_k",
+    "read_groups",
     "scan_tasks",
 ]

@@ -15,7 +15,7 @@ check (resume) or record (new, overwrite) the job identity, then open the files 
 `run()` streams the missing pairs through a `RolloutCollector`, writes each row or failure as it
 finishes (secrets scrubbed from failure messages), and ends with `finish()`, which computes the
 metrics from the rows file: the one place the end of a collection happens, so end-of-run reports
-hook in there.
+(metrics, the quality report, the GRPO groups file `<stem>_groups.jsonl`) hook in there.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector, RolloutOutcome
+from nemo_gym.rollouts.groups import GroupSummary, GroupTally, groups_path, write_groups
 from nemo_gym.rollouts.job_identity import (
     JobIdentity,
     check_same_job,
@@ -89,6 +90,9 @@ class CollectionReport:
     quality: QualityReport | None = None
     """The quality report (`nemo_gym.rollouts.quality`), also written to `quality_path`."""
     quality_path: Path | None = None
+    groups: GroupSummary | None = None
+    """Complete and incomplete GRPO groups (`nemo_gym.rollouts.groups`); one line per group in `groups_path`."""
+    groups_path: Path | None = None
 
     @property
     def missing(self) -> int:
@@ -263,6 +267,16 @@ class FileCollection:
             self.store.path, self.store.failures_path, num_tasks=num_tasks, num_repeats=repeats
         )
         quality_path = write_quality_report(quality, quality_report_path(self.store.path))
+        # Rewritten at the end of every run (a resume included), so it always describes the files as they are.
+        tally = GroupTally(repeats).add_rows(iter_rows(self.store.path))
+        if self.store.failures_path.exists():
+            for record in iter_rows(self.store.failures_path):
+                tally.add_failure(record)
+        groups_file = groups_path(self.store.path)
+        try:
+            write_groups(tally, groups_file, num_tasks)
+        except OSError as error:
+            raise write_error(groups_file, error) from None
         return CollectionReport(
             self.store.path,
             self.store.failures_path,
@@ -275,6 +289,8 @@ class FileCollection:
             wall_time_s,
             quality,
             quality_path,
+            tally.summary(num_tasks),
+            groups_file,
         )
 
 

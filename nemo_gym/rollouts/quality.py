@@ -10,6 +10,7 @@ Checks (ids are stable; each has a status "ok", "warn", "fail" or "skipped"):
     failed_rollouts         rollouts in the failures file, grouped by the innermost error
     tasks_all_failed        tasks that have failures and not a single row
     missing_rollouts        (task, rollout) pairs the run owed and has no row for
+    incomplete_groups       GRPO groups (a task's num_repeats rollouts) lacking a member (see `groups`)
     duplicate_rows          two rows for one (task, rollout) pair
     missing_reward          rows without a finite numeric reward
     reward_out_of_range     rewards outside [0, 1]
@@ -17,6 +18,7 @@ Checks (ids are stable; each has a status "ok", "warn", "fail" or "skipped"):
     empty_final_answer      rows whose episode does not end in assistant text
     cut_off_max_steps       episodes stopped by the agent's max_steps
     cut_off_token_limit     episodes stopped by the model's output-token limit
+    cut_off_context_limit   episodes stopped because the conversation filled the model's context
     cut_off_deadline        episodes stopped by a deadline
     tool_errors             tool outputs that are an error (rate over all tool outputs)
     tools_never_called      rows whose task offered tools and the model called none
@@ -24,9 +26,11 @@ Checks (ids are stable; each has a status "ok", "warn", "fail" or "skipped"):
     constant_reward_tasks   tasks whose rollouts all got the same reward (no GRPO signal)
 
 How an episode ended comes from the row's `episode_end` ("completed", "max_steps",
-"max_output_tokens", "deadline") when the agent wrote one; otherwise it is inferred: a response
-with status "incomplete" hit the token limit, and a response whose last item is a tool output
-was stopped before the model could read it (max_steps).
+"max_output_tokens", "context_limit", "deadline") when the agent wrote one; otherwise it is inferred:
+a response with status "incomplete" hit the limit its `incomplete_details.reason` names (the
+output-token limit when it names none), and a response whose last item is a tool output was
+stopped before the model could read it (max_steps). Anything but "completed" is cut off
+(`is_cut_off`): the export's drop_cut_off and the viewer use the same reading.
 
 A failure's message nests the error of each server on the path (`.../run answered HTTP 502:
 {"error": {... ".../v1/responses answered HTTP 502: {"error": ...}"}}`); `root_cause` unwraps
@@ -46,6 +50,7 @@ from typing import Any, Literal, TextIO
 import orjson
 from pydantic import BaseModel, Field, computed_field
 
+from nemo_gym.rollouts.groups import GROUP_SIZE_FIELD, GroupTally
 from nemo_gym.rollouts.metrics import RunningStats
 from nemo_gym.rollouts.store import sidecar
 
@@ -55,6 +60,7 @@ __all__ = [
     "QualityReport",
     "build_quality_report",
     "episode_end",
+    "is_cut_off",
     "format_quality_summary",
     "quality_report_path",
     "report_collection_quality",
@@ -153,6 +159,11 @@ def episode_end(row: Mapping[str, Any]) -> str:
     ):
         return "max_steps"  # the agent stopped with a tool result the model never saw
     return "completed"
+
+
+def is_cut_off(row: Mapping[str, Any]) -> bool:
+    """The episode did not end on its own (max_steps, an output-token or context limit, a deadline)."""
+    return episode_end(row) != "completed"
 
 
 def final_answer_text(output: list[Any]) -> str:
@@ -281,6 +292,7 @@ class QualityAccumulator:
         self.failed_tasks: set[int] = set()
         self.failure_types: dict[str, Counter[str]] = {}
         self.failure_status: dict[str, int | None] = {}
+        self.groups: GroupTally | None = GroupTally(num_repeats) if num_repeats else None
 
     def add_unreadable(self, line_number: int) -> None:
         self.flags["unreadable_rows"].add(None, None, line=line_number)
@@ -290,6 +302,12 @@ class QualityAccumulator:
         task, rollout = row.get("_ng_task_index"), row.get("_ng_rollout_index")
         flag = self.flags
 
+        if self.groups is None:
+            stamped = row.get(GROUP_SIZE_FIELD)
+            if isinstance(stamped, int) and not isinstance(stamped, bool) and stamped >= 1:
+                self.groups = GroupTally(stamped)  # no num_repeats given: the rows say their group size
+        if self.groups is not None:
+            self.groups.add_row(row)
         if isinstance(task, int) and isinstance(rollout, int) and 0 <= rollout < MAX_ROLLOUT_INDEX:
             mask = self.seen.get(task, 0)
             if mask >> rollout & 1:
@@ -317,6 +335,7 @@ class QualityAccumulator:
         cut_off = {
             "max_steps": "cut_off_max_steps",
             "max_output_tokens": "cut_off_token_limit",
+            "context_limit": "cut_off_context_limit",
             "deadline": "cut_off_deadline",
         }.get(end)
         if cut_off:
@@ -352,6 +371,8 @@ class QualityAccumulator:
         task = record.get("_ng_task_index")
         if isinstance(task, int):
             self.failed_tasks.add(task)
+        if self.groups is not None:
+            self.groups.add_failure(record)
         status = record.get("status_code")
         error_type, message, status = root_cause(
             str(record.get("error_type") or "UnknownError"),
@@ -483,6 +504,20 @@ class QualityAccumulator:
             )
         else:
             add("missing_rollouts", "skipped", 0, 0, "the number of tasks and repeats was not given")
+        if self.groups is not None:
+            summary = self.groups.summary(self.num_tasks)
+            add(
+                "incomplete_groups",
+                "warn" if summary.incomplete else "ok",
+                summary.incomplete,
+                summary.num_groups,
+                f"{summary.incomplete} of {summary.num_groups} GRPO groups ({summary.group_size} rollouts of a task) "
+                f"lack a member, {summary.with_failed_members} of them a failed one; their baselines would be wrong",
+                "re-run with +resume=true to retry the missing members, or export with +drop_incomplete_groups=true",
+                [RolloutRef(task_index=task, rollout_index=None) for task in summary.incomplete_examples],
+            )
+        else:
+            add("incomplete_groups", "skipped", 0, 0, "the group size (num_repeats) is not known")
         from_flag(
             "duplicate_rows",
             rows,
@@ -505,6 +540,12 @@ class QualityAccumulator:
             rows,
             "episodes hit the output-token limit",
             hint="raise responses_create_params.max_output_tokens",
+        )
+        from_flag(
+            "cut_off_context_limit",
+            rows,
+            "episodes filled the model's context",
+            hint="raise the model server's context length, or lower the agent's max_steps",
         )
         from_flag("cut_off_deadline", rows, "episodes were stopped by a deadline")
         from_flag(
@@ -546,6 +587,7 @@ _ROW_CHECKS = (
     "empty_final_answer",
     "cut_off_max_steps",
     "cut_off_token_limit",
+    "cut_off_context_limit",
     "cut_off_deadline",
     "tool_errors",
     "tools_never_called",

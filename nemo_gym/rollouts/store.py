@@ -6,6 +6,7 @@ Files for an output path `results/run.jsonl`:
   * `results/run_materialized_inputs.jsonl`   exactly what was sent for each (task, rollout), once per pair
   * `results/run_aggregate_metrics.json`      metrics computed from the rows file
   * `results/run_job.json`                    the job that owns these files (see `job_identity`)
+  * `results/run_groups.jsonl`                which GRPO groups are complete, one line per task (see `groups`)
   * `results/run.jsonl.lock`                  held while a collector writes them (see `output_lock`)
 
 An existing output file is never silently overwritten or appended to: `mode="new"` refuses,

@@ -19,6 +19,8 @@ import orjson
 from nemo_gym.errors import InputDataError
 
 JSONDict = dict[str, Any]
+GROUP_SIZE_FIELD = "_ng_group_size"
+"""Stamped on every row, failure and materialized input: the rollouts its task owes (see `groups`)."""
 
 
 @dataclass(slots=True)
@@ -28,6 +30,8 @@ class RolloutJob:
     task_index: int
     rollout_index: int
     row: JSONDict
+    group_size: int = 1
+    """Rollouts its task owes (num_repeats): the GRPO group this pair belongs to (see `groups`)."""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -38,6 +42,9 @@ class RolloutJob:
         The one place those keys are written, so rows, failures and inputs always agree on them."""
         record["_ng_task_index"] = self.task_index
         record["_ng_rollout_index"] = self.rollout_index
+        # A row names its group's size, so a rows file copied away from its `_job.json` still says which
+        # groups are whole.
+        record[GROUP_SIZE_FIELD] = self.group_size
         return record
 
 
@@ -141,7 +148,7 @@ def expand_jobs(
         materialized = apply_overrides(row, overrides)
         for rollout_index in range(num_repeats):
             if (task_index, rollout_index) not in skip:
-                yield RolloutJob(task_index, rollout_index, materialized)
+                yield RolloutJob(task_index, rollout_index, materialized, num_repeats)
 
 
 def jobs_from_rows(

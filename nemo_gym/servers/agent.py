@@ -30,13 +30,15 @@ class ResourcesServerRef(ServerRef):
     type: str = "resources_servers"
 
 
-EpisodeEnd = Literal["completed", "max_steps", "max_output_tokens", "deadline"]
+EpisodeEnd = Literal["completed", "max_steps", "max_output_tokens", "context_limit", "deadline"]
 """How an episode ended, written to the `/run` row as `episode_end` (read by the viewer, the quality
 report and the training export under exactly these names):
   * "completed": the model answered without calling a tool (or stopped for a reason other than
     the output-token limit, which its `incomplete_details` then names);
   * "max_steps": cut off after `max_steps` model calls while the model was still calling tools;
   * "max_output_tokens": the last model response was incomplete because of the output-token limit;
+  * "context_limit": the conversation no longer fit the model's context, so the last call generated
+    nothing (its `incomplete_details.reason` is "context_limit", see nemo_gym.conversion);
   * "deadline": cut off by `episode_timeout_s`; the row holds the steps finished by then."""
 
 EPISODE_END_FIELD = "episode_end"

@@ -1,21 +1,22 @@
 """Stream a rollouts file into one trainer format, dropping what should not be trained on.
 
-Two passes over the input: the first counts each task's rows (for `drop_incomplete_groups`: GRPO's
-baseline is wrong when a group lost a member), the second converts and writes one row at a time, so a
-file of any size needs memory only for the per-task counts.
+Two passes over the input: the first tallies each task's rollout indices (for `drop_incomplete_groups`:
+GRPO's baseline is wrong when a group lost a member; "complete" is `nemo_gym.rollouts.groups`' one
+definition, the one the collection's `_groups.jsonl` and the quality report use), the second converts
+and writes one row at a time, so a file of any size needs memory only for two bit masks per task.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import orjson
 from pydantic import BaseModel, Field
 
 from nemo_gym.errors import InputDataError
-from nemo_gym.rollouts.job_identity import job_record_path, read_job_record
-from nemo_gym.rollouts.quality import episode_end
+from nemo_gym.rollouts.groups import GroupTally, group_size_of
+from nemo_gym.rollouts.job_identity import job_record_path
+from nemo_gym.rollouts.quality import is_cut_off
 from nemo_gym.rollouts.reverify import read_rollouts
 from nemo_gym.training.formats import FORMATS
 from nemo_gym.training.turns import TokenDataError
@@ -41,15 +42,15 @@ class ExportSummary(BaseModel):
 
 
 def group_size(source: Path, options: ExportOptions) -> int:
-    """num_repeats from `<stem>_job.json` beside the rollouts, else the option; needed to judge completeness."""
-    record = read_job_record(job_record_path(source))
-    if record is not None:
-        return record.num_repeats
-    if options.num_repeats is not None:
-        return options.num_repeats
+    """The job's num_repeats (`<stem>_job.json`, else the option, else stamped on the rows as `_ng_group_size`)."""
+    size = group_size_of(source) or options.num_repeats
+    if size is None:
+        size = group_size_of(source, next((row for _, row in read_rollouts(source)), None))
+    if size is not None:
+        return size
     raise InputDataError(
-        f"drop_incomplete_groups needs the group size: no {job_record_path(source).name} beside the rollouts, "
-        f"so pass +num_repeats=<n>",
+        f"drop_incomplete_groups needs the group size: no {job_record_path(source).name} beside the rollouts "
+        f"and no _ng_group_size on the rows, so pass +num_repeats=<n>",
         path=str(source),
     )
 
@@ -57,11 +58,9 @@ def group_size(source: Path, options: ExportOptions) -> int:
 def export_file(source: str | Path, target: str | Path, options: ExportOptions) -> ExportSummary:
     source, target = Path(source), Path(target)
     convert = FORMATS[options.format]
-    incomplete: set[object] = set()
+    groups: GroupTally | None = None
     if options.drop_incomplete_groups:
-        repeats = group_size(source, options)
-        counts = Counter(row.get("_ng_task_index") for _, row in read_rollouts(source))
-        incomplete = {task for task, count in counts.items() if count < repeats}
+        groups = GroupTally(group_size(source, options)).add_rows(row for _, row in read_rollouts(source))
 
     summary = ExportSummary()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +68,9 @@ def export_file(source: str | Path, target: str | Path, options: ExportOptions) 
     try:
         with partial.open("wb") as out:
             for line, row in read_rollouts(source):
-                if row.get("_ng_task_index") in incomplete:
+                if groups is not None and not groups.is_complete(row.get("_ng_task_index")):
                     summary.dropped["incomplete_group"] += 1
-                elif options.drop_cut_off and episode_end(row) != "completed":
+                elif options.drop_cut_off and is_cut_off(row):
                     summary.dropped["cut_off"] += 1
                 elif options.min_reward is not None and float(row.get("reward") or 0.0) < options.min_reward:
                     summary.dropped["below_min_reward"] += 1

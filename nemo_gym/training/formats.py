@@ -1,4 +1,4 @@
-"""One stored rollout row -> one record in a trainer's own field names (see README "Training data").
+"""One stored rollout row -> one record in a trainer's own field names (see README "Training").
 
 Every function is pure: a row in, a JSON-ready dict out, TokenDataError when the row cannot be
 expressed (no token ids, broken prefix, no reward).

@@ -79,6 +79,8 @@ def turns_of(row: dict[str, Any]) -> list[Turn]:
         turn = Turn(
             list(item["prompt_token_ids"]), list(item["generation_token_ids"]), list(item["generation_log_probs"])
         )
+        if not turn.prompt_token_ids and not turn.generation_token_ids:
+            continue  # the empty turn a model server stands in when the context is full: nothing to train on
         if len(turn.generation_token_ids) != len(turn.generation_log_probs):
             raise TokenDataError(
                 f"response.output[{index}] has {len(turn.generation_token_ids)} generation_token_ids but "

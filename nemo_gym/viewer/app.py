@@ -6,7 +6,8 @@ Endpoints (every `run` parameter is `a`, the file viewed, or `b`, the file compa
   GET /api/status               both runs' indexing progress, the failures file, what is available
   GET /api/rows                 a page of the table: sort, filters, text search, offset/limit
   GET /api/rows/{n}             one whole row, as stored
-  GET /api/metrics              aggregate metrics (pass@k, ...), the reward histogram, per-task means
+  GET /api/metrics              aggregate metrics (pass@k, ...), the reward histogram, per-task means,
+                                complete and incomplete GRPO groups (`groups`, null when the group size is unknown)
   GET /api/failures             the failures file: counts by error type and a page of records
   GET /api/compare              per-task mean reward in both runs and the delta
   GET /api/compare/task/{task}  the rows of one task in both runs
@@ -27,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 
 from nemo_gym.viewer.compare import compare_runs
 from nemo_gym.viewer.failures import failures_path_for, read_failures
+from nemo_gym.viewer.groups import group_summary
 from nemo_gym.viewer.index import SORT_KEYS, RolloutIndex, RowQuery
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -147,10 +149,12 @@ def build_viewer_app(runs: ViewerRuns) -> FastAPI:
             return json_response({"complete": False, "indexed": index.count})
         aggregate = dict(index.metrics or {})
         per_task = aggregate.pop("per_task", [])
+        failures = runs.failures_path if run == "a" else failures_path_for(index.path)
         return json_response(
             {
                 "complete": True,
                 "metrics": aggregate or None,
+                "groups": group_summary(index, failures),
                 "error": index.metrics_error,
                 "histogram": index.histogram(),
                 "per_task": per_task

@@ -11,7 +11,7 @@ Safety rules for tool calls, each turned into a tool output the model sees, neve
   * arguments that are not a JSON object are rejected;
   * a tool route answering an HTTP error yields its body as the output.
 The episode ends when a model turn has no function call, when the model reports
-`incomplete_details` (e.g. it hit max_output_tokens), after `max_steps` model calls, or at the
+`incomplete_details` (max_output_tokens or context_limit), after `max_steps` model calls, or at the
 episode deadline (`episode_timeout_s`); the `/run` row says which in `episode_end`. A step (one
 model call and its tool calls) counts only once finished, so an episode cut off by the deadline
 holds whole steps. A caller that disconnects cancels the episode (see nemo_gym.servers.disconnect).
@@ -186,6 +186,8 @@ class SimpleAgent(SimpleResponsesAPIAgent):
             if incomplete or not calls:
                 episode.commit(step_items, response)
                 reason = incomplete.get("reason") if isinstance(incomplete, dict) else None
+                if reason == "context_limit":  # the prompt filled the context (nemo_gym.conversion)
+                    return "context_limit"
                 return "max_output_tokens" if reason == "max_output_tokens" else "completed"
             for call in calls:
                 text = await self._call_tool(call, declared_tools, resources_cookies)

@@ -123,7 +123,7 @@ def test_a_clean_run_passes_every_check():
     assert report.num_rows == 6 and report.num_tasks == 3 and report.tool_error_rate == 0.0
     assert report.episode_ends == {"completed": 6}
     assert [task.std > 0 for task in report.per_task] == [True, True, True]
-    assert format_quality_summary(report).startswith("Quality: all 16 checks passed")
+    assert format_quality_summary(report).startswith("Quality: all 18 checks passed")
 
 
 @pytest.mark.parametrize("nested", [NESTED_502, PLAIN_502], ids=["json-bodies", "plain-text"])

@@ -125,3 +125,19 @@ def test_command_writes_trl_records_and_refuses_a_row_without_token_ids(tmp_path
     [line] = refused.stderr.strip().splitlines()
     assert f"{broken}:3: no token ids" in line
     assert "Traceback" not in refused.stderr
+
+
+def test_a_duplicate_row_does_not_make_a_group_complete(tmp_path):
+    # Counting rows said "2 of 2"; the group still lacks rollout 1. The rows name their group size.
+    rows = [make_row(0, 0), make_row(0, 0), make_row(1, 0), make_row(1, 1)]
+    for row in rows:
+        row["_ng_group_size"] = 2
+    source = write_rows(tmp_path / "run.jsonl", rows)
+    summary = export_file(source, tmp_path / "out.jsonl", ExportOptions(format="trl", drop_incomplete_groups=True))
+    assert summary.written == 2 and summary.dropped["incomplete_group"] == 2
+
+
+def test_a_context_limit_episode_is_cut_off(tmp_path):
+    source = write_rows(tmp_path / "run.jsonl", [make_row(0, 0), make_row(1, 0, episode_end="context_limit")])
+    summary = export_file(source, tmp_path / "out.jsonl", ExportOptions(format="trl", drop_cut_off=True))
+    assert summary.written == 1 and summary.dropped["cut_off"] == 1

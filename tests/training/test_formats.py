@@ -100,3 +100,21 @@ def test_a_retokenized_turn_breaks_the_prefix_and_is_named():
     row["response"]["output"][2]["prompt_token_ids"][PROMPT_LENGTH + 1] = 99999
     with pytest.raises(TokenDataError, match="turn 2's prompt_token_ids do not start with turn 1's"):
         to_trl(row)
+
+
+def test_the_empty_turn_of_a_full_context_is_skipped_not_a_broken_prefix():
+    # vllm_model answers a context overflow with an empty turn whose token bundle is empty on both sides.
+    row = make_row(episode_end="context_limit")
+    row["response"]["output"].append(
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "", "annotations": []}],
+            "prompt_token_ids": [],
+            "generation_token_ids": [],
+            "generation_log_probs": [],
+        }
+    )
+    record = to_trl(row)
+    assert record["prompt_ids"] + record["completion_ids"] == FULL_SEQUENCE
+    assert to_skyrl(row)["stop_reasons"] == "context_limit"

@@ -264,6 +264,12 @@ async function loadMetrics() {
     for (const [name, value] of Object.entries(shown)) {
       cards.append(el("div", { class: "card" }, el("div", { class: "label" }, name), el("div", { class: "value" }, COUNT_METRICS.has(name) ? fmt(value) : fmtReward(value))));
     }
+    const groups = data.groups;  // GRPO groups: a task's num_repeats rollouts, complete when none is missing
+    if (groups) {
+      const listed = groups.incomplete_tasks.length ? ` (tasks ${groups.incomplete_tasks.join(", ")}${groups.incomplete > groups.incomplete_tasks.length ? ", ..." : ""})` : "";
+      cards.append(el("div", { class: "card", title: `incomplete${listed}` }, el("div", { class: "label" }, `complete groups of ${groups.group_size}`),
+        el("div", { class: "value" }, `${fmt(groups.complete)} / ${fmt(groups.num_groups)}`)));
+    }
     const passk = $("#passk tbody");
     passk.replaceChildren();
     for (const [name, value] of Object.entries(metrics.pass_at_k || {})) {

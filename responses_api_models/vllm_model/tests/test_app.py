@@ -165,7 +165,7 @@ def test_full_context_ends_the_episode_with_an_empty_incomplete_turn(start_model
     assert answer.status_code == 200
     response = answer.json()
     assert response["status"] == "incomplete"
-    assert response["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert response["incomplete_details"] == {"reason": "context_limit"}
     [message] = response["output"]
     assert message["type"] == "message"
     assert message["content"][0]["text"] == ""
