@@ -105,7 +105,7 @@ def test_a_dead_upstream_gives_failure_records_and_a_nonzero_exit_not_a_hang(tmp
     failures = read_rows(tmp_path / "out_failures.jsonl")
     assert sorted(f["_ng_task_index"] for f in failures) == [0, 1, 2]
     for failure in failures:
-        assert failure["attempts"] == 2 and failure["status_code"] == 502
+        assert failure["attempts"] == 2 and failure["status_code"] == 502, failure
         assert "cannot connect" in failure["message"] and str(dead_port) in failure["message"]
     assert "3 rollouts failed" in result.stderr and "+resume=true" in result.stderr
 
