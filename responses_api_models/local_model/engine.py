@@ -195,9 +195,10 @@ class LocalChatEngine:
             raw = await self._generate(request)
         completion = self._completion(raw, params, names)
         if include_token_ids:
+            sampled = _sampled_tokens(raw)  # first: an answer without them is refused before more work
             if prompt_ids is None:
                 prompt_ids = await self.tokenize_chat(rendered_messages)
-            self._attach_token_ids(completion, raw, prompt_ids)
+            _attach_token_ids(completion, sampled, prompt_ids)
         return completion
 
     async def _continuation_prompt(
@@ -254,33 +255,6 @@ class LocalChatEngine:
         except OSError as error:
             raise LocalModelRuntimeError(f"llama.cpp's {path} failed: {error}") from error
         return result
-
-    def _attach_token_ids(self, completion: dict[str, Any], raw: dict[str, Any], prompt_ids: list[int]) -> None:
-        """Put the prompt ids, the sampled ids and their log probabilities where vLLM puts them.
-
-        The generation ids are the sampled tokens llama.cpp reports (not a re-tokenization of the
-        text). The prompt ids are the ids generated from (a token-id prompt) or llama.cpp's rendering
-        of the same messages; their count must equal the prompt tokens the engine says it consumed,
-        or the ids are refused as untrustworthy.
-        """
-        generated = _error_type(raw) != "exceed_context_size_error"
-        entries: list[dict[str, Any]] = []
-        if generated:
-            reported = (raw["choices"][0].get("logprobs") or {}).get("content")
-            if reported is None:
-                raise LocalModelRuntimeError("token ids were requested but llama.cpp returned no logprobs")
-            entries = reported
-            consumed = completion["usage"]["prompt_tokens"]
-            if consumed != len(prompt_ids):
-                raise LocalModelRuntimeError(
-                    f"llama.cpp consumed {consumed} prompt tokens but the prompt has {len(prompt_ids)} ids"
-                )
-        choice = completion["choices"][0]
-        completion["prompt_token_ids"] = prompt_ids
-        choice["token_ids"] = [int(entry["id"]) for entry in entries]
-        choice["logprobs"] = {
-            "content": [{"token": entry["token"], "logprob": float(entry["logprob"])} for entry in entries]
-        }
 
     def _must_call_tool(self, messages: list[dict[str, Any]], tool_choice: Any) -> bool:
         if tool_choice == "required" or isinstance(tool_choice, dict):
@@ -382,6 +356,40 @@ class LocalChatEngine:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def _sampled_tokens(raw: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """llama.cpp's log-probability entries of the sampled tokens (id, text, log probability);
+    None when nothing was generated because the prompt did not fit."""
+    if _error_type(raw) == "exceed_context_size_error":
+        return None
+    reported = (raw["choices"][0].get("logprobs") or {}).get("content")
+    if reported is None:
+        raise LocalModelRuntimeError("token ids were requested but llama.cpp returned no logprobs")
+    return list(reported)
+
+
+def _attach_token_ids(completion: dict[str, Any], sampled: list[dict[str, Any]] | None, prompt_ids: list[int]) -> None:
+    """Put the prompt ids, the sampled ids and their log probabilities where vLLM puts them.
+
+    The generation ids are the sampled tokens llama.cpp reports (not a re-tokenization of the
+    text). The prompt ids are the token-id prompt generated from, or llama.cpp's rendering of the
+    same messages; their count must equal the prompt tokens the engine says it consumed, or the ids
+    are refused as untrustworthy.
+    """
+    if sampled is not None:
+        consumed = completion["usage"]["prompt_tokens"]
+        if consumed != len(prompt_ids):
+            raise LocalModelRuntimeError(
+                f"llama.cpp consumed {consumed} prompt tokens but the prompt has {len(prompt_ids)} ids"
+            )
+    entries = sampled or []
+    choice = completion["choices"][0]
+    completion["prompt_token_ids"] = prompt_ids
+    choice["token_ids"] = [int(entry["id"]) for entry in entries]
+    choice["logprobs"] = {
+        "content": [{"token": entry["token"], "logprob": float(entry["logprob"])} for entry in entries]
+    }
 
 
 def _error_type(raw: dict[str, Any]) -> str | None:
