@@ -54,9 +54,9 @@ def said_by_tokens(decoded: str, tool_names: list[str]) -> tuple[str | None, lis
     """The same, read from the detokenized sampled ids with the server's own parser."""
     for end in END_OF_GENERATION:
         decoded = decoded.removesuffix(end)
-    if not tool_names:
-        return decoded or None, []
     content, calls = parse_tool_calls(decoded, tool_names)
+    if not calls:  # a plain answer is kept verbatim, whitespace and all
+        return decoded or None, []
     return content, [(call["function"]["name"], json.loads(call["function"]["arguments"])) for call in calls]
 
 
@@ -71,9 +71,12 @@ def test_twenty_counter_rollouts_keep_every_turns_tokens_as_the_next_prompts_pre
         f"+head_server.port={head_port}",
         "+policy_model.responses_api_models.local_model.return_token_id_information=true",
         "+policy_model.responses_api_models.local_model.n_ctx=2048",
-        # SmolLM2 often keeps calling tools until max_steps; 2 steps (the constrained call, then one
-        # continued turn after its tool result) keep the test short on 2 shared cores.
-        f"+{ENV}_simple_agent.responses_api_agents.simple_agent.max_steps=2",
+        # One thread per slot: on a shared, busy machine llama.cpp's spinning worker threads wait on
+        # each other when descheduled (here 2 threads made a rollout take about a minute).
+        "+policy_model.responses_api_models.local_model.n_threads=1",
+        # SmolLM2 often keeps calling tools until max_steps; 3 steps (the constrained call, a turn
+        # continued from it, and one continued from a continued turn) keep the test short.
+        f"+{ENV}_simple_agent.responses_api_agents.simple_agent.max_steps=3",
     ):
         result = cli(
             "ng_collect_rollouts",
@@ -116,6 +119,7 @@ def test_twenty_counter_rollouts_keep_every_turns_tokens_as_the_next_prompts_pre
                 assert said_by_tokens(decoded, tool_names) == said(call), turn
                 calls_seen += 1
     assert continuations_checked >= 20  # every rollout went past its first (constrained) call
+    assert continuations_checked > 20  # and some continued a turn that was itself built on a prefix
     print(
         f"token-exact rollouts: 20 rows, {calls_seen} model calls, {continuations_checked} continuations "
         f"checked token by token, collected in {collected:.1f} s"
