@@ -3,6 +3,7 @@
 `/v1/chat/completions` goes straight to the embedded llama.cpp engine; `/v1/responses` is converted
 to Chat Completions and back with `nemo_gym.conversion`, so the agent loop, tool calls and usage
 work exactly as with a remote model. The engine is loaded once, off the event loop, at startup.
+Both honour `required_prefix_token_ids` (token-exact turns, see `token_continuation`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import Request
 from nemo_gym.conversion import chat_completion_to_response, responses_to_chat_params
 from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
 from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel
+from nemo_gym.token_prefix import REQUIRED_PREFIX_KEY
 from responses_api_models.local_model.engine import DEFAULT_WEIGHTS_FILE, LocalChatEngine
 
 
@@ -40,7 +42,8 @@ class LocalModelConfig(BaseResponsesAPIModelConfig):
     default_max_output_tokens: int = 256
     return_token_id_information: bool = False
     """Attach `prompt_token_ids`, `generation_token_ids` and `generation_log_probs` to the last
-    output item of every call (NeMo Gym's switch, as in vllm_model), for training on the rollouts."""
+    output item of every call (NeMo Gym's switch, as in vllm_model), for training on the rollouts.
+    The agent then sends `required_prefix_token_ids` and every next prompt extends the last call's ids."""
 
 
 class LocalModel(SimpleResponsesAPIModel):
@@ -74,7 +77,9 @@ class LocalModel(SimpleResponsesAPIModel):
     async def responses(self, request: Request, body: ResponseCreateParams) -> Any:
         params = body.model_dump(exclude_unset=True)
         params.setdefault("max_output_tokens", self.config.default_max_output_tokens)
-        chat_params = responses_to_chat_params(params)
+        # With a required prefix the history keeps its token ids, so the engine can check that the
+        # prefix is the full token sequence of the model turn it continues.
+        chat_params = responses_to_chat_params(params, include_token_ids=REQUIRED_PREFIX_KEY in params)
         with_ids = self.config.return_token_id_information
         completion = await self._engine.chat(chat_params, include_token_ids=with_ids)
         return chat_completion_to_response(

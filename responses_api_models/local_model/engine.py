@@ -5,6 +5,11 @@
 slots in C++ and needs no compiler and no network. It is the engine behind the
 embedded `local_model` server; the HTTP layer lives elsewhere.
 
+A request carrying `required_prefix_token_ids` is generated from token ids instead
+(`Server.handle_completions`, llama.cpp's /v1/completions, takes a list of ids as the
+prompt): those ids plus the new messages' tokens (see `token_continuation`), so a
+multi-turn rollout's prompts extend each other exactly.
+
 Blocking llama.cpp calls run on a private thread pool with one worker per
 slot: requests beyond `n_parallel` queue there (and can still be cancelled
 while queued) instead of overloading the engine.
@@ -24,6 +29,15 @@ from pathlib import Path
 from typing import Any, Self
 
 from nemo_gym.errors import ConfigError, InputError, NemoGymError
+from nemo_gym.token_prefix import REQUIRED_PREFIX_KEY
+from responses_api_models.local_model.token_continuation import (
+    check_prefix_ends_turn,
+    continued_prompt,
+    last_model_turn,
+    text_after_marker,
+    validated_prefix,
+    with_marker,
+)
 from responses_api_models.local_model.tool_prompt import (
     declared_tool_names,
     parse_tool_calls,
@@ -112,6 +126,7 @@ class LocalChatEngine:
         self.n_parallel = n_parallel
         self.force_tool_call_after_user = force_tool_call_after_user
         self._server = _load_server(path, n_ctx=n_ctx, n_parallel=n_parallel, n_threads=n_threads)
+        self._vocabulary_size: int | None = None  # read from llama.cpp on the first token-id prompt
         self._executor = ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="local-model-slot")
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -153,11 +168,19 @@ class LocalChatEngine:
         names = declared_tool_names(tools) if tool_choice != "none" else []
 
         rendered_messages = render_tools_into_messages(messages, tools, tool_choice)
-        request = self._llama_request(params, rendered_messages)
+        prefix = params.get(REQUIRED_PREFIX_KEY)
+        prompt_ids: list[int] | None = None
+        if prefix is not None:
+            # Honoured with or without include_token_ids: the caller asked for this exact prompt.
+            prompt_ids = await self._continuation_prompt(prefix, messages, rendered_messages)
+            request = self._llama_request(params, prompt=prompt_ids)
+        else:
+            request = self._llama_request(params, messages=rendered_messages)
         if include_token_ids:
-            # llama.cpp reports the sampled token's id with its log probability; top_logprobs=0 would
-            # turn logprobs off altogether, so ask for the one alternative we ignore.
-            request.update(logprobs=True, top_logprobs=1)
+            # llama.cpp reports the sampled token's id with its log probability. In a chat request
+            # top_logprobs=0 would turn logprobs off altogether, so ask for the one alternative we
+            # ignore; a completion takes the number of alternatives as `logprobs` itself.
+            request.update({"logprobs": True, "top_logprobs": 1} if prompt_ids is None else {"logprobs": 1})
         schema = (
             tool_call_json_schema(tools, tool_choice) if names and self._must_call_tool(messages, tool_choice) else None
         )
@@ -172,8 +195,32 @@ class LocalChatEngine:
             raw = await self._generate(request)
         completion = self._completion(raw, params, names)
         if include_token_ids:
-            await self._attach_token_ids(completion, raw, rendered_messages)
+            sampled = _sampled_tokens(raw)  # first: an answer without them is refused before more work
+            if prompt_ids is None:
+                prompt_ids = await self.tokenize_chat(rendered_messages)
+            _attach_token_ids(completion, sampled, prompt_ids)
         return completion
+
+    async def _continuation_prompt(
+        self, prefix: Any, messages: list[dict[str, Any]], rendered: list[dict[str, Any]]
+    ) -> list[int]:
+        """The required prefix followed by the tokens of the messages after the last model turn."""
+        prefix = validated_prefix(prefix, await self._vocabulary())
+        check_prefix_ends_turn(prefix, messages[last_model_turn(messages)])
+        marked, marker = with_marker(rendered, last_model_turn(rendered))
+        template = await asyncio.to_thread(self._call_http, "/apply-template", {"messages": marked})
+        new_text = text_after_marker(template["prompt"], marker)
+        # No special tokens added: this text continues a sequence, it does not start one.
+        tokens = await asyncio.to_thread(
+            self._call_http, "/tokenize", {"content": new_text, "add_special": False, "parse_special": True}
+        )
+        return continued_prompt(prefix, [int(token) for token in tokens["tokens"]])
+
+    async def _vocabulary(self) -> int:
+        if self._vocabulary_size is None:
+            models = await asyncio.to_thread(self._call_http, "/v1/models", None)
+            self._vocabulary_size = int(models["data"][0]["meta"]["n_vocab"])
+        return self._vocabulary_size
 
     # -- token ids ----------------------------------------------------------------------
 
@@ -191,7 +238,7 @@ class LocalChatEngine:
         result = await asyncio.to_thread(self._call_http, "/detokenize", {"tokens": list(token_ids)})
         return str(result["content"])
 
-    def _call_http(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _call_http(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         # The binding exposes tokenizing and template rendering only through llama.cpp's own HTTP
         # listener (bound to loopback in _load_server), not as Python methods.
         server = self._server
@@ -199,7 +246,7 @@ class LocalChatEngine:
             raise LocalModelRuntimeError("this LocalChatEngine is closed")
         request = urllib.request.Request(
             f"{server.listening_address}{path}",
-            data=json.dumps(body).encode(),
+            data=None if body is None else json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -209,50 +256,27 @@ class LocalChatEngine:
             raise LocalModelRuntimeError(f"llama.cpp's {path} failed: {error}") from error
         return result
 
-    async def _attach_token_ids(
-        self, completion: dict[str, Any], raw: dict[str, Any], messages: list[dict[str, Any]]
-    ) -> None:
-        """Put the prompt ids, the sampled ids and their log probabilities where vLLM puts them.
-
-        The generation ids are the sampled tokens llama.cpp reports (not a re-tokenization of the
-        text). The prompt ids are llama.cpp's rendering of the same messages; their count must equal
-        the prompt tokens the engine says it consumed, or the ids are refused as untrustworthy.
-        """
-        generated = _error_type(raw) != "exceed_context_size_error"
-        entries: list[dict[str, Any]] = []
-        if generated:
-            reported = (raw["choices"][0].get("logprobs") or {}).get("content")
-            if reported is None:
-                raise LocalModelRuntimeError("token ids were requested but llama.cpp returned no logprobs")
-            entries = reported
-        prompt_ids = await self.tokenize_chat(messages)
-        if generated:
-            consumed = completion["usage"]["prompt_tokens"]
-            if consumed != len(prompt_ids):
-                raise LocalModelRuntimeError(
-                    f"llama.cpp consumed {consumed} prompt tokens but its template renders {len(prompt_ids)}"
-                )
-        choice = completion["choices"][0]
-        completion["prompt_token_ids"] = prompt_ids
-        choice["token_ids"] = [int(entry["id"]) for entry in entries]
-        choice["logprobs"] = {
-            "content": [{"token": entry["token"], "logprob": float(entry["logprob"])} for entry in entries]
-        }
-
     def _must_call_tool(self, messages: list[dict[str, Any]], tool_choice: Any) -> bool:
         if tool_choice == "required" or isinstance(tool_choice, dict):
             return True
         return self.force_tool_call_after_user and tool_choice == "auto" and messages[-1].get("role") == "user"
 
-    def _llama_request(self, params: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+    def _llama_request(
+        self,
+        params: dict[str, Any],
+        *,
+        messages: list[dict[str, Any]] | None = None,
+        prompt: list[int] | None = None,
+    ) -> dict[str, Any]:
+        """llama.cpp's request: a chat (`messages`) or a completion from token ids (`prompt`), same sampling."""
         max_tokens = params.get("max_tokens") or params.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
         temperature = params.get("temperature")
-        request: dict[str, Any] = {
-            "messages": messages,
-            "max_tokens": max(1, int(max_tokens)),
-            "temperature": DEFAULT_TEMPERATURE if temperature is None else float(temperature),
-            "stream": False,
-        }
+        request: dict[str, Any] = {"messages": messages} if prompt is None else {"prompt": prompt}
+        request.update(
+            max_tokens=max(1, int(max_tokens)),
+            temperature=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
+            stream=False,
+        )
         for key in _PASSTHROUGH_KEYS:
             if params.get(key) is not None:
                 request[key] = params[key]
@@ -267,6 +291,8 @@ class LocalChatEngine:
         if server is None:
             raise LocalModelRuntimeError("this LocalChatEngine was closed while the request waited for a slot")
         try:
+            if "prompt" in request:
+                return server.handle_completions(request)
             return server.handle_chat_completions(request)
         except ValueError as error:  # llama.cpp's way of rejecting a malformed request
             raise LocalModelRequestError(f"the local model rejected the request: {error}") from error
@@ -289,7 +315,8 @@ class LocalChatEngine:
             raise LocalModelRuntimeError(text)
 
         choice = raw["choices"][0]
-        text = choice["message"].get("content") or ""
+        # A chat answer carries a message; a completion from token ids carries the text alone.
+        text = (choice["message"].get("content") if "message" in choice else choice.get("text")) or ""
         finish_reason = choice.get("finish_reason") or "stop"
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if names:
@@ -329,6 +356,40 @@ class LocalChatEngine:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def _sampled_tokens(raw: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """llama.cpp's log-probability entries of the sampled tokens (id, text, log probability);
+    None when nothing was generated because the prompt did not fit."""
+    if _error_type(raw) == "exceed_context_size_error":
+        return None
+    reported = (raw["choices"][0].get("logprobs") or {}).get("content")
+    if reported is None:
+        raise LocalModelRuntimeError("token ids were requested but llama.cpp returned no logprobs")
+    return list(reported)
+
+
+def _attach_token_ids(completion: dict[str, Any], sampled: list[dict[str, Any]] | None, prompt_ids: list[int]) -> None:
+    """Put the prompt ids, the sampled ids and their log probabilities where vLLM puts them.
+
+    The generation ids are the sampled tokens llama.cpp reports (not a re-tokenization of the
+    text). The prompt ids are the token-id prompt generated from, or llama.cpp's rendering of the
+    same messages; their count must equal the prompt tokens the engine says it consumed, or the ids
+    are refused as untrustworthy.
+    """
+    if sampled is not None:
+        consumed = completion["usage"]["prompt_tokens"]
+        if consumed != len(prompt_ids):
+            raise LocalModelRuntimeError(
+                f"llama.cpp consumed {consumed} prompt tokens but the prompt has {len(prompt_ids)} ids"
+            )
+    entries = sampled or []
+    choice = completion["choices"][0]
+    completion["prompt_token_ids"] = prompt_ids
+    choice["token_ids"] = [int(entry["id"]) for entry in entries]
+    choice["logprobs"] = {
+        "content": [{"token": entry["token"], "logprob": float(entry["logprob"])} for entry in entries]
+    }
 
 
 def _error_type(raw: dict[str, Any]) -> str | None:

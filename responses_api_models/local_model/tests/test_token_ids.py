@@ -1,7 +1,8 @@
 """`return_token_id_information` on local_model: training token ids from the real SmolLM2 weights.
 
 Each model call's last output item carries `prompt_token_ids`, `generation_token_ids` and
-`generation_log_probs`, in the same places vllm_model puts them.
+`generation_log_probs`, in the same places vllm_model puts them; with `required_prefix_token_ids`
+(sent as the agent sends it) the next call's prompt extends the previous call's ids exactly.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 
 from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
+from nemo_gym.token_prefix import last_call_token_ids
 from responses_api_models.local_model.app import LocalModel, LocalModelConfig
 from responses_api_models.local_model.engine import (
     LocalChatEngine,
@@ -123,22 +126,35 @@ def test_without_the_switch_no_token_ids_appear(without_ids):
     assert output and not any(key in item for item in output for key in TOKEN_ID_KEYS)
 
 
-def _tool_call_conversation(model: RunningModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    user = [{"role": "user", "content": "What is the weather in Oslo?"}]
-    first = model.respond(input=user, tools=[WEATHER_TOOL], max_output_tokens=40)
+WEATHER_QUESTION = [{"role": "user", "content": "What is the weather in Oslo?"}]
+TOOL_RESULT_TURN = "<|im_start|>user\n<tool_response>\ncold\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+
+
+def _strip_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{key: value for key, value in item.items() if key not in TOKEN_ID_KEYS} for item in items]
+
+
+def _tool_result(first: list[dict[str, Any]], output: str = "cold") -> dict[str, Any]:
     call = next(item for item in first if item["type"] == "function_call")
-    history = [{key: value for key, value in item.items() if key not in TOKEN_ID_KEYS} for item in first]
-    second = model.respond(
-        input=user + history + [{"type": "function_call_output", "call_id": call["call_id"], "output": "cold"}],
-        tools=[WEATHER_TOOL],
-        max_output_tokens=8,
-    )
-    return first, second
+    return {"type": "function_call_output", "call_id": call["call_id"], "output": output}
 
 
 @pytest.fixture(scope="module")
-def tool_conversation(with_ids) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    return _tool_call_conversation(with_ids)
+def first_call(with_ids) -> list[dict[str, Any]]:
+    """Turn 1 of a tool conversation: the constrained call (force_tool_call_after_user)."""
+    return with_ids.respond(input=WEATHER_QUESTION, tools=[WEATHER_TOOL], max_output_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def tool_conversation(with_ids, first_call) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Turns 1 and 2 the way the agent sends them: history with its ids, and turn 1's ids as the required prefix."""
+    second = with_ids.respond(
+        input=WEATHER_QUESTION + first_call + [_tool_result(first_call)],
+        tools=[WEATHER_TOOL],
+        max_output_tokens=8,
+        required_prefix_token_ids=last_call_token_ids(first_call),
+    )
+    return first_call, second
 
 
 @pytest.mark.local_model
@@ -151,22 +167,118 @@ def test_each_call_of_a_tool_conversation_carries_ids_once_on_its_last_item(with
     # The constrained call was generated as JSON; its sampled tokens decode to it.
     decoded = with_ids.detokenize(first[-1]["generation_token_ids"])
     assert '"get_weather"' in decoded and '"Oslo"' in decoded
-    # Turn 2 re-renders the whole conversation, and turn 1's prompt survives as its prefix.
-    turn1_prompt = first[-1]["prompt_token_ids"]
-    assert second[-1]["prompt_token_ids"][: len(turn1_prompt)] == turn1_prompt
 
 
 @pytest.mark.local_model
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 part 2: turn 2 re-renders the tool call as `<tool_call>{...}</tool_call>` while the "
-    "model sampled constrained JSON, so turn 1's generation ids are not in turn 2's prompt "
-    "(needs required_prefix_token_ids)",
-)
-def test_turn_two_prompt_starts_with_turn_one_prompt_and_generation(tool_conversation):
+def test_turn_two_prompt_starts_with_turn_one_prompt_and_generation(with_ids, tool_conversation):
     first, second = tool_conversation
     full_turn1 = first[-1]["prompt_token_ids"] + first[-1]["generation_token_ids"]
-    assert second[-1]["prompt_token_ids"][: len(full_turn1)] == full_turn1
+    prompt2 = second[-1]["prompt_token_ids"]
+    assert prompt2[: len(full_turn1)] == full_turn1
+    # After the model's own tokens: the end of its turn (unless it sampled it: a constrained call
+    # stops on another end-of-generation token), then the tool result as SmolLM2's template renders it.
+    appended = with_ids.detokenize(prompt2[len(full_turn1) :])
+    ended_turn = with_ids.detokenize(full_turn1[-1:]) == SMOLLM2_END_OF_TURN
+    assert appended == ("\n" if ended_turn else SMOLLM2_END_OF_TURN + "\n") + TOOL_RESULT_TURN
+    # Turn 2's own tokens are its text, as on any turn.
+    text = second[-1]["content"][0]["text"]
+    assert with_ids.detokenize(second[-1]["generation_token_ids"]).removesuffix(SMOLLM2_END_OF_TURN) == text
+
+
+@pytest.mark.local_model
+def test_without_the_prefix_turn_two_re_renders_the_call_and_loses_turn_one_tokens(with_ids, first_call):
+    # What the prefix is for: re-rendered, the constrained JSON the model sampled comes back as
+    # `<tool_call>{...}</tool_call>` text, so turn 1's generated ids are not in turn 2's prompt.
+    second = with_ids.respond(
+        input=WEATHER_QUESTION + _strip_ids(first_call) + [_tool_result(first_call)],
+        tools=[WEATHER_TOOL],
+        max_output_tokens=8,
+    )
+    turn1_prompt, prompt2 = first_call[-1]["prompt_token_ids"], second[-1]["prompt_token_ids"]
+    assert prompt2[: len(turn1_prompt)] == turn1_prompt
+    full_turn1 = last_call_token_ids(first_call)
+    assert prompt2[: len(full_turn1)] != full_turn1
+    assert "<tool_call>" in with_ids.detokenize(prompt2[len(turn1_prompt) :])
+
+
+@pytest.mark.local_model
+def test_the_prefix_is_honoured_when_token_ids_are_not_returned(with_ids, without_ids, tool_conversation):
+    first, second = tool_conversation
+    body = {
+        "input": WEATHER_QUESTION + first + [_tool_result(first)],
+        "tools": [WEATHER_TOOL],
+        "max_output_tokens": 8,
+        "temperature": 0.0,
+        "required_prefix_token_ids": last_call_token_ids(first),
+    }
+    reply = httpx.post(f"{without_ids.url}/v1/responses", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    assert not any(key in item for item in reply.json()["output"] for key in TOKEN_ID_KEYS)
+    # It read the same token-id prompt as the server that returns ids (a re-render is longer).
+    assert reply.json()["usage"]["input_tokens"] == len(second[-1]["prompt_token_ids"])
+
+
+def _refusal(model: RunningModel, **body: Any) -> str:
+    reply = httpx.post(f"{model.url}/v1/responses", json={"max_output_tokens": 4, **body}, timeout=120)
+    assert reply.status_code == 400, reply.text
+    return reply.json()["error"]["message"]
+
+
+@pytest.mark.local_model
+def test_a_prefix_that_is_not_the_last_turns_ids_is_refused(with_ids, first_call):
+    prefix = last_call_token_ids(first_call)
+    prefix[3] = (prefix[3] + 1) % 1000
+    message = _refusal(
+        with_ids,
+        input=WEATHER_QUESTION + first_call + [_tool_result(first_call)],
+        tools=[WEATHER_TOOL],
+        required_prefix_token_ids=prefix,
+    )
+    assert message.startswith("required_prefix_token_ids does not end at the last model turn")
+    assert "at position 3" in message
+
+
+@pytest.mark.local_model
+def test_a_prefix_with_ids_outside_the_vocabulary_is_refused(with_ids, first_call):
+    message = _refusal(
+        with_ids,
+        input=WEATHER_QUESTION + _strip_ids(first_call) + [_tool_result(first_call)],
+        tools=[WEATHER_TOOL],
+        required_prefix_token_ids=[1, 2, 49152],
+    )
+    assert (
+        message == "required_prefix_token_ids[2] = 49152 is not a token id of this model (its vocabulary is 0..49151)"
+    )
+
+
+@pytest.mark.local_model
+def test_a_prefix_without_a_model_turn_in_the_input_is_refused(with_ids):
+    message = _refusal(with_ids, input=WEATHER_QUESTION, required_prefix_token_ids=[1, 2, 3])
+    assert "the input holds no model turn" in message
+
+
+@pytest.mark.local_model
+def test_a_prefix_plus_new_tokens_past_the_context_ends_the_turn_incomplete(with_ids, first_call):
+    # n_ctx is 1024 here: a tool result of ~1500 tokens cannot fit after the prefix.
+    result = httpx.post(
+        f"{with_ids.url}/v1/responses",
+        json={
+            "input": WEATHER_QUESTION + first_call + [_tool_result(first_call, "cold " * 1500)],
+            "tools": [WEATHER_TOOL],
+            "max_output_tokens": 8,
+            "required_prefix_token_ids": last_call_token_ids(first_call),
+        },
+        timeout=120,
+    )
+    assert result.status_code == 200, result.text
+    response = result.json()
+    assert response["status"] == "incomplete"
+    item = response["output"][-1]
+    assert item["type"] == "message" and item["content"][0]["text"] == ""
+    assert item["generation_token_ids"] == [] and item["generation_log_probs"] == []
+    full_turn1 = last_call_token_ids(first_call)
+    assert item["prompt_token_ids"][: len(full_turn1)] == full_turn1
+    assert len(item["prompt_token_ids"]) > 1024
 
 
 class NoLogprobsLlama:
@@ -180,9 +292,47 @@ class NoLogprobsLlama:
         }
 
 
-def test_token_ids_asked_for_and_missing_are_an_error_not_a_gap():
-    _require_weights()
-    with LocalChatEngine(n_ctx=64, n_parallel=1, n_threads=1) as engine:
-        engine._server = NoLogprobsLlama()
+@contextmanager
+def answered_by(model: RunningModel, fake: Any) -> Iterator[LocalChatEngine]:
+    """The model's engine with `fake` standing in for llama.cpp for a moment.
+
+    The loaded server is kept and put back, not dropped: destroying an xllamacpp server right
+    after it loaded can hang in its destructor (its loop thread may not have started yet)."""
+    engine = model.engine
+    loaded, engine._server = engine._server, fake
+    try:
+        yield engine
+    finally:
+        engine._server = loaded
+
+
+def test_token_ids_asked_for_and_missing_are_an_error_not_a_gap(with_ids):
+    with answered_by(with_ids, NoLogprobsLlama()) as engine:
         with pytest.raises(LocalModelRuntimeError, match="no logprobs"):
             asyncio.run(engine.chat({"messages": [{"role": "user", "content": "hi"}]}, include_token_ids=True))
+
+
+class ChatOnlyLlama:
+    """An engine with the chat method alone: no completion from ids, no tokenizer listener to call."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def handle_chat_completions(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.requests.append(request)
+        return {
+            "choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+        }
+
+
+def test_without_token_ids_or_a_prefix_a_call_is_one_chat_request_and_nothing_else(without_ids):
+    # The hot path of every run that does not train: no logprobs asked for, no tokenizing, no
+    # template rendering (ChatOnlyLlama has no listener, so either would fail), no completion call.
+    llama = ChatOnlyLlama()
+    with answered_by(without_ids, llama) as engine:
+        completion = asyncio.run(engine.chat({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}))
+    assert completion["choices"][0]["message"]["content"] == "hi"
+    assert "prompt_token_ids" not in completion
+    [request] = llama.requests
+    assert set(request) == {"messages", "max_tokens", "temperature", "stream"}
