@@ -217,7 +217,8 @@ def _text_of(content: Any) -> str:
 
 
 def _tool_call_text(call: dict[str, Any]) -> str:
-    function = call.get("function") if isinstance(call.get("function"), dict) else call
+    nested = call.get("function")
+    function: dict[str, Any] = nested if isinstance(nested, dict) else call
     arguments: Any = function.get("arguments")
     if isinstance(arguments, str):
         try:
