@@ -140,6 +140,14 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def http_url(host: str, port: int) -> str:
+    """The base URL of a server listening on host:port; an IPv6 literal is bracketed (RFC 3986), else the
+    port would read as part of the address (a Ray node may report an IPv6 address)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 def dumps(payload: Any) -> bytes:
     """JSON-encode a request body; pydantic models are dumped with their own serializer."""
     if isinstance(payload, BaseModel):

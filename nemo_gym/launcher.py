@@ -31,7 +31,7 @@ import httpx
 import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
-from nemo_gym.client import ServerInfo
+from nemo_gym.client import ServerInfo, http_url
 from nemo_gym.config import GlobalConfig, ServerInstance
 from nemo_gym.errors import ConfigError, NemoGymError, ServerStartupError
 from nemo_gym.servers.base import CONFIG_ERROR_PREFIX, INSTANCE_NAME_ENV, ServerBootstrap
@@ -65,7 +65,7 @@ class ReplicaSlot:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return http_url(self.host, self.port)
 
     @property
     def label(self) -> str:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from nemo_gym.client import HttpClient, RetryPolicy, Timeouts, parse_retry_after
+from nemo_gym.client import HttpClient, RetryPolicy, Timeouts, http_url, parse_retry_after
 from nemo_gym.errors import HTTPStatusError, RequestTimeoutError, ServerUnreachableError
 from nemo_gym.testing.inprocess import free_port
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI
@@ -73,3 +73,10 @@ def test_a_peer_that_never_answers_hits_the_read_timeout():
         with pytest.raises(RequestTimeoutError):
             asyncio.run(post(url, RetryPolicy(max_attempts=1), Timeouts(connect_s=1, read_s=0.3)))
     assert time.monotonic() - started < 5
+
+
+def test_a_server_url_brackets_an_ipv6_host_and_leaves_others_alone():
+    assert http_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert http_url("node-3.cluster", 80) == "http://node-3.cluster:80"
+    assert http_url("fd00::12", 8000) == "http://[fd00::12]:8000"
+    assert http_url("[fd00::12]", 8000) == "http://[fd00::12]:8000"

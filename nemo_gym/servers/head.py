@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from nemo_gym.client import ServerInfo
+from nemo_gym.client import ServerInfo, http_url
 from nemo_gym.servers.base import new_app
 
 
@@ -73,7 +73,7 @@ class HeadServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def start(self) -> None:
         self._thread.start()
