@@ -70,3 +70,28 @@ def test_replica_settings_are_checked_with_the_rest_of_the_server_block(override
     result = cli("ng_run", CONFIGS, *MODEL_KEYS, override, f"+head_server.port={free_port()}")
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_one_command_collection_starts_its_servers_on_the_cluster_it_is_given(tmp_path):
+    # The same launcher choice as ng_run: an unreachable cluster is one line, exit 1, and the output
+    # stays free for the next try (the lock taken before the servers start is released).
+    pytest.importorskip("ray")
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"responses_create_params": {"input": "count"}}\n')
+    output = tmp_path / "out.jsonl"
+    command = (
+        "ng_collect_rollouts",
+        CONFIGS,
+        *MODEL_KEYS,
+        "+agent_name=example_stateful_counter_simple_agent",
+        f"+input_jsonl_fpath={tasks}",
+        f"+output_jsonl_fpath={output}",
+        f"+ray_address=127.0.0.1:{free_port()}",
+        f"+head_server.port={free_port()}",
+    )
+    for attempt in range(2):
+        result = cli(*command, *(["+resume=true"] if attempt else []), timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert "no Ray cluster answers at ray_address" in result.stderr.strip().splitlines()[-1], result.stderr
+        assert "Traceback" not in result.stderr and "locked" not in result.stderr
+    assert not output.exists() or output.read_text() == ""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from nemo_gym.aio import raise_open_file_limit, run_async
 from nemo_gym.cli.main import read_command_config, run_command
+from nemo_gym.cli.stacks import RAY_ADDRESS_HELP
 from nemo_gym.config import GlobalConfig, load_global_config, secret_values
 from nemo_gym.errors import ConfigError, ServerGoneError, ServerUnreachableError
 from nemo_gym.rollouts.collector import CollectionPolicy
@@ -55,6 +56,7 @@ class CollectRolloutsConfig(BaseModel):
     startup_timeout_s: float = Field(
         60.0, gt=0, description="Seconds servers get to become healthy (with config_paths)."
     )
+    ray_address: str | None = Field(None, description=f"With config_paths: {RAY_ADDRESS_HELP}")
 
 
 def head_is_up(head_url: str) -> bool:
@@ -97,9 +99,10 @@ def collect(argv: list[str]) -> int:
                     f"cannot reach the head server at {head_url}: start the servers with ng_run, "
                     f"or pass +config_paths=[...] to start them for this collection"
                 )
-            from nemo_gym.launcher import LaunchOptions, Stack  # only the one-command mode needs it
+            from nemo_gym.cli.stacks import new_stack
+            from nemo_gym.launcher import LaunchOptions  # only the one-command mode needs the launcher
 
-            stack = Stack(config, LaunchOptions(startup_timeout_s=params.startup_timeout_s))
+            stack = new_stack(config, LaunchOptions(startup_timeout_s=params.startup_timeout_s), params.ray_address)
             stack.check_ports()  # a busy port is the one line the user sees, not after a "Starting" note
             _note(f"Starting {len(config.instances)} servers for this collection...")
             stack.start()

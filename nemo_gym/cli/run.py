@@ -11,8 +11,9 @@ from types import FrameType
 from pydantic import BaseModel, Field
 
 from nemo_gym.cli.main import read_command_config, run_command
+from nemo_gym.cli.stacks import RAY_ADDRESS_HELP, new_stack
 from nemo_gym.config import load_global_config
-from nemo_gym.launcher import LaunchOptions, Stack
+from nemo_gym.launcher import LaunchOptions
 
 
 class RunConfig(BaseModel):
@@ -23,11 +24,7 @@ class RunConfig(BaseModel):
     config_paths: list[str] = Field(description="YAML config files to merge (later ones win).")
     startup_timeout_s: float = Field(60.0, description="Seconds every server gets to answer /health.")
     stop_timeout_s: float = Field(5.0, description="Seconds a server gets to exit after SIGTERM before SIGKILL.")
-    ray_address: str | None = Field(
-        None,
-        description="Run every server on this Ray cluster instead of as local processes: `auto` (the cluster "
-        "this machine belongs to) or host:port of its head. Needs the `ray` extra.",
-    )
+    ray_address: str | None = Field(None, description=RAY_ADDRESS_HELP)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -40,13 +37,7 @@ def serve(argv: list[str]) -> int:
     config.require_servers()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     options = LaunchOptions(startup_timeout_s=params.startup_timeout_s, stop_timeout_s=params.stop_timeout_s)
-    stack: Stack
-    if params.ray_address is not None:
-        from nemo_gym.launcher_ray import RayStack  # imports Ray: only when a cluster is asked for
-
-        stack = RayStack(config, params.ray_address, options)
-    else:
-        stack = Stack(config, options)
+    stack = new_stack(config, options, params.ray_address)
     # Outside the try: a start that fails (a busy port, a server that will not come up) has already
     # stopped what it started, and stopping a stack that never started would raise a second error.
     stack.start()
