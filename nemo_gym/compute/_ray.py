@@ -71,9 +71,10 @@ def _check_sandbox_on_node(allow_weaker_isolation: bool) -> str:
     return ray.util.get_node_ip_address()
 
 
-_submit_task = ray.remote(_submit_on_node)
-_run_python_task = ray.remote(_run_python_on_node)
-_check_sandbox_task = ray.remote(_check_sandbox_on_node)
+# Typed Any: Ray builds these handles' `.options(...).remote(...)` at run time.
+_submit_task: Any = ray.remote(_submit_on_node)
+_run_python_task: Any = ray.remote(_run_python_on_node)
+_check_sandbox_task: Any = ray.remote(_check_sandbox_on_node)
 
 # ---- the executor, in the server process -------------------------------------------------------------
 
