@@ -31,8 +31,10 @@ def loopback_ray_cluster(node_cpus: Sequence[float]) -> Iterator[Any]:
         raise ValueError("a cluster needs at least one node")
     if "ray" in sys.modules and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
         raise RuntimeError("ray was imported before loopback_ray_cluster(): its nodes would not stay on 127.0.0.1")
-    saved = {key: os.environ.get(key) for key in (*LOOPBACK_RAY_ENV, "PYTHONPATH")}
+    # Left set afterwards: Ray read them when it was imported, so a later cluster in this process
+    # (and any driver it starts) keeps using them either way.
     os.environ.update(LOOPBACK_RAY_ENV)
+    saved = {"PYTHONPATH": os.environ.get("PYTHONPATH")}
     # Ray workers are started by the raylets with this environment; they must import this checkout.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), saved["PYTHONPATH"]]))
     from ray.cluster_utils import Cluster

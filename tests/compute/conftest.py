@@ -1,4 +1,7 @@
-"""A two-node Ray cluster on loopback, shared by the Ray-backend tests of this folder."""
+"""A two-node Ray cluster on loopback for the Ray-backend tests of this folder.
+
+Module-scoped: its processes are children of the test run, and other tests (the sandbox's) check
+that no child process outlives them, so the cluster is gone when a module's tests are done."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import importlib.util
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
     if importlib.util.find_spec("ray") is None:  # not importorskip: ray must not be imported before the cluster
         pytest.skip("the `ray` extra is not installed")
