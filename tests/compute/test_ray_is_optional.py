@@ -56,3 +56,10 @@ def test_without_the_cluster_address_verification_is_local_and_ray_is_never_impo
     assert report["rewards"] == {"code_gen": 1.0, "math_with_judge": 1.0}
     assert report["backends"] == {"code_gen": "local", "math_with_judge": "local"}
     assert report["ray_modules"] == []
+
+
+def test_executors_read_the_variable_the_ray_launcher_sets():
+    from nemo_gym.compute import RAY_ADDRESS_ENV
+    from nemo_gym.servers.launcher_link import RAY_ADDRESS_ENV as set_by_the_launcher
+
+    assert RAY_ADDRESS_ENV == set_by_the_launcher == "NEMO_GYM_RAY_ADDRESS"
