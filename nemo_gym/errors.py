@@ -34,7 +34,10 @@ The tree, grouped by what the caller can do about it:
     ├── ClusterUnreachableError     `ray_address` names no Ray cluster we can reach
     ├── ServerGoneError             a server stopped answering mid-collection (circuit breaker tripped)
     ├── OutputWriteError            the OS refused a write to an output file (disk full, read-only)
-    └── SandboxError                model-written code could not be run in the sandbox
+    ├── SandboxError                model-written code could not be run in the sandbox
+    └── ComputeError                offloaded CPU work (nemo_gym.compute) could not run: e.g. the cluster is unreachable
+        ├── ComputeTimeoutError         one job missed its deadline; its worker was killed
+        └── ComputeWorkerDiedError      the worker (or the cluster node) running a job died, twice in a row
 
 Exit codes for CLI entry points: InputError -> 2, every other NemoGymError -> 1.
 Whether a failure is worth another attempt is decided in one place, `nemo_gym.retry`.
@@ -230,6 +233,18 @@ class OutputWriteError(NemoGymError):
 
 class SandboxError(NemoGymError):
     """Model-written code could not be executed in the sandbox."""
+
+
+class ComputeError(NemoGymError):
+    """CPU-heavy work handed to `nemo_gym.compute` could not be run (its backend is unusable)."""
+
+
+class ComputeTimeoutError(ComputeError):
+    """One job ran past its deadline; the process running it was killed (the same locally and on Ray)."""
+
+
+class ComputeWorkerDiedError(ComputeError):
+    """The process running a job died (a crash in C code, an OOM kill, a lost Ray node), and so did its one retry."""
 
 
 def exit_code_for(error: BaseException) -> int:

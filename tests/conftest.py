@@ -13,6 +13,12 @@ from nemo_gym.testing.inprocess import free_port
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Every Ray cluster a test starts is on loopback, and some tests are Ray drivers in this process
+# (tests/compute). With Ray 2.60 a driver reaches nodes pinned to 127.0.0.1 only with this off
+# (ray-project/ray#59110), and Ray reads it once, when first imported: a test module's
+# `pytest.importorskip("ray")` at collection would otherwise fix it for the whole run.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 TUTORIAL_CONFIGS = (
     "resources_servers/example_single_tool_call/configs/example_single_tool_call.yaml,"
     "responses_api_models/openai_model/configs/openai_model.yaml"

@@ -37,7 +37,16 @@ async def run_once(code: str, limits: SandboxLimits = FAST, **kwargs: Any) -> Ex
 
 
 def our_children() -> list[psutil.Process]:
-    return psutil.Process().children(recursive=True)
+    # multiprocessing's resource tracker lives as long as the test run once any earlier test used a
+    # spawn process pool (nemo_gym.compute's local backend does); it is not the sandbox's.
+    return [child for child in psutil.Process().children(recursive=True) if not _is_resource_tracker(child)]
+
+
+def _is_resource_tracker(process: psutil.Process) -> bool:
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def assert_no_leftover_processes() -> None:

@@ -11,6 +11,7 @@
   gives a server a `ServerClient` that knows other servers without a head server.
 * `LocalRayCluster` runs a Ray cluster of several nodes on loopback in its own process (tests of
   `ng_run +ray_address=...`); it needs the `ray` extra.
+* `nemo_gym.testing.compute_jobs` holds small importable jobs for testing `nemo_gym.compute` executors.
 * The `serve` pytest fixture lives in `nemo_gym.testing.fixtures` (pytest is a dev dependency, so it
   is not imported here); add `pytest_plugins = ["nemo_gym.testing.fixtures"]` to a conftest.py.
 """

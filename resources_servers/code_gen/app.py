@@ -9,6 +9,11 @@ LiveCodeBench (`verifier_metadata.unit_tests`):
     (an input string holds one JSON value per line, or give a list) and its return value must
     equal the JSON-decoded expected output.
 Reward 1.0 iff every test passes.
+
+The sandbox run is a job of the server's `nemo_gym.compute` executor: in this process's sandbox by
+default, or as a Ray task that runs the same sandbox on a cluster node when the server runs on Ray
+(`ng_run +ray_address=...`). A run whose worker or node was lost is not evidence against the code:
+`/verify` then fails (HTTP 500) and the collector retries the rollout, instead of scoring it 0.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
+from nemo_gym.compute import ComputeExecutor, ComputeSettings, open_executor
 from nemo_gym.openai_types import last_assistant_text
-from nemo_gym.sandbox import Sandbox, SandboxLimits
+from nemo_gym.sandbox import SandboxLimits
 from nemo_gym.servers.resources import (
     BaseResourcesServerConfig,
     BaseVerifyRequest,
@@ -38,7 +44,8 @@ PYTHON_TAGS = {"python", "py", "python3"}
 
 class CodeGenConfig(BaseResourcesServerConfig):
     max_concurrent_executions: int = Field(4, ge=1)
-    """Default 4. Tasks whose tests run at once; each holds one sandbox slot for all its tests."""
+    """Default 4. Tasks whose tests run at once (in this machine's sandbox, or as Ray tasks in flight
+    when the server runs on Ray); each holds one slot for all its tests."""
     unit_test_timeout_s: float = Field(6.0, gt=0)
     """Default 6 s. Wall-clock limit per test (and CPU-time limit per test process)."""
     max_total_timeout_s: float = Field(120.0, gt=0)
@@ -90,19 +97,27 @@ def extract_code(text: str) -> str | None:
 
 class CodeGenServer(SimpleResourcesServer):
     config: CodeGenConfig
-    _sandbox: Sandbox | None = PrivateAttr(None)
+    _executor: ComputeExecutor | None = PrivateAttr(None)
 
     async def on_startup(self) -> None:
-        limits = SandboxLimits(cpu_time_s=math.ceil(self.config.unit_test_timeout_s), memory_mb=self.config.memory_mb)
-        self._sandbox = Sandbox(
-            limits,
+        settings = ComputeSettings(
             max_concurrent=self.config.max_concurrent_executions,
             allow_weaker_isolation=self.config.allow_weaker_isolation,
         )
+        self._executor = open_executor(settings)
+        await self._executor.start()
+        await self._executor.check_sandbox()  # a machine that cannot confine code refuses to start
 
     async def on_shutdown(self) -> None:
-        if self._sandbox is not None:
-            await self._sandbox.aclose()
+        if self._executor is not None:
+            await self._executor.aclose()
+
+    def _limits(self, wall_timeout_s: float) -> SandboxLimits:
+        return SandboxLimits(
+            wall_timeout_s=wall_timeout_s,
+            cpu_time_s=math.ceil(self.config.unit_test_timeout_s),
+            memory_mb=self.config.memory_mb,
+        )
 
     async def verify(self, body: CodeGenVerifyRequest) -> CodeGenVerifyResponse:
         tests = body.verifier_metadata.unit_tests
@@ -125,7 +140,7 @@ class CodeGenServer(SimpleResourcesServer):
         )
 
     async def _run_tests(self, code: str, tests: UnitTests) -> tuple[int, str | None]:
-        assert self._sandbox is not None
+        assert self._executor is not None
         per_test = self.config.unit_test_timeout_s
         wall = min(self.config.max_total_timeout_s, per_test * len(tests.inputs) + 5)
         job = {
@@ -135,11 +150,7 @@ class CodeGenServer(SimpleResourcesServer):
             "fn_name": tests.fn_name,
             "timeout_s": per_test,
         }
-        result = await self._sandbox.run_python(
-            HARNESS_SOURCE,
-            stdin=json.dumps(job),
-            limits=self._sandbox.limits.model_copy(update={"wall_timeout_s": wall}),
-        )
+        result = await self._executor.run_python(HARNESS_SOURCE, stdin=json.dumps(job), limits=self._limits(wall))
         for line in reversed(result.stdout.splitlines()):
             if line.startswith(REPORT_MARKER):
                 report = json.loads(line[len(REPORT_MARKER) :])

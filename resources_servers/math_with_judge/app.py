@@ -2,7 +2,8 @@
 
 No tools. `verify` parses the prediction from all assistant output text (LaTeX and plain
 expressions) and compares it symbolically with `expected_answer` (wrapped in `\\boxed{}` when it is
-not already). The library runs in a process pool with a deadline per answer (see `grading.py`).
+not already). The library runs off the event loop with a deadline per answer, in worker processes
+here, or as Ray tasks on the cluster when the server runs on Ray (see `grading.py`, `nemo_gym.compute`).
 
 When `should_use_judge` is set and the library reward is <= 0.5, a judge model compares the two
 answers twice, once in each order (position bias is real); both verdicts must be `[[A=B]]`. A judge
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from nemo_gym.compute import ComputeExecutor, ComputeSettings, open_executor
 from nemo_gym.openai_types import JSONDict, output_text
 from nemo_gym.servers.agent import ModelServerRef
 from nemo_gym.servers.resources import (
@@ -22,12 +24,13 @@ from nemo_gym.servers.resources import (
     BaseVerifyResponse,
     SimpleResourcesServer,
 )
-from resources_servers.math_with_judge.grading import GradingPool
+from resources_servers.math_with_judge.grading import grade, warm_up_math_verify
 
 
 class MathWithJudgeConfig(BaseResourcesServerConfig):
     verification_workers: int = Field(2, ge=1)
-    """Default 2. Worker processes for math-verify; each grading holds one for its duration."""
+    """Default 2. Gradings at once: worker processes for math-verify, or Ray tasks in flight when the
+    server runs on Ray; each grading holds one for its duration."""
     verification_timeout_s: float = Field(10.0, gt=0)
     """Default 10 s. Deadline for parsing and comparing one answer; past it the reward is 0 and the
     worker is killed and replaced."""
@@ -89,15 +92,18 @@ def judge_says_equal(text: str) -> bool:
 
 class MathWithJudgeServer(SimpleResourcesServer):
     config: MathWithJudgeConfig
-    grading: GradingPool | None = None
+    grading: ComputeExecutor | None = None
 
     async def on_startup(self) -> None:
         if self.config.should_use_judge and self.config.judge_model_server is None:
             raise ValueError("math_with_judge: should_use_judge is true but judge_model_server is not set")
-        self.grading = GradingPool(
-            self.config.verification_workers, self.config.verification_timeout_s, self.config.verification_memory_mb
+        settings = ComputeSettings(
+            max_concurrent=self.config.verification_workers,
+            timeout_s=self.config.verification_timeout_s,
+            memory_mb=self.config.verification_memory_mb,
         )
-        self.grading.start()
+        self.grading = open_executor(settings, warmup=warm_up_math_verify)
+        await self.grading.start()
 
     async def on_shutdown(self) -> None:
         if self.grading is not None:
@@ -106,7 +112,7 @@ class MathWithJudgeServer(SimpleResourcesServer):
     async def verify(self, body: MathVerifyRequest) -> MathVerifyResponse:
         generated = output_text(body.response.output)
         assert self.grading is not None
-        graded = await self.grading.grade(body.expected_answer, generated)
+        graded = await grade(self.grading, body.expected_answer, generated)
         reward = graded.reward
         evaluations: list[JudgeEvaluation] | None = None
         if self.config.should_use_judge and graded.reward <= 0.5:

@@ -1,19 +1,18 @@
-"""Symbolic answer checking with math-verify, run inside worker processes of a deadline-bound pool.
+"""Symbolic answer checking with math-verify, run as deadline-bound jobs of a `nemo_gym.compute` executor.
 
 math-verify's parse/verify is CPU-heavy (sympy) and can hang in C code that no signal interrupts
-(e.g. a huge power tower), so it never runs on a server's event loop. `GradingPool` owns a process
-pool: a job that misses its deadline takes its pool down with it (the workers are killed and a
-fresh, warmed-up pool replaces them), so one pathological answer cannot wedge the server.
+(e.g. a huge power tower), so it never runs on a server's event loop: each grading is a job of the
+server's executor (worker processes on this machine, or Ray tasks on the cluster when the server
+runs on Ray). A job that misses its deadline has its worker killed and replaced, so one
+pathological answer cannot wedge the server; either way it scores 0 with the reason in the row.
 """
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
-import resource
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+
+from nemo_gym.compute import ComputeExecutor
+from nemo_gym.errors import ComputeTimeoutError, ComputeWorkerDiedError
 
 
 @dataclass(frozen=True)
@@ -43,90 +42,19 @@ def grade_answer(expected_answer: str, generated_text: str, timeout_s: int) -> G
     return GradeResult(1.0 if verify(gold, predicted, timeout_seconds=timeout_s) else 0.0, extracted)
 
 
-def _init_worker(memory_mb: int) -> None:
-    # A sympy blow-up becomes a MemoryError in this worker instead of a host-wide OOM.
-    limit = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    grade_answer("1", "\\boxed{1}", 5)  # import sympy and math-verify before the first deadline starts
+def warm_up_math_verify() -> None:
+    """Runs once in each new worker: imports sympy and math-verify before the first deadline starts."""
+    grade_answer("1", "\\boxed{1}", 5)
 
 
-def _warm() -> None:
-    return None
-
-
-class GradingPool:
-    """At most `workers` gradings at once, each with its own deadline (queueing time not counted)."""
-
-    def __init__(self, workers: int, timeout_s: float, memory_mb: int):
-        self.workers, self.timeout_s, self.memory_mb = workers, timeout_s, memory_mb
-        self._slots = asyncio.Semaphore(workers)
-        self._pool: ProcessPoolExecutor | None = None
-        self._ready: asyncio.Task[ProcessPoolExecutor] | None = None
-        self._every_pool: list[ProcessPoolExecutor] = []  # so aclose() also kills a pool still warming up
-        self.recycled = 0
-        """How many times a pool was killed and replaced (a hung or crashed job)."""
-
-    def start(self) -> None:
-        self._ready = asyncio.ensure_future(self._new_pool())
-
-    async def _new_pool(self) -> ProcessPoolExecutor:
-        # spawn, not fork: the server process runs threads (uvicorn, aiohttp) that fork would copy mid-lock.
-        pool = ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(self.memory_mb,),
-        )
-        self._every_pool.append(pool)
-        loop = asyncio.get_running_loop()
-        # One job per worker makes the pool start (and warm up) every worker before real work arrives.
-        await asyncio.gather(*(loop.run_in_executor(pool, _warm) for _ in range(self.workers)))
-        self._pool = pool
-        return pool
-
-    async def grade(self, expected_answer: str, generated_text: str) -> GradeResult:
-        for attempt in range(2):
-            async with self._slots:
-                assert self._ready is not None, "GradingPool.start() was not called"
-                pool = await self._ready
-                future = pool.submit(grade_answer, expected_answer, generated_text, max(1, int(self.timeout_s)))
-                try:
-                    return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
-                except TimeoutError:
-                    self._recycle(pool)
-                    return GradeResult(0.0, None, f"math-verify timed out after {self.timeout_s:g} s")
-                except BrokenProcessPool:
-                    # Another job's deadline killed this pool, or a worker died: try once on a fresh one.
-                    self._recycle(pool)
-                    if attempt == 0:
-                        continue
-                    return GradeResult(0.0, None, "math-verify worker crashed")
-                except MemoryError:
-                    return GradeResult(0.0, None, f"math-verify ran out of memory ({self.memory_mb} MB)")
-        raise AssertionError("unreachable")
-
-    def _recycle(self, pool: ProcessPoolExecutor) -> None:
-        if self._pool is not pool:
-            return  # someone already replaced it
-        self._pool = None
-        self.recycled += 1
-        self._ready = asyncio.ensure_future(self._new_pool())
-        self._every_pool.remove(pool)
-        _kill(pool)
-
-    async def aclose(self) -> None:
-        if self._ready is not None and not self._ready.done():
-            self._ready.cancel()
-        for pool in self._every_pool:
-            _kill(pool)
-        self._every_pool.clear()
-        self._pool = None
-
-
-def _kill(pool: ProcessPoolExecutor) -> None:
-    # ProcessPoolExecutor cannot stop a running job before Python 3.14 (kill_workers); killing its
-    # processes is the only way to free a worker stuck in C code.
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        if process.is_alive():
-            process.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
+async def grade(executor: ComputeExecutor, expected_answer: str, generated_text: str) -> GradeResult:
+    """Grade one answer as a job of `executor`; a timeout, a crash or a memory blow-up scores 0 with its reason."""
+    settings = executor.settings
+    try:
+        return await executor.submit(grade_answer, expected_answer, generated_text, max(1, int(settings.timeout_s)))
+    except ComputeTimeoutError:
+        return GradeResult(0.0, None, f"math-verify timed out after {settings.timeout_s:g} s")
+    except ComputeWorkerDiedError:
+        return GradeResult(0.0, None, "math-verify worker crashed")
+    except MemoryError:
+        return GradeResult(0.0, None, f"math-verify ran out of memory ({settings.memory_mb} MB)")
