@@ -1,4 +1,6 @@
-"""Run a stack's servers on a Ray cluster (`ng_run +ray_address=...`): the only module that imports Ray.
+"""Run a stack's servers on a Ray cluster (`ng_run +ray_address=...`).
+
+Ray is imported here and in nemo_gym.compute._ray, each only when a cluster is asked for.
 
 Same servers, same processes as the local launcher (`nemo_gym.launcher`); only where they run changes:
 
