@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -17,6 +20,7 @@ import pytest
 
 from nemo_gym.errors import SandboxError
 from nemo_gym.sandbox import ExecutionResult, Isolation, Sandbox, SandboxLimits
+from tests.conftest import PROJECT_ROOT
 
 T = TypeVar("T")
 FAST = SandboxLimits(wall_timeout_s=5, cpu_time_s=5, memory_mb=256)
@@ -450,3 +454,34 @@ def test_session_closed_mid_cell_returns_a_closed_result() -> None:
     assert not result.ok and not result.session_restarted
     assert result.describe_error() == "the session was closed while the cell was running"
     assert_no_leftover_processes()
+
+
+def test_an_interpreter_installed_under_tmp_runs_inside_the_sandbox(tmp_path):
+    # A checkout (and its venv) under /tmp, as a CI runner may have it: the sandbox's own work dir is
+    # mounted on /tmp inside the private root, and must not hide (or collide with) the interpreter.
+    if not Sandbox(FAST, allow_weaker_isolation=True).isolation.private_root:
+        pytest.skip("this machine cannot build the sandbox's private root")
+    venv = Path(tempfile.mkdtemp(dir="/tmp")) / "venv"
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+        site_packages = [p for p in sys.path if p.endswith("site-packages")]
+        script = (
+            "import asyncio\n"
+            "from nemo_gym.sandbox import Sandbox, SandboxLimits\n"
+            "async def main():\n"
+            "    sandbox = Sandbox(SandboxLimits(wall_timeout_s=10, cpu_time_s=5, memory_mb=256))\n"
+            "    try:\n"
+            '        result = await sandbox.run_python("import sys; print(sys.prefix)")\n'
+            "    finally:\n"
+            "        await sandbox.aclose()\n"
+            "    print(result.stdout.strip(), result.exit_code, result.stderr.strip()[-300:])\n"
+            "asyncio.run(main())\n"
+        )
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), *site_packages]))
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [str(venv), "0"], done.stdout + done.stderr
+    finally:
+        shutil.rmtree(venv.parent, ignore_errors=True)

@@ -150,6 +150,11 @@ def _build_private_root(uid: int, disk_mb: int) -> None:
     fds = [(os.open(src, os.O_PATH), dst) for src, dst in binds + devices]
     new_root = "/tmp"
     _mount("tmpfs", new_root, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=755,size=2m")
+    # The work dir: all the code may write, size-limited, gone with the mount namespace. Mounted before
+    # the binds: an interpreter installed under /tmp (a venv in a checkout there, as CI may have) is then
+    # bound inside it, read-only, instead of being hidden by it.
+    os.makedirs(new_root + "/tmp")
+    _mount("tmpfs", new_root + "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=700,uid={uid},gid={uid},size={disk_mb}m")
     for fd, dst in fds:
         target = new_root + dst
         if stat.S_ISDIR(os.fstat(fd).st_mode):
@@ -176,9 +181,6 @@ def _build_private_root(uid: int, disk_mb: int) -> None:
         os.symlink(target, f"{new_root}/dev/{name}")
     os.makedirs(new_root + "/proc", mode=0o555)
     _mount("proc", new_root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-    os.makedirs(new_root + "/tmp")
-    # The work dir: all the code may write, size-limited, gone with the mount namespace.
-    _mount("tmpfs", new_root + "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=700,uid={uid},gid={uid},size={disk_mb}m")
     number = _SYS_PIVOT_ROOT.get(platform.machine())
     if number is None:
         raise OSError(f"pivot_root is not known on {platform.machine()}")
