@@ -73,6 +73,18 @@ function showTab(name) {
 
 // ---- status ----------------------------------------------------------------------------------
 async function pollStatus() {
+  // Keeps polling through a lost server (stopped, restarting) and says so, instead of dying with an
+  // unhandled "Failed to fetch".
+  let delay = 3000;
+  try {
+    delay = await refreshStatus();
+  } catch (error) {
+    $("#status").textContent = `cannot reach the viewer server (${error.message}); retrying`;
+  }
+  setTimeout(pollStatus, delay);
+}
+
+async function refreshStatus() {
   const status = await api("/api/status");
   const wasComplete = state.status && state.status.a.complete && (!state.status.b || state.status.b.complete);
   state.status = status;
@@ -96,7 +108,7 @@ async function pollStatus() {
   }
   if (!complete && !state.total) loadRows();
   // While indexing, poll often; afterwards now and then, to pick up rows a running collection appends.
-  setTimeout(pollStatus, complete ? 3000 : 500);
+  return complete ? 3000 : 500;
 }
 
 function updateEndings(endings) {
@@ -118,8 +130,12 @@ function rowQuery() {
   return params;
 }
 
+let rowsRequest = 0;
+
 async function loadRows() {
+  const request = ++rowsRequest;
   const data = await api(`/api/rows?${rowQuery()}`);
+  if (request !== rowsRequest) return;  // a newer query went out meanwhile (typing, clearing): its answer wins
   state.total = data.total;
   const body = $("#rows tbody");
   body.replaceChildren();
