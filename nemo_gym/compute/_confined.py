@@ -73,6 +73,9 @@ def _payload(value: object) -> str:
 class ConfinedScorer(ABC):
     """Runs functions of one scorer module on untrusted input, confined (see the module docs)."""
 
+    backend: str
+    """"local" (warm sandboxed interpreters here) or "ray" (one-shot sandboxed Ray tasks)."""
+
     def __init__(self, module_path: Path, settings: ComputeSettings, warmup: str | None = None):
         self.module_path = Path(module_path)
         self.settings = settings
@@ -147,6 +150,8 @@ def _outcome(reply: ExecutionResult, timeout_s: float) -> Any:
 
 class WarmConfinedScorer(ConfinedScorer):
     """This machine: `max_concurrent` sandboxed interpreters with the module loaded, forking per call."""
+
+    backend = "local"
 
     def __init__(self, module_path: Path, settings: ComputeSettings, warmup: str | None = None):
         super().__init__(module_path, settings, warmup)
@@ -276,6 +281,7 @@ class OneShotConfinedScorer(ConfinedScorer):
     ):
         super().__init__(module_path, settings, warmup)
         self.executor = executor
+        self.backend = executor.backend
         self._runner = _RUNNER_PATH.read_text(encoding="utf-8")
 
     async def start(self) -> None:
