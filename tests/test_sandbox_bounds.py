@@ -186,6 +186,40 @@ def test_a_daemon_does_not_outlive_a_run(isolation: Isolation) -> None:
     assert left == [], f"the daemon outlived the run: {left}"
 
 
+def test_a_cancelled_cell_is_killed_and_the_next_cell_is_told() -> None:
+    """A caller that gives up (its task is cancelled) stops the cell instead of leaving it running."""
+    marker = f"cancelled-{uuid.uuid4().hex}"
+    cell = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; marker = \"{marker}\"; time.sleep(300)'])\n"
+        "time.sleep(60)"
+    )
+
+    async def scenario() -> tuple[list[psutil.Process], list[psutil.Process], ExecutionResult]:
+        sandbox = Sandbox(FAST, allow_weaker_isolation=True)
+        session = await sandbox.open_session()
+        try:
+            await session.execute("kept = 1")
+            interpreter = psutil.Process().children(recursive=True)
+            running = asyncio.create_task(session.execute(cell))
+            deadline = time.monotonic() + 30
+            while not live_processes_mentioning(marker) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert live_processes_mentioning(marker), "the cell should have started"
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            _gone, alive = psutil.wait_procs(interpreter, timeout=5)
+            return alive, live_processes_mentioning(marker), await session.execute("kept")
+        finally:
+            await sandbox.aclose()
+
+    alive, cell_children, after = run(scenario())
+    assert alive == [] and cell_children == [], f"the cancelled cell left processes behind: {alive + cell_children}"
+    assert after.session_restarted and "NameError" in after.stderr
+    assert "its previous cell was cancelled before it finished" in (after.describe_error() or "")
+
+
 # ---- 14. model code cannot read the project -----------------------------------------------------
 
 
