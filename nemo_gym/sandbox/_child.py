@@ -14,10 +14,13 @@ Order matters, because each step needs privileges the next one takes away:
    project, /home, /root and the host's temp dir no longer exist for the code;
 4. resource limits (set as root so the hard limits cannot be raised back);
 5. drop to the dedicated uid/gid and forbid regaining privileges (setuid binaries, file caps);
-6. install the socket guard when no network namespace is available;
+6. install the socket guard when no network namespace is available; arm the parent-death signal
+   again (step 5 cleared it) and leave if the server died meanwhile;
 7. fork: the worker runs the code; this process stays as init (pid 1 of the new pid namespace,
    or, without namespaces, a child subreaper that orphans are re-parented to), reaps, kills
-   whatever the worker left behind, and reports the worker's exit status on the status fd.
+   whatever the worker left behind, and reports the worker's exit status on the status fd. If the
+   server dies first (parent-death signal, or the status pipe loses its reader), init kills
+   everything and exits.
 """
 
 from __future__ import annotations
