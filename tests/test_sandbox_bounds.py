@@ -7,6 +7,7 @@ visible session loss, and nothing left behind by a SIGKILLed server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -183,6 +184,40 @@ def test_a_daemon_does_not_outlive_a_run(isolation: Isolation) -> None:
     while (left := live_processes_mentioning(marker)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert left == [], f"the daemon outlived the run: {left}"
+
+
+def test_a_cancelled_cell_is_killed_and_the_next_cell_is_told() -> None:
+    """A caller that gives up (its task is cancelled) stops the cell instead of leaving it running."""
+    marker = f"cancelled-{uuid.uuid4().hex}"
+    cell = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; marker = \"{marker}\"; time.sleep(300)'])\n"
+        "time.sleep(60)"
+    )
+
+    async def scenario() -> tuple[list[psutil.Process], list[psutil.Process], ExecutionResult]:
+        sandbox = Sandbox(FAST, allow_weaker_isolation=True)
+        session = await sandbox.open_session()
+        try:
+            await session.execute("kept = 1")
+            interpreter = psutil.Process().children(recursive=True)
+            running = asyncio.create_task(session.execute(cell))
+            deadline = time.monotonic() + 30
+            while not live_processes_mentioning(marker) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert live_processes_mentioning(marker), "the cell should have started"
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            _gone, alive = psutil.wait_procs(interpreter, timeout=5)
+            return alive, live_processes_mentioning(marker), await session.execute("kept")
+        finally:
+            await sandbox.aclose()
+
+    alive, cell_children, after = run(scenario())
+    assert alive == [] and cell_children == [], f"the cancelled cell left processes behind: {alive + cell_children}"
+    assert after.session_restarted and "NameError" in after.stderr
+    assert "its previous cell was cancelled before it finished" in (after.describe_error() or "")
 
 
 # ---- 14. model code cannot read the project -----------------------------------------------------
@@ -368,3 +403,75 @@ def test_a_killed_server_leaves_no_sandbox_behind(isolation: Isolation) -> None:
         check=True,
     )
     assert work_dirs_of(server.pid) == [] and cgroups_of(server.pid) == []
+
+
+# ---- 16. nothing the code started outlives a SIGKILLed server, even mid-call ---------------------
+
+BUSY_OWNER = """
+import asyncio, sys
+from nemo_gym.sandbox import Isolation, Sandbox, SandboxLimits
+
+CODE = '''
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; marker = 'popen-MARK'; time.sleep(300)"])
+if os.fork() == 0:  # a daemon: double fork, in its own session
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, "-c", "import time; marker = 'daemon-MARK'; time.sleep(300)"])
+    os._exit(0)
+time.sleep(300)
+'''
+
+async def main():
+    mode, isolation_name, marker = sys.argv[1:]
+    isolation = None
+    if isolation_name == "fallback":
+        isolation = Isolation(network_isolation="python-guard", namespaces=False, dedicated_uid=False)
+    limits = SandboxLimits(wall_timeout_s=400, cpu_time_s=400)
+    sandbox = Sandbox(limits, isolation=isolation, allow_weaker_isolation=True)
+    code = CODE.replace("MARK", marker)
+    if mode == "run":
+        await sandbox.run_python(code)
+    else:
+        session = await sandbox.open_session()
+        await session.execute(code)
+
+asyncio.run(main())
+"""
+
+
+@ISOLATIONS
+@pytest.mark.parametrize("mode", ["run", "session"])
+def test_a_killed_server_takes_its_busy_execution_with_it(isolation: Isolation, mode: str) -> None:
+    """The server is SIGKILLed while the code sleeps 300 s beside a Popen'd child and a daemon."""
+    marker = uuid.uuid4().hex
+    name = "fallback" if isolation is FALLBACK else "detected"
+
+    def children_of_the_code() -> list[psutil.Process]:
+        return live_processes_mentioning(f"popen-{marker}") + live_processes_mentioning(f"daemon-{marker}")
+
+    server = subprocess.Popen([sys.executable, "-c", BUSY_OWNER, mode, name, marker])
+    try:
+        deadline = time.monotonic() + 60
+        while len(children_of_the_code()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(children_of_the_code()) == 2, "the code's Popen'd child and its daemon should be running"
+        sandboxed = psutil.Process(server.pid).children(recursive=True)
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+    _gone, alive = psutil.wait_procs(sandboxed, timeout=5)
+    alive = [p for p in alive if _running(p)]
+    escaped = children_of_the_code()
+    for process in alive + escaped:  # so that a failure leaves nothing running for 300 s
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    assert alive == [], f"sandbox processes outlived their server: {alive}"
+    assert escaped == []
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -61,14 +61,23 @@ What else holds, and what happens without the mechanism:
   itself survives between cells. The parent then kills the process tree, the cgroup and the
   process group. Without namespaces the same holds through the subreaper.
 - Nothing outlives the server: the child is started under `setpriv --pdeathsig KILL` (and
-  `unshare --kill-child`), so a SIGKILLed server takes its executions with it; with namespaces
-  the work dir is a tmpfs that disappears with its mount namespace and no file is left on the
-  host. Host work dirs (fallback) and cgroups are named after the owning pid, and the first
-  Sandbox of a process removes those whose owner is dead (killing what is left in such a
-  cgroup). Without a pid namespace, processes the code started are orphaned when the server is
-  SIGKILLed (init and the interpreter die, their children do not): they are killed with their
-  cgroup at the next start-up, and without cgroups only RLIMIT_CPU ends them. Without setpriv
-  the whole execution survives a SIGKILLed server in the same way.
+  `unshare --kill-child`), and the child's init arms its parent-death signal again after it has
+  dropped to the dedicated uid (the kernel clears it on every change of credentials, which left
+  whole executions running after a SIGKILLed server). Init also leaves as soon as the status pipe
+  it shares with the server loses its reader, which only the server's death does (this holds
+  without setpriv too). With a pid namespace init's exit takes every process in it along; without
+  one init is a subreaper told by SIGTERM, and kills its subtree and the members of the
+  execution's cgroup before it exits. So a SIGKILLed server takes its executions with it within a
+  moment, even mid-call and with daemons the code started; with namespaces the work dir is a tmpfs
+  that disappears with its mount namespace and no file is left on the host. Host work dirs
+  (fallback) and cgroups are named after the owning pid, and the first Sandbox of a process removes
+  those whose owner is dead (killing what is left in such a cgroup). Without a pid namespace, code
+  running as init's own uid can SIGKILL init first and leave orphans behind: these are killed with
+  their cgroup at the next start-up, and without cgroups (not root) only RLIMIT_CPU ends them.
+- A caller that gives up stops its work: cancelling `run_python` or `PythonSession.execute` (a
+  server cancels a handler whose client disconnected) kills the program or the cell with its
+  interpreter; the session's next cell starts a fresh one and is told (`lost_state`).
+  `SessionPool` closes the session of a cancelled call at once instead of after `idle_timeout_s`.
 - Sessions: a session whose interpreter died, was evicted (`SessionPool.max_sessions`) or was
   reaped while idle is replaced by a fresh one, and the next cell's result says so
   (`lost_state`, and in `describe_error()` even when the cell itself succeeded).

@@ -14,10 +14,13 @@ Order matters, because each step needs privileges the next one takes away:
    project, /home, /root and the host's temp dir no longer exist for the code;
 4. resource limits (set as root so the hard limits cannot be raised back);
 5. drop to the dedicated uid/gid and forbid regaining privileges (setuid binaries, file caps);
-6. install the socket guard when no network namespace is available;
+6. install the socket guard when no network namespace is available; arm the parent-death signal
+   again (step 5 cleared it) and leave if the server died meanwhile;
 7. fork: the worker runs the code; this process stays as init (pid 1 of the new pid namespace,
    or, without namespaces, a child subreaper that orphans are re-parented to), reaps, kills
-   whatever the worker left behind, and reports the worker's exit status on the status fd.
+   whatever the worker left behind, and reports the worker's exit status on the status fd. If the
+   server dies first (parent-death signal, or the status pipe loses its reader), init kills
+   everything and exits.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import linecache
 import os
 import platform
 import resource
+import select
 import signal
 import socket
 import stat
@@ -502,12 +506,88 @@ def kill_descendants(root: int, spare: set[int]) -> None:
             os.waitpid(pid, 0)
 
 
-def _become_init(status_fd: int, subreaper: bool) -> int:
+def _server_gone(status_fd: int, parent: int) -> bool:
+    """Whether the server that started us has died: nobody holds the status pipe's read end any
+    more (only the server ever does), or, outside a pid namespace, we were re-parented."""
+    poller = select.poll()
+    poller.register(status_fd, 0)  # POLLERR is always reported: a pipe's writer gets it without readers
+    if any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0)):
+        return True
+    return parent != 0 and os.getppid() != parent
+
+
+_told_to_stop: list[int] = []
+"""Init, as a subreaper, got SIGTERM (its parent-death signal): kill everything and exit."""
+
+
+def _arm_parent_death(status_fd: int, parent: int, subreaper: bool) -> None:
+    """Die with the server, armed again here because the kernel clears the parent-death signal on
+    every change of credentials: the setuid() of step 5 dropped what `unshare --kill-child` (or
+    `setpriv --pdeathsig`) had set, so a SIGKILLed server used to leave init and all the code running.
+
+    In a pid namespace init's death takes the whole namespace down, so SIGKILL does; as a subreaper
+    init must first kill what was re-parented to it, so it is told with SIGTERM (see `_wait_for_worker`).
+    The parent may have died before this call, while nothing was armed: checked right after it.
+    """
+    if subreaper:
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: _told_to_stop.append(signal.SIGTERM))
+    _check(
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM if subreaper else signal.SIGKILL, 0, 0, 0),
+        "prctl(PR_SET_PDEATHSIG)",
+    )
+    if _server_gone(status_fd, parent):
+        os._exit(122)
+
+
+def _wait_for_worker(worker: int, status_fd: int) -> int | None:
+    """Reap every child (orphans are re-parented to init) until the worker ends; return its wait
+    status, or None as soon as the server is gone (status pipe without reader, or SIGTERM, which is
+    init's parent-death signal as a subreaper). Single-threaded: a thread would count against the
+    execution's process limits."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    poller = select.poll()
+    poller.register(wake_r, select.POLLIN)
+    poller.register(status_fd, 0)
+    while True:
+        while True:  # a SIGCHLD that arrives from here on leaves a byte in wake_r: poll() returns at once
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return None  # cannot happen while the worker is unreaped; stop rather than spin
+            if pid == 0:
+                break
+            if pid == worker:
+                return status
+        if _told_to_stop:
+            return None
+        ready = poller.poll()
+        if any(fd == status_fd for fd, _events in ready):
+            return None
+        with contextlib.suppress(BlockingIOError):
+            os.read(wake_r, 1 << 12)
+
+
+def _kill_cgroup_members(procs_files: list[str]) -> None:
+    """Without a pid namespace, the execution's cgroup holds whatever escaped init's subtree."""
+    me = os.getpid()
+    for procs in procs_files:
+        with contextlib.suppress(OSError), open(procs, encoding="ascii") as file:
+            for pid in {int(p) for p in file.read().split()} - {me}:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _become_init(status_fd: int, subreaper: bool, cgroup_procs: list[str]) -> int:
     """Fork the worker and return init's pid in it; in init, reap, clean up, report, exit.
 
     Init outlives the worker to report how it ended (the kernel shields a namespace's pid 1 from
     signals, so the worker's death by signal cannot be passed on as init's own) and to kill what
-    the worker left behind before the call counts as finished.
+    the worker left behind before the call counts as finished. If the server dies first, init
+    kills everything and exits without a report (nobody is left to read one).
     """
     if subreaper:
         _check(_libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
@@ -515,17 +595,21 @@ def _become_init(status_fd: int, subreaper: bool) -> int:
     worker = os.fork()
     if worker == 0:
         os.close(status_fd)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # init's handler is not the code's
         if subreaper:
             # Without a pid namespace nothing kills the worker when init is killed: ask for it.
             _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != init_pid:
                 os._exit(125)
         return init_pid
-    while True:
-        pid, status = os.wait()
-        if pid == worker:
-            break
+    status = _wait_for_worker(worker, status_fd)
+    if status is None and not subreaper:
+        os._exit(124)  # pid 1 of the namespace: its exit kills every process in it
     kill_descendants(init_pid, spare={init_pid})
+    if subreaper:
+        _kill_cgroup_members(cgroup_procs)
+    if status is None:
+        os._exit(124)
     with contextlib.suppress(ChildProcessError):
         while True:
             os.wait()
@@ -558,15 +642,18 @@ def _set_up(plan: dict) -> str | None:
 def main() -> None:
     plan = json.loads(sys.argv[1])
     status_fd = plan["status_fd"]
+    parent = os.getppid()  # 0 in a new pid namespace: its pid 1 cannot see its parent
     try:
         source = _set_up(plan)
+        subreaper = not plan["private_root"]
+        _arm_parent_death(status_fd, parent, subreaper)
     except BaseException as error:  # noqa: BLE001 - a sandbox failure, reported apart from user errors
         os.write(
             status_fd,
             json.dumps({"setup_error": f"{type(error).__name__}: {error}"}).encode(),
         )
         os._exit(121)
-    init_pid = _become_init(status_fd, subreaper=not plan["private_root"])
+    init_pid = _become_init(status_fd, subreaper, plan["cgroup_procs"])
     sys.exit(_run_program(source) if source is not None else _run_session(plan, init_pid))
 
 

@@ -13,6 +13,7 @@ from nemo_gym.sandbox._sandbox import PythonSession, Sandbox
 
 _EVICTED = "it was closed to make room for other sessions (max_sessions)"
 _REAPED = "it was closed after {idle:g} s without a call"
+_CANCELLED = "it was closed when a call was given up before its cell finished"
 
 
 @dataclass
@@ -32,7 +33,9 @@ class SessionPool:
     session closed this way is remembered (the last `remembered_keys` of them), and the next
     `execute` for it runs in a fresh interpreter whose result says the earlier state was lost and
     why, instead of failing later with a puzzling NameError. `close(key)` is for a caller that is
-    done with its session: the key is forgotten, and a later call simply starts afresh.
+    done with its session: the key is forgotten, and a later call simply starts afresh. A call
+    that is cancelled (its HTTP request was given up) kills its cell and closes its session at once;
+    a later call for the key is told so.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class SessionPool:
         self._lost: OrderedDict[str, str] = OrderedDict()
         self._remembered_keys = remembered_keys
         self._reaper: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Future[None]] = set()
 
     @property
     def live_sessions(self) -> int:
@@ -76,6 +80,15 @@ class SessionPool:
                 session.mark_state_lost(entry.lost_state)
                 entry.lost_state = None
             return await session.execute(code)
+        except asyncio.CancelledError:
+            # The caller gave up on this rollout (its request was cancelled): close its session now
+            # rather than after idle_timeout_s, unless another call of the same key is using it.
+            if entry.busy == 1 and self._live.get(key) is entry:
+                closing = asyncio.ensure_future(self._close(key, _CANCELLED))
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+                await asyncio.shield(closing)
+            raise
         finally:
             entry.busy -= 1
             entry.last_used = time.monotonic()

@@ -338,6 +338,10 @@ class ConfinedProcess:
             os.close(status_r)
             await cls._undo(cgroup, host_workdir)
             raise SandboxError(f"could not start the sandbox interpreter: {error}") from error
+        except BaseException:  # cancelled: asyncio has killed what it started, and init follows it
+            os.close(status_r)
+            await asyncio.shield(cls._undo(cgroup, host_workdir))
+            raise
         finally:
             os.close(status_w)
             if program_fd is not None:

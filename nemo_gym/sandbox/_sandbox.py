@@ -26,6 +26,9 @@ from nemo_gym.sandbox._process import (
 # After the program exits, how long its pipes may stay open (fallback mode only: without a pid
 # namespace a process that escaped the group can hold them) before we stop reading.
 _PIPE_GRACE_S = 2.0
+_CANCELLED = "its previous cell was cancelled before it finished"
+# Clean-ups that must finish even if the task that started them is cancelled again.
+_background: set[asyncio.Future[None]] = set()
 
 
 async def _feed(stream: asyncio.StreamWriter | None, data: bytes) -> None:
@@ -155,7 +158,9 @@ class PythonSession:
     Each cell holds one of the sandbox's concurrency slots while it runs; an idle session holds none.
     A cell that times out or kills the interpreter restarts the session with empty state, and its
     result says so (`session_restarted`). Closing the session while a cell runs kills the cell,
-    which then returns a result with `session_closed` set.
+    which then returns a result with `session_closed` set. Cancelling `execute` while its cell runs
+    kills the interpreter with the cell (nothing keeps running for a caller that is gone); the next
+    cell starts a fresh one and its result says so (`lost_state`).
     """
 
     def __init__(self, sandbox: Sandbox, limits: SandboxLimits):
@@ -215,6 +220,16 @@ class PythonSession:
             oom_kills_before = child.oom_kills()
             try:
                 reply = await asyncio.wait_for(self._ask(child, code), limits.wall_timeout_s)
+            except asyncio.CancelledError:
+                # The caller gave up (a cancelled request, an abandoned rollout): the cell must not
+                # run on unseen, and its late reply must not be taken for the next cell's. The next
+                # cell starts a fresh interpreter and is told why.
+                self._lost_state = _CANCELLED
+                stopping = asyncio.ensure_future(self._stop())
+                _background.add(stopping)
+                stopping.add_done_callback(_background.discard)
+                await asyncio.shield(stopping)
+                raise
             except TimeoutError:
                 if self._closed:
                     return self._closed_result(started, limits)

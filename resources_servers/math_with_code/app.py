@@ -3,7 +3,8 @@
 Tool `execute_python{code}` runs a cell in this rollout's own interpreter (variables and imports
 persist across calls, like a notebook) inside the sandbox: model-written code never runs in this
 process. Sessions are keyed by the rollout's session id (a `SessionPool`), opened on first use,
-closed at `verify`, reaped after `session_idle_timeout_s` without a call (an abandoned rollout
+closed at `verify`, closed at once when a call is given up mid-cell (its client disconnected: the
+cell is killed), reaped after `session_idle_timeout_s` without a call (an abandoned rollout
 cannot leak a process), capped at `max_sessions` (the least recently used is closed first) and
 all closed at shutdown. A rollout whose session was reaped or evicted is told so in `error` on its
 next call: its variables are gone.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -162,6 +165,58 @@ def test_shutdown_leaves_no_interpreter_behind():
     assert left == []
     for client in clients:
         client.close()
+
+
+def post_and_hang_up(env: Running, cookies: httpx.Cookies, code: str, until: Any) -> None:
+    """Send one /execute_python request on a raw connection and close it, unanswered, once `until()`
+    holds: what a collector does when it gives up on a rollout (a deadline, Ctrl+C)."""
+    body = json.dumps({"code": code}).encode()
+    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    head = (
+        f"POST /execute_python HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nCookie: {cookie}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", env.http.port)) as connection:
+        connection.sendall(head.encode() + body)
+        deadline = time.monotonic() + 30
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert until(), "the cell should have started"
+
+
+def test_a_rollout_given_up_mid_cell_stops_the_cell_and_its_session():
+    """A cell sleeping 9 s (beside a Popen'd child) whose request is abandoned: within a few seconds
+    the cell, its child and the session's interpreter are gone, and no zombie is left."""
+    me = psutil.Process()
+    before = {child.pid for child in me.children(recursive=True)}
+    running = Running(execution_timeout_s=30)
+    marker = uuid.uuid4().hex
+    cell = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; marker = \"{marker}\"; time.sleep(300)'])\n"
+        "time.sleep(9)"
+    )
+
+    def cell_child_running() -> bool:
+        return any(marker in " ".join(p.cmdline()) for p in me.children(recursive=True) if p.pid not in before)
+
+    def ours() -> list[psutil.Process]:  # zombies included: each one is a process nobody reaped
+        return [child for child in me.children(recursive=True) if child.pid not in before]
+
+    try:
+        with running.rollout() as client:
+            assert run(client, "kept = 1")["error"] is None
+            assert running.server.live_sessions == 1 and ours() != []
+            post_and_hang_up(running, client.cookies, cell, until=cell_child_running)
+            deadline = time.monotonic() + 5
+            while (ours() or running.server.live_sessions) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ours() == [], f"the abandoned cell left processes behind: {ours()}"
+            assert running.server.live_sessions == 0
+            told = run(client, "kept")["error"]  # the same rollout coming back is told what happened
+            assert "NameError" in told and "given up" in told
+    finally:
+        running.stop()
 
 
 # ---- safety: hostile code stays in the sandbox, the server keeps serving -----------------------------
