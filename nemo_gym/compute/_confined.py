@@ -177,16 +177,15 @@ class WarmConfinedScorer(ConfinedScorer):
             self.settings.max_concurrent,
             allow_weaker_isolation=self.settings.allow_weaker_isolation,
         )
-        sessions = await asyncio.gather(
-            *(self._warm_session() for _ in range(self.settings.max_concurrent)), return_exceptions=True
-        )
-        failures = [result for result in sessions if isinstance(result, BaseException)]
-        for result in sessions:
-            if isinstance(result, PythonSession):
-                self._idle.put_nowait(result)
-        if failures:
+        # One interpreter proves the module loads (a broken scorer fails the server's start-up);
+        # the others warm up in the background while the first one already scores.
+        try:
+            self._idle.put_nowait(await self._warm_session())
+        except BaseException:
             await self.aclose()
-            raise failures[0]
+            raise
+        for _ in range(self.settings.max_concurrent - 1):
+            self._add_fresh()
 
     async def _warm_session(self) -> PythonSession:
         assert self._sandbox is not None
@@ -240,18 +239,24 @@ class WarmConfinedScorer(ConfinedScorer):
                 continue  # look again whether a replacement failed for good
 
     def _replace(self, session: PythonSession) -> None:
-        async def replace() -> None:
-            await session.aclose()
-            if self._closed:
-                return
-            self.restarts += 1
+        self.restarts += 1
+        self._add_fresh(retiring=session)
+
+    def _add_fresh(self, retiring: PythonSession | None = None) -> None:
+        """Warm up one more interpreter in the background (after closing `retiring`, if given)."""
+
+        async def add() -> None:
+            if retiring is not None:
+                await retiring.aclose()
             for attempt in range(3):
+                if self._closed:
+                    return
                 try:
                     fresh = await self._warm_session()
                 except (SandboxError, OSError) as error:
-                    logger.warning("confined scorer %s: restarting an interpreter failed: %s", self.module_path, error)
+                    logger.warning("confined scorer %s: starting an interpreter failed: %s", self.module_path, error)
                     if attempt == 2:
-                        self._broken = f"the scoring interpreters cannot be restarted: {error}"
+                        self._broken = f"the scoring interpreters cannot be started: {error}"
                     continue
                 if self._closed:
                     await fresh.aclose()
@@ -259,7 +264,7 @@ class WarmConfinedScorer(ConfinedScorer):
                     self._idle.put_nowait(fresh)
                 return
 
-        task = asyncio.ensure_future(replace())
+        task = asyncio.ensure_future(add())
         self._replacing.add(task)
         task.add_done_callback(self._replacing.discard)
 

@@ -95,14 +95,66 @@ def _call_in_fork(request: dict) -> dict:
         os.close(read_fd)
 
 
+# What a scoring has no business doing, by audit event (PEP 578), and how the row will say it.
+_REFUSED_EVENTS = {
+    "os.system": "run a shell command",
+    "os.exec": "run a program",
+    "os.posix_spawn": "run a program",
+    "os.spawn": "run a program",
+    "subprocess.Popen": "run a program",
+    "os.fork": "start a process",
+    "os.forkpty": "start a process",
+    "os.kill": "send a signal",
+    "os.killpg": "send a signal",
+    "signal.pthread_kill": "send a signal",
+    "socket.connect": "open a network connection",
+    "socket.bind": "open a network socket",
+    "socket.sendto": "send network traffic",
+    "ctypes.dlopen": "load native code",
+    "ctypes.dlsym": "load native code",
+    "ctypes.call_function": "call native code",
+    "os.remove": "delete a file",
+    "os.rmdir": "delete a file",
+    "os.rename": "move a file",
+    "os.truncate": "change a file",
+    "os.chmod": "change a file",
+    "shutil.rmtree": "delete files",
+}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_refused: list[str] = []
+
+
+def _refuse_side_effects(event: str, args: tuple) -> None:
+    """Audit hook of a call's fork. The sandbox is the wall; this makes an answer that *tries* to act
+    (run a command, open a socket, write a file) fail visibly, with reward 0 and the reason in the
+    row, instead of earning whatever the scorer makes of the attempt's return value."""
+    what = _REFUSED_EVENTS.get(event)
+    if what is None and event == "open" and len(args) >= 3:
+        mode, flags = args[1], args[2]
+        writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool((flags or 0) & _WRITE_FLAGS)
+        what = "write a file" if writes else None
+    if what is not None:
+        if not _refused:
+            _refused.append(f"{what} ({event})")
+        raise PermissionError(f"not allowed while scoring: {event}")
+
+
 def _run_call(function: object, args: list, write_fd: int, timeout_s: float) -> None:
     try:
         _cut_ties(write_fd)
         cpu_s = max(1, math.ceil(timeout_s))
         # Counted from zero in this fork: a busy loop dies of SIGXCPU even if the wall clock is slow.
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+        sys.addaudithook(_refuse_side_effects)  # for this fork only, and for good
         value = function(*args)  # type: ignore[operator]
-        outcome = {"ok": True, "value": value}
+        if _refused:
+            outcome: dict = {
+                "ok": False,
+                "kind": "refused",
+                "error": f"the scoring tried to {_refused[0]} and was stopped",
+            }
+        else:
+            outcome = {"ok": True, "value": value}
         data = json.dumps(outcome, allow_nan=False)
     except MemoryError:
         data = json.dumps({"ok": False, "kind": "memory", "error": "MemoryError: the scoring ran out of memory"})
@@ -110,6 +162,8 @@ def _run_call(function: object, args: list, write_fd: int, timeout_s: float) -> 
         message = f"{type(error).__name__}: {error}"
         if isinstance(error, (TypeError, ValueError)) and "JSON" in str(error):
             message = f"the scorer returned a value that is not JSON: {error}"
+        if _refused:
+            message = f"the scoring tried to {_refused[0]} and was stopped"
         data = json.dumps({"ok": False, "kind": "exception", "error": message[:REASON_LIMIT]})
     with contextlib.suppress(OSError):
         view = memoryview(data.encode("utf-8"))

@@ -155,7 +155,8 @@ def test_an_answer_that_is_code_runs_nowhere_near_the_server(rg, tmp_path):
     marker = tmp_path / "pwned.txt"
     result = verify(rg, countdown_row(), reply(f"<answer>{injection(marker)}</answer>"))
     assert not marker.exists()
-    assert result["reward"] < 1.0
+    assert result["reward"] == 0.0
+    assert result["scoring_error"] == "the scoring tried to run a shell command (os.system) and was stopped"
     # And from inside, the sandbox has nothing to take: no checkout, no secrets in its environment.
     probe = "__import__('os').path.exists('" + str(PROJECT_ROOT / "pyproject.toml") + "') or 1"
     assert verify(rg, countdown_row(), reply(f"<answer>{probe}</answer>"))["reward"] < 1.0
@@ -167,26 +168,26 @@ def test_task_metadata_is_data_not_code(rg, tmp_path):
     row["metadata"]["problem"] = f"__import__('os').system('id > {marker}') or 1"
     result = verify(rg, row, reply(f"<answer>{row['answer']}</answer>"))
     assert not marker.exists()
-    assert result["reward"] == 0.0
+    assert result["reward"] == 0.0 and "run a shell command" in result["scoring_error"]
 
 
 def test_a_scorer_past_its_limit_is_killed_and_the_server_stays_responsive(rg):
     row = countdown_row()
     slow = "7**(2*10**7)*7**(2*10**7)"  # sympy's parse_expr computes it: minutes of CPU in C code
     sleepy = "__import__('time').sleep(45) or 1"
-    health: list[float] = []
+    checks = 0
     with ThreadPoolExecutor(4) as pool:
         answers = [pool.submit(verify, rg, row, reply(f"<answer>{text}</answer>")) for text in (slow, sleepy, sleepy)]
         while not all(answer.done() for answer in answers):
-            started = time.monotonic()
-            assert httpx.get(f"{rg}/health", timeout=5).status_code == 200
-            health.append(time.monotonic() - started)
+            # The event loop never waits for a scorer (benchmarks/env_verify_latency.py measures how fast).
+            assert httpx.get(f"{rg}/health", timeout=2).status_code == 200
+            checks += 1
             time.sleep(0.05)
         results = [answer.result() for answer in answers]
     for result in results:
         assert result["reward"] == 0.0
         assert "5 s" in result["scoring_error"] and "killed" in result["scoring_error"], result["scoring_error"]
-    assert sorted(health)[len(health) // 2] < 0.1  # median; the event loop never waits for a scorer
+    assert checks > 10
     # Nothing is left running: a right answer right after scores 1.0.
     right = verify(rg, row, reply(f"<answer>{row['answer']}</answer>"))
     assert right["reward"] == 1.0, right["scoring_error"]
@@ -250,3 +251,37 @@ def test_end_to_end_right_and_wrong_policies(tmp_path):
     assert "mean/reward 1.0000" in stdout
     assert all(row["reward"] < 1.0 for row in wrong)
     assert {row["dataset_name"] for row in right} == {t["dataset_name"] for t in TASKS} and len(TASKS) == 5
+
+
+SECRET = "sk-planted-d0n0tl3ak-7f3a9c"
+
+
+@pytest.mark.slow
+def test_the_injection_through_ng_collect_rollouts_touches_nothing_and_leaks_nothing(tmp_path):
+    """The attack as a policy would send it: collected with ng_collect_rollouts against a scripted
+    upstream, on a stack whose policy key is a planted secret."""
+    attacked, honest = list(task_rows("countdown", size=2, seed=21))
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps(attacked) + "\n" + json.dumps(honest) + "\n")
+    marker = tmp_path / "pwned.txt"
+    in_checkout = PROJECT_ROOT / "pwned.txt"
+    attack = (
+        f'<answer>__import__("os").system("id > pwned.txt; cat env.yaml >> pwned.txt; '
+        f'id > {marker}; env >> {marker}")</answer>'
+    )
+
+    def policy(mode: str, body: dict[str, Any]) -> Turn:
+        return Turn(text=attack if user_text(body) == attacked["question"] else f"<answer>{honest['answer']}</answer>")
+
+    try:
+        with environment_stack("reasoning_gym", policy, tmp_path, api_key=SECRET) as stack:
+            rows, stdout = stack.collect("attack", input_path=tasks)
+        assert not marker.exists() and not in_checkout.exists()
+        assert rows[0]["reward"] == 0.0
+        assert rows[0]["scoring_error"] == "the scoring tried to run a shell command (os.system) and was stopped"
+        assert rows[1]["reward"] == 1.0 and rows[1]["scoring_error"] is None
+        written = [path for path in tmp_path.rglob("*") if path.is_file()]
+        assert written and not [path for path in written if SECRET in path.read_text(errors="replace")]
+        assert SECRET not in stdout
+    finally:
+        in_checkout.unlink(missing_ok=True)  # never leave the attack's file behind, even on failure
