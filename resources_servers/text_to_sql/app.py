@@ -1,8 +1,9 @@
 """text_to_sql: answer a question about a small company database with one SQLite query.
 
 Trains writing correct SQL from a schema and a question. The model's query is run on a read-only
-connection in a worker process, within time, memory and result-size limits (see `sql_runner.py`); reward 1.0 iff its result set equals the
-gold query's (order-insensitive unless the task says `ordered`). Queries that write are refused.
+connection in a worker process, within time, memory and result-size limits (see `sql_runner.py`);
+reward 1.0 iff its result set equals the gold query's (order-insensitive unless the task says
+`ordered`). Queries that write are refused.
 No tools: the schema is in the prompt and the query is the answer.
 """
 
@@ -123,7 +124,9 @@ class TextToSQLServer(SimpleResourcesServer):
         except ComputeTimeoutError:
             return time_limit_error(config.statement_timeout_s)
         except ComputeWorkerDiedError:
-            message = f"stopped: the process running the query died (most likely at its {config.query_memory_mb} MB memory limit)"
+            # Twice (the pool retries once on a fresh worker); under RLIMIT_AS that is almost always memory.
+            limit = config.query_memory_mb
+            message = f"stopped: the process running the query died (most likely at its {limit} MB memory limit)"
             return QueryResult(None, message, stopped_by="memory")
 
     async def _gold(self, sql: str) -> list[tuple]:

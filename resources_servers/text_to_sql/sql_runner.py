@@ -97,7 +97,7 @@ def run_query(database: Path, sql: str, limits: QueryLimits) -> QueryResult:
         except sqlite3.Warning as error:  # e.g. more than one statement
             return QueryResult(None, f"{type(error).__name__}: {error}")
         except MemoryError:  # SQLite's SQLITE_NOMEM, or Python's own, under the worker's address-space limit
-            return QueryResult(None, "stopped: the query ran out of memory", stopped_by="memory")
+            return QueryResult(None, "stopped: the query ran past its memory limit", stopped_by="memory")
     finally:
         connection.close()
 

@@ -18,6 +18,8 @@ import httpx
 import psutil
 import pytest
 
+from nemo_gym.testing.inprocess import ThreadedServer, registry_client
+from resources_servers.text_to_sql.app import TextToSQLConfig, TextToSQLServer
 from tests.e2e.env_rollouts import example_tasks
 
 TASKS = example_tasks("text_to_sql")
@@ -41,6 +43,12 @@ RANDOMBLOB = "SELECT length(hex(randomblob(300000000)))"
 DOUBLING = (
     "WITH RECURSIVE s(n, x) AS (SELECT 0, 'ab' UNION ALL SELECT n + 1, x || x FROM s WHERE n < 28) "
     "SELECT length(x) FROM s WHERE n = 28"
+)
+# A hundred 9 MB rows to sort: no single value is too big, but the sort (kept in memory, not in a
+# temp file) outgrows the worker's address-space limit.
+BIG_SORT = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) "
+    "SELECT count(*) FROM (SELECT i, printf('%.*c', 9000000, 'x') AS s FROM n ORDER BY i DESC)"
 )
 # One C call (instr over an 8 MB string) that takes far longer than the limit: SQLite's progress
 # handler never runs inside it, so only killing the process running it can stop it.
@@ -154,3 +162,13 @@ def test_queries_run_in_worker_processes_with_an_address_space_limit(server):
     for worker in workers:
         soft, hard = worker.rlimit(psutil.RLIMIT_AS)
         assert soft == hard == 512 * 1024 * 1024
+
+
+def test_a_query_outgrowing_its_worker_memory_is_stopped_for_memory_and_the_worker_recovers():
+    # A long time limit and a small address space, so that memory is what stops it.
+    config = TextToSQLConfig(name="sql", domain="coding", statement_timeout_s=60, query_memory_mb=160, query_workers=1)
+    with ThreadedServer.of(TextToSQLServer(config=config, server_client=registry_client({}))) as http:
+        row = verify(http.url, BIG_SORT)
+        assert row["reward"] == 0.0 and row["stopped_by"] == "memory"
+        assert "memory limit" in (row["execution_error"] or ""), row["execution_error"]
+        assert_next_query_works(http.url)
