@@ -18,6 +18,7 @@ The tree, grouped by what the caller can do about it:
     │   ├── InputDataError              a malformed input JSONL line (file, line, field)
     │   ├── OutputExistsError           output file exists and neither resume nor overwrite was asked
     │   ├── OutputLockedError           another collector is writing the same output file (names its PID)
+    │   ├── OutputIsInputError          the output (or one of its side files) is the input file, under any name
     │   ├── JobMismatchError            a resume whose job (input, limit, repeats, ...) differs from the file's
     │   ├── UnknownServerError          a server name (e.g. agent_name) that the head server does not know
     │   ├── TrainingDataError           rollouts that cannot take a trainer's shape (no token ids, a broken prefix)
@@ -122,6 +123,15 @@ class OutputLockedError(InputError):
 
     def __init__(self, message: str, *, path: str, pid: int | None = None):
         self.path, self.pid = path, pid
+        super().__init__(message)
+
+
+class OutputIsInputError(InputError):
+    """The output file, or a side file written beside it, is the input file (the same path, a symlink to
+    it or a hard link): writing it would destroy the tasks the run reads."""
+
+    def __init__(self, message: str, *, path: str, input_path: str):
+        self.path, self.input_path = path, input_path
         super().__init__(message)
 
 

@@ -15,21 +15,31 @@ from pydantic import BaseModel, Field
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.config import find_project_root, load_global_config
 from nemo_gym.errors import ConfigError
-from nemo_gym.scaffold import collect_example_rollouts_command, scaffold_resources_server
+from nemo_gym.scaffold import check_name, collect_example_rollouts_command, scaffold_resources_server
+from nemo_gym.scaffold.resources_server import MAX_NAME_LENGTH
 
 
 class InitResourcesServerConfig(BaseModel):
     """Create resources_servers/<name>/ with a working example environment (refuses an existing folder)."""
 
-    entrypoint: str = Field(description="The folder to create, resources_servers/<name>.")
+    entrypoint: str = Field(
+        description=f"The folder to create, resources_servers/<name>; <name>: 1 to {MAX_NAME_LENGTH} lowercase letters, "
+        "digits and underscores, starting with a letter (a Python package name)."
+    )
     domain: str = Field("agent", description="What the tasks are about (agent, math, coding, knowledge, ...).")
     description: str | None = Field(None, description="One line for the README, app docstring and config.")
 
 
 def name_from_entrypoint(entrypoint: str) -> str:
+    """`resources_servers/<name>` -> `<name>`, checked (`check_name`) before any path is made from it."""
     parts = PurePosixPath(entrypoint.strip().rstrip("/")).parts
     if len(parts) != 2 or parts[0] != "resources_servers":
-        raise ConfigError(f"+entrypoint={entrypoint}: expected resources_servers/<name>, e.g. resources_servers/my_env")
+        shown = entrypoint if len(entrypoint) <= 80 else entrypoint[:77] + "..."
+        raise ConfigError(
+            f"+entrypoint={shown}: expected resources_servers/<name>, one folder directly inside resources_servers "
+            f"(e.g. resources_servers/my_env)"
+        )
+    check_name(parts[1])
     return parts[1]
 
 

@@ -6,6 +6,10 @@ server, or `+config_paths=[...]` to start them for the run. The resources server
 is found from the agent that collected it (the row's `agent_ref`, or `+agent_name=`): through the
 agent's config when it is configured, else the only running resources server, else the one the agent
 is named after (`<env>_simple_agent` -> `<env>`); `+resources_server_name=` overrides all of it.
+
+Rows that belong to another environment than the one that would verify them are refused (exit 2,
+naming the first such row) unless `+force=true`: verifying one environment's rollouts with another's
+`/verify` gives rewards that mean nothing, and used to be reported as "N rewards changed".
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from tqdm import tqdm
 from nemo_gym.aio import run_async
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.client import HttpClient, ServerClient, ServerInfo
-from nemo_gym.config import GlobalConfig, load_global_config
+from nemo_gym.config import GlobalConfig, find_project_root, load_global_config
 from nemo_gym.errors import ConfigError, InputDataError, OutputExistsError, ServerUnreachableError, UnknownServerError
 from nemo_gym.rollouts.reverify import Reverifier, RewardChanges, TaskRows, read_rollouts
 
@@ -54,6 +58,11 @@ class ReverifyConfig(BaseModel):
     num_samples_in_parallel: int | None = Field(None, ge=1, description=f"Rows in flight (null = {DEFAULT_PARALLEL}).")
     replay_tool_calls: bool = Field(
         True, description="Re-run the stored tool calls before verify, so stateful environments rebuild their state."
+    )
+    force: bool = Field(
+        False,
+        description="Verify rows with the chosen resources server even when their agent_ref says they belong to "
+        "another environment (refused otherwise, naming the first such row).",
     )
     overwrite: bool = Field(False, description="Replace an existing output file.")
     startup_timeout_s: float = Field(
@@ -88,6 +97,71 @@ def resources_of_agent(agent: str, config: GlobalConfig, registry: dict[str, Ser
         f"{', '.join(running) or 'none'}); pass +resources_server_name=<name>, or +config_paths=[...] with the "
         f"agent's config"
     )
+
+
+def known_environments(config: GlobalConfig, registry: dict[str, ServerInfo] | None = None) -> set[str]:
+    """Names that are environments for sure: the project's `resources_servers/<env>/` folders, the configured
+    resources servers and (once asked) the running ones."""
+    folder = find_project_root() / RESOURCES_TYPE
+    names = {path.name for path in folder.iterdir() if (path / "configs").is_dir()} if folder.is_dir() else set()
+    names |= {instance.name for instance in config.instances if instance.server_type == RESOURCES_TYPE}
+    names |= {name for name, info in (registry or {}).items() if info.server_type == RESOURCES_TYPE}
+    return names
+
+
+def environment_of_agent(agent: str, config: GlobalConfig, environments: set[str]) -> str | None:
+    """The environment (resources server instance) whose rollouts `agent` collects, or None when nothing says.
+
+    A row names who produced it only through `agent_ref` (the collector stamps it on every row; NeMo Gym's
+    rows carry the same): no row field names the resources server. So the environment is the agent's:
+      1. the agent's own `resources_server` ref, when the merged config (config_paths, env.yaml) configures
+         the agent: exact;
+      2. else its name, when that is `<env>_simple_agent` (or `<env>_agent`) for a known environment `<env>`
+         (`known_environments`): every shipped and scaffolded config names its agent so, and requiring `<env>`
+         to exist keeps an agent merely called `my_agent` from being claimed by a made-up environment `my`.
+    Other signals were weighed and left out: a row's extra task fields (`expected_answer`, ...) are shared
+    by many environments and vary per row, so they identify nothing; a verify model that rejects unknown
+    fields would refuse some foreign rows, but most accept extras (NeMo Gym's base verify request does),
+    which is how foreign rows got re-scored silently; and the head server lists names and kinds, never an
+    agent's refs.
+    """
+    configured = {instance.name: instance for instance in config.instances}
+    if agent in configured and configured[agent].server_type == AGENTS_TYPE:
+        ref = config.server_config_dict(agent).get("resources_server")
+        if isinstance(ref, dict) and ref.get("name"):
+            return str(ref["name"])
+    for suffix in ("_simple_agent", "_agent"):
+        if agent.endswith(suffix) and agent[: -len(suffix)] in environments:
+            return agent[: -len(suffix)]
+    return None
+
+
+def refuse_foreign_rows(
+    source: Path,
+    first_line_of_agent: dict[str, int],
+    verifier_of: Callable[[str], str],
+    config: GlobalConfig,
+    environments: set[str],
+) -> None:
+    """InputDataError naming the first row (file order) whose agent's environment is not the resources
+    server that would verify it; rows whose environment cannot be told are let through."""
+    foreign = []
+    for agent, line in first_line_of_agent.items():
+        owner, verifier = environment_of_agent(agent, config, environments), verifier_of(agent)
+        if owner is not None and owner != verifier:
+            foreign.append((line, agent, owner, verifier))
+    if not foreign:
+        return
+    line, agent, owner, verifier = min(foreign)
+    refused = InputDataError(
+        f"agent_ref.name: this row was collected by {agent!r} for environment {owner!r}, not {verifier!r} that "
+        f"would verify it; its reward there would mean nothing. Verify it with its own resources server, or pass "
+        f"+force=true",
+        path=str(source),
+        line=line,
+    )
+    refused.field = "agent_ref.name"  # already leads the message: `file:line: field: what is wrong`
+    raise refused
 
 
 def build_resolver(
@@ -142,17 +216,21 @@ def reverify(argv: list[str]) -> int:
     if target.exists() and target.stat().st_size > 0 and not params.overwrite:
         raise OutputExistsError(f"{target} already exists; pass +overwrite=true to replace it")
 
-    # Check every row before anything is sent, and learn which agents collected them.
-    agents: set[str] = set()
+    # Check every row before anything is sent, and learn which agents collected them (and where each first appears).
+    first_line_of_agent: dict[str, int] = {}
     rows_without_agent = total = 0
-    for _, row in read_rollouts(source):
+    for line, row in read_rollouts(source):
         total += 1
         ref = row.get("agent_ref")
         if isinstance(ref, dict) and isinstance(ref.get("name"), str):
-            agents.add(ref["name"])
+            first_line_of_agent.setdefault(ref["name"], line)
         else:
             rows_without_agent += 1
     task_rows = _task_rows(params, source)
+    if params.resources_server_name and not params.force:
+        # Known before any server is started or asked: refuse now. Other choices are checked once resolved.
+        only = params.resources_server_name
+        refuse_foreign_rows(source, first_line_of_agent, lambda agent: only, config, known_environments(config))
 
     with ExitStack() as cleanup:
         if not head_is_up(config.head_url):
@@ -167,7 +245,9 @@ def reverify(argv: list[str]) -> int:
             stack = Stack(config, LaunchOptions(startup_timeout_s=params.startup_timeout_s))
             stack.start()
             cleanup.callback(stack.stop)
-        return run_async(_reverify(params, config, source, target, task_rows, agents, rows_without_agent, total))
+        return run_async(
+            _reverify(params, config, source, target, task_rows, first_line_of_agent, rows_without_agent, total)
+        )
 
 
 def _task_rows(params: ReverifyConfig, source: Path) -> TaskRows | None:
@@ -186,14 +266,23 @@ async def _reverify(
     source: Path,
     target: Path,
     task_rows: TaskRows | None,
-    agents: set[str],
+    first_line_of_agent: dict[str, int],
     rows_without_agent: int,
     total: int,
 ) -> int:
     server_client = ServerClient(config.head_url, HttpClient())
     try:
         registry = await server_client.registry()
-        resolve = build_resolver(params, config, registry, agents, rows_without_agent)
+        resolve = build_resolver(params, config, registry, set(first_line_of_agent), rows_without_agent)
+        if not params.force:
+            # Before the output is opened: a refused run writes nothing.
+            refuse_foreign_rows(
+                source,
+                first_line_of_agent,
+                lambda agent: resolve({"agent_ref": {"name": agent}}),
+                config,
+                known_environments(config, registry),
+            )
         reverifier = Reverifier(
             server_client,
             resolve,

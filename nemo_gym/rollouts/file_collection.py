@@ -9,7 +9,9 @@ starts servers there, after a second collector on the same file has already been
     with FileCollection(spec, "results/run.jsonl", mode="new") as collection:   # lock, validate, job identity
         report = run_async(collection.run(head_url, CollectionPolicy(concurrency=64)))
 
-What `open()` does, in order: lock the output (one writer per file), refuse an existing output
+What `open()` does, in order: refuse an output (or a side file) that is the input file under any name
+(the same path, a symlink, a hard link: writing it would destroy the tasks), lock the output (one writer
+per file, whatever name it is reached by; see `output_lock`), refuse an existing output
 unless resume/overwrite was asked for, validate and fingerprint the input in one streaming pass,
 check (resume) or record (new, overwrite) the job identity, then open the files (`RolloutStore`).
 `run()` streams the missing pairs through a `RolloutCollector`, writes each row or failure as it
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nemo_gym.errors import OutputIsInputError
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector, RolloutOutcome
 from nemo_gym.rollouts.groups import GroupSummary, GroupTally, groups_path, write_groups
 from nemo_gym.rollouts.job_identity import (
@@ -40,7 +43,7 @@ from nemo_gym.rollouts.job_identity import (
     write_job_record,
 )
 from nemo_gym.rollouts.metrics import aggregate_rollouts
-from nemo_gym.rollouts.output_lock import OutputLock
+from nemo_gym.rollouts.output_lock import OutputLock, how_one_file
 from nemo_gym.rollouts.quality import QualityReport, build_quality_report, quality_report_path, write_quality_report
 from nemo_gym.rollouts.redaction import SecretRedactor
 from nemo_gym.rollouts.store import OutputMode, PairKey, RolloutStore, iter_rows, pair_key, write_error
@@ -136,9 +139,42 @@ class FileCollection:
     def output_path(self) -> Path:
         return self.store.path
 
+    def written_files(self) -> list[tuple[str, Path]]:
+        """Every file a run writes, with what messages call it: the rows file first (named ""), then the
+        side files, the lock, and the temporaries that the atomic writes move into place."""
+        store = self.store
+        sides = [
+            ("failures file", store.failures_path),
+            ("materialized inputs file", store.materialized_path),
+            ("metrics file", store.metrics_path),
+            ("job record", self.job_path),
+            ("groups file", groups_path(store.path)),
+            ("quality report", quality_report_path(store.path)),
+        ]
+        temporaries = [(f"temporary {what}", path.with_name(path.name + ".tmp")) for what, path in sides]
+        return [("", store.path), *sides, ("lock file", self.lock.path), *temporaries]
+
+    def check_input_is_not_written(self) -> None:
+        """Raise OutputIsInputError if the run would write the input file, by any name. Touches nothing."""
+        source = self.spec.input_jsonl_fpath
+        for what, path in self.written_files():
+            how = how_one_file(path, source)
+            if how is None:
+                continue
+            via = "" if how == "the same path" else f" ({how})"
+            subject = f"the {what} {path} of {self.store.path}" if what else str(self.store.path)
+            raise OutputIsInputError(
+                f"{subject} is the input file {source}{via}: writing it would destroy the tasks; "
+                f"choose another +output_jsonl_fpath",
+                path=str(path),
+                input_path=source,
+            )
+
     def open(self) -> OpenedOutput:
-        """Lock, validate, check or record the job, open the files. Raises OutputLockedError,
-        OutputExistsError, InputDataError, JobMismatchError or OutputWriteError; holds nothing then."""
+        """Check the input is not an output, lock, validate, check or record the job, open the files.
+        Raises OutputIsInputError, OutputLockedError, OutputExistsError, InputDataError, JobMismatchError
+        or OutputWriteError; holds nothing then."""
+        self.check_input_is_not_written()
         self.lock.acquire()
         try:
             self.opened = self._open_locked()
@@ -172,6 +208,7 @@ class FileCollection:
             except OSError as error:
                 raise write_error(self.job_path, error) from None
         done = self.store.open()
+        self.lock.hold_file()  # a new output exists only now; its inode is held from here (hard links)
         return OpenedOutput(scan.num_tasks, done, self.store.repaired_bytes, missing_record)
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nemo_gym.errors import JobMismatchError
+from nemo_gym.rollouts.store import sidecar
 from nemo_gym.rollouts.tasks import TaskScan, scan_tasks
 
 JOB_RECORD_VERSION = 1
@@ -71,7 +72,7 @@ class JobIdentity(BaseModel):
 
 
 def job_record_path(output_path: Path) -> Path:
-    return output_path.with_name(f"{output_path.stem}_job.json")
+    return sidecar(output_path, "job", ".json")
 
 
 def read_job_record(path: Path) -> JobIdentity | None:

@@ -8,6 +8,13 @@ blocks nobody. The holder's PID is written into the file only so the second coll
 The file is removed on release while still locked; an acquirer that locked a file which was unlinked
 in between (its inode no longer matches the path) simply tries again.
 
+The lock follows the file, not the name: it sits beside what the output path resolves to (every
+symlink followed, of the file and of its folders), so `link.jsonl -> run.jsonl` and a path through a
+symlinked folder take the one lock `run.jsonl.lock`. A hard link shares no name with the file at
+all, so the output file itself is `flock`ed too, once it exists; a second collector that reaches it
+under any name is refused before it has written a byte (and told the holder's PID, from
+`/proc/locks`).
+
 `flock` works on local file systems; on NFS it is emulated with byte-range locks by Linux and may
 not be honoured across hosts, which is why the lock is about processes on one machine.
 """
@@ -22,8 +29,28 @@ from pathlib import Path
 from nemo_gym.errors import OutputLockedError, OutputWriteError
 
 
-def lock_path_for(output_path: Path) -> Path:
-    return output_path.with_name(output_path.name + ".lock")
+def resolved(path: str | Path) -> Path:
+    """The file a name stands for: absolute, every symlink followed (the file itself need not exist)."""
+    return Path(os.path.realpath(path))
+
+
+def lock_path_for(output_path: str | Path) -> Path:
+    target = resolved(output_path)
+    return target.with_name(target.name + ".lock")
+
+
+def how_one_file(a: str | Path, b: str | Path) -> str | None:
+    """How two names reach one file: "the same path", "through a symlink", "a hard link", or None when
+    they are two files. Compares what the names resolve to, then (st_dev, st_ino) of what exists."""
+    if resolved(a) == resolved(b):
+        return "the same path" if os.path.abspath(a) == os.path.abspath(b) else "through a symlink"
+    try:
+        first, second = os.stat(a), os.stat(b)
+    except OSError:
+        return None  # one of them does not exist yet: no inode to share
+    if (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino):
+        return "a hard link"
+    return None
 
 
 class OutputLock:
@@ -31,8 +58,11 @@ class OutputLock:
 
     def __init__(self, output_path: str | Path):
         self.output_path = Path(output_path)
+        self.file = resolved(self.output_path)
+        """The output file whatever name it was given by; messages name this."""
         self.path = lock_path_for(self.output_path)
         self._fd: int | None = None
+        self._file_fd: int | None = None
 
     @property
     def held(self) -> bool:
@@ -49,12 +79,7 @@ class OutputLock:
                     holder = _read_pid(fd)
                     os.close(fd)
                     who = f"PID {holder}" if holder else "another process"
-                    raise OutputLockedError(
-                        f"{self.output_path} is being written by another collector ({who} holds {self.path}); "
-                        f"wait for it to finish or choose another +output_jsonl_fpath",
-                        path=str(self.output_path),
-                        pid=holder,
-                    ) from None
+                    raise self._locked(f"{who} holds {self.path}", holder) from None
                 except BaseException:
                     os.close(fd)
                     raise
@@ -69,9 +94,56 @@ class OutputLock:
                 path=str(self.output_path),
             ) from None
         self._fd = fd
+        try:
+            self.hold_file()
+        except BaseException:
+            self.release()
+            raise
         return self
 
+    def hold_file(self) -> None:
+        """`flock` the output file itself, if it exists, so a hard link to it is held too. `acquire()`
+        calls it; call it again once the output has been created. Raises OutputLockedError."""
+        if self._file_fd is not None:
+            return
+        try:
+            try:
+                # Read-write where possible: on NFS, flock is emulated with locks that need a writable fd.
+                fd = os.open(self.file, os.O_RDWR | os.O_CLOEXEC)
+            except PermissionError:
+                fd = os.open(self.file, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # created later, under this lock, by the store: then no other name for it can exist yet
+        except OSError as error:
+            if error.errno != errno.EROFS:
+                raise OutputWriteError(
+                    f"cannot write {self.file}: {os_error_text(error)}", path=str(self.output_path)
+                ) from None
+            fd = os.open(self.file, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _flock_holder(fd)
+            os.close(fd)
+            who = f"PID {holder}" if holder else "another process"
+            raise self._locked(f"{who} holds the file itself, under another name", holder) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._file_fd = fd
+
+    def _locked(self, holds: str, holder: int | None) -> OutputLockedError:
+        return OutputLockedError(
+            f"{self.file} is being written by another collector ({holds}); "
+            f"wait for it to finish or choose another +output_jsonl_fpath",
+            path=str(self.file),
+            pid=holder,
+        )
+
     def release(self) -> None:
+        if self._file_fd is not None:
+            os.close(self._file_fd)
+            self._file_fd = None
         if self._fd is None:
             return
         try:
@@ -101,6 +173,24 @@ def _read_pid(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def _flock_holder(fd: int) -> int | None:
+    """The PID holding a flock on the file open as `fd`, from /proc/locks (Linux), else None."""
+    stat = os.fstat(fd)
+    inode = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        with open("/proc/locks") as table:
+            for line in table:
+                # "1: FLOCK  ADVISORY  WRITE 4242 00:2d:1234 0 EOF" (waiters have a "->" field first)
+                fields = line.split()
+                if "->" in fields:
+                    continue
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode and fields[4].isdigit():
+                    return int(fields[4])
+    except OSError:
+        pass
+    return None
 
 
 def _same_file(fd: int, path: Path) -> bool:

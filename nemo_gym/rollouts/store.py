@@ -8,6 +8,7 @@ Files for an output path `results/run.jsonl`:
   * `results/run_job.json`                    the job that owns these files (see `job_identity`)
   * `results/run_groups.jsonl`                which GRPO groups are complete, one line per task (see `groups`)
   * `results/run.jsonl.lock`                  held while a collector writes them (see `output_lock`)
+When `results/run.jsonl` is a symlink, the side files (and the lock) are those of the file it points to.
 
 An existing output file is never silently overwritten or appended to: `mode="new"` refuses,
 `"overwrite"` starts afresh, `"resume"` keeps the rows, repairs a torn last line left by a crash
@@ -30,7 +31,7 @@ from typing import IO, Any, Literal
 import orjson
 
 from nemo_gym.errors import InputDataError, OutputExistsError, OutputWriteError
-from nemo_gym.rollouts.output_lock import os_error_text
+from nemo_gym.rollouts.output_lock import os_error_text, resolved
 from nemo_gym.rollouts.tasks import RolloutJob
 
 OutputMode = Literal["new", "resume", "overwrite"]
@@ -38,6 +39,11 @@ PairKey = tuple[int, int]
 
 
 def sidecar(path: Path, suffix: str, extension: str = ".jsonl") -> Path:
+    """`results/run.jsonl` -> `results/run_<suffix><extension>`. A symlinked output's side files are the
+    ones beside the file it points to: they belong to the rows, whichever name reached them, so a resume
+    through the link finds the job record and failures of the run that wrote the rows."""
+    if path.is_symlink():
+        path = resolved(path)
     return path.with_name(f"{path.stem}_{suffix}{extension}")
 
 

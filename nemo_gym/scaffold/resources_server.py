@@ -13,15 +13,17 @@ import json
 import keyword
 import re
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from nemo_gym.config import Domain
-from nemo_gym.errors import ConfigError, OutputExistsError
+from nemo_gym.errors import ConfigError, OutputExistsError, OutputWriteError
 
 TEMPLATES = Path(__file__).with_name("templates")
 RESOURCES_SERVERS = "resources_servers"
 LOCAL_MODEL_CONFIG = "responses_api_models/local_model/configs/local_model.yaml"
+MAX_NAME_LENGTH = 64  # names a module, a YAML key and files (`<name>_simple_agent`): far below any OS's 255 bytes
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -41,12 +43,17 @@ FILES = (
 
 
 def check_name(name: str) -> None:
-    """The folder name is also a Python package name (`resources_servers.<name>.app`) and a YAML key."""
-    if not _NAME.match(name) or keyword.iskeyword(name):
-        raise ConfigError(
-            f"environment name {name!r} is not usable: it becomes the Python package resources_servers.{name}, "
-            f"so use lowercase letters, digits and underscores, starting with a letter (e.g. my_env)"
-        )
+    """The folder name is also a Python package name (`resources_servers.<name>.app`), a YAML key and part
+    of file names, so it is checked before any path is built from it (a 300-character name used to reach
+    the file system and come back as an OSError traceback)."""
+    if _NAME.match(name) and not keyword.iskeyword(name) and len(name) <= MAX_NAME_LENGTH:
+        return
+    shown = repr(name) if len(name) <= 40 else f"{name[:40]!r}... ({len(name)} characters)"
+    raise ConfigError(
+        f"environment name {shown} is not usable: it becomes the Python package resources_servers.<name>, "
+        f"so use 1 to {MAX_NAME_LENGTH} lowercase letters, digits and underscores, starting with a letter and "
+        f"not a Python keyword (e.g. my_env)"
+    )
 
 
 def class_prefix(name: str) -> str:
@@ -109,8 +116,12 @@ def scaffold_resources_server(
         (folder / item.target.format(name=name), render(item.template, name, domain, description)) for item in FILES
     ]  # render everything first: a template error leaves no half-made folder
     written = []
-    for path, text in rendered:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
+    try:
+        for path, text in rendered:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    except OSError as error:
+        shutil.rmtree(folder, ignore_errors=True)  # it did not exist before: leave no half-made environment
+        raise OutputWriteError(f"cannot write {folder}: {error.strerror or error}", path=str(folder)) from None
     return written

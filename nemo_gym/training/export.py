@@ -78,7 +78,9 @@ def export_file(source: str | Path, target: str | Path, options: ExportOptions) 
                     try:
                         record = convert(row)
                     except TokenDataError as error:
-                        raise InputDataError(str(error), path=str(source), line=line) from None
+                        refused = InputDataError(str(error), path=str(source), line=line)
+                        refused.field = error.field  # already leads the message: `file:line: field: what is wrong`
+                        raise refused from None
                     out.write(orjson.dumps(record) + b"\n")
                     summary.written += 1
         # Written under another name and moved into place whole: a refused row never leaves half a file.

@@ -20,7 +20,7 @@ Row = dict[str, Any]
 def reward_of(row: Row) -> float:
     reward = row.get("reward")
     if isinstance(reward, bool) or not isinstance(reward, (int, float)):
-        raise TokenDataError(f"no numeric `reward` (got {reward!r})")
+        raise TokenDataError(f"reward: must be a number, got {reward!r}", field="reward")
     return float(reward)
 
 

@@ -4,25 +4,97 @@ Each model call's last output item carries `prompt_token_ids` (the whole prompt 
 `generation_token_ids` and `generation_log_probs`, all three or none. Trainers learn from one token
 sequence per rollout, so call i's prompt must begin with call i-1's prompt + generation: the tokens
 in between are what the environment (tools, user) added, never trained on.
+
+Every export format reads token fields through `read_turn` alone, which validates them as `Turn`:
+token ids are lists of non-negative ints and log probs lists of finite numbers, strictly (a bool is
+not an int, a string is not a list of ids), so a row that a trainer would choke on, or silently train
+on (`"67"` read as `["6", "7"]`), is refused naming the exact field.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic_core import PydanticCustomError
 
 TOKEN_ID_KEYS = ("prompt_token_ids", "generation_token_ids", "generation_log_probs")
+_EXPECTED = {
+    "prompt_token_ids": "a list of non-negative integers",
+    "generation_token_ids": "a list of non-negative integers",
+    "generation_log_probs": "a list of finite numbers",
+}
+_EXPECTED_ITEM = {
+    "prompt_token_ids": "a non-negative integer",
+    "generation_token_ids": "a non-negative integer",
+    "generation_log_probs": "a finite number",
+}
+
+LogProb = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # strict: ints pass, bools and strings do not
+
+
+def _non_negative(ids: list[int]) -> list[int]:
+    # Same rule as `Annotated[int, Field(strict=True, ge=0)]` per item, which costs pydantic three times as much
+    # per token as a bare StrictInt; min() over the already type-checked list is nearly free.
+    if ids and min(ids) < 0:
+        position = next(index for index, value in enumerate(ids) if value < 0)
+        raise PydanticCustomError("negative_token_id", "negative token id", {"position": position})
+    return ids
+
+
+TokenIds = Annotated[list[StrictInt], AfterValidator(_non_negative)]
 
 
 class TokenDataError(ValueError):
-    """A row's token ids cannot make one training sequence; the message says what is missing or broken."""
+    """A row's token ids cannot make one training sequence; the message says what is missing or broken.
+
+    `field` is the path of the offending value within the row when one value is to blame
+    (`response.output[2].generation_token_ids[0]`); the message then starts with it."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        self.field = field
+        super().__init__(message)
 
 
-@dataclass(frozen=True)
-class Turn:
-    prompt_token_ids: list[int]
-    generation_token_ids: list[int]
-    generation_log_probs: list[float]
+class Turn(BaseModel):
+    """One model call's token bundle, validated (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_token_ids: TokenIds
+    generation_token_ids: TokenIds
+    generation_log_probs: list[LogProb]
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_turn(item: dict[str, Any], index: int) -> Turn | None:
+    """Output item `index`'s token bundle as a validated Turn; None when the item carries none.
+    TokenDataError naming `response.output[index].<field>[<i>]` for a partial bundle or a bad value."""
+    present = [key for key in TOKEN_ID_KEYS if item.get(key) is not None]
+    if not present:
+        return None
+    if len(present) != len(TOKEN_ID_KEYS):
+        missing = ", ".join(key for key in TOKEN_ID_KEYS if key not in present)
+        raise TokenDataError(
+            f"response.output[{index}] has a partial token bundle: lacks {missing}", field=f"response.output[{index}]"
+        )
+    try:
+        return Turn.model_validate({key: item[key] for key in TOKEN_ID_KEYS})
+    except ValidationError as error:
+        first = error.errors()[0]
+        key, *position = first["loc"]
+        value = first["input"]
+        if first["type"] == "negative_token_id":  # raised on the whole list: name the item
+            position = [first["ctx"]["position"]]
+            value = value[position[0]]
+        path = f"response.output[{index}].{key}" + "".join(f"[{part}]" for part in position)
+        expected = _EXPECTED_ITEM[str(key)] if position else _EXPECTED[str(key)]
+        raise TokenDataError(f"{path}: must be {expected}, got {_shown(value)}", field=path) from None
 
 
 @dataclass
@@ -65,26 +137,26 @@ class TokenSequence:
 
 def turns_of(row: dict[str, Any]) -> list[Turn]:
     """Every model call in the row's output, in order; TokenDataError if none or a partial bundle."""
-    output = (row.get("response") or {}).get("output") or []
+    response = row.get("response")
+    output = response.get("output") if isinstance(response, dict) else None
+    if not isinstance(output, list):
+        raise TokenDataError(
+            f"response.output: must be a list of output items, got {_shown(output)}", field="response.output"
+        )
     turns = []
     for index, item in enumerate(output):
         if not isinstance(item, dict):
             continue
-        present = [key for key in TOKEN_ID_KEYS if item.get(key) is not None]
-        if not present:
+        turn = read_turn(item, index)
+        if turn is None:
             continue
-        if len(present) != len(TOKEN_ID_KEYS):
-            missing = ", ".join(key for key in TOKEN_ID_KEYS if key not in present)
-            raise TokenDataError(f"response.output[{index}] has a partial token bundle: lacks {missing}")
-        turn = Turn(
-            list(item["prompt_token_ids"]), list(item["generation_token_ids"]), list(item["generation_log_probs"])
-        )
         if not turn.prompt_token_ids and not turn.generation_token_ids:
             continue  # the empty turn a model server stands in when the context is full: nothing to train on
         if len(turn.generation_token_ids) != len(turn.generation_log_probs):
             raise TokenDataError(
                 f"response.output[{index}] has {len(turn.generation_token_ids)} generation_token_ids but "
-                f"{len(turn.generation_log_probs)} generation_log_probs"
+                f"{len(turn.generation_log_probs)} generation_log_probs",
+                field=f"response.output[{index}].generation_log_probs",
             )
         turns.append(turn)
     if not turns:

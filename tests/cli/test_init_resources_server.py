@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from nemo_gym.cli.env_test import check_data
-from nemo_gym.errors import ConfigError, OutputExistsError
+from nemo_gym.errors import ConfigError, OutputExistsError, OutputWriteError
 from nemo_gym.scaffold import collect_example_rollouts_command, scaffold_resources_server
 from tests.conftest import PROJECT_ROOT, child_env
 
@@ -106,6 +106,45 @@ def test_cli_refuses_an_existing_folder_and_a_bad_name_in_one_line_with_exit_2(p
     outside = run_init("+entrypoint=my_envs/env_c", cwd=project)
     assert outside.returncode == 2 and "expected resources_servers/<name>" in outside.stderr
     assert not (project / "resources_servers" / "env_b").exists()
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "said"),
+    [
+        # 300 characters used to reach the file system: an OSError traceback ("File name too long").
+        (f"resources_servers/{'a' * 300}", "(300 characters) is not usable"),
+        ("resources_servers/env-b", "'env-b' is not usable"),
+        ("resources_servers/9lives", "'9lives' is not usable"),
+        ("resources_servers/..", "'..' is not usable"),
+        ("resources_servers/x.y", "'x.y' is not usable"),
+        ("resources_servers/a/b", "one folder directly inside resources_servers"),
+        ("resources_servers/../escape", "one folder directly inside resources_servers"),
+        ("/resources_servers/abs", "one folder directly inside resources_servers"),
+    ],
+)
+def test_cli_refuses_an_unusable_name_in_one_line_saying_what_is_allowed(project, entrypoint, said):
+    result = run_init(f"+entrypoint={entrypoint}", cwd=project)
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("ng_init_resources_server: error: ") and said in line
+    assert "lowercase letters, digits and underscores" in line or "expected resources_servers/<name>" in line
+    assert len(line) < 400
+    assert sorted(path.name for path in project.iterdir()) == ["nemo_gym", "resources_servers"]
+    assert not any((project / "resources_servers").iterdir())
+
+
+def test_names_up_to_64_characters_are_usable(tmp_path):
+    assert scaffold_resources_server(tmp_path, "a" * 64)
+    with pytest.raises(ConfigError, match="1 to 64 lowercase letters"):
+        scaffold_resources_server(tmp_path, "b" * 65)
+    assert sorted(path.name for path in (tmp_path / "resources_servers").iterdir()) == ["a" * 64]
+
+
+def test_a_folder_the_os_refuses_is_one_error_and_leaves_nothing_half_made(tmp_path):
+    (tmp_path / "resources_servers").write_text("a file where the folder should be\n")
+    with pytest.raises(OutputWriteError, match=r"cannot write .*resources_servers/my_env"):
+        scaffold_resources_server(tmp_path, "my_env")
+    assert (tmp_path / "resources_servers").read_text() == "a file where the folder should be\n"
 
 
 def test_cli_help_lists_its_parameters(project):

@@ -9,7 +9,7 @@ import pytest
 
 from nemo_gym.testing.ng_run_process import NgRunProcess
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
-from tests.conftest import TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, cli
+from tests.conftest import PROJECT_ROOT, TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, cli
 
 pytestmark = pytest.mark.slow
 COUNTER_CONFIGS = (
@@ -194,3 +194,55 @@ def test_without_servers_says_how_to_get_them(tmp_path, head_port):
     )
     assert result.returncode == 1
     assert "start the servers with ng_run, or pass +config_paths=[...]" in result.stderr
+
+
+def test_rows_of_another_environment_are_refused_unless_forced(upstream, head_port, tmp_path):
+    # mcqa's example rollouts (all reward 0, agent_ref mcqa_simple_agent) onto example_single_tool_call, which scores
+    # every episode 1.0: before, "Re-verified 5 of 5 rows: 5 rewards changed." and exit 0.
+    source = tmp_path / "mcqa_rollouts.jsonl"
+    shutil.copy(PROJECT_ROOT / "resources_servers/mcqa/data/example_rollouts.jsonl", source)
+    refusal = (
+        f"ng_reverify: error: {source}:1: agent_ref.name: this row was collected by 'mcqa_simple_agent' for "
+        f"environment 'mcqa', not 'example_single_tool_call' that would verify it; its reward there would mean "
+        f"nothing. Verify it with its own resources server, or pass +force=true"
+    )
+    with NgRunProcess(
+        TUTORIAL_CONFIGS,
+        f"+head_server.port={head_port}",
+        f"+policy_base_url={upstream.url}",
+        "+policy_api_key=x",
+        "+policy_model_name=scripted-model",
+    ):
+        runs = {
+            # named on the command line
+            "named": ("+resources_server_name=example_single_tool_call",),
+            # or chosen as the only resources server running
+            "only_running": (),
+        }
+        for name, extra in runs.items():
+            output = tmp_path / f"{name}.jsonl"
+            result = cli(
+                "ng_reverify",
+                f"+input_jsonl_fpath={source}",
+                f"+output_jsonl_fpath={output}",
+                f"+head_server.port={head_port}",
+                *extra,
+                timeout=120,
+            )
+            assert result.returncode == 2, result.stdout + result.stderr
+            assert result.stderr.splitlines() == [refusal]  # one line, no progress bar: nothing was sent
+            assert not list(tmp_path.glob(f"{name}*"))
+
+        forced = tmp_path / "forced.jsonl"
+        result = cli(
+            "ng_reverify",
+            f"+input_jsonl_fpath={source}",
+            f"+output_jsonl_fpath={forced}",
+            f"+head_server.port={head_port}",
+            "+resources_server_name=example_single_tool_call",
+            "+force=true",
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == "Re-verified 5 of 5 rows: 5 rewards changed."
+    assert len(upstream.requests) == 0

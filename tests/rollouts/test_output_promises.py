@@ -139,6 +139,56 @@ def test_a_second_collector_on_the_same_output_is_turned_away_naming_the_holder(
     assert not Path(f"{output}.lock").exists()
 
 
+def test_a_second_collector_through_another_name_is_turned_away_and_the_first_file_stays_whole(
+    stack, slow_upstream, tmp_path
+):
+    """A symlink to the output, a path through a symlinked folder and a hard link all name the running
+    collector's file: each gets the plain second collector's refusal, and the file ends whole."""
+    slow_upstream.latency_s = 0.5  # 100 rollouts one at a time: minutes, far longer than the refusals below
+    tasks = write_tasks(tmp_path / "tasks.jsonl", 100)
+    (tmp_path / "real").mkdir()
+    output = tmp_path / "real" / "out.jsonl"
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(output)
+    (tmp_path / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    first = start_collect(stack, tasks, output, "+num_samples_in_parallel=1")
+    try:
+        wait_for_rows(output, first, 3)
+        plain = collect(stack, tasks, output, "+resume=true", timeout=30)
+        assert plain.returncode == 2, plain.stderr
+        assert f"{output} is being written by another collector (PID {first.pid}" in plain.stderr
+        hard = tmp_path / "hard.jsonl"
+        os.link(output, hard)
+        for name in (link, tmp_path / "linked" / "out.jsonl", hard):
+            for extra in ((), ("+resume=true",), ("+overwrite=true",)):
+                before = output.read_bytes()
+                second = collect(stack, tasks, name, *extra, timeout=30)
+                assert second.returncode == 2, second.stderr
+                assert "Traceback" not in second.stderr
+                if name == hard:  # shares no name with the output: the file itself is what is held
+                    assert f"{hard} is being written by another collector (PID {first.pid} holds the file" in (
+                        second.stderr
+                    )
+                else:
+                    assert second.stderr == plain.stderr, (name, extra)
+                assert output.read_bytes().startswith(before)  # only the first collector wrote, whole lines
+                assert first.poll() is None
+    finally:
+        slow_upstream.latency_s = 0.0  # the first collector now finishes in seconds
+    try:
+        assert first.wait(timeout=120) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    data = output.read_bytes()
+    assert b"\0" not in data
+    rows = [json.loads(line) for line in data.splitlines()]  # every line is one valid JSON row
+    assert sorted(keys(rows)) == [(task, 0) for task in range(100)]  # no duplicates, none missing
+    assert not (tmp_path / "link_failures.jsonl").exists() and not (tmp_path / "hard_job.json").exists()
+    assert [p.name for p in tmp_path.rglob("*.lock")] == []
+
+
 def test_resume_refuses_a_different_job_and_names_the_field(stack, tmp_path):
     tasks = write_tasks(tmp_path / "tasks.jsonl", 4)
     output = tmp_path / "out.jsonl"

@@ -141,3 +141,44 @@ def test_a_context_limit_episode_is_cut_off(tmp_path):
     source = write_rows(tmp_path / "run.jsonl", [make_row(0, 0), make_row(1, 0, episode_end="context_limit")])
     summary = export_file(source, tmp_path / "out.jsonl", ExportOptions(format="trl", drop_cut_off=True))
     assert summary.written == 1 and summary.dropped["cut_off"] == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        # The reproductions: each was written out (exit 0) as a "training record".
+        (
+            {"generation_token_ids": ["<script>", None, 5, 6, 7, 8, 9, 10], "generation_log_probs": ["x", {"y": 1}]},
+            "response.output[4].generation_token_ids[0]: must be a non-negative integer, got '<script>'",
+        ),
+        (
+            {"generation_token_ids": [True, False, 5, 6, 7, 8, 9, 10]},
+            "response.output[4].generation_token_ids[0]: must be a non-negative integer, got True",
+        ),
+        (
+            {"generation_token_ids": "67", "generation_log_probs": [-0.1, -0.2]},
+            "response.output[4].generation_token_ids: must be a list of non-negative integers, got '67'",
+        ),
+    ],
+)
+def test_command_refuses_token_fields_of_the_wrong_type_in_one_line_and_writes_nothing(tmp_path, fields, named):
+    bad = make_row(0, 1)
+    bad["response"]["output"][4].update(fields)
+    source = write_rows(tmp_path / "run.jsonl", [make_row(0, 0), bad, make_row(0, 2)])
+    target = tmp_path / "out.jsonl"
+
+    refused = run_export(f"+input_jsonl_fpath={source}", f"+output_jsonl_fpath={target}", "+format=trl")
+
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.splitlines() == [f"ng_export_training_data: error: {source}:2: {named}"]
+    assert not list(tmp_path.glob("out.jsonl*"))  # neither the output nor its .partial
+
+
+def test_a_refused_token_value_carries_its_field_path(tmp_path):
+    bad = make_row(0, 0)
+    bad["response"]["output"][2]["prompt_token_ids"][3] = -1
+    source = write_rows(tmp_path / "run.jsonl", [bad])
+    with pytest.raises(InputDataError) as refused:
+        export_file(source, tmp_path / "out.jsonl", ExportOptions(format="verl"))
+    assert refused.value.line == 1 and refused.value.field == "response.output[2].prompt_token_ids[3]"
+    assert not list(tmp_path.glob("out.jsonl*"))

@@ -118,3 +118,51 @@ def test_the_empty_turn_of_a_full_context_is_skipped_not_a_broken_prefix():
     record = to_trl(row)
     assert record["prompt_ids"] + record["completion_ids"] == FULL_SEQUENCE
     assert to_skyrl(row)["stop_reasons"] == "context_limit"
+
+
+def with_last_turn(**fields) -> dict:
+    """A good row whose final model call (output item 4) has `fields` replaced."""
+    row = make_row()
+    row["response"]["output"][4].update(fields)
+    return row
+
+
+GENERATION = FULL_SEQUENCE[BOUNDARIES[2][0] : BOUNDARIES[2][1]]
+BAD_TOKEN_FIELDS = [
+    # (fields of output item 4, the path named, the value shown)
+    ({"generation_token_ids": ["<script>", None, *GENERATION[2:]]}, "generation_token_ids[0]", "'<script>'"),
+    ({"generation_token_ids": [True, False, *GENERATION[2:]]}, "generation_token_ids[0]", "True"),
+    ({"generation_token_ids": "67", "generation_log_probs": [-0.1, -0.2]}, "generation_token_ids", "'67'"),
+    ({"generation_token_ids": [*GENERATION[:3], -5, *GENERATION[4:]]}, "generation_token_ids[3]", "-5"),
+    ({"generation_token_ids": [*GENERATION[:-1], 7.0]}, "generation_token_ids[7]", "7.0"),
+    ({"prompt_token_ids": [*FULL_SEQUENCE[:10], "11"]}, "prompt_token_ids[10]", "'11'"),
+    ({"generation_log_probs": ["x", {"y": 1}, *[-0.1] * 6]}, "generation_log_probs[0]", "'x'"),
+    ({"generation_log_probs": [-0.1, float("nan"), *[-0.1] * 6]}, "generation_log_probs[1]", "nan"),
+    ({"generation_log_probs": [False, *[-0.1] * 7]}, "generation_log_probs[0]", "False"),
+    ({"generation_log_probs": {"0": -0.1}}, "generation_log_probs", "{'0': -0.1}"),
+]
+
+
+@pytest.mark.parametrize("name", ["trl", "verl", "nemo_rl", "skyrl"])
+@pytest.mark.parametrize(("fields", "path", "shown"), BAD_TOKEN_FIELDS)
+def test_every_token_format_refuses_ids_and_log_probs_of_the_wrong_type_naming_the_field(name, fields, path, shown):
+    # Before, `"67"` became ["6", "7"], strings and nulls were written as token ids and booleans passed as ints.
+    with pytest.raises(TokenDataError) as refused:
+        FORMATS[name](with_last_turn(**fields))
+    assert refused.value.field == f"response.output[4].{path}"
+    assert str(refused.value).startswith(f"response.output[4].{path}: must be ")
+    assert str(refused.value).endswith(f"got {shown}")
+
+
+def test_integer_log_probs_are_numbers_and_come_out_as_floats():
+    record = to_trl(with_last_turn(generation_log_probs=[0, -1, 0, 0, 0, 0, 0, 0]))
+    assert record["logprobs"][-8:] == [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert all(type(value) is float for value in record["logprobs"])
+    assert all(type(value) is int for value in record["prompt_ids"] + record["completion_ids"])
+
+
+def test_an_output_that_is_not_a_list_is_named():
+    row = make_row()
+    row["response"]["output"] = {"0": row["response"]["output"][0]}
+    with pytest.raises(TokenDataError, match=r"^response\.output: must be a list"):
+        to_skyrl(row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -10,9 +11,9 @@ import pytest
 
 from nemo_gym.testing.inprocess import ThreadedServer, registry_client
 from nemo_gym.testing.scripted_openai import Turn
-from resources_servers.text_to_sql.app import TextToSQLConfig, TextToSQLServer, TextToSQLVerifyRequest, extract_sql
+from resources_servers.text_to_sql.app import TextToSQLConfig, TextToSQLServer, extract_sql
 from resources_servers.text_to_sql.build_db import DEFAULT_OUTPUT, build
-from resources_servers.text_to_sql.sql_runner import results_match, run_query
+from resources_servers.text_to_sql.sql_runner import QueryLimits, results_match, run_query
 from tests.e2e.env_rollouts import environment_stack, example_tasks, user_text
 
 TASKS = example_tasks("text_to_sql")
@@ -30,10 +31,18 @@ def reply(text: str) -> list[dict[str, Any]]:
     ]
 
 
-async def verify(task: dict[str, Any], text: str | None, server: TextToSQLServer | None = None) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    """One server for the module: its query workers start once (and stop when it does)."""
+    with ThreadedServer.of(make_server()) as http:
+        yield http.url
+
+
+def verify(url: str, task: dict[str, Any], text: str | None) -> dict[str, Any]:
     output = reply(text) if text is not None else []
-    body = TextToSQLVerifyRequest.model_validate(task | {"response": {"id": "resp_1", "output": output}})
-    return (await (server or make_server()).verify(body)).model_dump()
+    response = httpx.post(f"{url}/verify", json=task | {"response": {"id": "resp_1", "output": output}}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 def test_shipped_database_matches_a_fresh_build(tmp_path):
@@ -43,25 +52,26 @@ def test_shipped_database_matches_a_fresh_build(tmp_path):
 
 
 @pytest.mark.parametrize("index", range(5))
-async def test_gold_query_scores_one_on_every_example(index):
-    row = await verify(TASKS[index], f"Here it is:\n```sql\n{TASKS[index]['gold_sql']};\n```")
+def test_gold_query_scores_one_on_every_example(url, index):
+    row = verify(url, TASKS[index], f"Here it is:\n```sql\n{TASKS[index]['gold_sql']};\n```")
     assert row["reward"] == 1.0 and row["execution_error"] is None and row["extracted_sql"] == TASKS[index]["gold_sql"]
 
 
-async def test_equivalent_query_scores_one_and_row_order_matters_only_when_ordered():
+def test_equivalent_query_scores_one_and_row_order_matters_only_when_ordered(url):
     unordered = TASKS[1]  # hired since 2022 with department
     rewritten = (
         "SELECT employees.name, departments.name FROM departments, employees WHERE employees.department_id = departments.id "
         "AND hire_date > '2021-12-31' ORDER BY employees.name DESC"
     )
-    assert (await verify(unordered, rewritten))["reward"] == 1.0
+    assert verify(url, unordered, rewritten)["reward"] == 1.0
     ordered = TASKS[2]  # average salary, highest first
     ascending = ordered["gold_sql"].replace("DESC", "ASC")
-    assert (await verify(ordered, ascending))["reward"] == 0.0
+    assert verify(url, ordered, ascending)["reward"] == 0.0
     # AVG in another spelling, same order: float noise is rounded away.
-    assert (await verify(ordered, ordered["gold_sql"].replace("AVG(e.salary)", "SUM(e.salary) * 1.0 / COUNT(*)")))[
-        "reward"
-    ] == 1.0
+    assert (
+        verify(url, ordered, ordered["gold_sql"].replace("AVG(e.salary)", "SUM(e.salary) * 1.0 / COUNT(*)"))["reward"]
+        == 1.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -73,15 +83,15 @@ async def test_equivalent_query_scores_one_and_row_order_matters_only_when_order
         ("SELECT 1; SELECT 2", "one statement"),
     ],
 )
-async def test_wrong_and_malformed_queries_score_zero(text, error):
-    row = await verify(TASKS[0], text)
+def test_wrong_and_malformed_queries_score_zero(url, text, error):
+    row = verify(url, TASKS[0], text)
     assert row["reward"] == 0.0 and row["write_refused"] is False
     assert (row["execution_error"] is None) if error is None else (error in row["execution_error"])
 
 
 @pytest.mark.parametrize("text", [None, "", "   ", "I don't know how to write that query.", "```sql\n```"])
-async def test_empty_replies_score_zero(text):
-    row = await verify(TASKS[0], text)
+def test_empty_replies_score_zero(url, text):
+    row = verify(url, TASKS[0], text)
     assert row["reward"] == 0.0
     assert row["execution_error"] is not None
 
@@ -98,9 +108,9 @@ async def test_empty_replies_score_zero(text):
         "PRAGMA query_only = OFF",
     ],
 )
-async def test_writes_are_refused_and_the_database_is_unchanged(sql):
+def test_writes_are_refused_and_the_database_is_unchanged(url, sql):
     before = list(sqlite3.connect(DEFAULT_OUTPUT).iterdump())
-    row = await verify(TASKS[0], f"```sql\n{sql}\n```")
+    row = verify(url, TASKS[0], f"```sql\n{sql}\n```")
     assert row["reward"] == 0.0
     assert row["write_refused"] is True or "readonly" in (row["execution_error"] or "").lower(), row["execution_error"]
     assert list(sqlite3.connect(DEFAULT_OUTPUT).iterdump()) == before
@@ -114,13 +124,21 @@ def test_read_only_connection_refuses_writes_even_without_the_authorizer():
 
 def test_runaway_query_is_interrupted():
     endless = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT COUNT(*) FROM n"
-    result = run_query(DEFAULT_OUTPUT, endless, timeout_s=0.2, max_rows=10)
-    assert result.rows is None and result.error == "timed out after 0.2 s"
+    result = run_query(DEFAULT_OUTPUT, endless, QueryLimits(timeout_s=0.2, max_rows=10, max_result_bytes=1000))
+    assert result.rows is None and result.stopped_by == "time"
+    assert result.error == "stopped: the query ran past the 0.2 s time limit"
 
 
 def test_huge_results_are_capped():
-    result = run_query(DEFAULT_OUTPUT, "SELECT * FROM employees a, employees b", timeout_s=2, max_rows=100)
-    assert result.rows is None and result.error == "more than 100 rows"
+    limits = QueryLimits(timeout_s=2, max_rows=100, max_result_bytes=1000)
+    result = run_query(DEFAULT_OUTPUT, "SELECT a.id FROM employees a, employees b", limits)  # 100 rows = 800 bytes
+    assert result.rows is None and result.stopped_by == "result_size"
+    assert result.error == "stopped: the result has more than 100 rows (result size limit)"
+    wide = run_query(DEFAULT_OUTPUT, "SELECT name, hex(zeroblob(100)) FROM employees", limits)
+    assert wide.rows is None and wide.error == "stopped: the result is more than 1,000 bytes (result size limit)"
+    value = run_query(DEFAULT_OUTPUT, "SELECT length(zeroblob(1001))", limits)
+    assert value.rows is None and value.stopped_by == "memory" and "over 1,000 bytes (memory limit)" in value.error
+    assert run_query(DEFAULT_OUTPUT, "SELECT length(zeroblob(1000))", limits).rows == [(1000,)]
 
 
 def test_result_comparison_rules():
@@ -138,22 +156,22 @@ def test_sql_extraction():
     assert extract_sql("  ") is None
 
 
-def test_broken_gold_sql_is_an_error_naming_the_field_not_a_zero(tmp_path):
-    with ThreadedServer(make_server().setup_webserver()) as http:
-        body = TASKS[0] | {"gold_sql": "SELECT nope FROM nowhere", "response": {"id": "r", "output": reply("SELECT 1")}}
-        response = httpx.post(f"{http.url}/verify", json=body)
-        assert response.status_code == 400 and "gold_sql does not run" in response.json()["error"]["message"]
-        missing = httpx.post(f"{http.url}/verify", json={k: v for k, v in body.items() if k != "gold_sql"})
-        assert missing.status_code == 422 and "gold_sql" in missing.text
+def test_broken_gold_sql_is_an_error_naming_the_field_not_a_zero(url):
+    body = TASKS[0] | {"gold_sql": "SELECT nope FROM nowhere", "response": {"id": "r", "output": reply("SELECT 1")}}
+    response = httpx.post(f"{url}/verify", json=body)
+    assert response.status_code == 400 and "gold_sql does not run" in response.json()["error"]["message"]
+    missing = httpx.post(f"{url}/verify", json={k: v for k, v in body.items() if k != "gold_sql"})
+    assert missing.status_code == 422 and "gold_sql" in missing.text
 
 
-async def test_a_configured_database_path_is_the_one_queried(tmp_path):
+def test_a_configured_database_path_is_the_one_queried(tmp_path):
     path = build(tmp_path / "company.sqlite")
     with sqlite3.connect(path) as connection:
         connection.execute("DELETE FROM employees WHERE department_id = 1 AND id > 4")
     server = make_server(database_path=str(path))
     assert server.database == path
-    row = await verify(TASKS[0], "SELECT 4", server)  # 4 engineers left in this copy
+    with ThreadedServer.of(server) as http:
+        row = verify(http.url, TASKS[0], "SELECT 4")  # 4 engineers left in this copy
     assert row["reward"] == 1.0
 
 
