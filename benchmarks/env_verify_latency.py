@@ -309,20 +309,24 @@ async def confinement(env: str, repeats: int) -> None:
                 count = max(concurrency * 8, 16)
                 start = time.perf_counter()
                 gate = asyncio.Semaphore(concurrency)
-
-                async def one() -> None:
-                    async with gate:
-                        await score(right)
-
-                await asyncio.gather(*(one() for _ in range(count)))
+                await asyncio.gather(*(_gated(gate, score, right) for _ in range(count)))
                 rates.append(count / (time.perf_counter() - start))
             p95 = timings[int(0.95 * (len(timings) - 1))]
             per_c = "  ".join(f"c={c}: {rate:6.1f}/s" for c, rate in zip((1, 2, 4, 8), rates))
             print(f"{env:16} {label:20} median {statistics.median(timings):7.2f} ms  p95 {p95:7.2f} ms   {per_c}")
-        lag = await _loop_lag_during(after, "7**(2*10**7)*7**(2*10**7)" if env == "reasoning_gym" else "\\boxed{9^{9^{9^{9}}}}")
-        print(f"{env:16} {'event-loop lag':20} median {lag[0]:7.2f} ms  max {lag[1]:7.2f} ms while 4 hostile answers are killed")
+        lag = await _loop_lag_during(
+            after, "7**(2*10**7)*7**(2*10**7)" if env == "reasoning_gym" else "\\boxed{9^{9^{9^{9}}}}"
+        )
+        print(
+            f"{env:16} {'event-loop lag':20} median {lag[0]:7.2f} ms  max {lag[1]:7.2f} ms while 4 hostile answers are killed"
+        )
     finally:
         await close()
+
+
+async def _gated(gate: asyncio.Semaphore, score: Score, answer: str) -> None:
+    async with gate:
+        await score(answer)
 
 
 async def _loop_lag_during(score: Score, hostile: str) -> tuple[float, float]:
