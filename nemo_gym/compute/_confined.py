@@ -270,8 +270,10 @@ class WarmConfinedScorer(ConfinedScorer):
 
     async def aclose(self) -> None:
         self._closed = True
-        for task in list(self._replacing):
+        pending = list(self._replacing)
+        for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         while not self._idle.empty():
             await self._idle.get_nowait().aclose()
         if self._sandbox is not None:
