@@ -41,9 +41,10 @@ Ray is imported only by the Ray backend, and only when NEMO_GYM_RAY_ADDRESS is s
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path as _Path
 
-from nemo_gym.compute._confined import ConfinedScorer, OneShotConfinedScorer, WarmConfinedScorer
+from nemo_gym.compute import _confined
+from nemo_gym.compute._confined import ConfinedScorer
 from nemo_gym.compute._executor import ComputeExecutor, ComputeSettings, LocalExecutor
 from nemo_gym.compute._pool import Warmup
 
@@ -69,14 +70,14 @@ def open_executor(settings: ComputeSettings, *, warmup: Warmup | None = None) ->
 
 
 def open_confined_scorer(
-    module_path: Path | str, settings: ComputeSettings, *, warmup: str | None = None
+    module_path: _Path | str, settings: ComputeSettings, *, warmup: str | None = None
 ) -> ConfinedScorer:
     """Untrusted scoring for this process: warm sandboxed interpreters here, or one-shot sandboxed Ray
     tasks when NEMO_GYM_RAY_ADDRESS is set. `warmup` names a function of the module run once per
     interpreter (heavy imports) before any call's deadline starts. Call `await scorer.start()` first."""
     if os.environ.get(RAY_ADDRESS_ENV, "").strip():
-        return OneShotConfinedScorer(Path(module_path), settings, open_executor(settings), warmup)
-    return WarmConfinedScorer(Path(module_path), settings, warmup)
+        return _confined.OneShotConfinedScorer(_Path(module_path), settings, open_executor(settings), warmup)
+    return _confined.WarmConfinedScorer(_Path(module_path), settings, warmup)
 
 
 def _is_loopback(address: str) -> bool:
