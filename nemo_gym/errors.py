@@ -257,6 +257,10 @@ class ComputeWorkerDiedError(ComputeError):
     """The process running a job died (a crash in C code, an OOM kill, a lost Ray node), and so did its one retry."""
 
 
+class ConfinedCallError(ComputeError):
+    """A confined scoring function raised (MemoryError included); the text is `Type: message`."""
+
+
 def exit_code_for(error: BaseException) -> int:
     """The process exit code a CLI should use for `error`."""
     return error.exit_code if isinstance(error, NemoGymError) else 1

@@ -28,6 +28,11 @@ class InitResourcesServerConfig(BaseModel):
     )
     domain: str = Field("agent", description="What the tasks are about (agent, math, coding, knowledge, ...).")
     description: str | None = Field(None, description="One line for the README, app docstring and config.")
+    confined_scoring: bool = Field(
+        False,
+        description="Score answers in scoring.py, confined in the sandbox (use it when scoring parses model text "
+        "with sympy, math-verify, eval or anything else that may run it).",
+    )
 
 
 def name_from_entrypoint(entrypoint: str) -> str:
@@ -49,7 +54,9 @@ def init_resources_server(argv: list[str]) -> int:
     )
     name = name_from_entrypoint(params.entrypoint)
     root = find_project_root()
-    written = scaffold_resources_server(root, name, params.domain, params.description)
+    written = scaffold_resources_server(
+        root, name, params.domain, params.description, confined_scoring=params.confined_scoring
+    )
     print(f"Created resources_servers/{name}/:")
     for path in written:
         print(f"  {path.relative_to(root)}")

@@ -26,13 +26,25 @@ Only one-shot, stateless work belongs here. A persistent interpreter (`SessionPo
 math_with_code's `execute_python` tool) keeps state between a rollout's calls, so it stays in the
 server process that owns the rollout, on the local sandbox, whichever backend is chosen.
 
+`submit` is for trusted code on trusted data. Scoring that hands model-written text (or task data
+from others) to anything that may evaluate it (sympy's parse_expr/sympify, math-verify, eval)
+goes through `open_confined_scorer` instead: the scorer module runs in the sandbox, with no view
+of the checkout or env.yaml, no network, no secrets, and a killed process past its limits:
+
+    scorer = open_confined_scorer(Path(__file__).with_name("scoring.py"), settings, warmup="warm_up")
+    await scorer.start()
+    reward = await scorer.call("score", answer, task)   # ComputeError (its text is the reason) on failure
+
 Ray is imported only by the Ray backend, and only when NEMO_GYM_RAY_ADDRESS is set.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path as _Path
 
+from nemo_gym.compute import _confined
+from nemo_gym.compute._confined import ConfinedScorer
 from nemo_gym.compute._executor import ComputeExecutor, ComputeSettings, LocalExecutor
 from nemo_gym.compute._pool import Warmup
 
@@ -57,9 +69,28 @@ def open_executor(settings: ComputeSettings, *, warmup: Warmup | None = None) ->
     return RayExecutor(address, settings, warmup)
 
 
+def open_confined_scorer(
+    module_path: _Path | str, settings: ComputeSettings, *, warmup: str | None = None
+) -> ConfinedScorer:
+    """Untrusted scoring for this process: warm sandboxed interpreters here, or one-shot sandboxed Ray
+    tasks when NEMO_GYM_RAY_ADDRESS is set. `warmup` names a function of the module run once per
+    interpreter (heavy imports) before any call's deadline starts. Call `await scorer.start()` first."""
+    if os.environ.get(RAY_ADDRESS_ENV, "").strip():
+        return _confined.OneShotConfinedScorer(_Path(module_path), settings, open_executor(settings), warmup)
+    return _confined.WarmConfinedScorer(_Path(module_path), settings, warmup)
+
+
 def _is_loopback(address: str) -> bool:
     host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
     return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
-__all__ = ["RAY_ADDRESS_ENV", "ComputeExecutor", "ComputeSettings", "LocalExecutor", "open_executor"]
+__all__ = [
+    "RAY_ADDRESS_ENV",
+    "ComputeExecutor",
+    "ComputeSettings",
+    "ConfinedScorer",
+    "LocalExecutor",
+    "open_confined_scorer",
+    "open_executor",
+]

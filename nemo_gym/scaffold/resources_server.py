@@ -3,7 +3,9 @@
 `scaffold_resources_server(root, name)` creates `resources_servers/<name>/` holding a working
 environment: `app.py` (one tool and a `verify`), `configs/<name>.yaml` (the resources server and
 `<name>_simple_agent` on `policy_model`), `data/example.jsonl` (5 tasks), `tests/test_app.py` and a
-README. Only `data/example_rollouts.jsonl` is left to collect; `collect_example_rollouts_command`
+README. With `confined_scoring=True`, `app.py` scores answers through `scoring.py`, run confined in
+the sandbox (`nemo_gym.compute.open_confined_scorer`): the pattern for any environment whose
+scoring parses model text with something that may evaluate it. Only `data/example_rollouts.jsonl` is left to collect; `collect_example_rollouts_command`
 gives the command that does it offline.
 """
 
@@ -39,6 +41,13 @@ FILES = (
     TemplateFile("example.jsonl.tmpl", "data/example.jsonl"),
     TemplateFile("test_app.py.tmpl", "tests/test_app.py"),
     TemplateFile("README.md.tmpl", "README.md"),
+)
+
+
+CONFINED_FILES = (
+    TemplateFile("app_confined.py.tmpl", "app.py"),
+    TemplateFile("scoring.py.tmpl", "scoring.py"),
+    *FILES[1:],
 )
 
 
@@ -100,7 +109,7 @@ def render(template: str, name: str, domain: str, description: str) -> str:
 
 
 def scaffold_resources_server(
-    root: Path, name: str, domain: str = "agent", description: str | None = None
+    root: Path, name: str, domain: str = "agent", description: str | None = None, *, confined_scoring: bool = False
 ) -> list[Path]:
     """Create `root/resources_servers/<name>/`; returns the files written. Refuses an existing folder."""
     check_name(name)
@@ -113,7 +122,8 @@ def scaffold_resources_server(
         raise OutputExistsError(f"{folder} already exists; pick another name or remove the folder first")
     description = description or "A tool-using environment: the model measures a word with a tool and answers."
     rendered = [
-        (folder / item.target.format(name=name), render(item.template, name, domain, description)) for item in FILES
+        (folder / item.target.format(name=name), render(item.template, name, domain, description))
+        for item in (CONFINED_FILES if confined_scoring else FILES)
     ]  # render everything first: a template error leaves no half-made folder
     written = []
     try:

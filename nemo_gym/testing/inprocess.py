@@ -48,7 +48,8 @@ class ThreadedServer:
 
     def start(self) -> ThreadedServer:
         self._thread.start()
-        deadline = time.monotonic() + 10
+        # Generous: on_startup may warm sandboxed interpreters, slow on a loaded 2-core machine.
+        deadline = time.monotonic() + 60
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError(f"server on {self.url} did not start")

@@ -2,8 +2,9 @@
 
 No tools. `verify` parses the prediction from all assistant output text (LaTeX and plain
 expressions) and compares it symbolically with `expected_answer` (wrapped in `\\boxed{}` when it is
-not already). The library runs off the event loop with a deadline per answer, in worker processes
-here, or as Ray tasks on the cluster when the server runs on Ray (see `grading.py`, `nemo_gym.compute`).
+not already). The library evaluates what it parses, so it runs confined, in the sandbox, with a
+deadline per answer: warm sandboxed interpreters here, or sandboxed Ray tasks on the cluster when
+the server runs on Ray (see `grading.py`, `scoring.py`, `nemo_gym.compute`).
 
 When `should_use_judge` is set and the library reward is <= 0.5, a judge model compares the two
 answers twice, once in each order (position bias is real); both verdicts must be `[[A=B]]`. A judge
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from nemo_gym.compute import ComputeExecutor, ComputeSettings, open_executor
+from nemo_gym.compute import ComputeSettings, ConfinedScorer
 from nemo_gym.openai_types import JSONDict, output_text
 from nemo_gym.servers.agent import ModelServerRef
 from nemo_gym.servers.resources import (
@@ -24,18 +25,18 @@ from nemo_gym.servers.resources import (
     BaseVerifyResponse,
     SimpleResourcesServer,
 )
-from resources_servers.math_with_judge.grading import grade, warm_up_math_verify
+from resources_servers.math_with_judge.grading import grade, open_grader
 
 
 class MathWithJudgeConfig(BaseResourcesServerConfig):
     verification_workers: int = Field(2, ge=1)
-    """Default 2. Gradings at once: worker processes for math-verify, or Ray tasks in flight when the
-    server runs on Ray; each grading holds one for its duration."""
+    """Default 2. Gradings at once: warm sandboxed interpreters for math-verify, or Ray tasks in flight
+    when the server runs on Ray; each grading holds one for its duration."""
     verification_timeout_s: float = Field(10.0, gt=0)
-    """Default 10 s. Deadline for parsing and comparing one answer; past it the reward is 0 and the
-    worker is killed and replaced."""
+    """Default 10 s. Deadline (wall and CPU time) for parsing and comparing one answer; past it the
+    reward is 0 and the process grading it is killed."""
     verification_memory_mb: int = Field(2048, gt=0)
-    """Default 2 GB. Address-space limit of each worker, so a sympy blow-up cannot take the host down."""
+    """Default 2 GB. Memory of one sandboxed grading interpreter, so a sympy blow-up cannot take the host down."""
     should_use_judge: bool = False
     """Default False: math-verify alone decides, and the environment runs fully offline."""
     judge_model_server: ModelServerRef | None = None
@@ -92,7 +93,7 @@ def judge_says_equal(text: str) -> bool:
 
 class MathWithJudgeServer(SimpleResourcesServer):
     config: MathWithJudgeConfig
-    grading: ComputeExecutor | None = None
+    grading: ConfinedScorer | None = None
 
     async def on_startup(self) -> None:
         if self.config.should_use_judge and self.config.judge_model_server is None:
@@ -102,7 +103,7 @@ class MathWithJudgeServer(SimpleResourcesServer):
             timeout_s=self.config.verification_timeout_s,
             memory_mb=self.config.verification_memory_mb,
         )
-        self.grading = open_executor(settings, warmup=warm_up_math_verify)
+        self.grading = open_grader(settings)
         await self.grading.start()
 
     async def on_shutdown(self) -> None:

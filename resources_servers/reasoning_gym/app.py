@@ -4,20 +4,24 @@ Trains verifiable reasoning across 100+ procedural task families (arithmetic, al
 puzzles, graphs, games, cognition). Rows come from `prepare_data.py`; `verify` reads the answer
 from the last `<answer>...</answer>` of the reply (the package's own extraction and prompt) and
 scores it with that generator's own `score_answer`, so reward semantics are the package's.
+
+Scoring runs confined (`scoring.py` in the sandbox): several of the package's scorers evaluate the
+answer or the task's metadata with sympy or `eval`, so an answer such as
+`__import__("os").system(...)` must meet nothing worth taking. A scorer past its limit is killed
+and the row says why in `scoring_error`, with reward 0.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, PrivateAttr
-from reasoning_gym import create_dataset
 from reasoning_gym.factory import DATASETS
 from reasoning_gym.utils import extract_answer
 
-from nemo_gym.errors import InputDataError
+from nemo_gym.compute import ComputeSettings, ConfinedScorer, open_confined_scorer
+from nemo_gym.errors import ComputeError, InputDataError
 from nemo_gym.openai_types import last_assistant_text
 from nemo_gym.servers.resources import (
     BaseResourcesServerConfig,
@@ -29,7 +33,12 @@ from nemo_gym.servers.resources import (
 
 class ReasoningGymConfig(BaseResourcesServerConfig):
     scoring_timeout_s: float = Field(10.0, gt=0)
-    """A scorer still running after this long counts as reward 0 (a few scorers simulate or search)."""
+    """Default 10 s. A scorer still running after this long (wall or CPU time) is killed and the
+    answer scores 0 with the reason in `scoring_error` (a few scorers simulate or search)."""
+    scoring_workers: int = Field(2, ge=1)
+    """Default 2. Answers scored at once: warm sandboxed interpreters, each forking once per answer."""
+    scoring_memory_mb: int = Field(2048, gt=0)
+    """Default 2 GB. Memory of one sandboxed scoring interpreter and the answer it is scoring."""
 
 
 class ReasoningGymVerifyRequest(BaseVerifyRequest):
@@ -47,34 +56,42 @@ class ReasoningGymVerifyResponse(ReasoningGymVerifyRequest, BaseVerifyResponse):
 
 class ReasoningGymServer(SimpleResourcesServer):
     config: ReasoningGymConfig
-    _scorers: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _scoring: ConfinedScorer | None = PrivateAttr(None)
 
-    def scorer(self, name: str, config: dict[str, Any]) -> Any:
-        """The generator's own `score_answer`, built once per (generator, config)."""
-        key = json.dumps([name, config], sort_keys=True)
-        if key not in self._scorers:
-            if name not in DATASETS:
-                raise InputDataError(f"dataset_name: unknown reasoning-gym generator {name!r}")
-            try:
-                self._scorers[key] = create_dataset(name, size=1, seed=0, **config).score_answer
-            except (TypeError, ValueError, AssertionError) as error:
-                raise InputDataError(f"dataset_config for {name}: {error}") from None
-        return self._scorers[key]
+    async def on_startup(self) -> None:
+        await self.scoring()
+
+    async def on_shutdown(self) -> None:
+        if self._scoring is not None:
+            await self._scoring.aclose()
+
+    async def scoring(self) -> ConfinedScorer:
+        """The sandboxed scorers, started on first use (on_startup, or a direct call in tests)."""
+        if self._scoring is None:
+            settings = ComputeSettings(
+                max_concurrent=self.config.scoring_workers,
+                timeout_s=self.config.scoring_timeout_s,
+                memory_mb=self.config.scoring_memory_mb,
+            )
+            self._scoring = open_confined_scorer(Path(__file__).with_name("scoring.py"), settings, warmup="warm_up")
+        await self._scoring.start()
+        return self._scoring
 
     async def verify(self, body: ReasoningGymVerifyRequest) -> ReasoningGymVerifyResponse:
-        score = self.scorer(body.dataset_name, body.dataset_config)
+        if body.dataset_name not in DATASETS:
+            raise InputDataError(f"dataset_name: unknown reasoning-gym generator {body.dataset_name!r}")
         answer = extract_answer(last_assistant_text(body.response.output))
         entry = {"question": body.question, "answer": body.answer, "metadata": body.metadata}
-        error = None
+        scoring = await self.scoring()
+        reward, error = 0.0, None
         try:
-            # Scorers are synchronous and some are CPU-heavy: keep them off the event loop.
-            reward = float(
-                await asyncio.wait_for(asyncio.to_thread(score, answer, entry), self.config.scoring_timeout_s)
-            )
-        except TimeoutError:
-            reward, error = 0.0, f"scoring took longer than {self.config.scoring_timeout_s:g} s"
-        except Exception as exc:  # a scorer crashing on odd model output is that answer's failure, not the server's
-            reward, error = 0.0, f"{type(exc).__name__}: {exc}"
+            outcome = await scoring.call("score", body.dataset_name, body.dataset_config, answer, entry)
+        except ComputeError as exc:  # killed past its limits, or crashed on odd output: that answer's failure
+            error = str(exc)
+        else:
+            if "config_error" in outcome:
+                raise InputDataError(f"dataset_config for {body.dataset_name}: {outcome['config_error']}")
+            reward = float(outcome["reward"])
         return ReasoningGymVerifyResponse(
             **body.model_dump(), reward=reward, extracted_answer=answer, scoring_error=error
         )

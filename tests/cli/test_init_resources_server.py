@@ -191,3 +191,35 @@ def test_rollouts_of_this_environment_pass_whatever_their_order_and_formatting(t
         f"{data / 'example_rollouts.jsonl'}:1: _ng_task_index 7 is not a task of data/example.jsonl (0..4); "
         f"these rows were not collected from this environment's tasks"
     ]
+
+
+def test_confined_scoring_scaffold_scores_in_the_sandbox_and_its_own_tests_pass(tmp_path):
+    """`+confined_scoring=true`: app.py scores through scoring.py in the sandbox, and the generated tests
+    (which start the server, so the scorer warms up in the sandbox) pass as they are."""
+    from tests.e2e.conftest import python_module, scratch_project
+
+    project = scratch_project(tmp_path / "project")
+    created = python_module(
+        "nemo_gym.cli.init_resources_server",
+        "+entrypoint=resources_servers/word_len",
+        "+confined_scoring=true",
+        cwd=project,
+    )
+    assert created.returncode == 0, created.stderr
+    folder = project / "resources_servers" / "word_len"
+    assert "resources_servers/word_len/scoring.py" in created.stdout
+    app = (folder / "app.py").read_text()
+    assert 'open_confined_scorer(Path(__file__).with_name("scoring.py")' in app
+    scoring = (folder / "scoring.py").read_text()
+    assert "import nemo_gym" not in scoring and "from nemo_gym" not in scoring  # the sandbox cannot see the project
+
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "resources_servers/word_len/tests"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env(),
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "4 passed" in tests.stdout

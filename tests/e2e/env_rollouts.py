@@ -63,7 +63,9 @@ class EnvironmentStack:
 
 
 @contextmanager
-def environment_stack(env: str, script: ModeScript, tmp_path: Path, *overrides: str) -> Iterator[EnvironmentStack]:
+def environment_stack(
+    env: str, script: ModeScript, tmp_path: Path, *overrides: str, api_key: str = "sk-test"
+) -> Iterator[EnvironmentStack]:
     holder = {"mode": "correct"}
     head_port = free_port()
     with ScriptedOpenAI(lambda body: script(holder["mode"], body)) as upstream:
@@ -71,7 +73,7 @@ def environment_stack(env: str, script: ModeScript, tmp_path: Path, *overrides: 
             [f"resources_servers/{env}/configs/{env}.yaml", OPENAI_MODEL_CONFIG],
             f"+head_server.port={head_port}",
             f"+policy_base_url={upstream.url}",
-            "+policy_api_key=sk-test",
+            f"+policy_api_key={api_key}",
             "+policy_model_name=scripted-model",
             *overrides,
             cwd=PROJECT_ROOT,
