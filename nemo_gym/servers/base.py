@@ -373,7 +373,12 @@ class SimpleServer(BaseModel):
         app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=self.config.max_request_body_bytes)
         app.add_middleware(CancelOnDisconnect)  # a caller that gives up stops the work it asked for
         # Outermost: a request from a web page is refused before any work (or a session) is spent on it.
-        app.add_middleware(RequestGuard, bound_host=self.config.host, allowed_hosts=self.config.allowed_hosts)
+        app.add_middleware(
+            RequestGuard,
+            bound_host=self.config.host,
+            allowed_hosts=self.config.allowed_hosts,
+            setting=f"allowed_hosts of server {self.config.name!r}",
+        )
         app.add_exception_handler(NemoGymError, _nemo_gym_error_handler)
         app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]
         app.add_exception_handler(Exception, _unexpected_error_handler)

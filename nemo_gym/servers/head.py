@@ -42,7 +42,9 @@ def build_head_app(
     registry: Registry, bound_host: str = "127.0.0.1", allowed_hosts: list[str] | None = None
 ) -> FastAPI:
     app = new_app(title="nemo_gym head server")
-    app.add_middleware(RequestGuard, bound_host=bound_host, allowed_hosts=allowed_hosts or [], where="head server")
+    app.add_middleware(
+        RequestGuard, bound_host=bound_host, allowed_hosts=allowed_hosts or [], setting="head_server.allowed_hosts"
+    )
 
     async def health() -> dict[str, str]:
         return {"status": "ok", "kind": "head"}

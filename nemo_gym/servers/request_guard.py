@@ -11,10 +11,11 @@ checks stop it from driving a server (and through a model server, spending the u
     server's own origin: the `Host` it was reached by, or an allowed host name on the server's own
     port, or a name listed in `allowed_hosts` (403 otherwise). The viewer's own page passes.
   * the `Host` header must name this server (421 otherwise): the host it was bound as, the address
-    the connection arrived on, loopback names when bound to loopback, the machine's names when
-    bound to every interface (0.0.0.0 / ::), or an entry of `allowed_hosts` (`*` accepts any).
-    Otherwise a DNS-rebinding page (evil.example resolving to 127.0.0.1) is a same-origin page to
-    the browser and can read every answer.
+    the connection arrived on (so a Ray node's address, whatever the binding), loopback names when
+    bound to loopback or to every interface (0.0.0.0 / ::), the machine's host name and addresses
+    when not bound to loopback, or an entry of `allowed_hosts` (`*` accepts any). Otherwise a
+    DNS-rebinding page (evil.example resolving to 127.0.0.1) is a same-origin page to the browser
+    and can read every answer. A request without Host (HTTP/1.0) passes: browsers always send one.
 
 Hot path: one pass over the request's header list and, for a Host seen before, one set lookup;
 nothing is allocated for a request that passes.
@@ -22,6 +23,7 @@ nothing is allocated for a request that passes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -64,31 +66,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def machine_names() -> set[str]:
-    """This machine's host name, its fully qualified name and the addresses they resolve to."""
-    names: set[str] = set()
+@functools.cache
+def machine_names() -> frozenset[str]:
+    """This machine's host name and the addresses it resolves to. Looked up once, and only when a
+    Host header names something else than the server's own address (a resolver can be slow)."""
     try:
         hostname = socket.gethostname()
-    except OSError:
-        return names
-    names.add(host_name(hostname))
-    try:
-        names.add(host_name(socket.getfqdn(hostname)))
+        names = {host_name(hostname)}
         for *_, sockaddr in socket.getaddrinfo(hostname, None):
             names.add(host_name(str(sockaddr[0]).partition("%")[0]))
     except OSError:
-        pass
-    return names
+        return frozenset()
+    return frozenset(names)
 
 
 def accepted_host_names(bound_host: str, allowed_hosts: Iterable[str] = ()) -> frozenset[str]:
-    """The names a `Host` header may carry for a server bound to `bound_host`."""
+    """The names a `Host` header may carry for a server bound to `bound_host`, besides the address a
+    connection arrived on and (unless bound to loopback) `machine_names()`."""
     bound = host_name(bound_host)
     names = {bound} | {host_name(entry) for entry in allowed_hosts}
     if bound in WILDCARD_HOSTS or _is_loopback(bound):
         names |= LOOPBACK_NAMES
-    if bound in WILDCARD_HOSTS:
-        names |= machine_names()
     return frozenset(names - {""})
 
 
@@ -120,13 +118,24 @@ def _origin_parts(origin: str) -> tuple[str, str, int | None]:
 class RequestGuard:
     """Refuses requests that our clients never send (see the module docstring); passes the rest on."""
 
-    def __init__(self, app: ASGIApp, *, bound_host: str, allowed_hosts: Iterable[str] = (), where: str = "server"):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        bound_host: str,
+        allowed_hosts: Iterable[str] = (),
+        setting: str = "this server's allowed_hosts",
+    ):
+        """`setting` says where a user lists further names (`allowed_hosts` of which config block)."""
         self.app = app
         allowed = [entry for entry in allowed_hosts if entry]
         self.any_host = "*" in allowed
         self.host_names = accepted_host_names(bound_host, [entry for entry in allowed if entry != "*"])
         self.origin_names = frozenset(host_name(entry) for entry in allowed if entry != "*")
-        self.where = where
+        # A server reachable from other machines also answers to this machine's name (a Ray node's
+        # host name): a rebinding page cannot have the browser send it, its origin is its own name.
+        self.by_machine_name = not _is_loopback(host_name(bound_host))
+        self.setting = setting
         self._accepted: set[bytes] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,15 +160,15 @@ class RequestGuard:
             refusal = _error_response(
                 421,
                 "UnknownHostError",
-                f"Host {host.decode('latin-1')!r} is not a name this {self.where} answers to; "
-                f"if it is, add it to the {self.where}'s allowed_hosts",
+                f"Host {host.decode('latin-1')!r} is not a name this server answers to (a DNS-rebinding page?); "
+                f"if it is one, list it in {self.setting}",
             )
         elif origin is not None and not self._origin_ok(origin, host, scope):
             refusal = _error_response(
                 403,
                 "ForeignOriginError",
-                f"requests from web pages of {origin.decode('latin-1')!r} are refused by this {self.where}; "
-                f"to allow that origin, add its host to the {self.where}'s allowed_hosts",
+                f"requests from web pages of {origin.decode('latin-1')!r} (another site) are refused; "
+                f"to allow that origin, list its host in {self.setting}",
             )
         elif has_body and content_type != _JSON and scope["method"] in _METHODS_WITH_BODY:
             if content_type is None or content_type.partition(b";")[0].strip().lower() != _JSON:
@@ -176,10 +185,16 @@ class RequestGuard:
         await send(refusal[0])
         await send(refusal[1])
 
-    def _host_ok(self, host: bytes, scope: Scope) -> bool:
-        name = host_name(host.decode("latin-1"))
+    def _names_this_server(self, name: str, scope: Scope) -> bool:
+        if name in self.host_names:
+            return True
         server = scope.get("server")
-        ok = self.any_host or name in self.host_names or (server is not None and name == host_name(str(server[0])))
+        if server is not None and name == host_name(str(server[0])):
+            return True  # the address the connection arrived on
+        return self.by_machine_name and name in machine_names()
+
+    def _host_ok(self, host: bytes, scope: Scope) -> bool:
+        ok = self.any_host or self._names_this_server(host_name(host.decode("latin-1")), scope)
         if ok and len(self._accepted) < _MAX_REMEMBERED_HOSTS:
             self._accepted.add(host)
         return ok
@@ -194,5 +209,4 @@ class RequestGuard:
         if name in self.origin_names:
             return True
         server = scope.get("server")
-        own_port = server[1] if server is not None else None
-        return port == own_port and name in self.host_names
+        return server is not None and port == server[1] and self._names_this_server(name, scope)

@@ -78,7 +78,12 @@ def build_viewer_app(
         yield
 
     app = FastAPI(title="nemo_gym rollout viewer", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.add_middleware(RequestGuard, bound_host=bound_host, allowed_hosts=allowed_hosts or [], where="viewer")
+    app.add_middleware(
+        RequestGuard,
+        bound_host=bound_host,
+        allowed_hosts=allowed_hosts or [],
+        setting="ng_viewer's +allowed_hosts=[...]",
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/")
