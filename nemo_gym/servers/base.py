@@ -116,10 +116,11 @@ class BaseServerConfig(BaseModel):
     names: `num_cpus`, `num_gpus`, `memory` (bytes) or a custom resource (`{my_node_tag: 1}`).
     Ignored without Ray."""
     allowed_hosts: list[str] = Field(default_factory=list)
-    """Further names this server answers to, besides the host it is bound as (and loopback names
-    when bound to loopback, this machine's names and addresses when bound to 0.0.0.0 or ::): a
-    request whose `Host` header names anything else gets 421, and one from a web page (an `Origin`
-    header) of another origin gets 403. List the names clients use to reach it through DNS, a
+    """Further names this server answers to, besides the host it is bound as, the address a
+    connection arrives on, loopback names (when bound to loopback, 0.0.0.0 or ::) and this
+    machine's host name and addresses (when not bound to loopback): a request whose `Host` header
+    names anything else gets 421, and one from a web page (an `Origin` header) of another origin
+    gets 403. List the names clients use to reach it through DNS, a
     proxy or a tunnel, e.g. `[gym-node-3.cluster.local]`; `*` accepts any Host (it switches off
     the protection against DNS rebinding)."""
 

@@ -70,13 +70,13 @@ def _is_loopback(host: str) -> bool:
 def machine_names() -> frozenset[str]:
     """This machine's host name and the addresses it resolves to. Looked up once, and only when a
     Host header names something else than the server's own address (a resolver can be slow)."""
+    hostname = socket.gethostname()
+    names = {host_name(hostname)}
     try:
-        hostname = socket.gethostname()
-        names = {host_name(hostname)}
         for *_, sockaddr in socket.getaddrinfo(hostname, None):
             names.add(host_name(str(sockaddr[0]).partition("%")[0]))
     except OSError:
-        return frozenset()
+        pass  # a host name that does not resolve: the name alone
     return frozenset(names)
 
 
