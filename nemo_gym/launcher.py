@@ -117,6 +117,14 @@ class ServerProcess:
         return f"server {self.slot.label!r} exited with code {self.popen.returncode}. Last output:\n{lines}"
 
 
+def head_allowed_hosts(config: GlobalConfig) -> list[str]:
+    """`head_server.allowed_hosts`: further names the head server answers to (see BaseServerConfig.allowed_hosts)."""
+    value = config.get("head_server.allowed_hosts") or []
+    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+        raise ConfigError(f"head_server.allowed_hosts must be a list of host names, got {value!r}")
+    return value
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -142,7 +150,7 @@ class Stack:
         self.processes: list[ServerProcess] = []
         self.slots = self._plan_slots()
         self.registry = Registry(self._initial_rows())
-        self.head = HeadServer(self.registry, config.head_host, config.head_port)
+        self.head = HeadServer(self.registry, config.head_host, config.head_port, head_allowed_hosts(config))
         self.lost: list[str] = []
         """Replicas that died while a sibling lived on (reported, not fatal)."""
         self._stopped = False

@@ -42,6 +42,7 @@ from nemo_gym.launcher import (
     ServerProcess,
     Stack,
     format_table,
+    head_allowed_hosts,
     port_is_free,
     start_server_process,
     stop_server_processes,
@@ -243,7 +244,7 @@ class RayStack(Stack):
         self.gcs_address = connect(ray_address, log_to_driver=options.echo_child_output)
         try:
             super().__init__(config, options, log)
-            self.head = HeadServer(self.registry, self._head_host(), config.head_port)
+            self.head = HeadServer(self.registry, self._head_host(), config.head_port, head_allowed_hosts(config))
         except BaseException:
             ray.shutdown()
             raise

@@ -51,7 +51,8 @@ class ReplicaSet:
         if not isinstance(cookies, dict):
             return None
         value = cookies.get(self.cookie_name)
-        if isinstance(value, str) and value.isdigit() and int(value) in self.urls:
+        # isascii first: str.isdigit() accepts '²', on which int() raises (a cookie of odd bytes was a 500).
+        if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) in self.urls:
             return int(value)
         return None
 

@@ -32,6 +32,11 @@ class ViewerConfig(BaseModel):
         None, description="Failures file to show (default: <stem>_failures.jsonl beside jsonl_fpath)."
     )
     host: str = Field("127.0.0.1", description="Address to listen on; keep 127.0.0.1 unless you mean to share it.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Further names the viewer answers to besides host (e.g. a name that resolves to this "
+        "machine); a request naming another Host, or from another site's page, is refused.",
+    )
     port: int | None = Field(
         None, ge=0, le=65535, description=f"Port (null = {DEFAULT_PORT}, or a free one if taken; 0 = any free port)."
     )
@@ -74,7 +79,12 @@ def serve(argv: list[str]) -> int:
     shown_host = f"[{host}]" if ":" in host else host
     print(f"ng_viewer: {runs.a.path} at http://{shown_host}:{port}/  (Ctrl+C to stop)", flush=True)
     server = uvicorn.Server(
-        uvicorn.Config(build_viewer_app(runs), log_level="warning", access_log=False, lifespan="on")
+        uvicorn.Config(
+            build_viewer_app(runs, params.host, params.allowed_hosts),
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
     )
     server.run(sockets=[sock])
     return 0

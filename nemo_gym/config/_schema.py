@@ -48,6 +48,10 @@ class HeadServerConfig(pydantic.BaseModel):
 
     host: str = pydantic.Field(DEFAULT_HOST, description="Host of the head server (default: default_host).")
     port: int = pydantic.Field(DEFAULT_HEAD_PORT, description="Port of the head server.")
+    allowed_hosts: list[str] = pydantic.Field(
+        default_factory=list,
+        description="Further names the head server answers to (a request naming another Host gets 421).",
+    )
 
 
 class SharedParameters(pydantic.BaseModel):

@@ -7,9 +7,13 @@ environment code ports with import changes only). `setup_webserver()` builds the
 Hot-path choices, each measured on NeMo Gym's CPU profile per rollout:
   * routes return pre-serialized JSON (`JSONBytesResponse`), so FastAPI's response-model
     re-validation and `jsonable_encoder` walk never run;
-  * middleware is pure ASGI only (session id, body-size cap, cancel-on-disconnect; no
-    `BaseHTTPMiddleware` layers);
+  * middleware is pure ASGI only (request guard, session id, body-size cap, cancel-on-disconnect;
+    no `BaseHTTPMiddleware` layers);
   * uvicorn runs with httptools and uvloop.
+
+Requests come from our clients, not web pages (`request_guard`): a JSON body needs
+`Content-Type: application/json` (415), a browser's foreign `Origin` gets 403, a `Host` that is not
+this server's (DNS rebinding) gets 421; `allowed_hosts` lists further names.
 
 Requests are bounded (`request_limits`): a body cap (413), and deadlines for a request's head and
 body (408), each configurable per server instance.
@@ -55,6 +59,7 @@ from nemo_gym.errors import (
 from nemo_gym.retry import is_retryable_status
 from nemo_gym.servers.disconnect import CancelOnDisconnect
 from nemo_gym.servers.launcher_link import NotLaunchedError, read_bootstrap
+from nemo_gym.servers.request_guard import RequestGuard
 from nemo_gym.servers.request_limits import (
     DEFAULT_MAX_REQUEST_BODY_BYTES,
     DEFAULT_REQUEST_BODY_TIMEOUT_S,
@@ -110,6 +115,14 @@ class BaseServerConfig(BaseModel):
     """What one replica needs from a Ray cluster (`ng_run +ray_address=...`), in Ray's resource
     names: `num_cpus`, `num_gpus`, `memory` (bytes) or a custom resource (`{my_node_tag: 1}`).
     Ignored without Ray."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Further names this server answers to, besides the host it is bound as, the address a
+    connection arrives on, loopback names (when bound to loopback, 0.0.0.0 or ::) and this
+    machine's host name and addresses (when not bound to loopback): a request whose `Host` header
+    names anything else gets 421, and one from a web page (an `Origin` header) of another origin
+    gets 403. List the names clients use to reach it through DNS, a
+    proxy or a tunnel, e.g. `[gym-node-3.cluster.local]`; `*` accepts any Host (it switches off
+    the protection against DNS rebinding)."""
 
 
 def _json_default(value: Any) -> Any:
@@ -360,6 +373,13 @@ class SimpleServer(BaseModel):
         app.add_middleware(SessionIdMiddleware, cookie_name=self.session_cookie_name)
         app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=self.config.max_request_body_bytes)
         app.add_middleware(CancelOnDisconnect)  # a caller that gives up stops the work it asked for
+        # Outermost: a request from a web page is refused before any work (or a session) is spent on it.
+        app.add_middleware(
+            RequestGuard,
+            bound_host=self.config.host,
+            allowed_hosts=self.config.allowed_hosts,
+            setting=f"allowed_hosts of server {self.config.name!r}",
+        )
         app.add_exception_handler(NemoGymError, _nemo_gym_error_handler)
         app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]
         app.add_exception_handler(Exception, _unexpected_error_handler)

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from nemo_gym.client import ServerInfo, http_url
 from nemo_gym.servers.base import new_app
+from nemo_gym.servers.request_guard import RequestGuard
 
 
 class Registry:
@@ -37,8 +38,13 @@ class Registry:
             self._servers[(row.name, row.replica)] = row
 
 
-def build_head_app(registry: Registry) -> FastAPI:
+def build_head_app(
+    registry: Registry, bound_host: str = "127.0.0.1", allowed_hosts: list[str] | None = None
+) -> FastAPI:
     app = new_app(title="nemo_gym head server")
+    app.add_middleware(
+        RequestGuard, bound_host=bound_host, allowed_hosts=allowed_hosts or [], setting="head_server.allowed_hosts"
+    )
 
     async def health() -> dict[str, str]:
         return {"status": "ok", "kind": "head"}
@@ -55,10 +61,10 @@ def build_head_app(registry: Registry) -> FastAPI:
 class HeadServer:
     """Runs the head app with uvicorn in a daemon thread of the calling process."""
 
-    def __init__(self, registry: Registry, host: str, port: int):
+    def __init__(self, registry: Registry, host: str, port: int, allowed_hosts: list[str] | None = None):
         self.registry, self.host, self.port = registry, host, port
         config = uvicorn.Config(
-            build_head_app(registry),
+            build_head_app(registry, host, allowed_hosts),
             host=host,
             port=port,
             log_level="warning",

@@ -34,7 +34,8 @@ class SessionSigner:
 
     def unsign(self, value: str) -> str | None:
         session_id, _, mac = value.rpartition(".")
-        if session_id and hmac.compare_digest(mac, self._mac(session_id)):
+        # compare_digest raises TypeError on a non-ASCII str: a cookie of odd bytes is no session, not a 500.
+        if session_id and mac.isascii() and hmac.compare_digest(mac, self._mac(session_id)):
             return session_id
         return None
 

@@ -11,6 +11,8 @@ Endpoints (every `run` parameter is `a`, the file viewed, or `b`, the file compa
   GET /api/failures             the failures file: counts by error type and a page of records
   GET /api/compare              per-task mean reward in both runs and the delta
   GET /api/compare/task/{task}  the rows of one task in both runs
+Every request passes `nemo_gym.servers.request_guard` first: the page is served to the user's own
+browser only, not to another site's page (a foreign `Origin`) nor a DNS-rebinding one (a foreign `Host`).
 Handlers are plain `def`: FastAPI runs them on its thread pool, so file reads never block the loop.
 """
 
@@ -26,6 +28,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from nemo_gym.servers.request_guard import RequestGuard
 from nemo_gym.viewer.compare import compare_runs
 from nemo_gym.viewer.failures import failures_path_for, read_failures
 from nemo_gym.viewer.groups import group_summary
@@ -61,8 +64,11 @@ def json_response(payload: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status_code, media_type="application/json")
 
 
-def build_viewer_app(runs: ViewerRuns) -> FastAPI:
-    """The viewer app; its lifespan starts indexing every file that is not indexed yet."""
+def build_viewer_app(
+    runs: ViewerRuns, bound_host: str = "127.0.0.1", allowed_hosts: list[str] | None = None
+) -> FastAPI:
+    """The viewer app, for a server bound to `bound_host`; its lifespan starts indexing every file
+    that is not indexed yet."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -72,6 +78,12 @@ def build_viewer_app(runs: ViewerRuns) -> FastAPI:
         yield
 
     app = FastAPI(title="nemo_gym rollout viewer", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(
+        RequestGuard,
+        bound_host=bound_host,
+        allowed_hosts=allowed_hosts or [],
+        setting="ng_viewer's +allowed_hosts=[...]",
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/")

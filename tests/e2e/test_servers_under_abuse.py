@@ -78,7 +78,7 @@ def read_response(sock: socket.socket) -> bytes:
 def test_a_body_over_the_cap_is_refused_from_its_content_length_before_it_is_sent(stack):
     with socket.create_connection(host_port(stack[RESOURCES]), timeout=30) as sock:
         sock.sendall(
-            b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /verify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b'Content-Length: 200000000\r\n\r\n{"responses_create_params": '
         )
         answer = read_response(sock)  # on a server without a cap this waits for 200 MB that never come
@@ -93,7 +93,12 @@ def test_a_chunked_body_over_the_cap_is_cut_off_while_streaming(stack):
             yield b"x" * (1 << 20)
 
     try:
-        answer = httpx.post(f"{stack[RESOURCES]}/verify", content=endless_body(), timeout=60)
+        answer = httpx.post(
+            f"{stack[RESOURCES]}/verify",
+            content=endless_body(),
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
     except httpx.TransportError:
         pytest.fail("the server dropped the connection instead of answering 413")
     assert answer.status_code == 413
@@ -119,11 +124,13 @@ def test_slow_clients_are_answered_408_and_disconnected(stack):
     try:
         for _ in range(300):
             sock = socket.create_connection(address, timeout=30)
-            sock.sendall(b"POST /verify HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            sock.sendall(b"POST /verify HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             slow.append(sock)
         stalled_body = socket.create_connection(address, timeout=30)
         slow.append(stalled_body)
-        stalled_body.sendall(b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        stalled_body.sendall(
+            b"POST /verify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
         # recv times out after 30 s if the server keeps a connection open: it used to, for good.
         answers = [read_response(sock) for sock in slow]
     finally:

@@ -255,3 +255,31 @@ def wait_until_indexed(client: httpx.Client, rows: int) -> dict:
             return status
         time.sleep(0.05)
     raise AssertionError(f"index never caught up: {status}")
+
+
+def test_only_the_viewers_own_page_is_answered(serve, rows_file):
+    """Another site's page (a foreign Origin) and a DNS-rebinding one (a foreign Host) get nothing;
+    the viewer's own page, which sends its own URL as Origin, is answered."""
+    path, _ = rows_file
+    client = start_viewer(serve, path)
+    own = str(client.base_url).rstrip("/")
+    port = own.rsplit(":", 1)[1]
+    assert client.get("/api/status", headers={"Origin": own}).status_code == 200
+    assert client.get("/api/rows", headers={"Origin": f"http://localhost:{port}"}).status_code == 200
+    foreign = client.get("/api/rows", headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403 and "allowed_hosts" in foreign.json()["error"]["message"]
+    assert client.get("/api/rows/0", headers={"Origin": "http://127.0.0.1:1"}).status_code == 403
+    rebound = client.get("/api/rows", headers={"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"})
+    assert rebound.status_code == 421 and "allowed_hosts" in rebound.json()["error"]["message"]
+    assert client.get("/", headers={"Host": "evil.example"}).status_code == 421
+
+
+def test_allowed_hosts_lets_a_name_reach_the_viewer(serve, rows_file):
+    path, _ = rows_file
+    index = RolloutIndex(path).start()
+    index.wait(30)
+    url = serve(build_viewer_app(ViewerRuns(index), "127.0.0.1", ["viewer.lab.example"]))
+    with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+        headers = {"Host": "viewer.lab.example", "Origin": "http://viewer.lab.example"}
+        assert client.get("/api/status", headers=headers).status_code == 200
+        assert client.get("/api/status", headers={"Host": "other.lab.example"}).status_code == 421
