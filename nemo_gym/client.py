@@ -269,10 +269,12 @@ class HttpClient:
                 if (
                     length is not None
                     and length <= self.limits.max_response_bytes
-                    and deadlines.body_idle_s is None
                     and "Content-Encoding" not in response.headers
+                    and (deadlines.body_idle_s is None or response.content.is_eof())
                 ):
-                    body = await response.read()  # the hot path: a known, small, uncompressed body
+                    # The hot path: a known, small, uncompressed body (already all in, when a body idle
+                    # timeout is set: on loopback the head and a small body arrive together).
+                    body = await response.read()
                 else:
                     body = await self._read_bounded(response, method, url, length, deadlines.body_idle_s)
                 cookies = {key: morsel.value for key, morsel in response.cookies.items()}
