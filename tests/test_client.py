@@ -85,7 +85,9 @@ def test_a_server_url_brackets_an_ipv6_host_and_leaves_others_alone():
 @pytest.mark.parametrize("with_content_length", [True, False], ids=["content-length", "chunked"])
 def test_an_answer_over_the_cap_is_refused_once_naming_the_url_and_the_cap(with_content_length):
     async def twice(url: str) -> tuple[BaseException | None, int]:
-        client = HttpClient(retry=RetryPolicy(max_attempts=3, backoff_initial_s=0.01), limits=PoolLimits(max_response_bytes=1 << 20))
+        client = HttpClient(
+            retry=RetryPolicy(max_attempts=3, backoff_initial_s=0.01), limits=PoolLimits(max_response_bytes=1 << 20)
+        )
         try:
             try:
                 await client.request("POST", url, json=BODY)

@@ -17,8 +17,8 @@ body (408), each configurable per server instance.
 Errors become JSON `{"error": {"type", "message"}}` in one place (`_nemo_gym_error_handler`): bad
 input 400 (413 for a body over the cap), a failure of something we called 502 when another attempt
 may succeed (the `nemo_gym.retry` classifier), 424 when it will not (an upstream 4xx, or an answer
-over a size cap: retrying the rollout would fail the same way), our own bug 500. Validation errors name each field and quote at
-most a short excerpt of what was sent, never the body itself.
+over a size cap: retrying the rollout would fail the same way), our own bug 500. Validation errors
+name each field and quote at most a short excerpt of what was sent, never the body itself.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Knobs for fault tests and benchmarks: fixed latency per request, a fault injecte
 request (e.g. HTTP 500 or 429 with Retry-After, or a 401 with a body of your choosing), and
 `mangle`, a function that rewrites every answer before it is sent (to play an upstream that answers
 `output: [1, 2, 3]`), and `answer_with`, which sends the rendered answer its own way (see
-`huge_answer`, `trickled_answer`, `answer_after_keepalives`). Built on aiohttp's server: it is cheap, so a benchmark measures our stack and
-not the stand-in.
+`huge_answer`, `trickled_answer`, `answer_after_keepalives`). Built on aiohttp's server: it is
+cheap, so a benchmark measures our stack and not the stand-in.
 
 Run standalone: `python -m nemo_gym.testing.scripted_openai --port 8000 --latency-ms 200`.
 """
@@ -196,9 +196,7 @@ class ScriptedOpenAI:
             )
         return None
 
-    async def _answer(
-        self, request: web.Request, render: Callable[[JSONDict, Turn], JSONDict]
-    ) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, render: Callable[[JSONDict, Turn], JSONDict]) -> web.StreamResponse:
         """Record the request, maybe inject a fault, else render the script's turn."""
         body = orjson.loads(await request.read())
         if self.record_requests:

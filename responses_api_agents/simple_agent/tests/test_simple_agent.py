@@ -299,7 +299,12 @@ def test_a_model_server_answer_over_the_agents_cap_fails_the_rollout_in_bounded_
 
     def client() -> ServerClient:
         rows = [
-            ServerInfo(name="resources", server_type="resources_servers", implementation="t", url=f"http://127.0.0.1:{ports['resources']}"),
+            ServerInfo(
+                name="resources",
+                server_type="resources_servers",
+                implementation="t",
+                url=f"http://127.0.0.1:{ports['resources']}",
+            ),
             ServerInfo(name="model", server_type="responses_api_models", implementation="t", url=model_url),
         ]
         return ServerClient("http://127.0.0.1:9", registry=rows, limits=PoolLimits(max_response_bytes=16 * mib))
