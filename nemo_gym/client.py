@@ -32,6 +32,7 @@ from nemo_gym.errors import (
     InvalidResponseError,
     ReplicaGoneError,
     RequestTimeoutError,
+    ResponseTooLargeError,
     ServerUnreachableError,
     TransportError,
     UnknownServerError,
@@ -58,11 +59,21 @@ class Timeouts(BaseModel):
     read_s: float = Field(900.0, gt=0)
     """Time between bytes of the response. 900 s: a long generation or a slow verifier answers late
     but must not hang forever."""
+    total_s: float | None = Field(None, gt=0)
+    """Deadline for one attempt, from sending the request to the last byte of the answer (None = no
+    such deadline, `read_s` alone). Bounds a peer that trickles bytes, which `read_s` never cuts."""
+    body_idle_s: float | None = Field(None, gt=0)
+    """Once the answer's head is in, the longest silence between two pieces of its body (None =
+    `read_s`). Shorter than `read_s` for an upstream that is silent while it generates (its head comes
+    last) but should never stall halfway through a body; keepalive bytes reset it."""
+
+
+DEFAULT_MAX_RESPONSE_BYTES = 128 * 1024 * 1024
 
 
 class PoolLimits(BaseModel):
-    """Connection pool sizing. Keep-alive is shorter than the servers' (30 s) so we never reuse a
-    socket the server has already closed."""
+    """Connection pool sizing and the largest answer read. Keep-alive is shorter than the servers'
+    (30 s) so we never reuse a socket the server has already closed."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -72,6 +83,12 @@ class PoolLimits(BaseModel):
     max_connections_per_host: int = Field(0, ge=0)
     """0 = no per-host cap (every server of a stack is one host:port)."""
     keepalive_s: float = Field(15.0, gt=0)
+    max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1)
+    """Largest response body read (128 MiB). A longer one fails that call with `ResponseTooLargeError`
+    (not retried): refused from its Content-Length when it has one, else reading stops at the cap, so
+    a runaway peer costs at most this much memory per call. Model servers cap their upstream's answers
+    at 64 MiB, so a legitimate answer between our servers (a rollout row with every turn) stays well
+    under it."""
 
 
 class HttpResult:
@@ -186,7 +203,7 @@ class HttpClient:
             connector=aiohttp.TCPConnector(**connector_kwargs),
             # Cookies are threaded by hand (per rollout), never shared through a jar.
             cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s, sock_read=timeouts.read_s),
+            timeout=_client_timeout(timeouts),
             json_serialize=lambda obj: dumps(obj).decode(),
             auto_decompress=True,
         )
@@ -212,14 +229,13 @@ class HttpClient:
             send_headers.update(headers)
         if cookies:
             send_headers["Cookie"] = "; ".join(f"{key}={value}" for key, value in cookies.items())
-        timeout = None
-        if timeouts is not None:
-            timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s, sock_read=timeouts.read_s)
+        timeout = None if timeouts is None else _client_timeout(timeouts)
+        deadlines = timeouts or self.timeouts
         attempt = 0
         while True:
             attempt += 1
             try:
-                result = await self._send_once(method, url, data, send_headers, params, timeout)
+                result = await self._send_once(method, url, data, send_headers, params, timeout, deadlines)
             except TransportError as error:
                 if not policy.should_retry(classify_error(error), attempt):
                     if attempt > 1:
@@ -242,13 +258,25 @@ class HttpClient:
         headers: dict[str, str],
         params: Mapping[str, str] | None,
         timeout: aiohttp.ClientTimeout | None,
+        deadlines: Timeouts,
     ) -> HttpResult:
         kwargs: dict[str, Any] = {"data": data, "headers": headers, "params": params}
         if timeout is not None:
             kwargs["timeout"] = timeout
         try:
             async with self._session.request(method, url, **kwargs) as response:
-                body = await response.read()
+                length = response.content_length
+                if (
+                    length is not None
+                    and length <= self.limits.max_response_bytes
+                    and "Content-Encoding" not in response.headers
+                    and (deadlines.body_idle_s is None or response.content.is_eof())
+                ):
+                    # The hot path: a known, small, uncompressed body (already all in, when a body idle
+                    # timeout is set: on loopback the head and a small body arrive together).
+                    body = await response.read()
+                else:
+                    body = await self._read_bounded(response, method, url, length, deadlines.body_idle_s)
                 cookies = {key: morsel.value for key, morsel in response.cookies.items()}
                 return HttpResult(response.status, body, response.headers, cookies, url)
         except aiohttp.ClientConnectorError as error:
@@ -257,7 +285,7 @@ class HttpClient:
             ) from error
         except (TimeoutError, aiohttp.ServerTimeoutError) as error:
             raise RequestTimeoutError(
-                f"{method} {url} timed out ({type(error).__name__})",
+                f"{method} {url} timed out: {_which_deadline(error, deadlines)}",
                 connect_timed_out=isinstance(error, _CONNECT_TIMEOUT),
             ) from error
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as error:
@@ -265,8 +293,71 @@ class HttpClient:
         except aiohttp.ClientError as error:
             raise ServerUnreachableError(f"{method} {url} failed: {type(error).__name__}: {error}") from error
 
+    async def _read_bounded(
+        self, response: aiohttp.ClientResponse, method: str, url: str, length: int | None, idle_s: float | None
+    ) -> bytes:
+        """The body, read piece by piece: refused at once if its Content-Length is over the cap, else
+        reading stops at the cap (a decompressed body is counted as it expands); with `idle_s`, a
+        silence that long between two pieces fails the call."""
+        cap = self.limits.max_response_bytes
+        if length is not None and length > cap:
+            raise ResponseTooLargeError(
+                f"{method} {url}: the answer is {length} bytes (Content-Length), over the {_size(cap)} "
+                "response cap; refused unread",
+                url=url,
+                limit_bytes=cap,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        loop = asyncio.get_running_loop()
+        deadline = asyncio.timeout(idle_s)
+        try:
+            async with deadline:
+                async for chunk in response.content.iter_any():
+                    size += len(chunk)
+                    if size > cap:
+                        raise ResponseTooLargeError(
+                            f"{method} {url}: the answer is over the {_size(cap)} response cap; "
+                            f"stopped reading at {size} bytes",
+                            url=url,
+                            limit_bytes=cap,
+                        )
+                    chunks.append(chunk)
+                    if idle_s is not None:
+                        deadline.reschedule(loop.time() + idle_s)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the attempt's own deadline (`total_s`), reported by the caller
+            raise RequestTimeoutError(
+                f"{method} {url} timed out: no byte for {idle_s:g} s after the first {size} bytes of the answer "
+                "(read idle timeout)"
+            ) from None
+        return b"".join(chunks)
+
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def _which_deadline(error: BaseException, deadlines: Timeouts) -> str:
+    if isinstance(error, _CONNECT_TIMEOUT):
+        return f"no connection within {deadlines.connect_s:g} s"
+    if isinstance(error, aiohttp.ServerTimeoutError):
+        return f"no byte for {deadlines.read_s:g} s"
+    if deadlines.total_s is not None:
+        return f"no complete answer within {deadlines.total_s:g} s"
+    return type(error).__name__
+
+
+def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s, sock_read=timeouts.read_s)
+
+
+def _size(n: int) -> str:
+    """A byte count as people say it: 64 MiB, 512 KiB, 1000 bytes."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
 
 
 def _undelivered(error: TransportError) -> bool:
@@ -317,9 +408,13 @@ class ServerClient:
         head_url: str,
         http: HttpClient | None = None,
         registry: Mapping[str, ServerInfo] | Sequence[ServerInfo] | None = None,
+        *,
+        limits: PoolLimits = PoolLimits(),
     ):
         self.head_url = head_url.rstrip("/")
         self._http = http
+        self._limits = limits
+        """For the client made on first use when `http` is not given (servers make it inside their loop)."""
         self._registry: dict[str, ServerInfo] = {}
         self._replicas: dict[str, ReplicaSet] = {}
         """Only names with more than one replica: a single-replica server never looks here twice."""
@@ -349,7 +444,7 @@ class ServerClient:
     @property
     def http(self) -> HttpClient:
         if self._http is None:
-            self._http = HttpClient()
+            self._http = HttpClient(limits=self._limits)
         return self._http
 
     async def registry(self, refresh: bool = False) -> dict[str, ServerInfo]:

@@ -29,6 +29,7 @@ The tree, grouped by what the caller can do about it:
     │   └── RequestTimeoutError         connect or read deadline passed
     ├── HTTPStatusError             a server answered with an error status (carries status_code, body)
     ├── InvalidResponseError        a server answered 2xx with a body we cannot use (names the field)
+    │   └── ResponseTooLargeError       a body over the reader's cap (names the URL and the cap); never retried
     ├── RolloutFailedError          one rollout failed after its retry budget
     │   └── IncompleteGroupsError       a GRPO group lost a member after every attempt (names the tasks)
     ├── ServerStartupError          a server process died or never became healthy
@@ -201,6 +202,16 @@ class HTTPStatusError(NemoGymError):
 
 class InvalidResponseError(NemoGymError):
     """A server answered 2xx but the body is not what the contract promises."""
+
+
+class ResponseTooLargeError(InvalidResponseError):
+    """A server answered with a body larger than the reader accepts. It was refused from its
+    Content-Length, or reading stopped at the cap: the whole body was never held. Not worth another
+    attempt (the same request gets the same body), so servers relay it as 424, not 502."""
+
+    def __init__(self, message: str, *, url: str, limit_bytes: int):
+        self.url, self.limit_bytes = url, limit_bytes
+        super().__init__(message)
 
 
 class RolloutFailedError(NemoGymError):

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from nemo_gym.client import HttpClient, RetryPolicy, Timeouts, http_url, parse_retry_after
-from nemo_gym.errors import HTTPStatusError, RequestTimeoutError, ServerUnreachableError
+from nemo_gym.client import HttpClient, PoolLimits, RetryPolicy, Timeouts, http_url, parse_retry_after
+from nemo_gym.errors import HTTPStatusError, RequestTimeoutError, ResponseTooLargeError, ServerUnreachableError
 from nemo_gym.testing.inprocess import free_port
-from nemo_gym.testing.scripted_openai import ScriptedOpenAI
+from nemo_gym.testing.scripted_openai import ScriptedOpenAI, huge_answer
 
 BODY = {"input": "hi"}
 
@@ -80,3 +80,32 @@ def test_a_server_url_brackets_an_ipv6_host_and_leaves_others_alone():
     assert http_url("node-3.cluster", 80) == "http://node-3.cluster:80"
     assert http_url("fd00::12", 8000) == "http://[fd00::12]:8000"
     assert http_url("[fd00::12]", 8000) == "http://[fd00::12]:8000"
+
+
+@pytest.mark.parametrize("with_content_length", [True, False], ids=["content-length", "chunked"])
+def test_an_answer_over_the_cap_is_refused_once_naming_the_url_and_the_cap(with_content_length):
+    async def twice(url: str) -> tuple[BaseException | None, int]:
+        client = HttpClient(
+            retry=RetryPolicy(max_attempts=3, backoff_initial_s=0.01), limits=PoolLimits(max_response_bytes=1 << 20)
+        )
+        try:
+            try:
+                await client.request("POST", url, json=BODY)
+                refused = None
+            except ResponseTooLargeError as error:
+                refused = error
+            upstream.answer_with = None
+            return refused, (await client.request("POST", url, json=BODY)).status
+        finally:
+            await client.aclose()
+
+    with ScriptedOpenAI() as upstream:
+        upstream.answer_with = huge_answer(300 << 20, with_content_length=with_content_length)
+        url = f"{upstream.url}/responses"
+        refused, next_status = asyncio.run(twice(url))
+        assert len(upstream.requests) == 2  # the oversized answer was not asked for again
+    assert isinstance(refused, ResponseTooLargeError) and refused.limit_bytes == 1 << 20
+    assert str(refused).startswith(f"POST {url}: the answer is ")
+    assert "over the 1 MiB response cap" in str(refused)
+    assert ("refused unread" if with_content_length else "stopped reading at") in str(refused)
+    assert next_status == 200  # the client goes on

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nemo_gym.client import CONNECT_ONLY_RETRY, HttpClient, ServerClient, Timeouts
+from nemo_gym.client import CONNECT_ONLY_RETRY, HttpClient, PoolLimits, ServerClient, Timeouts
 from nemo_gym.errors import InvalidResponseError, NemoGymError, ServerGoneError, TransportError, UnknownServerError
 from nemo_gym.retry import RetryPolicy, classify_error
 from nemo_gym.rollouts.circuit_breaker import CircuitBreaker, describe_server
@@ -122,9 +122,11 @@ class RolloutCollector:
         agent_name: str,
         policy: CollectionPolicy = CollectionPolicy(),
         timeouts: Timeouts = Timeouts(),
+        limits: PoolLimits = PoolLimits(),
     ) -> RolloutCollector:
-        """A collector with its own pooled HTTP client; use `async with` to close it."""
-        return cls(ServerClient(head_url, HttpClient(timeouts=timeouts)), agent_name, policy)
+        """A collector with its own pooled HTTP client; use `async with` to close it. `limits` caps the
+        size of a rollout row the agent may answer (`PoolLimits.max_response_bytes`, 128 MiB)."""
+        return cls(ServerClient(head_url, HttpClient(timeouts=timeouts, limits=limits)), agent_name, policy)
 
     async def __aenter__(self) -> RolloutCollector:
         try:

@@ -85,7 +85,8 @@ _NESTED_ERROR = re.compile(r"answered HTTP (\d{3}): (.*)\Z", re.DOTALL)
 # The wording of nemo_gym.client's transport errors, for causes relayed as text only.
 _TEXT_CAUSES = (
     (re.compile(r"^(cannot connect to |connection to \S+ failed)"), "ServerUnreachableError"),
-    (re.compile(r"^\w+ \S+ timed out \("), "RequestTimeoutError"),
+    (re.compile(r"^(model server '[^']*': upstream )?\w+ \S+ timed out\b"), "RequestTimeoutError"),
+    (re.compile(r"response cap; (refused unread|stopped reading)"), "ResponseTooLargeError"),
 )
 
 # What to do about the most common root causes; shown under the failure line on the console.
@@ -94,6 +95,8 @@ _HINTS = {
     "RequestTimeoutError": "a request timed out: the model may be overloaded; lower num_samples_in_parallel",
     "TimeoutError": "a rollout passed rollout_timeout_s: raise it or lower num_samples_in_parallel",
     "InvalidResponseError": "a server answered with a body that breaks the contract; see the message",
+    "ResponseTooLargeError": "an answer was over its size cap: a model's upstream is capped by the model "
+    "server's max_upstream_response_bytes, our servers' answers by PoolLimits.max_response_bytes",
 }
 _STATUS_HINTS = {
     401: "the upstream refused the API key: check policy_api_key",

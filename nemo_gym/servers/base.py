@@ -20,9 +20,9 @@ body (408), each configurable per server instance.
 
 Errors become JSON `{"error": {"type", "message"}}` in one place (`_nemo_gym_error_handler`): bad
 input 400 (413 for a body over the cap), a failure of something we called 502 when another attempt
-may succeed (the `nemo_gym.retry` classifier), 424 when it will not (an upstream 4xx: retrying the
-rollout would fail the same way), our own bug 500. Validation errors name each field and quote at
-most a short excerpt of what was sent, never the body itself.
+may succeed (the `nemo_gym.retry` classifier), 424 when it will not (an upstream 4xx, or an answer
+over a size cap: retrying the rollout would fail the same way), our own bug 500. Validation errors
+name each field and quote at most a short excerpt of what was sent, never the body itself.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from nemo_gym.errors import (
     InvalidResponseError,
     NemoGymError,
     RequestTooLargeError,
+    ResponseTooLargeError,
     TransportError,
 )
 from nemo_gym.retry import is_retryable_status
@@ -287,6 +288,8 @@ def status_for(error: BaseException) -> int:
         # Not retryable (another 4xx, e.g. an upstream 401): 424 Failed Dependency, a status the
         # classifier does not retry either, so the collector gives up after one attempt.
         return 502 if is_retryable_status(error.status_code) else 424
+    if isinstance(error, ResponseTooLargeError):
+        return 424  # another attempt gets the same body: like an upstream 4xx, not worth retrying
     if isinstance(error, (TransportError, InvalidResponseError)):
         return 502  # failures of something we called are a bad gateway, not our bug
     return 500

@@ -10,6 +10,10 @@ so the three agree on what a failure becomes:
     upstream URL, with a short excerpt of the upstream's message (the API key redacted, in case the
     upstream echoes it). The server's error handler answers 502 for a retryable status and 424 for
     the rest, so the collector retries the first and writes one failure record for the second;
+  * an answer over `max_upstream_response_bytes` raises `ResponseTooLargeError` naming this server,
+    the upstream URL and the cap, without holding more than the cap; it is not retried, and the
+    server answers 424. A body that stops arriving for `read_idle_timeout_s`, or an attempt longer
+    than `request_timeout_s`, is a `RequestTimeoutError` (retried like any timeout, then 502);
   * a 2xx whose body is not the shape promised (`output: [1, 2, 3]`, `usage: "lots"`) raises
     `InvalidResponseError` naming this server and the field, instead of an AttributeError deep in
     the agent (the shapes are in `upstream_shapes`).
@@ -23,7 +27,7 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from nemo_gym.client import HttpClient, HttpResult, error_excerpt, parse_retry_after
-from nemo_gym.errors import HTTPStatusError, InvalidResponseError
+from nemo_gym.errors import HTTPStatusError, InvalidResponseError, RequestTimeoutError, ResponseTooLargeError
 from nemo_gym.servers.model import UpstreamModelConfig
 from nemo_gym.servers.upstream_shapes import AnswerShape
 
@@ -43,7 +47,7 @@ class UpstreamClient:
         max_concurrent_requests: int | None = None,
     ):
         self.server_name = server_name
-        self._http = HttpClient(timeouts=config.timeouts, retry=config.retry_policy)
+        self._http = HttpClient(timeouts=config.timeouts, limits=config.limits, retry=config.retry_policy)
         self._api_key = config.upstream_api_key
         self.headers = _auth_headers(config.upstream_api_key, auth)
         self._limit = asyncio.Semaphore(max_concurrent_requests) if max_concurrent_requests else None
@@ -53,10 +57,22 @@ class UpstreamClient:
 
     async def post(self, url: str, payload: JSONDict, *, params: dict[str, str] | None = None) -> HttpResult:
         """POST with retries; the final result whatever its status (see `raise_for_status`)."""
-        if self._limit is None:
-            return await self._http.request("POST", url, json=payload, headers=self.headers, params=params)
-        async with self._limit:
-            return await self._http.request("POST", url, json=payload, headers=self.headers, params=params)
+        try:
+            if self._limit is None:
+                return await self._http.request("POST", url, json=payload, headers=self.headers, params=params)
+            async with self._limit:
+                return await self._http.request("POST", url, json=payload, headers=self.headers, params=params)
+        except ResponseTooLargeError as error:
+            raise ResponseTooLargeError(
+                f"model server {self.server_name!r}: upstream {error} (max_upstream_response_bytes="
+                f"{error.limit_bytes})",
+                url=error.url,
+                limit_bytes=error.limit_bytes,
+            ) from None
+        except RequestTimeoutError as error:
+            raise RequestTimeoutError(
+                f"model server {self.server_name!r}: upstream {error}", connect_timed_out=error.connect_timed_out
+            ) from None
 
     def raise_for_status(self, result: HttpResult) -> HttpResult:
         if result.ok:

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+import psutil
 import uvicorn
 
 from nemo_gym.client import ServerClient, ServerInfo
@@ -74,3 +75,32 @@ def registry_client(servers: dict[str, tuple[str, str]]) -> ServerClient:
         for name, (kind, url) in servers.items()
     }
     return ServerClient("http://127.0.0.1:9", registry=registry)
+
+
+class PeakRss:
+    """The largest resident set size of a process (this one by default: what servers run in-process with
+    `ThreadedServer` cost at their worst) while inside `with PeakRss() as rss:`, sampled every 5 ms."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.process = psutil.Process(pid)
+        self.baseline = self.peak = self.process.memory_info().rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @property
+    def grown(self) -> int:
+        """Bytes above the size on entry at the worst moment."""
+        return self.peak - self.baseline
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.005):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)

@@ -8,8 +8,9 @@ first tool with arguments filled from its schema; once a tool result is present,
 Knobs for fault tests and benchmarks: fixed latency per request, a fault injected on every Nth
 request (e.g. HTTP 500 or 429 with Retry-After, or a 401 with a body of your choosing), and
 `mangle`, a function that rewrites every answer before it is sent (to play an upstream that answers
-`output: [1, 2, 3]`). Built on aiohttp's server: it is cheap, so a benchmark measures our stack and
-not the stand-in.
+`output: [1, 2, 3]`), and `answer_with`, which sends the rendered answer its own way (see
+`huge_answer`, `trickled_answer`, `answer_after_keepalives`). Built on aiohttp's server: it is
+cheap, so a benchmark measures our stack and not the stand-in.
 
 Run standalone: `python -m nemo_gym.testing.scripted_openai --port 8000 --latency-ms 200`.
 """
@@ -22,7 +23,7 @@ import itertools
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,67 @@ class Turn:
 
 
 Script = Callable[[JSONDict], Turn]
+AnswerSender = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
+"""Sends (request, the rendered answer's bytes) its own way: huge, slow, preceded by keepalives."""
+
+
+def huge_answer(size_bytes: int, *, with_content_length: bool = True) -> AnswerSender:
+    """An answer of `size_bytes` bytes (JSON-looking padding), generated as it is sent and never held,
+    so a test can play a 300 MB upstream for free. Stops quietly when the reader hangs up."""
+
+    async def send(request: web.Request, answer: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if with_content_length:
+            response.content_length = size_bytes
+        await response.prepare(request)
+        piece = b" " * 65536
+        sent = 0
+        try:
+            while sent < size_bytes:
+                part = piece[: min(len(piece), size_bytes - sent)]
+                await response.write(part)
+                sent += len(part)
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        return response
+
+    return send
+
+
+def trickled_answer(interval_s: float) -> AnswerSender:
+    """Headers at once, then one byte (a space) every `interval_s`, without end: an upstream that never
+    goes silent long enough for a plain read timeout and never finishes. Stops when the reader hangs up."""
+
+    async def send(request: web.Request, answer: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        try:
+            while True:
+                await response.write(b" ")
+                await asyncio.sleep(interval_s)
+        except ConnectionError:
+            pass
+        return response
+
+    return send
+
+
+def answer_after_keepalives(count: int, interval_s: float) -> AnswerSender:
+    """Headers at once, `count` keepalive bytes (whitespace, as proxies send while a model generates)
+    `interval_s` apart, then the real answer: a slow but healthy upstream."""
+
+    async def send(request: web.Request, answer: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for _ in range(count):
+            await response.write(b"\n")
+            await asyncio.sleep(interval_s)
+        await response.write(answer)
+        await response.write_eof()
+        return response
+
+    return send
 
 
 def _example_value(name: str, schema: JSONDict) -> Any:
@@ -107,6 +169,8 @@ class ScriptedOpenAI:
         self.fault_body = fault_body
         self.mangle = mangle
         """Rewrites each rendered answer (Responses or Chat Completions) before it is sent."""
+        self.answer_with: AnswerSender | None = None
+        """Sends each rendered answer its own way (`huge_answer`, `trickled_answer`, ...)."""
         self.host, self.port = host, port
         self.requests: list[JSONDict] = []
         self.record_requests = True
@@ -132,7 +196,7 @@ class ScriptedOpenAI:
             )
         return None
 
-    async def _answer(self, request: web.Request, render: Callable[[JSONDict, Turn], JSONDict]) -> web.Response:
+    async def _answer(self, request: web.Request, render: Callable[[JSONDict, Turn], JSONDict]) -> web.StreamResponse:
         """Record the request, maybe inject a fault, else render the script's turn."""
         body = orjson.loads(await request.read())
         if self.record_requests:
@@ -143,12 +207,14 @@ class ScriptedOpenAI:
         answer = render(body, self.script(body))
         if self.mangle is not None:
             answer = self.mangle(answer)
+        if self.answer_with is not None:
+            return await self.answer_with(request, orjson.dumps(answer))
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
-    async def _responses(self, request: web.Request) -> web.Response:
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, self._render_response)
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, self._render_chat)
 
     def _render_response(self, body: JSONDict, turn: Turn) -> JSONDict:

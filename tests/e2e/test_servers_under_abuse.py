@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nemo_gym.testing.inprocess import free_port
+from nemo_gym.testing.inprocess import PeakRss, free_port
 from nemo_gym.testing.ng_run_process import NgRunProcess
-from nemo_gym.testing.scripted_openai import ScriptedOpenAI
+from nemo_gym.testing.scripted_openai import ScriptedOpenAI, huge_answer, trickled_answer
 from tests.conftest import TUTORIAL_AGENT, TUTORIAL_CONFIGS, cli
 
 pytestmark = pytest.mark.slow
@@ -22,6 +22,9 @@ pytestmark = pytest.mark.slow
 SECRET = "sk-abuse-test-key-0123456789"
 RESOURCES = "example_single_tool_call"
 RESOURCES_KEY = f"{RESOURCES}.resources_servers.{RESOURCES}"
+MODEL_KEY = "policy_model.responses_api_models.openai_model"
+MiB = 1024 * 1024
+ANSWER_CAP = 16 * MiB
 TASK = json.loads(Path("resources_servers/example_single_tool_call/data/example.jsonl").read_text().splitlines()[0])
 
 
@@ -44,11 +47,18 @@ def stack(upstream: ScriptedOpenAI) -> Iterator[dict[str, str]]:
         # Short deadlines on the resources server keep the slow-client tests quick.
         f"+{RESOURCES_KEY}.request_head_timeout_s=1",
         f"+{RESOURCES_KEY}.request_body_timeout_s=1",
+        # A small answer cap and read idle timeout on the model server keep the upstream-abuse tests quick.
+        f"+{MODEL_KEY}.max_upstream_response_bytes={ANSWER_CAP}",
+        f"+{MODEL_KEY}.read_idle_timeout_s=0.5",
     )
     try:
         running.wait_ready()
         registry = httpx.get(f"http://127.0.0.1:{head_port}/server_instances").json()
-        yield {"head_port": str(head_port)} | {row["name"]: row["url"] for row in registry}
+        yield (
+            {"head_port": str(head_port)}
+            | {row["name"]: row["url"] for row in registry}
+            | {f"{row['name']}.pid": str(row["pid"]) for row in registry}
+        )
     finally:
         running.stop()
 
@@ -57,7 +67,7 @@ def stack(upstream: ScriptedOpenAI) -> Iterator[dict[str, str]]:
 def healthy_upstream(upstream: ScriptedOpenAI) -> Iterator[ScriptedOpenAI]:
     """The shared upstream, put back to normal after the test whatever it changed."""
     yield upstream
-    upstream.fault_every, upstream.fault_status, upstream.mangle = 0, 500, None
+    upstream.fault_every, upstream.fault_status, upstream.mangle, upstream.answer_with = 0, 500, None, None
     upstream.fault_body = b'{"error": {"message": "injected fault"}}'
 
 
@@ -222,3 +232,58 @@ def test_an_upstream_429_is_retried_and_the_rollouts_succeed(stack, healthy_upst
     healthy_upstream.retry_after_s = None
     assert result.returncode == 0, result.stderr
     assert len(output.read_text().splitlines()) == 4
+
+
+# ---- 16. bounded upstream answers: a failure record, not a reward of 0, and memory held ------------
+def collect_one(stack, tmp_path, *extra: str):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps(TASK) + "\n")
+    output = tmp_path / "out.jsonl"
+    result = cli(
+        "ng_collect_rollouts",
+        f"+agent_name={TUTORIAL_AGENT}",
+        f"+input_jsonl_fpath={tasks}",
+        f"+output_jsonl_fpath={output}",
+        f"+head_server.port={stack['head_port']}",
+        *extra,
+        timeout=120,
+    )
+    rows = output.read_text().splitlines() if output.exists() else []
+    failures_path = tmp_path / "out_failures.jsonl"
+    failures = [json.loads(line) for line in failures_path.read_text().splitlines()] if failures_path.exists() else []
+    return result, rows, failures
+
+
+def test_a_300_mb_upstream_answer_is_one_failure_record_naming_the_url_and_the_cap(stack, healthy_upstream, tmp_path):
+    healthy_upstream.answer_with = huge_answer(300 * MiB, with_content_length=False)
+    before = len(healthy_upstream.requests)
+    with PeakRss(int(stack["policy_model.pid"])) as model_rss:
+        result, rows, failures = collect_one(stack, tmp_path, "+max_attempts=3")
+
+    assert result.returncode == 1 and rows == []  # failed, never scored
+    assert len(failures) == 1
+    failure = failures[0]
+    assert failure["attempts"] == 1 and failure["status_code"] == 424  # an oversized answer is not retried
+    assert "'policy_model': upstream POST " in failure["message"]
+    assert f"{healthy_upstream.url}/responses" in failure["message"]
+    assert "over the 16 MiB response cap" in failure["message"]
+    assert f"max_upstream_response_bytes={ANSWER_CAP}" in failure["message"]
+    assert len(healthy_upstream.requests) - before == 1
+    assert model_rss.grown < 100 * MiB, f"the model server grew {model_rss.grown / MiB:.0f} MiB"
+
+    healthy_upstream.answer_with = None  # the model server goes on serving
+    answer = httpx.post(f"{stack['policy_model']}/v1/responses", json=TASK["responses_create_params"], timeout=30)
+    assert answer.status_code == 200
+
+
+def test_an_upstream_trickling_a_byte_a_second_fails_the_rollout_without_a_rollout_timeout(
+    stack, healthy_upstream, tmp_path
+):
+    healthy_upstream.answer_with = trickled_answer(1.0)
+    result, rows, failures = collect_one(stack, tmp_path, "+max_attempts=1")  # no rollout_timeout_s
+
+    assert result.returncode == 1 and rows == []
+    assert len(failures) == 1
+    message = failures[0]["message"]
+    assert "'policy_model': upstream POST " in message
+    assert "timed out: no byte for 0.5 s" in message and "(read idle timeout)" in message

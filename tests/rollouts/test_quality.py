@@ -99,6 +99,18 @@ def test_root_cause_reads_errors_relayed_as_text_and_names_the_refused_connectio
     assert message.startswith("cannot connect to http://127.0.0.1:9/v1/responses")
     timed_out = "http://a/run answered HTTP 502: POST http://b/v1/responses timed out (TimeoutError)"
     assert root_cause("HTTPStatusError", timed_out, 502)[0] == "RequestTimeoutError"
+    stalled = (
+        "http://a/run answered HTTP 502: http://m/v1/responses answered HTTP 502: model server 'policy_model': "
+        "upstream POST http://u/v1/responses timed out: no byte for 120 s after the first 7 bytes of the answer "
+        "(read idle timeout) (after 5 attempts)"
+    )
+    assert root_cause("HTTPStatusError", stalled, 502)[0] == "RequestTimeoutError"
+    too_large = (
+        "http://a/run answered HTTP 424: http://m/v1/responses answered HTTP 424: model server 'policy_model': "
+        "upstream POST http://u/v1/responses: the answer is over the 64 MiB response cap; stopped reading at "
+        "67174400 bytes (max_upstream_response_bytes=67108864)"
+    )
+    assert root_cause("HTTPStatusError", too_large, 424)[:1] == ("ResponseTooLargeError",)
     key = "http://a/run answered HTTP 502: model server 'policy_model': upstream http://u/v1 answered HTTP 401: bad key"
     assert root_cause("HTTPStatusError", key, 502) == ("HTTPStatusError", "bad key", 401)
 

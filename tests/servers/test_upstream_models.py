@@ -16,8 +16,8 @@ from aiohttp import web
 from nemo_gym.client import ServerClient
 from nemo_gym.retry import classify_status
 from nemo_gym.servers.model import SimpleResponsesAPIModel, UpstreamModelConfig
-from nemo_gym.testing.inprocess import ThreadedServer
-from nemo_gym.testing.scripted_openai import ScriptedOpenAI
+from nemo_gym.testing.inprocess import PeakRss, ThreadedServer
+from nemo_gym.testing.scripted_openai import ScriptedOpenAI, answer_after_keepalives, huge_answer, trickled_answer
 from responses_api_models.azure_openai_model.app import AzureOpenAIModel, AzureOpenAIModelConfig
 from responses_api_models.openai_model.app import OpenAIModel, OpenAIModelConfig
 from responses_api_models.vllm_model.app import VLLMModel, VLLMModelConfig
@@ -40,11 +40,11 @@ class Upstream(ScriptedOpenAI):
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
         return app
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.auth.append(request.headers.get("Authorization") or request.headers.get("api-key"))
         return await super()._chat(request)
 
-    async def _responses(self, request: web.Request) -> web.Response:
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
         self.auth.append(request.headers.get("Authorization") or request.headers.get("api-key"))
         return await super()._responses(request)
 
@@ -189,3 +189,79 @@ def test_a_wrong_shaped_chat_completion_is_a_502_on_the_chat_endpoint_too(model,
     answer = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=30)
     assert answer.status_code == 502
     assert "field `choices.0.message.tool_calls`" in answer.json()["error"]["message"]
+
+
+# ---- bounded answers: size, stalls, trickles ------------------------------------------------------
+MiB = 1024 * 1024
+CAP = 16 * MiB
+BOUNDED = FAST_RETRY | {"max_upstream_response_bytes": CAP, "read_idle_timeout_s": 0.3}
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, ids=[impl.name for impl in IMPLEMENTATIONS])
+def bounded_model(request: pytest.FixtureRequest, upstream: Upstream) -> Iterator[tuple[Implementation, str]]:
+    """A model server with a 16 MiB answer cap and a 0.3 s read idle timeout (no rollout deadline anywhere)."""
+    implementation: Implementation = request.param
+    with ThreadedServer.of(implementation.build(upstream.url, BOUNDED)) as running:
+        yield implementation, running.url
+
+
+def test_the_answer_cap_and_the_idle_timeout_have_defaults():
+    config = OpenAIModelConfig(name="m", openai_base_url="http://127.0.0.1:9/v1", openai_model="m")
+    assert config.max_upstream_response_bytes == 64 * MiB and config.read_idle_timeout_s == 120
+    assert config.timeouts.total_s == config.request_timeout_s == 900
+
+
+@pytest.mark.parametrize("with_content_length", [True, False], ids=["content-length", "chunked"])
+def test_a_300_mb_upstream_answer_fails_the_call_naming_the_url_and_the_cap_in_bounded_memory(
+    bounded_model, upstream, with_content_length
+):
+    implementation, url = bounded_model
+    assert httpx.post(f"{url}/v1/responses", json=TURN, timeout=30).status_code == 200  # warm: pools, imports
+    upstream.answer_with = huge_answer(300 * MiB, with_content_length=with_content_length)
+    before = len(upstream.requests)
+    with PeakRss() as rss:
+        answer = httpx.post(f"{url}/v1/responses", json=TURN, timeout=60)
+    assert answer.status_code == 424 and not classify_status(424).retryable  # the collector will not retry it
+    error = answer.json()["error"]
+    assert error["type"] == "ResponseTooLargeError"
+    assert error["message"].startswith(f"model server 'policy_model': upstream POST http://127.0.0.1:{upstream.port}/")
+    assert "over the 16 MiB response cap" in error["message"]
+    assert f"max_upstream_response_bytes={CAP}" in error["message"]
+    assert len(upstream.requests) - before == 1  # not retried: it would come back as large
+    assert rss.grown < 100 * MiB, f"grew {rss.grown / MiB:.0f} MiB"
+    # The server goes on serving.
+    upstream.answer_with = None
+    assert httpx.post(f"{url}/v1/responses", json=TURN, timeout=30).status_code == 200
+
+
+def test_an_upstream_that_trickles_a_byte_a_second_is_cut_by_the_read_idle_timeout(bounded_model, upstream):
+    implementation, url = bounded_model
+    upstream.answer_with = trickled_answer(1.0)
+    answer = httpx.post(f"{url}/v1/responses", json=TURN, timeout=30)
+    assert answer.status_code == 502  # a timeout: worth another rollout attempt
+    error = answer.json()["error"]
+    assert error["type"] == "RequestTimeoutError"
+    assert error["message"].startswith(f"model server 'policy_model': upstream POST http://127.0.0.1:{upstream.port}/")
+    assert "no byte for 0.3 s" in error["message"] and "(read idle timeout)" in error["message"]
+    assert len(upstream.requests) == FAST_RETRY["max_attempts"]  # retried like any timeout, then given up
+
+
+def test_an_upstream_that_keeps_sending_is_still_cut_by_request_timeout_s(upstream):
+    # Bytes every 0.05 s never leave the line idle; only the attempt's own deadline ends it.
+    implementation = IMPLEMENTATIONS[0]
+    server = implementation.build(upstream.url, FAST_RETRY | {"max_attempts": 1, "request_timeout_s": 1})
+    upstream.answer_with = trickled_answer(0.05)
+    with ThreadedServer.of(server) as running:
+        answer = httpx.post(f"{running.url}/v1/responses", json=TURN, timeout=30)
+    assert answer.status_code == 502
+    assert "timed out: no complete answer within 1 s" in answer.json()["error"]["message"]
+
+
+def test_keepalive_bytes_before_a_slow_answer_are_not_cut(bounded_model, upstream):
+    implementation, url = bounded_model
+    # Ten keepalives 0.1 s apart: a full second of answer, never 0.3 s without a byte.
+    upstream.answer_with = answer_after_keepalives(10, 0.1)
+    answer = httpx.post(f"{url}/v1/responses", json=TURN, timeout=30)
+    assert answer.status_code == 200
+    assert answer.json()["output"][0]["type"] == "message"
+    assert len(upstream.requests) == 1

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from nemo_gym.client import PoolLimits, ServerClient, ServerInfo
 from nemo_gym.servers.agent import DEFAULT_MAX_STEPS
 from nemo_gym.servers.resources import (
     BaseResourcesServerConfig,
@@ -16,8 +17,8 @@ from nemo_gym.servers.resources import (
     BaseVerifyResponse,
     SimpleResourcesServer,
 )
-from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
-from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
+from nemo_gym.testing.inprocess import PeakRss, ThreadedServer, free_port, registry_client
+from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn, huge_answer
 from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
 from responses_api_models.openai_model.app import OpenAIModel, OpenAIModelConfig
 
@@ -285,3 +286,59 @@ def test_rows_without_token_ids_carry_no_prefix_verdict(stack):
     row = run(agent_url)
     assert "token_prefix_invariant" not in row
     assert all("required_prefix_token_ids" not in body for body in upstream.requests)
+
+
+def test_a_model_server_answer_over_the_agents_cap_fails_the_rollout_in_bounded_memory():
+    """The agent's own client is bounded too: a model server that answers 300 MB (here played by the
+    scripted upstream, which speaks the same /v1/responses) fails that rollout with a 424 naming the URL
+    and the cap, the agent holding at most its cap, and the next rollout runs."""
+    mib = 1024 * 1024
+    upstream = ScriptedOpenAI(scripted([Turn(text="Cold.")])).start()
+    ports = {name: free_port() for name in ("resources", "agent")}
+    model_url = upstream.url.removesuffix("/v1")
+
+    def client() -> ServerClient:
+        rows = [
+            ServerInfo(
+                name="resources",
+                server_type="resources_servers",
+                implementation="t",
+                url=f"http://127.0.0.1:{ports['resources']}",
+            ),
+            ServerInfo(name="model", server_type="responses_api_models", implementation="t", url=model_url),
+        ]
+        return ServerClient("http://127.0.0.1:9", registry=rows, limits=PoolLimits(max_response_bytes=16 * mib))
+
+    resources = RecordingResources(
+        config=BaseResourcesServerConfig(name="resources", port=ports["resources"]), server_client=client()
+    )
+    agent = SimpleAgent(
+        config=SimpleAgentConfig(
+            name="agent",
+            port=ports["agent"],
+            resources_server={"type": "resources_servers", "name": "resources"},
+            model_server={"type": "responses_api_models", "name": "model"},
+        ),
+        server_client=client(),
+    )
+    servers = [
+        ThreadedServer(resources.setup_webserver(), port=ports["resources"]).start(),
+        ThreadedServer(agent.setup_webserver(), port=ports["agent"]).start(),
+    ]
+    agent_url = f"http://127.0.0.1:{ports['agent']}"
+    try:
+        run(agent_url)  # warm
+        upstream.answer_with = huge_answer(300 * mib, with_content_length=False)
+        with PeakRss() as rss:
+            answer = httpx.post(f"{agent_url}/run", json={"responses_create_params": {"input": "hi"}}, timeout=60)
+        assert answer.status_code == 424
+        error = answer.json()["error"]
+        assert error["type"] == "ResponseTooLargeError"
+        assert f"POST {model_url}/v1/responses: the answer is over the 16 MiB response cap" in error["message"]
+        assert rss.grown < 100 * mib, f"grew {rss.grown / mib:.0f} MiB"
+        upstream.answer_with = None
+        assert run(agent_url)["reward"] == 1.0
+    finally:
+        for server in servers:
+            server.stop()
+        upstream.stop()
