@@ -159,7 +159,7 @@ def classify(config: dict[str, Any]) -> tuple[str, list[str]]:
     Everything else is offline."""
     external: list[str] = []
     judge: list[str] = []
-    for instance, (impl, body) in instances_of(config, "resources_servers").items():
+    for _instance, (_impl, body) in instances_of(config, "resources_servers").items():
         judge_switched_off = any(
             value is False and JUDGE_SWITCH.search(key) for key, value in body.items() if isinstance(key, str)
         )
@@ -168,7 +168,7 @@ def classify(config: dict[str, Any]) -> tuple[str, list[str]]:
                 judge.append(f"model ref {path[-1]}={node.get('name')}")
     # Every server the YAML defines (resources, agents, its own model servers) can need a service.
     for server_type in ("resources_servers", "responses_api_agents", "responses_api_models"):
-        for instance, (impl, body) in instances_of(config, server_type).items():
+        for instance, (_impl, body) in instances_of(config, server_type).items():
             if server_type == "responses_api_models":
                 judge.append(f"defines model server {instance}")
             for path, node in walk(body):
