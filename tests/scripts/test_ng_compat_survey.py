@@ -1,9 +1,10 @@
 """scripts/ng_compat_survey.py on a small checkout of our own, laid out as NeMo Gym lays out its
 environments (app.py, configs/<name>.yaml, data/example_rollouts.jsonl, tests/, requirements.txt).
 
-No NeMo Gym code: the two folders below are written here. `survey_good` passes its test and its
+No NeMo Gym code: the three folders below are written here. `survey_good` passes its test and its
 stored rewards are right; `survey_wrong` has a failing test, a requirement that is not installed and
-one stored reward that its own verify does not give.
+one stored reward that its own verify does not give; `survey_judged` names its judge `???`, as NeMo
+Gym's judge environments do, and scores what the survey's scripted judge says.
 """
 
 from __future__ import annotations
@@ -85,6 +86,47 @@ CONFIG = """
         name: policy_model
 """
 
+JUDGED_APP = '''
+"""Asks its judge model whether the answer is right; 1.0 on "Judgement: Yes"."""
+
+from nemo_gym.servers.agent import ModelServerRef
+from nemo_gym.servers.resources import (
+    BaseResourcesServerConfig,
+    BaseVerifyRequest,
+    BaseVerifyResponse,
+    SimpleResourcesServer,
+)
+
+
+class JudgedConfig(BaseResourcesServerConfig):
+    judge_model_server: ModelServerRef
+
+
+class JudgedServer(SimpleResourcesServer):
+    config: JudgedConfig
+
+    async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
+        row = body.model_dump(mode="json")
+        request = {"input": [{"role": "user", "content": f"Is this right? {row['expected']}"}]}
+        answer = await self.server_client.post(self.config.judge_model_server.name, "/v1/responses", json=request)
+        text = "".join(
+            part.get("text", "")
+            for item in answer.json()["output"]
+            if item.get("type") == "message"
+            for part in item.get("content") or []
+        )
+        return BaseVerifyResponse(**(row | {"reward": 1.0 if "Judgement: Yes" in text else 0.0}))
+
+
+if __name__ == "__main__":
+    JudgedServer.run_webserver()
+'''
+
+JUDGE_REF = """      judge_model_server:
+        type: responses_api_models
+        name: ???
+"""
+
 TEST_OK = """
 from app import score
 
@@ -127,13 +169,18 @@ def rollout(expected: str, said: str, reward: float) -> str:
     return json.dumps(row)
 
 
-def write_env(root: Path, name: str, test: str, rows: list[str], requirements: str) -> None:
+def write_env(
+    root: Path, name: str, test: str, rows: list[str], requirements: str, app: str = APP, judge: bool = False
+) -> None:
     folder = root / "resources_servers" / name
     (folder / "configs").mkdir(parents=True)
     (folder / "data").mkdir()
     (folder / "tests").mkdir()
-    (folder / "app.py").write_text(textwrap.dedent(APP))
-    (folder / "configs" / f"{name}.yaml").write_text(CONFIG.format(name=name))
+    (folder / "app.py").write_text(textwrap.dedent(app))
+    config = CONFIG.format(name=name)
+    if judge:
+        config = config.replace("      description:", JUDGE_REF + "      description:", 1)
+    (folder / "configs" / f"{name}.yaml").write_text(config)
     (folder / "data" / "example_rollouts.jsonl").write_text("\n".join(rows) + "\n")
     (folder / "tests" / "test_app.py").write_text(test)
     (folder / "requirements.txt").write_text(requirements)
@@ -147,6 +194,8 @@ def checkout(tmp_path: Path) -> Path:
     write_env(root, "survey_good", TEST_OK, good_rows, nemo_gym_self + "pydantic\n")
     wrong_rows = [rollout("4", "It is 4.", 1.0), rollout("4", "It is 4.", 0.0)]  # the second is mis-stored
     write_env(root, "survey_wrong", TEST_FAILING, wrong_rows, nemo_gym_self + "surely-not-installed-pkg-17\n")
+    judged_rows = [rollout("4", "It is 4.", 1.0), rollout("5", "It is 5.", 1.0)]
+    write_env(root, "survey_judged", "def test_nothing_to_check():\n    pass\n", judged_rows, "", JUDGED_APP, True)
     return root
 
 
@@ -178,11 +227,16 @@ def test_survey_reports_tests_start_and_reward_match_per_environment(checkout: P
     assert (wrong["rows"], wrong["verified"], wrong["matched"], wrong["match_ok"]) == (2, 2, 1, False)
     assert "test_score_is_strict" in wrong["first_error"] or "assert" in wrong["first_error"]
 
+    judged = envs["survey_judged"]  # its `???` judge is pointed at the scripted judge, which says yes
+    assert judged["kind"] == "judge" and judged["started"] is True
+    assert (judged["verified"], judged["matched"], judged["judge_calls"]) == (2, 2, 2)
+
     table = result.stdout
     assert "survey_good" in table and "survey_wrong" in table and "surely-not-installed-pkg-17" in table
     assert "offline    2 envs: import 2, tests pass 1, start 2" in table
     assert "tests pass AND >=95% match 1" in table
-    assert "rows: 4 of 4 verified, 3 with the stored reward" in table
+    assert "rows: 6 of 6 verified, 5 with the stored reward" in table
+    assert "judge envs that start and verify every row against the scripted judge: 1 of 1" in table
     # Nothing is left behind: no temporary project and no server (the survey stops each ng_run's group).
     assert not list(Path(tempfile.gettempdir()).glob("ng_survey_survey_*"))
 
