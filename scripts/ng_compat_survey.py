@@ -188,23 +188,25 @@ def classify(config: dict[str, Any]) -> tuple[str, list[str]]:
 REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
-def requirement_names(path: Path) -> list[str]:
-    """Distribution names in a requirements.txt: editable installs of NeMo Gym itself (`-e ...`) and
-    options are skipped; a bare VCS URL is kept as its URL (it cannot be checked by name)."""
+def requirements(path: Path) -> dict[str, str]:
+    """Distribution name -> its requirement line, from a requirements.txt. Editable installs of NeMo
+    Gym itself (`-e ...`) and pip options are skipped; a bare VCS URL is its own name (it cannot be
+    looked up). Only presence is checked, not version specifiers: a different installed version is
+    what a user who copies the folder here would run with."""
     if not path.is_file():
-        return []
-    names = []
+        return {}
+    found: dict[str, str] = {}
     for raw in path.read_text().splitlines():
         line = raw.split(" #")[0].strip()
         if not line or line.startswith(("#", "-")):
             continue
         if line.startswith(("git+", "http://", "https://")):
-            names.append(line)
+            found[line] = line
             continue
         match = REQUIREMENT_NAME.match(line)
         if match:
-            names.append(match.group(1))
-    return names
+            found[match.group(1)] = line
+    return found
 
 
 def is_installed(name: str) -> bool:
@@ -323,9 +325,9 @@ def make_project(env_dir: Path) -> Path:
     return project
 
 
-def install_missing(missing: list[str], env: dict[str, str], project: Path, timeout: float) -> str:
-    installable = [name for name in missing]
-    code, output = run_bounded([sys.executable, "-m", "pip", "install", *installable], project, env, timeout)
+def install_missing(lines: list[str], env: dict[str, str], project: Path, timeout: float) -> str:
+    """`pip install` the missing requirement lines into this interpreter's environment."""
+    code, output = run_bounded([sys.executable, "-m", "pip", "install", *lines], project, env, timeout)
     if code == 0:
         return "installed"
     return "pip timed out" if code is None else f"pip failed: {last_error_line(output)}"
@@ -547,13 +549,12 @@ def survey_one(env_dir: Path, options: Options) -> EnvResult:
         result.rows = len(stored_rows(folder / "data" / "example_rollouts.jsonl"))
         if not result.rows:
             result.note("no rows in data/example_rollouts.jsonl")
-        result.missing = [name for name in requirement_names(folder / "requirements.txt") if not is_installed(name)]
+        wanted = requirements(folder / "requirements.txt")
+        result.missing = [name for name in wanted if not is_installed(name)]
         if result.missing and options.install:
-            result.install = install_missing(result.missing, env, project, options.timeout)
-            result.rows = len(stored_rows(folder / "data" / "example_rollouts.jsonl"))
-        if not result.rows:
-            result.note("no rows in data/example_rollouts.jsonl")
-        result.missing = [name for name in result.missing if not is_installed(name)]
+            lines = [wanted[name] for name in result.missing]
+            result.install = install_missing(lines, env, project, options.timeout)
+            result.missing = [name for name in result.missing if not is_installed(name)]
         result.imports, error = check_import(folder, env, min(options.timeout, 120))
         result.note(error)
         result.tests, error = run_tests(folder, env, options.timeout)
@@ -652,7 +653,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="environments surveyed at once (default 2)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per step: tests, pip, verify")
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds ng_run gets to start")
-    parser.add_argument("--install", action="store_true", help="pip install missing requirements (may fail offline)")
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help="pip install missing requirements into this interpreter's environment (fails offline for what "
+        "the index cannot serve; reported per environment)",
+    )
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary projects (paths on stderr)")
     args = parser.parse_args(argv)

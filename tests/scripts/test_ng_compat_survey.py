@@ -281,6 +281,7 @@ def test_requirements_not_installed_are_listed_and_nemo_gym_itself_is_skipped(tm
     survey = load_script()
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("-e nemo-gym[dev] @ ../../\npydantic>=2  # ours\nsurely-not-installed-pkg-17==1.0\n")
-    names = survey.requirement_names(requirements)
-    assert names == ["pydantic", "surely-not-installed-pkg-17"]
+    found = survey.requirements(requirements)
+    assert found == {"pydantic": "pydantic>=2", "surely-not-installed-pkg-17": "surely-not-installed-pkg-17==1.0"}
+    names = list(found)
     assert [name for name in names if not survey.is_installed(name)] == ["surely-not-installed-pkg-17"]
