@@ -25,6 +25,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     Tag,
     model_serializer,
+    model_validator,
 )
 
 from nemo_gym.openai_types import ChatCompletionCreateParams, Response, ResponseCreateParams
@@ -240,11 +241,32 @@ class Usage(SentFieldsModel):
 # ---- whole payloads ------------------------------------------------------------------------------
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_unset=True)
+    if isinstance(value, list) and any(isinstance(element, BaseModel) for element in value):
+        return [_plain(element) for element in value]
+    return value
+
+
+def _plain_except(data: Any, typed: frozenset[str]) -> Any:
+    """`data` with OpenAI SDK objects (an environment's `tools=[FunctionTool(...)]`) as the JSON
+    they stand for, except under the keys whose items are typed here."""
+    if not isinstance(data, dict):
+        return data
+    return {key: value if key in typed else _plain(value) for key, value in data.items()}
+
+
 class TypedResponse(Response):
     """A Responses API `response` whose `output` items are typed. Serialises like `Response`."""
 
     output: list[Item] = Field(default_factory=list)  # type: ignore[assignment]
     usage: Usage | None = None  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sdk_objects_as_json(cls, data: Any) -> Any:
+        return _plain_except(data, frozenset({"output", "usage"}))
 
     @property
     def output_text(self) -> str:
@@ -262,6 +284,11 @@ class TypedResponseCreateParams(ResponseCreateParams):
     """A `POST /v1/responses` body whose `input` items are typed. Serialises like `ResponseCreateParams`."""
 
     input: str | list[Item]  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sdk_objects_as_json(cls, data: Any) -> Any:
+        return _plain_except(data, frozenset({"input"}))
 
 
 class TypedChatCompletionCreateParams(ChatCompletionCreateParams):
