@@ -417,10 +417,52 @@ def stored_rows(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def _input_key(row: dict[str, Any]) -> str | None:
+    """A row's input as (role, text) pairs: stored rollouts spell the same messages with extra keys
+    (`type`, nulls) and content parts where the task row has plain strings."""
+    params = row.get("responses_create_params")
+    if not isinstance(params, dict) or "input" not in params:
+        return None
+    items = params["input"]
+    if isinstance(items, str):
+        return json.dumps([["user", items]])
+    pairs = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or "role" not in item:
+            continue
+        content = item.get("content")
+        if isinstance(content, list):
+            content = "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+        pairs.append([item["role"], content])
+    return json.dumps(pairs)
+
+
+def task_rows_by_input(data_dir: Path) -> dict[str, dict[str, Any]]:
+    """The environment's task rows (every `data/*.jsonl` but the rollouts), keyed by their input.
+
+    Many environments' verify responses do not repeat the task fields (NeMo Gym's verify response
+    model need not extend the request), so a stored rollout alone cannot be verified again: like
+    `ng_reverify`, its task is found by its input and the rollout's fields are laid over it."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for path in sorted(data_dir.glob("*.jsonl")) if data_dir.is_dir() else []:
+        if "rollout" in path.name:
+            continue
+        for line in stored_rows(path):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            key = _input_key(row) if isinstance(row, dict) else None
+            if key is not None:
+                tasks.setdefault(key, row)
+    return tasks
+
+
 def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: float, result: EnvResult) -> None:
     lines = stored_rows(rows_path)
     if not lines:
         return
+    tasks = task_rows_by_input(rows_path.parent)
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=httpx.Timeout(min(60.0, timeout)), trust_env=False) as client:
         servers = client.get(f"{head_url}/server_instances").json()
@@ -433,7 +475,8 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
             if time.monotonic() > deadline:
                 result.note(f"verify timed out after {timeout:.0f} s")
                 return
-            row = json.loads(line)
+            stored_row = json.loads(line)
+            row = {**tasks.get(_input_key(stored_row) or "", {}), **stored_row}
             try:
                 task = {key: value for key, value in row.items() if key not in ("response", "reward")}
                 client.cookies.clear()
