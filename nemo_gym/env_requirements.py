@@ -42,6 +42,10 @@ REQUIREMENTS_FILE = "requirements.txt"
 # The names NeMo Gym's folders use for NeMo Gym itself, and our own distribution: all "this project".
 SELF_NAMES = frozenset({"nemo-gym", "nemo-gym-lite"})
 INSTALL_FLAG = "+install_requirements=true"
+INSTALL_REQUIREMENTS_HELP = (
+    "Install the packages a server folder's requirements.txt names and this Python lacks, with pip into this "
+    "interpreter, before starting (default: name them and the install command, and stop)."
+)
 
 _COMMENT = re.compile(r"(^|\s)#.*$")
 _SKIPPED_OPTIONS = ("-c", "--constraint")

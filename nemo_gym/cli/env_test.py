@@ -7,12 +7,15 @@ row's `responses_create_params.input` (so a file copied from another environment
 with the example rollouts comes with the command that collects them afresh on the local model.
 
 The folder's `tests/` run with pytest in this interpreter (servers share the installed
-environment) whether or not the data checks passed, so one run shows everything to fix. Exit code:
+environment) from the folder, as NeMo Gym runs them (`from app import X` works), whether or not the
+data checks passed, so one run shows everything to fix. Before that, the packages the folder's
+requirements.txt names must be installed (`+install_requirements=true` installs them with pip). Exit code:
 pytest's when tests fail, else 2 when a data check failed, else 0.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.config import SERVER_TYPES, find_project_root, load_global_config
+from nemo_gym.env_requirements import INSTALL_REQUIREMENTS_HELP, ensure_requirements
 from nemo_gym.errors import ConfigError, InputDataError
 from nemo_gym.rollouts.store import iter_rows
 from nemo_gym.rollouts.tasks import iter_tasks
@@ -35,6 +39,7 @@ class EnvTestConfig(BaseModel):
 
     entrypoint: str = Field(description="The folder to test, e.g. resources_servers/mcqa.")
     should_validate_data: bool = Field(True, description="Check data/example.jsonl and data/example_rollouts.jsonl.")
+    install_requirements: bool = Field(False, description=INSTALL_REQUIREMENTS_HELP)
 
 
 def conversation_key(conversation: Any) -> tuple[tuple[str, str], ...]:
@@ -112,6 +117,15 @@ def rollout_problems(problems: list[str]) -> bool:
     return any("example_rollouts.jsonl" in problem for problem in problems)
 
 
+def env_for_tests(folder: Path, root: Path) -> dict[str, str]:
+    """The environment pytest runs in: the folder first on the import path, then the project, as for
+    the folder's server (nemo_gym.launcher), so `from app import X` works as in NeMo Gym and
+    `from resources_servers.<name>.app import X` keeps working."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), str(root), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def run_tests(argv: list[str]) -> int:
     params: EnvTestConfig = read_command_config(EnvTestConfig, load_global_config(argv), "ng_test")
     root = find_project_root()
@@ -123,6 +137,8 @@ def run_tests(argv: list[str]) -> int:
     tests = folder / "tests"
     if not tests.is_dir():
         raise ConfigError(f"{folder} has no tests/ folder")
+
+    ensure_requirements([folder], root, install=params.install_requirements, command="ng_test")
 
     problems: list[str] = []
     if params.should_validate_data and folder.parent.name == "resources_servers":
@@ -142,7 +158,7 @@ def run_tests(argv: list[str]) -> int:
                 f"data ok: {EXAMPLES_REQUIRED} example tasks and {EXAMPLES_REQUIRED} example rollouts of them",
                 flush=True,
             )
-    code = subprocess.call([sys.executable, "-m", "pytest", str(tests.relative_to(root)), "-q"], cwd=root)
+    code = subprocess.call([sys.executable, "-m", "pytest", "tests", "-q"], cwd=folder, env=env_for_tests(folder, root))
     if code != 0:
         return code
     if problems:
