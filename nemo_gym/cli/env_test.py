@@ -63,13 +63,23 @@ def _first_user_text(key: tuple[tuple[str, str], ...]) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_example_rollouts(rollouts: Path, tasks: list[tuple[tuple[str, str], ...]]) -> list[str]:
-    """Problems with the example rollouts: count, rewards, and that each belongs to a task of `tasks`."""
+def _task_by_input(conversation: tuple[tuple[str, str], ...], tasks: list[tuple[tuple[str, str], ...]]) -> int | None:
+    return next((index for index, task in enumerate(tasks) if task == conversation), None)
+
+
+def check_example_rollouts(
+    rollouts: Path, tasks: list[tuple[tuple[str, str], ...]], notes: list[str] | None = None
+) -> list[str]:
+    """Problems with the example rollouts: count, rewards, and that each belongs to a task of `tasks`.
+
+    A row carries its task as `_ng_task_index` (ours); a row without one (NeMo Gym writes none) is
+    matched to the task whose input conversation is the row's, and `notes` says which it was."""
     try:
         rows = list(iter_rows(rollouts))
     except InputDataError as error:
         return [str(error)]
     problems = []
+    matched: list[tuple[int, int]] = []
     if len(rows) != EXAMPLES_REQUIRED:
         problems.append(f"{rollouts}: {len(rows)} rows, expected exactly {EXAMPLES_REQUIRED}")
     for number, row in enumerate(rows, start=1):
@@ -77,25 +87,42 @@ def check_example_rollouts(rollouts: Path, tasks: list[tuple[tuple[str, str], ..
         reward = row.get("reward")
         if isinstance(reward, bool) or not isinstance(reward, (int, float)):
             problems.append(f"{where}: no numeric reward")
-        index = row.get("_ng_task_index")
+        params = row.get("responses_create_params")
+        conversation = conversation_key(params.get("input") if isinstance(params, dict) else None)
+        if "_ng_task_index" not in row:
+            found = _task_by_input(conversation, tasks)
+            if found is None:
+                problems.append(
+                    f"{where}: no _ng_task_index, and its input ({_first_user_text(conversation)!r}) is none of "
+                    f"the tasks of data/example.jsonl; was the file copied from another environment?"
+                )
+            else:
+                matched.append((number, found))
+            continue
+        index = row["_ng_task_index"]
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(tasks):
             problems.append(
                 f"{where}: _ng_task_index {index!r} is not a task of data/example.jsonl "
                 f"(0..{len(tasks) - 1}); these rows were not collected from this environment's tasks"
             )
             continue
-        params = row.get("responses_create_params")
-        conversation = conversation_key(params.get("input") if isinstance(params, dict) else None)
         if conversation != tasks[index]:
             problems.append(
                 f"{where}: its input ({_first_user_text(conversation)!r}) is not task {index} of data/example.jsonl "
                 f"({_first_user_text(tasks[index])!r}); was the file copied from another environment?"
             )
+    if matched and notes is not None:
+        pairs = ", ".join(f"row {number} -> task {index}" for number, index in matched)
+        notes.append(
+            f"{len(matched)} example rollout(s) carry no _ng_task_index (NeMo Gym's rows do not); "
+            f"matched to the tasks of data/example.jsonl by their input: {pairs}"
+        )
     return problems
 
 
-def check_data(folder: Path) -> list[str]:
-    """Problems with a resources server's example data (empty when it is fine)."""
+def check_data(folder: Path, notes: list[str] | None = None) -> list[str]:
+    """Problems with a resources server's example data (empty when it is fine); what was inferred
+    along the way (rows matched to tasks by their input) goes to `notes`."""
     problems = []
     examples = folder / "data" / "example.jsonl"
     tasks: list[tuple[tuple[str, str], ...]] = []
@@ -109,7 +136,7 @@ def check_data(folder: Path) -> list[str]:
     if not rollouts.is_file():
         problems.append(f"{rollouts}: missing (5 rollouts of the example tasks, collected with the command below)")
     elif tasks:
-        problems.extend(check_example_rollouts(rollouts, tasks))
+        problems.extend(check_example_rollouts(rollouts, tasks, notes))
     return problems
 
 
@@ -142,7 +169,10 @@ def run_tests(argv: list[str]) -> int:
 
     problems: list[str] = []
     if params.should_validate_data and folder.parent.name == "resources_servers":
-        problems = check_data(folder)
+        notes: list[str] = []
+        problems = check_data(folder, notes)
+        for note in notes:
+            print(f"ng_test: data: {note}", flush=True)
         if problems:
             for problem in problems:
                 print(f"ng_test: data: {problem}", file=sys.stderr, flush=True)
