@@ -18,10 +18,13 @@ import textwrap
 from pathlib import Path
 
 from nemo_gym.env_requirements import folder_needs, pip_install_args
+from nemo_gym.testing import free_port
+from nemo_gym.testing.ng_run_process import NgRunProcess
 from tests.conftest import child_env
 from tests.e2e.conftest import scratch_project
 
 MISSING = "h17-not-installed-dep"  # a distribution no index or environment here has
+MISSING_MODULE = MISSING.replace("-", "_")
 
 APP = '''\
 """word_count: the answer is the number of words in the quoted text."""
@@ -241,7 +244,7 @@ def test_ng_test_stops_on_missing_requirements_with_the_install_command(tmp_path
         project,
         "word_count",
         NEMO_GYM_REQUIREMENTS + f"{MISSING}>=1.2\n",
-        extra_import=f"import {MISSING.replace('-', '_')}",
+        extra_import=f"import {MISSING_MODULE}",
     )
     result = run("nemo_gym.cli.env_test", project, "+entrypoint=resources_servers/word_count")
     assert result.returncode == 2, result.stdout + result.stderr
@@ -260,7 +263,7 @@ def test_ng_test_installs_missing_requirements_when_asked(tmp_path):
         project,
         "word_count",
         NEMO_GYM_REQUIREMENTS + f"{MISSING}>=1.2\n",
-        extra_import=f"import {MISSING.replace('-', '_')}",
+        extra_import=f"import {MISSING_MODULE}",
     )
     env, log, site = fake_pip_env(tmp_path)
     result = run(
@@ -316,3 +319,23 @@ def test_ng_run_install_opt_in_runs_pip_once_for_all_folders_and_stops_when_pip_
         "(exit code 1; its output is above)"
     )
     assert "servers are up" not in result.stdout
+
+
+def test_ng_run_install_opt_in_installs_then_starts_the_server_that_imports_it(tmp_path):
+    project = scratch_project(tmp_path / "project")
+    write_env(project, "first", NEMO_GYM_REQUIREMENTS + f"{MISSING}>=1.2\n", extra_import=f"import {MISSING_MODULE}")
+    env, log, _ = fake_pip_env(tmp_path)
+    stack = NgRunProcess(
+        "resources_servers/first/configs/first.yaml",
+        f"+head_server.port={free_port()}",
+        "+install_requirements=true",
+        cwd=project,
+        env=env,
+    )
+    try:
+        stack.wait_ready()
+    finally:
+        code = stack.stop()
+    assert json.loads(log.read_text()) == ["install", f"{MISSING}>=1.2"]
+    assert "ng_run: installing requirements: " in stack.output and "still seems to lack" not in stack.output
+    assert code == 0, stack.output
