@@ -54,6 +54,13 @@ class BaseResponsesAPIAgentConfig(BaseServerConfig):
     """Wall-clock budget of one episode (default one hour), the agent's own bound on a rollout that
     nobody waits for any more. At the deadline the episode stops and is verified as it stands."""
 
+    skip_verification: bool = False
+    """NeMo Gym's `skip_verification`: run the episode but never call the resources server's
+    `/verify`; the row is the input, the response, `reward: skip_verification_reward` and
+    `verification_skipped: true`. For collecting responses that are scored later (ng_reverify)."""
+    skip_verification_reward: float = 0.0
+    """The reward written on every row when `skip_verification` is true (default 0.0)."""
+
     @field_validator("max_steps", mode="before")
     @classmethod
     def _null_means_default(cls, value: Any) -> Any:
