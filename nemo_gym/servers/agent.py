@@ -60,6 +60,10 @@ class BaseResponsesAPIAgentConfig(BaseServerConfig):
     `verification_skipped: true`. For collecting responses that are scored later (ng_reverify)."""
     skip_verification_reward: float = 0.0
     """The reward written on every row when `skip_verification` is true (default 0.0)."""
+    token_id_capture: bool = False
+    """NeMo Gym's per-agent switch for capturing token ids of opaque harnesses during training,
+    accepted so its configs load and ignored: agents here get token ids inline from the model
+    server's answer (see nemo_gym.token_prefix)."""
 
     @field_validator("max_steps", mode="before")
     @classmethod
