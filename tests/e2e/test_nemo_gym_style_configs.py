@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from nemo_gym.testing.inprocess import free_port
 from nemo_gym.testing.ng_run_process import NgRunProcess
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
