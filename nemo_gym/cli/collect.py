@@ -66,6 +66,11 @@ class CollectRolloutsConfig(BaseModel):
         description="Write no aggregate metrics file and print no metrics (for shards aggregated afterwards); "
         "rows, failures, quality report and groups are written as usual.",
     )
+    prompt_config: str | None = Field(
+        None,
+        description="YAML prompt file (user, optional system: str.format templates of the row's fields) that builds "
+        "each row's responses_create_params.input; rows must not have an input of their own.",
+    )
     upload_rollouts: bool = Field(
         True, description="NeMo Gym's upload to configured exporters; there are none here, so it does nothing."
     )
@@ -113,6 +118,7 @@ def collect(argv: list[str]) -> int:
         num_repeats=params.num_repeats or 1,
         responses_create_params=params.responses_create_params,
         num_repeats_add_seed=params.num_repeats_add_seed,
+        prompt_config=params.prompt_config,
     )
     collection = FileCollection(
         spec,

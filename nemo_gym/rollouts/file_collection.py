@@ -44,6 +44,7 @@ from nemo_gym.rollouts.job_identity import (
 )
 from nemo_gym.rollouts.metrics import aggregate_rollouts
 from nemo_gym.rollouts.output_lock import OutputLock, how_one_file
+from nemo_gym.rollouts.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.quality import QualityReport, build_quality_report, quality_report_path, write_quality_report
 from nemo_gym.rollouts.redaction import SecretRedactor
 from nemo_gym.rollouts.store import OutputMode, PairKey, RolloutStore, iter_rows, pair_key, write_error
@@ -66,6 +67,8 @@ class CollectionSpec(BaseModel):
     """Overrides merged into every task's responses_create_params."""
     num_repeats_add_seed: bool = False
     """Each rollout sends its rollout index as `seed` in `metadata.extra_body` (NeMo Gym's parameter)."""
+    prompt_config: str | None = None
+    """A prompt file that builds every row's input from its fields (see `prompt_templates`)."""
 
 
 class CollectionProgress(Protocol):
@@ -145,6 +148,7 @@ class FileCollection:
         self.job_path = job_record_path(self.store.path)
         self.redact = SecretRedactor(secret_values)
         self.opened: OpenedOutput | None = None
+        self.prompt: PromptTemplate | None = None
 
     @property
     def output_path(self) -> Path:
@@ -199,7 +203,12 @@ class FileCollection:
         self.store.check_mode()  # before the input pass: an existing file is refused at once
         spec = self.spec
         recorded = read_job_record(self.job_path) if self.mode == "resume" else None
-        scan = scan_for_resume(spec.input_jsonl_fpath, spec.limit, recorded, route_to=spec.agent_name)
+        prompt_sha256 = None
+        if spec.prompt_config is not None:
+            self.prompt, prompt_sha256 = PromptTemplate.load(spec.prompt_config)
+        scan = scan_for_resume(
+            spec.input_jsonl_fpath, spec.limit, recorded, route_to=spec.agent_name, prompt=self.prompt
+        )
         identity = JobIdentity.of(
             agent_name=spec.agent_name,
             input_path=spec.input_jsonl_fpath,
@@ -208,6 +217,7 @@ class FileCollection:
             num_repeats=spec.num_repeats,
             responses_create_params=spec.responses_create_params,
             num_repeats_add_seed=spec.num_repeats_add_seed,
+            prompt_sha256=prompt_sha256,
         )
         missing_record = False
         if recorded is not None:
@@ -262,7 +272,7 @@ class FileCollection:
         assert self.opened is not None
         done = self.opened.done
         for job in expand_jobs(
-            iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit),
+            iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit, self.prompt),
             num_repeats=self.spec.num_repeats,
             overrides=self.spec.responses_create_params,
             add_seed=self.spec.num_repeats_add_seed,

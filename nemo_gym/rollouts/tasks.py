@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from nemo_gym.errors import InputDataError
+from nemo_gym.rollouts.prompt_templates import PromptTemplate
 
 JSONDict = dict[str, Any]
 GROUP_SIZE_FIELD = "_ng_group_size"
@@ -85,8 +86,11 @@ def agent_of(row: JSONDict, default: str | None) -> str | None:
     return default
 
 
-def _task_lines(path: Path, limit: int | None) -> Iterator[tuple[int, int, bytes, JSONDict]]:
-    """(task_index, line number, raw line, checked row) for the first `limit` tasks (all when falsy)."""
+def _task_lines(
+    path: Path, limit: int | None, prompt: PromptTemplate | None = None
+) -> Iterator[tuple[int, int, bytes, JSONDict]]:
+    """(task_index, line number, raw line, checked row) for the first `limit` tasks (all when falsy);
+    `prompt` builds each row's input from its fields first (see `prompt_templates`)."""
     if not path.is_file():
         raise InputDataError("input file does not exist", path=str(path))
     task_index = 0
@@ -100,14 +104,18 @@ def _task_lines(path: Path, limit: int | None) -> Iterator[tuple[int, int, bytes
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError as error:
                 raise InputDataError(f"not valid JSON ({error})", path=str(path), line=line_number) from None
+            if prompt is not None:
+                row = prompt.apply(row, path=str(path), line=line_number)
             yield task_index, line_number, raw, check_task(row, path=str(path), line=line_number)
             task_index += 1
 
 
-def iter_tasks(path: str | Path, limit: int | None = None) -> Iterator[tuple[int, JSONDict]]:
+def iter_tasks(
+    path: str | Path, limit: int | None = None, prompt: PromptTemplate | None = None
+) -> Iterator[tuple[int, JSONDict]]:
     """Yield (task_index, row) for the first `limit` tasks (all when falsy). Blank lines are skipped;
     task_index counts tasks from 0 in file order."""
-    for task_index, _, _, row in _task_lines(Path(path), limit):
+    for task_index, _, _, row in _task_lines(Path(path), limit, prompt):
         yield task_index, row
 
 
@@ -135,6 +143,7 @@ def scan_tasks(
     *,
     route_to: str | None = None,
     routed: bool = False,
+    prompt: PromptTemplate | None = None,
 ) -> TaskScan:
     """Validate the first `limit` tasks and fingerprint them in the same streaming pass (memory stays
     flat; the hash costs little next to parsing each line). Only the tasks the job uses are hashed,
@@ -147,7 +156,7 @@ def scan_tasks(
     at_checkpoint: str | None = None
     num_tasks = 0
     agents: set[str] = set()
-    for task_index, line_number, raw, row in _task_lines(Path(path), limit):
+    for task_index, line_number, raw, row in _task_lines(Path(path), limit, prompt):
         if checkpoint is not None and task_index == checkpoint:
             at_checkpoint = digest.hexdigest()
         digest.update(raw.rstrip(b"\r\n"))

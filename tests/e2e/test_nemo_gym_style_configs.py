@@ -158,6 +158,33 @@ def test_unsupported_nemo_gym_collection_parameters_are_refused_not_ignored(tmp_
     ]
 
 
+def test_prompt_config_refuses_a_row_that_already_has_an_input(tmp_path):
+    prompt = tmp_path / "prompt.yaml"
+    prompt.write_text('user: "Weather question: {question}"\n')
+    source = tmp_path / "tasks.jsonl"
+    source.write_text(
+        json.dumps({"question": "sf?", "responses_create_params": {}})
+        + "\n"
+        + json.dumps({"question": "la?", "responses_create_params": {"input": "hi"}})
+        + "\n"
+    )
+    result = cli(
+        "ng_collect_rollouts",
+        "+agent_name=weather_agent",
+        f"+input_jsonl_fpath={source}",
+        f"+output_jsonl_fpath={tmp_path / 'out.jsonl'}",
+        f"+prompt_config={prompt}",
+        f"+head_server.port={free_port()}",
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert stderr_lines(result) == [
+        f"ng_collect_rollouts: error: {source}:2: the row already has an input and +prompt_config would replace it; "
+        "use one or the other (field `responses_create_params.input`)"
+    ]
+
+
 def routed_tasks(tmp_path: Path) -> Path:
     """The example tasks, alternately naming the verifying agent and the one that skips verification."""
     tasks = example_tasks("example_single_tool_call")[:4]
@@ -220,4 +247,33 @@ def test_a_nemo_gym_style_stack_runs_and_each_row_goes_to_the_agent_its_agent_re
             assert "Resuming: 8 rollouts already" in again.stderr
             assert read_rows(output) == rows
             assert len(upstream.requests) == calls_before
+
+            # NeMo Gym's prompt_config: rows carry only their fields; the prompt file builds each input.
+            prompt = tmp_path / "prompt.yaml"
+            prompt.write_text('system: "Answer in {style}."\nuser: "Weather question: {question}"\n')
+            bare = tmp_path / "bare.jsonl"
+            bare.write_text(
+                json.dumps(
+                    {"question": "what's it like in sf?", "style": "one word", "agent_ref": {"name": "weather_agent"}}
+                )
+                + "\n"
+            )
+            prompted_output = tmp_path / "prompted.jsonl"
+            prompted = cli(
+                "ng_collect_rollouts",
+                f"+input_jsonl_fpath={bare}",
+                f"+output_jsonl_fpath={prompted_output}",
+                f"+prompt_config={prompt}",
+                f"+head_server.port={head_port}",
+                timeout=120,
+            )
+            assert prompted.returncode == 0, prompted.stdout + prompted.stderr
+            [row] = read_rows(prompted_output)
+            expected_input = [
+                {"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": "Weather question: what's it like in sf?"},
+            ]
+            assert row["responses_create_params"]["input"] == expected_input
+            assert row["question"] == "what's it like in sf?" and row["reward"] == 1.0
+            assert upstream.requests[-1]["input"][:2] == expected_input  # what the model was asked
         assert stack.process.returncode == 0, stack.output
