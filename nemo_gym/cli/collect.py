@@ -33,9 +33,10 @@ DEFAULT_PARALLEL = 256
 
 
 class CollectRolloutsConfig(BaseModel):
-    """Run every task of an input JSONL through an agent (num_repeats times each) and write one scored
-    rollout per line to the output JSONL, as each finishes. Needs running servers (ng_run), or pass
-    +config_paths=[...] to start them for the duration of the collection."""
+    """Run every task of an input JSONL through an agent (the one its agent_ref names, else +agent_name),
+    num_repeats times each, and write one scored rollout per line to the output JSONL, as each
+    finishes. Needs running servers (ng_run), or pass +config_paths=[...] to start them for the
+    duration of the collection."""
 
     agent_name: str | None = Field(
         None,
