@@ -4,4 +4,11 @@ A NeMo Gym-compatible toolkit: the same config shape, endpoints, row formats and
 built to stay fast at high concurrency, never lose work, and run fully offline.
 """
 
+import pathlib
+
 __version__ = "0.1.0"
+
+# As in NeMo Gym: the package directory and the directory that holds it (the project checkout, for
+# a source install), which environments use to find their own files.
+ROOT_DIR = pathlib.Path(__file__).absolute().parent
+PARENT_DIR = ROOT_DIR.parent

@@ -214,6 +214,13 @@ class ResponseTooLargeError(InvalidResponseError):
         super().__init__(message)
 
 
+class JudgeError(InvalidResponseError):
+    """A call to a judge model failed (unreachable, an error status, or an answer of the wrong shape).
+
+    A failed judge is not a wrong answer: a server answers it as 502, so the collector retries the
+    rollout and then records it in the failures file, never as reward 0."""
+
+
 class RolloutFailedError(NemoGymError):
     """A rollout failed after exhausting its attempts."""
 

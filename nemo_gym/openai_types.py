@@ -27,8 +27,10 @@ class ResponseCreateParams(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     max_output_tokens: int | None = None
-    tool_choice: str | JSONDict = "auto"
-    parallel_tool_calls: bool = True
+    # NeMo Gym's rows store `null` for both (the OpenAI default applies); keep the null so a
+    # row round-trips unchanged, and the model servers read null as the default.
+    tool_choice: str | JSONDict | None = "auto"
+    parallel_tool_calls: bool | None = True
     metadata: dict[str, Any] | None = None
     stream: Literal[False] | None = None
 

@@ -8,12 +8,13 @@ Replaying the stored tool calls rebuilds a stateful environment's per-rollout st
 sandbox's files) the way the episode built it; tool outputs are not compared or stored again, and
 stateless environments simply do the same cheap work twice. Turn it off for tools with side effects.
 
-The task row sent to seed and verify must be the one the agent sent, not the stored row: the
-stored row also carries the fields the verifier added (an environment that returns
-`Response(**body.model_dump(), extra=...)` fails when `extra` comes in twice). It comes from, in
-order: the `<stem>_materialized_inputs.jsonl` the collector wrote beside the rollouts (exact), a
-tasks file the caller names, or else the stored row without `response`, `reward` and our
-`_ng_*`/`agent_ref` bookkeeping (right for environments whose verify adds only `reward`).
+The task row sent to seed and verify should be the one the agent sent. It comes from, in order:
+the `<stem>_materialized_inputs.jsonl` the collector wrote beside the rollouts (exact), a tasks
+file the caller names, or else the stored row without `response`, `reward` and our
+`_ng_*`/`agent_ref` bookkeeping. The fallback is counted and reported (`ReverifyOutcome.task_fallback`):
+a stored row still carries the fields the last verify added (`/verify` drops those its response
+model declares) but lacks the task fields an environment did not echo (NeMo Gym's rows, whose
+verify keeps only declared fields), so its reward may differ from the task's.
 
 The output row is the stored row updated with the verify response, so `_ng_task_index`,
 `_ng_rollout_index`, `agent_ref` and any field the agent added are kept.
@@ -101,14 +102,18 @@ class TaskRows:
         return {key: value for key, value in row.items() if not key.startswith("_ng_")}
 
 
-def task_row_of(stored: JSONDict, task_rows: TaskRows | None) -> JSONDict:
-    """The row the agent sent to seed and verify for this rollout (see the module docstring)."""
+def task_row_of(stored: JSONDict, task_rows: TaskRows | None) -> tuple[JSONDict, bool]:
+    """The row the agent sent to seed and verify for this rollout, and whether it is the stored row
+    standing in because no task row matched (see the module docstring)."""
     if task_rows is not None:
         found = task_rows.get(stored.get("_ng_task_index"), stored.get("_ng_rollout_index"))
         if found is not None:
             # The stored request is what the model saw (overrides included); keep it authoritative.
-            return found | {"responses_create_params": stored["responses_create_params"]}
-    return {key: value for key, value in stored.items() if key not in BOOKKEEPING_FIELDS and not key.startswith("_ng_")}
+            return found | {"responses_create_params": stored["responses_create_params"]}, False
+    fallback = {
+        key: value for key, value in stored.items() if key not in BOOKKEEPING_FIELDS and not key.startswith("_ng_")
+    }
+    return fallback, True
 
 
 def stored_reward(row: JSONDict) -> float | None:
@@ -130,6 +135,8 @@ class ReverifyOutcome:
     row: JSONDict | None = None
     error_type: str | None = None
     message: str | None = None
+    task_fallback: bool = False
+    """True when no task row matched and the stored row stood in for it."""
 
     @property
     def ok(self) -> bool:
@@ -179,7 +186,7 @@ class Reverifier:
         )
         try:
             resources = self.resources_server_for(stored)
-            task_row = task_row_of(stored, self.task_rows)
+            task_row, outcome.task_fallback = task_row_of(stored, self.task_rows)
             seeded = await self.server_client.post(resources, "/seed_session", json=task_row, retry=CONNECT_ONLY_RETRY)
             seeded.raise_for_status()
             cookies = dict(seeded.cookies)
@@ -263,10 +270,12 @@ class RewardChanges:
 
     rows: int = 0
     failed: int = 0
+    task_fallbacks: int = 0
     per_task: dict[Any, list[float]] = field(default_factory=dict)  # task -> [rows, changed, old sum, new sum]
 
     def add(self, outcome: ReverifyOutcome) -> None:
         self.rows += 1
+        self.task_fallbacks += outcome.task_fallback
         if not outcome.ok:
             self.failed += 1
             return
@@ -288,6 +297,12 @@ class RewardChanges:
             + (f", {self.failed} rows failed" if self.failed else "")
             + "."
         ]
+        if self.task_fallbacks:
+            lines.append(
+                f"  {self.task_fallbacks} of {self.rows} rows matched no task row and were verified from the stored "
+                "row (fields verify added are dropped; task fields the row lacks are missing); pass "
+                "+tasks_jsonl_fpath=<the tasks the collection ran on> to verify them from their tasks."
+            )
         changed_tasks = [(task, e) for task, e in self.per_task.items() if e[1]]
         changed_tasks.sort(key=lambda pair: (not isinstance(pair[0], int), pair[0] if isinstance(pair[0], int) else 0))
         for task, (rows, changed, old_sum, new_sum) in changed_tasks[:max_tasks]:

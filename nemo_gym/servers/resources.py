@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 
 from nemo_gym.openai_types import Response, ResponseCreateParams
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
@@ -71,7 +75,7 @@ class SimpleResourcesServer(SimpleServer):
                 flush=True,
             )
         app.post("/seed_session")(self.seed_session)
-        app.post("/verify")(self.verify)
+        app.post("/verify")(verify_endpoint(self.verify))
         return app
 
     async def seed_session(self, body: BaseSeedSessionRequest) -> BaseSeedSessionResponse:
@@ -79,3 +83,50 @@ class SimpleResourcesServer(SimpleServer):
 
     async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
         raise NotImplementedError(f"{type(self).__name__} must implement verify()")
+
+
+def verify_endpoint(verify: Callable[..., Any]) -> Callable[..., Any]:
+    """`verify` as the `/verify` route, taking a stored rollout row as well as a task row.
+
+    A stored row already holds the fields the last verify added (`reward`, `extracted_answer`, ...),
+    and the body keeps unknown keys, so `VerifyResponse(**body.model_dump(), reward=...)` got the
+    same keyword twice (HTTP 500). The fields the response model declares beyond the request model
+    are outputs: they are dropped from the body's extras before `verify` runs, so a stored row
+    scores as its task plus response would. Task fields the request model declares are kept.
+    """
+    signature = inspect.signature(verify, eval_str=True)
+    bodies = [
+        p
+        for p in signature.parameters.values()
+        if inspect.isclass(p.annotation) and issubclass(p.annotation, BaseModel)
+    ]
+    if len(bodies) != 1:
+        return verify
+    body_name, request_model = bodies[0].name, bodies[0].annotation
+    returned = signature.return_annotation
+    outputs = {"reward"}
+    if inspect.isclass(returned) and issubclass(returned, BaseModel):
+        outputs |= set(returned.model_fields)
+    outputs -= set(request_model.model_fields)
+
+    def drop_outputs(kwargs: dict[str, Any]) -> None:
+        extra = getattr(kwargs.get(body_name), "__pydantic_extra__", None)
+        if extra:
+            for name in outputs.intersection(extra):
+                del extra[name]
+
+    if inspect.iscoroutinefunction(verify):
+
+        @functools.wraps(verify)
+        async def endpoint(*args: Any, **kwargs: Any) -> Any:
+            drop_outputs(kwargs)
+            return await verify(*args, **kwargs)
+    else:
+
+        @functools.wraps(verify)
+        async def endpoint(*args: Any, **kwargs: Any) -> Any:
+            drop_outputs(kwargs)
+            return await run_in_threadpool(verify, *args, **kwargs)
+
+    endpoint.__signature__ = signature  # type: ignore[attr-defined]
+    return endpoint

@@ -2,7 +2,9 @@
 
 Trains following format and content constraints exactly (word counts, keywords, JSON, sections,
 case, punctuation, ...). No tools; the last assistant message is graded against every instruction
-in the task with the checkers in `checkers.py` (25 kinds).
+in the task with the checkers in `checkers.py` (IFEval's 25 kinds and the IFBench ones NeMo Gym's
+rows use). NeMo Gym's row shape is accepted too: the task under `verifier_metadata` (with an
+optional `grading_mode`: binary or fraction), `kwargs` entries that are null, and null arguments.
 """
 
 from __future__ import annotations
@@ -29,11 +31,39 @@ class InstructionFollowingConfig(BaseResourcesServerConfig):
     """Which grading the reward uses; both are always reported."""
 
 
+NEMO_GYM_TASK_FIELDS = ("instruction_id_list", "prompt", "kwargs", "grading_mode")
+GRADING_MODES = {"binary": "all", "fraction": "fraction"}
+
+
 class InstructionVerifyRequest(BaseVerifyRequest):
     instruction_id_list: list[str] = Field(min_length=1)
     kwargs: list[dict[str, Any]]
-    """One argument dict per instruction, in the same order (`{}` when it takes none)."""
+    """One argument dict per instruction, in the same order (`{}` or null when it takes none; null
+    arguments are left out, as NeMo Gym leaves them out)."""
     prompt: str | None = None
+    grading_mode: Literal["binary", "fraction"] | None = None
+    """NeMo Gym's per-row reward mode (binary = all followed); None = the server's `reward_mode`."""
+    verifier_metadata: dict[str, Any] | None = None
+    """NeMo Gym's wrapper: its task fields, when present, win over the top-level ones."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def read_nemo_gym_shape(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        wrapped = data.get("verifier_metadata")
+        if isinstance(wrapped, dict):
+            data.update({name: wrapped[name] for name in NEMO_GYM_TASK_FIELDS if name in wrapped})
+        kwargs = data.get("kwargs")
+        if isinstance(kwargs, list):
+            data["kwargs"] = [
+                {name: value for name, value in (entry or {}).items() if value is not None}
+                if entry is None or isinstance(entry, dict)
+                else entry
+                for entry in kwargs
+            ]
+        return data
 
     @model_validator(mode="after")
     def instructions_are_known_and_complete(self) -> InstructionVerifyRequest:
@@ -64,7 +94,8 @@ class InstructionFollowingServer(SimpleResourcesServer):
         strict = [follows(i, a, text, loose=False) for i, a in pairs]
         loose = [follows(i, a, text, loose=True) for i, a in pairs]
         chosen = strict if self.config.grading == "strict" else loose
-        reward = float(all(chosen)) if self.config.reward_mode == "all" else sum(chosen) / len(chosen)
+        mode = GRADING_MODES[body.grading_mode] if body.grading_mode else self.config.reward_mode
+        reward = float(all(chosen)) if mode == "all" else sum(chosen) / len(chosen)
         return InstructionVerifyResponse(
             **body.model_dump(),
             reward=reward,

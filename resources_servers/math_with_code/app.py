@@ -9,8 +9,10 @@ cannot leak a process), capped at `max_sessions` (the least recently used is clo
 all closed at shutdown. A rollout whose session was reaped or evicted is told so in `error` on its
 next call: its variables are gone.
 
-`verify` reads the latest assistant message containing `\\boxed{...}`; the stripped content of its
-first box must equal `expected_result` as a string, or as a number (`0.50` matches `0.5`).
+`verify` reads the latest assistant message containing `\\boxed{...}`; the content of its first box
+must equal `expected_result` as a string, or as a number (`0.50` matches `0.5`). Both sides are
+first unwrapped of the math delimiters NeMo Gym's rows put around `expected_result` (`\\(...\\)`,
+`$...$`, `\\text{...}`) and have their whitespace runs collapsed.
 """
 
 from __future__ import annotations
@@ -86,8 +88,17 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
+def unwrap_math(text: str) -> str:
+    """`text` without one outer `\\(...\\)`, then `$...$`, then `\\text{...}`, whitespace runs collapsed."""
+    text = text.strip()
+    for opening, closing in (("\\(", "\\)"), ("$", "$"), ("\\text{", "}")):
+        if len(text) > len(opening) and text.startswith(opening) and text.endswith(closing):
+            text = text[len(opening) : -len(closing)].strip()
+    return " ".join(text.split())
+
+
 def results_match(extracted: str, expected: str) -> bool:
-    extracted, expected = extracted.strip(), expected.strip()
+    extracted, expected = unwrap_math(extracted), unwrap_math(expected)
     if extracted == expected:
         return True
     try:

@@ -2,9 +2,11 @@
 
 Trains answering multiple-choice knowledge questions in a parseable format. No tools. The letter is
 taken from the last assistant message by, in order of priority:
-  1. the row's `template_metadata.output_regex`, when it matches (last match, case-insensitive);
-  2. the row's `grading_mode`:
-     * `strict_single_letter_boxed`: the last `\\boxed{...}` holds exactly one option letter;
+  1. the row's `template_metadata.output_regex` (one pattern or a list, tried in order), when it
+     matches and its last match gives an option letter (case-insensitive);
+  2. else the row's `grading_mode`:
+     * `strict_single_letter_boxed`: the last `\\boxed{...}` holds exactly one option letter, bare or
+       set off by non-letters only (`B`, `{B}` as NeMo Gym's templates write `\\boxed{{B}}`, `(B)`);
      * `lenient_boxed`: the last `\\boxed{...}` holds a letter (`B`, `(B)`, `B.`, `\\text{B}`, `B: text`)
        or text that matches exactly one option;
      * `lenient_answer_colon`: the last `Answer: ...` line starts with a letter or holds text that
@@ -36,6 +38,8 @@ LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox)\s*\{([^
 LONE_LETTER = re.compile(r"^\(?\s*([A-Za-z])\s*\)?[.):]?$")
 # A letter that opens a longer answer: `B: Paris`, `(B) Paris`, `B. Paris`.
 LEADING_LETTER = re.compile(r"^\(?([A-Z])(?:\)|[.:]|\s*-)\s+\S")
+# One capital letter set off by non-letters only: `{B}`, `(B)`, `B.` (NeMo Gym's strict boxed rule).
+BRACKETED_LETTER = re.compile(r"[^A-Za-z]*([A-Z])[^A-Za-z]*")
 ANSWER_LINE = re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?[:：]\s*(.*)")
 EDGE_PUNCTUATION = " \t\n.,;:!?\"'`*_()[]"
 
@@ -47,7 +51,7 @@ class MCQAConfig(BaseResourcesServerConfig):
 class TemplateMetadata(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    output_regex: str | None = None
+    output_regex: str | list[str] | None = None
 
 
 class MCQAVerifyRequest(BaseVerifyRequest):
@@ -128,7 +132,8 @@ def extract_strict_boxed(text: str, options: dict[str, str]) -> str | None:
     boxes = boxed_contents(text)
     if not boxes:
         return None
-    match = re.fullmatch(r"\s*([A-Za-z])\s*", boxes[-1])
+    content = LATEX_WRAPPER.sub(r"\1", boxes[-1])
+    match = re.fullmatch(r"\s*([A-Za-z])\s*", content) or BRACKETED_LETTER.fullmatch(content)
     return _valid(match.group(1), options) if match else None
 
 
@@ -176,9 +181,9 @@ def extract_with_regex(text: str, pattern: str, options: dict[str, str]) -> tupl
 def extract_answer(text: str, body: MCQAVerifyRequest) -> str | None:
     options = option_texts(body.options)
     regex = body.template_metadata.output_regex if body.template_metadata else None
-    if regex:
-        matched, letter = extract_with_regex(text, regex, options)
-        if matched:
+    for pattern in [regex] if isinstance(regex, str) else regex or []:
+        matched, letter = extract_with_regex(text, pattern, options)
+        if letter is not None:
             return letter
     return EXTRACTORS[body.grading_mode](text, options)
 

@@ -4,6 +4,11 @@ Trains producing machine-readable output that follows a given JSON schema. No to
 (`schema_str`, JSON text) is first made *strict*, as OpenAI's strict structured outputs are: every
 object schema requires all of its properties and allows no others, at every depth (nested objects,
 array items, combinators and definitions). The reply may be wrapped in one ```json fence.
+
+With `response_mode: tool_call` (NeMo Gym's rows) the answer is the arguments of the response's one
+function call (the one named `tool_name` when the row names it; the value under `tool_payload_key`
+when the row names one) instead of the reply text. Only JSON is graded: a row whose `schema_type`
+is another format (NeMo Gym's yaml, xml, toml, csv) is refused with a 400 naming it.
 """
 
 from __future__ import annotations
@@ -11,13 +16,13 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema import exceptions as jsonschema_errors
 
 from nemo_gym.errors import InputDataError
-from nemo_gym.openai_types import last_assistant_text
+from nemo_gym.openai_types import function_calls, last_assistant_text
 from nemo_gym.servers.resources import (
     BaseResourcesServerConfig,
     BaseVerifyRequest,
@@ -50,6 +55,14 @@ class StructuredOutputsConfig(BaseResourcesServerConfig):
 
 class StructuredOutputsVerifyRequest(BaseVerifyRequest):
     schema_str: str
+    schema_type: str | None = None
+    """NeMo Gym's answer format; only json (or None) is graded here."""
+    response_mode: Literal["text", "tool_call"] | None = None
+    """text (None): the reply text is the answer. tool_call: the one function call's arguments are."""
+    tool_name: str | None = None
+    """tool_call mode: the function the model must call (None = whichever it calls)."""
+    tool_payload_key: str | None = None
+    """tool_call mode: the argument holding the answer (None = all the arguments)."""
 
 
 class StructuredOutputsVerifyResponse(StructuredOutputsVerifyRequest, BaseVerifyResponse):
@@ -125,6 +138,29 @@ def parse_reply(text: str) -> tuple[Any, str | None]:
         return None, _shorten(f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}")
 
 
+def tool_call_payload(body: StructuredOutputsVerifyRequest) -> tuple[Any, str | None]:
+    """(value, parse_error): the answer carried by the response's single function call."""
+    calls = function_calls(body.response.output)
+    if not calls:
+        return None, "no function call in the response"
+    names = ", ".join(str(call.get("name")) for call in calls)
+    if len(calls) > 1:
+        return None, f"expected exactly one function call, got: {names}"
+    if body.tool_name and calls[0].get("name") != body.tool_name:
+        return None, f"expected a call to {body.tool_name!r}, got: {names}"
+    arguments = calls[0].get("arguments")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError as error:
+            return None, _shorten(f"invalid JSON arguments: {error.msg} at line {error.lineno} column {error.colno}")
+    if body.tool_payload_key:
+        if not isinstance(arguments, dict) or body.tool_payload_key not in arguments:
+            return None, f"the call's arguments have no {body.tool_payload_key!r}"
+        return arguments[body.tool_payload_key], None
+    return arguments, None
+
+
 def _where(error: jsonschema_errors.ValidationError) -> str:
     path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path)
     return f"${path}"
@@ -134,8 +170,15 @@ class StructuredOutputsServer(SimpleResourcesServer):
     config: StructuredOutputsConfig
 
     async def verify(self, body: StructuredOutputsVerifyRequest) -> StructuredOutputsVerifyResponse:
+        if body.schema_type not in (None, "json"):
+            raise InputDataError(
+                f"schema_type {body.schema_type!r} is not graded by this environment (JSON only)", field="schema_type"
+            )
         validator = strict_validator(body.schema_str)
-        value, parse_error = parse_reply(last_assistant_text(body.response.output))
+        if body.response_mode == "tool_call":
+            value, parse_error = tool_call_payload(body)
+        else:
+            value, parse_error = parse_reply(last_assistant_text(body.response.output))
         validation_error = None
         if parse_error is None:
             error = jsonschema_errors.best_match(validator.iter_errors(value))

@@ -5,15 +5,19 @@ connection in a worker process, within time, memory and result-size limits (see 
 reward 1.0 iff its result set equals the gold query's (order-insensitive unless the task says
 `ordered`). Queries that write are refused.
 No tools: the schema is in the prompt and the query is the answer.
+
+NeMo Gym has a different task under the same name (an LLM judge comparing the model's query with a
+gold `sql` in a `sql_dialect` of mysql, postgresql or sqlite); its rows are refused with a 400
+naming the field, never scored here as if they were this task.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nemo_gym.compute import ComputeSettings, LocalExecutor
 from nemo_gym.errors import ComputeTimeoutError, ComputeWorkerDiedError, InputDataError
@@ -55,10 +59,28 @@ class TextToSQLConfig(BaseResourcesServerConfig):
     """Queries run at once, each in its own worker process; more wait their turn."""
 
 
+NEMO_GYM_TASK_FIELDS = ("sql_dialect", "sql", "sql_context")
+
+
 class TextToSQLVerifyRequest(BaseVerifyRequest):
     gold_sql: str
     ordered: bool = False
     """True when the question asks for an order; then row order must match too."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def refuse_nemo_gym_rows(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "gold_sql" not in data:
+            field = next((name for name in NEMO_GYM_TASK_FIELDS if name in data), None)
+            if field is not None:
+                # InputDataError (not ValueError) passes through validation as a 400 naming the field.
+                raise InputDataError(
+                    "this row is NeMo Gym's text_to_sql task (an LLM judge over a gold `sql` in a `sql_dialect`), "
+                    "not this environment's (SQLite results compared with `gold_sql`); run it with NeMo Gym's "
+                    "text_to_sql environment",
+                    field=field,
+                )
+        return data
 
 
 class TextToSQLVerifyResponse(TextToSQLVerifyRequest, BaseVerifyResponse):

@@ -5,6 +5,10 @@ change the right records. Every rollout gets its own copy of the database (`comp
 by the session id the agent carries from `/seed_session` through every tool call to `/verify`.
 The reward compares the final database with the goal state, which is the starting database with
 the task's gold calls replayed on it, so any sequence of calls that gets there counts.
+
+NeMo Gym has a different task under the same name (27 WorkBench tools, scored against a row's
+`ground_truth`); its rows are refused at `/verify` with a 400 naming `ground_truth`, never scored
+here as if they were this task.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from nemo_gym.errors import InputDataError
 from nemo_gym.servers.resources import (
@@ -54,6 +58,19 @@ class GoldCall(BaseModel):
 class WorkplaceVerifyRequest(BaseVerifyRequest):
     gold_calls: list[GoldCall]
     """Calls that reach the goal state from the starting database (one valid way, not the required one)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def refuse_nemo_gym_rows(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "gold_calls" not in data and "ground_truth" in data:
+            # InputDataError (not ValueError) passes through validation as a 400 naming the field.
+            raise InputDataError(
+                "this row is NeMo Gym's workplace_assistant task (27 WorkBench tools, scored against "
+                "`ground_truth`), not this environment's (12 tools, scored against `gold_calls`); run it with "
+                "NeMo Gym's workplace_assistant environment",
+                field="ground_truth",
+            )
+        return data
 
 
 class WorkplaceVerifyResponse(WorkplaceVerifyRequest, BaseVerifyResponse):

@@ -142,8 +142,9 @@ def test_stateful_environment_is_rescored_by_replaying_its_tool_calls(head_port,
             "  task 0: 1 of 1 rewards changed, mean 1.000 -> 0.000",
         ]
 
-        # A copy without the collector's materialized inputs beside it: the stored rows carry the verifier's own
-        # `final_count`, which this environment cannot take back; the original tasks file gives the exact task rows.
+        # A copy without the collector's materialized inputs beside it: the stored rows stand in for their tasks
+        # (verify drops the `final_count` they carry) and the run says so; the original tasks file gives the exact
+        # task rows and no such note.
         copy = tmp_path / "elsewhere" / "counter.jsonl"
         copy.parent.mkdir()
         shutil.copy(collected, copy)
@@ -154,7 +155,13 @@ def test_stateful_environment_is_rescored_by_replaying_its_tool_calls(head_port,
             f"+output_jsonl_fpath={tmp_path / 'x.jsonl'}",
             timeout=180,
         )
-        assert result.returncode == 1 and "+tasks_jsonl_fpath=" in result.stderr
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[:2] == [
+            "Re-verified 5 of 5 rows: 0 rewards changed.",
+            "  5 of 5 rows matched no task row and were verified from the stored row (fields verify added are "
+            "dropped; task fields the row lacks are missing); pass +tasks_jsonl_fpath=<the tasks the collection ran "
+            "on> to verify them from their tasks.",
+        ]
         result = cli(
             "ng_reverify",
             *start,
@@ -165,6 +172,7 @@ def test_stateful_environment_is_rescored_by_replaying_its_tool_calls(head_port,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.splitlines()[0] == "Re-verified 5 of 5 rows: 0 rewards changed."
+        assert "matched no task row" not in result.stdout
         assert len(model.requests) == model_calls
 
 

@@ -21,6 +21,11 @@ TASKS = example_tasks("instruction_following")
 
 # instruction id -> (kwargs, a text that follows it, a text that does not)
 CASES: dict[str, tuple[dict[str, Any], str, str]] = {
+    "count:lowercase_counting": ({"N": 3}, "Only THREE words here, OK?", "Far too many lowercase words here"),
+    "letters:letter_counting": ({"N": 10, "relation": "less than"}, "Tiny one.", "This reply has more letters"),
+    "paragraphs:paragraphs": ({}, "First part.\n***\nSecond part.", "First.\n***\n***\nSecond."),
+    "first_word:first_word_sent": ({"first_word": "Well"}, "Well yes. well 3.5 is fine!", "Well yes. No."),
+    "last_word:last_word_answer": ({"last_word": "contest"}, "We entered the Contest!", "The contest was fun."),
     "length_constraints:number_words": (
         {"num_words": 5, "relation": "less than"},
         "Only four words here.",
@@ -99,8 +104,16 @@ def test_each_checker_on_following_violating_and_empty_text(instruction_id):
     assert follows(instruction_id, kwargs, "", loose=True) is False  # an empty reply follows nothing
 
 
+def test_nth_paragraph_first_word_reads_the_whole_first_token_as_ifeval_does():
+    kwargs = {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "crash"}
+    assert (
+        follows("length_constraints:nth_paragraph_first_word", kwargs, "One.\n\nCrash—emotion rises.", False) is False
+    )
+    assert follows("length_constraints:nth_paragraph_first_word", kwargs, 'One.\n\n"Crash," it said.', False) is True
+
+
 def test_argument_problems_are_named():
-    assert check_arguments("keywords:exist", {}) == "unknown instruction id 'keywords:exist'"
+    assert check_arguments("keywords:exist", {}).startswith("unknown instruction id 'keywords:exist'")
     assert check_arguments("keywords:existence", {}) == "keywords:existence: missing argument(s) keywords"
     assert check_arguments("punctuation:no_comma", {"x": 1}) == "punctuation:no_comma: unknown argument(s) x"
 
@@ -184,6 +197,39 @@ def test_malformed_tasks_are_rejected_with_the_instruction_named():
         assert short.status_code == 422 and "kwargs has 1 entries for 3 instructions" in short.text
         ok = httpx.post(f"{http.url}/verify", json=body)
         assert ok.status_code == 200 and ok.json()["reward"] == 0.0
+
+
+# A task as NeMo Gym writes it, made by hand: fields under verifier_metadata, a null kwargs entry,
+# null arguments, IFBench ids, and NeMo Gym's grading_mode.
+NEMO_GYM_TASK = {
+    "responses_create_params": {"input": [{"role": "user", "content": "Describe a kite. Finish with 'sky'."}]},
+    "verifier_metadata": {
+        "instruction_id_list": ["detectable_format:title", "last_word:last_word_answer", "count:lowercase_counting"],
+        "kwargs": [None, {"last_word": "sky", "unused": None}, {"N": 6}],
+        "prompt": "Describe a kite. Finish with 'sky'.",
+        "grading_mode": "fraction",
+    },
+}
+
+
+async def test_a_nemo_gym_row_with_verifier_metadata_null_kwargs_and_ifbench_ids_is_graded():
+    row = await verify(NEMO_GYM_TASK, reply("<<Kite>>\nA kite climbs the sky."))
+    assert row["follow_instruction_list"] == [True, True, True] and row["reward"] == 1.0
+    two_of_three = await verify(NEMO_GYM_TASK, reply("<<Kite>>\nA red kite climbs high into the bright sky."))
+    assert two_of_three["follow_instruction_list"] == [True, True, False]
+    assert two_of_three["reward"] == pytest.approx(2 / 3)  # the row's grading_mode, not the server's "all"
+
+
+def test_an_unknown_ifbench_id_is_refused_naming_it():
+    server = InstructionFollowingServer(
+        config=InstructionFollowingConfig(name="if", domain="instruction_following"), server_client=registry_client({})
+    )
+    task = NEMO_GYM_TASK | {
+        "verifier_metadata": {"instruction_id_list": ["count:counting_composition"], "kwargs": [None], "prompt": "x"}
+    }
+    with ThreadedServer(server.setup_webserver()) as http:
+        answer = httpx.post(f"{http.url}/verify", json=task | {"response": {"id": "r", "output": reply("x")}})
+    assert answer.status_code == 422 and "unknown instruction id 'count:counting_composition'" in answer.text
 
 
 # ---- end to end ------------------------------------------------------------------------------------

@@ -287,6 +287,7 @@ def test_network_is_unreachable(env):
         ("233168", ["The sum is \\boxed{233168}."]),
         ("0.5", ["\\boxed{ 0.50 }"]),  # numerically equal
         ("\\frac{1}{2}", ["\\boxed{\\frac{1}{2}}"]),  # nested braces
+        ("\\(-3\\)", ["So \\boxed{-3}."]),  # NeMo Gym's rows wrap expected_result in \\(...\\)
         ("2", ["First guess \\boxed{1}", "Checked with code; corrected: \\boxed{2}", "Done."]),  # latest boxed message
     ],
 )
@@ -337,3 +338,9 @@ def test_boxed_extraction_and_matching_rules():
     assert extract_boxed("\\boxed{") is None and extract_boxed("none") is None
     assert results_match(" 3 ", "3") and results_match("3.0", "3") and results_match("1e3", "1000")
     assert not results_match("3", "4") and not results_match("abc", "3")
+
+
+def test_expected_results_wrapped_as_in_nemo_gym_rows_are_unwrapped():
+    assert results_match("-3", "\\(-3\\)") and results_match("\\frac{1}{2}", "$\\frac{1}{2}$")
+    assert results_match("12 apples", "\\text{12  apples}") and results_match("0.5", "\\( 0.50 \\)")
+    assert not results_match("3", "\\(-3\\)")

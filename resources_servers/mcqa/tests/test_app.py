@@ -55,7 +55,9 @@ CASES = [
     ("strict_single_letter_boxed", "Nitrogen is about 78%. \\boxed{B}", "B"),
     ("strict_single_letter_boxed", "\\boxed{ b }", "B"),
     ("strict_single_letter_boxed", "First \\boxed{B}, no wait: \\boxed{A}", "A"),
-    ("strict_single_letter_boxed", "\\boxed{(B)}", None),
+    ("strict_single_letter_boxed", "\\boxed{(B)}", "B"),  # one capital set off by non-letters, as NeMo Gym
+    ("strict_single_letter_boxed", "\\boxed{{B}}", "B"),  # NeMo Gym's template answers double the braces
+    ("strict_single_letter_boxed", "\\boxed{B or C}", None),
     ("strict_single_letter_boxed", "\\boxed{Nitrogen}", None),
     ("strict_single_letter_boxed", "\\boxed{E}", None),  # not an option
     ("strict_single_letter_boxed", "The answer is B.", None),
@@ -132,6 +134,39 @@ TEMPLATE = {"output_regex": r"final choice:\s*\[([A-D])\]"}
 async def test_row_regex_takes_priority(text, extracted):
     row = await verify(reply(text), "strict_single_letter_boxed", template_metadata=TEMPLATE)
     assert row["extracted_answer"] == extracted and row["template_metadata"]["output_regex"] == TEMPLATE["output_regex"]
+
+
+# NeMo Gym's template rows (shape modelled by hand): the template asks for \\boxed{{X}} and its regex
+# wants a bare letter inside one pair of braces, so the doubled braces fall through to grading_mode.
+NEMO_GYM_TEMPLATE = {"template_id": "t-1", "output_regex": "\\\\boxed\\{\\s*([A-Za-z])\\s*\\}"}
+
+
+async def test_a_nemo_gym_template_answer_in_doubled_braces_is_read():
+    row = await verify(
+        reply("PCR is the direct test.\n\nAnswer: \\boxed{{B}}"),
+        "strict_single_letter_boxed",
+        template_metadata=NEMO_GYM_TEMPLATE,
+    )
+    assert (row["extracted_answer"], row["reward"]) == ("B", 1.0)
+
+
+async def test_output_regex_may_be_a_list_and_a_match_that_names_no_option_falls_through():
+    template = {"output_regex": [r"Choice:\s*([A-Z])", r"Pick\s*([A-Z])"]}
+    assert (await verify(reply("Pick B"), "lenient_answer_colon", template_metadata=template))[
+        "extracted_answer"
+    ] == "B"
+    # "Choice: Z" names no option, so the next pattern and then grading_mode get their turn
+    row = await verify(reply("Choice: Z\n\\boxed{B}"), "strict_single_letter_boxed", template_metadata=template)
+    assert row["extracted_answer"] == "B"
+
+
+def test_a_stored_row_posted_back_is_scored_again():
+    stored = request(reply("\\boxed{B}"), "strict_single_letter_boxed").model_dump(mode="json")
+    stored |= {"reward": 0.0, "extracted_answer": "D"}  # what an older verifier wrote into the row
+    with ThreadedServer(make_server().setup_webserver()) as server:
+        answer = httpx.post(f"{server.url}/verify", json=stored)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["reward"], answer.json()["extracted_answer"]) == (1.0, "B")
 
 
 async def test_row_regex_without_groups_uses_the_whole_match():

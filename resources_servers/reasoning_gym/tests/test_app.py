@@ -119,10 +119,62 @@ def test_example_rows_right_wrong_malformed_and_empty(rg, index):
     row = TASKS[index]
     assert verify(rg, row, reply(f"<answer>{row['answer']}</answer>"))["reward"] == 1.0
     assert verify(rg, row, reply(f"<answer>{WRONG}</answer>"))["reward"] < 1.0
-    untagged = verify(rg, row, reply(f"The answer is {row['answer']}"))  # the package's format is required
-    assert untagged["reward"] == 0.0 and untagged["extracted_answer"] is None
+    untagged = verify(rg, row, reply(f"The answer is {row['answer']}"))  # read whole, as NeMo Gym does
+    assert untagged["extracted_answer"] == f"The answer is {row['answer']}"
     for output in ([], reply(""), reply("<answer></answer>")):
         assert verify(rg, row, output)["reward"] == 0.0
+
+
+# A row as NeMo Gym writes it, made by hand: the generator named only in metadata.source_dataset.
+NEMO_GYM_KNIGHTS_KNAVES = {
+    "responses_create_params": {
+        "input": [{"role": "user", "content": "Ada says 'Ben is a fool'. Ben says 'Ada is a fool'. Who is who?"}]
+    },
+    "question": "Ada says 'Ben is a fool'. Ben says 'Ada is a fool'. Who is who?",
+    "answer": "Ada is a sage, and Ben is a fool.",
+    "metadata": {
+        "source_dataset": "knights_knaves",
+        "source_index": 3,
+        "statements": [["not", ["telling-truth", 1]], ["not", ["telling-truth", 0]]],
+        "solution": [True, False],
+        "names": ["Ada", "Ben"],
+        "knight_knave_terms": {
+            "knight": "sage",
+            "knave": "fool",
+            "a_knight": "a sage",
+            "a_knave": "a fool",
+            "Knight": "Sage",
+            "Knave": "Fool",
+        },
+        "difficulty": {"n_people": 2, "depth_constraint": 2, "width_constraint": 2},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "extracted"),
+    [
+        ("Ada tells the truth, so \\boxed{Ada is a sage, and Ben is a fool}", "Ada is a sage, and Ben is a fool"),
+        ("Ada is a sage, and Ben is a fool.", "Ada is a sage, and Ben is a fool."),
+        ("Working... <answer>Ada is a sage, and Ben is a fool</answer>", "Ada is a sage, and Ben is a fool"),
+    ],
+)
+def test_a_nemo_gym_row_names_its_generator_in_metadata_and_untagged_answers_count(rg, text, extracted):
+    result = verify(rg, NEMO_GYM_KNIGHTS_KNAVES, reply(text))
+    assert (result["reward"], result["extracted_answer"]) == (1.0, extracted)
+
+
+def test_answer_fallbacks_can_be_switched_off(rg):
+    strict = server(answer_fallbacks=False)
+    assert strict.read_answer("\\boxed{Ada is a fool}") is None
+    assert strict.read_answer("<answer>x</answer>") == "x"
+    assert server().read_answer("a \\boxed{b} and \\boxed{c}") == "b"
+
+
+def test_a_row_that_names_no_generator_is_a_400(rg):
+    row = NEMO_GYM_KNIGHTS_KNAVES | {"metadata": {"names": ["Ada", "Ben"]}}
+    answer = httpx.post(f"{rg}/verify", json=row | {"response": {"id": "r", "output": reply("x")}}, timeout=60)
+    assert answer.status_code == 400 and "metadata.source_dataset" in answer.text
 
 
 def test_a_scorer_that_crashes_on_odd_output_scores_zero_with_the_reason(rg):

@@ -164,3 +164,59 @@ def test_example_schemas_are_valid_and_satisfiable():
         schema = json.loads(row["schema_str"])
         assert row["schema_str"] in row["responses_create_params"]["input"][-1]["content"]
         assert strictify(schema)["additionalProperties"] is False
+
+
+# ---- NeMo Gym's tool_call rows (shape modelled by hand) ---------------------------------------------
+
+
+def tool_call(name: str, arguments: Any) -> dict[str, Any]:
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"type": "function_call", "call_id": f"call_{name}", "name": name, "arguments": text, "status": "completed"}
+
+
+def tool_call_row(output: list[dict[str, Any]], **task: Any) -> dict[str, Any]:
+    return {
+        "responses_create_params": {
+            "input": [{"role": "user", "content": "Record the item with the tool."}],
+            "tools": [{"type": "function", "name": "record_item", "parameters": SCHEMA, "strict": True}],
+            "tool_choice": "required",
+            "parallel_tool_calls": False,
+        },
+        "response": {"id": "resp_1", "output": output},
+        "schema_str": json.dumps(SCHEMA),
+        "schema_type": "json",
+        "response_mode": "tool_call",
+        "tool_name": "record_item",
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "num_tools": 1,
+        **task,
+    }
+
+
+@pytest.mark.parametrize(
+    ("output", "task", "reward", "error"),
+    [
+        ([tool_call("record_item", VALID)], {}, 1.0, None),
+        ([tool_call("record_item", {"item": VALID})], {"tool_payload_key": "item"}, 1.0, None),
+        ([tool_call("record_item", {"name": "x"})], {}, 0.0, None),  # valid JSON, misses required fields
+        ([], {}, 0.0, "no function call in the response"),
+        ([tool_call("record_item", VALID), tool_call("other", VALID)], {}, 0.0, "expected exactly one function call"),
+        ([tool_call("other", VALID)], {}, 0.0, "expected a call to 'record_item'"),
+        ([tool_call("record_item", "{oops")], {}, 0.0, "invalid JSON arguments"),
+        ([tool_call("record_item", VALID)], {"tool_payload_key": "item"}, 0.0, "no 'item'"),
+    ],
+)
+def test_tool_call_rows_score_the_one_function_call(output, task, reward, error):
+    with ThreadedServer(make_server().setup_webserver()) as server:
+        answer = httpx.post(f"{server.url}/verify", json=tool_call_row(output, **task))
+    assert answer.status_code == 200, answer.text
+    row = answer.json()
+    assert row["reward"] == reward
+    assert (row["parse_error"] is None) if error is None else (error in row["parse_error"])
+
+
+def test_a_schema_type_other_than_json_is_refused_naming_it():
+    with ThreadedServer(make_server().setup_webserver()) as server:
+        answer = httpx.post(f"{server.url}/verify", json=tool_call_row([], schema_type="yaml", response_mode="text"))
+    assert answer.status_code == 400 and "schema_type 'yaml'" in answer.text

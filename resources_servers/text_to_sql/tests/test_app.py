@@ -193,3 +193,22 @@ def test_end_to_end_right_and_wrong_policies(tmp_path):
     assert "mean/reward 1.0000" in stdout
     assert [row["reward"] for row in wrong] == [0.0] * 5
     assert all(row["execution_error"] is None for row in wrong)  # they ran; the results differ
+
+
+def test_a_row_of_nemo_gym_s_other_text_to_sql_task_is_refused_naming_its_field():
+    # Modelled by hand on NeMo Gym's rows: a judge task with a gold `sql` in a dialect, no `gold_sql`.
+    row = {
+        "responses_create_params": {"input": [{"role": "user", "content": "List customers with 3+ orders."}]},
+        "response": {"id": "r", "output": []},
+        "sql": "SELECT name FROM customers",
+        "sql_dialect": "postgresql",
+        "sql_context": "CREATE TABLE customers (id SERIAL PRIMARY KEY, name TEXT);",
+        "sql_prompt": "List customers with 3+ orders.",
+        "uuid": "shop-001",
+    }
+    server = TextToSQLServer(config=TextToSQLConfig(name="text_to_sql"), server_client=registry_client({}))
+    with ThreadedServer(server.setup_webserver()) as http:
+        answer = httpx.post(f"{http.url}/verify", json=row)
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["error"]["message"]
+    assert "NeMo Gym's text_to_sql task" in message and "(field `sql_dialect`)" in message

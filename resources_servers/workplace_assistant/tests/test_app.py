@@ -229,3 +229,22 @@ def test_end_to_end_right_and_wrong_policies(tmp_path):
     assert "mean/reward 1.0000" in stdout
     assert [row["reward"] for row in wrong] == [0.0] * 5, [row["state_differences"] for row in wrong]
     assert all(row["state_differences"] for row in wrong)
+
+
+def test_a_row_of_nemo_gym_s_other_workplace_task_is_refused_naming_its_field():
+    # Modelled by hand on NeMo Gym's rows: WorkBench tools and a `ground_truth` list of calls, no `gold_calls`.
+    row = {
+        "responses_create_params": {"input": [{"role": "user", "content": "Cancel my 3pm meeting."}]},
+        "response": {"id": "r", "output": []},
+        "ground_truth": [{"name": "calendar_delete_event", "arguments": '{"event_id": "00000012"}'}],
+        "category": "calendar",
+        "environment_name": "workbench",
+    }
+    server = WorkplaceAssistantServer(
+        config=WorkplaceConfig(name="workplace_assistant"), server_client=registry_client({})
+    )
+    with ThreadedServer(server.setup_webserver()) as http:
+        answer = httpx.post(f"{http.url}/verify", json=row)
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["error"]["message"]
+    assert "NeMo Gym's workplace_assistant task" in message and "(field `ground_truth`)" in message

@@ -1,0 +1,157 @@
+"""NeMo Gym's `nemo_gym.openai_utils` import path: the OpenAI payload types and client environments use.
+
+Entry point for environment authors; the types live in `nemo_gym.response_items` (typed items,
+used where an environment reads them) and `nemo_gym.openai_types` (the dict-based shapes our
+servers pass along). `NeMoGymResponse(...)` and the typed items are built and read as in NeMo Gym:
+
+    from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseOutputMessage, NeMoGymResponseOutputText
+
+    response = NeMoGymResponse(id="r", output=[NeMoGymResponseOutputMessage(id="m", content=[
+        NeMoGymResponseOutputText(text="42", annotations=[])])])
+    response.output_text  # "42"
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openai.types.chat import ChatCompletion, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+
+from nemo_gym.client import HttpClient, Timeouts
+from nemo_gym.response_items import (
+    FunctionCall,
+    FunctionCallOutput,
+    InputMessage,
+    Item,
+    Message,
+    OutputMessage,
+    OutputRefusal,
+    OutputText,
+    ReasoningItem,
+    ReasoningText,
+    SummaryText,
+    TypedChatCompletionCreateParams,
+    TypedResponse,
+    TypedResponseCreateParams,
+    Usage,
+)
+from nemo_gym.retry import UPSTREAM_RETRY
+
+NeMoGymResponse = TypedResponse
+NeMoGymResponseCreateParamsNonStreaming = TypedResponseCreateParams
+NeMoGymEasyInputMessage = InputMessage
+NeMoGymMessage = Message
+NeMoGymResponseOutputMessage = OutputMessage
+NeMoGymResponseOutputText = OutputText
+NeMoGymResponseOutputRefusal = OutputRefusal
+NeMoGymResponseFunctionToolCall = FunctionCall
+NeMoGymFunctionCallOutput = FunctionCallOutput
+NeMoGymResponseReasoningItem = ReasoningItem
+NeMoGymSummary = SummaryText
+NeMoGymReasoningContent = ReasoningText
+NeMoGymResponseUsage = Usage
+NeMoGymResponseInputItem = Item
+NeMoGymResponseOutputItem = Item
+NeMoGymChatCompletionCreateParamsNonStreaming = TypedChatCompletionCreateParams
+
+
+class NeMoGymChatCompletionMessage(ChatCompletionMessage):
+    pass
+
+
+class NeMoGymChoice(Choice):
+    message: NeMoGymChatCompletionMessage
+
+
+class NeMoGymChatCompletion(ChatCompletion):
+    """A `/v1/chat/completions` answer (the OpenAI SDK's model: `.choices[0].message.content`)."""
+
+    choices: list[NeMoGymChoice]  # type: ignore[assignment]
+
+
+# Statuses NeMo Gym's client retries: rate limits and overloaded gateways (each retry also raises
+# the attempt budget by one), and 500 (sporadic upstream errors). Ours are classified in nemo_gym.retry.
+RATE_LIMIT_ERROR_CODES = [429, 502, 503, 504, 520]
+RETRY_ERROR_CODES = RATE_LIMIT_ERROR_CODES + [500]
+
+
+class NeMoGymAsyncOpenAI:
+    """A minimal async OpenAI-compatible client: `create_response`, `create_chat_completion`,
+    `create_completion`, `create_models`, `create_tokenize`, each returning the parsed JSON.
+
+    Runs on our pooled `HttpClient` with its bounded retries (429/5xx and connection errors,
+    honouring Retry-After); an error status that remains raises `nemo_gym.errors.HTTPStatusError`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        internal: bool = False,
+        default_headers: dict[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.internal = internal
+        self.default_headers = dict(default_headers or {})
+        self._timeouts = timeouts
+        self._http: HttpClient | None = None
+
+    @property
+    def http(self) -> HttpClient:
+        if self._http is None:
+            self._http = HttpClient(retry=UPSTREAM_RETRY, timeouts=self._timeouts or Timeouts())
+        return self._http
+
+    async def _call(self, method: str, url: str, json: Any = None) -> Any:
+        headers = self.default_headers | {"Authorization": f"Bearer {self.api_key}"}
+        result = await self.http.request(method, url, json=json, headers=headers)
+        return result.raise_for_status().json()
+
+    async def create_models(self) -> Any:
+        return await self._call("GET", f"{self.base_url}/models")
+
+    async def create_chat_completion(self, **kwargs: Any) -> Any:
+        return await self._call("POST", f"{self.base_url}/chat/completions", kwargs)
+
+    async def create_completion(self, **kwargs: Any) -> Any:
+        return await self._call("POST", f"{self.base_url}/completions", kwargs)
+
+    async def create_response(self, **kwargs: Any) -> Any:
+        return await self._call("POST", f"{self.base_url}/responses", kwargs)
+
+    async def create_tokenize(self, **kwargs: Any) -> Any:
+        return await self._call("POST", f"{self.base_url.removesuffix('/v1')}/tokenize", kwargs)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+__all__ = [
+    "RATE_LIMIT_ERROR_CODES",
+    "RETRY_ERROR_CODES",
+    "NeMoGymAsyncOpenAI",
+    "NeMoGymChatCompletion",
+    "NeMoGymChatCompletionCreateParamsNonStreaming",
+    "NeMoGymChatCompletionMessage",
+    "NeMoGymChoice",
+    "NeMoGymEasyInputMessage",
+    "NeMoGymFunctionCallOutput",
+    "NeMoGymMessage",
+    "NeMoGymReasoningContent",
+    "NeMoGymResponse",
+    "NeMoGymResponseCreateParamsNonStreaming",
+    "NeMoGymResponseFunctionToolCall",
+    "NeMoGymResponseInputItem",
+    "NeMoGymResponseOutputItem",
+    "NeMoGymResponseOutputMessage",
+    "NeMoGymResponseOutputRefusal",
+    "NeMoGymResponseOutputText",
+    "NeMoGymResponseReasoningItem",
+    "NeMoGymResponseUsage",
+    "NeMoGymSummary",
+]

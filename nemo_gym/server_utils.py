@@ -1,0 +1,175 @@
+"""NeMo Gym's `nemo_gym.server_utils` import path: calling other servers from an environment.
+
+    response = await self.server_client.post(server_name="policy_model", url_path="/v1/responses", json=params)
+    await raise_for_status(response)
+    data = await get_response_json(response)       # or: await response.json()
+
+`ServerClient` is our client (`nemo_gym.client.ServerClient`: names resolved through the head server,
+pooled connections, bounded retries, replicas) with NeMo Gym's call shape: `post`/`get`/`request`
+take `server_name=`, `url_path=` and aiohttp's keyword arguments (`json` may be a pydantic model,
+sent as its set fields), and return a response read like aiohttp's (`status`, `ok`, `await
+response.json()`, `await response.read()`, `cookies`). An error status raises
+`nemo_gym.errors.HTTPStatusError` from `raise_for_status`; our servers answer it as 502/424.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from nemo_gym.client import HttpClient, HttpResult
+from nemo_gym.client import ServerClient as _OurServerClient
+from nemo_gym.errors import HTTPStatusError
+from nemo_gym.servers.session import SESSION_ID_KEY
+
+__all__ = [
+    "SESSION_ID_KEY",
+    "ClientResponse",
+    "ServerClient",
+    "get_response_json",
+    "get_server_url",
+    "raise_for_status",
+    "request",
+]
+
+_REQUEST_KEYWORDS = frozenset({"json", "headers", "cookies", "params", "retry", "timeouts"})
+
+
+def _as_json(value: Any) -> Any:
+    # As NeMo Gym's client: a model is sent as the fields that were set, so defaults stay the server's.
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_unset=True)
+    return value
+
+
+def _request_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - _REQUEST_KEYWORDS
+    if unknown:
+        raise TypeError(f"unsupported request argument(s): {', '.join(sorted(unknown))}")
+    if "json" in kwargs:
+        kwargs["json"] = _as_json(kwargs["json"])
+    cookies = kwargs.get("cookies")
+    if cookies is not None and not isinstance(cookies, Mapping):
+        kwargs["cookies"] = {morsel.key: morsel.value for morsel in cookies.values()}
+    return kwargs
+
+
+class _Content:
+    def __init__(self, body: bytes):
+        self._body = body
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+class ClientResponse:
+    """A fully read response, read the way aiohttp's `ClientResponse` is."""
+
+    __slots__ = ("_result",)
+
+    def __init__(self, result: HttpResult):
+        self._result = result
+
+    @property
+    def status(self) -> int:
+        return self._result.status
+
+    @property
+    def ok(self) -> bool:
+        return self._result.ok
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._result.headers
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        return self._result.cookies
+
+    @property
+    def url(self) -> str:
+        return self._result.url
+
+    @property
+    def content(self) -> _Content:
+        return _Content(self._result.body)
+
+    async def read(self) -> bytes:
+        return self._result.body
+
+    async def text(self) -> str:
+        return self._result.text
+
+    async def json(self, **_: Any) -> Any:
+        return self._result.json()
+
+    def raise_for_status(self) -> None:
+        self._result.raise_for_status()
+
+    def release(self) -> None:
+        """Nothing to release: the body is already read."""
+
+
+class ServerClient(_OurServerClient):
+    """Our `ServerClient` with NeMo Gym's call shape (see the module docstring)."""
+
+    async def request(  # type: ignore[override]
+        self, server_name: str, url_path: str, method: str = "POST", **kwargs: Any
+    ) -> ClientResponse:
+        result = await super().request(server_name, "/" + url_path.lstrip("/"), method, **_request_kwargs(kwargs))
+        return ClientResponse(result)
+
+    async def post(self, server_name: str, url_path: str, **kwargs: Any) -> ClientResponse:  # type: ignore[override]
+        return await self.request(server_name, url_path, "POST", **kwargs)
+
+    async def get(self, server_name: str, url_path: str, **kwargs: Any) -> ClientResponse:  # type: ignore[override]
+        return await self.request(server_name, url_path, "GET", **kwargs)
+
+    @classmethod
+    def from_client(cls, client: _OurServerClient) -> ServerClient:
+        """The same head server and registry, with NeMo Gym's call shape."""
+        if isinstance(client, cls):
+            return client
+        return cls(client.head_url, registry=list(client._registry.values()))
+
+
+async def raise_for_status(response: ClientResponse | HttpResult) -> None:
+    """Raise `HTTPStatusError` (status, excerpt of the body) unless the status is 2xx."""
+    response.raise_for_status()
+
+
+async def get_response_json(response: ClientResponse | HttpResult) -> Any:
+    """The response body parsed as JSON (`InvalidResponseError` if it is not JSON)."""
+    if isinstance(response, ClientResponse):
+        return await response.json()
+    return response.json()
+
+
+# One pooled client per event loop for `request()`: a client belongs to the loop it was made in.
+_LOOP_CLIENTS: dict[asyncio.AbstractEventLoop, HttpClient] = {}
+
+
+async def request(method: str, url: str, _internal: bool = False, **kwargs: Any) -> ClientResponse:
+    """Send one HTTP request to a URL (not a server name) on a shared pooled client."""
+    loop = asyncio.get_running_loop()
+    client = _LOOP_CLIENTS.get(loop)
+    if client is None:
+        for stale in [other for other in _LOOP_CLIENTS if other.is_closed()]:
+            del _LOOP_CLIENTS[stale]
+        client = _LOOP_CLIENTS[loop] = HttpClient()
+    result = await client.request(method, url, **_request_kwargs(dict(kwargs)))
+    return ClientResponse(result)
+
+
+def get_server_url(server_name: str) -> str:
+    """`http://host:port` of a server instance, from the global config (`nemo_gym.global_config`)."""
+    from nemo_gym.global_config import get_first_server_config_dict, get_global_config_dict
+
+    block = get_first_server_config_dict(get_global_config_dict(), server_name)
+    return f"http://{block['host']}:{block['port']}"
+
+
+__all__ += ["HTTPStatusError"]

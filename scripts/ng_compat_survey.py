@@ -1,0 +1,717 @@
+"""How many NeMo Gym environment folders run here unchanged, with NeMo Gym's reward on NeMo Gym's rows.
+
+    python scripts/ng_compat_survey.py <path to a NeMo Gym checkout> [--only a,b] [--jobs 2] [--json out.json]
+
+For each folder under `<checkout>/resources_servers/`, in a temporary copy of this project (our
+`nemo_gym/`, model and agent folders and `pyproject.toml` linked in, the environment folder copied
+unchanged into `resources_servers/<name>/`), with this interpreter and no network:
+
+1. reads its own YAML (`configs/<name>.yaml`, else its first config) and classifies it: `offline`,
+   `judge` (a model server ref other than the policy, or judge_* URL/key/model keys) or `external`
+   (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`;
+2. lists the requirements of its `requirements.txt` that are not installed (`--install` runs pip for them);
+3. imports its `app.py` as `ng_run` would (from its folder);
+4. runs its own tests with pytest from its folder (counts from pytest's JUnit XML);
+5. starts it with our `ng_run` on its own YAML, the policy (and any judge) pointed at a scripted
+   OpenAI-compatible server on loopback that answers every judge prompt with a plausible verdict;
+6. posts each row of its `data/example_rollouts.jsonl` to its `/verify` (after `/seed_session`) and
+   compares the reward with the stored one.
+
+Every step has a deadline; on timeout the whole process group is killed; temporary projects are removed.
+The table and totals go to stdout, progress to stderr, the raw results to `--json`.
+Nothing from the checkout is kept: it is read from the path given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import importlib.metadata
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ElementTree
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn  # noqa: E402
+
+LINKED = ["nemo_gym", "responses_api_models", "responses_api_agents", "pyproject.toml"]
+POLICY_CONFIG = "responses_api_models/openai_model/configs/openai_model.yaml"
+SURVEY_JUDGE = "survey_judge_model"
+READY_MARKER = "servers are up"
+REWARD_TOLERANCE = 1e-6
+MATCH_TARGET = 0.95
+SECRET_ENV = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+JUDGE_ANSWER = (
+    "Both answers state the same final result, so they are equivalent.\n"
+    "Judgement: Yes\nVerdict: CORRECT\n[[A=B]]\nScore: 1\n\\boxed{1}"
+)
+
+
+# ---- the scripted upstream (policy and judge) ---------------------------------------------------
+def scripted_turn(body: dict[str, Any]) -> Turn:
+    """A sensible answer to whatever is asked: a verdict that common judge parsers read."""
+    return Turn(text=JUDGE_ANSWER)
+
+
+# ---- reading an environment folder ---------------------------------------------------------------
+def own_config(env_dir: Path) -> Path | None:
+    """`configs/<name>.yaml`, else the first YAML under `configs/` (sorted), else None."""
+    preferred = env_dir / "configs" / f"{env_dir.name}.yaml"
+    if preferred.is_file():
+        return preferred
+    candidates = sorted((env_dir / "configs").glob("*.yaml")) if (env_dir / "configs").is_dir() else []
+    return candidates[0] if candidates else None
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    loaded = yaml.safe_load(path.read_text())
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def instances_of(config: dict[str, Any], server_type: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Top-level instances of one server type: name -> (implementation, its config)."""
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, block in config.items():
+        if isinstance(block, dict) and isinstance(block.get(server_type), dict):
+            for impl, body in block[server_type].items():
+                found[name] = (impl, body if isinstance(body, dict) else {})
+    return found
+
+
+def walk(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every (key path, leaf or dict) in a YAML tree."""
+    out: list[tuple[tuple[str, ...], Any]] = [(path, node)]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.extend(walk(value, (*path, str(key))))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            out.extend(walk(value, (*path, str(index))))
+    return out
+
+
+INTERPOLATION = re.compile(r"\$\{([^}]+)\}")
+PROSE_KEYS = {"description", "value", "license", "citation", "homepage", "url_reference", "paper"}
+JUDGE_SWITCH = re.compile(r"use_.*judge|judge.*enabled", re.IGNORECASE)
+SANDBOX_KEY = re.compile(r"sandbox|docker|container|_image$|harbor|opensandbox", re.IGNORECASE)
+
+
+def model_refs(config: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """(path, name) of every `{type: responses_api_models, name: ...}` below a resources server."""
+    refs = []
+    for instance, (impl, body) in instances_of(config, "resources_servers").items():
+        for path, node in walk(body, (instance, "resources_servers", impl)):
+            if isinstance(node, dict) and node.get("type") == "responses_api_models":
+                refs.append((path, str(node.get("name"))))
+    return refs
+
+
+DOC_HOSTS = re.compile(r"https?://([\w.-]*\.)?(wandb\.ai|github\.com|huggingface\.co|arxiv\.org|arcprize\.org)\b")
+HF_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def service_signal(key: str, text: str) -> str | None:
+    """Why one config value points outside this machine (`judge ...` for a judge model), or None."""
+    lowered_key = key.lower()
+    names = INTERPOLATION.findall(text)
+    is_judge = "judge" in lowered_key or any("judge" in name.lower() for name in names)
+    is_policy = any("policy" in name.lower() for name in names)
+    if "api_key" in lowered_key or any("api_key" in name.lower() for name in names):
+        if is_judge or is_policy:
+            return f"judge key {key}"
+        return None if text in ("", "None", "null") else f"api key {key}"
+    if SANDBOX_KEY.search(key) or re.search(r"SANDBOX|DOCKER", text):
+        return f"sandbox {key}"
+    if re.match(r"https?://", text) and lowered_key not in PROSE_KEYS and not DOC_HOSTS.match(text):
+        return f"judge url {key}" if is_judge else f"url {key}"
+    if is_judge and any(part in lowered_key for part in ("base_url", "model_name", "judge_model")):
+        return f"judge key {key}"
+    if lowered_key.endswith("_model") and HF_REPO_ID.match(text):
+        return f"model weights {key}={text}"
+    return None
+
+
+def classify(config: dict[str, Any]) -> tuple[str, list[str]]:
+    """`external`, `judge` or `offline`, with the reasons found in the YAML.
+
+    external: an API key that is not a judge's or the policy's (search, finance, MCP providers), a
+    sandbox/docker/container setting, or an http(s) URL that is not prose and not a judge's base URL.
+    judge: a model server ref under a resources server (the policy's too: it is called as a judge) unless a
+    `use_*judge*: false` switch turns it off, or judge_* keys naming a model, base URL or API key.
+    Everything else is offline."""
+    external: list[str] = []
+    judge: list[str] = []
+    for _instance, (_impl, body) in instances_of(config, "resources_servers").items():
+        judge_switched_off = any(
+            value is False and JUDGE_SWITCH.search(key) for key, value in body.items() if isinstance(key, str)
+        )
+        for path, node in walk(body):
+            if isinstance(node, dict) and node.get("type") == "responses_api_models" and not judge_switched_off:
+                judge.append(f"model ref {path[-1]}={node.get('name')}")
+    # Every server the YAML defines (resources, agents, its own model servers) can need a service.
+    for server_type in ("resources_servers", "responses_api_agents", "responses_api_models"):
+        for instance, (_impl, body) in instances_of(config, server_type).items():
+            if server_type == "responses_api_models":
+                judge.append(f"defines model server {instance}")
+            for path, node in walk(body):
+                if isinstance(node, (dict, list)) or not path:
+                    continue
+                reason = service_signal(path[-1], "" if node is None else str(node))
+                if reason is not None:
+                    (judge if reason.startswith("judge") else external).append(reason)
+    if external:
+        return "external", sorted(set(external))
+    if judge:
+        return "judge", sorted(set(judge))
+    return "offline", []
+
+
+# ---- requirements ------------------------------------------------------------------------------
+REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def requirements(path: Path) -> dict[str, str]:
+    """Distribution name -> its requirement line, from a requirements.txt. Editable installs of NeMo
+    Gym itself (`-e ...`) and pip options are skipped; a bare VCS URL is its own name (it cannot be
+    looked up). Only presence is checked, not version specifiers: a different installed version is
+    what a user who copies the folder here would run with."""
+    if not path.is_file():
+        return {}
+    found: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split(" #")[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        if line.startswith(("git+", "http://", "https://")):
+            found[line] = line
+            continue
+        match = REQUIREMENT_NAME.match(line)
+        if match:
+            found[match.group(1)] = line
+    return found
+
+
+def is_installed(name: str) -> bool:
+    if "://" in name:
+        return False
+    try:
+        importlib.metadata.distribution(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+# ---- processes ---------------------------------------------------------------------------------
+def child_env(project: Path) -> dict[str, str]:
+    """This environment minus anything that looks like a credential, offline, importing the temp project."""
+    env = {key: value for key, value in os.environ.items() if not SECRET_ENV.search(key)}
+    env["PYTHONPATH"] = str(project)
+    env["HF_HUB_OFFLINE"] = env["TRANSFORMERS_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.pop("VIRTUAL_ENV_PROMPT", None)
+    return env
+
+
+def kill_group(process: subprocess.Popen[Any], first: int = signal.SIGINT, grace: float = 15.0) -> None:
+    """Stop a process started in its own session, and everything it started: `first`, then SIGKILL."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, first)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group, even after the leader exited
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def run_bounded(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+    """Run to completion or kill its process group at the deadline; (exit code or None on timeout, output)."""
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        try:
+            code: int | None = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        kill_group(process, signal.SIGTERM, grace=5)
+        log.seek(0)
+        return code, log.read()
+
+
+def last_error_line(output: str) -> str:
+    """The most telling line of a failure's output: the last exception-looking line, else the last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^(E\s+)?[\w.]*(Error|Exception|Exit)\b", line) or "error:" in line.lower():
+            return line.removeprefix("E").strip()[:160]
+    return lines[-1][:160] if lines else ""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---- one environment ---------------------------------------------------------------------------
+@dataclass
+class EnvResult:
+    name: str
+    kind: str = "offline"
+    kind_reasons: list[str] = field(default_factory=list)
+    config: str | None = None
+    missing: list[str] = field(default_factory=list)
+    install: str | None = None
+    imports: bool | None = None
+    tests: dict[str, int] | None = None
+    tests_ok: bool | None = None
+    started: bool | None = None
+    start_s: float | None = None
+    rows: int = 0
+    verified: int = 0
+    matched: int = 0
+    judge_calls: int = 0
+    first_error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def match_ok(self) -> bool:
+        return self.rows > 0 and self.matched >= MATCH_TARGET * self.rows
+
+    def note(self, error: str) -> None:
+        if error and not self.first_error:
+            self.first_error = error
+
+
+@dataclass
+class Options:
+    timeout: float
+    start_timeout: float
+    install: bool
+    keep: bool
+
+
+def make_project(env_dir: Path) -> Path:
+    project = Path(tempfile.mkdtemp(prefix=f"ng_survey_{env_dir.name}_"))
+    for name in LINKED:
+        (project / name).symlink_to(PROJECT_ROOT / name)
+    (project / "resources_servers").mkdir()
+    shutil.copytree(env_dir, project / "resources_servers" / env_dir.name, symlinks=True)
+    return project
+
+
+def install_missing(lines: list[str], env: dict[str, str], project: Path, timeout: float) -> str:
+    """`pip install` the missing requirement lines into this interpreter's environment."""
+    code, output = run_bounded([sys.executable, "-m", "pip", "install", *lines], project, env, timeout)
+    if code == 0:
+        return "installed"
+    return "pip timed out" if code is None else f"pip failed: {last_error_line(output)}"
+
+
+def check_import(folder: Path, env: dict[str, str], timeout: float) -> tuple[bool, str]:
+    """Import app.py the way `ng_run` runs it: from its folder, the temp project on the path."""
+    if not (folder / "app.py").is_file():
+        return False, "no app.py"
+    code, output = run_bounded([sys.executable, "-c", "import app"], folder, env, timeout)
+    if code == 0:
+        return True, ""
+    return False, "import timed out" if code is None else f"import: {last_error_line(output)}"
+
+
+def run_tests(folder: Path, env: dict[str, str], timeout: float) -> tuple[dict[str, int] | None, str]:
+    tests_dir = folder / "tests"
+    if not tests_dir.is_dir():
+        return None, "no tests/"
+    with tempfile.TemporaryDirectory(prefix="ng_survey_junit_") as scratch:
+        report = Path(scratch) / "junit.xml"
+        command = [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
+        code, output = run_bounded(command, folder, env, timeout)
+        if code is None:
+            return None, f"tests timed out after {timeout:.0f} s"
+        if not report.is_file():
+            return None, f"pytest: {last_error_line(output)}"
+        counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+        for suite in ElementTree.parse(report).getroot().iter("testsuite"):
+            tests, failed = int(suite.get("tests", 0)), int(suite.get("failures", 0))
+            errors, skipped = int(suite.get("errors", 0)), int(suite.get("skipped", 0))
+            counts["failed"] += failed
+            counts["errors"] += errors
+            counts["skipped"] += skipped
+            counts["passed"] += tests - failed - errors - skipped
+        error = "" if code == 0 else f"tests: {last_error_line(output)}"
+        return counts, error
+
+
+def survey_config(config: dict[str, Any], config_rel: str, judge_url: str, project: Path) -> tuple[Path, list[str]]:
+    """A YAML merged after the environment's own: a scripted judge model for every model ref that names
+    nothing (`???` or an instance no config defines), and values for judge URL/key/model interpolations
+    nobody sets. Returns its path and the overrides for the command line."""
+    defined = set(config) | {"policy_model"}
+    extra: dict[str, Any] = {}
+    for path, name in model_refs(config):
+        if name in defined and name != "???":
+            continue
+        node = extra
+        for part in path:
+            node = node.setdefault(part, {})
+        node["name"] = SURVEY_JUDGE
+    if extra:
+        extra[SURVEY_JUDGE] = {
+            "responses_api_models": {
+                "openai_model": {
+                    "entrypoint": "app.py",
+                    "openai_base_url": judge_url,
+                    "openai_api_key": "sk-survey-judge",
+                    "openai_model": "scripted-judge",
+                }
+            }
+        }
+    overrides = []
+    for _, node in walk(config):
+        if not isinstance(node, str):
+            continue
+        for name in INTERPOLATION.findall(node):
+            if ":" in name or "." in name or name in config or name.startswith("policy_"):
+                continue
+            lowered = name.lower()
+            value = None
+            if "base_url" in lowered:
+                value = judge_url
+            elif "api_key" in lowered:
+                value = "sk-survey"
+            elif "model_name" in lowered:
+                value = "scripted-judge"
+            if value is not None and f"+{name}={value}" not in overrides:
+                overrides.append(f"+{name}={value}")
+    path = project / "survey_overrides.yaml"
+    path.write_text(yaml.safe_dump(extra) if extra else "{}\n")
+    return path, overrides
+
+
+def stored_rows(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: float, result: EnvResult) -> None:
+    lines = stored_rows(rows_path)
+    if not lines:
+        return
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=httpx.Timeout(min(60.0, timeout)), trust_env=False) as client:
+        servers = client.get(f"{head_url}/server_instances").json()
+        urls = [server["url"] for server in servers if server["name"] == resources_name]
+        if not urls:
+            result.note(f"verify: no running server named {resources_name}")
+            return
+        base = urls[0].rstrip("/")
+        for line in lines:
+            if time.monotonic() > deadline:
+                result.note(f"verify timed out after {timeout:.0f} s")
+                return
+            row = json.loads(line)
+            try:
+                task = {key: value for key, value in row.items() if key not in ("response", "reward")}
+                client.cookies.clear()
+                client.post(f"{base}/seed_session", json=task)  # stateless servers may refuse: verify decides
+                answer = client.post(f"{base}/verify", json=row)
+            except httpx.HTTPError as error:
+                result.note(f"verify: {type(error).__name__}: {error}")
+                continue
+            if answer.status_code != 200:
+                result.note(f"verify: HTTP {answer.status_code} {answer.text[:120]}")
+                continue
+            reward = answer.json().get("reward") if isinstance(answer.json(), dict) else None
+            if not isinstance(reward, (int, float)) or isinstance(reward, bool):
+                result.note("verify: no numeric reward in the answer")
+                continue
+            result.verified += 1
+            stored = row.get("reward")
+            if isinstance(stored, (int, float)) and math.isclose(reward, stored, abs_tol=REWARD_TOLERANCE):
+                result.matched += 1
+            elif not result.first_error:
+                result.note(f"reward {reward} != stored {stored} (row {lines.index(line) + 1})")
+
+
+def start_and_verify(
+    project: Path, result: EnvResult, config: dict[str, Any], env: dict[str, str], options: Options
+) -> None:
+    config_rel = str(Path(result.config or ""))
+    resources = list(instances_of(config, "resources_servers"))
+    if not resources:
+        result.note("its YAML defines no resources server")
+        return
+    resources_name = next(
+        (name for name, (impl, _) in instances_of(config, "resources_servers").items() if impl == result.name),
+        resources[0],
+    )
+    with ScriptedOpenAI(scripted_turn) as upstream:
+        overrides_path, overrides = survey_config(config, config_rel, upstream.url, project)
+        head_port = free_port()
+        paths = ",".join([config_rel, POLICY_CONFIG, overrides_path.name])
+        command = [
+            sys.executable,
+            "-m",
+            "nemo_gym.cli.run",
+            f"+config_paths=[{paths}]",
+            f"+head_server.port={head_port}",
+            f"+policy_base_url={upstream.url}",
+            "+policy_api_key=sk-survey",
+            "+policy_model_name=scripted-model",
+            f"+startup_timeout_s={options.start_timeout:.0f}",
+            *overrides,
+        ]
+        lines: list[str] = []
+        process = subprocess.Popen(
+            command,
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        assert process.stdout is not None
+        reader = threading.Thread(target=lambda: lines.extend(line.rstrip() for line in process.stdout), daemon=True)
+        reader.start()
+        begun = time.monotonic()
+        try:
+            deadline = begun + options.start_timeout + 10
+            while not any(READY_MARKER in line for line in lines):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            if not any(READY_MARKER in line for line in lines):
+                result.started = False
+                if process.poll() is None:
+                    result.note(f"ng_run not up after {options.start_timeout + 10:.0f} s")
+                else:
+                    result.note(f"ng_run: {last_error_line(chr(10).join(lines))}")
+                return
+            result.started = True
+            result.start_s = round(time.monotonic() - begun, 1)
+            before = len(upstream.requests)
+            rows_path = project / "resources_servers" / result.name / "data" / "example_rollouts.jsonl"
+            try:
+                verify_rows(f"http://127.0.0.1:{head_port}", resources_name, rows_path, options.timeout, result)
+            except (httpx.HTTPError, ValueError) as error:
+                result.note(f"verify: {type(error).__name__}: {error}")
+            result.judge_calls = len(upstream.requests) - before
+        finally:
+            kill_group(process, signal.SIGINT, grace=20)
+            reader.join(timeout=5)
+
+
+def survey_one(env_dir: Path, options: Options) -> EnvResult:
+    started = time.monotonic()
+    result = EnvResult(env_dir.name)
+    config_path = own_config(env_dir)
+    config: dict[str, Any] = {}
+    if config_path is None:
+        result.note("no configs/*.yaml")
+    else:
+        result.config = f"resources_servers/{env_dir.name}/configs/{config_path.name}"
+        try:
+            config = load_yaml(config_path)
+        except yaml.YAMLError as error:
+            result.note(f"YAML: {first_line(str(error))}")
+        result.kind, result.kind_reasons = classify(config)
+    project = make_project(env_dir)
+    if options.keep:
+        print(f"{env_dir.name}: temporary project kept at {project}", file=sys.stderr)
+    try:
+        env = child_env(project)
+        folder = project / "resources_servers" / env_dir.name
+        result.rows = len(stored_rows(folder / "data" / "example_rollouts.jsonl"))
+        if not result.rows:
+            result.note("no rows in data/example_rollouts.jsonl")
+        wanted = requirements(folder / "requirements.txt")
+        result.missing = [name for name in wanted if not is_installed(name)]
+        if result.missing and options.install:
+            lines = [wanted[name] for name in result.missing]
+            result.install = install_missing(lines, env, project, options.timeout)
+            result.missing = [name for name in result.missing if not is_installed(name)]
+        result.imports, error = check_import(folder, env, min(options.timeout, 120))
+        result.note(error)
+        result.tests, error = run_tests(folder, env, options.timeout)
+        if result.tests is not None:
+            result.tests_ok = result.tests["passed"] > 0 and not (result.tests["failed"] or result.tests["errors"])
+        result.note(error)
+        if not result.imports:
+            result.started = None  # its app does not import: ng_run cannot start it, so the start is not tried
+        elif config:
+            start_and_verify(project, result, config, env, options)
+    finally:
+        if not options.keep:
+            shutil.rmtree(project, ignore_errors=True)
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+# ---- the report --------------------------------------------------------------------------------
+def mark(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "NO")
+
+
+def table(results: list[EnvResult]) -> str:
+    header = [
+        "environment",
+        "kind",
+        "missing reqs",
+        "import",
+        "tests p/f/e",
+        "start",
+        "verified",
+        "match",
+        "s",
+        "first error",
+    ]
+    rows = []
+    for r in results:
+        tests = "-" if r.tests is None else f"{r.tests['passed']}/{r.tests['failed']}/{r.tests['errors']}"
+        rows.append(
+            [
+                r.name,
+                r.kind,
+                ", ".join(r.missing)[:40] or "-",
+                mark(r.imports),
+                tests,
+                mark(r.started),
+                f"{r.verified}/{r.rows}",
+                f"{r.matched}/{r.rows}",
+                f"{r.seconds:.0f}",
+                r.first_error[:110],
+            ]
+        )
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
+    out = []
+    for row in [header, *rows]:
+        out.append("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return "\n".join(out)
+
+
+def totals(results: list[EnvResult], wall_s: float, jobs: int) -> str:
+    lines = []
+    for kind in ("offline", "judge", "external"):
+        group = [r for r in results if r.kind == kind]
+        if not group:
+            continue
+        lines.append(
+            f"{kind:8s} {len(group):3d} envs: import {sum(bool(r.imports) for r in group)}, "
+            f"tests pass {sum(bool(r.tests_ok) for r in group)}, start {sum(bool(r.started) for r in group)}, "
+            f"verify all rows {sum(r.rows > 0 and r.verified == r.rows for r in group)}, "
+            f">=95% reward match {sum(r.match_ok for r in group)}, "
+            f"tests pass AND >=95% match {sum(bool(r.tests_ok) and r.match_ok for r in group)}"
+        )
+    judge = [r for r in results if r.kind == "judge"]
+    if judge:
+        lines.append(
+            f"judge envs that start and verify every row against the scripted judge: "
+            f"{sum(bool(r.started) and r.rows > 0 and r.verified == r.rows for r in judge)} of {len(judge)}"
+        )
+    rows = sum(r.rows for r in results)
+    lines.append(
+        f"rows: {sum(r.verified for r in results)} of {rows} verified, {sum(r.matched for r in results)} "
+        f"with the stored reward"
+    )
+    lines.append(f"{len(results)} environments in {wall_s:.0f} s with {jobs} job(s)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkout", type=Path, help="a NeMo Gym checkout (the folder holding resources_servers/)")
+    parser.add_argument("--only", default="", help="comma-separated environment names (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="environments surveyed at once (default 2)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds per step: tests, pip, verify")
+    parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds ng_run gets to start")
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help="pip install missing requirements into this interpreter's environment (fails offline for what "
+        "the index cannot serve; reported per environment)",
+    )
+    parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary projects (paths on stderr)")
+    args = parser.parse_args(argv)
+
+    servers_dir = args.checkout / "resources_servers"
+    if not servers_dir.is_dir():
+        print(f"ng_compat_survey: {servers_dir} does not exist (give the root of a NeMo Gym checkout)", file=sys.stderr)
+        return 2
+    env_dirs = sorted(path for path in servers_dir.iterdir() if path.is_dir() and not path.name.startswith((".", "_")))
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+        unknown = wanted - {path.name for path in env_dirs}
+        if unknown:
+            print(f"ng_compat_survey: --only names no such environment: {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        env_dirs = [path for path in env_dirs if path.name in wanted]
+    if args.jobs < 1:
+        print("ng_compat_survey: --jobs must be >= 1", file=sys.stderr)
+        return 2
+    options = Options(timeout=args.timeout, start_timeout=args.start_timeout, install=args.install, keep=args.keep)
+
+    began = time.monotonic()
+    results: dict[str, EnvResult] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(survey_one, path, options): path.name for path in env_dirs}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            name = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # a survey bug on one folder must not lose the others' results
+                result = EnvResult(name, first_error=f"survey crashed: {type(error).__name__}: {error}")
+            results[name] = result
+            print(
+                f"[{done}/{len(env_dirs)}] {name}: {result.kind}, tests_ok={result.tests_ok}, "
+                f"started={result.started}, matched {result.matched}/{result.rows} ({result.seconds:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    ordered = [results[path.name] for path in env_dirs]
+    wall = time.monotonic() - began
+    print(table(ordered))
+    print()
+    print(totals(ordered, wall, args.jobs))
+    if args.json:
+        payload = {
+            "checkout": str(args.checkout),
+            "wall_s": round(wall, 1),
+            "jobs": args.jobs,
+            "environments": [asdict(r) | {"match_ok": r.match_ok} for r in ordered],
+        }
+        args.json.write_text(json.dumps(payload, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

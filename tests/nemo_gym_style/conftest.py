@@ -1,0 +1,9 @@
+"""NeMo Gym runs an environment's tests from its folder, so `from app import ...` works there; the
+folders under envs/ get the same here."""
+
+import sys
+from pathlib import Path
+
+for folder in sorted((Path(__file__).parent / "envs").iterdir()):
+    if (folder / "app.py").exists() and str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
