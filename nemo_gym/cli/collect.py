@@ -12,10 +12,11 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from nemo_gym.aio import raise_open_file_limit, run_async
 from nemo_gym.cli.main import read_command_config, run_command
@@ -46,7 +47,9 @@ class CollectRolloutsConfig(BaseModel):
     input_jsonl_fpath: str = Field(description="Tasks, one JSON object per line.")
     output_jsonl_fpath: str = Field(description="Where scored rollouts are written.")
     limit: int | None = Field(None, ge=0, description="Use only the first N tasks (null or 0 = all).")
-    num_repeats: int | None = Field(None, ge=1, description="Rollouts per task (null = 1).")
+    num_repeats: int | None = Field(
+        None, ge=1, description="Rollouts per task (null = 1); one number (NeMo Gym's per-agent mapping is refused)."
+    )
     num_samples_in_parallel: int | None = Field(
         None, ge=1, description=f"Rollouts in flight at once (null = {DEFAULT_PARALLEL})."
     )
@@ -89,6 +92,13 @@ class CollectRolloutsConfig(BaseModel):
         60.0, gt=0, description="Seconds servers get to become healthy (with config_paths)."
     )
     ray_address: str | None = Field(None, description=f"With config_paths: {RAY_ADDRESS_HELP}")
+
+    @field_validator("num_repeats", mode="before")
+    @classmethod
+    def _one_number(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            raise ValueError("a per-agent mapping (NeMo Gym's {agent: n} form) is not supported here; give one number")
+        return value
 
 
 def head_is_up(head_url: str) -> bool:

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from nemo_gym.testing.inprocess import free_port
 from nemo_gym.testing.ng_run_process import NgRunProcess
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
@@ -142,20 +144,30 @@ def test_a_row_that_names_no_agent_without_agent_name_is_one_error_naming_it(tmp
     assert not output.exists() or output.read_text() == ""
 
 
-def test_unsupported_nemo_gym_collection_parameters_are_refused_not_ignored(tmp_path):
+@pytest.mark.parametrize(
+    "parameter,message",
+    [
+        (
+            "+rollout_collection_driver=my_module:collect",
+            "+rollout_collection_driver (a NeMo Gym parameter) is not supported by this toolkit; remove it",
+        ),
+        ("+num_repeats={weather_agent:2}", "a per-agent mapping (NeMo Gym's {agent: n} form) is not supported here"),
+    ],
+)
+def test_unsupported_nemo_gym_collection_parameters_are_refused_not_ignored(tmp_path, parameter, message):
+    output = tmp_path / "out.jsonl"
     result = cli(
         "ng_collect_rollouts",
         f"+input_jsonl_fpath={PROJECT_ROOT / EXAMPLE_DATA}",
-        f"+output_jsonl_fpath={tmp_path / 'out.jsonl'}",
-        "+rollout_collection_driver=my_module:collect",
+        f"+output_jsonl_fpath={output}",
+        parameter,
         cwd=tmp_path,
         timeout=60,
     )
     assert result.returncode == 2
-    assert stderr_lines(result) == [
-        "ng_collect_rollouts: error: +rollout_collection_driver (a NeMo Gym parameter) is not supported by this "
-        "toolkit; remove it"
-    ]
+    [line] = stderr_lines(result)
+    assert line.startswith("ng_collect_rollouts: error: ") and message in line, line
+    assert not output.exists()
 
 
 def test_prompt_config_refuses_a_row_that_already_has_an_input(tmp_path):
