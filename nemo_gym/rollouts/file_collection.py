@@ -44,6 +44,7 @@ from nemo_gym.rollouts.job_identity import (
 )
 from nemo_gym.rollouts.metrics import aggregate_rollouts
 from nemo_gym.rollouts.output_lock import OutputLock, how_one_file
+from nemo_gym.rollouts.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.quality import QualityReport, build_quality_report, quality_report_path, write_quality_report
 from nemo_gym.rollouts.redaction import SecretRedactor
 from nemo_gym.rollouts.store import OutputMode, PairKey, RolloutStore, iter_rows, pair_key, write_error
@@ -55,13 +56,19 @@ class CollectionSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    agent_name: str
+    agent_name: str | None = None
+    """The agent for rows without an `agent_ref` (NeMo Gym's rule: a row's own `agent_ref` wins);
+    None = every row must name its agent."""
     input_jsonl_fpath: str
     limit: int | None = Field(None, ge=0)
     """First N tasks only (None or 0 = all)."""
     num_repeats: int = Field(1, ge=1)
     responses_create_params: dict[str, Any] = Field(default_factory=dict)
     """Overrides merged into every task's responses_create_params."""
+    num_repeats_add_seed: bool = False
+    """Each rollout sends its rollout index as `seed` in `metadata.extra_body` (NeMo Gym's parameter)."""
+    prompt_config: str | None = None
+    """A prompt file that builds every row's input from its fields (see `prompt_templates`)."""
 
 
 class CollectionProgress(Protocol):
@@ -114,6 +121,8 @@ class OpenedOutput:
     done: set[PairKey]
     repaired_bytes: int
     job_record_was_missing: bool
+    agents: frozenset[str] = frozenset()
+    """The agents the job's rows go to (their `agent_ref`, else `agent_name`)."""
 
 
 class FileCollection:
@@ -126,14 +135,20 @@ class FileCollection:
         mode: OutputMode = "new",
         *,
         secret_values: Iterable[str] = (),
+        aggregate: bool = True,
     ):
+        """`aggregate=False` (NeMo Gym's `disable_aggregation`): no aggregate metrics are computed or
+        written at the end, for shards whose rows are aggregated together afterwards; `report.metrics`
+        is then empty. The quality report and the group file are still written."""
         self.spec = spec
+        self.aggregate = aggregate
         self.mode = mode
         self.store = RolloutStore(output_path, mode)
         self.lock = OutputLock(self.store.path)
         self.job_path = job_record_path(self.store.path)
         self.redact = SecretRedactor(secret_values)
         self.opened: OpenedOutput | None = None
+        self.prompt: PromptTemplate | None = None
 
     @property
     def output_path(self) -> Path:
@@ -188,7 +203,12 @@ class FileCollection:
         self.store.check_mode()  # before the input pass: an existing file is refused at once
         spec = self.spec
         recorded = read_job_record(self.job_path) if self.mode == "resume" else None
-        scan = scan_for_resume(spec.input_jsonl_fpath, spec.limit, recorded)
+        prompt_sha256 = None
+        if spec.prompt_config is not None:
+            self.prompt, prompt_sha256 = PromptTemplate.load(spec.prompt_config)
+        scan = scan_for_resume(
+            spec.input_jsonl_fpath, spec.limit, recorded, route_to=spec.agent_name, prompt=self.prompt
+        )
         identity = JobIdentity.of(
             agent_name=spec.agent_name,
             input_path=spec.input_jsonl_fpath,
@@ -196,6 +216,8 @@ class FileCollection:
             limit=spec.limit,
             num_repeats=spec.num_repeats,
             responses_create_params=spec.responses_create_params,
+            num_repeats_add_seed=spec.num_repeats_add_seed,
+            prompt_sha256=prompt_sha256,
         )
         missing_record = False
         if recorded is not None:
@@ -209,7 +231,7 @@ class FileCollection:
                 raise write_error(self.job_path, error) from None
         done = self.store.open()
         self.lock.hold_file()  # a new output exists only now; its inode is held from here (hard links)
-        return OpenedOutput(scan.num_tasks, done, self.store.repaired_bytes, missing_record)
+        return OpenedOutput(scan.num_tasks, done, self.store.repaired_bytes, missing_record, scan.agents)
 
     def close(self) -> None:
         self.store.close()
@@ -240,6 +262,7 @@ class FileCollection:
             failed = await self._stream(head_url_or_collector, progress)
         else:
             async with RolloutCollector.connect(head_url_or_collector, self.spec.agent_name, policy) as collector:
+                await collector.check_agents(self.opened.agents)
                 failed = await self._stream(collector, progress)
         self.store.close()  # flush and compact the side files before the metrics read the rows
         return self.finish(failed_this_run=failed, wall_time_s=time.monotonic() - started)
@@ -249,9 +272,10 @@ class FileCollection:
         assert self.opened is not None
         done = self.opened.done
         for job in expand_jobs(
-            iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit),
+            iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit, self.prompt),
             num_repeats=self.spec.num_repeats,
             overrides=self.spec.responses_create_params,
+            add_seed=self.spec.num_repeats_add_seed,
         ):
             self.store.write_materialized(job)
             if job.key not in done:
@@ -276,7 +300,7 @@ class FileCollection:
                     self.store.write_row(outcome.row)
                 else:
                     failed += 1
-                    record = outcome.failure_record(collector.agent_name)
+                    record = outcome.failure_record(collector.agent_for(outcome.job))
                     record["message"] = self.redact(record["message"])
                     self.store.write_failure(record)
                 if progress is not None:
@@ -296,10 +320,15 @@ class FileCollection:
             for row in iter_rows(self.store.path)
             if (key := pair_key(row)) is not None and key[0] < num_tasks and key[1] < repeats
         )
-        metrics = aggregate_rollouts(
-            iter_rows(self.store.path), num_repeats=repeats, failures=max(0, expected - rows), wall_time_s=wall_time_s
-        )
-        self.store.write_metrics(metrics)
+        metrics: dict[str, Any] = {}
+        if self.aggregate:
+            metrics = aggregate_rollouts(
+                iter_rows(self.store.path),
+                num_repeats=repeats,
+                failures=max(0, expected - rows),
+                wall_time_s=wall_time_s,
+            )
+            self.store.write_metrics(metrics)
         quality = build_quality_report(
             self.store.path, self.store.failures_path, num_tasks=num_tasks, num_repeats=repeats
         )

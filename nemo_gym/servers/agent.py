@@ -54,6 +54,17 @@ class BaseResponsesAPIAgentConfig(BaseServerConfig):
     """Wall-clock budget of one episode (default one hour), the agent's own bound on a rollout that
     nobody waits for any more. At the deadline the episode stops and is verified as it stands."""
 
+    skip_verification: bool = False
+    """NeMo Gym's `skip_verification`: run the episode but never call the resources server's
+    `/verify`; the row is the input, the response, `reward: skip_verification_reward` and
+    `verification_skipped: true`. For collecting responses that are scored later (ng_reverify)."""
+    skip_verification_reward: float = 0.0
+    """The reward written on every row when `skip_verification` is true (default 0.0)."""
+    token_id_capture: bool = False
+    """NeMo Gym's per-agent switch for capturing token ids of opaque harnesses during training,
+    accepted so its configs load and ignored: agents here get token ids inline from the model
+    server's answer (see nemo_gym.token_prefix)."""
+
     @field_validator("max_steps", mode="before")
     @classmethod
     def _null_means_default(cls, value: Any) -> Any:

@@ -119,6 +119,17 @@ class SimpleAgent(SimpleResponsesAPIAgent):
 
         response, end, prefix = await self._episode(row["responses_create_params"], resources_cookies, {})
 
+        if self.config.skip_verification:
+            skipped = row | {
+                "response": response,
+                "reward": float(self.config.skip_verification_reward),
+                "verification_skipped": True,
+                EPISODE_END_FIELD: end,
+            }
+            if prefix is not None:
+                skipped[TOKEN_PREFIX_FIELD] = prefix
+            return JSONBytesResponse(skipped)
+
         verified = await self.server_client.post(
             resources, "/verify", json=row | {"response": response}, cookies=resources_cookies, retry=CONNECT_ONLY_RETRY
         )
