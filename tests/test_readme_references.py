@@ -24,7 +24,8 @@ FROM_IMPORTS = sorted(
 )
 # Dotted names quoted as code or as a string: `nemo_gym.sandbox`, "nemo_gym.testing.fixtures".
 DOTTED = sorted(set(re.findall(rf"[`\"']({PACKAGES}(?:\.\w+)+)[`\"']", README)))
-COMMANDS = sorted(set(re.findall(r"\b(ng_\w+)\b", README)))
+# Commands, not file names: `scripts/ng_compat_survey.py` is a script run with python.
+COMMANDS = sorted(set(re.findall(r"(?<![/\w])(ng_\w+)\b(?!\.py)", README)))
 
 
 def test_the_readme_names_the_helpers_a_new_user_looks_for():
