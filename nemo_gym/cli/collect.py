@@ -22,6 +22,7 @@ from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.cli.stacks import RAY_ADDRESS_HELP
 from nemo_gym.config import GlobalConfig, load_global_config, secret_values
 from nemo_gym.errors import ConfigError, ServerGoneError, ServerUnreachableError
+from nemo_gym.rollouts.aggregate_metrics import format_environment_key_metrics
 from nemo_gym.rollouts.collector import CollectionPolicy
 from nemo_gym.rollouts.file_collection import CollectionReport, CollectionSpec, FileCollection, OpenedOutput
 from nemo_gym.rollouts.metrics import format_key_metrics
@@ -156,6 +157,12 @@ def _say_what_was_found(collection: FileCollection, opened: OpenedOutput) -> Non
 def _summarize(report: CollectionReport) -> int:
     print(format_key_metrics(report.metrics), flush=True)
     print(f"Rows: {report.output_path}  Metrics: {report.metrics_path}", flush=True)
+    aggregate = report.aggregate
+    if aggregate is not None and aggregate.path is not None:
+        print(f"Key metrics of the environment: {format_environment_key_metrics(aggregate.key_metrics)}", flush=True)
+        print(f"Aggregate metrics: {aggregate.path}", flush=True)
+    elif aggregate is not None and aggregate.error is not None:
+        _note(aggregate.error)
     if report.quality is not None:
         _note(format_quality_summary(report.quality, report.quality_path))
     if report.failed_this_run or report.missing:
