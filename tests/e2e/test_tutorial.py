@@ -83,7 +83,7 @@ def test_tutorial_collects_ten_scored_rollouts_and_leaves_no_process(upstream, h
         assert all(
             request["model"] == "scripted-model" and request["temperature"] == 0.0 for request in upstream.requests
         )
-        metrics = json.loads((tmp_path / "example_single_tool_call_rollouts_aggregate_metrics.json").read_text())
+        metrics = json.loads((tmp_path / "example_single_tool_call_rollouts_metrics.json").read_text())
         assert metrics["counts"]["rollouts"] == 10 and metrics["fields"]["reward"]["mean"] == 1.0
     finally:
         stack.process.send_signal(signal.SIGINT)
