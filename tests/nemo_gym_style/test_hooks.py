@@ -2,6 +2,7 @@
 environment's `compute_metrics` / `get_key_metrics`, `GET /reverify_mode`, the judge failsafe
 around `/verify`, and a multi-reward verify response kept whole in the row."""
 
+import asyncio
 import importlib.util
 import json
 import math
@@ -11,6 +12,8 @@ import httpx
 import pytest
 from app import LuckyNumberConfig, LuckyNumberServer
 
+from nemo_gym.cli.reverify import check_reverify_modes
+from nemo_gym.errors import ConfigError
 from nemo_gym.rollouts.metrics import aggregate_rollouts, format_key_metrics
 from nemo_gym.testing import ThreadedServer, registry_client
 
@@ -168,3 +171,25 @@ def test_collection_metrics_carry_each_reward_component() -> None:
     assert metrics["fields"]["reward_components/polite"]["mean"] == 0.5
     assert metrics["key_metrics"]["mean/reward_components/polite"] == 0.5
     assert "mean/reward_components/polite 0.5000" in format_key_metrics(metrics)
+
+
+def test_ng_reverify_refuses_an_environment_that_says_its_rows_cannot_be_reverified(scores_server, capsys) -> None:
+    lucky = LuckyNumberServer(config=LuckyNumberConfig(name="lucky_number"), server_client=registry_client({}))
+    with ThreadedServer.of(lucky) as lucky_running:
+        servers = {
+            "guess_scores": ("resources_servers", scores_server.url),
+            "lucky_number": ("resources_servers", lucky_running.url),
+        }
+
+        async def check(names: list[str], force: bool) -> None:
+            client = registry_client(servers)
+            try:
+                await check_reverify_modes(client, names, force=force)
+            finally:
+                await client.aclose()
+
+        asyncio.run(check(["lucky_number"], force=False))  # stateless: fine
+        with pytest.raises(ConfigError, match="guess_scores answer reverify_mode 'unsupported'.*\\+force=true"):
+            asyncio.run(check(["guess_scores", "lucky_number"], force=False))
+        asyncio.run(check(["guess_scores"], force=True))
+    assert "re-verified rewards may be wrong" in capsys.readouterr().err
