@@ -62,9 +62,6 @@ class ReverifyMode(StrEnum):
 
 
 class BaseResourcesServerConfig(resources.BaseResourcesServerConfig):
-    expose_tools_over_mcp: bool = False
-    """NeMo Gym serves the tool routes over MCP when set; accepted here, and tools stay HTTP routes."""
-
     REVERIFY_MODE: ClassVar[ReverifyMode] = ReverifyMode.UNKNOWN
     """Set by an environment's config class to say whether its rows can be re-verified."""
 

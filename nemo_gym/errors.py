@@ -36,6 +36,7 @@ The tree, grouped by what the caller can do about it:
     ├── ClusterUnreachableError     `ray_address` names no Ray cluster we can reach
     ├── ServerGoneError             a server stopped answering mid-collection (circuit breaker tripped)
     ├── OutputWriteError            the OS refused a write to an output file (disk full, read-only)
+    ├── RequirementsInstallError    `+install_requirements=true` ran pip and pip failed
     ├── SandboxError                model-written code could not be run in the sandbox
     └── ComputeError                offloaded CPU work (nemo_gym.compute) could not run: e.g. the cluster is unreachable
         ├── ComputeTimeoutError         one job missed its deadline; its worker was killed
@@ -161,6 +162,11 @@ class RequestTooLargeError(InputError):
         super().__init__(message)
 
 
+class RequirementsNotInstalledError(InputError):
+    """An environment folder's requirements.txt names packages that are not installed here (the message
+    names the folder, the packages and the pip command that installs them)."""
+
+
 class TransportError(NemoGymError):
     """A request failed below HTTP (connection or deadline); usually worth retrying."""
 
@@ -257,6 +263,10 @@ class OutputWriteError(NemoGymError):
     def __init__(self, message: str, *, path: str):
         self.path = path
         super().__init__(message)
+
+
+class RequirementsInstallError(NemoGymError):
+    """pip, run because `+install_requirements=true` asked for it, did not install a folder's requirements."""
 
 
 class SandboxError(NemoGymError):

@@ -12,10 +12,11 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from nemo_gym.aio import raise_open_file_limit, run_async
 from nemo_gym.cli.main import read_command_config, run_command
@@ -34,15 +35,22 @@ DEFAULT_PARALLEL = 256
 
 
 class CollectRolloutsConfig(BaseModel):
-    """Run every task of an input JSONL through an agent (num_repeats times each) and write one scored
-    rollout per line to the output JSONL, as each finishes. Needs running servers (ng_run), or pass
-    +config_paths=[...] to start them for the duration of the collection."""
+    """Run every task of an input JSONL through an agent (the one its agent_ref names, else +agent_name),
+    num_repeats times each, and write one scored rollout per line to the output JSONL, as each
+    finishes. Needs running servers (ng_run), or pass +config_paths=[...] to start them for the
+    duration of the collection."""
 
-    agent_name: str = Field(description="Agent server instance that runs the rollouts.")
+    agent_name: str | None = Field(
+        None,
+        description="Agent for rows without an agent_ref; a row's own agent_ref wins, as in NeMo Gym "
+        "(null = every row must name its agent).",
+    )
     input_jsonl_fpath: str = Field(description="Tasks, one JSON object per line.")
     output_jsonl_fpath: str = Field(description="Where scored rollouts are written.")
     limit: int | None = Field(None, ge=0, description="Use only the first N tasks (null or 0 = all).")
-    num_repeats: int | None = Field(None, ge=1, description="Rollouts per task (null = 1).")
+    num_repeats: int | None = Field(
+        None, ge=1, description="Rollouts per task (null = 1); one number (NeMo Gym's per-agent mapping is refused)."
+    )
     num_samples_in_parallel: int | None = Field(
         None, ge=1, description=f"Rollouts in flight at once (null = {DEFAULT_PARALLEL})."
     )
@@ -50,6 +58,33 @@ class CollectRolloutsConfig(BaseModel):
         default_factory=dict, description="Overrides merged into every task's responses_create_params."
     )
     resume: bool = Field(False, description="Finish an interrupted run: only missing (task, rollout) pairs run.")
+    resume_from_cache: bool = Field(
+        False, description="NeMo Gym's name for +resume=true (an output that does not exist yet is simply started)."
+    )
+    num_repeats_add_seed: bool = Field(
+        False,
+        description='Each rollout sends "seed": <its rollout index> in responses_create_params.metadata.extra_body '
+        "(vllm_model passes it to vLLM), as NeMo Gym does.",
+    )
+    disable_aggregation: bool = Field(
+        False,
+        description="Write no aggregate metrics file and print no metrics (for shards aggregated afterwards); "
+        "rows, failures, quality report and groups are written as usual.",
+    )
+    prompt_config: str | None = Field(
+        None,
+        description="YAML prompt file (user, optional system: str.format templates of the row's fields) that builds "
+        "each row's responses_create_params.input; rows must not have an input of their own.",
+    )
+    upload_rollouts: bool = Field(
+        True, description="NeMo Gym's upload to configured exporters; there are none here, so it does nothing."
+    )
+    rollout_collection_driver: str | None = Field(
+        None, description="NeMo Gym's custom collection function; not supported here (setting it is an error)."
+    )
+    skills: dict[str, Any] | None = Field(
+        None, description="NeMo Gym's run-level Agent Skills; not supported here (setting it is an error)."
+    )
     overwrite: bool = Field(False, description="Replace an existing output file.")
     max_attempts: int = Field(3, ge=1, description="Attempts per rollout before it is written to the failures file.")
     rollout_timeout_s: float | None = Field(None, gt=0, description="Deadline for one rollout attempt, end to end.")
@@ -58,6 +93,13 @@ class CollectRolloutsConfig(BaseModel):
         60.0, gt=0, description="Seconds servers get to become healthy (with config_paths)."
     )
     ray_address: str | None = Field(None, description=f"With config_paths: {RAY_ADDRESS_HELP}")
+
+    @field_validator("num_repeats", mode="before")
+    @classmethod
+    def _one_number(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            raise ValueError("a per-agent mapping (NeMo Gym's {agent: n} form) is not supported here; give one number")
+        return value
 
 
 def head_is_up(head_url: str) -> bool:
@@ -73,17 +115,30 @@ def head_is_up(head_url: str) -> bool:
 def collect(argv: list[str]) -> int:
     config = load_global_config(argv)
     params: CollectRolloutsConfig = read_command_config(CollectRolloutsConfig, config, "ng_collect_rollouts")
-    if params.resume and params.overwrite:
-        raise ConfigError("+resume=true and +overwrite=true contradict each other; pick one")
-    mode: OutputMode = "resume" if params.resume else "overwrite" if params.overwrite else "new"
+    for unsupported in ("rollout_collection_driver", "skills"):
+        if getattr(params, unsupported) is not None:
+            raise ConfigError(f"+{unsupported} (a NeMo Gym parameter) is not supported by this toolkit; remove it")
+    resume = params.resume or params.resume_from_cache
+    if resume and params.overwrite:
+        which = "+resume=true" if params.resume else "+resume_from_cache=true"
+        raise ConfigError(f"{which} and +overwrite=true contradict each other; pick one")
+    mode: OutputMode = "resume" if resume else "overwrite" if params.overwrite else "new"
     spec = CollectionSpec(
         agent_name=params.agent_name,
         input_jsonl_fpath=params.input_jsonl_fpath,
         limit=params.limit,
         num_repeats=params.num_repeats or 1,
         responses_create_params=params.responses_create_params,
+        num_repeats_add_seed=params.num_repeats_add_seed,
+        prompt_config=params.prompt_config,
     )
-    collection = FileCollection(spec, params.output_jsonl_fpath, mode, secret_values=_secrets(config))
+    collection = FileCollection(
+        spec,
+        params.output_jsonl_fpath,
+        mode,
+        secret_values=_secrets(config),
+        aggregate=not params.disable_aggregation,
+    )
 
     with ExitStack() as cleanup:
         # Taken before any server starts: a second collector on the same file is turned away at once.
@@ -129,7 +184,7 @@ def collect(argv: list[str]) -> int:
                 f"finish the run with the same command plus +resume=true",
                 server=error.server,
             ) from None
-    return _summarize(report)
+    return _summarize(report, aggregated=not params.disable_aggregation)
 
 
 def _secrets(config: GlobalConfig) -> set[str]:
@@ -154,15 +209,20 @@ def _say_what_was_found(collection: FileCollection, opened: OpenedOutput) -> Non
         _note(f"Resuming: {len(opened.done)} rollouts already in {collection.output_path}.")
 
 
-def _summarize(report: CollectionReport) -> int:
-    print(format_key_metrics(report.metrics), flush=True)
-    print(f"Rows: {report.output_path}  Metrics: {report.metrics_path}", flush=True)
+def _summarize(report: CollectionReport, aggregated: bool = True) -> int:
+    if aggregated:
+        print(format_key_metrics(report.metrics), flush=True)
+        print(f"Rows: {report.output_path}  Metrics: {report.metrics_path}", flush=True)
+    else:
+        print(f"Rows: {report.output_path}  (no metrics: +disable_aggregation=true)", flush=True)
     aggregate = report.aggregate
-    if aggregate is not None and aggregate.path is not None:
-        print(f"Key metrics of the environment: {format_environment_key_metrics(aggregate.key_metrics)}", flush=True)
-        print(f"Aggregate metrics: {aggregate.path}", flush=True)
-    elif aggregate is not None and aggregate.error is not None:
-        _note(aggregate.error)
+    if aggregate is not None:
+        for agent, key_metrics in aggregate.key_metrics.items():
+            print(f"Key metrics for {agent}: {format_environment_key_metrics(key_metrics)}", flush=True)
+        if aggregate.path is not None:
+            print(f"Aggregate metrics: {aggregate.path}", flush=True)
+        for error in aggregate.errors:
+            _note(error)
     if report.quality is not None:
         _note(format_quality_summary(report.quality, report.quality_path))
     if report.failed_this_run or report.missing:

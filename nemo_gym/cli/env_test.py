@@ -7,12 +7,15 @@ row's `responses_create_params.input` (so a file copied from another environment
 with the example rollouts comes with the command that collects them afresh on the local model.
 
 The folder's `tests/` run with pytest in this interpreter (servers share the installed
-environment) whether or not the data checks passed, so one run shows everything to fix. Exit code:
+environment) from the folder, as NeMo Gym runs them (`from app import X` works), whether or not the
+data checks passed, so one run shows everything to fix. Before that, the packages the folder's
+requirements.txt names must be installed (`+install_requirements=true` installs them with pip). Exit code:
 pytest's when tests fail, else 2 when a data check failed, else 0.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.config import SERVER_TYPES, find_project_root, load_global_config
+from nemo_gym.env_requirements import INSTALL_REQUIREMENTS_HELP, ensure_requirements
 from nemo_gym.errors import ConfigError, InputDataError
 from nemo_gym.rollouts.store import iter_rows
 from nemo_gym.rollouts.tasks import iter_tasks
@@ -35,6 +39,7 @@ class EnvTestConfig(BaseModel):
 
     entrypoint: str = Field(description="The folder to test, e.g. resources_servers/mcqa.")
     should_validate_data: bool = Field(True, description="Check data/example.jsonl and data/example_rollouts.jsonl.")
+    install_requirements: bool = Field(False, description=INSTALL_REQUIREMENTS_HELP)
 
 
 def conversation_key(conversation: Any) -> tuple[tuple[str, str], ...]:
@@ -58,13 +63,23 @@ def _first_user_text(key: tuple[tuple[str, str], ...]) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_example_rollouts(rollouts: Path, tasks: list[tuple[tuple[str, str], ...]]) -> list[str]:
-    """Problems with the example rollouts: count, rewards, and that each belongs to a task of `tasks`."""
+def _task_by_input(conversation: tuple[tuple[str, str], ...], tasks: list[tuple[tuple[str, str], ...]]) -> int | None:
+    return next((index for index, task in enumerate(tasks) if task == conversation), None)
+
+
+def check_example_rollouts(
+    rollouts: Path, tasks: list[tuple[tuple[str, str], ...]], notes: list[str] | None = None
+) -> list[str]:
+    """Problems with the example rollouts: count, rewards, and that each belongs to a task of `tasks`.
+
+    A row carries its task as `_ng_task_index` (ours); a row without one (NeMo Gym writes none) is
+    matched to the task whose input conversation is the row's, and `notes` says which it was."""
     try:
         rows = list(iter_rows(rollouts))
     except InputDataError as error:
         return [str(error)]
     problems = []
+    matched: list[tuple[int, int]] = []
     if len(rows) != EXAMPLES_REQUIRED:
         problems.append(f"{rollouts}: {len(rows)} rows, expected exactly {EXAMPLES_REQUIRED}")
     for number, row in enumerate(rows, start=1):
@@ -72,25 +87,42 @@ def check_example_rollouts(rollouts: Path, tasks: list[tuple[tuple[str, str], ..
         reward = row.get("reward")
         if isinstance(reward, bool) or not isinstance(reward, (int, float)):
             problems.append(f"{where}: no numeric reward")
-        index = row.get("_ng_task_index")
+        params = row.get("responses_create_params")
+        conversation = conversation_key(params.get("input") if isinstance(params, dict) else None)
+        if "_ng_task_index" not in row:
+            found = _task_by_input(conversation, tasks)
+            if found is None:
+                problems.append(
+                    f"{where}: no _ng_task_index, and its input ({_first_user_text(conversation)!r}) is none of "
+                    f"the tasks of data/example.jsonl; was the file copied from another environment?"
+                )
+            else:
+                matched.append((number, found))
+            continue
+        index = row["_ng_task_index"]
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(tasks):
             problems.append(
                 f"{where}: _ng_task_index {index!r} is not a task of data/example.jsonl "
                 f"(0..{len(tasks) - 1}); these rows were not collected from this environment's tasks"
             )
             continue
-        params = row.get("responses_create_params")
-        conversation = conversation_key(params.get("input") if isinstance(params, dict) else None)
         if conversation != tasks[index]:
             problems.append(
                 f"{where}: its input ({_first_user_text(conversation)!r}) is not task {index} of data/example.jsonl "
                 f"({_first_user_text(tasks[index])!r}); was the file copied from another environment?"
             )
+    if matched and notes is not None:
+        pairs = ", ".join(f"row {number} -> task {index}" for number, index in matched)
+        notes.append(
+            f"{len(matched)} example rollout(s) carry no _ng_task_index (NeMo Gym's rows do not); "
+            f"matched to the tasks of data/example.jsonl by their input: {pairs}"
+        )
     return problems
 
 
-def check_data(folder: Path) -> list[str]:
-    """Problems with a resources server's example data (empty when it is fine)."""
+def check_data(folder: Path, notes: list[str] | None = None) -> list[str]:
+    """Problems with a resources server's example data (empty when it is fine); what was inferred
+    along the way (rows matched to tasks by their input) goes to `notes`."""
     problems = []
     examples = folder / "data" / "example.jsonl"
     tasks: list[tuple[tuple[str, str], ...]] = []
@@ -104,12 +136,21 @@ def check_data(folder: Path) -> list[str]:
     if not rollouts.is_file():
         problems.append(f"{rollouts}: missing (5 rollouts of the example tasks, collected with the command below)")
     elif tasks:
-        problems.extend(check_example_rollouts(rollouts, tasks))
+        problems.extend(check_example_rollouts(rollouts, tasks, notes))
     return problems
 
 
 def rollout_problems(problems: list[str]) -> bool:
     return any("example_rollouts.jsonl" in problem for problem in problems)
+
+
+def env_for_tests(folder: Path, root: Path) -> dict[str, str]:
+    """The environment pytest runs in: the folder first on the import path, then the project, as for
+    the folder's server (nemo_gym.launcher), so `from app import X` works as in NeMo Gym and
+    `from resources_servers.<name>.app import X` keeps working."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), str(root), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def run_tests(argv: list[str]) -> int:
@@ -124,9 +165,14 @@ def run_tests(argv: list[str]) -> int:
     if not tests.is_dir():
         raise ConfigError(f"{folder} has no tests/ folder")
 
+    ensure_requirements([folder], root, install=params.install_requirements, command="ng_test")
+
     problems: list[str] = []
     if params.should_validate_data and folder.parent.name == "resources_servers":
-        problems = check_data(folder)
+        notes: list[str] = []
+        problems = check_data(folder, notes)
+        for note in notes:
+            print(f"ng_test: data: {note}", flush=True)
         if problems:
             for problem in problems:
                 print(f"ng_test: data: {problem}", file=sys.stderr, flush=True)
@@ -142,7 +188,7 @@ def run_tests(argv: list[str]) -> int:
                 f"data ok: {EXAMPLES_REQUIRED} example tasks and {EXAMPLES_REQUIRED} example rollouts of them",
                 flush=True,
             )
-    code = subprocess.call([sys.executable, "-m", "pytest", str(tests.relative_to(root)), "-q"], cwd=root)
+    code = subprocess.call([sys.executable, "-m", "pytest", "tests", "-q"], cwd=folder, env=env_for_tests(folder, root))
     if code != 0:
         return code
     if problems:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.cli.stacks import RAY_ADDRESS_HELP, new_stack
 from nemo_gym.config import load_global_config
+from nemo_gym.env_requirements import INSTALL_REQUIREMENTS_HELP, ensure_requirements
 from nemo_gym.launcher import LaunchOptions
 
 
@@ -25,6 +26,7 @@ class RunConfig(BaseModel):
     startup_timeout_s: float = Field(60.0, description="Seconds every server gets to answer /health.")
     stop_timeout_s: float = Field(5.0, description="Seconds a server gets to exit after SIGTERM before SIGKILL.")
     ray_address: str | None = Field(None, description=RAY_ADDRESS_HELP)
+    install_requirements: bool = Field(False, description=INSTALL_REQUIREMENTS_HELP)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -35,6 +37,10 @@ def serve(argv: list[str]) -> int:
     config = load_global_config(argv)
     params = read_command_config(RunConfig, config, "ng_run")  # a typo'd key first: it may be why nothing is configured
     config.require_servers()
+    if params.ray_address is None:
+        # On a Ray cluster the servers import from the cluster's environment, which this process cannot see.
+        folders = [instance.directory for instance in config.instances]
+        ensure_requirements(folders, config.project_root, install=params.install_requirements, command="ng_run")
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     options = LaunchOptions(startup_timeout_s=params.startup_timeout_s, stop_timeout_s=params.stop_timeout_s)
     stack = new_stack(config, options, params.ray_address)

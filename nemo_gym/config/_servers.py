@@ -110,7 +110,24 @@ def validate(candidate: Candidate) -> None:
         _validate_datasets(resolved(inner, "datasets", f"{prefix}.datasets"), problems)
 
 
-_DATASET_TYPES = ("train", "validation", "example")
+_DATASET_TYPES = ("train", "validation", "example", "benchmark")
+# The fields of a `datasets` entry, as NeMo Gym's DatasetConfig / BenchmarkDatasetConfig declare them.
+# Here `name`, `type`, `jsonl_fpath` and `num_repeats` are checked (NeMo Gym's data preparation and
+# dataset commands read them; no command here does); the others (where to download from, the
+# licence, a benchmark's preparation script and prompt) are accepted so NeMo Gym's configs load and
+# nothing here acts on them. Any other key is a typo.
+_DATASET_FIELDS = (
+    "name",
+    "type",
+    "jsonl_fpath",
+    "num_repeats",
+    "license",
+    "source",
+    "gitlab_identifier",
+    "huggingface_identifier",
+    "prepare_script",
+    "prompt_config",
+)
 
 
 def _validate_ray_resources(resources: Any, problems: list[str]) -> None:
@@ -135,6 +152,11 @@ def _validate_datasets(datasets: Any, problems: list[str]) -> None:
         if not isinstance(dataset, dict):
             problems.append(f"{where} must be a mapping")
             continue
+        for key in dataset:
+            if key not in _DATASET_FIELDS:
+                close = difflib.get_close_matches(str(key), _DATASET_FIELDS, n=1)
+                hint = f" (did you mean `{close[0]}`?)" if close else f" (known: {', '.join(_DATASET_FIELDS)})"
+                problems.append(f"{where} has unknown key `{key}`{hint}")
         for field in ("name", "type", "jsonl_fpath"):
             if not dataset.get(field):
                 problems.append(f"{where} is missing `{field}`")

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from nemo_gym.client import CONNECT_ONLY_RETRY, ServerClient
-from nemo_gym.errors import HTTPStatusError, NemoGymError
+from nemo_gym.errors import NemoGymError
 from nemo_gym.servers.aggregate_metrics import AggregateMetrics
 
 __all__ = [
@@ -45,13 +45,14 @@ def aggregate_metrics_path(output_path: Path) -> Path:
 
 @dataclass(slots=True)
 class AggregateMetricsOutcome:
-    """What the end-of-run call to `/aggregate_metrics` gave."""
+    """What the end-of-run calls to `/aggregate_metrics` gave."""
 
     path: Path | None = None
-    """The file written, or None (skipped or failed)."""
-    key_metrics: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    """One line when the call or the write failed; None when it worked or the route does not exist."""
+    """The file written, or None (no agent answered, or it could not be written)."""
+    key_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each answering agent's `key_metrics`, by agent name."""
+    errors: list[str] = field(default_factory=list)
+    """One line per agent whose call failed (or for the write); an agent without the route is not one."""
 
 
 def strip_for_aggregation(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,30 +65,62 @@ def strip_for_aggregation(row: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _rows_by_agent(rows: Iterable[Mapping[str, Any]], default_agent: str | None) -> dict[str, list[dict[str, Any]]]:
+    """Stripped rows grouped by the agent that ran them (their `agent_ref`, else `default_agent`), as
+    NeMo Gym groups them; rows naming no agent are left out."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        ref = row.get("agent_ref")
+        name = ref.get("name") if isinstance(ref, Mapping) else None
+        agent = name if isinstance(name, str) else default_agent
+        if agent is not None:
+            grouped.setdefault(agent, []).append(strip_for_aggregation(row))
+    return grouped
+
+
+async def _ask(server_client: ServerClient, agent: str, rows: list[dict[str, Any]]) -> AggregateMetrics | None:
+    """The agent's answer; None when it has no `/aggregate_metrics` (404)."""
+    answer = await server_client.post(
+        agent, "/aggregate_metrics", json={"verify_responses": rows}, retry=CONNECT_ONLY_RETRY
+    )
+    if answer.status == 404:
+        return None
+    return AggregateMetrics.model_validate(answer.raise_for_status().json())
+
+
 async def write_aggregate_metrics(
-    server_client: ServerClient, agent_name: str, rows: Iterable[Mapping[str, Any]], output_path: Path
+    server_client: ServerClient,
+    rows: Iterable[Mapping[str, Any]],
+    output_path: Path,
+    *,
+    default_agent: str | None = None,
 ) -> AggregateMetricsOutcome:
-    """Post the rows to `agent_name`'s `/aggregate_metrics` and write the answer beside `output_path`."""
-    stripped = await asyncio.to_thread(lambda: [strip_for_aggregation(row) for row in rows])  # reads the file
-    if not stripped:
-        return AggregateMetricsOutcome()
+    """Post each agent's rows to its `/aggregate_metrics` and write the answers beside `output_path`."""
+    grouped = await asyncio.to_thread(_rows_by_agent, rows, default_agent)  # reads the rows file
+    outcome = AggregateMetricsOutcome()
+    entries = []
+    for agent, agent_rows in sorted(grouped.items()):
+        try:
+            metrics = await _ask(server_client, agent, agent_rows)
+        except (NemoGymError, ValueError) as error:  # an error status, a dead server, an answer of the wrong shape
+            outcome.errors.append(f"aggregate metrics of {agent} not computed: {error}")
+            continue
+        if metrics is None:
+            continue  # an agent or environment that does not offer the route
+        entries.append({"agent_ref": {"name": agent}, **metrics.model_dump(mode="json")})
+        outcome.key_metrics[agent] = metrics.key_metrics
+    if not entries:
+        return outcome
     target = aggregate_metrics_path(output_path)
+    temporary = target.with_name(target.name + ".tmp")
     try:
-        answer = await server_client.post(
-            agent_name, "/aggregate_metrics", json={"verify_responses": stripped}, retry=CONNECT_ONLY_RETRY
-        )
-        if answer.status == 404:
-            return AggregateMetricsOutcome()  # an agent or environment that does not offer the route
-        metrics = AggregateMetrics.model_validate(answer.raise_for_status().json())
-        entry = {"agent_ref": {"name": agent_name}, **metrics.model_dump(mode="json")}
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_bytes(orjson.dumps([entry], option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        temporary.write_bytes(orjson.dumps(entries, option=orjson.OPT_INDENT_2))
         os.replace(temporary, target)
-    except HTTPStatusError as error:
-        return AggregateMetricsOutcome(error=f"aggregate metrics not written: {error}")
-    except (NemoGymError, ValueError, TypeError, OSError) as error:
-        return AggregateMetricsOutcome(error=f"aggregate metrics not written to {target}: {error}")
-    return AggregateMetricsOutcome(target, metrics.key_metrics)
+    except (OSError, TypeError) as error:
+        outcome.errors.append(f"aggregate metrics not written to {target}: {error}")
+        return outcome
+    outcome.path = target
+    return outcome
 
 
 def format_environment_key_metrics(key_metrics: Mapping[str, Any]) -> str:

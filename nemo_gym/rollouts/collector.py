@@ -27,10 +27,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.client import CONNECT_ONLY_RETRY, HttpClient, PoolLimits, ServerClient, Timeouts
-from nemo_gym.errors import InvalidResponseError, NemoGymError, ServerGoneError, TransportError, UnknownServerError
+from nemo_gym.errors import (
+    InputDataError,
+    InvalidResponseError,
+    NemoGymError,
+    ServerGoneError,
+    TransportError,
+    UnknownServerError,
+)
 from nemo_gym.retry import RetryPolicy, classify_error
 from nemo_gym.rollouts.circuit_breaker import CircuitBreaker, describe_server
-from nemo_gym.rollouts.tasks import RolloutJob
+from nemo_gym.rollouts.tasks import AGENT_REF_FIELD, RolloutJob, agent_of
 
 AGENT_SERVER_TYPE = "responses_api_agents"
 
@@ -103,9 +110,12 @@ class RolloutOutcome:
 
 
 class RolloutCollector:
-    """Runs jobs through one agent's `/run`. Holds no rows: results stream out as they finish."""
+    """Runs jobs through an agent's `/run`: the one each row's `agent_ref` names, else `agent_name`
+    (NeMo Gym's rule). Holds no rows: results stream out as they finish."""
 
-    def __init__(self, server_client: ServerClient, agent_name: str, policy: CollectionPolicy = CollectionPolicy()):
+    def __init__(
+        self, server_client: ServerClient, agent_name: str | None, policy: CollectionPolicy = CollectionPolicy()
+    ):
         self.server_client = server_client
         self.agent_name = agent_name
         self.policy = policy
@@ -119,7 +129,7 @@ class RolloutCollector:
     def connect(
         cls,
         head_url: str,
-        agent_name: str,
+        agent_name: str | None,
         policy: CollectionPolicy = CollectionPolicy(),
         timeouts: Timeouts = Timeouts(),
         limits: PoolLimits = PoolLimits(),
@@ -141,27 +151,44 @@ class RolloutCollector:
 
     async def check_agent(self) -> None:
         """Fail fast, with the list of agents, if `agent_name` is not a running agent."""
+        if self.agent_name is not None:
+            await self.check_agents({self.agent_name})
+
+    async def check_agents(self, names: set[str] | frozenset[str]) -> None:
+        """Fail fast, with the list of agents, if one of `names` is not a running agent."""
         registry = await self.server_client.registry()
-        if self.agent_name not in registry:
+        if any(name not in registry for name in names):
             try:
                 registry = await self.server_client.registry(refresh=True)
             except TransportError:
                 if not registry:
                     raise
-        info = registry.get(self.agent_name)
         agents = sorted(name for name, row in registry.items() if row.server_type == AGENT_SERVER_TYPE)
-        if info is None or info.server_type != AGENT_SERVER_TYPE:
-            import difflib
+        for name in sorted(names):
+            info = registry.get(name)
+            if info is None or info.server_type != AGENT_SERVER_TYPE:
+                import difflib
 
-            close = difflib.get_close_matches(self.agent_name, agents, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownServerError(
-                f"unknown agent {self.agent_name!r}: the running agents are {', '.join(agents) or 'none'}.{hint}"
+                close = difflib.get_close_matches(name, agents, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise UnknownServerError(
+                    f"unknown agent {name!r}: the running agents are {', '.join(agents) or 'none'}.{hint}"
+                )
+
+    def agent_for(self, job: RolloutJob) -> str:
+        """The agent that runs `job`: the row's `agent_ref.name`, else this collector's `agent_name`."""
+        agent = agent_of(job.row, self.agent_name)
+        if agent is None:
+            raise InputDataError(
+                f"task {job.task_index} names no agent: give the row an agent_ref or pass +agent_name=<agent>",
+                field=AGENT_REF_FIELD,
             )
+        return agent
 
     async def run_one(self, job: RolloutJob) -> RolloutOutcome:
         """One rollout with its retry budget. Never raises for a rollout-level failure."""
         started = time.monotonic()
+        agent = self.agent_for(job)  # a row without an agent is bad input: it ends the stream, never retried
         retry = self.policy.retry
         attempt = 0
         breaker = self._breaker
@@ -170,7 +197,7 @@ class RolloutCollector:
             if breaker is not None and breaker.tripped:
                 raise await self._server_gone(breaker)  # no new attempt once a server is known to be gone
             try:
-                row = await self._attempt(job)
+                row = await self._attempt(job, agent)
                 if breaker is not None:
                     breaker.record_success()
                 return RolloutOutcome(job, row, None, attempt, time.monotonic() - started)
@@ -201,8 +228,8 @@ class RolloutCollector:
             server=server,
         )
 
-    async def _attempt(self, job: RolloutJob) -> dict[str, Any]:
-        call = self.server_client.post(self.agent_name, "/run", json=job.row, retry=CONNECT_ONLY_RETRY)
+    async def _attempt(self, job: RolloutJob, agent: str) -> dict[str, Any]:
+        call = self.server_client.post(agent, "/run", json=job.row, retry=CONNECT_ONLY_RETRY)
         if self.policy.rollout_timeout_s is not None:
             result = await asyncio.wait_for(call, self.policy.rollout_timeout_s)
         else:
@@ -214,8 +241,8 @@ class RolloutCollector:
             or not isinstance(row.get("reward"), (int, float))
             or isinstance(row.get("reward"), bool)
         ):
-            raise InvalidResponseError(f"agent {self.agent_name!r} returned a row without a numeric reward")
-        row["agent_ref"] = {"type": AGENT_SERVER_TYPE, "name": self.agent_name}
+            raise InvalidResponseError(f"agent {agent!r} returned a row without a numeric reward")
+        row[AGENT_REF_FIELD] = {"type": AGENT_SERVER_TYPE, "name": agent}  # the agent that ran it
         return job.stamp(row)
 
     async def stream(self, jobs: Iterable[RolloutJob] | AsyncIterable[RolloutJob]) -> AsyncIterator[RolloutOutcome]:

@@ -18,8 +18,8 @@ check (resume) or record (new, overwrite) the job identity, then open the files 
 finishes (secrets scrubbed from failure messages), and ends with `finish()`, which computes the
 metrics from the rows file: the one place the end of a collection happens, so end-of-run reports
 (metrics, the quality report, the GRPO groups file `<stem>_groups.jsonl`) hook in there. Then, unless
-`aggregate_metrics=False` (NeMo Gym's `disable_aggregation`), the environment's own metrics are
-asked for and written to `<stem>_aggregate_metrics.json` (`nemo_gym.rollouts.aggregate_metrics`).
+`aggregate=False` (NeMo Gym's `disable_aggregation`), each agent's environment is asked for its own
+metrics, written to `<stem>_aggregate_metrics.json` (`nemo_gym.rollouts.aggregate_metrics`).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from nemo_gym.rollouts.job_identity import (
 )
 from nemo_gym.rollouts.metrics import aggregate_rollouts
 from nemo_gym.rollouts.output_lock import OutputLock, how_one_file
+from nemo_gym.rollouts.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.quality import QualityReport, build_quality_report, quality_report_path, write_quality_report
 from nemo_gym.rollouts.redaction import SecretRedactor
 from nemo_gym.rollouts.store import OutputMode, PairKey, RolloutStore, iter_rows, pair_key, write_error
@@ -58,13 +59,19 @@ class CollectionSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    agent_name: str
+    agent_name: str | None = None
+    """The agent for rows without an `agent_ref` (NeMo Gym's rule: a row's own `agent_ref` wins);
+    None = every row must name its agent."""
     input_jsonl_fpath: str
     limit: int | None = Field(None, ge=0)
     """First N tasks only (None or 0 = all)."""
     num_repeats: int = Field(1, ge=1)
     responses_create_params: dict[str, Any] = Field(default_factory=dict)
     """Overrides merged into every task's responses_create_params."""
+    num_repeats_add_seed: bool = False
+    """Each rollout sends its rollout index as `seed` in `metadata.extra_body` (NeMo Gym's parameter)."""
+    prompt_config: str | None = None
+    """A prompt file that builds every row's input from its fields (see `prompt_templates`)."""
 
 
 class CollectionProgress(Protocol):
@@ -100,8 +107,8 @@ class CollectionReport:
     """Complete and incomplete GRPO groups (`nemo_gym.rollouts.groups`); one line per group in `groups_path`."""
     groups_path: Path | None = None
     aggregate: AggregateMetricsOutcome | None = None
-    """The environment's `/aggregate_metrics` answer as written to `<stem>_aggregate_metrics.json`;
-    None when not asked for (`aggregate_metrics=False`)."""
+    """The environments' `/aggregate_metrics` answers as written to `<stem>_aggregate_metrics.json`;
+    None when not asked for (`aggregate=False`)."""
 
     @property
     def missing(self) -> int:
@@ -120,6 +127,8 @@ class OpenedOutput:
     done: set[PairKey]
     repaired_bytes: int
     job_record_was_missing: bool
+    agents: frozenset[str] = frozenset()
+    """The agents the job's rows go to (their `agent_ref`, else `agent_name`)."""
 
 
 class FileCollection:
@@ -132,17 +141,21 @@ class FileCollection:
         mode: OutputMode = "new",
         *,
         secret_values: Iterable[str] = (),
-        aggregate_metrics: bool = True,
+        aggregate: bool = True,
     ):
+        """`aggregate=False` (NeMo Gym's `disable_aggregation`): no aggregate metrics are computed or
+        written at the end (neither ours in `<stem>_metrics.json` nor the environment's in
+        `<stem>_aggregate_metrics.json`), for shards whose rows are aggregated together afterwards;
+        `report.metrics` is then empty. The quality report and the group file are still written."""
         self.spec = spec
+        self.aggregate = aggregate
         self.mode = mode
-        self.aggregate_metrics = aggregate_metrics
-        """Ask the environment for its metrics at the end (False = NeMo Gym's `disable_aggregation`)."""
         self.store = RolloutStore(output_path, mode)
         self.lock = OutputLock(self.store.path)
         self.job_path = job_record_path(self.store.path)
         self.redact = SecretRedactor(secret_values)
         self.opened: OpenedOutput | None = None
+        self.prompt: PromptTemplate | None = None
 
     @property
     def output_path(self) -> Path:
@@ -198,7 +211,12 @@ class FileCollection:
         self.store.check_mode()  # before the input pass: an existing file is refused at once
         spec = self.spec
         recorded = read_job_record(self.job_path) if self.mode == "resume" else None
-        scan = scan_for_resume(spec.input_jsonl_fpath, spec.limit, recorded)
+        prompt_sha256 = None
+        if spec.prompt_config is not None:
+            self.prompt, prompt_sha256 = PromptTemplate.load(spec.prompt_config)
+        scan = scan_for_resume(
+            spec.input_jsonl_fpath, spec.limit, recorded, route_to=spec.agent_name, prompt=self.prompt
+        )
         identity = JobIdentity.of(
             agent_name=spec.agent_name,
             input_path=spec.input_jsonl_fpath,
@@ -206,6 +224,8 @@ class FileCollection:
             limit=spec.limit,
             num_repeats=spec.num_repeats,
             responses_create_params=spec.responses_create_params,
+            num_repeats_add_seed=spec.num_repeats_add_seed,
+            prompt_sha256=prompt_sha256,
         )
         missing_record = False
         if recorded is not None:
@@ -219,7 +239,7 @@ class FileCollection:
                 raise write_error(self.job_path, error) from None
         done = self.store.open()
         self.lock.hold_file()  # a new output exists only now; its inode is held from here (hard links)
-        return OpenedOutput(scan.num_tasks, done, self.store.repaired_bytes, missing_record)
+        return OpenedOutput(scan.num_tasks, done, self.store.repaired_bytes, missing_record, scan.agents)
 
     def close(self) -> None:
         self.store.close()
@@ -249,6 +269,7 @@ class FileCollection:
                 )
             return await self._run_with(head_url_or_collector, progress, started)
         async with RolloutCollector.connect(head_url_or_collector, self.spec.agent_name, policy) as collector:
+            await collector.check_agents(self.opened.agents)
             return await self._run_with(collector, progress, started)
 
     async def _run_with(
@@ -257,9 +278,9 @@ class FileCollection:
         failed = await self._stream(collector, progress)
         self.store.close()  # flush and compact the side files before the metrics read the rows
         report = self.finish(failed_this_run=failed, wall_time_s=time.monotonic() - started)
-        if self.aggregate_metrics:
+        if self.aggregate:
             report.aggregate = await write_aggregate_metrics(
-                collector.server_client, self.spec.agent_name, self._job_rows(), self.store.path
+                collector.server_client, self._job_rows(), self.store.path, default_agent=self.spec.agent_name
             )
         return report
 
@@ -268,9 +289,10 @@ class FileCollection:
         assert self.opened is not None
         done = self.opened.done
         for job in expand_jobs(
-            iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit),
+            iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit, self.prompt),
             num_repeats=self.spec.num_repeats,
             overrides=self.spec.responses_create_params,
+            add_seed=self.spec.num_repeats_add_seed,
         ):
             self.store.write_materialized(job)
             if job.key not in done:
@@ -295,7 +317,7 @@ class FileCollection:
                     self.store.write_row(outcome.row)
                 else:
                     failed += 1
-                    record = outcome.failure_record(collector.agent_name)
+                    record = outcome.failure_record(collector.agent_for(outcome.job))
                     record["message"] = self.redact(record["message"])
                     self.store.write_failure(record)
                 if progress is not None:
@@ -323,10 +345,15 @@ class FileCollection:
             for row in iter_rows(self.store.path)
             if (key := pair_key(row)) is not None and key[0] < num_tasks and key[1] < repeats
         )
-        metrics = aggregate_rollouts(
-            iter_rows(self.store.path), num_repeats=repeats, failures=max(0, expected - rows), wall_time_s=wall_time_s
-        )
-        self.store.write_metrics(metrics)
+        metrics: dict[str, Any] = {}
+        if self.aggregate:
+            metrics = aggregate_rollouts(
+                iter_rows(self.store.path),
+                num_repeats=repeats,
+                failures=max(0, expected - rows),
+                wall_time_s=wall_time_s,
+            )
+            self.store.write_metrics(metrics)
         quality = build_quality_report(
             self.store.path, self.store.failures_path, num_tasks=num_tasks, num_repeats=repeats
         )
@@ -367,12 +394,10 @@ async def collect_to_file(
     policy: CollectionPolicy = CollectionPolicy(),
     progress: CollectionProgress | None = None,
     secret_values: Iterable[str] = (),
-    aggregate_metrics: bool = True,
+    aggregate: bool = True,
 ) -> CollectionReport:
     """Collect `spec` into `output_path` durably (lock, job identity, resume, side files, metrics)."""
-    collection = FileCollection(
-        spec, output_path, mode, secret_values=secret_values, aggregate_metrics=aggregate_metrics
-    )
+    collection = FileCollection(spec, output_path, mode, secret_values=secret_values, aggregate=aggregate)
     await asyncio.to_thread(collection.open)  # the input pass can take seconds; keep the loop free
     try:
         return await collection.run(head_url, policy, progress)

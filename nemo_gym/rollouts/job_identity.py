@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nemo_gym.errors import JobMismatchError
+from nemo_gym.rollouts.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.store import sidecar
 from nemo_gym.rollouts.tasks import TaskScan, scan_tasks
 
@@ -42,24 +43,31 @@ class JobIdentity(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     version: int = JOB_RECORD_VERSION
-    agent_name: str
+    agent_name: str | None
+    """None: every row goes to the agent its `agent_ref` names."""
     input_jsonl_fpath: str
     """Absolute, so a resume from another working directory still matches."""
     input_fingerprint: InputFingerprint
     limit: int | None = None
     num_repeats: int = Field(1, ge=1)
     responses_create_params: dict[str, Any] = Field(default_factory=dict)
+    num_repeats_add_seed: bool = False
+    """Whether each rollout sent its rollout index as the seed (absent in older records: it did not)."""
+    prompt_sha256: str | None = None
+    """SHA-256 of the `prompt_config` file that built each input (None: the rows' own input)."""
 
     @classmethod
     def of(
         cls,
         *,
-        agent_name: str,
+        agent_name: str | None,
         input_path: str | Path,
         scan: TaskScan,
         limit: int | None,
         num_repeats: int,
         responses_create_params: dict[str, Any] | None,
+        num_repeats_add_seed: bool = False,
+        prompt_sha256: str | None = None,
     ) -> JobIdentity:
         return cls(
             agent_name=agent_name,
@@ -68,6 +76,8 @@ class JobIdentity(BaseModel):
             limit=limit or None,
             num_repeats=num_repeats,
             responses_create_params=responses_create_params or {},
+            num_repeats_add_seed=num_repeats_add_seed,
+            prompt_sha256=prompt_sha256,
         )
 
 
@@ -128,6 +138,10 @@ def check_same_job(
             _canonical(recorded.responses_create_params).decode(),
             _canonical(requested.responses_create_params).decode(),
         )
+    if requested.num_repeats_add_seed != recorded.num_repeats_add_seed:
+        refuse("num_repeats_add_seed", recorded.num_repeats_add_seed, requested.num_repeats_add_seed)
+    if requested.prompt_sha256 != recorded.prompt_sha256:
+        refuse("prompt_config content", recorded.prompt_sha256, requested.prompt_sha256)
     was, now = recorded.input_fingerprint, requested.input_fingerprint
     if was != now:
         if now.num_tasks > was.num_tasks and scan_for_growth and scan_for_growth.checkpoint_sha256 == was.sha256:
@@ -148,7 +162,15 @@ def _canonical(params: dict[str, Any]) -> bytes:
     return orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
 
 
-def scan_for_resume(input_path: str | Path, limit: int | None, recorded: JobIdentity | None) -> TaskScan:
-    """One pass that validates, fingerprints, and remembers where the recorded job's tasks ended."""
+def scan_for_resume(
+    input_path: str | Path,
+    limit: int | None,
+    recorded: JobIdentity | None,
+    *,
+    route_to: str | None,
+    prompt: PromptTemplate | None = None,
+) -> TaskScan:
+    """One pass that validates, fingerprints, remembers where the recorded job's tasks ended, and
+    finds the agent of every task (`route_to` for rows without an `agent_ref`)."""
     checkpoint = recorded.input_fingerprint.num_tasks if recorded is not None else None
-    return scan_tasks(input_path, limit, checkpoint=checkpoint)
+    return scan_tasks(input_path, limit, checkpoint=checkpoint, route_to=route_to, routed=True, prompt=prompt)

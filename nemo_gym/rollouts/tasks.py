@@ -17,10 +17,13 @@ from typing import Any
 import orjson
 
 from nemo_gym.errors import InputDataError
+from nemo_gym.rollouts.prompt_templates import PromptTemplate
 
 JSONDict = dict[str, Any]
 GROUP_SIZE_FIELD = "_ng_group_size"
 """Stamped on every row, failure and materialized input: the rollouts its task owes (see `groups`)."""
+AGENT_REF_FIELD = "agent_ref"
+"""A row's own choice of agent, `{"type": "responses_api_agents", "name": ...}`, as in NeMo Gym."""
 
 
 @dataclass(slots=True)
@@ -66,11 +69,28 @@ def check_task(row: Any, *, path: str, line: int) -> JSONDict:
     tools = params.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise InputDataError("must be a list", path=path, line=line, field="responses_create_params.tools")
+    ref = row.get(AGENT_REF_FIELD)
+    if ref is not None and not (isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"]):
+        raise InputDataError(
+            'must be an object naming an agent, {"name": "<agent>"}', path=path, line=line, field=AGENT_REF_FIELD
+        )
     return row
 
 
-def _task_lines(path: Path, limit: int | None) -> Iterator[tuple[int, bytes, JSONDict]]:
-    """(task_index, raw line, checked row) for the first `limit` tasks (all when falsy)."""
+def agent_of(row: JSONDict, default: str | None) -> str | None:
+    """The agent that runs `row`: its own `agent_ref.name`, else `default` (`+agent_name`). NeMo Gym's
+    rule: `+agent_name` fills in only for rows that name no agent. None when neither says."""
+    ref = row.get(AGENT_REF_FIELD)
+    if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"]:
+        return str(ref["name"])
+    return default
+
+
+def _task_lines(
+    path: Path, limit: int | None, prompt: PromptTemplate | None = None
+) -> Iterator[tuple[int, int, bytes, JSONDict]]:
+    """(task_index, line number, raw line, checked row) for the first `limit` tasks (all when falsy);
+    `prompt` builds each row's input from its fields first (see `prompt_templates`)."""
     if not path.is_file():
         raise InputDataError("input file does not exist", path=str(path))
     task_index = 0
@@ -84,14 +104,18 @@ def _task_lines(path: Path, limit: int | None) -> Iterator[tuple[int, bytes, JSO
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError as error:
                 raise InputDataError(f"not valid JSON ({error})", path=str(path), line=line_number) from None
-            yield task_index, raw, check_task(row, path=str(path), line=line_number)
+            if prompt is not None:
+                row = prompt.apply(row, path=str(path), line=line_number)
+            yield task_index, line_number, raw, check_task(row, path=str(path), line=line_number)
             task_index += 1
 
 
-def iter_tasks(path: str | Path, limit: int | None = None) -> Iterator[tuple[int, JSONDict]]:
+def iter_tasks(
+    path: str | Path, limit: int | None = None, prompt: PromptTemplate | None = None
+) -> Iterator[tuple[int, JSONDict]]:
     """Yield (task_index, row) for the first `limit` tasks (all when falsy). Blank lines are skipped;
     task_index counts tasks from 0 in file order."""
-    for task_index, _, row in _task_lines(Path(path), limit):
+    for task_index, _, _, row in _task_lines(Path(path), limit, prompt):
         yield task_index, row
 
 
@@ -108,25 +132,50 @@ class TaskScan:
     num_tasks: int
     sha256: str
     checkpoint_sha256: str | None = None
+    agents: frozenset[str] = frozenset()
+    """The agents the tasks go to (each row's `agent_ref`, else the default agent), when asked for."""
 
 
-def scan_tasks(path: str | Path, limit: int | None = None, checkpoint: int | None = None) -> TaskScan:
+def scan_tasks(
+    path: str | Path,
+    limit: int | None = None,
+    checkpoint: int | None = None,
+    *,
+    route_to: str | None = None,
+    routed: bool = False,
+    prompt: PromptTemplate | None = None,
+) -> TaskScan:
     """Validate the first `limit` tasks and fingerprint them in the same streaming pass (memory stays
     flat; the hash costs little next to parsing each line). Only the tasks the job uses are hashed,
     each line without its line ending, so lines appended beyond `limit` do not change the job, and
-    `checkpoint` tells whether a file that grew still starts with the tasks a job began with."""
+    `checkpoint` tells whether a file that grew still starts with the tasks a job began with.
+
+    `routed`: also find the agent of every task (`agent_of(row, route_to)`), and raise InputDataError
+    naming the first task that has none, before any rollout starts."""
     digest = hashlib.sha256()
     at_checkpoint: str | None = None
     num_tasks = 0
-    for task_index, raw, _ in _task_lines(Path(path), limit):
+    agents: set[str] = set()
+    for task_index, line_number, raw, row in _task_lines(Path(path), limit, prompt):
         if checkpoint is not None and task_index == checkpoint:
             at_checkpoint = digest.hexdigest()
         digest.update(raw.rstrip(b"\r\n"))
         digest.update(b"\n")
         num_tasks = task_index + 1
+        if routed:
+            agent = agent_of(row, route_to)
+            if agent is None:
+                raise InputDataError(
+                    f"task {task_index} names no agent: give the row an agent_ref "
+                    f'({{"type": "responses_api_agents", "name": "<agent>"}}) or pass +agent_name=<agent>',
+                    path=str(path),
+                    line=line_number,
+                    field=AGENT_REF_FIELD,
+                )
+            agents.add(agent)
     if checkpoint is not None and num_tasks == checkpoint:
         at_checkpoint = digest.hexdigest()
-    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint)
+    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents))
 
 
 def apply_overrides(row: JSONDict, overrides: JSONDict | None) -> JSONDict:
@@ -136,19 +185,41 @@ def apply_overrides(row: JSONDict, overrides: JSONDict | None) -> JSONDict:
     return row | {"responses_create_params": row["responses_create_params"] | overrides}
 
 
+def with_seed(row: JSONDict, seed: int) -> JSONDict:
+    """A copy of `row` whose request carries `"seed": seed` in `metadata.extra_body`, a JSON string
+    (NeMo Gym's `num_repeats_add_seed`; metadata values are strings, and vllm_model merges it into
+    the body it sends). Other `extra_body` entries are kept."""
+    params = dict(row["responses_create_params"])
+    metadata = dict(params.get("metadata") or {})
+    try:
+        extra = orjson.loads(metadata.get("extra_body") or "{}")
+    except orjson.JSONDecodeError:
+        extra = None
+    if not isinstance(extra, dict):
+        raise InputDataError(
+            "must be a JSON object string to add a seed to (num_repeats_add_seed)",
+            field="responses_create_params.metadata.extra_body",
+        )
+    metadata["extra_body"] = orjson.dumps(extra | {"seed": seed}).decode()
+    return row | {"responses_create_params": params | {"metadata": metadata}}
+
+
 def expand_jobs(
     tasks: Iterable[tuple[int, JSONDict]],
     *,
     num_repeats: int = 1,
     overrides: JSONDict | None = None,
     skip: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset(),
+    add_seed: bool = False,
 ) -> Iterator[RolloutJob]:
-    """Rollout jobs in task-major order (a a b b c c), skipping pairs already done."""
+    """Rollout jobs in task-major order (a a b b c c), skipping pairs already done. `add_seed`: each
+    rollout's request carries its rollout index as the seed (see `with_seed`)."""
     for task_index, row in tasks:
         materialized = apply_overrides(row, overrides)
         for rollout_index in range(num_repeats):
             if (task_index, rollout_index) not in skip:
-                yield RolloutJob(task_index, rollout_index, materialized, num_repeats)
+                sent = with_seed(materialized, rollout_index) if add_seed else materialized
+                yield RolloutJob(task_index, rollout_index, sent, num_repeats)
 
 
 def jobs_from_rows(

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from nemo_gym.openai_types import ResponseCreateParams
-from nemo_gym.servers.aggregate_metrics import AggregateMetricsRequest, compute_aggregate_metrics
+from nemo_gym.servers.aggregate_metrics import AggregateMetrics, AggregateMetricsRequest, compute_aggregate_metrics
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
 
 
@@ -56,6 +56,17 @@ class BaseResponsesAPIAgentConfig(BaseServerConfig):
     """Wall-clock budget of one episode (default one hour), the agent's own bound on a rollout that
     nobody waits for any more. At the deadline the episode stops and is verified as it stands."""
 
+    skip_verification: bool = False
+    """NeMo Gym's `skip_verification`: run the episode but never call the resources server's
+    `/verify`; the row is the input, the response, `reward: skip_verification_reward` and
+    `verification_skipped: true`. For collecting responses that are scored later (ng_reverify)."""
+    skip_verification_reward: float = 0.0
+    """The reward written on every row when `skip_verification` is true (default 0.0)."""
+    token_id_capture: bool = False
+    """NeMo Gym's per-agent switch for capturing token ids of opaque harnesses during training,
+    accepted so its configs load and ignored: agents here get token ids inline from the model
+    server's answer (see nemo_gym.token_prefix)."""
+
     @field_validator("max_steps", mode="before")
     @classmethod
     def _null_means_default(cls, value: Any) -> Any:
@@ -84,7 +95,10 @@ class SimpleResponsesAPIAgent(SimpleServer):
     async def aggregate_metrics(self, request: Request, body: AggregateMetricsRequest) -> Any:
         """The metrics of a collection of this agent's rows (the collector calls this at the end, as
         NeMo Gym's does). Default: the baseline statistics with no environment hooks; an agent that
-        has a resources server asks it instead, so the environment's `compute_metrics` runs."""
+        has a resources server asks it instead, so the environment's `compute_metrics` runs. With
+        `skip_verification` the rows were never scored: empty metrics, as NeMo Gym answers."""
+        if self.config.skip_verification:
+            return AggregateMetrics()
         return await run_in_threadpool(compute_aggregate_metrics, body.verify_responses)
 
     async def responses(self, request: Request, body: ResponseCreateParams) -> Any:

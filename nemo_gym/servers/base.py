@@ -81,6 +81,8 @@ CONFIG_ERROR_PREFIX = "nemo_gym config error: "
 
 # Keys of a server block that the launcher and tools read (README tables, data preparation), not
 # the server's config class; the check of a server's config accepts them besides its own fields.
+# NeMo Gym's catalogue metadata (`verified`, `verified_url`, `description`, `value`) has no effect
+# on a run here, as there; `datasets` entries are checked by the config loader (nemo_gym.config).
 SERVER_BLOCK_METADATA_KEYS = frozenset(
     {"domain", "datasets", "verified", "description", "value", "dataset_name", "verified_url"}
 )
@@ -108,6 +110,10 @@ class BaseServerConfig(BaseModel):
     request_body_timeout_s: float = Field(DEFAULT_REQUEST_BODY_TIMEOUT_S, gt=0)
     """Time a client has to send a request's body once the headers are in (60 s: 64 MiB at about
     1 MB/s); then 408 and the connection is closed."""
+    num_workers: int | None = Field(None, ge=1)
+    """NeMo Gym's uvicorn worker count, accepted so its configs load, and ignored: a server here is one
+    process per replica (a second worker would split per-rollout sessions across processes). For
+    more throughput use `num_replicas`, which keeps each rollout on one copy."""
     num_replicas: int = Field(1, ge=1)
     """Copies of this server that ng_run starts under its one name (read by the launcher; a server
     sees it only for its own information). Clients spread rollouts over them and keep each rollout

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -28,6 +29,10 @@ class BaseResourcesServerConfig(BaseServerConfig):
     offline: bool | None = None
     """True when the environment scores with no network access (no judge, web API or download at
     run time); `ng_list_environments` shows it. None = not stated."""
+    expose_tools_over_mcp: bool = False
+    """NeMo Gym's switch to also serve the tool routes over MCP, accepted so its configs load. There
+    is no MCP endpoint here: the tools are served as `POST /<tool>` either way, and `true` changes
+    nothing (the server says so once when it starts)."""
 
 
 class BaseRunRequest(BaseModel):
@@ -74,6 +79,13 @@ class SimpleResourcesServer(SimpleServer):
 
     def setup_webserver(self) -> FastAPI:
         app = super().setup_webserver()
+        if self.config.expose_tools_over_mcp:
+            print(
+                f"note: {self.config.name}: expose_tools_over_mcp is ignored here (no MCP endpoint); "
+                f"the tools are served as POST /<tool>",
+                file=sys.stderr,
+                flush=True,
+            )
         app.post("/seed_session")(self.seed_session)
         app.post("/verify")(verify_endpoint(self.verify_route()))
         app.post("/aggregate_metrics")(self.aggregate_metrics)

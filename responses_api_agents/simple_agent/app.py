@@ -110,7 +110,10 @@ class SimpleAgent(SimpleResponsesAPIAgent):
 
     async def aggregate_metrics(self, request: Request, body: AggregateMetricsRequest) -> Any:
         """Asked of the resources server, whose `compute_metrics` knows the environment (as NeMo Gym's
-        simple agent does); its answer, error status included, is relayed as it is."""
+        simple agent does); its answer, error status included, is relayed as it is. With
+        `skip_verification` the environment never scored these rows: the base answer (empty)."""
+        if self.config.skip_verification:
+            return await super().aggregate_metrics(request, body)
         answer = await self.server_client.post(
             self.config.resources_server.name,
             "/aggregate_metrics",
@@ -130,6 +133,17 @@ class SimpleAgent(SimpleResponsesAPIAgent):
         resources_cookies = dict(request.cookies) | seeded.cookies
 
         response, end, prefix = await self._episode(row["responses_create_params"], resources_cookies, {})
+
+        if self.config.skip_verification:
+            skipped = row | {
+                "response": response,
+                "reward": float(self.config.skip_verification_reward),
+                "verification_skipped": True,
+                EPISODE_END_FIELD: end,
+            }
+            if prefix is not None:
+                skipped[TOKEN_PREFIX_FIELD] = prefix
+            return JSONBytesResponse(skipped)
 
         verified = await self.server_client.post(
             resources, "/verify", json=row | {"response": response}, cookies=resources_cookies, retry=CONNECT_ONLY_RETRY

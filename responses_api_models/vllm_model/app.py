@@ -31,6 +31,7 @@ Choices that matter for RL rollouts:
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from fastapi import Request
@@ -116,6 +117,23 @@ class VLLMModelConfig(UpstreamModelConfig):
         return self.api_key
 
 
+def metadata_extra_body(params: JSONDict) -> JSONDict:
+    """NeMo Gym's per-request vLLM parameters: `metadata.extra_body`, a JSON object in a string
+    (metadata values are strings), e.g. `{"seed": 3}` from `ng_collect_rollouts +num_repeats_add_seed=true`.
+    They go into the body sent to vLLM, under anything the request itself sets."""
+    metadata = params.get("metadata")
+    text = metadata.get("extra_body") if isinstance(metadata, dict) else None
+    if not text:
+        return {}
+    try:
+        extra = json.loads(text)
+    except (TypeError, ValueError):
+        extra = None
+    if not isinstance(extra, dict):
+        raise InputError("metadata.extra_body must be a string holding a JSON object, e.g. '{\"seed\": 1}'")
+    return extra
+
+
 def replica_order(session_id: str, n_replicas: int) -> list[int]:
     """Replica indices to try for a session: its home replica first, then the following ones.
 
@@ -186,6 +204,7 @@ class VLLMModel(SimpleResponsesAPIModel):
             replace_developer_role_with_system=self.config.replace_developer_role_with_system,
             include_token_ids=self.config.return_token_id_information and not token_in,
         )
+        chat_params = metadata_extra_body(params) | chat_params
         if token_in:
             completion = await self._complete_from_tokens(request, params, chat_params, required_prefix)
         else:

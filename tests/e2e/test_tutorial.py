@@ -89,7 +89,7 @@ def test_tutorial_collects_ten_scored_rollouts_and_leaves_no_process(upstream, h
         [environment] = json.loads((tmp_path / "example_single_tool_call_rollouts_aggregate_metrics.json").read_text())
         assert environment["agent_ref"] == {"name": TUTORIAL_AGENT} and environment["key_metrics"]["mean/reward"] == 1.0
         assert len(environment["group_level_metrics"]) == 5
-        assert "Key metrics of the environment: " in result.stdout and "mean/reward 1 " in result.stdout
+        assert f"Key metrics for {TUTORIAL_AGENT}: " in result.stdout and "mean/reward 1 " in result.stdout
     finally:
         stack.process.send_signal(signal.SIGINT)
         stack.process.wait(timeout=15)

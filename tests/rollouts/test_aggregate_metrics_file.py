@@ -87,14 +87,14 @@ def test_a_collection_writes_the_environment_metrics_in_nemo_gym_shape(agent_cli
     assert [group["_ng_task_index"] for group in entry["group_level_metrics"]] == [0, 1, 2]
     assert all(group["num_rollouts"] == 2 for group in entry["group_level_metrics"])
     assert report.aggregate is not None and report.aggregate.path == tmp_path / "run_aggregate_metrics.json"
-    assert report.aggregate.key_metrics == entry["key_metrics"] and report.aggregate.error is None
+    assert report.aggregate.key_metrics == {"agent": entry["key_metrics"]} and report.aggregate.errors == []
     # Our own metrics are beside it, under their own name.
     assert json.loads((tmp_path / "run_metrics.json").read_text())["counts"]["rollouts"] == 6
 
 
 def test_aggregation_can_be_turned_off(agent_client, tmp_path):
     report = run_collection(
-        agent_client, write_tasks(tmp_path / "tasks.jsonl", 2), tmp_path / "run.jsonl", aggregate_metrics=False
+        agent_client, write_tasks(tmp_path / "tasks.jsonl", 2), tmp_path / "run.jsonl", aggregate=False
     )
     assert report.complete and report.aggregate is None
     assert not (tmp_path / "run_aggregate_metrics.json").exists()
@@ -124,15 +124,47 @@ ROWS = [
 def test_an_agent_without_the_route_is_skipped_silently(tmp_path):
     with ThreadedServer(agent_answering(None)) as running:
         client = registry_client({"agent": ("responses_api_agents", running.url)})
-        outcome = asyncio.run(write_aggregate_metrics(client, "agent", ROWS, tmp_path / "run.jsonl"))
-    assert outcome.path is None and outcome.error is None
+        outcome = asyncio.run(write_aggregate_metrics(client, ROWS, tmp_path / "run.jsonl", default_agent="agent"))
+    assert outcome.path is None and outcome.errors == [] and outcome.key_metrics == {}
     assert not (tmp_path / "run_aggregate_metrics.json").exists()
 
 
 def test_a_failing_environment_is_one_line_and_writes_nothing(tmp_path):
     with ThreadedServer(agent_answering(500)) as running:
         client = registry_client({"agent": ("responses_api_agents", running.url)})
-        outcome = asyncio.run(write_aggregate_metrics(client, "agent", ROWS, tmp_path / "run.jsonl"))
-    assert outcome.path is None and outcome.error is not None
-    assert "\n" not in outcome.error and "metrics exploded" in outcome.error and "500" in outcome.error
+        outcome = asyncio.run(write_aggregate_metrics(client, ROWS, tmp_path / "run.jsonl", default_agent="agent"))
+    assert outcome.path is None and len(outcome.errors) == 1
+    [error] = outcome.errors
+    assert "\n" not in error and "metrics exploded" in error and "500" in error and "agent" in error
     assert not (tmp_path / "run_aggregate_metrics.json").exists()
+
+
+def counting_agent() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/aggregate_metrics")
+    async def count(body: dict) -> dict:
+        rows = body["verify_responses"]
+        return {"key_metrics": {"rows": len(rows), "has_request": any("responses_create_params" in r for r in rows)}}
+
+    return app
+
+
+def test_rows_go_to_the_agent_their_agent_ref_names_stripped_of_the_request(tmp_path):
+    rows = [
+        {"_ng_task_index": t, "_ng_rollout_index": 0, "reward": 1.0, "agent_ref": {"name": agent}}
+        | {"responses_create_params": {"input": "hi"}}
+        for t, agent in enumerate(["counting", "counting", "routeless"])
+    ] + [{"_ng_task_index": 3, "_ng_rollout_index": 0, "reward": 0.0}]  # no agent_ref: the default agent's
+    with ThreadedServer(counting_agent()) as counting, ThreadedServer(agent_answering(None)) as routeless:
+        client = registry_client(
+            {
+                "counting": ("responses_api_agents", counting.url),
+                "routeless": ("responses_api_agents", routeless.url),
+            }
+        )
+        outcome = asyncio.run(write_aggregate_metrics(client, rows, tmp_path / "run.jsonl", default_agent="counting"))
+    assert outcome.errors == []
+    assert outcome.key_metrics == {"counting": {"rows": 3, "has_request": False}}
+    written = json.loads((tmp_path / "run_aggregate_metrics.json").read_text())
+    assert [entry["agent_ref"] for entry in written] == [{"name": "counting"}]

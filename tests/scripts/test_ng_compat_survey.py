@@ -285,3 +285,19 @@ def test_requirements_not_installed_are_listed_and_nemo_gym_itself_is_skipped(tm
     assert found == {"pydantic": "pydantic>=2", "surely-not-installed-pkg-17": "surely-not-installed-pkg-17==1.0"}
     names = list(found)
     assert [name for name in names if not survey.is_installed(name)] == ["surely-not-installed-pkg-17"]
+
+
+def test_a_rollout_without_its_task_fields_is_laid_over_its_task_found_by_input(tmp_path: Path):
+    """NeMo Gym's verify responses need not repeat the task: the survey finds the task row by its
+    messages, however the stored rollout spells them (extra keys, content parts)."""
+    survey = load_script()
+    data = tmp_path / "data"
+    data.mkdir()
+    task = {"id": 7, "expected": "4", "responses_create_params": {"input": [{"role": "user", "content": "2+2?"}]}}
+    (data / "example.jsonl").write_text(json.dumps(task) + "\n")
+    (data / "example_rollouts.jsonl").write_text("{}\n")  # never taken for a task row
+    stored_input = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "2+2?"}]}]
+    stored = {"responses_create_params": {"input": stored_input, "tool_choice": None}, "reward": 1.0}
+    tasks = survey.task_rows_by_input(data)
+    assert tasks[survey._input_key(stored)] == task
+    assert survey._input_key({"responses_create_params": {"input": "2+2?"}}) == survey._input_key(task)

@@ -342,3 +342,24 @@ def test_a_model_server_answer_over_the_agents_cap_fails_the_rollout_in_bounded_
         for server in servers:
             server.stop()
         upstream.stop()
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [
+        {
+            "turns": [Turn(tool_calls=[("get_weather", '{"city": "Paris"}')]), Turn(text="Cold.")],
+            "agent": {"skip_verification": True, "skip_verification_reward": 0.25},
+        }
+    ],
+    indirect=True,
+)
+def test_skip_verification_gives_the_configured_reward_and_never_calls_verify(stack):
+    # NeMo Gym's skip_verification: the episode runs (seed and tools on one session), /verify is never called.
+    agent_url, resources, _ = stack
+    row = run(agent_url)
+    assert row["reward"] == 0.25 and row["verification_skipped"] is True
+    assert row["expected"] == "kept" and row["episode_end"] == "completed"
+    assert [name for name, _ in resources.calls] == ["seed_session", "get_weather"]
+    assert json.loads(tool_outputs(row)[0]) == {"weather": "cold in Paris"}
+    assert row["response"]["output"][-1]["content"][0]["text"] == "Cold."

@@ -286,3 +286,24 @@ def test_shipped_configs_validate(file_name, token_ids):
     assert config.replica_urls == ["http://a:8000/v1", "http://b:8000/v1"]
     assert config.model == "Qwen/Qwen3-8B"
     assert config.return_token_id_information is token_ids
+
+
+def test_metadata_extra_body_reaches_vllm_under_the_requests_own_parameters(replicas, start_model):
+    # NeMo Gym's per-request vLLM parameters, e.g. the seed `ng_collect_rollouts +num_repeats_add_seed=true` adds.
+    model_url = start_model(replicas[0].url)
+    params = first_turn() | {
+        "temperature": 0.5,
+        "metadata": {"extra_body": json.dumps({"seed": 7, "temperature": 2.0, "top_k": 20})},
+    }
+    answer = httpx.post(f"{model_url}/v1/responses", json=params, timeout=30)
+    assert answer.status_code == 200, answer.text
+    [sent] = replicas[0].requests
+    assert sent["seed"] == 7 and sent["top_k"] == 20
+    assert sent["temperature"] == 0.5
+
+    bad = httpx.post(
+        f"{model_url}/v1/responses", json=first_turn() | {"metadata": {"extra_body": "seed=7"}}, timeout=30
+    )
+    assert bad.status_code == 400
+    assert "metadata.extra_body must be a string holding a JSON object" in bad.text
+    assert len(replicas[0].requests) == 1
