@@ -20,11 +20,15 @@ that serialise to exactly the JSON they were parsed from. Our own environments, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from fastapi import FastAPI
+
 from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
 from nemo_gym.global_config import remember_server_bootstrap
+from nemo_gym.judge import judge_failsafe
 from nemo_gym.openai_utils import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.server_utils import ServerClient
 from nemo_gym.servers import resources
@@ -93,6 +97,8 @@ class SimpleResourcesServer(resources.SimpleResourcesServer):
     `self.server_client` has NeMo Gym's call shape (`nemo_gym.server_utils.ServerClient`).
     `compute_metrics(tasks)` and `get_key_metrics(agent_metrics)` are the hooks NeMo Gym's
     `/aggregate_metrics` calls; override them to add an environment's own metrics.
+    `GET /reverify_mode` answers the config's `REVERIFY_MODE` (read by `ng_reverify`), and `/verify`
+    is wrapped in `judge_failsafe` (a failed judge fails the rollout: `nemo_gym.judge`).
     """
 
     config: BaseResourcesServerConfig
@@ -103,11 +109,13 @@ class SimpleResourcesServer(resources.SimpleResourcesServer):
         remember_server_bootstrap(bootstrap.name, config.model_dump(), bootstrap.head_url, bootstrap.registry)
         return cls(config=config, server_client=ServerClient(bootstrap.head_url, registry=bootstrap.registry))
 
-    def compute_metrics(self, tasks: list[list[dict[str, Any]]]) -> dict[str, Any]:
-        """Metrics over every rollout, grouped by task (`tasks[i]` = the rollouts of task i);
-        merged into the agent-level metrics. None by default."""
-        return {}
+    def setup_webserver(self) -> FastAPI:
+        app = super().setup_webserver()
+        app.get("/reverify_mode")(self.get_reverify_mode)
+        return app
 
-    def get_key_metrics(self, agent_metrics: dict[str, Any]) -> dict[str, Any]:
-        """The headline metrics: by default every `mean/...` entry."""
-        return {key: value for key, value in agent_metrics.items() if key.startswith("mean/")}
+    def verify_route(self) -> Callable[..., Any]:
+        return judge_failsafe(self.verify)
+
+    async def get_reverify_mode(self) -> ReverifyMode:
+        return self.config.REVERIFY_MODE

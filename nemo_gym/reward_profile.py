@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from nemo_gym.servers.aggregate_metrics import compute_aggregate_metrics, default_key_metrics
+
 ScoreFn = Callable[[dict[str, Any]], dict[str, Any]]
 
 _SPREAD_SUFFIXES = ("std_dev_across_runs", "std_err_across_runs", "avg_sample_std_dev")
@@ -212,4 +214,22 @@ def highest_k_metrics(
     return {key: agent_metrics[key] for k, key in found if k == top}
 
 
-__all__ = ["add_avg_sample_std_dev", "compute_pass_majority_metrics", "compute_subset_metrics", "highest_k_metrics"]
+class AggregateMetricsMixin:
+    """The `compute_metrics` / `get_key_metrics` hooks of `/aggregate_metrics`, with their defaults
+    (our resources servers already have them; this is for a class of one's own)."""
+
+    def compute_metrics(self, tasks: list[list[dict[str, Any]]]) -> dict[str, Any]:
+        return {}
+
+    def get_key_metrics(self, agent_metrics: dict[str, Any]) -> dict[str, Any]:
+        return default_key_metrics(agent_metrics)
+
+
+__all__ = [
+    "AggregateMetricsMixin",
+    "compute_aggregate_metrics",
+    "add_avg_sample_std_dev",
+    "compute_pass_majority_metrics",
+    "compute_subset_metrics",
+    "highest_k_metrics",
+]

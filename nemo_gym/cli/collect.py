@@ -23,6 +23,7 @@ from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.cli.stacks import RAY_ADDRESS_HELP
 from nemo_gym.config import GlobalConfig, load_global_config, secret_values
 from nemo_gym.errors import ConfigError, ServerGoneError, ServerUnreachableError
+from nemo_gym.rollouts.aggregate_metrics import format_environment_key_metrics
 from nemo_gym.rollouts.collector import CollectionPolicy
 from nemo_gym.rollouts.file_collection import CollectionReport, CollectionSpec, FileCollection, OpenedOutput
 from nemo_gym.rollouts.metrics import format_key_metrics
@@ -214,6 +215,14 @@ def _summarize(report: CollectionReport, aggregated: bool = True) -> int:
         print(f"Rows: {report.output_path}  Metrics: {report.metrics_path}", flush=True)
     else:
         print(f"Rows: {report.output_path}  (no metrics: +disable_aggregation=true)", flush=True)
+    aggregate = report.aggregate
+    if aggregate is not None:
+        for agent, key_metrics in aggregate.key_metrics.items():
+            print(f"Key metrics for {agent}: {format_environment_key_metrics(key_metrics)}", flush=True)
+        if aggregate.path is not None:
+            print(f"Aggregate metrics: {aggregate.path}", flush=True)
+        for error in aggregate.errors:
+            _note(error)
     if report.quality is not None:
         _note(format_quality_summary(report.quality, report.quality_path))
     if report.failed_this_run or report.missing:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from nemo_gym.aio import run_async
 from nemo_gym.cli.main import read_command_config, run_command
-from nemo_gym.client import HttpClient, ServerClient, ServerInfo
+from nemo_gym.client import CONNECT_ONLY_RETRY, HttpClient, ServerClient, ServerInfo
 from nemo_gym.config import GlobalConfig, find_project_root, load_global_config
 from nemo_gym.errors import ConfigError, InputDataError, OutputExistsError, ServerUnreachableError, UnknownServerError
 from nemo_gym.rollouts.reverify import Reverifier, RewardChanges, TaskRows, read_rollouts
@@ -62,7 +62,8 @@ class ReverifyConfig(BaseModel):
     force: bool = Field(
         False,
         description="Verify rows with the chosen resources server even when their agent_ref says they belong to "
-        "another environment (refused otherwise, naming the first such row).",
+        "another environment (refused otherwise, naming the first such row), or when the environment says its "
+        "rows cannot be re-verified (GET /reverify_mode answers 'unsupported').",
     )
     overwrite: bool = Field(False, description="Replace an existing output file.")
     startup_timeout_s: float = Field(
@@ -207,6 +208,33 @@ def build_resolver(
     return resolve
 
 
+async def check_reverify_modes(server_client: ServerClient, servers: list[str], *, force: bool) -> None:
+    """Ask each resources server's GET /reverify_mode (NeMo Gym's environments declare it): 'unsupported'
+    means verify needs state the rollout itself built, so a re-verified reward may be wrong; refused
+    unless +force=true, then said on stderr. A server without the route (ours), or one answering
+    'stateless' or 'unknown', is re-verified: NeMo Gym also refuses 'unknown', the default of every
+    environment that does not declare a mode, but here the stored tool calls are replayed
+    (`replay_tool_calls`), which rebuilds the state most environments keep."""
+    unsupported = []
+    for name in servers:
+        answer = await server_client.get(name, "/reverify_mode", retry=CONNECT_ONLY_RETRY)
+        if answer.ok and answer.body.strip() == b'"unsupported"':  # the JSON string NeMo Gym's enum answers
+            unsupported.append(name)
+    if not unsupported:
+        return
+    which = ", ".join(unsupported)
+    if not force:
+        raise ConfigError(
+            f"resources server(s) {which} answer reverify_mode 'unsupported': their verify needs state from the "
+            f"rollout itself, so re-verified rewards may be wrong; pass +force=true to re-verify anyway"
+        )
+    print(
+        f"Warning: resources server(s) {which} answer reverify_mode 'unsupported'; re-verified rewards may be wrong.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def reverify(argv: list[str]) -> int:
     config = load_global_config(argv)
     params: ReverifyConfig = read_command_config(ReverifyConfig, config, "ng_reverify")
@@ -283,6 +311,10 @@ async def _reverify(
                 config,
                 known_environments(config, registry),
             )
+        servers = {resolve({"agent_ref": {"name": agent}}) for agent in first_line_of_agent}
+        if rows_without_agent:
+            servers.add(resolve({}))
+        await check_reverify_modes(server_client, sorted(servers), force=params.force)
         reverifier = Reverifier(
             server_client,
             resolve,

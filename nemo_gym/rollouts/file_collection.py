@@ -17,7 +17,9 @@ check (resume) or record (new, overwrite) the job identity, then open the files 
 `run()` streams the missing pairs through a `RolloutCollector`, writes each row or failure as it
 finishes (secrets scrubbed from failure messages), and ends with `finish()`, which computes the
 metrics from the rows file: the one place the end of a collection happens, so end-of-run reports
-(metrics, the quality report, the GRPO groups file `<stem>_groups.jsonl`) hook in there.
+(metrics, the quality report, the GRPO groups file `<stem>_groups.jsonl`) hook in there. Then, unless
+`aggregate=False` (NeMo Gym's `disable_aggregation`), each agent's environment is asked for its own
+metrics, written to `<stem>_aggregate_metrics.json` (`nemo_gym.rollouts.aggregate_metrics`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.errors import OutputIsInputError
+from nemo_gym.rollouts.aggregate_metrics import AggregateMetricsOutcome, aggregate_metrics_path, write_aggregate_metrics
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector, RolloutOutcome
 from nemo_gym.rollouts.groups import GroupSummary, GroupTally, groups_path, write_groups
 from nemo_gym.rollouts.job_identity import (
@@ -103,6 +106,9 @@ class CollectionReport:
     groups: GroupSummary | None = None
     """Complete and incomplete GRPO groups (`nemo_gym.rollouts.groups`); one line per group in `groups_path`."""
     groups_path: Path | None = None
+    aggregate: AggregateMetricsOutcome | None = None
+    """The environments' `/aggregate_metrics` answers as written to `<stem>_aggregate_metrics.json`;
+    None when not asked for (`aggregate=False`)."""
 
     @property
     def missing(self) -> int:
@@ -138,8 +144,9 @@ class FileCollection:
         aggregate: bool = True,
     ):
         """`aggregate=False` (NeMo Gym's `disable_aggregation`): no aggregate metrics are computed or
-        written at the end, for shards whose rows are aggregated together afterwards; `report.metrics`
-        is then empty. The quality report and the group file are still written."""
+        written at the end (neither ours in `<stem>_metrics.json` nor the environment's in
+        `<stem>_aggregate_metrics.json`), for shards whose rows are aggregated together afterwards;
+        `report.metrics` is then empty. The quality report and the group file are still written."""
         self.spec = spec
         self.aggregate = aggregate
         self.mode = mode
@@ -165,6 +172,7 @@ class FileCollection:
             ("job record", self.job_path),
             ("groups file", groups_path(store.path)),
             ("quality report", quality_report_path(store.path)),
+            ("aggregate metrics file", aggregate_metrics_path(store.path)),
         ]
         temporaries = [(f"temporary {what}", path.with_name(path.name + ".tmp")) for what, path in sides]
         return [("", store.path), *sides, ("lock file", self.lock.path), *temporaries]
@@ -259,13 +267,22 @@ class FileCollection:
                 raise ValueError(  # the job record names the agent: rows of another one would mix two jobs
                     f"the collector runs agent {head_url_or_collector.agent_name!r}, the job {self.spec.agent_name!r}"
                 )
-            failed = await self._stream(head_url_or_collector, progress)
-        else:
-            async with RolloutCollector.connect(head_url_or_collector, self.spec.agent_name, policy) as collector:
-                await collector.check_agents(self.opened.agents)
-                failed = await self._stream(collector, progress)
+            return await self._run_with(head_url_or_collector, progress, started)
+        async with RolloutCollector.connect(head_url_or_collector, self.spec.agent_name, policy) as collector:
+            await collector.check_agents(self.opened.agents)
+            return await self._run_with(collector, progress, started)
+
+    async def _run_with(
+        self, collector: RolloutCollector, progress: CollectionProgress | None, started: float
+    ) -> CollectionReport:
+        failed = await self._stream(collector, progress)
         self.store.close()  # flush and compact the side files before the metrics read the rows
-        return self.finish(failed_this_run=failed, wall_time_s=time.monotonic() - started)
+        report = self.finish(failed_this_run=failed, wall_time_s=time.monotonic() - started)
+        if self.aggregate:
+            report.aggregate = await write_aggregate_metrics(
+                collector.server_client, self._job_rows(), self.store.path, default_agent=self.spec.agent_name
+            )
+        return report
 
     def _jobs(self) -> Iterator[RolloutJob]:
         """Every pair of the job in order: each is materialized once, and only missing ones are run."""
@@ -309,6 +326,14 @@ class FileCollection:
             if progress is not None:
                 progress.close()
         return failed
+
+    def _job_rows(self) -> Iterator[dict[str, Any]]:
+        """The rows of the output file that belong to this job's (task, rollout) pairs."""
+        assert self.opened is not None
+        num_tasks, repeats = self.opened.num_tasks, self.spec.num_repeats
+        for row in iter_rows(self.store.path):
+            if (key := pair_key(row)) is not None and key[0] < num_tasks and key[1] < repeats:
+                yield row
 
     def finish(self, *, failed_this_run: int, wall_time_s: float) -> CollectionReport:
         """Metrics from the rows file (so they always agree with it), written beside it."""
@@ -369,9 +394,10 @@ async def collect_to_file(
     policy: CollectionPolicy = CollectionPolicy(),
     progress: CollectionProgress | None = None,
     secret_values: Iterable[str] = (),
+    aggregate: bool = True,
 ) -> CollectionReport:
     """Collect `spec` into `output_path` durably (lock, job identity, resume, side files, metrics)."""
-    collection = FileCollection(spec, output_path, mode, secret_values=secret_values)
+    collection = FileCollection(spec, output_path, mode, secret_values=secret_values, aggregate=aggregate)
     await asyncio.to_thread(collection.open)  # the input pass can take seconds; keep the loop free
     try:
         return await collection.run(head_url, policy, progress)

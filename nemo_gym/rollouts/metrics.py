@@ -15,6 +15,8 @@ Conventions, chosen once and used everywhere in this module:
 - `std` is the sample standard deviation (divisor n - 1), and 0.0 for a single value.
 - Keys starting with `_` (our `_ng_*` bookkeeping) are not fields. Bools count as 0/1.
   Non-finite numbers (NaN, inf) are skipped, so one bad value cannot poison a mean.
+- A multi-reward row's `reward_components` mapping gives one field per objective,
+  `reward_components/<name>`; `reward` stays the scalar that pass@k reads.
 - "First k rollouts" of a task means the k lowest `_ng_rollout_index` values.
 
 Memory is O(number of rollout rewards): rows are never kept, only each task's rewards.
@@ -32,6 +34,10 @@ __all__ = ["SUCCESS_THRESHOLD", "RunningStats", "aggregate_rollouts", "format_ke
 
 SUCCESS_THRESHOLD = 1.0
 """A rollout with `reward >= SUCCESS_THRESHOLD` is a success for pass@k."""
+
+REWARD_COMPONENTS = "reward_components"
+"""A multi-reward row's objectives by name (`BaseMultiRewardVerifyResponse`): each one's statistics are
+`fields["reward_components/<name>"]` and its mean a key metric, `mean/reward_components/<name>`."""
 
 _USAGE_HEADLINE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
@@ -147,6 +153,11 @@ def aggregate_rollouts(
             number = _as_number(value)
             if number is not None:
                 field_stats.setdefault(key, RunningStats()).add(number)
+        components = row.get("reward_components")
+        if isinstance(components, Mapping):
+            for name, value in components.items():
+                if (number := _as_number(value)) is not None:
+                    field_stats.setdefault(f"{REWARD_COMPONENTS}/{name}", RunningStats()).add(number)
         pairs = task_rewards.setdefault(task_index, [])
         rollout_index = _int_field(row, "_ng_rollout_index", row_number) if "_ng_rollout_index" in row else len(pairs)
         pairs.append((rollout_index, reward))
@@ -181,6 +192,9 @@ def aggregate_rollouts(
     if max_k >= 1:
         key_metrics[f"pass@{max_k}"] = at_k["pass_at_k"][f"pass@{max_k}"]
         key_metrics[f"mean@{max_k}"] = at_k["mean_at_k"][f"mean@{max_k}"]
+    key_metrics.update(
+        {f"mean/{name}": stats["mean"] for name, stats in fields.items() if name.startswith(f"{REWARD_COMPONENTS}/")}
+    )
     key_metrics.update({"rollouts": num_rows, "failed": failures, "rollouts_per_s": rollouts_per_s})
 
     return {
@@ -228,7 +242,11 @@ def format_key_metrics(metrics: Mapping[str, Any]) -> str:
     if scores:
         lines.append("  ".join(f"{name} {_format_score(value)}" for name, value in scores))
     # Every other numeric field of the rows (an environment's extras such as accuracy), as means.
-    extras = [(name, stats.get("mean")) for name, stats in (metrics.get("fields") or {}).items() if name != "reward"]
+    extras = [
+        (name, stats.get("mean"))
+        for name, stats in (metrics.get("fields") or {}).items()
+        if name != "reward" and f"mean/{name}" not in key
+    ]
     if extras:
         lines.append("  ".join(f"mean/{name} {_format_score(value)}" for name, value in extras))
     return "\n".join(lines)

@@ -4,7 +4,8 @@ Files for an output path `results/run.jsonl`:
   * `results/run.jsonl`                       scored rollout rows (completion order)
   * `results/run_failures.jsonl`              pairs that failed after every attempt and still have no row
   * `results/run_materialized_inputs.jsonl`   exactly what was sent for each (task, rollout), once per pair
-  * `results/run_aggregate_metrics.json`      metrics computed from the rows file
+  * `results/run_metrics.json`                metrics computed from the rows file (ours: counts, pass@k, ...)
+  * `results/run_aggregate_metrics.json`      the environment's own metrics, NeMo Gym's file (see `aggregate_metrics`)
   * `results/run_job.json`                    the job that owns these files (see `job_identity`)
   * `results/run_groups.jsonl`                which GRPO groups are complete, one line per task (see `groups`)
   * `results/run.jsonl.lock`                  held while a collector writes them (see `output_lock`)
@@ -142,7 +143,9 @@ class RolloutStore:
         self.mode = mode
         self.failures_path = sidecar(self.path, "failures")
         self.materialized_path = sidecar(self.path, "materialized_inputs")
-        self.metrics_path = sidecar(self.path, "aggregate_metrics", ".json")
+        # Not `_aggregate_metrics.json`: that name is NeMo Gym's file, written from the environment's
+        # `/aggregate_metrics` in NeMo Gym's shape (`nemo_gym.rollouts.aggregate_metrics`).
+        self.metrics_path = sidecar(self.path, "metrics", ".json")
         self.repaired_bytes = 0
         self._rows: _JsonlFile | None = None
         self._failures: _JsonlFile | None = None

@@ -10,8 +10,10 @@ from typing import Any, ClassVar, Literal
 
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 
 from nemo_gym.openai_types import ResponseCreateParams
+from nemo_gym.servers.aggregate_metrics import AggregateMetrics, AggregateMetricsRequest, compute_aggregate_metrics
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
 
 
@@ -87,7 +89,17 @@ class SimpleResponsesAPIAgent(SimpleServer):
         app = super().setup_webserver()
         app.post("/v1/responses")(self.responses)
         app.post("/run")(self.run)
+        app.post("/aggregate_metrics")(self.aggregate_metrics)
         return app
+
+    async def aggregate_metrics(self, request: Request, body: AggregateMetricsRequest) -> Any:
+        """The metrics of a collection of this agent's rows (the collector calls this at the end, as
+        NeMo Gym's does). Default: the baseline statistics with no environment hooks; an agent that
+        has a resources server asks it instead, so the environment's `compute_metrics` runs. With
+        `skip_verification` the rows were never scored: empty metrics, as NeMo Gym answers."""
+        if self.config.skip_verification:
+            return AggregateMetrics()
+        return await run_in_threadpool(compute_aggregate_metrics, body.verify_responses)
 
     async def responses(self, request: Request, body: ResponseCreateParams) -> Any:
         """Run one episode and return its Response. Agents override this."""

@@ -1,4 +1,6 @@
-"""Resources servers: an environment's tools (`POST /<tool>`), `/seed_session` and `/verify`."""
+"""Resources servers: an environment's tools (`POST /<tool>`), `/seed_session`, `/verify` and
+`/aggregate_metrics` (the metrics of a whole collection, through the `compute_metrics` and
+`get_key_metrics` hooks: see `nemo_gym.servers.aggregate_metrics`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,12 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from nemo_gym.openai_types import Response, ResponseCreateParams
+from nemo_gym.servers.aggregate_metrics import (
+    AggregateMetrics,
+    AggregateMetricsRequest,
+    compute_aggregate_metrics,
+    default_key_metrics,
+)
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
 
 
@@ -60,7 +68,11 @@ RESERVED_RESOURCES_PATHS = frozenset(
 
 
 class SimpleResourcesServer(SimpleServer):
-    """Subclass it, add tool routes in `setup_webserver`, and implement `verify`."""
+    """Subclass it, add tool routes in `setup_webserver`, and implement `verify`.
+
+    Override `compute_metrics(tasks)` and `get_key_metrics(agent_metrics)` to add an environment's
+    own figures to `/aggregate_metrics` (the collector writes them to `<stem>_aggregate_metrics.json`).
+    """
 
     config: BaseResourcesServerConfig
     server_kind: ClassVar[str] = "resources_servers"
@@ -75,8 +87,29 @@ class SimpleResourcesServer(SimpleServer):
                 flush=True,
             )
         app.post("/seed_session")(self.seed_session)
-        app.post("/verify")(verify_endpoint(self.verify))
+        app.post("/verify")(verify_endpoint(self.verify_route()))
+        app.post("/aggregate_metrics")(self.aggregate_metrics)
         return app
+
+    def verify_route(self) -> Callable[..., Any]:
+        """What `/verify` calls (before stored-row handling): `verify` itself here."""
+        return self.verify
+
+    async def aggregate_metrics(self, body: AggregateMetricsRequest) -> AggregateMetrics:
+        # Plain arithmetic over the rows, but a collection can hold 100k of them: off the event loop.
+        return await run_in_threadpool(
+            compute_aggregate_metrics, body.verify_responses, self.compute_metrics, self.get_key_metrics
+        )
+
+    def compute_metrics(self, tasks: list[list[dict[str, Any]]]) -> dict[str, Any]:
+        """Metrics over every rollout, grouped by task (`tasks[i]` = the rollouts of task i), merged into
+        the agent-level metrics; a `per_task_metrics` list (dicts with `_ng_task_index`) goes to the
+        per-task groups. None by default."""
+        return {}
+
+    def get_key_metrics(self, agent_metrics: dict[str, Any]) -> dict[str, Any]:
+        """The headline metrics: by default every `mean/...` entry."""
+        return default_key_metrics(agent_metrics)
 
     async def seed_session(self, body: BaseSeedSessionRequest) -> BaseSeedSessionResponse:
         return BaseSeedSessionResponse()

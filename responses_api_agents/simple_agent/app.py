@@ -44,6 +44,7 @@ from nemo_gym.servers.agent import (
     ResourcesServerRef,
     SimpleResponsesAPIAgent,
 )
+from nemo_gym.servers.aggregate_metrics import AggregateMetricsRequest
 from nemo_gym.servers.base import JSONBytesResponse
 from nemo_gym.servers.resources import RESERVED_RESOURCES_PATHS
 from nemo_gym.token_prefix import TOKEN_PREFIX_FIELD, PrefixInvariant, PrefixVerdict
@@ -106,6 +107,20 @@ class SimpleAgent(SimpleResponsesAPIAgent):
         for name, value in {**model_cookies, **resources_cookies}.items():
             reply.set_cookie(name, value)
         return reply
+
+    async def aggregate_metrics(self, request: Request, body: AggregateMetricsRequest) -> Any:
+        """Asked of the resources server, whose `compute_metrics` knows the environment (as NeMo Gym's
+        simple agent does); its answer, error status included, is relayed as it is. With
+        `skip_verification` the environment never scored these rows: the base answer (empty)."""
+        if self.config.skip_verification:
+            return await super().aggregate_metrics(request, body)
+        answer = await self.server_client.post(
+            self.config.resources_server.name,
+            "/aggregate_metrics",
+            json=body.model_dump(mode="json"),
+            retry=CONNECT_ONLY_RETRY,
+        )
+        return StarletteResponse(answer.body, status_code=answer.status, media_type="application/json")
 
     async def run(self, request: Request, body: AgentRunRequest) -> Any:
         row = body.model_dump(mode="json", exclude_unset=True)

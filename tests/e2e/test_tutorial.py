@@ -83,8 +83,13 @@ def test_tutorial_collects_ten_scored_rollouts_and_leaves_no_process(upstream, h
         assert all(
             request["model"] == "scripted-model" and request["temperature"] == 0.0 for request in upstream.requests
         )
-        metrics = json.loads((tmp_path / "example_single_tool_call_rollouts_aggregate_metrics.json").read_text())
+        metrics = json.loads((tmp_path / "example_single_tool_call_rollouts_metrics.json").read_text())
         assert metrics["counts"]["rollouts"] == 10 and metrics["fields"]["reward"]["mean"] == 1.0
+        # The environment's own metrics (its /aggregate_metrics, through the agent), in NeMo Gym's file.
+        [environment] = json.loads((tmp_path / "example_single_tool_call_rollouts_aggregate_metrics.json").read_text())
+        assert environment["agent_ref"] == {"name": TUTORIAL_AGENT} and environment["key_metrics"]["mean/reward"] == 1.0
+        assert len(environment["group_level_metrics"]) == 5
+        assert f"Key metrics for {TUTORIAL_AGENT}: " in result.stdout and "mean/reward 1 " in result.stdout
     finally:
         stack.process.send_signal(signal.SIGINT)
         stack.process.wait(timeout=15)

@@ -75,8 +75,14 @@ NEMO_GYM_NAMES = {
         "AggregateMetrics",
         "AggregateMetricsRequest",
     ],
-    "nemo_gym.reward_profile": ["compute_pass_majority_metrics", "highest_k_metrics", "compute_subset_metrics"],
-    "nemo_gym.judge": ["call_judge", "JudgeError", "reraise_judge_errors"],
+    "nemo_gym.reward_profile": [
+        "compute_pass_majority_metrics",
+        "highest_k_metrics",
+        "compute_subset_metrics",
+        "AggregateMetricsMixin",
+        "compute_aggregate_metrics",
+    ],
+    "nemo_gym.judge": ["call_judge", "JudgeError", "reraise_judge_errors", "judge_failsafe"],
     "nemo_gym.global_config": [
         "get_global_config_dict",
         "TASK_INDEX_KEY_NAME",

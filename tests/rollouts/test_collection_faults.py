@@ -148,7 +148,7 @@ def test_kill_9_mid_run_then_resume_yields_exactly_one_row_per_pair(stack, flaky
     keys = [(row["_ng_task_index"], row["_ng_rollout_index"]) for row in rows]
     assert len(keys) == len(set(keys)) == 120
     assert set(keys) == {(task, rollout) for task in range(60) for rollout in range(2)}
-    metrics = json.loads((tmp_path / "out_aggregate_metrics.json").read_text())
+    metrics = json.loads((tmp_path / "out_metrics.json").read_text())
     assert metrics["counts"]["rollouts"] == 120 and metrics["counts"]["failed"] == 0
 
 

@@ -103,13 +103,14 @@ SIDE_FILES = [
     ("run_job.json", "job record"),
     ("run_groups.jsonl", "groups file"),
     ("run_quality.json", "quality report"),
-    ("run_aggregate_metrics.json", "metrics file"),
+    ("run_metrics.json", "metrics file"),
+    ("run_aggregate_metrics.json", "aggregate metrics file"),
     ("run.jsonl.lock", "lock file"),
     ("run_groups.jsonl.tmp", "temporary groups file"),
 ]
 
 
-@pytest.mark.parametrize(("input_name", "side"), [SIDE_FILES[0], SIDE_FILES[2], SIDE_FILES[6]])
+@pytest.mark.parametrize(("input_name", "side"), [SIDE_FILES[0], SIDE_FILES[2], SIDE_FILES[7]])
 def test_a_side_file_that_is_the_input_is_refused_before_anything_is_touched(tmp_path, input_name, side):
     tasks = write_tasks(tmp_path / input_name)
     output = tmp_path / "run.jsonl"
