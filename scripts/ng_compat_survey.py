@@ -6,6 +6,7 @@ For each folder under `<checkout>/resources_servers/`, in a temporary copy of th
 `nemo_gym/`, model and agent folders and `pyproject.toml` linked in, the environment folder copied
 unchanged into `resources_servers/<name>/`), with this interpreter and no network:
 
+0. copies beside it the other environment folders of the checkout that it imports (`resources_servers.<x>`);
 1. reads its own YAML (`configs/<name>.yaml`, else its first config) and classifies it: `offline`,
    `judge` (a model server ref other than the policy, or judge_* URL/key/model keys) or `external`
    (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`;
@@ -316,12 +317,37 @@ class Options:
     keep: bool
 
 
+SIBLING_IMPORT = re.compile(r"\bresources_servers\.(\w+)")
+
+
+def sibling_folders(env_dir: Path) -> set[str]:
+    """Other environment folders of the checkout that this one imports (`resources_servers.mcqa...`),
+    found transitively: in a NeMo Gym checkout they sit beside it, so the copy needs them too."""
+    checkout = env_dir.parent
+    needed: set[str] = set()
+    pending = [env_dir]
+    while pending:
+        folder = pending.pop()
+        for source in folder.rglob("*.py"):
+            try:
+                text = source.read_text(errors="replace")
+            except OSError:
+                continue
+            for name in SIBLING_IMPORT.findall(text):
+                if name not in needed and name != env_dir.name and (checkout / name).is_dir():
+                    needed.add(name)
+                    pending.append(checkout / name)
+    return needed
+
+
 def make_project(env_dir: Path) -> Path:
     project = Path(tempfile.mkdtemp(prefix=f"ng_survey_{env_dir.name}_"))
     for name in LINKED:
         (project / name).symlink_to(PROJECT_ROOT / name)
     (project / "resources_servers").mkdir()
     shutil.copytree(env_dir, project / "resources_servers" / env_dir.name, symlinks=True)
+    for sibling in sorted(sibling_folders(env_dir)):
+        shutil.copytree(env_dir.parent / sibling, project / "resources_servers" / sibling, symlinks=True)
     return project
 
 
