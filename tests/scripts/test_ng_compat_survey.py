@@ -1,8 +1,9 @@
 """scripts/ng_compat_survey.py on a small checkout of our own, laid out as NeMo Gym lays out its
 environments (app.py, configs/<name>.yaml, data/example_rollouts.jsonl, tests/, requirements.txt).
 
-No NeMo Gym code: the three folders below are written here. `survey_good` passes its test and its
-stored rewards are right; `survey_wrong` has a failing test, a requirement that is not installed and
+No NeMo Gym code: the four folders below are written here. `survey_good` passes its test and its
+stored rewards are right; `survey_missing` needs a package that is not installed (so ng_run refuses to
+start it); `survey_wrong` has a failing test and
 one stored reward that its own verify does not give; `survey_judged` names its judge `???`, as NeMo
 Gym's judge environments do, and scores what the survey's scripted judge says.
 """
@@ -193,7 +194,9 @@ def checkout(tmp_path: Path) -> Path:
     good_rows = [rollout("4", "It is 4.", 1.0), rollout("4", "It is 5.", 0.0)]
     write_env(root, "survey_good", TEST_OK, good_rows, nemo_gym_self + "pydantic\n")
     wrong_rows = [rollout("4", "It is 4.", 1.0), rollout("4", "It is 4.", 0.0)]  # the second is mis-stored
-    write_env(root, "survey_wrong", TEST_FAILING, wrong_rows, nemo_gym_self + "surely-not-installed-pkg-17\n")
+    write_env(root, "survey_wrong", TEST_FAILING, wrong_rows, nemo_gym_self)
+    # Its app and tests need nothing missing, but ng_run refuses to start a folder whose requirements are absent.
+    write_env(root, "survey_missing", TEST_OK, good_rows, nemo_gym_self + "surely-not-installed-pkg-17\n")
     judged_rows = [rollout("4", "It is 4.", 1.0), rollout("5", "It is 5.", 1.0)]
     write_env(root, "survey_judged", "def test_nothing_to_check():\n    pass\n", judged_rows, "", JUDGED_APP, True)
     return root
@@ -220,8 +223,13 @@ def test_survey_reports_tests_start_and_reward_match_per_environment(checkout: P
     assert (good["rows"], good["verified"], good["matched"], good["match_ok"]) == (2, 2, 2, True)
     assert good["first_error"] == ""
 
+    missing = envs["survey_missing"]
+    assert missing["missing"] == ["surely-not-installed-pkg-17"] and missing["tests_ok"] is True
+    assert missing["started"] is False and missing["verified"] == 0
+    assert "needs packages that are not installed: surely-not-installed-pkg-17" in missing["first_error"]
+
     wrong = envs["survey_wrong"]
-    assert wrong["missing"] == ["surely-not-installed-pkg-17"]
+    assert wrong["missing"] == []
     assert wrong["tests"]["failed"] == 1 and wrong["tests_ok"] is False
     assert wrong["started"] is True
     assert (wrong["rows"], wrong["verified"], wrong["matched"], wrong["match_ok"]) == (2, 2, 1, False)
@@ -233,9 +241,9 @@ def test_survey_reports_tests_start_and_reward_match_per_environment(checkout: P
 
     table = result.stdout
     assert "survey_good" in table and "survey_wrong" in table and "surely-not-installed-pkg-17" in table
-    assert "offline    2 envs: import 2, tests pass 1, start 2" in table
+    assert "offline    3 envs: import 3, tests pass 2, start 2" in table
     assert "tests pass AND >=95% match 1" in table
-    assert "rows: 6 of 6 verified, 5 with the stored reward" in table
+    assert "rows: 6 of 8 verified, 5 with the stored reward" in table
     assert "judge envs that start and verify every row against the scripted judge: 1 of 1" in table
     # Nothing is left behind: no temporary project and no server (the survey stops each ng_run's group).
     assert not list(Path(tempfile.gettempdir()).glob("ng_survey_survey_*"))
