@@ -69,6 +69,7 @@ def test_a_prompt_longer_than_the_context_ends_with_length_not_an_error(engine):
 
 
 @pytest.mark.local_model
+@pytest.mark.slow  # the longest generation of the file: it runs with the end-to-end tests
 def test_more_concurrent_chats_than_slots_all_complete_without_blocking_the_loop(engine):
     async def scenario():
         chats = [asyncio.create_task(engine.chat(ask(f"Name a fruit number {i}.", max_tokens=8))) for i in range(3)]
