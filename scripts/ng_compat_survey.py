@@ -15,8 +15,11 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
 4. runs its own tests with pytest from its folder (counts from pytest's JUnit XML);
 5. starts it with our `ng_run` on its own YAML, the policy (and any judge) pointed at a scripted
    OpenAI-compatible server on loopback that answers every judge prompt with a plausible verdict;
-6. posts each row of its `data/example_rollouts.jsonl` to its `/verify` (after `/seed_session`) and
-   compares the reward with the stored one.
+6. posts each row of its `data/example_rollouts.jsonl` to its `/verify` (after `/seed_session`), laid
+   over its task row (found by input: messages, images and files) when the rollout does not repeat the
+   task fields, and compares the reward with the stored one. A row whose task is in no `data/*.jsonl`
+   and which lacks fields the verify request requires cannot be re-verified (NeMo Gym's own `/verify`
+   answers it 422 too): it is counted as `no task` and left out of the match ratio.
 
 Every step has a deadline; on timeout the whole process group is killed; temporary projects are removed.
 The table and totals go to stdout, progress to stderr, the raw results to `--json`.
@@ -296,13 +299,21 @@ class EnvResult:
     rows: int = 0
     verified: int = 0
     matched: int = 0
+    without_task: int = 0
+    """Rows no task in data/*.jsonl matches, lacking fields the verify request requires: NeMo Gym's
+    own /verify refuses them the same way (FastAPI's 422 "Field required"), so no reward to compare."""
     judge_calls: int = 0
     first_error: str = ""
     seconds: float = 0.0
 
     @property
+    def comparable(self) -> int:
+        """Rows whose stored reward can be compared: all but those without their task."""
+        return self.rows - self.without_task
+
+    @property
     def match_ok(self) -> bool:
-        return self.rows > 0 and self.matched >= MATCH_TARGET * self.rows
+        return self.comparable > 0 and self.matched >= MATCH_TARGET * self.comparable
 
     def note(self, error: str) -> None:
         if error and not self.first_error:
@@ -443,24 +454,43 @@ def stored_rows(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+TEXT_PART_TYPES = {"input_text", "output_text", "text"}
+
+
+def _content_key(content: Any) -> list[Any]:
+    """A message's content as a list of parts: ["text", t] for text, [type, payload] for the rest
+    (images, files, audio). Two tasks may ask the same words about different images (circle_count),
+    so the payload is part of the key; `detail` and null keys are left out, as stored rows add them."""
+    if isinstance(content, str):
+        return [["text", content]]
+    parts: list[Any] = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in TEXT_PART_TYPES or (kind is None and "text" in part):
+            parts.append(["text", part.get("text") or ""])
+        else:
+            payload = {key: value for key, value in part.items() if key not in ("type", "detail") and value is not None}
+            parts.append([kind, payload])
+    return parts
+
+
 def _input_key(row: dict[str, Any]) -> str | None:
-    """A row's input as (role, text) pairs: stored rollouts spell the same messages with extra keys
-    (`type`, nulls) and content parts where the task row has plain strings."""
+    """A row's input as (role, content parts) pairs: stored rollouts spell the same messages with extra
+    keys (`type`, nulls) and content parts where the task row has plain strings."""
     params = row.get("responses_create_params")
     if not isinstance(params, dict) or "input" not in params:
         return None
     items = params["input"]
     if isinstance(items, str):
-        return json.dumps([["user", items]])
+        return json.dumps([["user", _content_key(items)]], sort_keys=True)
     pairs = []
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict) or "role" not in item:
             continue
-        content = item.get("content")
-        if isinstance(content, list):
-            content = "".join(part.get("text") or "" for part in content if isinstance(part, dict))
-        pairs.append([item["role"], content])
-    return json.dumps(pairs)
+        pairs.append([item["role"], _content_key(item.get("content"))])
+    return json.dumps(pairs, sort_keys=True)
 
 
 def task_rows_by_input(data_dir: Path) -> dict[str, dict[str, Any]]:
@@ -484,6 +514,25 @@ def task_rows_by_input(data_dir: Path) -> dict[str, dict[str, Any]]:
     return tasks
 
 
+def missing_task_fields(answer: httpx.Response, row: dict[str, Any]) -> list[str]:
+    """The request fields a 422 says are missing from the row, if that is all it says, else []."""
+    try:
+        detail = answer.json().get("detail")
+    except ValueError:
+        return []
+    if not isinstance(detail, list) or not detail:
+        return []
+    fields = []
+    for problem in detail:
+        location = problem.get("loc") if isinstance(problem, dict) else None
+        if problem.get("type") != "missing" or not isinstance(location, list) or len(location) != 2:
+            return []
+        if location[0] != "body" or location[1] in row:
+            return []
+        fields.append(str(location[1]))
+    return fields
+
+
 def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: float, result: EnvResult) -> None:
     lines = stored_rows(rows_path)
     if not lines:
@@ -497,12 +546,13 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
             result.note(f"verify: no running server named {resources_name}")
             return
         base = urls[0].rstrip("/")
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             if time.monotonic() > deadline:
                 result.note(f"verify timed out after {timeout:.0f} s")
                 return
             stored_row = json.loads(line)
-            row = {**tasks.get(_input_key(stored_row) or "", {}), **stored_row}
+            task_row = tasks.get(_input_key(stored_row) or "")
+            row = {**(task_row or {}), **stored_row}
             try:
                 task = {key: value for key, value in row.items() if key not in ("response", "reward")}
                 client.cookies.clear()
@@ -510,6 +560,14 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
                 answer = client.post(f"{base}/verify", json=row)
             except httpx.HTTPError as error:
                 result.note(f"verify: {type(error).__name__}: {error}")
+                continue
+            missing = missing_task_fields(answer, row) if answer.status_code == 422 and task_row is None else []
+            if missing:
+                result.without_task += 1
+                result.note(
+                    f"row {number} has no task: no row of data/*.jsonl has its input and it lacks "
+                    f"{', '.join(missing)} (NeMo Gym's /verify refuses it too)"
+                )
                 continue
             if answer.status_code != 200:
                 result.note(f"verify: HTTP {answer.status_code} {answer.text[:120]}")
@@ -523,7 +581,7 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
             if isinstance(stored, (int, float)) and math.isclose(reward, stored, abs_tol=REWARD_TOLERANCE):
                 result.matched += 1
             elif not result.first_error:
-                result.note(f"reward {reward} != stored {stored} (row {lines.index(line) + 1})")
+                result.note(f"reward {reward} != stored {stored} (row {number})")
 
 
 def start_and_verify(
@@ -660,6 +718,7 @@ def table(results: list[EnvResult]) -> str:
         "start",
         "verified",
         "match",
+        "no task",
         "s",
         "first error",
     ]
@@ -675,7 +734,8 @@ def table(results: list[EnvResult]) -> str:
                 tests,
                 mark(r.started),
                 f"{r.verified}/{r.rows}",
-                f"{r.matched}/{r.rows}",
+                f"{r.matched}/{r.comparable}",
+                str(r.without_task),
                 f"{r.seconds:.0f}",
                 r.first_error[:110],
             ]
@@ -709,7 +769,8 @@ def totals(results: list[EnvResult], wall_s: float, jobs: int) -> str:
     rows = sum(r.rows for r in results)
     lines.append(
         f"rows: {sum(r.verified for r in results)} of {rows} verified, {sum(r.matched for r in results)} "
-        f"with the stored reward"
+        f"with the stored reward, {sum(r.without_task for r in results)} without their task (not comparable: "
+        f"no row of data/*.jsonl has their input and they lack required fields)"
     )
     lines.append(f"{len(results)} environments in {wall_s:.0f} s with {jobs} job(s)")
     return "\n".join(lines)
@@ -762,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = result
             print(
                 f"[{done}/{len(env_dirs)}] {name}: {result.kind}, tests_ok={result.tests_ok}, "
-                f"started={result.started}, matched {result.matched}/{result.rows} ({result.seconds:.0f} s)",
+                f"started={result.started}, matched {result.matched}/{result.comparable} ({result.seconds:.0f} s)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -776,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
             "checkout": str(args.checkout),
             "wall_s": round(wall, 1),
             "jobs": args.jobs,
-            "environments": [asdict(r) | {"match_ok": r.match_ok} for r in ordered],
+            "environments": [asdict(r) | {"comparable": r.comparable, "match_ok": r.match_ok} for r in ordered],
         }
         args.json.write_text(json.dumps(payload, indent=1))
     return 0

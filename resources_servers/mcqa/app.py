@@ -5,8 +5,10 @@ taken from the last assistant message by, in order of priority:
   1. the row's `template_metadata.output_regex` (one pattern or a list, tried in order), when it
      matches and its last match gives an option letter (case-insensitive);
   2. else the row's `grading_mode`:
-     * `strict_single_letter_boxed`: the last `\\boxed{...}` holds exactly one option letter, bare or
-       set off by non-letters only (`B`, `{B}` as NeMo Gym's templates write `\\boxed{{B}}`, `(B)`);
+     * `strict_single_letter_boxed` (NeMo Gym's rule): the last `\\boxed{...}`, its `\\text{...}` wrappers
+       peeled, holds one capital option letter set off by non-letters only (`B`, `{B}` as NeMo Gym's
+       templates write `\\boxed{{B}}`, `(B)`), or opens with one and a label mark, the option's text
+       after it ignored (`C: An individual with ...`, `C) ...`); a lowercase letter is not an answer;
      * `lenient_boxed`: the last `\\boxed{...}` holds a letter (`B`, `(B)`, `B.`, `\\text{B}`, `B: text`)
        or text that matches exactly one option;
      * `lenient_answer_colon`: the last `Answer: ...` line starts with a letter or holds text that
@@ -40,6 +42,9 @@ LONE_LETTER = re.compile(r"^\(?\s*([A-Za-z])\s*\)?[.):]?$")
 LEADING_LETTER = re.compile(r"^\(?([A-Z])(?:\)|[.:]|\s*-)\s+\S")
 # One capital letter set off by non-letters only: `{B}`, `(B)`, `B.` (NeMo Gym's strict boxed rule).
 BRACKETED_LETTER = re.compile(r"[^A-Za-z]*([A-Z])[^A-Za-z]*")
+# NeMo Gym's strict boxed rule: a box that opens with a capital and a label mark (`C: text`, `C) text`).
+LABELLED_LETTER = re.compile(r"\s*([A-Z])\s*[:).\-]")
+WHOLE_TEXT_WRAPPER = re.compile(r"\\text\{\s*(.*?)\s*\}", re.S)
 ANSWER_LINE = re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?[:：]\s*(.*)")
 EDGE_PUNCTUATION = " \t\n.,;:!?\"'`*_()[]"
 
@@ -128,12 +133,23 @@ def letter_or_option_text(text: str, options: dict[str, str]) -> str | None:
     return letter or unique_option_match(stripped, options)
 
 
-def extract_strict_boxed(text: str, options: dict[str, str]) -> str | None:
-    boxes = boxed_contents(text)
-    if not boxes:
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{`, or None when there is none or it is never closed."""
+    start = text.rfind(BOXED)
+    if start == -1:
         return None
-    content = LATEX_WRAPPER.sub(r"\1", boxes[-1])
-    match = re.fullmatch(r"\s*([A-Za-z])\s*", content) or BRACKETED_LETTER.fullmatch(content)
+    content = boxed_contents(text[start:])
+    return content[0] if content else None
+
+
+def extract_strict_boxed(text: str, options: dict[str, str]) -> str | None:
+    content = last_boxed(text)
+    if content is None:
+        return None
+    content = content.strip()
+    while wrapped := WHOLE_TEXT_WRAPPER.fullmatch(content):
+        content = wrapped.group(1)
+    match = BRACKETED_LETTER.fullmatch(content) or LABELLED_LETTER.match(content)
     return _valid(match.group(1), options) if match else None
 
 

@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 
 from tests.conftest import PROJECT_ROOT
@@ -123,6 +124,29 @@ if __name__ == "__main__":
     JudgedServer.run_webserver()
 '''
 
+TASK_FIELD_APP = '''
+"""Declares its task field, as NeMo Gym environments do: a row without it is refused (422)."""
+
+from nemo_gym.servers.resources import BaseVerifyRequest, BaseVerifyResponse, SimpleResourcesServer
+
+
+class GroundTruthRequest(BaseVerifyRequest):
+    ground_truth: str
+
+
+class TaskFieldServer(SimpleResourcesServer):
+    async def verify(self, body: GroundTruthRequest) -> BaseVerifyResponse:
+        row = body.model_dump(mode="json")
+        said = "".join(
+            part.get("text", "") for item in row["response"]["output"] for part in item.get("content") or []
+        )
+        return BaseVerifyResponse(**(row | {"reward": 1.0 if row["ground_truth"] in said else 0.0}))
+
+
+if __name__ == "__main__":
+    TaskFieldServer.run_webserver()
+'''
+
 JUDGE_REF = """      judge_model_server:
         type: responses_api_models
         name: ???
@@ -145,9 +169,9 @@ def test_score_is_strict():
 """
 
 
-def rollout(expected: str, said: str, reward: float) -> str:
+def rollout(expected: str | None, said: str, reward: float, question: str = "What is 2 + 2?") -> str:
     row = {
-        "responses_create_params": {"input": [{"role": "user", "content": "What is 2 + 2?"}]},
+        "responses_create_params": {"input": [{"role": "user", "content": question}]},
         "response": {
             "id": "resp_1",
             "object": "response",
@@ -167,6 +191,8 @@ def rollout(expected: str, said: str, reward: float) -> str:
         "expected": expected,
         "reward": reward,
     }
+    if expected is None:  # a rollout that does not repeat its task's fields, as NeMo Gym's often do not
+        del row["expected"]
     return json.dumps(row)
 
 
@@ -199,6 +225,11 @@ def checkout(tmp_path: Path) -> Path:
     write_env(root, "survey_missing", TEST_OK, good_rows, nemo_gym_self + "surely-not-installed-pkg-17\n")
     judged_rows = [rollout("4", "It is 4.", 1.0), rollout("5", "It is 5.", 1.0)]
     write_env(root, "survey_judged", "def test_nothing_to_check():\n    pass\n", judged_rows, "", JUDGED_APP, True)
+    # One rollout's task is in data/example.jsonl, the other's is nowhere (it lacks `ground_truth`).
+    task_rows = [rollout(None, "It is 4.", 1.0), rollout(None, "It is 9.", 1.0, question="What is 3 * 3?")]
+    write_env(root, "survey_task_field", "def test_nothing_to_check():\n    pass\n", task_rows, "", TASK_FIELD_APP)
+    task = {"responses_create_params": {"input": [{"role": "user", "content": "What is 2 + 2?"}]}, "ground_truth": "4"}
+    (root / "resources_servers" / "survey_task_field" / "data" / "example.jsonl").write_text(json.dumps(task) + "\n")
     return root
 
 
@@ -239,11 +270,16 @@ def test_survey_reports_tests_start_and_reward_match_per_environment(checkout: P
     assert judged["kind"] == "judge" and judged["started"] is True
     assert (judged["verified"], judged["matched"], judged["judge_calls"]) == (2, 2, 2)
 
+    task_field = envs["survey_task_field"]  # the row without its task has no reward to compare
+    assert (task_field["rows"], task_field["verified"], task_field["matched"]) == (2, 1, 1)
+    assert (task_field["without_task"], task_field["comparable"], task_field["match_ok"]) == (1, 1, True)
+    assert "row 2 has no task" in task_field["first_error"] and "ground_truth" in task_field["first_error"]
+
     table = result.stdout
     assert "survey_good" in table and "survey_wrong" in table and "surely-not-installed-pkg-17" in table
-    assert "offline    3 envs: import 3, tests pass 2, start 2" in table
-    assert "tests pass AND >=95% match 1" in table
-    assert "rows: 6 of 8 verified, 5 with the stored reward" in table
+    assert "offline    4 envs: import 4, tests pass 3, start 3" in table
+    assert "tests pass AND >=95% match 2" in table
+    assert "rows: 7 of 10 verified, 6 with the stored reward, 1 without their task" in table
     assert "judge envs that start and verify every row against the scripted judge: 1 of 1" in table
     # Nothing is left behind: no temporary project and no server (the survey stops each ng_run's group).
     assert not list(Path(tempfile.gettempdir()).glob("ng_survey_survey_*"))
@@ -309,3 +345,50 @@ def test_a_rollout_without_its_task_fields_is_laid_over_its_task_found_by_input(
     tasks = survey.task_rows_by_input(data)
     assert tasks[survey._input_key(stored)] == task
     assert survey._input_key({"responses_create_params": {"input": "2+2?"}}) == survey._input_key(task)
+
+
+def test_tasks_with_the_same_words_about_different_images_are_told_apart(tmp_path: Path):
+    """circle_count in NeMo Gym: two tasks ask "How many yellow circles are in the image?" about two
+    images; each stored rollout must be laid over its own task, not the first with the same words."""
+    survey = load_script()
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def task(image: str, circles: int) -> dict:
+        content = [
+            {"type": "input_image", "image_url": f"data:image/png;base64,{image}", "detail": "auto"},
+            {"type": "input_text", "text": "How many yellow circles are in the image?"},
+        ]
+        return {"responses_create_params": {"input": [{"role": "user", "content": content}]}, "expected": circles}
+
+    first, second = task("AAAA", 3), task("BBBB", 1)
+    (data / "example.jsonl").write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    # The stored rollout spells the same message NeMo Gym's way: `type`, keys in another order.
+    stored_content = [
+        {"detail": "auto", "type": "input_image", "image_url": "data:image/png;base64,BBBB"},
+        {"text": "How many yellow circles are in the image?", "type": "input_text"},
+    ]
+    stored = {"responses_create_params": {"input": [{"content": stored_content, "role": "user", "type": "message"}]}}
+    tasks = survey.task_rows_by_input(data)
+    assert len(tasks) == 2
+    assert tasks[survey._input_key(stored)] == second
+
+
+def test_a_422_for_fields_the_row_lacks_marks_a_row_without_its_task():
+    """NeMo Gym's own /verify answers FastAPI's 422 "Field required" to a rollout whose task fields are
+    nowhere: such a row has no reward to compare. Any other 422 stays an error."""
+    survey = load_script()
+    row = {"responses_create_params": {"input": "2+2?"}, "response": {}, "reward": 1.0}
+
+    def answer_422(*problems: dict) -> httpx.Response:
+        return httpx.Response(422, json={"error": {"type": "RequestValidationError"}, "detail": list(problems)})
+
+    missing = {"loc": ["body", "ground_truth"], "msg": "Field required", "type": "missing"}
+    assert survey.missing_task_fields(answer_422(missing), row) == ["ground_truth"]
+    wrong_type = {"loc": ["body", "reward"], "msg": "Input should be a valid number", "type": "float_type"}
+    assert survey.missing_task_fields(answer_422(missing, wrong_type), row) == []
+    present = {"loc": ["body", "reward"], "msg": "Field required", "type": "missing"}
+    assert survey.missing_task_fields(answer_422(present), row) == []  # the row has it: not a missing task
+    nested = {"loc": ["body", "response", "id"], "msg": "Field required", "type": "missing"}
+    assert survey.missing_task_fields(answer_422(nested), row) == []
+    assert survey.missing_task_fields(httpx.Response(422, text="not json"), row) == []

@@ -53,7 +53,7 @@ async def verify(output: list[dict[str, Any]], mode: str, **extra: Any) -> dict[
 CASES = [
     # strict: exactly one letter in the last box
     ("strict_single_letter_boxed", "Nitrogen is about 78%. \\boxed{B}", "B"),
-    ("strict_single_letter_boxed", "\\boxed{ b }", "B"),
+    ("strict_single_letter_boxed", "\\boxed{ b }", None),  # NeMo Gym's strict rule takes capitals only
     ("strict_single_letter_boxed", "First \\boxed{B}, no wait: \\boxed{A}", "A"),
     ("strict_single_letter_boxed", "\\boxed{(B)}", "B"),  # one capital set off by non-letters, as NeMo Gym
     ("strict_single_letter_boxed", "\\boxed{{B}}", "B"),  # NeMo Gym's template answers double the braces
@@ -62,6 +62,13 @@ CASES = [
     ("strict_single_letter_boxed", "\\boxed{E}", None),  # not an option
     ("strict_single_letter_boxed", "The answer is B.", None),
     ("strict_single_letter_boxed", "\\boxed{B", None),  # unclosed box
+    ("strict_single_letter_boxed", "\\boxed{B} then \\boxed{C", None),  # the last box is unclosed
+    # NeMo Gym's strict rule: `\\text{}` peeled; a leading letter with a label mark, its option text ignored
+    ("strict_single_letter_boxed", "\\boxed{\\text{B}}", "B"),
+    ("strict_single_letter_boxed", "\\boxed{\n B: Nitrogen makes up most of the air.\n}", "B"),
+    ("strict_single_letter_boxed", "\\boxed{\\text{B) Nitrogen}}", "B"),
+    ("strict_single_letter_boxed", "\\boxed{B is my answer}", None),  # no label mark after the letter
+    ("strict_single_letter_boxed", "\\boxed{\\mathrm{B}}", None),  # only \\text{} is peeled
     # lenient boxed: letters in any dress, or one option's text
     ("lenient_boxed", "\\boxed{\\text{B}}", "B"),
     ("lenient_boxed", "\\boxed{(B)}", "B"),
@@ -158,6 +165,54 @@ async def test_output_regex_may_be_a_list_and_a_match_that_names_no_option_falls
     # "Choice: Z" names no option, so the next pattern and then grading_mode get their turn
     row = await verify(reply("Choice: Z\n\\boxed{B}"), "strict_single_letter_boxed", template_metadata=template)
     assert row["extracted_answer"] == "B"
+
+
+def test_nemo_gym_row_with_the_option_text_in_the_box_scores_as_nemo_gym_scores_it():
+    """The shape of NeMo Gym's mcqa example rollout 3 (typed items, nulls): the box holds the letter and
+    its option's text. NeMo Gym's strict rule reads C (since its boxed-extraction fix; the row's stored
+    0.0 came from the single-regex rule it replaced)."""
+    options = [{"A": "A newborn is tested."}, {"B": "An adult is tested."}, {"C": "An individual decides to test."}]
+    prompt = "You should output your final response letter inside \\boxed{} ...\n" + "\n".join(
+        f"{letter}: {text}" for option in options for letter, text in option.items()
+    )
+    text = "The classic case is **C**.\n\n\\[\n\\boxed{\nC: An individual decides to test.\n}\n\\]"
+    row = {
+        "responses_create_params": {
+            "input": [{"content": prompt, "role": "user", "type": "message"}],
+            "tools": [],
+            "parallel_tool_calls": None,
+            "tool_choice": None,
+            "temperature": None,
+        },
+        "response": {
+            "id": "resp_3",
+            "object": "response",
+            "created_at": 1.0,
+            "model": "gpt-4.1",
+            "output": [
+                {
+                    "id": "msg_3",
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+                }
+            ],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+        },
+        "options": options,
+        "expected_answer": "C",
+        "grading_mode": "strict_single_letter_boxed",
+        "uuid": "4c36b177",
+        "reward": 0.0,
+        "extracted_answer": None,
+    }
+    with ThreadedServer(make_server().setup_webserver()) as server:
+        answer = httpx.post(f"{server.url}/verify", json=row)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["reward"], answer.json()["extracted_answer"]) == (1.0, "C")
 
 
 def test_a_stored_row_posted_back_is_scored_again():
