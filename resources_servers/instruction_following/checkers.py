@@ -9,9 +9,8 @@ the usual allowance for a preamble like "Sure, here it is:".
 
 Counting conventions: words are runs of letters, digits, apostrophes and hyphens; sentences end at
 `.`, `!` or `?` followed by whitespace or the end; paragraphs are separated by blank lines (or by a
-line of `***`); bullets are lines starting with `* ` or `- `. The IFBench checkers (`count:`,
-`letters:`, `first_word:`, `last_word:`, `paragraphs:`) follow the conventions NeMo Gym's
-verifiable-instructions package grades them by, stated on each.
+line of `***`); bullets are lines starting with `* ` or `- `. The IFBench checkers live in `ifbench.py`
+(every IFBench id of the verifiable-instructions package NeMo Gym grades with, by its conventions).
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any, Literal
+
+from resources_servers.instruction_following.ifbench import IFBENCH_CHECKERS
 
 Relation = Literal["less than", "at most", "at least", "exactly", "more than"]
 Checker = Callable[..., bool]
@@ -230,65 +231,9 @@ def two_responses(text: str) -> bool:
     return len(parts) == 2 and all(parts) and parts[0] != parts[1]
 
 
-# ---- IFBench (NeMo Gym's instruction_following rows) --------------------------------------------
+# ---- IFBench (NeMo Gym's instruction_following rows): graded in ifbench.py -------------------------
 
-
-LOWERCASE_WORD = re.compile(r"\b[a-z]+\b")
-LETTER = re.compile(r"[A-Za-z]")
-PARAGRAPH_DIVIDER = re.compile(r"\s?\*\*\*\s?")
-NOT_WORD_OR_SPACE = re.compile(r"[^\w\s]")
-DECIMAL_POINT = re.compile(r"(\d)\.(\d)")
-SENTENCE_BREAK = re.compile(r"(?<=[.!?])")
-
-
-@instruction("count:lowercase_counting")
-def lowercase_counting(text: str, *, N: int) -> bool:  # noqa: N803 (IFBench's argument name)
-    """At most N all-lowercase words in the whole reply (every occurrence counts)."""
-    return len(LOWERCASE_WORD.findall(text)) <= N
-
-
-@instruction("letters:letter_counting")
-def letter_counting(text: str, *, N: int, relation: Literal["at least", "less than"]) -> bool:  # noqa: N803
-    """At least / fewer than N ASCII letters; IFBench knows no other relation."""
-    count = len(LETTER.findall(text))
-    return count >= N if relation == "at least" else count < N if relation == "less than" else False
-
-
-@instruction("paragraphs:paragraphs")
-def two_paragraphs(text: str) -> bool:
-    """Exactly two paragraphs divided by `***`; an empty piece is allowed only before the first or after
-    the last divider."""
-    pieces = PARAGRAPH_DIVIDER.split(text)
-    inner_empty = any(not piece.strip() for piece in pieces[1:-1])
-    edges_empty = sum(not pieces[i].strip() for i in {0, len(pieces) - 1})
-    return not inner_empty and len(pieces) - edges_empty == 2
-
-
-def ifbench_sentences(text: str) -> list[str]:
-    """Sentences as IFBench counts them: a break after each `.`, `!` or `?`, except inside a decimal
-    number, after a run of dots, or before a closing quote (which stays with its sentence). Unlike
-    IFBench's splitter, an abbreviation such as "Mr." or "e.g." ends a sentence here."""
-    text = DECIMAL_POINT.sub("\\1<point>\\2", text.replace("\n", " "))
-    text = re.sub(r"\.{2,}", lambda run: "<point>" * len(run.group(0)) + "<break>", text)
-    for mark in ".!?":
-        text = text.replace(mark + '"', '"' + mark).replace(mark + "”", "”" + mark)
-    text = SENTENCE_BREAK.sub("<break>", text)
-    pieces = [piece.replace("<point>", ".").strip() for piece in text.split("<break>")]
-    return pieces[:-1] if pieces and not pieces[-1] else pieces
-
-
-@instruction("first_word:first_word_sent")
-def first_word_sent(text: str, *, first_word: str) -> bool:
-    """Every sentence starts with `first_word` (case-insensitive; the token as written, punctuation and all)."""
-    sentences = ifbench_sentences(text)
-    return bool(sentences) and all(s.strip() and s.split()[0].lower() == first_word.lower() for s in sentences)
-
-
-@instruction("last_word:last_word_answer")
-def last_word_answer(text: str, *, last_word: str) -> bool:
-    """The reply's last whitespace-separated token, punctuation removed, is `last_word` (case-insensitive)."""
-    tokens = text.split()
-    return bool(tokens) and NOT_WORD_OR_SPACE.sub("", tokens[-1]).lower() == last_word.strip().lower()
+CHECKERS.update(IFBENCH_CHECKERS)
 
 
 # ---- arguments and loose grading ------------------------------------------------------------------

@@ -222,4 +222,4 @@ def test_confined_scoring_scaffold_scores_in_the_sandbox_and_its_own_tests_pass(
         env=child_env(),
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "4 passed" in tests.stdout
+    assert "5 passed" in tests.stdout

@@ -7,9 +7,11 @@ import shutil
 
 import pytest
 
+from nemo_gym.testing.inprocess import free_port
 from nemo_gym.testing.ng_run_process import NgRunProcess
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn
 from tests.conftest import PROJECT_ROOT, TUTORIAL_AGENT, TUTORIAL_CONFIGS, TUTORIAL_DATA, cli
+from tests.e2e.env_rollouts import OPENAI_MODEL_CONFIG
 
 pytestmark = pytest.mark.slow
 COUNTER_CONFIGS = (
@@ -254,3 +256,65 @@ def test_rows_of_another_environment_are_refused_unless_forced(upstream, head_po
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[0] == "Re-verified 5 of 5 rows: 5 rewards changed."
     assert len(upstream.requests) == 0
+
+
+# ---- every environment's example rollouts give back their stored rewards -----------------------------
+
+ENVIRONMENTS = sorted(
+    path.parent.parent.name for path in PROJECT_ROOT.glob("resources_servers/*/data/example_rollouts.jsonl")
+)
+
+
+@pytest.fixture(scope="module")
+def example_rollouts_reverified(tmp_path_factory) -> tuple[dict[tuple, dict], dict[tuple, dict], str]:
+    """All environments on one ng_run, and one ng_reverify over every example rollout (the model is never
+    called: policy_base_url points at nothing). Returns (stored rows, re-verified rows), each keyed by
+    (agent, task index, rollout index), and ng_reverify's stdout."""
+    tmp_path = tmp_path_factory.mktemp("examples")
+    stored = [
+        row
+        for env in ENVIRONMENTS
+        for row in read_rows(PROJECT_ROOT / f"resources_servers/{env}/data/example_rollouts.jsonl")
+    ]
+    source = tmp_path / "all_example_rollouts.jsonl"
+    write_rows(source, stored)
+    output = tmp_path / "reverified.jsonl"
+    configs = [
+        str(path.relative_to(PROJECT_ROOT))
+        for env in ENVIRONMENTS
+        for path in sorted((PROJECT_ROOT / "resources_servers" / env / "configs").glob("*.yaml"))
+    ]
+    head_port = free_port()
+    policy = ("+policy_base_url=http://127.0.0.1:9/v1", "+policy_api_key=x", "+policy_model_name=nobody")
+    stack = NgRunProcess([*configs, OPENAI_MODEL_CONFIG], f"+head_server.port={head_port}", *policy, cwd=PROJECT_ROOT)
+    try:
+        stack.wait_ready(timeout=240)  # sixteen environments and their agents start on a shared machine
+        result = cli(
+            "ng_reverify",
+            f"+input_jsonl_fpath={source}",
+            f"+output_jsonl_fpath={output}",
+            f"+head_server.port={head_port}",
+            timeout=240,
+        )
+    finally:
+        stack.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def key(row: dict) -> tuple:
+        return (row["agent_ref"]["name"], row["_ng_task_index"], row["_ng_rollout_index"])
+
+    return {key(row): row for row in stored}, {key(row): row for row in read_rows(output)}, result.stdout
+
+
+def test_every_environment_has_example_rollouts_to_reverify():
+    assert len(ENVIRONMENTS) == len(list(PROJECT_ROOT.glob("resources_servers/*/app.py"))) >= 16
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_example_rollouts_reverify_to_their_stored_rewards(example_rollouts_reverified, env):
+    stored, reverified, stdout = example_rollouts_reverified
+    assert stdout.splitlines()[0] == f"Re-verified {len(stored)} of {len(stored)} rows: 0 rewards changed."
+    mine = sorted(key for key in stored if key[0] == f"{env}_simple_agent")
+    assert len(mine) == 5
+    assert [reverified[key]["reward"] for key in mine] == [stored[key]["reward"] for key in mine]
+    assert all(reverified[key]["response"] == stored[key]["response"] for key in mine)

@@ -15,6 +15,7 @@ from resources_servers.instruction_following.app import (
     InstructionVerifyRequest,
 )
 from resources_servers.instruction_following.checkers import CHECKERS, check_arguments, follows
+from resources_servers.instruction_following.ifbench import split_sentences, tokens
 from tests.e2e.env_rollouts import environment_stack, example_tasks, user_text
 
 TASKS = example_tasks("instruction_following")
@@ -26,6 +27,66 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     "paragraphs:paragraphs": ({}, "First part.\n***\nSecond part.", "First.\n***\n***\nSecond."),
     "first_word:first_word_sent": ({"first_word": "Well"}, "Well yes. well 3.5 is fine!", "Well yes. No."),
     "last_word:last_word_answer": ({"last_word": "contest"}, "We entered the Contest!", "The contest was fun."),
+    "letters:letter_counting2": (
+        {"letter": "e", "let_frequency": 3, "let_relation": "at least"},
+        "Three e's: eel, bee.",
+        "Only one: hello",
+    ),
+    "count:counting_composition": (
+        {"n_sent": 2, "n_words": 3},
+        "Cats purr.  Dogs bark.\n***\nBirds sing. Fish swim.\n***\nCows moo. Frogs croak.",
+        "Cats purr loudly. Dogs bark.\n***\nBirds sing. Fish swim.\n***\nCows moo. Frogs croak.",
+    ),
+    "count:count_unique": ({}, "Every word here differs!", "Every word, every one, differs."),
+    "count:count_increment_word": (
+        {"keyword1": "tea", "keyword2": "cake"},
+        "Tea with cake, then more cake.",
+        "Tea with cake, then more tea.",
+    ),
+    "paragraphs:paragraphs2": ({}, "First part.\n\nSecond part.", "One.\n\nTwo.\n\nThree."),
+    "first_word:first_word_answer": ({"first_word": "Indeed"}, "indeed it works. Yes.", "Yes. Indeed it works."),
+    "last_word:last_word_sent": ({"last_word": "now"}, "Go now. Stop right NOW!", "Go now. Then stop."),
+    "copy:copy": ({"prompt_to_repeat": "Write a poem."}, "  write a POEM. ", "Write a poem. Roses are red."),
+    "copy:copying_simple": ({"prompt_to_repeat": "Name a fruit."}, "Name a fruit.", "Apple."),
+    "copy:copying_multiple": (
+        {"prompt_to_repeat": "Name a fruit.", "N": 2},
+        "Name a fruit.\n******\nName a fruit.",
+        "Name a fruit.\n******\nName a fruit.\n******\nName a fruit.",
+    ),
+    "new:copy_span_idx": (
+        {"prompt_to_repeat": "Summarise the history of tea.", "n_start": 4, "n_end": 19},
+        "arise the histo",
+        "Summarise the history",
+    ),
+    "copy:repeat_phrase": (
+        {"phrase": "Time flies when having fun", "small_n": 2},
+        "Time runs when having fun, and Time goes when having fun.",
+        "Time flies when having fun, Time flies when having fun.",
+    ),
+    "detectable_format:sentence_hyphens": ({}, "I came.-I saw.-I won.", "I came. - I saw. - I won."),
+    "detectable_format:square_brackets": ({}, "[Every] [word] [boxed.]", "[Every] word [boxed.]"),
+    "detectable_format:bigram_wrapping": ({}, "<<I am>> <<at home>> <<now>>", "<<I am>> at home"),
+    "punctuation:punctuation_dot": ({}, "No dots here!", "One dot here."),
+    "punctuation:punctuation_exclamation": ({}, "Calm words.", "Loud words!"),
+    "keywords:no_adjacent_consecutive": ({}, "Zebras eat grass.", "A big zebra."),
+    "keywords:word_once": ({"keyword": "moon"}, "The Moon rises.", "The moon, the moon."),
+    "keywords:word_count_different_numbers": (
+        {"keyword": "rain", "frequency": 2, "relation": "at least"},
+        "Rain, more rain.",
+        "Some rain.",
+    ),
+    "keywords:exclude_word_harder": (
+        {"keyword": "blue", "instruction": "Describe the sky without the colour."},
+        "The sky is azure.",
+        "The sky is blue today.",
+    ),
+    "keywords:palindrome": ({}, "We saw a racecar.", "No such words here."),
+    "keywords:keyword_specific_position": (
+        {"keyword": "green", "n": 2, "m": 3},
+        "Hello there. I like green tea.",
+        "Hello there. I like tea, green tea.",
+    ),
+    "keywords:start_end": ({}, "Hello, world, hello", "Hello, world, hello."),
     "length_constraints:number_words": (
         {"num_words": 5, "relation": "less than"},
         "Only four words here.",
@@ -220,16 +281,45 @@ async def test_a_nemo_gym_row_with_verifier_metadata_null_kwargs_and_ifbench_ids
     assert two_of_three["reward"] == pytest.approx(2 / 3)  # the row's grading_mode, not the server's "all"
 
 
+def test_every_ifbench_id_of_the_verifiable_instructions_package_is_graded():
+    # The package's 29 IFBench ids beyond IFEval's (its registry, the one NeMo Gym grades with).
+    ifbench_ids = {
+        "copy:repeat_phrase", "copy:copy", "new:copy_span_idx", "detectable_format:sentence_hyphens",
+        "keywords:no_adjacent_consecutive", "detectable_format:square_brackets", "keywords:word_once",
+        "keywords:word_count_different_numbers", "keywords:exclude_word_harder", "paragraphs:paragraphs",
+        "paragraphs:paragraphs2", "first_word:first_word_sent", "first_word:first_word_answer",
+        "last_word:last_word_sent", "last_word:last_word_answer", "detectable_format:bigram_wrapping",
+        "copy:copying_simple", "copy:copying_multiple", "punctuation:punctuation_dot",
+        "punctuation:punctuation_exclamation", "count:lowercase_counting", "letters:letter_counting",
+        "letters:letter_counting2", "count:counting_composition", "count:count_unique",
+        "count:count_increment_word", "keywords:palindrome", "keywords:keyword_specific_position",
+        "keywords:start_end",
+    }  # fmt: skip
+    assert len(ifbench_ids) == 29 and ifbench_ids <= set(CHECKERS)
+
+
+def test_ifbench_tokens_and_sentences_follow_the_package_conventions():
+    assert tokens('"Hi," she said. I can\'t, e.g. 3.5 times...') == [
+        "``", "Hi", ",", "''", "she", "said", ".", "I", "ca", "n't", ",", "e.g.", "3.5", "times", "...",
+    ]  # fmt: skip
+    assert split_sentences("Mr. Smith paid 3.5 dollars. He left! Why? \"Fine.\" Bye") == [
+        "Mr. Smith paid 3.5 dollars.", "He left!", "Why?", '"Fine".', "Bye",
+    ]  # fmt: skip
+    # Keywords are patterns matched anywhere, as the package matches them; a broken pattern follows nothing.
+    assert follows("keywords:word_once", {"keyword": "cat"}, "A category.", loose=False) is True
+    assert follows("keywords:word_once", {"keyword": "c(at"}, "A c(at.", loose=False) is False
+
+
 def test_an_unknown_ifbench_id_is_refused_naming_it():
     server = InstructionFollowingServer(
         config=InstructionFollowingConfig(name="if", domain="instruction_following"), server_client=registry_client({})
     )
     task = NEMO_GYM_TASK | {
-        "verifier_metadata": {"instruction_id_list": ["count:counting_composition"], "kwargs": [None], "prompt": "x"}
+        "verifier_metadata": {"instruction_id_list": ["count:counting_compose"], "kwargs": [None], "prompt": "x"}
     }
     with ThreadedServer(server.setup_webserver()) as http:
         answer = httpx.post(f"{http.url}/verify", json=task | {"response": {"id": "r", "output": reply("x")}})
-    assert answer.status_code == 422 and "unknown instruction id 'count:counting_composition'" in answer.text
+    assert answer.status_code == 422 and "unknown instruction id 'count:counting_compose'" in answer.text
 
 
 # ---- end to end ------------------------------------------------------------------------------------
