@@ -235,9 +235,7 @@ def prepare_data(
         assert dataset.path is not None
         target = dataset.path.with_name(f"{dataset.path.stem}_metrics.json")
         say(f"{dataset.agent}/{dataset.name} ({dataset.type}): {metrics.examples} examples")
-        conflict = _store_metrics(
-            target, dataset.header() | metrics.summary(), overwrite_metrics_conflicts, say
-        )
+        conflict = _store_metrics(target, dataset.header() | metrics.summary(), overwrite_metrics_conflicts, say)
         if conflict:
             conflicts.append(conflict)
         report.metrics_files[str(dataset.path)] = target

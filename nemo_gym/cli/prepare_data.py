@@ -44,7 +44,9 @@ def run(argv: list[str]) -> int:
     config = load_global_config(argv, defaults=NO_MODEL)
     params: PrepareDataConfig = read_command_config(PrepareDataConfig, config, "ng_prepare_data")
     if not config.instances:
-        raise ConfigError("ng_prepare_data: no servers configured; pass the environments' configs in +config_paths=[...]")
+        raise ConfigError(
+            "ng_prepare_data: no servers configured; pass the environments' configs in +config_paths=[...]"
+        )
     report = prepare_data(
         config, params.mode, params.output_dirpath, overwrite_metrics_conflicts=params.overwrite_metrics_conflicts
     )
