@@ -46,7 +46,8 @@ def _shown(value: Any) -> str:
 def _parameter_lines(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
     """(+name, default, description) for every field; fields that are models list their own fields."""
     rows = []
-    for name, field in model.model_fields.items():
+    for attribute, field in model.model_fields.items():
+        name = field.alias or attribute  # the key users type (`+json=true` for a field that cannot be called json)
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             rows += _parameter_lines(annotation, f"{prefix}{name}.")
@@ -99,7 +100,8 @@ def read_command_config(model: type[BaseModel], config: GlobalConfig, command: s
     """
     check_command_parameters(config, model)
     values: dict[str, Any] = {}
-    for name in model.model_fields:
+    for attribute, field in model.model_fields.items():
+        name = field.alias or attribute
         value = config.get(name, None)
         if isinstance(value, DictConfig):
             value = config.to_container(resolve=True).get(name)

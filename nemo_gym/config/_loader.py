@@ -167,11 +167,14 @@ def load_global_config(
     require_servers: bool = False,
     project_root: pathlib.Path | None = None,
     cwd: pathlib.Path | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> GlobalConfig:
     """Build the global config from CLI overrides (or an already-built DictConfig/dict).
 
     Reads env.yaml from `cwd` or else `project_root`, loads every `config_paths` file with its
-    includes, merges files < env.yaml < CLI, then finds, validates and addresses the servers.
+    includes, merges defaults < files < env.yaml < CLI, then finds, validates and addresses the
+    servers. `defaults` are values a command supplies when nobody else does (ng_prepare_data's empty
+    `policy_*`, so a data set is checked without a model configured), as NeMo Gym's initial config.
     """
     if isinstance(argv_or_overrides, DictConfig):
         cli = argv_or_overrides
@@ -186,7 +189,8 @@ def load_global_config(
     env_path, env = load_env_yaml(dirs)
     entries = _read_config_paths(_merge([env, cli], "env.yaml with the command line"))
     files = expand_includes(entries, dirs)
-    raw = _merge([cfg for _, cfg in files] + [env, cli], "config files, env.yaml and the command line")
+    base = [OmegaConf.create(dict(defaults))] if defaults else []
+    raw = _merge(base + [cfg for _, cfg in files] + [env, cli], "config files, env.yaml and the command line")
     if files or "config_paths" in raw:
         raw.config_paths = [str(path) for path, _ in files]
     sources = ConfigSources(cli=cli, env=env, env_path=env_path, env_searched=tuple(dirs), files=tuple(files))

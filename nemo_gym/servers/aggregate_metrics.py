@@ -65,7 +65,7 @@ def _numbers(mapping: Mapping[str, Any], into: dict[str, float]) -> None:
             into[key] = value
 
 
-def _numeric_fields(row: Mapping[str, Any]) -> dict[str, float]:
+def numeric_fields(row: Mapping[str, Any]) -> dict[str, float]:
     """The row's numeric top-level fields and its `response.usage` numbers (NeMo Gym lays usage over the row)."""
     fields: dict[str, float] = {}
     usage = (row.get("response") or {}).get("usage") if isinstance(row.get("response"), Mapping) else None
@@ -84,7 +84,7 @@ def _median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def _describe(rows: list[dict[str, float]]) -> dict[str, float]:
+def describe(rows: list[dict[str, float]]) -> dict[str, float]:
     """`<statistic>/<field>` over the rows, in NeMo Gym's key order (statistic-major)."""
     names = list(dict.fromkeys(name for row in rows for name in row))
     columns = {name: [row[name] for row in rows if name in row] for name in names}
@@ -113,7 +113,7 @@ def _describe(rows: list[dict[str, float]]) -> dict[str, float]:
     return described
 
 
-def _rollout_info(row: Mapping[str, Any], task: int, rollout: int) -> dict[str, Any]:
+def rollout_info(row: Mapping[str, Any], task: int, rollout: int) -> dict[str, Any]:
     info: dict[str, Any] = {"rollout_id": f"{task}:{rollout}", TASK_INDEX: task, ROLLOUT_INDEX: rollout}
     if "reward" in row:
         info["reward"] = row["reward"]
@@ -145,16 +145,16 @@ def compute_aggregate_metrics(
     for rollouts in group_by_task(verify_responses):
         task = rollouts[0].get(TASK_INDEX, 0)
         ordered = sorted(rollouts, key=lambda row: row.get(ROLLOUT_INDEX, 0))
-        group: dict[str, Any] = {TASK_INDEX: task, **_describe([_numeric_fields(row) for row in ordered])}
+        group: dict[str, Any] = {TASK_INDEX: task, **describe([numeric_fields(row) for row in ordered])}
         sample = {k: v for k, v in ordered[0].items() if k not in (TASK_INDEX, ROLLOUT_INDEX)}
         group["sample"] = sample
         group["num_rollouts"] = group["expected_num_rollouts"] = len(ordered)
         group["missing_num_rollouts"] = 0
         group["reward_profile_completion_pct"] = 100.0
-        group["rollout_infos"] = [_rollout_info(row, task, row.get(ROLLOUT_INDEX, 0)) for row in ordered]
+        group["rollout_infos"] = [rollout_info(row, task, row.get(ROLLOUT_INDEX, 0)) for row in ordered]
         groups.append(group)
 
-    agent_metrics: dict[str, Any] = _describe([_numeric_fields(row) for row in verify_responses])
+    agent_metrics: dict[str, Any] = describe([numeric_fields(row) for row in verify_responses])
     if compute_metrics_fn is not None:
         custom = dict(compute_metrics_fn(group_by_task(verify_responses)))
         per_task = {entry[TASK_INDEX]: entry for entry in custom.pop("per_task_metrics", None) or []}
@@ -172,5 +172,8 @@ __all__ = [
     "AggregateMetricsRequest",
     "compute_aggregate_metrics",
     "default_key_metrics",
+    "describe",
     "group_by_task",
+    "numeric_fields",
+    "rollout_info",
 ]
