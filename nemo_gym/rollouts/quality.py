@@ -186,14 +186,21 @@ def final_answer_text(output: list[Any]) -> str:
 
 
 def is_tool_error(output_text: Any) -> bool:
-    """A tool output that reports an error: the agent's `{"error": "..."}` or a server's error body."""
+    """A tool output that reports an error: a JSON object whose `error` holds something (the agent's
+    `{"error": "..."}`, our servers' `{"error": {"type", "message"}}`), or FastAPI's bare `{"detail": ...}`
+    (an unknown route, a rejected body). `{"result": 10.0, "error": null}` is a result: a tool that
+    always sends the key and fills it only on failure succeeded when it is null, empty or false."""
     if not isinstance(output_text, str) or not output_text.startswith("{"):
         return False
     try:
         value = orjson.loads(output_text)
     except orjson.JSONDecodeError:
         return False
-    return isinstance(value, dict) and "error" in value and len(value) <= 2
+    if not isinstance(value, dict):
+        return False
+    if value.get("error") not in (None, "", False, {}, []):
+        return True
+    return list(value) == ["detail"] and value["detail"] not in (None, "", {}, [])
 
 
 # ---- the report --------------------------------------------------------------------------------
