@@ -134,6 +134,8 @@ class TaskScan:
     checkpoint_sha256: str | None = None
     agents: frozenset[str] = frozenset()
     """The agents the tasks go to (each row's `agent_ref`, else the default agent), when asked for."""
+    fields: frozenset[str] = frozenset()
+    """Every top-level field of the tasks: a row field among them is the task's, not an outcome of verify."""
 
 
 def scan_tasks(
@@ -156,7 +158,9 @@ def scan_tasks(
     at_checkpoint: str | None = None
     num_tasks = 0
     agents: set[str] = set()
+    fields: set[str] = set()
     for task_index, line_number, raw, row in _task_lines(Path(path), limit, prompt):
+        fields.update(row)
         if checkpoint is not None and task_index == checkpoint:
             at_checkpoint = digest.hexdigest()
         digest.update(raw.rstrip(b"\r\n"))
@@ -175,7 +179,7 @@ def scan_tasks(
             agents.add(agent)
     if checkpoint is not None and num_tasks == checkpoint:
         at_checkpoint = digest.hexdigest()
-    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents))
+    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents), frozenset(fields))
 
 
 def apply_overrides(row: JSONDict, overrides: JSONDict | None) -> JSONDict:

@@ -20,6 +20,7 @@ from nemo_gym.servers.aggregate_metrics import (
     AggregateMetricsRequest,
     compute_aggregate_metrics,
     default_key_metrics,
+    task_field_names,
 )
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
 
@@ -96,9 +97,16 @@ class SimpleResourcesServer(SimpleServer):
         return self.verify
 
     async def aggregate_metrics(self, body: AggregateMetricsRequest) -> AggregateMetrics:
+        key_metrics: Callable[[dict[str, Any]], dict[str, Any]] = self.get_key_metrics
+        outcomes = declared_outputs(self.verify_route())
+        if type(self).get_key_metrics is SimpleResourcesServer.get_key_metrics and outcomes is not None:
+            # The default headline is the mean of each outcome: a task field (`expected_answer: 1538`,
+            # `max_guesses: 6`) is numeric too, but its mean says nothing about the policy.
+            task_fields = task_field_names(body.verify_responses, outcomes)
+            key_metrics = functools.partial(default_key_metrics, leave_out=task_fields)
         # Plain arithmetic over the rows, but a collection can hold 100k of them: off the event loop.
         return await run_in_threadpool(
-            compute_aggregate_metrics, body.verify_responses, self.compute_metrics, self.get_key_metrics
+            compute_aggregate_metrics, body.verify_responses, self.compute_metrics, key_metrics
         )
 
     def compute_metrics(self, tasks: list[list[dict[str, Any]]]) -> dict[str, Any]:
@@ -118,6 +126,31 @@ class SimpleResourcesServer(SimpleServer):
         raise NotImplementedError(f"{type(self).__name__} must implement verify()")
 
 
+def _verify_body(signature: inspect.Signature) -> inspect.Parameter | None:
+    """The one pydantic-model parameter of `verify` (its body), or None when there is not exactly one."""
+    bodies = [
+        p
+        for p in signature.parameters.values()
+        if inspect.isclass(p.annotation) and issubclass(p.annotation, BaseModel)
+    ]
+    return bodies[0] if len(bodies) == 1 else None
+
+
+def declared_outputs(verify: Callable[..., Any]) -> frozenset[str] | None:
+    """The fields `verify` adds to the task: `reward` and those its response model declares beyond its
+    request model (`solved`, `guesses_used`, ...); task fields the request declares are not among them.
+    None when the signature does not say (no single body model)."""
+    signature = inspect.signature(verify, eval_str=True)
+    body = _verify_body(signature)
+    if body is None:
+        return None
+    returned = signature.return_annotation
+    outputs = {"reward"}
+    if inspect.isclass(returned) and issubclass(returned, BaseModel):
+        outputs |= set(returned.model_fields)
+    return frozenset(outputs - set(body.annotation.model_fields))
+
+
 def verify_endpoint(verify: Callable[..., Any]) -> Callable[..., Any]:
     """`verify` as the `/verify` route, taking a stored rollout row as well as a task row.
 
@@ -128,19 +161,11 @@ def verify_endpoint(verify: Callable[..., Any]) -> Callable[..., Any]:
     scores as its task plus response would. Task fields the request model declares are kept.
     """
     signature = inspect.signature(verify, eval_str=True)
-    bodies = [
-        p
-        for p in signature.parameters.values()
-        if inspect.isclass(p.annotation) and issubclass(p.annotation, BaseModel)
-    ]
-    if len(bodies) != 1:
+    body = _verify_body(signature)
+    if body is None:
         return verify
-    body_name, request_model = bodies[0].name, bodies[0].annotation
-    returned = signature.return_annotation
-    outputs = {"reward"}
-    if inspect.isclass(returned) and issubclass(returned, BaseModel):
-        outputs |= set(returned.model_fields)
-    outputs -= set(request_model.model_fields)
+    body_name = body.name
+    outputs = set(declared_outputs(verify) or ())
 
     def drop_outputs(kwargs: dict[str, Any]) -> None:
         extra = getattr(kwargs.get(body_name), "__pydantic_extra__", None)
