@@ -53,6 +53,7 @@ from pydantic import BaseModel, Field, computed_field
 from nemo_gym.rollouts.groups import GROUP_SIZE_FIELD, GroupTally
 from nemo_gym.rollouts.metrics import RunningStats
 from nemo_gym.rollouts.store import sidecar
+from nemo_gym.servers.resources import episode_end
 
 __all__ = [
     "QUALITY_SCHEMA_VERSION",
@@ -140,28 +141,6 @@ def root_cause(error_type: str, message: str, status_code: int | None = None) ->
                 error_type = inferred
                 break
     return error_type, message, status_code
-
-
-def episode_end(row: Mapping[str, Any]) -> str:
-    """How the episode ended: the agent's `episode_end` if written, else inferred from the response."""
-    response = row.get("response")
-    response = response if isinstance(response, Mapping) else {}
-    recorded = row.get("episode_end", response.get("episode_end"))
-    if isinstance(recorded, str) and recorded:
-        return recorded
-    details = response.get("incomplete_details")
-    if response.get("status") == "incomplete" or isinstance(details, Mapping) and details.get("reason"):
-        reason = details.get("reason") if isinstance(details, Mapping) else None
-        return "max_output_tokens" if reason in (None, "max_output_tokens", "length") else str(reason)
-    output = response.get("output")
-    if (
-        isinstance(output, list)
-        and output
-        and isinstance(output[-1], Mapping)
-        and output[-1].get("type") == "function_call_output"
-    ):
-        return "max_steps"  # the agent stopped with a tool result the model never saw
-    return "completed"
 
 
 def is_cut_off(row: Mapping[str, Any]) -> bool:

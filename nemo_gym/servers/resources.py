@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
@@ -36,6 +36,10 @@ class BaseResourcesServerConfig(BaseServerConfig):
     nothing (the server says so once when it starts)."""
 
 
+EPISODE_END_FIELD = "episode_end"
+"""Where a row says how its episode ended (see `nemo_gym.servers.agent.EpisodeEnd` for the values)."""
+
+
 class BaseRunRequest(BaseModel):
     """A task row: the model request plus any task fields (kept, so they reach verify and the output)."""
 
@@ -47,11 +51,43 @@ class BaseRunRequest(BaseModel):
 class BaseVerifyRequest(BaseRunRequest):
     response: Response
 
+    def cut_off(self) -> str | None:
+        """Why the episode was stopped before the model ended it (`max_steps`, `max_output_tokens`,
+        `context_limit`, `deadline`), or None when it completed. An environment that rewards finishing
+        checks this: an answer cut off at the token limit is no completed episode."""
+        ending = episode_end(self.model_dump(include={"response", EPISODE_END_FIELD}))
+        return None if ending == "completed" else ending
+
 
 class BaseVerifyResponse(BaseVerifyRequest):
     """The rollout row: request, response, reward and any extras the environment adds."""
 
     reward: float
+
+
+def episode_end(row: Mapping[str, Any]) -> str:
+    """How the episode of a row (or verify request) ended: its `episode_end` when one is written (the
+    agent's, kept in stored rows), else read off the response: an incomplete response hit a limit (the
+    output-token one unless `incomplete_details` names another), an output ending on a tool result was
+    stopped at `max_steps` (the model never saw it), anything else completed."""
+    response = row.get("response")
+    response = response if isinstance(response, Mapping) else {}
+    recorded = row.get(EPISODE_END_FIELD, response.get(EPISODE_END_FIELD))
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    details = response.get("incomplete_details")
+    if response.get("status") == "incomplete" or isinstance(details, Mapping) and details.get("reason"):
+        reason = details.get("reason") if isinstance(details, Mapping) else None
+        return "max_output_tokens" if reason in (None, "max_output_tokens", "length") else str(reason)
+    output = response.get("output")
+    if (
+        isinstance(output, list)
+        and output
+        and isinstance(output[-1], Mapping)
+        and output[-1].get("type") == "function_call_output"
+    ):
+        return "max_steps"  # the agent stopped with a tool result the model never saw
+    return "completed"
 
 
 class BaseSeedSessionRequest(BaseModel):
