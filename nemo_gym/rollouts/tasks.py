@@ -86,6 +86,15 @@ def agent_of(row: JSONDict, default: str | None) -> str | None:
     return default
 
 
+def json_line_error(error: orjson.JSONDecodeError, raw: bytes) -> str:
+    """Why one JSONL line is not JSON, with one position in it: the message already names the file's
+    line, and the parser's own `line 2 column 1` counts within this line (its newline included)."""
+    line = raw.rstrip(b"\r\n")
+    if error.pos >= len(line):
+        return f"not valid JSON: {error.msg} (the line ends before the JSON value does)"
+    return f"not valid JSON at column {error.pos + 1}: {error.msg}"
+
+
 def _task_lines(
     path: Path, limit: int | None, prompt: PromptTemplate | None = None
 ) -> Iterator[tuple[int, int, bytes, JSONDict]]:
@@ -103,7 +112,7 @@ def _task_lines(
             try:
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError as error:
-                raise InputDataError(f"not valid JSON ({error})", path=str(path), line=line_number) from None
+                raise InputDataError(json_line_error(error, raw), path=str(path), line=line_number) from None
             if prompt is not None:
                 row = prompt.apply(row, path=str(path), line=line_number)
             yield task_index, line_number, raw, check_task(row, path=str(path), line=line_number)
