@@ -19,6 +19,7 @@ The tree, grouped by what the caller can do about it:
     │   ├── OutputExistsError           output file exists and neither resume nor overwrite was asked
     │   ├── OutputLockedError           another collector is writing the same output file (names its PID)
     │   ├── OutputIsInputError          the output (or one of its side files) is the input file, under any name
+    │   ├── OutputPathError             the output's folder cannot be one: a file stands where a folder must be
     │   ├── JobMismatchError            a resume whose job (input, limit, repeats, ...) differs from the file's
     │   ├── UnknownServerError          a server name (e.g. agent_name) that the head server does not know
     │   ├── TrainingDataError           rollouts that cannot take a trainer's shape (no token ids, a broken prefix)
@@ -125,6 +126,14 @@ class OutputLockedError(InputError):
 
     def __init__(self, message: str, *, path: str, pid: int | None = None):
         self.path, self.pid = path, pid
+        super().__init__(message)
+
+
+class OutputPathError(InputError):
+    """The output cannot go where it was asked to: a part of its folder path is a file, not a folder."""
+
+    def __init__(self, message: str, *, path: str):
+        self.path = path
         super().__init__(message)
 
 

@@ -8,6 +8,7 @@ with a progress bar, and prints the metrics.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import urllib.error
@@ -22,14 +23,16 @@ from nemo_gym.aio import raise_open_file_limit, run_async
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.cli.stacks import RAY_ADDRESS_HELP
 from nemo_gym.config import GlobalConfig, load_global_config, secret_values
-from nemo_gym.errors import ConfigError, ServerGoneError, ServerUnreachableError
+from nemo_gym.errors import ConfigError, ServerGoneError, ServerUnreachableError, UnknownServerError
 from nemo_gym.rollouts.aggregate_metrics import format_environment_key_metrics
-from nemo_gym.rollouts.collector import CollectionPolicy
+from nemo_gym.rollouts.collector import AGENT_SERVER_TYPE, CollectionPolicy
 from nemo_gym.rollouts.file_collection import CollectionReport, CollectionSpec, FileCollection, OpenedOutput
 from nemo_gym.rollouts.metrics import format_key_metrics
 from nemo_gym.rollouts.progress import RolloutProgress
+from nemo_gym.rollouts.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.quality import format_quality_summary
 from nemo_gym.rollouts.store import OutputMode
+from nemo_gym.rollouts.tasks import scan_tasks
 
 DEFAULT_PARALLEL = 256
 
@@ -140,13 +143,18 @@ def collect(argv: list[str]) -> int:
         aggregate=not params.disable_aggregation,
     )
 
+    head_url = config.head_url
+    running = head_is_up(head_url)
+    if not running and config.instances:
+        # Servers will be started for this run: a mistyped agent costs one line, not their start-up
+        # (nor an output file and job record that a corrected command would then find in its way).
+        check_agents_configured(config, tasks_agents(spec))
+
     with ExitStack() as cleanup:
         # Taken before any server starts: a second collector on the same file is turned away at once.
         opened = collection.open()
         cleanup.callback(collection.close)
         _say_what_was_found(collection, opened)
-        head_url = config.head_url
-        running = head_is_up(head_url)
         if running and config.instances:
             _note(f"Servers are already running at {head_url}; using them instead of starting the configured ones.")
         elif not running:
@@ -185,6 +193,25 @@ def collect(argv: list[str]) -> int:
                 server=error.server,
             ) from None
     return _summarize(report, aggregated=not params.disable_aggregation)
+
+
+def tasks_agents(spec: CollectionSpec) -> frozenset[str]:
+    """The agents the job's tasks go to (each row's `agent_ref`, else +agent_name), from a pass over the input."""
+    prompt = PromptTemplate.load(spec.prompt_config)[0] if spec.prompt_config is not None else None
+    return scan_tasks(spec.input_jsonl_fpath, spec.limit, route_to=spec.agent_name, routed=True, prompt=prompt).agents
+
+
+def check_agents_configured(config: GlobalConfig, agents: frozenset[str]) -> None:
+    """Raise UnknownServerError, before anything starts, for an agent the tasks go to that the merged
+    config does not define (the same line `check_agents` gives against running servers)."""
+    configured = sorted(i.name for i in config.instances if i.server_type == AGENT_SERVER_TYPE)
+    for name in sorted(agents):
+        if name not in configured:
+            close = difflib.get_close_matches(name, configured, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownServerError(
+                f"unknown agent {name!r}: the config defines the agents {', '.join(configured) or 'none'}.{hint}"
+            )
 
 
 def _secrets(config: GlobalConfig) -> set[str]:

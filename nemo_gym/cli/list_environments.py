@@ -9,6 +9,7 @@ environments.
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, Field
 
 from nemo_gym.cli.main import read_command_config, run_command
-from nemo_gym.config import find_project_root, load_global_config
+from nemo_gym.config import Domain, find_project_root, load_global_config
 from nemo_gym.errors import ConfigError, ConfigSyntaxError, InputDataError
 
 RESOURCES_SERVERS = "resources_servers"
@@ -147,12 +148,24 @@ def render_table(summaries: list[EnvironmentSummary]) -> str:
     return "\n".join(lines)
 
 
+def check_domain(domain: str, summaries: list[EnvironmentSummary]) -> None:
+    """Raise ConfigError for a domain no environment could have (`maths`): an empty table would
+    read as "no such environments here" when the filter itself was mistyped."""
+    known = list(dict.fromkeys([d.value for d in Domain] + [s.domain for s in summaries if s.domain]))
+    if domain in known:
+        return
+    close = difflib.get_close_matches(domain, known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(f"+domain={domain}: not a domain; {hint}known domains: {', '.join(known)}")
+
+
 def list_environments(argv: list[str]) -> int:
     params: ListEnvironmentsConfig = read_command_config(
         ListEnvironmentsConfig, load_global_config(argv), "ng_list_environments"
     )
     summaries = discover_environments(find_project_root())
     if params.domain is not None:
+        check_domain(params.domain, summaries)
         summaries = [s for s in summaries if s.domain == params.domain]
     if params.offline_only:
         summaries = [s for s in summaries if s.offline is True]

@@ -117,7 +117,8 @@ def read_command_config(model: type[BaseModel], config: GlobalConfig, command: s
                 problems.append(f"+{key}=... is required")
             else:
                 problems.append(f"+{key}: {item['msg']} (got {item.get('input')!r})")
-        raise ConfigError(f"{command}: " + "; ".join(problems) + f" (see {command} --help)") from None
+        # run_command already starts the line with "<command>: error:"; the --help hint names it once more.
+        raise ConfigError("; ".join(problems) + f" (see {command} --help)") from None
 
 
 def run_command(

@@ -23,6 +23,17 @@ def _get_override_parser() -> Any:
     return _override_parser
 
 
+def _override_hint(text: str, reason: str) -> str:
+    """What to do: a list cut short (`+k=[a,` then `b]`) is almost always a space the shell split on."""
+    key, _, value = text.partition("=")
+    if "no viable alternative" in reason or value.count("[") > value.count("]") or value.count("{") > value.count("}"):
+        return (
+            f"the shell splits a list at each space: write it without spaces, {key}=[a.yaml,b.yaml], "
+            f"or quote the whole override, '{key}=[a.yaml, b.yaml]'"
+        )
+    return 'expected +key=value, e.g. "+config_paths=[a.yaml,b.yaml]"'
+
+
 def parse_overrides(argv: list[str]) -> DictConfig:
     """Parse Hydra-style overrides (`+a.b=1`, `++a=[x,y]`, `a="s"`) into a DictConfig.
 
@@ -39,7 +50,7 @@ def parse_overrides(argv: list[str]) -> DictConfig:
         except Exception as exc:  # Hydra raises several unrelated classes for grammar errors
             reason = _hydra_reason(exc)
             raise ConfigOverrideError(
-                f'Malformed override {text!r}: {reason} (expected +key=value, e.g. "+config_paths=[a.yaml,b.yaml]")'
+                f"Malformed override {text!r}: {reason} ({_override_hint(text, reason)})"
             ) from None
         if override.is_delete():
             raise ConfigOverrideError(f"Unsupported override {text!r}: deleting keys with ~ is not supported")

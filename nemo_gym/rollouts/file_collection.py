@@ -129,6 +129,8 @@ class OpenedOutput:
     job_record_was_missing: bool
     agents: frozenset[str] = frozenset()
     """The agents the job's rows go to (their `agent_ref`, else `agent_name`)."""
+    task_fields: frozenset[str] = frozenset()
+    """The tasks' top-level fields: echoed in every row, never an outcome metric."""
 
 
 class FileCollection:
@@ -239,7 +241,7 @@ class FileCollection:
                 raise write_error(self.job_path, error) from None
         done = self.store.open()
         self.lock.hold_file()  # a new output exists only now; its inode is held from here (hard links)
-        return OpenedOutput(scan.num_tasks, done, self.store.repaired_bytes, missing_record, scan.agents)
+        return OpenedOutput(scan.num_tasks, done, self.store.repaired_bytes, missing_record, scan.agents, scan.fields)
 
     def close(self) -> None:
         self.store.close()
@@ -352,6 +354,7 @@ class FileCollection:
                 num_repeats=repeats,
                 failures=max(0, expected - rows),
                 wall_time_s=wall_time_s,
+                task_fields=self.opened.task_fields,
             )
             self.store.write_metrics(metrics)
         quality = build_quality_report(

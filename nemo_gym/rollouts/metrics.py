@@ -13,7 +13,9 @@ Conventions, chosen once and used everywhere in this module:
 - A row without `reward` (or with `reward: null`) counts as reward 0.0, as in NeMo Gym.
   Failed rollouts never reach this module as rows; they are only counted (`failures=`).
 - `std` is the sample standard deviation (divisor n - 1), and 0.0 for a single value.
-- Keys starting with `_` (our `_ng_*` bookkeeping) are not fields. Bools count as 0/1.
+- Keys starting with `_` (our `_ng_*` bookkeeping) are not fields, and neither are the task's own
+  fields (`task_fields`, the input rows' keys): a row echoes its task, and the mean of
+  `expected_answer` or `max_guesses` is no outcome. Only what verify adds is. Bools count as 0/1.
   Non-finite numbers (NaN, inf) are skipped, so one bad value cannot poison a mean.
 - A multi-reward row's `reward_components` mapping gives one field per objective,
   `reward_components/<name>`; `reward` stays the scalar that pass@k reads.
@@ -25,7 +27,7 @@ Memory is O(number of rollout rewards): rows are never kept, only each task's re
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from nemo_gym.errors import InputDataError
@@ -118,12 +120,14 @@ def aggregate_rollouts(
     num_repeats: int | None = None,
     failures: int = 0,
     wall_time_s: float | None = None,
+    task_fields: Collection[str] = (),
 ) -> dict[str, Any]:
     """Aggregate rollout rows (one pass over `rows`) into a JSON-serializable dict.
 
     `num_repeats` fixes the largest k of pass@k / mean@k / max@k and the expected rollout
     count; when None, the largest k is the fewest rollouts any task has. `failures` is the
     number of rollouts that failed and were written elsewhere. `wall_time_s` gives the rate.
+    `task_fields`: the input rows' field names, left out of `fields` (they are the task's, not outcomes).
 
     Keys: counts, fields, pass_at_k, max_at_k, mean_at_k, num_tasks_at_k, per_task, usage,
     wall_time_s, rollouts_per_s, key_metrics (see the module docstring for conventions).
@@ -139,6 +143,7 @@ def aggregate_rollouts(
     task_rewards: dict[int, list[tuple[int, float]]] = {}
     usage: dict[str, int | float] = dict.fromkeys(_USAGE_HEADLINE_KEYS, 0)
     num_rows = 0
+    not_outcomes = frozenset(task_fields) - {"reward"}
 
     for row_number, row in enumerate(rows, start=1):
         if not isinstance(row, Mapping):
@@ -148,7 +153,7 @@ def aggregate_rollouts(
         reward = _reward(row, row_number)
         field_stats.setdefault("reward", RunningStats()).add(reward)
         for key, value in row.items():
-            if key.startswith("_") or key == "reward":
+            if key.startswith("_") or key == "reward" or key in not_outcomes:
                 continue
             number = _as_number(value)
             if number is not None:

@@ -26,7 +26,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from nemo_gym.errors import OutputLockedError, OutputWriteError
+from nemo_gym.errors import OutputLockedError, OutputPathError, OutputWriteError
 
 
 def resolved(path: str | Path) -> Path:
@@ -69,6 +69,7 @@ class OutputLock:
         return self._fd is not None
 
     def acquire(self) -> OutputLock:
+        check_folder_path(self.output_path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             while True:
@@ -158,6 +159,20 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def check_folder_path(output_path: Path) -> None:
+    """Raise OutputPathError when a file stands where the output's folder (or one above it) must be:
+    mkdir would say `File exists (EEXIST)` or `Not a directory`, which names neither the file nor the fix."""
+    for parent in output_path.parents:  # relative ones end at ".", named as the user wrote them
+        if parent.is_dir():
+            return
+        if os.path.lexists(parent):
+            raise OutputPathError(
+                f"cannot write {output_path}: {parent} is a file, not a directory; "
+                f"choose another output path or move that file",
+                path=str(output_path),
+            )
 
 
 def os_error_text(error: OSError) -> str:

@@ -53,6 +53,7 @@ from pydantic import BaseModel, Field, computed_field
 from nemo_gym.rollouts.groups import GROUP_SIZE_FIELD, GroupTally
 from nemo_gym.rollouts.metrics import RunningStats
 from nemo_gym.rollouts.store import sidecar
+from nemo_gym.servers.resources import episode_end
 
 __all__ = [
     "QUALITY_SCHEMA_VERSION",
@@ -142,28 +143,6 @@ def root_cause(error_type: str, message: str, status_code: int | None = None) ->
     return error_type, message, status_code
 
 
-def episode_end(row: Mapping[str, Any]) -> str:
-    """How the episode ended: the agent's `episode_end` if written, else inferred from the response."""
-    response = row.get("response")
-    response = response if isinstance(response, Mapping) else {}
-    recorded = row.get("episode_end", response.get("episode_end"))
-    if isinstance(recorded, str) and recorded:
-        return recorded
-    details = response.get("incomplete_details")
-    if response.get("status") == "incomplete" or isinstance(details, Mapping) and details.get("reason"):
-        reason = details.get("reason") if isinstance(details, Mapping) else None
-        return "max_output_tokens" if reason in (None, "max_output_tokens", "length") else str(reason)
-    output = response.get("output")
-    if (
-        isinstance(output, list)
-        and output
-        and isinstance(output[-1], Mapping)
-        and output[-1].get("type") == "function_call_output"
-    ):
-        return "max_steps"  # the agent stopped with a tool result the model never saw
-    return "completed"
-
-
 def is_cut_off(row: Mapping[str, Any]) -> bool:
     """The episode did not end on its own (max_steps, an output-token or context limit, a deadline)."""
     return episode_end(row) != "completed"
@@ -186,14 +165,21 @@ def final_answer_text(output: list[Any]) -> str:
 
 
 def is_tool_error(output_text: Any) -> bool:
-    """A tool output that reports an error: the agent's `{"error": "..."}` or a server's error body."""
+    """A tool output that reports an error: a JSON object whose `error` holds something (the agent's
+    `{"error": "..."}`, our servers' `{"error": {"type", "message"}}`), or FastAPI's bare `{"detail": ...}`
+    (an unknown route, a rejected body). `{"result": 10.0, "error": null}` is a result: a tool that
+    always sends the key and fills it only on failure succeeded when it is null, empty or false."""
     if not isinstance(output_text, str) or not output_text.startswith("{"):
         return False
     try:
         value = orjson.loads(output_text)
     except orjson.JSONDecodeError:
         return False
-    return isinstance(value, dict) and "error" in value and len(value) <= 2
+    if not isinstance(value, dict):
+        return False
+    if value.get("error") not in (None, "", False, {}, []):
+        return True
+    return list(value) == ["detail"] and value["detail"] not in (None, "", {}, [])
 
 
 # ---- the report --------------------------------------------------------------------------------

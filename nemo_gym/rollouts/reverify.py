@@ -34,6 +34,7 @@ import orjson
 
 from nemo_gym.client import CONNECT_ONLY_RETRY, ServerClient
 from nemo_gym.errors import InputDataError, NemoGymError
+from nemo_gym.rollouts.tasks import json_line_error
 from nemo_gym.servers.resources import RESERVED_RESOURCES_PATHS
 
 JSONDict = dict[str, Any]
@@ -55,7 +56,7 @@ def read_rollouts(path: str | Path) -> Iterator[tuple[int, JSONDict]]:
             try:
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError as error:
-                raise InputDataError(f"not valid JSON ({error})", path=str(path), line=line_number) from None
+                raise InputDataError(json_line_error(error, raw), path=str(path), line=line_number) from None
             if not isinstance(row, dict):
                 raise InputDataError("expected a JSON object", path=str(path), line=line_number)
             for name, kind in (("response", dict), ("responses_create_params", dict)):

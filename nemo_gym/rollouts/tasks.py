@@ -86,6 +86,15 @@ def agent_of(row: JSONDict, default: str | None) -> str | None:
     return default
 
 
+def json_line_error(error: orjson.JSONDecodeError, raw: bytes) -> str:
+    """Why one JSONL line is not JSON, with one position in it: the message already names the file's
+    line, and the parser's own `line 2 column 1` counts within this line (its newline included)."""
+    line = raw.rstrip(b"\r\n")
+    if error.pos >= len(line):
+        return f"not valid JSON: {error.msg} (the line ends before the JSON value does)"
+    return f"not valid JSON at column {error.pos + 1}: {error.msg}"
+
+
 def _task_lines(
     path: Path, limit: int | None, prompt: PromptTemplate | None = None
 ) -> Iterator[tuple[int, int, bytes, JSONDict]]:
@@ -103,7 +112,7 @@ def _task_lines(
             try:
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError as error:
-                raise InputDataError(f"not valid JSON ({error})", path=str(path), line=line_number) from None
+                raise InputDataError(json_line_error(error, raw), path=str(path), line=line_number) from None
             if prompt is not None:
                 row = prompt.apply(row, path=str(path), line=line_number)
             yield task_index, line_number, raw, check_task(row, path=str(path), line=line_number)
@@ -134,6 +143,8 @@ class TaskScan:
     checkpoint_sha256: str | None = None
     agents: frozenset[str] = frozenset()
     """The agents the tasks go to (each row's `agent_ref`, else the default agent), when asked for."""
+    fields: frozenset[str] = frozenset()
+    """Every top-level field of the tasks: a row field among them is the task's, not an outcome of verify."""
 
 
 def scan_tasks(
@@ -156,7 +167,9 @@ def scan_tasks(
     at_checkpoint: str | None = None
     num_tasks = 0
     agents: set[str] = set()
+    fields: set[str] = set()
     for task_index, line_number, raw, row in _task_lines(Path(path), limit, prompt):
+        fields.update(row)
         if checkpoint is not None and task_index == checkpoint:
             at_checkpoint = digest.hexdigest()
         digest.update(raw.rstrip(b"\r\n"))
@@ -175,7 +188,7 @@ def scan_tasks(
             agents.add(agent)
     if checkpoint is not None and num_tasks == checkpoint:
         at_checkpoint = digest.hexdigest()
-    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents))
+    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents), frozenset(fields))
 
 
 def apply_overrides(row: JSONDict, overrides: JSONDict | None) -> JSONDict:

@@ -22,7 +22,7 @@ NeMo Gym. NeMo Gym's histograms are not computed (they are dropped before serial
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -52,9 +52,18 @@ class AggregateMetrics(BaseModel):
     """The headline subset (the environment's `get_key_metrics`)."""
 
 
-def default_key_metrics(agent_metrics: dict[str, Any]) -> dict[str, Any]:
-    """Every `mean/...` entry: the headline metrics of an environment that does not choose its own."""
-    return {key: value for key, value in agent_metrics.items() if key.startswith("mean/")}
+def default_key_metrics(agent_metrics: dict[str, Any], leave_out: Collection[str] = ()) -> dict[str, Any]:
+    """Every `mean/...` entry: the headline metrics of an environment that does not choose its own.
+    `leave_out`: field names whose mean is no outcome (the task's own fields, see `task_field_names`)."""
+    dropped = {f"mean/{name}" for name in leave_out}
+    return {key: value for key, value in agent_metrics.items() if key.startswith("mean/") and key not in dropped}
+
+
+def task_field_names(verify_responses: list[dict[str, Any]], outcomes: Collection[str]) -> frozenset[str]:
+    """The rows' top-level fields that are not `outcomes` (what verify adds): fields of the task the row
+    echoes (`expected_answer`, `max_guesses`). `response.usage` is the rollout's own, so it is no task field."""
+    names = {name for row in verify_responses for name in row}
+    return frozenset(names - set(outcomes) - {"response", TASK_INDEX, ROLLOUT_INDEX})
 
 
 def _numbers(mapping: Mapping[str, Any], into: dict[str, float]) -> None:
@@ -176,4 +185,5 @@ __all__ = [
     "group_by_task",
     "numeric_fields",
     "rollout_info",
+    "task_field_names",
 ]

@@ -362,8 +362,13 @@ class SimpleServer(BaseModel):
         # One cookie name per server instance, so cookies from different servers never collide.
         return f"{type(self).__name__}___{self.config.name}"
 
+    _own_process: bool = False
+    """True when `run_webserver` serves it as its process's one server: a ConfigError from
+    `on_startup` then ends the process with exit 2 (in a test's thread it is raised as it is)."""
+
     async def on_startup(self) -> None:
-        """Acquire resources (pools, models). Called once inside the server's event loop."""
+        """Acquire resources (pools, models). Called once inside the server's event loop; a ConfigError
+        it raises is reported by the launcher as one line naming the setting."""
 
     async def on_shutdown(self) -> None:
         """Release what `on_startup` acquired."""
@@ -371,7 +376,16 @@ class SimpleServer(BaseModel):
     def setup_webserver(self) -> FastAPI:
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            await self.on_startup()
+            try:
+                await self.on_startup()
+            except ConfigError as error:
+                if not self._own_process:
+                    raise
+                # A bad setting found while starting (a model file that is not there): one line for
+                # the launcher to report, exit 2, and not uvicorn's traceback of the lifespan.
+                print(f"{CONFIG_ERROR_PREFIX}{error}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(2)
             try:
                 yield
             finally:
@@ -449,6 +463,7 @@ class SimpleServer(BaseModel):
         except ConfigError as error:
             print(f"{CONFIG_ERROR_PREFIX}{error}", file=sys.stderr, flush=True)
             sys.exit(2)
+        server._own_process = True
         app = server.setup_webserver()
         uvicorn.run(
             app,

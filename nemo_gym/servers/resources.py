@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
@@ -20,6 +20,7 @@ from nemo_gym.servers.aggregate_metrics import (
     AggregateMetricsRequest,
     compute_aggregate_metrics,
     default_key_metrics,
+    task_field_names,
 )
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
 
@@ -35,6 +36,10 @@ class BaseResourcesServerConfig(BaseServerConfig):
     nothing (the server says so once when it starts)."""
 
 
+EPISODE_END_FIELD = "episode_end"
+"""Where a row says how its episode ended (see `nemo_gym.servers.agent.EpisodeEnd` for the values)."""
+
+
 class BaseRunRequest(BaseModel):
     """A task row: the model request plus any task fields (kept, so they reach verify and the output)."""
 
@@ -46,11 +51,43 @@ class BaseRunRequest(BaseModel):
 class BaseVerifyRequest(BaseRunRequest):
     response: Response
 
+    def cut_off(self) -> str | None:
+        """Why the episode was stopped before the model ended it (`max_steps`, `max_output_tokens`,
+        `context_limit`, `deadline`), or None when it completed. An environment that rewards finishing
+        checks this: an answer cut off at the token limit is no completed episode."""
+        ending = episode_end(self.model_dump(include={"response", EPISODE_END_FIELD}))
+        return None if ending == "completed" else ending
+
 
 class BaseVerifyResponse(BaseVerifyRequest):
     """The rollout row: request, response, reward and any extras the environment adds."""
 
     reward: float
+
+
+def episode_end(row: Mapping[str, Any]) -> str:
+    """How the episode of a row (or verify request) ended: its `episode_end` when one is written (the
+    agent's, kept in stored rows), else read off the response: an incomplete response hit a limit (the
+    output-token one unless `incomplete_details` names another), an output ending on a tool result was
+    stopped at `max_steps` (the model never saw it), anything else completed."""
+    response = row.get("response")
+    response = response if isinstance(response, Mapping) else {}
+    recorded = row.get(EPISODE_END_FIELD, response.get(EPISODE_END_FIELD))
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    details = response.get("incomplete_details")
+    if response.get("status") == "incomplete" or isinstance(details, Mapping) and details.get("reason"):
+        reason = details.get("reason") if isinstance(details, Mapping) else None
+        return "max_output_tokens" if reason in (None, "max_output_tokens", "length") else str(reason)
+    output = response.get("output")
+    if (
+        isinstance(output, list)
+        and output
+        and isinstance(output[-1], Mapping)
+        and output[-1].get("type") == "function_call_output"
+    ):
+        return "max_steps"  # the agent stopped with a tool result the model never saw
+    return "completed"
 
 
 class BaseSeedSessionRequest(BaseModel):
@@ -96,9 +133,16 @@ class SimpleResourcesServer(SimpleServer):
         return self.verify
 
     async def aggregate_metrics(self, body: AggregateMetricsRequest) -> AggregateMetrics:
+        key_metrics: Callable[[dict[str, Any]], dict[str, Any]] = self.get_key_metrics
+        outcomes = declared_outputs(self.verify_route())
+        if type(self).get_key_metrics is SimpleResourcesServer.get_key_metrics and outcomes is not None:
+            # The default headline is the mean of each outcome: a task field (`expected_answer: 1538`,
+            # `max_guesses: 6`) is numeric too, but its mean says nothing about the policy.
+            task_fields = task_field_names(body.verify_responses, outcomes)
+            key_metrics = functools.partial(default_key_metrics, leave_out=task_fields)
         # Plain arithmetic over the rows, but a collection can hold 100k of them: off the event loop.
         return await run_in_threadpool(
-            compute_aggregate_metrics, body.verify_responses, self.compute_metrics, self.get_key_metrics
+            compute_aggregate_metrics, body.verify_responses, self.compute_metrics, key_metrics
         )
 
     def compute_metrics(self, tasks: list[list[dict[str, Any]]]) -> dict[str, Any]:
@@ -118,6 +162,31 @@ class SimpleResourcesServer(SimpleServer):
         raise NotImplementedError(f"{type(self).__name__} must implement verify()")
 
 
+def _verify_body(signature: inspect.Signature) -> inspect.Parameter | None:
+    """The one pydantic-model parameter of `verify` (its body), or None when there is not exactly one."""
+    bodies = [
+        p
+        for p in signature.parameters.values()
+        if inspect.isclass(p.annotation) and issubclass(p.annotation, BaseModel)
+    ]
+    return bodies[0] if len(bodies) == 1 else None
+
+
+def declared_outputs(verify: Callable[..., Any]) -> frozenset[str] | None:
+    """The fields `verify` adds to the task: `reward` and those its response model declares beyond its
+    request model (`solved`, `guesses_used`, ...); task fields the request declares are not among them.
+    None when the signature does not say (no single body model)."""
+    signature = inspect.signature(verify, eval_str=True)
+    body = _verify_body(signature)
+    if body is None:
+        return None
+    returned = signature.return_annotation
+    outputs = {"reward"}
+    if inspect.isclass(returned) and issubclass(returned, BaseModel):
+        outputs |= set(returned.model_fields)
+    return frozenset(outputs - set(body.annotation.model_fields))
+
+
 def verify_endpoint(verify: Callable[..., Any]) -> Callable[..., Any]:
     """`verify` as the `/verify` route, taking a stored rollout row as well as a task row.
 
@@ -128,19 +197,11 @@ def verify_endpoint(verify: Callable[..., Any]) -> Callable[..., Any]:
     scores as its task plus response would. Task fields the request model declares are kept.
     """
     signature = inspect.signature(verify, eval_str=True)
-    bodies = [
-        p
-        for p in signature.parameters.values()
-        if inspect.isclass(p.annotation) and issubclass(p.annotation, BaseModel)
-    ]
-    if len(bodies) != 1:
+    body = _verify_body(signature)
+    if body is None:
         return verify
-    body_name, request_model = bodies[0].name, bodies[0].annotation
-    returned = signature.return_annotation
-    outputs = {"reward"}
-    if inspect.isclass(returned) and issubclass(returned, BaseModel):
-        outputs |= set(returned.model_fields)
-    outputs -= set(request_model.model_fields)
+    body_name = body.name
+    outputs = set(declared_outputs(verify) or ())
 
     def drop_outputs(kwargs: dict[str, Any]) -> None:
         extra = getattr(kwargs.get(body_name), "__pydantic_extra__", None)

@@ -1,4 +1,5 @@
-"""example_single_tool_call: one `get_weather` tool; every completed episode scores 1.0.
+"""example_single_tool_call: one `get_weather` tool; every completed episode scores 1.0, and an
+episode cut off (at the output-token limit, `max_steps` or a deadline) scores 0.0 with its `reason`.
 
 The smallest environment there is: it shows the shape of a resources server (a tool route plus
 `verify`) and exercises the whole rollout path end to end.
@@ -21,6 +22,11 @@ class ExampleSingleToolCallConfig(BaseResourcesServerConfig):
     pass
 
 
+class ExampleSingleToolCallVerifyResponse(BaseVerifyResponse):
+    reason: str | None = None
+    """Why the rollout scored 0 (the episode was cut off), None when it completed."""
+
+
 class GetWeatherRequest(BaseModel):
     city: str
 
@@ -41,8 +47,12 @@ class ExampleSingleToolCallServer(SimpleResourcesServer):
     async def get_weather(self, body: GetWeatherRequest) -> GetWeatherResponse:
         return GetWeatherResponse(city=body.city, weather_description=f"The weather in {body.city} is cold.")
 
-    async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
-        return BaseVerifyResponse(**body.model_dump(), reward=1.0)
+    async def verify(self, body: BaseVerifyRequest) -> ExampleSingleToolCallVerifyResponse:
+        cut_off = body.cut_off()
+        if cut_off is not None:
+            reason = f"the episode was cut off ({cut_off}), it did not complete"
+            return ExampleSingleToolCallVerifyResponse(**body.model_dump(), reward=0.0, reason=reason)
+        return ExampleSingleToolCallVerifyResponse(**body.model_dump(), reward=1.0)
 
 
 if __name__ == "__main__":

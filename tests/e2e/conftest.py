@@ -97,7 +97,7 @@ def authored_environment(tmp_path_factory) -> AuthoredEnvironment:
     # with the command that collects them.
     checked = python_module("nemo_gym.cli.env_test", f"+entrypoint=resources_servers/{ENV_NAME}", cwd=project)
     assert checked.returncode == 2, checked.stdout + checked.stderr
-    assert "5 passed" in checked.stdout
+    assert "6 passed" in checked.stdout
     data_lines = [line for line in checked.stderr.splitlines() if line.startswith("ng_test: data:")]
     assert len(data_lines) == 1 and "example_rollouts.jsonl: missing" in data_lines[0]
     assert collect_example_rollouts_command(ENV_NAME) in checked.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from fastapi.responses import JSONResponse
 from nemo_gym.rollouts import CollectionPolicy, CollectionSpec, RolloutCollector
 from nemo_gym.rollouts.aggregate_metrics import write_aggregate_metrics
 from nemo_gym.rollouts.file_collection import FileCollection
+from nemo_gym.rollouts.metrics import format_key_metrics
+from nemo_gym.servers.resources import BaseVerifyRequest, BaseVerifyResponse, SimpleResourcesServer
 from nemo_gym.testing.inprocess import ThreadedServer, registry_client
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI
 from resources_servers.example_single_tool_call.app import ExampleSingleToolCallConfig, ExampleSingleToolCallServer
@@ -23,29 +26,33 @@ from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
 ENV = "example_single_tool_call"
 
 
+@contextmanager
+def stack(resources: SimpleResourcesServer):
+    """`resources` behind our simple agent and a scripted model; yields a maker of registry clients."""
+    with ScriptedOpenAI() as upstream, ThreadedServer.of(resources) as resources_running:
+        agent = SimpleAgent(
+            config=SimpleAgentConfig(
+                name="agent",
+                resources_server={"type": "resources_servers", "name": ENV},
+                model_server={"type": "responses_api_models", "name": "policy_model"},
+            ),
+            server_client=registry_client(
+                {
+                    ENV: ("resources_servers", resources_running.url),
+                    "policy_model": ("responses_api_models", upstream.url.removesuffix("/v1")),
+                }
+            ),
+        )
+        with ThreadedServer.of(agent) as agent_running:
+            yield lambda: registry_client({"agent": ("responses_api_agents", agent_running.url)})
+
+
 @pytest.fixture(scope="module")
 def agent_client():
     """example_single_tool_call (its server gets the default hooks) behind our simple agent and a scripted model."""
-    with ScriptedOpenAI() as upstream:
-        resources = ExampleSingleToolCallServer(
-            config=ExampleSingleToolCallConfig(name=ENV), server_client=registry_client({})
-        )
-        with ThreadedServer.of(resources) as resources_running:
-            agent = SimpleAgent(
-                config=SimpleAgentConfig(
-                    name="agent",
-                    resources_server={"type": "resources_servers", "name": ENV},
-                    model_server={"type": "responses_api_models", "name": "policy_model"},
-                ),
-                server_client=registry_client(
-                    {
-                        ENV: ("resources_servers", resources_running.url),
-                        "policy_model": ("responses_api_models", upstream.url.removesuffix("/v1")),
-                    }
-                ),
-            )
-            with ThreadedServer.of(agent) as agent_running:
-                yield lambda: registry_client({"agent": ("responses_api_agents", agent_running.url)})
+    config = ExampleSingleToolCallConfig(name=ENV)
+    with stack(ExampleSingleToolCallServer(config=config, server_client=registry_client({}))) as client:
+        yield client
 
 
 def write_tasks(path: Path, count: int) -> Path:
@@ -90,6 +97,44 @@ def test_a_collection_writes_the_environment_metrics_in_nemo_gym_shape(agent_cli
     assert report.aggregate.key_metrics == {"agent": entry["key_metrics"]} and report.aggregate.errors == []
     # Our own metrics are beside it, under their own name.
     assert json.loads((tmp_path / "run_metrics.json").read_text())["counts"]["rollouts"] == 6
+
+
+class GuessRequest(BaseVerifyRequest):
+    expected_answer: int  # a task field the request declares; `max_guesses` stays an undeclared extra
+
+
+class GuessResponse(GuessRequest, BaseVerifyResponse):
+    output_items: int  # what verify adds: the outcome
+
+
+class GuessServer(ExampleSingleToolCallServer):
+    async def verify(self, body: GuessRequest) -> GuessResponse:  # type: ignore[override]
+        return GuessResponse(**body.model_dump(), reward=1.0, output_items=len(body.response.output))
+
+
+def test_numeric_task_fields_are_no_outcome_metrics_only_what_verify_adds_is(tmp_path):
+    """The issue's crafted collection: tasks with numeric `expected_answer` and `max_guesses`."""
+    row = json.loads((Path("resources_servers") / ENV / "data/example.jsonl").read_text().splitlines()[0])
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(
+        "".join(json.dumps(row | {"expected_answer": 1000 + 300 * i, "max_guesses": 5 + i}) + "\n" for i in range(3))
+    )
+    output = tmp_path / "run.jsonl"
+    server = GuessServer(config=ExampleSingleToolCallConfig(name=ENV), server_client=registry_client({}))
+    with stack(server) as client:
+        report = run_collection(client, tasks, output)
+    assert report.complete and report.rows == 6
+
+    ours = json.loads((tmp_path / "run_metrics.json").read_text())
+    assert set(ours["fields"]) == {"reward", "output_items"}
+    printed = format_key_metrics(report.metrics)
+    assert "mean/output_items" in printed and "expected_answer" not in printed and "max_guesses" not in printed
+
+    [entry] = json.loads((tmp_path / "run_aggregate_metrics.json").read_text())
+    assert set(entry["key_metrics"]) >= {"mean/reward", "mean/output_items"}
+    assert not {"mean/expected_answer", "mean/max_guesses"} & set(entry["key_metrics"])
+    # NeMo Gym's agent_metrics describe every numeric field; only the headline changed.
+    assert entry["agent_metrics"]["mean/expected_answer"] == 1300
 
 
 def test_aggregation_can_be_turned_off(agent_client, tmp_path):

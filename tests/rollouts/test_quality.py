@@ -292,3 +292,25 @@ def test_memory_stays_flat_while_streaming_many_rows(tmp_path):
     assert report.num_rows == 6_000 and report.check("missing_rollouts").count == 0
     # Holding the rows would take more than the file (~2.5 MB); per-task summaries take a fraction of it.
     assert peak < path.stat().st_size
+
+
+def test_a_tool_that_always_sends_an_error_key_is_an_error_only_when_it_is_filled(tmp_path, capsys):
+    # A calculator that answers {"result": ..., "error": null} on success: 5 calls, the last one divides by zero.
+    outputs = ['{"result": 10.0, "error": null}', '{"result": 3, "error": ""}', '{"result": 4, "error": {}}']
+    outputs += ['{"result": 7, "error": false}', '{"result": null, "error": "division by zero"}']
+    rows = [row(task, 0, output=[call(), tool_output(text), answer("done")]) for task, text in enumerate(outputs)]
+    output = tmp_path / "calc.jsonl"
+    output.write_bytes(b"".join(orjson.dumps(item) + b"\n" for item in rows))
+    report = report_collection_quality(output, num_tasks=5, num_repeats=1)
+    check = report.check("tool_errors")
+    assert (check.count, check.total) == (1, 5)
+    assert [(ref.task_index, ref.rollout_index) for ref in check.examples] == [(4, 0)]
+    assert "tool_errors: 1 of 5 tool outputs are errors" in capsys.readouterr().err
+
+
+def test_a_bare_fastapi_detail_body_is_a_tool_error_but_a_detail_field_beside_a_result_is_not():
+    rows = [
+        row(0, 0, output=[call(), tool_output('{"detail": "Not Found"}'), answer("x")]),
+        row(1, 0, output=[call(), tool_output('{"detail": "sunny", "temp": 20}'), answer("x")]),
+    ]
+    assert report_of(rows).check("tool_errors").count == 1
