@@ -57,8 +57,8 @@ def test_the_scaffolded_verify_gives_zero_to_an_episode_cut_off_at_the_token_lim
     scaffold_resources_server(tmp_path, "word_len", domain="knowledge", confined_scoring=confined)
     app = (tmp_path / "resources_servers" / "word_len" / "app.py").read_text()
     verify = app[app.index("    async def verify(") :]
-    assert verify.index("body.cut_off()") < verify.index("last_assistant_text(")
-    assert "reward=0.0" in verify[verify.index("body.cut_off()") : verify.index("last_assistant_text(")]
+    assert verify.index("body.cut_off()") < verify.index("output_text")
+    assert "reward=0.0" in verify[verify.index("body.cut_off()") : verify.index("output_text")]
 
 
 def test_a_description_with_quotes_stays_valid_yaml(tmp_path):
