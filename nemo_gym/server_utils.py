@@ -128,6 +128,13 @@ class ServerClient(_OurServerClient):
     async def get(self, server_name: str, url_path: str, **kwargs: Any) -> ClientResponse:  # type: ignore[override]
         return await self.request(server_name, url_path, "GET", **kwargs)
 
+    @property
+    def global_config_dict(self) -> Any:
+        """NeMo Gym's attribute: this process's global config (see `nemo_gym.global_config`)."""
+        from nemo_gym.global_config import get_global_config_dict
+
+        return get_global_config_dict()
+
     @classmethod
     def from_client(cls, client: _OurServerClient) -> ServerClient:
         """The same head server and registry, with NeMo Gym's call shape."""

@@ -6,7 +6,9 @@ For each folder under `<checkout>/resources_servers/`, in a temporary copy of th
 `nemo_gym/`, model and agent folders and `pyproject.toml` linked in, the environment folder copied
 unchanged into `resources_servers/<name>/`), with this interpreter and no network:
 
-0. copies beside it the other environment folders of the checkout that it imports (`resources_servers.<x>`);
+0. copies beside it the agent folders its YAMLs name (`responses_api_agents/<x>/`, unless we have our
+   own of that name, as for `simple_agent`) and the checkout's folders that it or those agents import
+   (`resources_servers.<x>`, such as the gymnasium base; `responses_api_agents.<x>`);
 1. reads its own YAML (`configs/<name>.yaml`, else its first config) and classifies it: `offline`,
    `judge` (a model server ref other than the policy, or judge_* URL/key/model keys) or `external`
    (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`;
@@ -53,7 +55,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn  # noqa: E402
 
-LINKED = ["nemo_gym", "responses_api_models", "responses_api_agents", "pyproject.toml"]
+LINKED = ["nemo_gym", "responses_api_models", "pyproject.toml"]
 POLICY_CONFIG = "responses_api_models/openai_model/configs/openai_model.yaml"
 SURVEY_JUDGE = "survey_judge_model"
 READY_MARKER = "servers are up"
@@ -317,15 +319,34 @@ class Options:
     keep: bool
 
 
-SIBLING_IMPORT = re.compile(r"\bresources_servers\.(\w+)")
+SIBLING_IMPORT = re.compile(r"\b(resources_servers|responses_api_agents)\.(\w+)")
 
 
-def sibling_folders(env_dir: Path) -> set[str]:
-    """Other environment folders of the checkout that this one imports (`resources_servers.mcqa...`),
-    found transitively: in a NeMo Gym checkout they sit beside it, so the copy needs them too."""
-    checkout = env_dir.parent
-    needed: set[str] = set()
+def agents_named(env_dir: Path) -> set[str]:
+    """The agent implementations the environment's YAMLs name (`<x>: {responses_api_agents: {<impl>: ...}}`)."""
+    names: set[str] = set()
+    for path in sorted((env_dir / "configs").glob("*.yaml")) if (env_dir / "configs").is_dir() else []:
+        try:
+            config = load_yaml(path)
+        except (yaml.YAMLError, OSError):
+            continue
+        names.update(impl for impl, _ in instances_of(config, "responses_api_agents").values())
+    return names
+
+
+def checkout_folders(env_dir: Path) -> dict[str, set[str]]:
+    """The checkout's folders this environment needs beside it, by kind: the agent folders its YAMLs
+    name (those we have no folder of our own for: `simple_agent` is ours) and every
+    `resources_servers.<x>` / `responses_api_agents.<x>` those folders import (the gymnasium base, a
+    shared env), found transitively: in a NeMo Gym checkout they sit beside it, so the copy needs them."""
+    checkout = env_dir.parent.parent
+    needed: dict[str, set[str]] = {"resources_servers": set(), "responses_api_agents": set()}
     pending = [env_dir]
+    for name in sorted(agents_named(env_dir)):
+        folder = checkout / "responses_api_agents" / name
+        if not (PROJECT_ROOT / "responses_api_agents" / name).is_dir() and folder.is_dir():
+            needed["responses_api_agents"].add(name)
+            pending.append(folder)
     while pending:
         folder = pending.pop()
         for source in folder.rglob("*.py"):
@@ -333,21 +354,39 @@ def sibling_folders(env_dir: Path) -> set[str]:
                 text = source.read_text(errors="replace")
             except OSError:
                 continue
-            for name in SIBLING_IMPORT.findall(text):
-                if name not in needed and name != env_dir.name and (checkout / name).is_dir():
-                    needed.add(name)
-                    pending.append(checkout / name)
+            for kind, name in SIBLING_IMPORT.findall(text):
+                if kind == "resources_servers" and name == env_dir.name:
+                    continue
+                if kind == "responses_api_agents" and (PROJECT_ROOT / kind / name).is_dir():
+                    continue  # one of ours: it is linked in
+                if name not in needed[kind] and (checkout / kind / name).is_dir():
+                    needed[kind].add(name)
+                    pending.append(checkout / kind / name)
     return needed
 
 
+def sibling_folders(env_dir: Path) -> set[str]:
+    """Other environment folders of the checkout that this one (or an agent it names) imports."""
+    return checkout_folders(env_dir)["resources_servers"]
+
+
 def make_project(env_dir: Path) -> Path:
+    """A temporary copy of this project: our folders linked in (each of our agents one by one, so the
+    checkout's agent folders the environment needs can sit beside them), its folders copied."""
     project = Path(tempfile.mkdtemp(prefix=f"ng_survey_{env_dir.name}_"))
     for name in LINKED:
         (project / name).symlink_to(PROJECT_ROOT / name)
+    agents = project / "responses_api_agents"
+    agents.mkdir()
+    for ours in sorted((PROJECT_ROOT / "responses_api_agents").iterdir()):
+        if ours.is_dir() and not ours.name.startswith((".", "__")):
+            (agents / ours.name).symlink_to(ours)
     (project / "resources_servers").mkdir()
     shutil.copytree(env_dir, project / "resources_servers" / env_dir.name, symlinks=True)
-    for sibling in sorted(sibling_folders(env_dir)):
-        shutil.copytree(env_dir.parent / sibling, project / "resources_servers" / sibling, symlinks=True)
+    checkout = env_dir.parent.parent
+    for kind, names in checkout_folders(env_dir).items():
+        for name in sorted(names):
+            shutil.copytree(checkout / kind / name, project / kind / name, symlinks=True)
     return project
 
 
@@ -619,6 +658,8 @@ def survey_one(env_dir: Path, options: Options) -> EnvResult:
         if not result.rows:
             result.note("no rows in data/example_rollouts.jsonl")
         wanted = requirements(folder / "requirements.txt")
+        for agent in sorted(checkout_folders(env_dir)["responses_api_agents"]):
+            wanted = requirements(project / "responses_api_agents" / agent / "requirements.txt") | wanted
         result.missing = [name for name in wanted if not is_installed(name)]
         if result.missing and options.install:
             lines = [wanted[name] for name in result.missing]

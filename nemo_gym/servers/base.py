@@ -369,6 +369,19 @@ class SimpleServer(BaseModel):
         """Release what `on_startup` acquired."""
 
     def setup_webserver(self) -> FastAPI:
+        app = new_app(title=f"{type(self).__name__} {self.config.name}")
+        self.install_server_machinery(app)
+        return app
+
+    def install_server_machinery(self, app: FastAPI) -> None:
+        """What every server's app has: the lifespan (`on_startup`/`on_shutdown`, the client closed),
+        sessions, request limits, cancel-on-disconnect, the Host guard, our error answers and
+        `/health`. Done once per app (a second call does nothing), so it can also be given an app an
+        environment built itself with `FastAPI()` (NeMo Gym's `setup_session_middleware`)."""
+        if getattr(app.state, "nemo_gym_server_machinery", False):
+            return
+        app.state.nemo_gym_server_machinery = True
+
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await self.on_startup()
@@ -378,7 +391,7 @@ class SimpleServer(BaseModel):
                 await self.on_shutdown()
                 await self.server_client.aclose()
 
-        app = new_app(title=f"{type(self).__name__} {self.config.name}", lifespan=lifespan)
+        app.router.lifespan_context = lifespan
         app.add_middleware(SessionIdMiddleware, cookie_name=self.session_cookie_name)
         app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=self.config.max_request_body_bytes)
         app.add_middleware(CancelOnDisconnect)  # a caller that gives up stops the work it asked for
@@ -400,7 +413,11 @@ class SimpleServer(BaseModel):
 
         app.get("/health")(health_check)
         app.get("/")(health_check)
-        return app
+
+    def setup_session_middleware(self, app: FastAPI) -> None:
+        """NeMo Gym's name for giving an app its session cookie; here it installs all of
+        `install_server_machinery`, which an app made with a plain `FastAPI()` would otherwise lack."""
+        self.install_server_machinery(app)
 
     @classmethod
     def config_class(cls) -> type[BaseServerConfig]:
