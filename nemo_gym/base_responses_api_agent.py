@@ -48,7 +48,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
-from nemo_gym.global_config import get_first_server_config_dict, remember_server_bootstrap
+from nemo_gym.global_config import get_first_server_config_dict, get_global_config_dict, remember_server_bootstrap
 from nemo_gym.rollout_correlation import ROLLOUT_PATH_PREFIX, maybe_rollout_id_from_run_body, rollout_context
 from nemo_gym.server_utils import ServerClient
 from nemo_gym.servers import agent
@@ -146,5 +146,5 @@ class SimpleResponsesAPIAgent(agent.SimpleResponsesAPIAgent):
 
     def resolve_model_base_url(self, model_server_name: str, rollout_id: str | None = None) -> str:
         """`http://host:port/v1` of a model server (for agents that hand an OpenAI client a base URL)."""
-        block = get_first_server_config_dict(self.server_client.global_config_dict, model_server_name)
+        block = get_first_server_config_dict(get_global_config_dict(), model_server_name)
         return f"http://{block['host']}:{block['port']}{rollout_path_prefix(rollout_id)}/v1"

@@ -267,16 +267,34 @@ def _wrap_endpoint(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     # Evaluate string annotations in the endpoint's own module: FastAPI would otherwise look them
     # up in this module's globals through the wrapper.
     signature = inspect.signature(endpoint, eval_str=True)
+    # An endpoint may take FastAPI's `response: Response` to set cookies or headers on the answer (as
+    # NeMo Gym agents pass a model server's cookies back); they are carried onto the answer we build.
+    sub_response_names = [
+        p.name
+        for p in signature.parameters.values()
+        if inspect.isclass(p.annotation) and issubclass(p.annotation, Response)
+    ]
+
+    def answer(result: Any, kwargs: dict[str, Any]) -> Response:
+        response = _as_response(result)
+        for name in sub_response_names:
+            sub_response = kwargs.get(name)
+            if isinstance(sub_response, Response) and sub_response is not response:
+                response.headers.raw.extend(sub_response.headers.raw)
+                if sub_response.status_code:
+                    response.status_code = sub_response.status_code
+        return response
+
     if inspect.iscoroutinefunction(endpoint):
 
         @functools.wraps(endpoint)
         async def wrapper(*args: Any, **kwargs: Any) -> Response:
-            return _as_response(await endpoint(*args, **kwargs))
+            return answer(await endpoint(*args, **kwargs), kwargs)
     else:
 
         @functools.wraps(endpoint)
         async def wrapper(*args: Any, **kwargs: Any) -> Response:
-            return _as_response(await run_in_threadpool(endpoint, *args, **kwargs))
+            return answer(await run_in_threadpool(endpoint, *args, **kwargs), kwargs)
 
     wrapper.__signature__ = signature.replace(return_annotation=inspect.Signature.empty)  # type: ignore[attr-defined]
     wrapper.__gym_wrapped__ = True  # type: ignore[attr-defined]

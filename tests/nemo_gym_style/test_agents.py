@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from nemo_gym.base_resources_server import BaseResourcesServerConfig, BaseRunRequest, SimpleResourcesServer
 from nemo_gym.base_responses_api_agent import (
@@ -22,6 +22,13 @@ from nemo_gym.base_responses_api_agent import (
     SimpleResponsesAPIAgent,
 )
 from nemo_gym.errors import InputError
+from nemo_gym.openai_utils import (
+    NeMoGymResponse,
+    NeMoGymResponseCreateParamsNonStreaming,
+    NeMoGymResponseOutputMessage,
+    NeMoGymResponseUsage,
+    accumulate_response_usage,
+)
 from nemo_gym.rollout_correlation import (
     RolloutContextMiddleware,
     current_rollout_id,
@@ -189,3 +196,41 @@ def test_run_knows_its_rollout_and_capture_paths_stay_plain() -> None:
     # Nothing switches NeMo Gym's per-rollout capture on here: downstream paths stay as they are.
     assert agent.url_path_for_run("/v1/responses", task) == "/v1/responses"
     assert agent.config.skip_verification is False and agent.config.token_id_capture is False
+
+
+class CookieRelayAgent(SimpleResponsesAPIAgent):
+    """As NeMo Gym's gymnasium agent: `responses` sets the model server's cookies on FastAPI's
+    injected `response` and returns a typed model."""
+
+    config: BaseResponsesAPIAgentConfig
+
+    async def responses(
+        self, request: Request, response: Response, body: NeMoGymResponseCreateParamsNonStreaming = Body()
+    ) -> NeMoGymResponse:
+        response.set_cookie("model_affinity", "replica-2")
+        return NeMoGymResponse(id="r", output=[NeMoGymResponseOutputMessage(id="m", content=[])])
+
+    async def run(self, body: BaseRunRequest = Body()) -> dict:
+        return {}
+
+
+def test_cookies_an_agent_sets_on_the_injected_response_reach_the_caller() -> None:
+    agent = CookieRelayAgent(config=BaseResponsesAPIAgentConfig(name="a"), server_client=registry_client({}))
+    with ThreadedServer.of(agent) as running, httpx.Client(base_url=running.url) as client:
+        answer = client.post("/v1/responses", json={"input": "hi"})
+    assert answer.status_code == 200 and answer.json()["id"] == "r"
+    assert answer.cookies["model_affinity"] == "replica-2"
+
+
+def test_usage_of_several_model_calls_adds_up() -> None:
+    first = NeMoGymResponseUsage(
+        input_tokens=10, output_tokens=2, total_tokens=12, output_tokens_details={"reasoning_tokens": 1}
+    )
+    second = NeMoGymResponseUsage(
+        input_tokens=5, output_tokens=3, total_tokens=8, input_tokens_details={"cached_tokens": 4}
+    )
+    summed = accumulate_response_usage(accumulate_response_usage(None, first), second)
+    assert (summed.input_tokens, summed.output_tokens, summed.total_tokens) == (15, 5, 20)
+    assert summed.output_tokens_details.reasoning_tokens == 1 and summed.input_tokens_details.cached_tokens == 4
+    assert first.input_tokens == 10  # the running total is a copy
+    assert accumulate_response_usage(None, None) is None and accumulate_response_usage(first, None) is first
