@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -309,3 +310,37 @@ def test_a_rollout_without_its_task_fields_is_laid_over_its_task_found_by_input(
     tasks = survey.task_rows_by_input(data)
     assert tasks[survey._input_key(stored)] == task
     assert survey._input_key({"responses_create_params": {"input": "2+2?"}}) == survey._input_key(task)
+
+
+def test_the_temp_project_gets_the_agent_folders_the_yaml_names_and_what_they_import(tmp_path: Path):
+    """As NeMo Gym's gymnasium environments: the YAML names a checkout agent (`step_agent`), which
+    imports a base folder beside the environment (`resources_servers.step_base`); `simple_agent`
+    is ours, so the checkout's copy of it is not used."""
+    survey = load_script()
+    root = tmp_path / "fake_nemo_gym"
+    write_env(root, "survey_steps", TEST_OK, [], "")
+    config = root / "resources_servers" / "survey_steps" / "configs" / "survey_steps.yaml"
+    config.write_text(
+        config.read_text()
+        + "survey_steps_step_agent:\n  responses_api_agents:\n    step_agent:\n      entrypoint: app.py\n"
+    )
+    for kind, name, source in [
+        ("responses_api_agents", "step_agent", "from resources_servers.step_base import StepServer\n"),
+        ("responses_api_agents", "simple_agent", "raise SystemExit('the checkout simple_agent ran')\n"),
+        ("responses_api_agents", "unused_agent", ""),
+        ("resources_servers", "step_base", "class StepServer:\n    pass\n"),
+        ("resources_servers", "unrelated_env", ""),
+    ]:
+        (root / kind / name).mkdir(parents=True)
+        (root / kind / name / "app.py").write_text(source)
+
+    project = survey.make_project(root / "resources_servers" / "survey_steps")
+    try:
+        agents = project / "responses_api_agents"
+        assert sorted(path.name for path in agents.iterdir()) == ["simple_agent", "step_agent"]
+        assert (agents / "simple_agent").resolve() == PROJECT_ROOT / "responses_api_agents" / "simple_agent"
+        assert (agents / "step_agent" / "app.py").read_text().startswith("from resources_servers.step_base")
+        assert not (agents / "step_agent").is_symlink()  # copied, as a user copies a folder in
+        assert sorted(path.name for path in (project / "resources_servers").iterdir()) == ["step_base", "survey_steps"]
+    finally:
+        shutil.rmtree(project)
