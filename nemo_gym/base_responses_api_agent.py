@@ -49,7 +49,13 @@ from starlette.concurrency import run_in_threadpool
 
 from nemo_gym.config_types import AggregateMetrics, AggregateMetricsRequest
 from nemo_gym.global_config import get_first_server_config_dict, get_global_config_dict, remember_server_bootstrap
-from nemo_gym.rollout_correlation import ROLLOUT_PATH_PREFIX, maybe_rollout_id_from_run_body, rollout_context
+from nemo_gym.rollout_correlation import (
+    TOKEN_CAPTURE_PATH_SEGMENT,
+    apply_rollout_prefix,
+    maybe_rollout_id_from_run_body,
+    rollout_context,
+    rollout_path_prefix,
+)
 from nemo_gym.server_utils import ServerClient
 from nemo_gym.servers import agent
 from nemo_gym.servers.aggregate_metrics import compute_aggregate_metrics, default_key_metrics
@@ -62,8 +68,6 @@ __all__ = [
     "SimpleResponsesAPIAgent",
 ]
 
-TOKEN_CAPTURE_PATH_SEGMENT = "training-token-capture"
-
 
 class BaseResponsesAPIAgentConfig(agent.BaseResponsesAPIAgentConfig):
     """An agent's config: NeMo Gym's `skip_verification`, `skip_verification_reward` and
@@ -74,14 +78,6 @@ class BaseResponsesAPIAgent(SimpleServer):
     """NeMo Gym's base of every agent: a server with an agent config (no routes of its own)."""
 
     config: BaseResponsesAPIAgentConfig
-
-
-def rollout_path_prefix(rollout_id: str | None, token_capture: bool = False) -> str:
-    """`/ng-rollout/<id>` (with `/training-token-capture` for training capture), or "" without an id."""
-    if rollout_id is None:
-        return ""
-    prefix = f"/{ROLLOUT_PATH_PREFIX}/{rollout_id}"
-    return f"{prefix}/{TOKEN_CAPTURE_PATH_SEGMENT}" if token_capture else prefix
 
 
 class SimpleResponsesAPIAgent(agent.SimpleResponsesAPIAgent):
@@ -135,16 +131,17 @@ class SimpleResponsesAPIAgent(agent.SimpleResponsesAPIAgent):
         return f"{rollout_path_prefix(self.rollout_id_from_run(body))}{url_path}"
 
     def base_url_for_run(self, base_url: str, body: Any) -> str:
-        return f"{base_url.rstrip('/')}{rollout_path_prefix(self.rollout_id_from_run(body))}"
+        return apply_rollout_prefix(base_url, self.rollout_id_from_run(body))
 
     def url_path_for_request(self, url_path: str, request: Request | None) -> str:
         """`url_path` under the rollout prefix the incoming request came with, if any."""
         path_params = getattr(request, "path_params", None)
         rollout_id = path_params.get("rollout_id") if isinstance(path_params, Mapping) else None
         token_capture = f"/{TOKEN_CAPTURE_PATH_SEGMENT}/" in str(getattr(getattr(request, "url", None), "path", ""))
-        return f"{rollout_path_prefix(rollout_id, token_capture)}{url_path}"
+        return f"{rollout_path_prefix(rollout_id, token_capture=token_capture)}{url_path}"
 
     def resolve_model_base_url(self, model_server_name: str, rollout_id: str | None = None) -> str:
         """`http://host:port/v1` of a model server (for agents that hand an OpenAI client a base URL)."""
         block = get_first_server_config_dict(get_global_config_dict(), model_server_name)
-        return f"http://{block['host']}:{block['port']}{rollout_path_prefix(rollout_id)}/v1"
+        root = f"http://{block['host']}:{block['port']}"
+        return f"{apply_rollout_prefix(root, rollout_id)}/v1"

@@ -35,14 +35,20 @@ from nemo_gym.global_config import (
 __all__ = [
     "ROLLOUT_ID_PATTERN",
     "ROLLOUT_PATH_PREFIX",
+    "TOKEN_CAPTURE_PATH_SEGMENT",
     "RolloutContextMiddleware",
+    "apply_rollout_prefix",
     "current_rollout_id",
     "maybe_rollout_id_from_run_body",
     "rollout_context",
+    "rollout_path_prefix",
 ]
 
 ROLLOUT_PATH_PREFIX = "ng-rollout"
 """The first path segment of a rollout-scoped call: `/ng-rollout/<id>/<path>`."""
+
+TOKEN_CAPTURE_PATH_SEGMENT = "training-token-capture"
+"""The segment after the id on NeMo Gym's training-token-capture paths."""
 
 ROLLOUT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 """A rollout id is one path segment and may name a file: no slash, no leading dot."""
@@ -83,6 +89,21 @@ def maybe_rollout_id_from_run_body(body: BaseModel | Mapping[str, Any] | None) -
     if attempt is not None and int(attempt) > 0:
         rollout_id += f"-a{int(attempt)}"
     return rollout_id
+
+
+def rollout_path_prefix(rollout_id: str | None, *, token_capture: bool = False) -> str:
+    """`/ng-rollout/<id>` (then `/training-token-capture` for training capture), "" without an id."""
+    if not rollout_id:
+        return ""
+    prefix = f"/{ROLLOUT_PATH_PREFIX}/{rollout_id}"
+    return f"{prefix}/{TOKEN_CAPTURE_PATH_SEGMENT}" if token_capture else prefix
+
+
+def apply_rollout_prefix(base_url: str, rollout_id: str | None, *, token_capture: bool = False) -> str:
+    """A server's root URL with the rollout's prefix appended (unchanged without an id)."""
+    if not rollout_id:
+        return base_url
+    return base_url.rstrip("/") + rollout_path_prefix(rollout_id, token_capture=token_capture)
 
 
 def current_rollout_id() -> str | None:

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from nemo_gym.client import HttpClient, HttpResult
 from nemo_gym.client import ServerClient as _OurServerClient
 from nemo_gym.errors import HTTPStatusError
+from nemo_gym.rollout_correlation import apply_rollout_prefix, rollout_path_prefix
 from nemo_gym.servers.session import SESSION_ID_KEY
 
 __all__ = [
@@ -179,4 +180,4 @@ def get_server_url(server_name: str) -> str:
     return f"http://{block['host']}:{block['port']}"
 
 
-__all__ += ["HTTPStatusError"]
+__all__ += ["HTTPStatusError", "apply_rollout_prefix", "rollout_path_prefix"]
