@@ -8,7 +8,8 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
 
 0. copies beside it the agent folders its YAMLs name (`responses_api_agents/<x>/`, unless we have our
    own of that name, as for `simple_agent`) and the checkout's folders that it or those agents import
-   (`resources_servers.<x>`, such as the gymnasium base; `responses_api_agents.<x>`);
+   (`resources_servers.<x>`, such as the gymnasium base; `responses_api_agents.<x>`), and the other
+   checkout files its YAMLs name by relative path (a prompt under `benchmarks/<x>/`);
 1. reads its own YAML (`configs/<name>.yaml`, else its first config) and classifies it: `offline`,
    `judge` (a model server ref other than the policy, or judge_* URL/key/model keys) or `external`
    (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`;
@@ -365,6 +366,28 @@ def checkout_folders(env_dir: Path) -> dict[str, set[str]]:
     return needed
 
 
+def checkout_files(env_dir: Path) -> list[str]:
+    """Relative paths the environment's YAMLs name that exist in the checkout outside the folders
+    copied or linked anyway (a prompt under `benchmarks/<x>/prompts/`, say): NeMo Gym resolves them
+    from its root, so the copy needs them at the same place."""
+    checkout = env_dir.parent.parent
+    found: list[str] = []
+    for path in sorted((env_dir / "configs").glob("*.yaml")) if (env_dir / "configs").is_dir() else []:
+        try:
+            config = load_yaml(path)
+        except (yaml.YAMLError, OSError):
+            continue
+        for _, value in walk(config):
+            if not isinstance(value, str) or "://" in value or "${" in value or "\n" in value or ".." in value:
+                continue
+            relative = Path(value)
+            if relative.is_absolute() or len(relative.parts) < 2 or relative.parts[0] in (*LINKED, "resources_servers"):
+                continue
+            if (checkout / relative).exists() and value not in found:
+                found.append(value)
+    return found
+
+
 def sibling_folders(env_dir: Path) -> set[str]:
     """Other environment folders of the checkout that this one (or an agent it names) imports."""
     return checkout_folders(env_dir)["resources_servers"]
@@ -387,6 +410,15 @@ def make_project(env_dir: Path) -> Path:
     for kind, names in checkout_folders(env_dir).items():
         for name in sorted(names):
             shutil.copytree(checkout / kind / name, project / kind / name, symlinks=True)
+    for relative in checkout_files(env_dir):
+        source, target = checkout / relative, project / relative
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            shutil.copy2(source, target)
     return project
 
 
