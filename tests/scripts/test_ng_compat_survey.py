@@ -315,7 +315,8 @@ def test_a_rollout_without_its_task_fields_is_laid_over_its_task_found_by_input(
 def test_the_temp_project_gets_the_agent_folders_the_yaml_names_and_what_they_import(tmp_path: Path):
     """As NeMo Gym's gymnasium environments: the YAML names a checkout agent (`step_agent`), which
     imports a base folder beside the environment (`resources_servers.step_base`); `simple_agent`
-    is ours, so the checkout's copy of it is not used."""
+    is ours, so the checkout's copy of it is not used. As scicode's: the YAML names a prompt file
+    under the checkout's `benchmarks/`."""
     survey = load_script()
     root = tmp_path / "fake_nemo_gym"
     write_env(root, "survey_steps", TEST_OK, [], "")
@@ -323,7 +324,11 @@ def test_the_temp_project_gets_the_agent_folders_the_yaml_names_and_what_they_im
     config.write_text(
         config.read_text()
         + "survey_steps_step_agent:\n  responses_api_agents:\n    step_agent:\n      entrypoint: app.py\n"
+        + "      prompt_fpath: benchmarks/steps/prompts/step.yaml\n"
+        + "      note: not/a/path/in/the/checkout\n"
     )
+    (root / "benchmarks" / "steps" / "prompts").mkdir(parents=True)
+    (root / "benchmarks" / "steps" / "prompts" / "step.yaml").write_text("user: '{question}'\n")
     for kind, name, source in [
         ("responses_api_agents", "step_agent", "from resources_servers.step_base import StepServer\n"),
         ("responses_api_agents", "simple_agent", "raise SystemExit('the checkout simple_agent ran')\n"),
@@ -342,5 +347,8 @@ def test_the_temp_project_gets_the_agent_folders_the_yaml_names_and_what_they_im
         assert (agents / "step_agent" / "app.py").read_text().startswith("from resources_servers.step_base")
         assert not (agents / "step_agent").is_symlink()  # copied, as a user copies a folder in
         assert sorted(path.name for path in (project / "resources_servers").iterdir()) == ["step_base", "survey_steps"]
+        # A file the YAML names from the checkout's root is where NeMo Gym would look for it.
+        assert (project / "benchmarks" / "steps" / "prompts" / "step.yaml").read_text() == "user: '{question}'\n"
+        assert not (project / "not").exists()
     finally:
         shutil.rmtree(project)
