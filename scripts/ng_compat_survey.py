@@ -19,7 +19,9 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
 5. starts it with our `ng_run` on its own YAML, the policy (and any judge) pointed at a scripted
    OpenAI-compatible server on loopback that answers every judge prompt with a plausible verdict;
 6. posts each row of its `data/example_rollouts.jsonl` to its `/verify` (after `/seed_session`) and
-   compares the reward with the stored one.
+   compares the reward with the stored one; an environment scored by its agent instead (NeMo Gym's
+   gymnasium family: `/reset` and `/step`, no `/verify`) has each stored rollout replayed through the
+   agent's `/run`, the scripted model answering with that rollout's own model turns.
 
 Every step has a deadline; on timeout the whole process group is killed; temporary projects are removed.
 The table and totals go to stdout, progress to stderr, the raw results to `--json`.
@@ -597,6 +599,119 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
                 result.note(f"reward {reward} != stored {stored} (row {lines.index(line) + 1})")
 
 
+# ---- environments scored by their agent (NeMo Gym's gymnasium family) -------------------------------
+STEPPING_AGENTS = {"gymnasium_agent"}
+"""Agents whose resources server has no `/verify`: the reward is summed from `/step` during the episode,
+so a stored rollout is scored again by replaying its model turns through the agent's `/run`."""
+
+MODEL_ITEM_TYPES = {"function_call", "reasoning"}
+
+
+def model_turns(output: list[Any]) -> list[list[dict[str, Any]]]:
+    """A stored rollout's output cut into what each model call returned: runs of assistant messages,
+    function calls and reasoning, separated by what the environment added (observations, tool outputs)."""
+    turns: list[list[dict[str, Any]]] = []
+    previous_was_model = False
+    for item in output:
+        if not isinstance(item, dict):
+            continue
+        is_model = item.get("type") in MODEL_ITEM_TYPES or (
+            item.get("type", "message") == "message" and item.get("role") == "assistant"
+        )
+        if is_model and previous_was_model:
+            turns[-1].append(item)
+        elif is_model:
+            turns.append([item])
+        previous_was_model = is_model
+    return turns
+
+
+def turn_of(items: list[dict[str, Any]]) -> Turn:
+    text = "".join(
+        part.get("text") or ""
+        for item in items
+        if item.get("type", "message") == "message"
+        for part in (item.get("content") if isinstance(item.get("content"), list) else [])
+        if isinstance(part, dict)
+    )
+    calls = [
+        (item.get("name") or "", item.get("arguments") or "{}") for item in items if item.get("type") == "function_call"
+    ]
+    return Turn(text=text or None, tool_calls=calls)
+
+
+class Replay:
+    """The survey's model: a scripted judge, or, while a stored rollout is replayed, that rollout's
+    next model turn (counted from the model turns already in the request's input)."""
+
+    def __init__(self) -> None:
+        self.base_length = 0
+        self.turns: list[list[dict[str, Any]]] | None = None
+
+    def __call__(self, body: dict[str, Any]) -> Turn:
+        if self.turns is None:
+            return scripted_turn(body)
+        items = body.get("input")
+        done = len(model_turns(items[self.base_length :])) if isinstance(items, list) else 0
+        return turn_of(self.turns[done]) if done < len(self.turns) else Turn(text="")
+
+
+def replay_rows(
+    head_url: str, agent_name: str, rows_path: Path, replay: Replay, timeout: float, result: EnvResult
+) -> None:
+    """Each stored rollout run again through the agent's `/run` (its task found by `_ng_task_index` in
+    the task rows, else by input), the model replaying the rollout's own turns; rewards compared."""
+    lines = stored_rows(rows_path)
+    if not lines:
+        return
+    task_lines = stored_rows(rows_path.parent / "example.jsonl")
+    by_input = task_rows_by_input(rows_path.parent)
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=httpx.Timeout(min(120.0, timeout)), trust_env=False) as client:
+        servers = client.get(f"{head_url}/server_instances").json()
+        urls = [server["url"] for server in servers if server["name"] == agent_name]
+        if not urls:
+            result.note(f"replay: no running agent named {agent_name}")
+            return
+        for number, line in enumerate(lines, start=1):
+            if time.monotonic() > deadline:
+                result.note(f"replay timed out after {timeout:.0f} s")
+                return
+            stored = json.loads(line)
+            index = stored.get("_ng_task_index")
+            if isinstance(index, int) and 0 <= index < len(task_lines):
+                task = json.loads(task_lines[index])
+            else:
+                task = by_input.get(_input_key(stored) or "")
+            if task is None:
+                result.note(f"replay: no task row for stored row {number}")
+                continue
+            replay.base_length = len(stored["responses_create_params"]["input"])
+            replay.turns = model_turns(stored["response"]["output"])
+            try:
+                client.cookies.clear()
+                answer = client.post(f"{urls[0].rstrip('/')}/run", json=task)
+            except httpx.HTTPError as error:
+                result.note(f"replay: {type(error).__name__}: {error}")
+                continue
+            finally:
+                replay.turns = None
+            if answer.status_code != 200:
+                result.note(f"replay: HTTP {answer.status_code} {answer.text[:120]}")
+                continue
+            reward = answer.json().get("reward") if isinstance(answer.json(), dict) else None
+            if not isinstance(reward, (int, float)) or isinstance(reward, bool):
+                result.note("replay: no numeric reward in the answer")
+                continue
+            result.verified += 1
+            if isinstance(stored.get("reward"), (int, float)) and math.isclose(
+                reward, stored["reward"], abs_tol=REWARD_TOLERANCE
+            ):
+                result.matched += 1
+            else:
+                result.note(f"reward {reward} != stored {stored.get('reward')} (row {number}, replayed)")
+
+
 def start_and_verify(
     project: Path, result: EnvResult, config: dict[str, Any], env: dict[str, str], options: Options
 ) -> None:
@@ -609,7 +724,11 @@ def start_and_verify(
         (name for name, (impl, _) in instances_of(config, "resources_servers").items() if impl == result.name),
         resources[0],
     )
-    with ScriptedOpenAI(scripted_turn) as upstream:
+    stepping = [
+        name for name, (impl, _) in instances_of(config, "responses_api_agents").items() if impl in STEPPING_AGENTS
+    ]
+    replay = Replay()
+    with ScriptedOpenAI(replay) as upstream:
         overrides_path, overrides = survey_config(config, config_rel, upstream.url, project)
         head_port = free_port()
         paths = ",".join([config_rel, POLICY_CONFIG, overrides_path.name])
@@ -657,10 +776,14 @@ def start_and_verify(
             before = len(upstream.requests)
             rows_path = project / "resources_servers" / result.name / "data" / "example_rollouts.jsonl"
             try:
-                verify_rows(f"http://127.0.0.1:{head_port}", resources_name, rows_path, options.timeout, result)
+                if stepping:
+                    head = f"http://127.0.0.1:{head_port}"
+                    replay_rows(head, stepping[0], rows_path, replay, options.timeout, result)
+                else:
+                    verify_rows(f"http://127.0.0.1:{head_port}", resources_name, rows_path, options.timeout, result)
             except (httpx.HTTPError, ValueError) as error:
                 result.note(f"verify: {type(error).__name__}: {error}")
-            result.judge_calls = len(upstream.requests) - before
+            result.judge_calls = 0 if stepping else len(upstream.requests) - before  # replayed turns are no judge
         finally:
             kill_group(process, signal.SIGINT, grace=20)
             reader.join(timeout=5)

@@ -352,3 +352,33 @@ def test_the_temp_project_gets_the_agent_folders_the_yaml_names_and_what_they_im
         assert not (project / "not").exists()
     finally:
         shutil.rmtree(project)
+
+
+def test_a_stepping_rollout_is_replayed_turn_by_turn():
+    """NeMo Gym's gymnasium rollouts have no /verify: the survey replays each stored rollout through
+    the agent, the model answering each call with the rollout's next model turn."""
+    survey = load_script()
+    base = [{"role": "user", "content": "Play."}, {"role": "user", "content": "Board: #..@"}]
+    output = [
+        {"type": "reasoning", "id": "r1", "summary": []},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "<action>left</action>"}]},
+        {"type": "message", "role": "user", "content": "Board: #.@."},
+        {"type": "function_call", "name": "move", "arguments": '{"to": "left"}', "call_id": "c1"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "done"}]},
+    ]
+    turns = survey.model_turns(output)
+    assert [[item["type"] for item in turn] for turn in turns] == [
+        ["reasoning", "message"],
+        ["function_call"],
+        ["message"],
+    ]
+
+    replay = survey.Replay()
+    assert replay({"input": base}).text == survey.JUDGE_ANSWER  # nothing replayed: the scripted judge
+    replay.base_length, replay.turns = len(base), turns
+    assert replay({"input": base}).text == "<action>left</action>"
+    second = replay({"input": base + output[:3]})
+    assert (second.text, second.tool_calls) == (None, [("move", '{"to": "left"}')])
+    assert replay({"input": base + output[:5]}).text == "done"
+    assert replay({"input": base + output}).text == ""  # past the stored rollout: an empty answer
