@@ -5,6 +5,7 @@ builds its app with a plain `FastAPI()` (as NeMo Gym's gymnasium base does) stil
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from nemo_gym.base_resources_server import BaseResourcesServerConfig, BaseRunRequest, SimpleResourcesServer
 from nemo_gym.base_responses_api_agent import (
@@ -21,7 +23,7 @@ from nemo_gym.base_responses_api_agent import (
     Body,
     SimpleResponsesAPIAgent,
 )
-from nemo_gym.errors import InputError
+from nemo_gym.errors import InputError, RequestTimeoutError
 from nemo_gym.openai_utils import (
     NeMoGymResponse,
     NeMoGymResponseCreateParamsNonStreaming,
@@ -34,7 +36,7 @@ from nemo_gym.rollout_correlation import (
     current_rollout_id,
     maybe_rollout_id_from_run_body,
 )
-from nemo_gym.server_utils import SESSION_ID_KEY
+from nemo_gym.server_utils import SESSION_ID_KEY, request
 from nemo_gym.testing import NgRunProcess, ScriptedOpenAI, ThreadedServer, Turn, free_port, registry_client
 from tests.conftest import PROJECT_ROOT, child_env, cli
 
@@ -234,3 +236,24 @@ def test_usage_of_several_model_calls_adds_up() -> None:
     assert summed.output_tokens_details.reasoning_tokens == 1 and summed.input_tokens_details.cached_tokens == 4
     assert first.input_tokens == 10  # the running total is a copy
     assert accumulate_response_usage(None, None) is None and accumulate_response_usage(first, None) is first
+
+
+async def test_request_takes_aiohttps_timeout_and_is_an_async_context_manager() -> None:
+    """As speed_bench scrapes its model's /metrics: `async with await request(..., timeout=s) as r`."""
+    app = FastAPI()
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse("vllm:spec_decode_num_accepted_tokens_total 12\n")
+
+    @app.get("/stuck")
+    async def stuck() -> PlainTextResponse:
+        await asyncio.sleep(3)
+        return PlainTextResponse("")
+
+    with ThreadedServer(app) as running:
+        async with await request(method="GET", url=f"{running.url}/metrics", timeout=30) as response:
+            assert response.status == 200
+            assert "accepted_tokens_total 12" in await response.text()
+        with pytest.raises(RequestTimeoutError):
+            await request(method="GET", url=f"{running.url}/stuck", timeout=0.5)
