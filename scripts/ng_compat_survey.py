@@ -385,7 +385,11 @@ def checkout_files(env_dir: Path) -> list[str]:
             relative = Path(value)
             if relative.is_absolute() or len(relative.parts) < 2 or relative.parts[0] in (*LINKED, "resources_servers"):
                 continue
-            if (checkout / relative).exists() and value not in found:
+            try:
+                exists = (checkout / relative).exists()
+            except OSError:  # a long description is no file name
+                continue
+            if exists and value not in found:
                 found.append(value)
     return found
 

@@ -326,6 +326,7 @@ def test_the_temp_project_gets_the_agent_folders_the_yaml_names_and_what_they_im
         + "survey_steps_step_agent:\n  responses_api_agents:\n    step_agent:\n      entrypoint: app.py\n"
         + "      prompt_fpath: benchmarks/steps/prompts/step.yaml\n"
         + "      note: not/a/path/in/the/checkout\n"
+        + f"      description: {'A description far longer than a file name may be, ' * 8}/ with a slash\n"
     )
     (root / "benchmarks" / "steps" / "prompts").mkdir(parents=True)
     (root / "benchmarks" / "steps" / "prompts" / "step.yaml").write_text("user: '{question}'\n")
