@@ -609,6 +609,7 @@ STEPPING_AGENTS = {"gymnasium_agent"}
 so a stored rollout is scored again by replaying its model turns through the agent's `/run`."""
 
 MODEL_ITEM_TYPES = {"function_call", "reasoning"}
+EPISODE_RESULT_FIELDS = {"responses_create_params", "response", "reward", "terminated", "truncated", "info"}
 
 
 def model_turns(output: list[Any]) -> list[list[dict[str, Any]]]:
@@ -690,6 +691,9 @@ def replay_rows(
             if task is None:
                 result.note(f"replay: no task row for stored row {number}")
                 continue
+            # The stored row's own task fields win (as for /verify), but not its request: the agent
+            # adds the reset observation to the task's input, and the stored input already holds it.
+            task = task | {key: value for key, value in stored.items() if key not in EPISODE_RESULT_FIELDS}
             replay.base_length = len(stored["responses_create_params"]["input"])
             replay.turns = model_turns(stored["response"]["output"])
             try:
