@@ -52,6 +52,8 @@ NeMoGymSummary = SummaryText
 NeMoGymReasoningContent = ReasoningText
 NeMoGymResponseUsage = Usage
 NeMoGymResponseInputItem = Item
+NeMoGymResponseInput = list[Item]
+"""A request's `input` as a list of items."""
 NeMoGymResponseOutputItem = Item
 NeMoGymChatCompletionCreateParamsNonStreaming = TypedChatCompletionCreateParams
 
@@ -159,6 +161,7 @@ def accumulate_response_usage(total: Usage | None, additional: Usage | None) -> 
 
 __all__ = [
     "accumulate_response_usage",
+    "NeMoGymResponseInput",
     "RATE_LIMIT_ERROR_CODES",
     "RETRY_ERROR_CODES",
     "NeMoGymAsyncOpenAI",

@@ -60,6 +60,7 @@ NEMO_GYM_NAMES = {
         "RATE_LIMIT_ERROR_CODES",
         "RETRY_ERROR_CODES",
         "accumulate_response_usage",
+        "NeMoGymResponseInput",
     ],
     "nemo_gym.server_utils": [
         "ServerClient",
