@@ -11,6 +11,7 @@ referenced server first and checks the name, as it does for our own environments
 from __future__ import annotations
 
 from nemo_gym.config import Domain
+from nemo_gym.rollout_correlation import ROLLOUT_PATH_PREFIX, TOKEN_CAPTURE_PATH_SEGMENT
 from nemo_gym.servers.agent import ModelServerRef, ResourcesServerRef, ServerRef
 from nemo_gym.servers.aggregate_metrics import AggregateMetrics, AggregateMetricsRequest
 from nemo_gym.servers.base import BaseServerConfig
@@ -21,6 +22,8 @@ class AgentServerRef(ServerRef):
 
 
 __all__ = [
+    "ROLLOUT_PATH_PREFIX",
+    "TOKEN_CAPTURE_PATH_SEGMENT",
     "AgentServerRef",
     "AggregateMetrics",
     "AggregateMetricsRequest",

@@ -52,6 +52,8 @@ NeMoGymSummary = SummaryText
 NeMoGymReasoningContent = ReasoningText
 NeMoGymResponseUsage = Usage
 NeMoGymResponseInputItem = Item
+NeMoGymResponseInput = list[Item]
+"""A request's `input` as a list of items."""
 NeMoGymResponseOutputItem = Item
 NeMoGymChatCompletionCreateParamsNonStreaming = TypedChatCompletionCreateParams
 
@@ -131,7 +133,35 @@ class NeMoGymAsyncOpenAI:
             self._http = None
 
 
+def _add_counts(first: int | None, second: int | None) -> int | None:
+    if first is None or second is None:
+        return first if second is None else second
+    return first + second
+
+
+def accumulate_response_usage(total: Usage | None, additional: Usage | None) -> Usage | None:
+    """The token usage of several model calls summed (totals, cached input and reasoning tokens);
+    `total` is not changed. None plus None is None, as for a model that reports no usage."""
+    if additional is None:
+        return total
+    if total is None:
+        return additional.model_copy(deep=True)
+    summed = total.model_copy(deep=True)
+    summed.input_tokens = total.input_tokens + additional.input_tokens
+    summed.output_tokens = total.output_tokens + additional.output_tokens
+    summed.total_tokens = total.total_tokens + additional.total_tokens
+    summed.input_tokens_details.cached_tokens = _add_counts(
+        total.input_tokens_details.cached_tokens, additional.input_tokens_details.cached_tokens
+    )
+    summed.output_tokens_details.reasoning_tokens = _add_counts(
+        total.output_tokens_details.reasoning_tokens, additional.output_tokens_details.reasoning_tokens
+    )
+    return summed
+
+
 __all__ = [
+    "accumulate_response_usage",
+    "NeMoGymResponseInput",
     "RATE_LIMIT_ERROR_CODES",
     "RETRY_ERROR_CODES",
     "NeMoGymAsyncOpenAI",

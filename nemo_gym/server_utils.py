@@ -20,9 +20,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nemo_gym.client import HttpClient, HttpResult
+from nemo_gym.client import HttpClient, HttpResult, Timeouts
 from nemo_gym.client import ServerClient as _OurServerClient
 from nemo_gym.errors import HTTPStatusError
+from nemo_gym.rollout_correlation import apply_rollout_prefix, rollout_path_prefix
 from nemo_gym.servers.session import SESSION_ID_KEY
 
 __all__ = [
@@ -35,7 +36,8 @@ __all__ = [
     "request",
 ]
 
-_REQUEST_KEYWORDS = frozenset({"json", "headers", "cookies", "params", "retry", "timeouts"})
+_REQUEST_KEYWORDS = frozenset({"json", "headers", "cookies", "params", "retry", "timeouts", "timeout"})
+_CONNECT_S = 30.0
 
 
 def _as_json(value: Any) -> Any:
@@ -45,10 +47,32 @@ def _as_json(value: Any) -> Any:
     return value
 
 
+def _as_timeouts(timeout: Any) -> Timeouts | None:
+    """aiohttp's `timeout=`: seconds for the whole request, or a `ClientTimeout`-like object (`total`,
+    `connect`, `sock_read`), as our `Timeouts`. None keeps the client's own deadlines."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        return Timeouts(connect_s=min(_CONNECT_S, timeout), read_s=timeout, total_s=timeout)
+    total = getattr(timeout, "total", None)
+    connect = getattr(timeout, "connect", None) or getattr(timeout, "sock_connect", None)
+    read = getattr(timeout, "sock_read", None)
+    defaults = Timeouts()
+    return Timeouts(
+        connect_s=connect or min(defaults.connect_s, total or defaults.connect_s),
+        read_s=read or total or defaults.read_s,
+        total_s=total,
+    )
+
+
 def _request_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     unknown = set(kwargs) - _REQUEST_KEYWORDS
     if unknown:
         raise TypeError(f"unsupported request argument(s): {', '.join(sorted(unknown))}")
+    if "timeout" in kwargs:
+        timeouts = _as_timeouts(kwargs.pop("timeout"))
+        if timeouts is not None and "timeouts" not in kwargs:
+            kwargs["timeouts"] = timeouts
     if "json" in kwargs:
         kwargs["json"] = _as_json(kwargs["json"])
     cookies = kwargs.get("cookies")
@@ -112,6 +136,13 @@ class ClientResponse:
     def release(self) -> None:
         """Nothing to release: the body is already read."""
 
+    async def __aenter__(self) -> ClientResponse:
+        # `async with await request(...) as response:` as with aiohttp.
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
 
 class ServerClient(_OurServerClient):
     """Our `ServerClient` with NeMo Gym's call shape (see the module docstring)."""
@@ -127,6 +158,13 @@ class ServerClient(_OurServerClient):
 
     async def get(self, server_name: str, url_path: str, **kwargs: Any) -> ClientResponse:  # type: ignore[override]
         return await self.request(server_name, url_path, "GET", **kwargs)
+
+    @property
+    def global_config_dict(self) -> Any:
+        """NeMo Gym's attribute: this process's global config (see `nemo_gym.global_config`)."""
+        from nemo_gym.global_config import get_global_config_dict
+
+        return get_global_config_dict()
 
     @classmethod
     def from_client(cls, client: _OurServerClient) -> ServerClient:
@@ -172,4 +210,4 @@ def get_server_url(server_name: str) -> str:
     return f"http://{block['host']}:{block['port']}"
 
 
-__all__ += ["HTTPStatusError"]
+__all__ += ["HTTPStatusError", "apply_rollout_prefix", "rollout_path_prefix"]

@@ -6,7 +6,10 @@ For each folder under `<checkout>/resources_servers/`, in a temporary copy of th
 `nemo_gym/`, model and agent folders and `pyproject.toml` linked in, the environment folder copied
 unchanged into `resources_servers/<name>/`), with this interpreter and no network:
 
-0. copies beside it the other environment folders of the checkout that it imports (`resources_servers.<x>`);
+0. copies beside it the agent folders its YAMLs name (`responses_api_agents/<x>/`, unless we have our
+   own of that name, as for `simple_agent`) and the checkout's folders that it or those agents import
+   (`resources_servers.<x>`, such as the gymnasium base; `responses_api_agents.<x>`), and the other
+   checkout files its YAMLs name by relative path (a prompt under `benchmarks/<x>/`);
 1. reads its own YAML (`configs/<name>.yaml`, else its first config) and classifies it: `offline`,
    `judge` (a model server ref other than the policy, or judge_* URL/key/model keys) or `external`
    (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`;
@@ -19,7 +22,10 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
    over its task row (found by input: messages, images and files) when the rollout does not repeat the
    task fields, and compares the reward with the stored one. A row whose task is in no `data/*.jsonl`
    and which lacks fields the verify request requires cannot be re-verified (NeMo Gym's own `/verify`
-   answers it 422 too): it is counted as `no task` and left out of the match ratio.
+   answers it 422 too): it is counted as `no task` and left out of the match ratio. An environment
+   scored by its agent instead (NeMo Gym's gymnasium family: `/reset` and `/step`, no `/verify`) has
+   each stored rollout replayed through the agent's `/run`, the scripted model answering with that
+   rollout's own model turns.
 
 Every step has a deadline; on timeout the whole process group is killed; temporary projects are removed.
 The table and totals go to stdout, progress to stderr, the raw results to `--json`.
@@ -56,7 +62,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn  # noqa: E402
 
-LINKED = ["nemo_gym", "responses_api_models", "responses_api_agents", "pyproject.toml"]
+LINKED = ["nemo_gym", "responses_api_models", "pyproject.toml"]
 POLICY_CONFIG = "responses_api_models/openai_model/configs/openai_model.yaml"
 SURVEY_JUDGE = "survey_judge_model"
 READY_MARKER = "servers are up"
@@ -328,15 +334,34 @@ class Options:
     keep: bool
 
 
-SIBLING_IMPORT = re.compile(r"\bresources_servers\.(\w+)")
+SIBLING_IMPORT = re.compile(r"\b(resources_servers|responses_api_agents)\.(\w+)")
 
 
-def sibling_folders(env_dir: Path) -> set[str]:
-    """Other environment folders of the checkout that this one imports (`resources_servers.mcqa...`),
-    found transitively: in a NeMo Gym checkout they sit beside it, so the copy needs them too."""
-    checkout = env_dir.parent
-    needed: set[str] = set()
+def agents_named(env_dir: Path) -> set[str]:
+    """The agent implementations the environment's YAMLs name (`<x>: {responses_api_agents: {<impl>: ...}}`)."""
+    names: set[str] = set()
+    for path in sorted((env_dir / "configs").glob("*.yaml")) if (env_dir / "configs").is_dir() else []:
+        try:
+            config = load_yaml(path)
+        except (yaml.YAMLError, OSError):
+            continue
+        names.update(impl for impl, _ in instances_of(config, "responses_api_agents").values())
+    return names
+
+
+def checkout_folders(env_dir: Path) -> dict[str, set[str]]:
+    """The checkout's folders this environment needs beside it, by kind: the agent folders its YAMLs
+    name (those we have no folder of our own for: `simple_agent` is ours) and every
+    `resources_servers.<x>` / `responses_api_agents.<x>` those folders import (the gymnasium base, a
+    shared env), found transitively: in a NeMo Gym checkout they sit beside it, so the copy needs them."""
+    checkout = env_dir.parent.parent
+    needed: dict[str, set[str]] = {"resources_servers": set(), "responses_api_agents": set()}
     pending = [env_dir]
+    for name in sorted(agents_named(env_dir)):
+        folder = checkout / "responses_api_agents" / name
+        if not (PROJECT_ROOT / "responses_api_agents" / name).is_dir() and folder.is_dir():
+            needed["responses_api_agents"].add(name)
+            pending.append(folder)
     while pending:
         folder = pending.pop()
         for source in folder.rglob("*.py"):
@@ -344,21 +369,74 @@ def sibling_folders(env_dir: Path) -> set[str]:
                 text = source.read_text(errors="replace")
             except OSError:
                 continue
-            for name in SIBLING_IMPORT.findall(text):
-                if name not in needed and name != env_dir.name and (checkout / name).is_dir():
-                    needed.add(name)
-                    pending.append(checkout / name)
+            for kind, name in SIBLING_IMPORT.findall(text):
+                if kind == "resources_servers" and name == env_dir.name:
+                    continue
+                if kind == "responses_api_agents" and (PROJECT_ROOT / kind / name).is_dir():
+                    continue  # one of ours: it is linked in
+                if name not in needed[kind] and (checkout / kind / name).is_dir():
+                    needed[kind].add(name)
+                    pending.append(checkout / kind / name)
     return needed
 
 
+def checkout_files(env_dir: Path) -> list[str]:
+    """Relative paths the environment's YAMLs name that exist in the checkout outside the folders
+    copied or linked anyway (a prompt under `benchmarks/<x>/prompts/`, say): NeMo Gym resolves them
+    from its root, so the copy needs them at the same place."""
+    checkout = env_dir.parent.parent
+    found: list[str] = []
+    for path in sorted((env_dir / "configs").glob("*.yaml")) if (env_dir / "configs").is_dir() else []:
+        try:
+            config = load_yaml(path)
+        except (yaml.YAMLError, OSError):
+            continue
+        for _, value in walk(config):
+            if not isinstance(value, str) or "://" in value or "${" in value or "\n" in value or ".." in value:
+                continue
+            relative = Path(value)
+            if relative.is_absolute() or len(relative.parts) < 2 or relative.parts[0] in (*LINKED, "resources_servers"):
+                continue
+            try:
+                exists = (checkout / relative).exists()
+            except OSError:  # a long description is no file name
+                continue
+            if exists and value not in found:
+                found.append(value)
+    return found
+
+
+def sibling_folders(env_dir: Path) -> set[str]:
+    """Other environment folders of the checkout that this one (or an agent it names) imports."""
+    return checkout_folders(env_dir)["resources_servers"]
+
+
 def make_project(env_dir: Path) -> Path:
+    """A temporary copy of this project: our folders linked in (each of our agents one by one, so the
+    checkout's agent folders the environment needs can sit beside them), its folders copied."""
     project = Path(tempfile.mkdtemp(prefix=f"ng_survey_{env_dir.name}_"))
     for name in LINKED:
         (project / name).symlink_to(PROJECT_ROOT / name)
+    agents = project / "responses_api_agents"
+    agents.mkdir()
+    for ours in sorted((PROJECT_ROOT / "responses_api_agents").iterdir()):
+        if ours.is_dir() and not ours.name.startswith((".", "__")):
+            (agents / ours.name).symlink_to(ours)
     (project / "resources_servers").mkdir()
     shutil.copytree(env_dir, project / "resources_servers" / env_dir.name, symlinks=True)
-    for sibling in sorted(sibling_folders(env_dir)):
-        shutil.copytree(env_dir.parent / sibling, project / "resources_servers" / sibling, symlinks=True)
+    checkout = env_dir.parent.parent
+    for kind, names in checkout_folders(env_dir).items():
+        for name in sorted(names):
+            shutil.copytree(checkout / kind / name, project / kind / name, symlinks=True)
+    for relative in checkout_files(env_dir):
+        source, target = checkout / relative, project / relative
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            shutil.copy2(source, target)
     return project
 
 
@@ -584,6 +662,123 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
                 result.note(f"reward {reward} != stored {stored} (row {number})")
 
 
+# ---- environments scored by their agent (NeMo Gym's gymnasium family) -------------------------------
+STEPPING_AGENTS = {"gymnasium_agent"}
+"""Agents whose resources server has no `/verify`: the reward is summed from `/step` during the episode,
+so a stored rollout is scored again by replaying its model turns through the agent's `/run`."""
+
+MODEL_ITEM_TYPES = {"function_call", "reasoning"}
+EPISODE_RESULT_FIELDS = {"responses_create_params", "response", "reward", "terminated", "truncated", "info"}
+
+
+def model_turns(output: list[Any]) -> list[list[dict[str, Any]]]:
+    """A stored rollout's output cut into what each model call returned: runs of assistant messages,
+    function calls and reasoning, separated by what the environment added (observations, tool outputs)."""
+    turns: list[list[dict[str, Any]]] = []
+    previous_was_model = False
+    for item in output:
+        if not isinstance(item, dict):
+            continue
+        is_model = item.get("type") in MODEL_ITEM_TYPES or (
+            item.get("type", "message") == "message" and item.get("role") == "assistant"
+        )
+        if is_model and previous_was_model:
+            turns[-1].append(item)
+        elif is_model:
+            turns.append([item])
+        previous_was_model = is_model
+    return turns
+
+
+def turn_of(items: list[dict[str, Any]]) -> Turn:
+    text = "".join(
+        part.get("text") or ""
+        for item in items
+        if item.get("type", "message") == "message"
+        for part in (item.get("content") if isinstance(item.get("content"), list) else [])
+        if isinstance(part, dict)
+    )
+    calls = [
+        (item.get("name") or "", item.get("arguments") or "{}") for item in items if item.get("type") == "function_call"
+    ]
+    return Turn(text=text or None, tool_calls=calls)
+
+
+class Replay:
+    """The survey's model: a scripted judge, or, while a stored rollout is replayed, that rollout's
+    next model turn (counted from the model turns already in the request's input)."""
+
+    def __init__(self) -> None:
+        self.base_length = 0
+        self.turns: list[list[dict[str, Any]]] | None = None
+
+    def __call__(self, body: dict[str, Any]) -> Turn:
+        if self.turns is None:
+            return scripted_turn(body)
+        items = body.get("input")
+        done = len(model_turns(items[self.base_length :])) if isinstance(items, list) else 0
+        return turn_of(self.turns[done]) if done < len(self.turns) else Turn(text="")
+
+
+def replay_rows(
+    head_url: str, agent_name: str, rows_path: Path, replay: Replay, timeout: float, result: EnvResult
+) -> None:
+    """Each stored rollout run again through the agent's `/run` (its task found by `_ng_task_index` in
+    the task rows, else by input), the model replaying the rollout's own turns; rewards compared."""
+    lines = stored_rows(rows_path)
+    if not lines:
+        return
+    task_lines = stored_rows(rows_path.parent / "example.jsonl")
+    by_input = task_rows_by_input(rows_path.parent)
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=httpx.Timeout(min(120.0, timeout)), trust_env=False) as client:
+        servers = client.get(f"{head_url}/server_instances").json()
+        urls = [server["url"] for server in servers if server["name"] == agent_name]
+        if not urls:
+            result.note(f"replay: no running agent named {agent_name}")
+            return
+        for number, line in enumerate(lines, start=1):
+            if time.monotonic() > deadline:
+                result.note(f"replay timed out after {timeout:.0f} s")
+                return
+            stored = json.loads(line)
+            index = stored.get("_ng_task_index")
+            if isinstance(index, int) and 0 <= index < len(task_lines):
+                task = json.loads(task_lines[index])
+            else:
+                task = by_input.get(_input_key(stored) or "")
+            if task is None:
+                result.note(f"replay: no task row for stored row {number}")
+                continue
+            # The stored row's own task fields win (as for /verify), but not its request: the agent
+            # adds the reset observation to the task's input, and the stored input already holds it.
+            task = task | {key: value for key, value in stored.items() if key not in EPISODE_RESULT_FIELDS}
+            replay.base_length = len(stored["responses_create_params"]["input"])
+            replay.turns = model_turns(stored["response"]["output"])
+            try:
+                client.cookies.clear()
+                answer = client.post(f"{urls[0].rstrip('/')}/run", json=task)
+            except httpx.HTTPError as error:
+                result.note(f"replay: {type(error).__name__}: {error}")
+                continue
+            finally:
+                replay.turns = None
+            if answer.status_code != 200:
+                result.note(f"replay: HTTP {answer.status_code} {answer.text[:120]}")
+                continue
+            reward = answer.json().get("reward") if isinstance(answer.json(), dict) else None
+            if not isinstance(reward, (int, float)) or isinstance(reward, bool):
+                result.note("replay: no numeric reward in the answer")
+                continue
+            result.verified += 1
+            if isinstance(stored.get("reward"), (int, float)) and math.isclose(
+                reward, stored["reward"], abs_tol=REWARD_TOLERANCE
+            ):
+                result.matched += 1
+            else:
+                result.note(f"reward {reward} != stored {stored.get('reward')} (row {number}, replayed)")
+
+
 def start_and_verify(
     project: Path, result: EnvResult, config: dict[str, Any], env: dict[str, str], options: Options
 ) -> None:
@@ -596,7 +791,11 @@ def start_and_verify(
         (name for name, (impl, _) in instances_of(config, "resources_servers").items() if impl == result.name),
         resources[0],
     )
-    with ScriptedOpenAI(scripted_turn) as upstream:
+    stepping = [
+        name for name, (impl, _) in instances_of(config, "responses_api_agents").items() if impl in STEPPING_AGENTS
+    ]
+    replay = Replay()
+    with ScriptedOpenAI(replay) as upstream:
         overrides_path, overrides = survey_config(config, config_rel, upstream.url, project)
         head_port = free_port()
         paths = ",".join([config_rel, POLICY_CONFIG, overrides_path.name])
@@ -644,10 +843,14 @@ def start_and_verify(
             before = len(upstream.requests)
             rows_path = project / "resources_servers" / result.name / "data" / "example_rollouts.jsonl"
             try:
-                verify_rows(f"http://127.0.0.1:{head_port}", resources_name, rows_path, options.timeout, result)
+                if stepping:
+                    head = f"http://127.0.0.1:{head_port}"
+                    replay_rows(head, stepping[0], rows_path, replay, options.timeout, result)
+                else:
+                    verify_rows(f"http://127.0.0.1:{head_port}", resources_name, rows_path, options.timeout, result)
             except (httpx.HTTPError, ValueError) as error:
                 result.note(f"verify: {type(error).__name__}: {error}")
-            result.judge_calls = len(upstream.requests) - before
+            result.judge_calls = 0 if stepping else len(upstream.requests) - before  # replayed turns are no judge
         finally:
             kill_group(process, signal.SIGINT, grace=20)
             reader.join(timeout=5)
@@ -677,6 +880,8 @@ def survey_one(env_dir: Path, options: Options) -> EnvResult:
         if not result.rows:
             result.note("no rows in data/example_rollouts.jsonl")
         wanted = requirements(folder / "requirements.txt")
+        for agent in sorted(checkout_folders(env_dir)["responses_api_agents"]):
+            wanted = requirements(project / "responses_api_agents" / agent / "requirements.txt") | wanted
         result.missing = [name for name in wanted if not is_installed(name)]
         if result.missing and options.install:
             lines = [wanted[name] for name in result.missing]

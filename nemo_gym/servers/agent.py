@@ -6,6 +6,7 @@ for any more cannot run on forever, and says in the row how its episode ended (`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 from fastapi import FastAPI, Request
@@ -88,9 +89,13 @@ class SimpleResponsesAPIAgent(SimpleServer):
     def setup_webserver(self) -> FastAPI:
         app = super().setup_webserver()
         app.post("/v1/responses")(self.responses)
-        app.post("/run")(self.run)
+        app.post("/run")(self.run_route())
         app.post("/aggregate_metrics")(self.aggregate_metrics)
         return app
+
+    def run_route(self) -> Callable[..., Any]:
+        """What `/run` calls: `run` itself here."""
+        return self.run
 
     async def aggregate_metrics(self, request: Request, body: AggregateMetricsRequest) -> Any:
         """The metrics of a collection of this agent's rows (the collector calls this at the end, as

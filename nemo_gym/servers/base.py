@@ -267,16 +267,34 @@ def _wrap_endpoint(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     # Evaluate string annotations in the endpoint's own module: FastAPI would otherwise look them
     # up in this module's globals through the wrapper.
     signature = inspect.signature(endpoint, eval_str=True)
+    # An endpoint may take FastAPI's `response: Response` to set cookies or headers on the answer (as
+    # NeMo Gym agents pass a model server's cookies back); they are carried onto the answer we build.
+    sub_response_names = [
+        p.name
+        for p in signature.parameters.values()
+        if inspect.isclass(p.annotation) and issubclass(p.annotation, Response)
+    ]
+
+    def answer(result: Any, kwargs: dict[str, Any]) -> Response:
+        response = _as_response(result)
+        for name in sub_response_names:
+            sub_response = kwargs.get(name)
+            if isinstance(sub_response, Response) and sub_response is not response:
+                response.headers.raw.extend(sub_response.headers.raw)
+                if sub_response.status_code:
+                    response.status_code = sub_response.status_code
+        return response
+
     if inspect.iscoroutinefunction(endpoint):
 
         @functools.wraps(endpoint)
         async def wrapper(*args: Any, **kwargs: Any) -> Response:
-            return _as_response(await endpoint(*args, **kwargs))
+            return answer(await endpoint(*args, **kwargs), kwargs)
     else:
 
         @functools.wraps(endpoint)
         async def wrapper(*args: Any, **kwargs: Any) -> Response:
-            return _as_response(await run_in_threadpool(endpoint, *args, **kwargs))
+            return answer(await run_in_threadpool(endpoint, *args, **kwargs), kwargs)
 
     wrapper.__signature__ = signature.replace(return_annotation=inspect.Signature.empty)  # type: ignore[attr-defined]
     wrapper.__gym_wrapped__ = True  # type: ignore[attr-defined]
@@ -374,6 +392,19 @@ class SimpleServer(BaseModel):
         """Release what `on_startup` acquired."""
 
     def setup_webserver(self) -> FastAPI:
+        app = new_app(title=f"{type(self).__name__} {self.config.name}")
+        self.install_server_machinery(app)
+        return app
+
+    def install_server_machinery(self, app: FastAPI) -> None:
+        """What every server's app has: the lifespan (`on_startup`/`on_shutdown`, the client closed),
+        sessions, request limits, cancel-on-disconnect, the Host guard, our error answers and
+        `/health`. Done once per app (a second call does nothing), so it can also be given an app an
+        environment built itself with `FastAPI()` (NeMo Gym's `setup_session_middleware`)."""
+        if getattr(app.state, "nemo_gym_server_machinery", False):
+            return
+        app.state.nemo_gym_server_machinery = True
+
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             try:
@@ -392,7 +423,7 @@ class SimpleServer(BaseModel):
                 await self.on_shutdown()
                 await self.server_client.aclose()
 
-        app = new_app(title=f"{type(self).__name__} {self.config.name}", lifespan=lifespan)
+        app.router.lifespan_context = lifespan
         app.add_middleware(SessionIdMiddleware, cookie_name=self.session_cookie_name)
         app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=self.config.max_request_body_bytes)
         app.add_middleware(CancelOnDisconnect)  # a caller that gives up stops the work it asked for
@@ -414,7 +445,11 @@ class SimpleServer(BaseModel):
 
         app.get("/health")(health_check)
         app.get("/")(health_check)
-        return app
+
+    def setup_session_middleware(self, app: FastAPI) -> None:
+        """NeMo Gym's name for giving an app its session cookie; here it installs all of
+        `install_server_machinery`, which an app made with a plain `FastAPI()` would otherwise lack."""
+        self.install_server_machinery(app)
 
     @classmethod
     def config_class(cls) -> type[BaseServerConfig]:

@@ -59,6 +59,8 @@ NEMO_GYM_NAMES = {
         "NeMoGymAsyncOpenAI",
         "RATE_LIMIT_ERROR_CODES",
         "RETRY_ERROR_CODES",
+        "accumulate_response_usage",
+        "NeMoGymResponseInput",
     ],
     "nemo_gym.server_utils": [
         "ServerClient",
@@ -67,6 +69,8 @@ NEMO_GYM_NAMES = {
         "get_response_json",
         "request",
         "get_server_url",
+        "apply_rollout_prefix",
+        "rollout_path_prefix",
     ],
     "nemo_gym.config_types": [
         "ModelServerRef",
@@ -74,6 +78,8 @@ NEMO_GYM_NAMES = {
         "BaseServerConfig",
         "AggregateMetrics",
         "AggregateMetricsRequest",
+        "ROLLOUT_PATH_PREFIX",
+        "TOKEN_CAPTURE_PATH_SEGMENT",
     ],
     "nemo_gym.reward_profile": [
         "compute_pass_majority_metrics",
@@ -92,6 +98,19 @@ NEMO_GYM_NAMES = {
         "POLICY_MODEL_NAME_KEY_NAME",
     ],
     "nemo_gym.prompt": ["load_prompt_config", "PromptConfig", "fill_prompt"],
+    "nemo_gym.base_responses_api_agent": [
+        "SimpleResponsesAPIAgent",
+        "BaseResponsesAPIAgent",
+        "BaseResponsesAPIAgentConfig",
+        "Body",
+    ],
+    "nemo_gym.rollout_correlation": [
+        "RolloutContextMiddleware",
+        "current_rollout_id",
+        "maybe_rollout_id_from_run_body",
+        "rollout_context",
+        "ROLLOUT_ID_PATTERN",
+    ],
 }
 
 

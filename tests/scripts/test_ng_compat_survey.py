@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -392,3 +393,76 @@ def test_a_422_for_fields_the_row_lacks_marks_a_row_without_its_task():
     nested = {"loc": ["body", "response", "id"], "msg": "Field required", "type": "missing"}
     assert survey.missing_task_fields(answer_422(nested), row) == []
     assert survey.missing_task_fields(httpx.Response(422, text="not json"), row) == []
+
+
+def test_the_temp_project_gets_the_agent_folders_the_yaml_names_and_what_they_import(tmp_path: Path):
+    """As NeMo Gym's gymnasium environments: the YAML names a checkout agent (`step_agent`), which
+    imports a base folder beside the environment (`resources_servers.step_base`); `simple_agent`
+    is ours, so the checkout's copy of it is not used. As scicode's: the YAML names a prompt file
+    under the checkout's `benchmarks/`."""
+    survey = load_script()
+    root = tmp_path / "fake_nemo_gym"
+    write_env(root, "survey_steps", TEST_OK, [], "")
+    config = root / "resources_servers" / "survey_steps" / "configs" / "survey_steps.yaml"
+    config.write_text(
+        config.read_text()
+        + "survey_steps_step_agent:\n  responses_api_agents:\n    step_agent:\n      entrypoint: app.py\n"
+        + "      prompt_fpath: benchmarks/steps/prompts/step.yaml\n"
+        + "      note: not/a/path/in/the/checkout\n"
+        + f"      description: {'A description far longer than a file name may be, ' * 8}/ with a slash\n"
+    )
+    (root / "benchmarks" / "steps" / "prompts").mkdir(parents=True)
+    (root / "benchmarks" / "steps" / "prompts" / "step.yaml").write_text("user: '{question}'\n")
+    for kind, name, source in [
+        ("responses_api_agents", "step_agent", "from resources_servers.step_base import StepServer\n"),
+        ("responses_api_agents", "simple_agent", "raise SystemExit('the checkout simple_agent ran')\n"),
+        ("responses_api_agents", "unused_agent", ""),
+        ("resources_servers", "step_base", "class StepServer:\n    pass\n"),
+        ("resources_servers", "unrelated_env", ""),
+    ]:
+        (root / kind / name).mkdir(parents=True)
+        (root / kind / name / "app.py").write_text(source)
+
+    project = survey.make_project(root / "resources_servers" / "survey_steps")
+    try:
+        agents = project / "responses_api_agents"
+        assert sorted(path.name for path in agents.iterdir()) == ["simple_agent", "step_agent"]
+        assert (agents / "simple_agent").resolve() == PROJECT_ROOT / "responses_api_agents" / "simple_agent"
+        assert (agents / "step_agent" / "app.py").read_text().startswith("from resources_servers.step_base")
+        assert not (agents / "step_agent").is_symlink()  # copied, as a user copies a folder in
+        assert sorted(path.name for path in (project / "resources_servers").iterdir()) == ["step_base", "survey_steps"]
+        # A file the YAML names from the checkout's root is where NeMo Gym would look for it.
+        assert (project / "benchmarks" / "steps" / "prompts" / "step.yaml").read_text() == "user: '{question}'\n"
+        assert not (project / "not").exists()
+    finally:
+        shutil.rmtree(project)
+
+
+def test_a_stepping_rollout_is_replayed_turn_by_turn():
+    """NeMo Gym's gymnasium rollouts have no /verify: the survey replays each stored rollout through
+    the agent, the model answering each call with the rollout's next model turn."""
+    survey = load_script()
+    base = [{"role": "user", "content": "Play."}, {"role": "user", "content": "Board: #..@"}]
+    output = [
+        {"type": "reasoning", "id": "r1", "summary": []},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "<action>left</action>"}]},
+        {"type": "message", "role": "user", "content": "Board: #.@."},
+        {"type": "function_call", "name": "move", "arguments": '{"to": "left"}', "call_id": "c1"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "done"}]},
+    ]
+    turns = survey.model_turns(output)
+    assert [[item["type"] for item in turn] for turn in turns] == [
+        ["reasoning", "message"],
+        ["function_call"],
+        ["message"],
+    ]
+
+    replay = survey.Replay()
+    assert replay({"input": base}).text == survey.JUDGE_ANSWER  # nothing replayed: the scripted judge
+    replay.base_length, replay.turns = len(base), turns
+    assert replay({"input": base}).text == "<action>left</action>"
+    second = replay({"input": base + output[:3]})
+    assert (second.text, second.tool_calls) == (None, [("move", '{"to": "left"}')])
+    assert replay({"input": base + output[:5]}).text == "done"
+    assert replay({"input": base + output}).text == ""  # past the stored rollout: an empty answer
