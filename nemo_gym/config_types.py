@@ -20,6 +20,12 @@ class AgentServerRef(ServerRef):
     type: str = "responses_api_agents"
 
 
+ROLLOUT_PATH_PREFIX = "ng-rollout"
+"""First path segment of a model call that names its rollout: `/ng-rollout/<rollout id>/v1/responses`."""
+TOKEN_CAPTURE_PATH_SEGMENT = "training-token-capture"
+"""Segment after the rollout id of a call whose token ids are captured for training."""
+
+
 __all__ = [
     "AgentServerRef",
     "AggregateMetrics",
@@ -29,4 +35,6 @@ __all__ = [
     "ModelServerRef",
     "ResourcesServerRef",
     "ServerRef",
+    "ROLLOUT_PATH_PREFIX",
+    "TOKEN_CAPTURE_PATH_SEGMENT",
 ]

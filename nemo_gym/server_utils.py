@@ -22,12 +22,15 @@ from pydantic import BaseModel
 
 from nemo_gym.client import HttpClient, HttpResult
 from nemo_gym.client import ServerClient as _OurServerClient
+from nemo_gym.config_types import ROLLOUT_PATH_PREFIX, TOKEN_CAPTURE_PATH_SEGMENT
 from nemo_gym.errors import HTTPStatusError
 from nemo_gym.servers.session import SESSION_ID_KEY
 
 __all__ = [
     "SESSION_ID_KEY",
     "ClientResponse",
+    "apply_rollout_prefix",
+    "rollout_path_prefix",
     "ServerClient",
     "get_response_json",
     "get_server_url",
@@ -170,6 +173,22 @@ def get_server_url(server_name: str) -> str:
 
     block = get_first_server_config_dict(get_global_config_dict(), server_name)
     return f"http://{block['host']}:{block['port']}"
+
+
+def rollout_path_prefix(rollout_id: str | None, *, token_capture: bool = False) -> str:
+    """The path prefix that names a rollout on a model call (`/ng-rollout/<id>`, plus the token-capture
+    segment when asked), or "" when there is no rollout id: then the call goes to the plain path."""
+    if not rollout_id:
+        return ""
+    suffix = f"/{TOKEN_CAPTURE_PATH_SEGMENT}" if token_capture else ""
+    return f"/{ROLLOUT_PATH_PREFIX}/{rollout_id}{suffix}"
+
+
+def apply_rollout_prefix(base_url: str, rollout_id: str | None, *, token_capture: bool = False) -> str:
+    """A model server's root URL with the rollout's prefix appended (unchanged without a rollout id)."""
+    if not rollout_id:
+        return base_url
+    return base_url.rstrip("/") + rollout_path_prefix(rollout_id, token_capture=token_capture)
 
 
 __all__ += ["HTTPStatusError"]

@@ -9,6 +9,7 @@ from nemo_gym.openai_utils import NeMoGymChatCompletion, NeMoGymResponseCreatePa
 from nemo_gym.path_utils import failures_path_for
 from nemo_gym.responses_converter import ResponsesConverter, VLLMConverter, split_responses_input_output_items
 from nemo_gym.rollouts.store import RolloutStore
+from nemo_gym.server_utils import apply_rollout_prefix, rollout_path_prefix
 
 # A row as an instruction-hierarchy environment stores it: instructions, a system turn, history with a tool
 # call and its result, and the scored user turn last.
@@ -113,3 +114,13 @@ def test_failures_path_is_the_one_our_collector_writes(tmp_path: Path) -> None:
     output = tmp_path / "run.jsonl"
     assert failures_path_for(output) == tmp_path / "run_failures.jsonl"
     assert failures_path_for(output) == RolloutStore(output).failures_path
+
+
+def test_rollout_path_prefix_names_the_rollout_only_when_there_is_one() -> None:
+    # An environment that calls a model as f"{rollout_path_prefix(rollout_id)}/v1/responses" posts to the
+    # plain path when the agent sent no rollout id (ours do not), and to the prefixed one when it did.
+    assert rollout_path_prefix(None) == "" and rollout_path_prefix("") == ""
+    assert rollout_path_prefix("r7") == "/ng-rollout/r7"
+    assert rollout_path_prefix("r7", token_capture=True) == "/ng-rollout/r7/training-token-capture"
+    assert apply_rollout_prefix("http://127.0.0.1:9/", "r7") == "http://127.0.0.1:9/ng-rollout/r7"
+    assert apply_rollout_prefix("http://127.0.0.1:9", None) == "http://127.0.0.1:9"
