@@ -4,8 +4,9 @@
 from pathlib import Path
 
 import pytest
+from openai.types.responses.response import IncompleteDetails
 
-from nemo_gym.openai_utils import NeMoGymChatCompletion, NeMoGymResponseCreateParamsNonStreaming
+from nemo_gym.openai_utils import NeMoGymChatCompletion, NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.path_utils import failures_path_for
 from nemo_gym.responses_converter import ResponsesConverter, VLLMConverter, split_responses_input_output_items
 from nemo_gym.rollouts.store import RolloutStore
@@ -124,3 +125,15 @@ def test_rollout_path_prefix_names_the_rollout_only_when_there_is_one() -> None:
     assert rollout_path_prefix("r7", token_capture=True) == "/ng-rollout/r7/training-token-capture"
     assert apply_rollout_prefix("http://127.0.0.1:9/", "r7") == "http://127.0.0.1:9/ng-rollout/r7"
     assert apply_rollout_prefix("http://127.0.0.1:9", None) == "http://127.0.0.1:9"
+
+
+def test_incomplete_details_reads_as_an_attribute_and_serialises_unchanged() -> None:
+    # indirect_prompt_injection scores a truncated answer 0 through
+    # `getattr(body.response.incomplete_details, "reason", None)`, as on the OpenAI SDK's object.
+    row = {"id": "r", "output": [], "incomplete_details": {"reason": "max_output_tokens"}}
+    response = NeMoGymResponse.model_validate(row)
+    assert getattr(response.incomplete_details, "reason", None) == "max_output_tokens"
+    assert response.model_dump(mode="json")["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert NeMoGymResponse.model_validate({"id": "r"}).incomplete_details is None
+    from_sdk = NeMoGymResponse(id="r", incomplete_details=IncompleteDetails(reason="content_filter"))
+    assert from_sdk.incomplete_details.reason == "content_filter"
