@@ -150,11 +150,28 @@ def service_signal(key: str, text: str) -> str | None:
     return None
 
 
-def classify(config: dict[str, Any]) -> tuple[str, list[str]]:
-    """`external`, `judge` or `offline`, with the reasons found in the YAML.
+# An environment variable naming a sandbox service, read by the environment's own code
+# (competitive_coding_challenges posts programs to a NeMo Skills sandbox at $NEMO_SKILLS_SANDBOX_HOST).
+SANDBOX_ENV_READ = re.compile(r"""(?:getenv|environ\.get|environ)\s*[(\[]\s*["']([A-Z0-9_]*SANDBOX[A-Z0-9_]*)["']""")
+
+
+def code_service_signals(env_dir: Path) -> list[str]:
+    """Services the environment's code (tests aside) reaches through environment variables, not its YAML."""
+    reasons = []
+    for source in sorted(env_dir.rglob("*.py")):
+        if "tests" in source.relative_to(env_dir).parts:
+            continue
+        for name in SANDBOX_ENV_READ.findall(source.read_text(errors="replace")):
+            reasons.append(f"sandbox ${name} ({source.relative_to(env_dir)})")
+    return reasons
+
+
+def classify(config: dict[str, Any], env_dir: Path | None = None) -> tuple[str, list[str]]:
+    """`external`, `judge` or `offline`, with the reasons found in the YAML (and in the code, given `env_dir`).
 
     external: an API key that is not a judge's or the policy's (search, finance, MCP providers), a
-    sandbox/docker/container setting, or an http(s) URL that is not prose and not a judge's base URL.
+    sandbox/docker/container setting, or an http(s) URL that is not prose and not a judge's base URL;
+    or code that reads a sandbox service's address from an environment variable.
     judge: a model server ref under a resources server (the policy's too: it is called as a judge) unless a
     `use_*judge*: false` switch turns it off, or judge_* keys naming a model, base URL or API key.
     Everything else is offline."""
@@ -178,6 +195,8 @@ def classify(config: dict[str, Any]) -> tuple[str, list[str]]:
                 reason = service_signal(path[-1], "" if node is None else str(node))
                 if reason is not None:
                     (judge if reason.startswith("judge") else external).append(reason)
+    if env_dir is not None:
+        external.extend(code_service_signals(env_dir))
     if external:
         return "external", sorted(set(external))
     if judge:
@@ -608,7 +627,7 @@ def survey_one(env_dir: Path, options: Options) -> EnvResult:
             config = load_yaml(config_path)
         except yaml.YAMLError as error:
             result.note(f"YAML: {first_line(str(error))}")
-        result.kind, result.kind_reasons = classify(config)
+        result.kind, result.kind_reasons = classify(config, env_dir)
     project = make_project(env_dir)
     if options.keep:
         print(f"{env_dir.name}: temporary project kept at {project}", file=sys.stderr)

@@ -285,6 +285,18 @@ def test_classification_reads_judges_and_external_services_from_the_yaml():
     assert survey.classify(resources(judge_ref | {"search_url": "https://api.example.com"}))[0] == "external"
 
 
+def test_a_sandbox_address_read_by_the_code_makes_the_environment_external(tmp_path: Path):
+    # competitive_coding_challenges' YAML names no service, but its evaluator posts every program to a NeMo
+    # Skills sandbox at $NEMO_SKILLS_SANDBOX_HOST and waits 240 s for it: not an offline environment.
+    survey = load_script()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_app.py").write_text('os.environ["TEST_SANDBOX_URL"] = "x"\n')
+    config = {"env": {"resources_servers": {"env": {"entrypoint": "app.py"}}}}
+    assert survey.classify(config, tmp_path) == ("offline", [])
+    (tmp_path / "ccc_eval.py").write_text('host = os.getenv("NEMO_SKILLS_SANDBOX_HOST", "127.0.0.1")\n')
+    assert survey.classify(config, tmp_path) == ("external", ["sandbox $NEMO_SKILLS_SANDBOX_HOST (ccc_eval.py)"])
+
+
 def test_requirements_not_installed_are_listed_and_nemo_gym_itself_is_skipped(tmp_path: Path):
     survey = load_script()
     requirements = tmp_path / "requirements.txt"
