@@ -53,7 +53,8 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn  # noqa: E402
 
-LINKED = ["nemo_gym", "responses_api_models", "responses_api_agents", "pyproject.toml"]
+# conftest.py too: a NeMo Gym folder copied into this project runs its tests under our root conftest.py.
+LINKED = ["nemo_gym", "responses_api_models", "responses_api_agents", "pyproject.toml", "conftest.py"]
 POLICY_CONFIG = "responses_api_models/openai_model/configs/openai_model.yaml"
 SURVEY_JUDGE = "survey_judge_model"
 READY_MARKER = "servers are up"
