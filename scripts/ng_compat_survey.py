@@ -360,14 +360,35 @@ def sibling_folders(env_dir: Path) -> set[str]:
     return needed
 
 
+BENCHMARK_IMPORT = re.compile(r"\bbenchmarks\.(\w+)")
+
+
+def companion_benchmarks(env_dir: Path, siblings: set[str]) -> set[str]:
+    """NeMo Gym `benchmarks/<name>/` folders (a benchmark's data preparation, beside `resources_servers/` in
+    its checkout) that the environment or its siblings import as `benchmarks.<name>`: a user copies them
+    along into this project's `benchmarks/`, where they import as a namespace package beside our scripts."""
+    benchmarks_dir = env_dir.parent.parent / "benchmarks"
+    needed: set[str] = set()
+    for folder in [env_dir, *(env_dir.parent / name for name in siblings)]:
+        for source in folder.rglob("*.py"):
+            for name in BENCHMARK_IMPORT.findall(source.read_text(errors="replace")):
+                if (benchmarks_dir / name).is_dir():
+                    needed.add(name)
+    return needed
+
+
 def make_project(env_dir: Path) -> Path:
     project = Path(tempfile.mkdtemp(prefix=f"ng_survey_{env_dir.name}_"))
     for name in LINKED:
         (project / name).symlink_to(PROJECT_ROOT / name)
     (project / "resources_servers").mkdir()
     shutil.copytree(env_dir, project / "resources_servers" / env_dir.name, symlinks=True)
-    for sibling in sorted(sibling_folders(env_dir)):
+    siblings = sibling_folders(env_dir)
+    for sibling in sorted(siblings):
         shutil.copytree(env_dir.parent / sibling, project / "resources_servers" / sibling, symlinks=True)
+    for benchmark in sorted(companion_benchmarks(env_dir, siblings)):
+        source = env_dir.parent.parent / "benchmarks" / benchmark
+        shutil.copytree(source, project / "benchmarks" / benchmark, symlinks=True)
     return project
 
 

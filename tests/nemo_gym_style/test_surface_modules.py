@@ -8,6 +8,7 @@ from openai.types.responses.response import IncompleteDetails
 
 from nemo_gym.openai_utils import NeMoGymChatCompletion, NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.path_utils import failures_path_for
+from nemo_gym.prompt import apply_prompt_to_row, load_prompt_config
 from nemo_gym.responses_converter import ResponsesConverter, VLLMConverter, split_responses_input_output_items
 from nemo_gym.rollouts.store import RolloutStore
 from nemo_gym.server_utils import apply_rollout_prefix, rollout_path_prefix
@@ -137,3 +138,15 @@ def test_incomplete_details_reads_as_an_attribute_and_serialises_unchanged() -> 
     assert NeMoGymResponse.model_validate({"id": "r"}).incomplete_details is None
     from_sdk = NeMoGymResponse(id="r", incomplete_details=IncompleteDetails(reason="content_filter"))
     assert from_sdk.incomplete_details.reason == "content_filter"
+
+
+def test_apply_prompt_to_row_fills_the_input_and_keeps_the_rest(tmp_path: Path) -> None:
+    prompt_file = tmp_path / "prompt.yaml"
+    prompt_file.write_text('system: "Chemistry."\nuser: "Q: {question}"\n')
+    row = {"question": "pH of water?", "responses_create_params": {"temperature": 0.2, "input": "old"}}
+    prompted = apply_prompt_to_row(row, load_prompt_config(str(prompt_file)))
+    assert prompted["responses_create_params"] == {
+        "temperature": 0.2,
+        "input": [{"role": "system", "content": "Chemistry."}, {"role": "user", "content": "Q: pH of water?"}],
+    }
+    assert row["responses_create_params"]["input"] == "old" and prompted["question"] == row["question"]

@@ -321,3 +321,30 @@ def test_a_rollout_without_its_task_fields_is_laid_over_its_task_found_by_input(
     tasks = survey.task_rows_by_input(data)
     assert tasks[survey._input_key(stored)] == task
     assert survey._input_key({"responses_create_params": {"input": "2+2?"}}) == survey._input_key(task)
+
+
+def test_a_benchmark_folder_the_environment_imports_is_copied_along(tmp_path: Path):
+    # bunsenbench_chemistry_mcq's create_examples.py imports `benchmarks.bunsenbench_chemistry_mcq.materialize`,
+    # NeMo Gym's data preparation kept in the checkout's benchmarks/ beside resources_servers/.
+    survey = load_script()
+    checkout = tmp_path / "checkout"
+    env_dir = checkout / "resources_servers" / "chem"
+    env_dir.mkdir(parents=True)
+    (env_dir / "app.py").write_text("x = 1\n")
+    (env_dir / "create_examples.py").write_text("from benchmarks.chem.materialize import ROWS\n")
+    (checkout / "benchmarks" / "chem").mkdir(parents=True)
+    (checkout / "benchmarks" / "chem" / "__init__.py").write_text("")
+    (checkout / "benchmarks" / "chem" / "materialize.py").write_text("ROWS = [1, 2]\n")
+    (checkout / "benchmarks" / "unused").mkdir()
+    assert survey.companion_benchmarks(env_dir, set()) == {"chem"}
+    project = survey.make_project(env_dir)
+    try:
+        assert sorted(path.name for path in (project / "benchmarks").iterdir()) == ["chem"]
+        code = "from benchmarks.chem.materialize import ROWS; print(ROWS)"
+        done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == "[1, 2]", done.stderr
+    finally:
+        subprocess.run(["rm", "-rf", str(project)], check=True)
+    # In this project such a folder sits beside our own benchmark scripts: `benchmarks` must stay a
+    # namespace package (no __init__.py) for `benchmarks.<name>` to import from the copied folder.
+    assert not (PROJECT_ROOT / "benchmarks" / "__init__.py").exists()
