@@ -525,6 +525,21 @@ def task_rows_by_input(data_dir: Path) -> dict[str, dict[str, Any]]:
     return tasks
 
 
+def replay_tool_calls(client: httpx.Client, base: str, response: Any) -> None:
+    """Call the rollout's tools again, in order and in the session just seeded, as the agent did: a stateful
+    environment (example_session_state_mgmt's counter) scores the state its tools left, so verifying the
+    stored response alone scored 0 where the rollout scored 1. Answers are not checked: verify decides."""
+    output = response.get("output") if isinstance(response, dict) else None
+    for item in output if isinstance(output, list) else []:
+        if not isinstance(item, dict) or item.get("type") != "function_call" or not item.get("name"):
+            continue
+        try:
+            arguments = json.loads(item.get("arguments") or "{}")
+        except ValueError:
+            continue  # the agent sent the model its own parse error; the tool never ran
+        client.post(f"{base}/{item['name']}", json=arguments)
+
+
 def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: float, result: EnvResult) -> None:
     lines = stored_rows(rows_path)
     if not lines:
@@ -548,6 +563,7 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
                 task = {key: value for key, value in row.items() if key not in ("response", "reward")}
                 client.cookies.clear()
                 client.post(f"{base}/seed_session", json=task)  # stateless servers may refuse: verify decides
+                replay_tool_calls(client, base, row.get("response"))
                 answer = client.post(f"{base}/verify", json=row)
             except httpx.HTTPError as error:
                 result.note(f"verify: {type(error).__name__}: {error}")

@@ -21,7 +21,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from fastapi import FastAPI, Request
 
+from nemo_gym.servers.session import SESSION_ID_KEY, SessionIdMiddleware
 from tests.conftest import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "scripts" / "ng_compat_survey.py"
@@ -348,3 +350,45 @@ def test_a_benchmark_folder_the_environment_imports_is_copied_along(tmp_path: Pa
     # In this project such a folder sits beside our own benchmark scripts: `benchmarks` must stay a
     # namespace package (no __init__.py) for `benchmarks.<name>` to import from the copied folder.
     assert not (PROJECT_ROOT / "benchmarks" / "__init__.py").exists()
+
+
+def test_a_stateful_environment_gets_its_tool_calls_replayed_before_verify(tmp_path: Path, serve):
+    # example_session_state_mgmt's reward is the counter its tools left in the session; verify alone saw 0.
+    survey = load_script()
+    counters: dict[str, int] = {}
+    app = FastAPI()
+    app.add_middleware(SessionIdMiddleware, cookie_name="counter_session")
+
+    @app.get("/server_instances")
+    async def instances(request: Request) -> list:
+        return [{"name": "counter", "url": str(request.base_url)}]
+
+    @app.post("/seed_session")
+    async def seed(request: Request) -> dict:
+        counters[request.session[SESSION_ID_KEY]] = 0
+        return {}
+
+    @app.post("/add")
+    async def add(request: Request, body: dict) -> dict:
+        counters[request.session[SESSION_ID_KEY]] += body["count"]
+        return {"success": True}
+
+    @app.post("/verify")
+    async def verify(request: Request, body: dict) -> dict:
+        return {**body, "reward": float(counters.get(request.session[SESSION_ID_KEY]) == body["expected"])}
+
+    def call(arguments: str) -> dict:
+        return {"type": "function_call", "name": "add", "arguments": arguments, "call_id": "c"}
+
+    output = [call('{"count": 2}'), call("not json"), {"type": "message", "content": []}, call('{"count": 3}')]
+    rows = tmp_path / "example_rollouts.jsonl"
+    rows.write_text(
+        json.dumps({"expected": 5, "response": {"output": output}, "reward": 1.0})
+        + "\n"
+        + json.dumps({"expected": 1, "response": {"output": []}, "reward": 0.0})
+        + "\n"
+    )
+    url = serve(app)
+    result = survey.EnvResult("counter")
+    survey.verify_rows(url, "counter", rows, 60, result)
+    assert (result.verified, result.matched, result.first_error) == (2, 2, "")
