@@ -508,8 +508,8 @@ def task_rows_by_input(data_dir: Path) -> dict[str, dict[str, Any]]:
     """The environment's task rows (every `data/*.jsonl` but the rollouts), keyed by their input.
 
     Many environments' verify responses do not repeat the task fields (NeMo Gym's verify response
-    model need not extend the request), so a stored rollout alone cannot be verified again: like
-    `ng_reverify`, its task is found by its input and the rollout's fields are laid over it."""
+    model need not extend the request), so a stored rollout alone cannot be verified again: its task
+    is found by its input, and `verify_payload` builds what to post."""
     tasks: dict[str, dict[str, Any]] = {}
     for path in sorted(data_dir.glob("*.jsonl")) if data_dir.is_dir() else []:
         if "rollout" in path.name:
@@ -523,6 +523,16 @@ def task_rows_by_input(data_dir: Path) -> dict[str, dict[str, Any]]:
             if key is not None:
                 tasks.setdefault(key, row)
     return tasks
+
+
+def verify_payload(task: dict[str, Any] | None, stored_row: dict[str, Any]) -> dict[str, Any]:
+    """What NeMo Gym's re-verification posts (`rollout_reverification._build_verify_payload`): the task row
+    with the rollout's `response`, nothing else of the stored row. The stored row also holds the earlier
+    verify's outputs (iheval's `strict`/`loose`), which an environment that spreads its request into its
+    answer then received twice (HTTP 500). Without a task row, the stored row is all there is."""
+    if task is None or "response" not in stored_row:
+        return stored_row
+    return {**task, "response": stored_row["response"]}
 
 
 def replay_tool_calls(client: httpx.Client, base: str, response: Any) -> None:
@@ -558,7 +568,7 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
                 result.note(f"verify timed out after {timeout:.0f} s")
                 return
             stored_row = json.loads(line)
-            row = {**tasks.get(_input_key(stored_row) or "", {}), **stored_row}
+            row = verify_payload(tasks.get(_input_key(stored_row) or ""), stored_row)
             try:
                 task = {key: value for key, value in row.items() if key not in ("response", "reward")}
                 client.cookies.clear()
@@ -576,7 +586,7 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
                 result.note("verify: no numeric reward in the answer")
                 continue
             result.verified += 1
-            stored = row.get("reward")
+            stored = stored_row.get("reward")
             if isinstance(stored, (int, float)) and math.isclose(reward, stored, abs_tol=REWARD_TOLERANCE):
                 result.matched += 1
             elif not result.first_error:

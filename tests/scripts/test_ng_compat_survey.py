@@ -392,3 +392,16 @@ def test_a_stateful_environment_gets_its_tool_calls_replayed_before_verify(tmp_p
     result = survey.EnvResult("counter")
     survey.verify_rows(url, "counter", rows, 60, result)
     assert (result.verified, result.matched, result.first_error) == (2, 2, "")
+
+
+def test_the_verify_payload_is_the_task_and_the_rollouts_response_as_nemo_gym_reverifies():
+    # iheval spreads its request into its answer next to its own `strict`/`loose`: the stored row's copies
+    # of those, posted back, made its verify fail with "multiple values for keyword argument 'strict'".
+    survey = load_script()
+    params = {"input": [{"role": "user", "content": "Repeat: hi"}]}
+    task = {"id": 3, "task": "single-turn", "responses_create_params": params}
+    response = {"output": [{"type": "message", "role": "assistant", "content": []}]}
+    stored = {"responses_create_params": params, "response": response, "reward": 0.5, "strict": 0.0, "loose": 1.0}
+    assert survey.verify_payload(task, stored) == {**task, "response": response}
+    assert survey.verify_payload(None, stored) == stored
+    assert survey.verify_payload(task, {"reward": 1.0}) == {"reward": 1.0}
