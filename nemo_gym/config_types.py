@@ -22,8 +22,6 @@ class AgentServerRef(ServerRef):
 
 
 __all__ = [
-    "ROLLOUT_PATH_PREFIX",
-    "TOKEN_CAPTURE_PATH_SEGMENT",
     "AgentServerRef",
     "AggregateMetrics",
     "AggregateMetricsRequest",
@@ -32,4 +30,6 @@ __all__ = [
     "ModelServerRef",
     "ResourcesServerRef",
     "ServerRef",
+    "ROLLOUT_PATH_PREFIX",
+    "TOKEN_CAPTURE_PATH_SEGMENT",
 ]

@@ -322,7 +322,7 @@ def chat_completion_to_response(
     choice = choices[0]
     message = choice["message"]
 
-    output = _message_to_output(message)
+    output = assistant_message_to_output(message)
     if include_token_ids:
         output[-1].update(_completion_token_ids(completion, choice))
 
@@ -366,7 +366,8 @@ def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _message_to_output(message: JSONDict) -> list[JSONDict]:
+def assistant_message_to_output(message: JSONDict, parse_think: bool = True) -> list[JSONDict]:
+    """A chat assistant message as Responses output items; `parse_think=False` leaves `<think>` in the text."""
     content = message.get("content")
     if isinstance(content, list):  # some servers return text parts; concatenation adds nothing
         content = "".join(part.get("text", "") for part in content)
@@ -374,8 +375,9 @@ def _message_to_output(message: JSONDict) -> list[JSONDict]:
     parsed_reasoning = message.get("reasoning_content") or message.get("reasoning")
     if parsed_reasoning:
         summaries.append(parsed_reasoning)
-    thoughts, content = think_split(content or "")
-    summaries.extend(thoughts)
+    if parse_think:
+        thoughts, content = think_split(content or "")
+        summaries.extend(thoughts)
 
     output: list[JSONDict] = []
     if summaries:

@@ -39,6 +39,8 @@ The tree, grouped by what the caller can do about it:
     ├── OutputWriteError            the OS refused a write to an output file (disk full, read-only)
     ├── RequirementsInstallError    `+install_requirements=true` ran pip and pip failed
     ├── SandboxError                model-written code could not be run in the sandbox
+    │   ├── SandboxProviderUnavailableError  a container-sandbox provider (NeMo Gym's docker, ...) is not here
+    │   └── SandboxCreateError              a container-sandbox provider could not create a sandbox
     └── ComputeError                offloaded CPU work (nemo_gym.compute) could not run: e.g. the cluster is unreachable
         ├── ComputeTimeoutError         one job missed its deadline; its worker was killed
         └── ComputeWorkerDiedError      the worker (or the cluster node) running a job died, twice in a row
@@ -280,6 +282,15 @@ class RequirementsInstallError(NemoGymError):
 
 class SandboxError(NemoGymError):
     """Model-written code could not be executed in the sandbox."""
+
+
+class SandboxProviderUnavailableError(SandboxError, ValueError):
+    """A container-sandbox provider name that nothing here provides (a ValueError, as NeMo Gym's unknown
+    provider is, so an environment's own handling of it still applies)."""
+
+
+class SandboxCreateError(SandboxError, RuntimeError):
+    """A container-sandbox provider could not create a sandbox (a RuntimeError, as NeMo Gym's is)."""
 
 
 class ComputeError(NemoGymError):

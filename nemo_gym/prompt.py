@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from nemo_gym import PARENT_DIR
 from nemo_gym.errors import InputDataError
 
-__all__ = ["PromptConfig", "fill_prompt", "load_prompt_config"]
+__all__ = ["PromptConfig", "apply_prompt_to_row", "fill_prompt", "load_prompt_config"]
 
 
 class PromptConfig(BaseModel):
@@ -62,3 +62,12 @@ def fill_prompt(prompt_config: PromptConfig, row: dict) -> list[dict[str, str]]:
     except KeyError as error:
         raise KeyError(f"the prompt uses the field {error} but the row has only: {', '.join(row)}") from None
     return messages
+
+
+def apply_prompt_to_row(row: dict, prompt_config: PromptConfig) -> dict:
+    """A copy of `row` whose `responses_create_params.input` is the filled prompt; the row's other request
+    fields (tools, temperature, ...) are kept, and `row` itself is left unchanged."""
+    params = row.get("responses_create_params")
+    params = dict(params) if isinstance(params, dict) else {}
+    params["input"] = fill_prompt(prompt_config, row)
+    return {**row, "responses_create_params": params}

@@ -257,11 +257,21 @@ def _plain_except(data: Any, typed: frozenset[str]) -> Any:
     return {key: value if key in typed else _plain(value) for key, value in data.items()}
 
 
+class IncompleteDetails(SentFieldsModel):
+    """Why a response stopped early: `response.incomplete_details.reason` ("max_output_tokens", ...),
+    read as an attribute the way environments written for the OpenAI SDK's object read it."""
+
+    ALWAYS_SENT: ClassVar[frozenset[str]] = frozenset()
+
+    reason: str | None = None
+
+
 class TypedResponse(Response):
     """A Responses API `response` whose `output` items are typed. Serialises like `Response`."""
 
     output: list[Item] = Field(default_factory=list)  # type: ignore[assignment]
     usage: Usage | None = None  # type: ignore[assignment]
+    incomplete_details: IncompleteDetails | None = None  # type: ignore[assignment]
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,7 @@ response.json()`, `await response.read()`, `cookies`). An error status raises
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,11 @@ from nemo_gym.servers.session import SESSION_ID_KEY
 __all__ = [
     "SESSION_ID_KEY",
     "ClientResponse",
+    "apply_rollout_prefix",
+    "get_first_server_config_dict",
+    "is_nemo_gym_fastapi_entrypoint",
+    "is_nemo_gym_fastapi_worker",
+    "rollout_path_prefix",
     "ServerClient",
     "get_response_json",
     "get_server_url",
@@ -208,6 +214,26 @@ def get_server_url(server_name: str) -> str:
 
     block = get_first_server_config_dict(get_global_config_dict(), server_name)
     return f"http://{block['host']}:{block['port']}"
+
+
+def is_nemo_gym_fastapi_worker() -> bool:
+    """True in a uvicorn worker process NeMo Gym's launcher started for a multi-worker server (it sets
+    IS_NEMO_GYM_FASTAPI_WORKER=1). Our launcher serves each process's app itself and never sets it."""
+    return os.environ.get("IS_NEMO_GYM_FASTAPI_WORKER") == "1"
+
+
+def is_nemo_gym_fastapi_entrypoint(file: str) -> bool:
+    """True when `file` is the app module such a worker imports, so its `app = ...run_webserver()` line
+    runs; under our launcher, False, and the `if __name__ == "__main__"` branch starts the server."""
+    entrypoint = os.environ.get("IS_NEMO_GYM_FASTAPI_ENTRYPOINT")
+    return is_nemo_gym_fastapi_worker() and bool(entrypoint) and file.endswith(str(entrypoint))
+
+
+def get_first_server_config_dict(global_config_dict: Any, server_name: str) -> Any:
+    """A server instance's own config block (host, port, its settings), as `nemo_gym.global_config`'s."""
+    from nemo_gym.global_config import get_first_server_config_dict as from_global_config
+
+    return from_global_config(global_config_dict, server_name)
 
 
 __all__ += ["HTTPStatusError", "apply_rollout_prefix", "rollout_path_prefix"]

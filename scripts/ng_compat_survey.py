@@ -62,7 +62,9 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn  # noqa: E402
 
-LINKED = ["nemo_gym", "responses_api_models", "pyproject.toml"]
+# conftest.py too: a NeMo Gym folder copied into this project runs its tests under our root conftest.py.
+# responses_api_agents is a folder of its own (ours linked, the checkout agents an environment names copied).
+LINKED = ["nemo_gym", "responses_api_models", "pyproject.toml", "conftest.py"]
 POLICY_CONFIG = "responses_api_models/openai_model/configs/openai_model.yaml"
 SURVEY_JUDGE = "survey_judge_model"
 READY_MARKER = "servers are up"
@@ -159,11 +161,28 @@ def service_signal(key: str, text: str) -> str | None:
     return None
 
 
-def classify(config: dict[str, Any]) -> tuple[str, list[str]]:
-    """`external`, `judge` or `offline`, with the reasons found in the YAML.
+# An environment variable naming a sandbox service, read by the environment's own code
+# (competitive_coding_challenges posts programs to a NeMo Skills sandbox at $NEMO_SKILLS_SANDBOX_HOST).
+SANDBOX_ENV_READ = re.compile(r"""(?:getenv|environ\.get|environ)\s*[(\[]\s*["']([A-Z0-9_]*SANDBOX[A-Z0-9_]*)["']""")
+
+
+def code_service_signals(env_dir: Path) -> list[str]:
+    """Services the environment's code (tests aside) reaches through environment variables, not its YAML."""
+    reasons = []
+    for source in sorted(env_dir.rglob("*.py")):
+        if "tests" in source.relative_to(env_dir).parts:
+            continue
+        for name in SANDBOX_ENV_READ.findall(source.read_text(errors="replace")):
+            reasons.append(f"sandbox ${name} ({source.relative_to(env_dir)})")
+    return reasons
+
+
+def classify(config: dict[str, Any], env_dir: Path | None = None) -> tuple[str, list[str]]:
+    """`external`, `judge` or `offline`, with the reasons found in the YAML (and in the code, given `env_dir`).
 
     external: an API key that is not a judge's or the policy's (search, finance, MCP providers), a
-    sandbox/docker/container setting, or an http(s) URL that is not prose and not a judge's base URL.
+    sandbox/docker/container setting, or an http(s) URL that is not prose and not a judge's base URL;
+    or code that reads a sandbox service's address from an environment variable.
     judge: a model server ref under a resources server (the policy's too: it is called as a judge) unless a
     `use_*judge*: false` switch turns it off, or judge_* keys naming a model, base URL or API key.
     Everything else is offline."""
@@ -187,6 +206,8 @@ def classify(config: dict[str, Any]) -> tuple[str, list[str]]:
                 reason = service_signal(path[-1], "" if node is None else str(node))
                 if reason is not None:
                     (judge if reason.startswith("judge") else external).append(reason)
+    if env_dir is not None:
+        external.extend(code_service_signals(env_dir))
     if external:
         return "external", sorted(set(external))
     if judge:
@@ -411,6 +432,23 @@ def sibling_folders(env_dir: Path) -> set[str]:
     return checkout_folders(env_dir)["resources_servers"]
 
 
+BENCHMARK_IMPORT = re.compile(r"\bbenchmarks\.(\w+)")
+
+
+def companion_benchmarks(env_dir: Path, siblings: set[str]) -> set[str]:
+    """NeMo Gym `benchmarks/<name>/` folders (a benchmark's data preparation, beside `resources_servers/` in
+    its checkout) that the environment or its siblings import as `benchmarks.<name>`: a user copies them
+    along into this project's `benchmarks/`, where they import as a namespace package beside our scripts."""
+    benchmarks_dir = env_dir.parent.parent / "benchmarks"
+    needed: set[str] = set()
+    for folder in [env_dir, *(env_dir.parent / name for name in siblings)]:
+        for source in folder.rglob("*.py"):
+            for name in BENCHMARK_IMPORT.findall(source.read_text(errors="replace")):
+                if (benchmarks_dir / name).is_dir():
+                    needed.add(name)
+    return needed
+
+
 def make_project(env_dir: Path) -> Path:
     """A temporary copy of this project: our folders linked in (each of our agents one by one, so the
     checkout's agent folders the environment needs can sit beside them), its folders copied."""
@@ -428,6 +466,9 @@ def make_project(env_dir: Path) -> Path:
     for kind, names in checkout_folders(env_dir).items():
         for name in sorted(names):
             shutil.copytree(checkout / kind / name, project / kind / name, symlinks=True)
+    for benchmark in sorted(companion_benchmarks(env_dir, sibling_folders(env_dir))):
+        source = checkout / "benchmarks" / benchmark
+        shutil.copytree(source, project / "benchmarks" / benchmark, symlinks=True)
     for relative in checkout_files(env_dir):
         source, target = checkout / relative, project / relative
         if target.exists():
@@ -575,8 +616,8 @@ def task_rows_by_input(data_dir: Path) -> dict[str, dict[str, Any]]:
     """The environment's task rows (every `data/*.jsonl` but the rollouts), keyed by their input.
 
     Many environments' verify responses do not repeat the task fields (NeMo Gym's verify response
-    model need not extend the request), so a stored rollout alone cannot be verified again: like
-    `ng_reverify`, its task is found by its input and the rollout's fields are laid over it."""
+    model need not extend the request), so a stored rollout alone cannot be verified again: its task
+    is found by its input, and `verify_payload` builds what to post."""
     tasks: dict[str, dict[str, Any]] = {}
     for path in sorted(data_dir.glob("*.jsonl")) if data_dir.is_dir() else []:
         if "rollout" in path.name:
@@ -611,6 +652,31 @@ def missing_task_fields(answer: httpx.Response, row: dict[str, Any]) -> list[str
     return fields
 
 
+def verify_payload(task: dict[str, Any] | None, stored_row: dict[str, Any]) -> dict[str, Any]:
+    """What NeMo Gym's re-verification posts (`rollout_reverification._build_verify_payload`): the task row
+    with the rollout's `response`, nothing else of the stored row. The stored row also holds the earlier
+    verify's outputs (iheval's `strict`/`loose`), which an environment that spreads its request into its
+    answer then received twice (HTTP 500). Without a task row, the stored row is all there is."""
+    if task is None or "response" not in stored_row:
+        return stored_row
+    return {**task, "response": stored_row["response"]}
+
+
+def replay_tool_calls(client: httpx.Client, base: str, response: Any) -> None:
+    """Call the rollout's tools again, in order and in the session just seeded, as the agent did: a stateful
+    environment (example_session_state_mgmt's counter) scores the state its tools left, so verifying the
+    stored response alone scored 0 where the rollout scored 1. Answers are not checked: verify decides."""
+    output = response.get("output") if isinstance(response, dict) else None
+    for item in output if isinstance(output, list) else []:
+        if not isinstance(item, dict) or item.get("type") != "function_call" or not item.get("name"):
+            continue
+        try:
+            arguments = json.loads(item.get("arguments") or "{}")
+        except ValueError:
+            continue  # the agent sent the model its own parse error; the tool never ran
+        client.post(f"{base}/{item['name']}", json=arguments)
+
+
 def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: float, result: EnvResult) -> None:
     lines = stored_rows(rows_path)
     if not lines:
@@ -630,11 +696,12 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
                 return
             stored_row = json.loads(line)
             task_row = tasks.get(_input_key(stored_row) or "")
-            row = {**(task_row or {}), **stored_row}
+            row = verify_payload(task_row, stored_row)
             try:
                 task = {key: value for key, value in row.items() if key not in ("response", "reward")}
                 client.cookies.clear()
                 client.post(f"{base}/seed_session", json=task)  # stateless servers may refuse: verify decides
+                replay_tool_calls(client, base, row.get("response"))
                 answer = client.post(f"{base}/verify", json=row)
             except httpx.HTTPError as error:
                 result.note(f"verify: {type(error).__name__}: {error}")
@@ -655,7 +722,7 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
                 result.note("verify: no numeric reward in the answer")
                 continue
             result.verified += 1
-            stored = row.get("reward")
+            stored = stored_row.get("reward")
             if isinstance(stored, (int, float)) and math.isclose(reward, stored, abs_tol=REWARD_TOLERANCE):
                 result.matched += 1
             elif not result.first_error:
@@ -869,7 +936,7 @@ def survey_one(env_dir: Path, options: Options) -> EnvResult:
             config = load_yaml(config_path)
         except yaml.YAMLError as error:
             result.note(f"YAML: {first_line(str(error))}")
-        result.kind, result.kind_reasons = classify(config)
+        result.kind, result.kind_reasons = classify(config, env_dir)
     project = make_project(env_dir)
     if options.keep:
         print(f"{env_dir.name}: temporary project kept at {project}", file=sys.stderr)

@@ -87,12 +87,35 @@ What is NOT prevented, even with everything available:
   site-packages, /etc/passwd. No secrets belong there.
 - Using CPU and memory up to the limits, and kernel exploits: this is process isolation, not a VM.
 - Without a memory cgroup, `memory_exceeded` is inferred from a MemoryError in stderr (best effort).
+
+NeMo Gym's container-sandbox API (`AsyncSandbox`, `SandboxSpec`, providers by name) is here too, with its
+names and call shapes, for environments written against it; see `nemo_gym.sandbox._containers`. Its
+`Sandbox` is NeMo Gym's synchronous facade over that API and is NOT provided: `Sandbox` here is ours.
 """
 
+from nemo_gym.sandbox._containers import (
+    AsyncSandbox,
+    ExecResult,
+    SandboxCreateError,
+    SandboxCreateVerificationError,
+    SandboxEndpoint,
+    SandboxExecResult,
+    SandboxHandle,
+    SandboxProvider,
+    SandboxResources,
+    SandboxSpec,
+    SandboxStatus,
+    SupportsSandboxEndpoint,
+    create_provider,
+    get_provider_class,
+    list_providers,
+    register_provider,
+)
 from nemo_gym.sandbox._models import ExecutionResult, SandboxLimits
 from nemo_gym.sandbox._pool import SessionPool
 from nemo_gym.sandbox._process import Isolation
 from nemo_gym.sandbox._sandbox import PythonSession, Sandbox
+from nemo_gym.sandbox.config import resolve_provider_config, resolve_provider_metadata
 
 __all__ = [
     "ExecutionResult",
@@ -101,4 +124,23 @@ __all__ = [
     "Sandbox",
     "SandboxLimits",
     "SessionPool",
+    # NeMo Gym's container-sandbox API
+    "AsyncSandbox",
+    "ExecResult",
+    "SandboxCreateError",
+    "SandboxCreateVerificationError",
+    "SandboxEndpoint",
+    "SandboxExecResult",
+    "SandboxHandle",
+    "SandboxProvider",
+    "SandboxResources",
+    "SandboxSpec",
+    "SandboxStatus",
+    "SupportsSandboxEndpoint",
+    "create_provider",
+    "get_provider_class",
+    "list_providers",
+    "register_provider",
+    "resolve_provider_config",
+    "resolve_provider_metadata",
 ]

@@ -2,8 +2,13 @@
 
 NeMo Gym used Starlette's SessionMiddleware (a signed, base64 JSON cookie re-emitted on every
 response), which cost 10-16% of a server's CPU per rollout. All our servers need is one opaque id
-per rollout, so the cookie is `<id>.<hmac>` and `Set-Cookie` is sent only when the id is new.
+per rollout, so the cookie is `<id>.<hmac>`, signed once when the session is new.
 `request.session["session_id"]` works exactly as in NeMo Gym environments.
+
+Like NeMo Gym's, every response carries the session's `Set-Cookie` (for a known session, the value
+the client sent, echoed: no signing). NeMo Gym's environment tests rely on it: their client keeps no
+cookies and passes `cookies=response.cookies` from one call to the next, so a response without the
+cookie started a new session (example_session_state_mgmt's counter went back to zero).
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ def _read_cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
 
 
 class SessionIdMiddleware:
-    """Puts `{"session_id": ...}` in `scope["session"]`, issuing a signed cookie for new sessions."""
+    """Puts `{"session_id": ...}` in `scope["session"]` and the session's signed cookie on the response."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], cookie_name: str, signer: SessionSigner | None = None):
         self.app = app
@@ -70,14 +75,11 @@ class SessionIdMiddleware:
             return
         raw = _read_cookie(scope["headers"], self.cookie_name)
         session_id = self.signer.unsign(raw) if raw else None
-        if session_id is not None:
-            scope["session"] = {SESSION_ID_KEY: session_id}
-            await self.app(scope, receive, send)
-            return
-
-        session_id = uuid.uuid4().hex
+        if session_id is None:
+            session_id = uuid.uuid4().hex
+            raw = self.signer.sign(session_id)
         scope["session"] = {SESSION_ID_KEY: session_id}
-        cookie = f"{self.cookie_name}={self.signer.sign(session_id)}; Path=/; HttpOnly; SameSite=lax".encode()
+        cookie = f"{self.cookie_name}={raw}; Path=/; HttpOnly; SameSite=lax".encode()
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":

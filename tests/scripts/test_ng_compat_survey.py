@@ -23,7 +23,9 @@ from types import ModuleType
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
 
+from nemo_gym.servers.session import SESSION_ID_KEY, SessionIdMiddleware
 from tests.conftest import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "scripts" / "ng_compat_survey.py"
@@ -322,6 +324,18 @@ def test_classification_reads_judges_and_external_services_from_the_yaml():
     assert survey.classify(resources(judge_ref | {"search_url": "https://api.example.com"}))[0] == "external"
 
 
+def test_a_sandbox_address_read_by_the_code_makes_the_environment_external(tmp_path: Path):
+    # competitive_coding_challenges' YAML names no service, but its evaluator posts every program to a NeMo
+    # Skills sandbox at $NEMO_SKILLS_SANDBOX_HOST and waits 240 s for it: not an offline environment.
+    survey = load_script()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_app.py").write_text('os.environ["TEST_SANDBOX_URL"] = "x"\n')
+    config = {"env": {"resources_servers": {"env": {"entrypoint": "app.py"}}}}
+    assert survey.classify(config, tmp_path) == ("offline", [])
+    (tmp_path / "ccc_eval.py").write_text('host = os.getenv("NEMO_SKILLS_SANDBOX_HOST", "127.0.0.1")\n')
+    assert survey.classify(config, tmp_path) == ("external", ["sandbox $NEMO_SKILLS_SANDBOX_HOST (ccc_eval.py)"])
+
+
 def test_requirements_not_installed_are_listed_and_nemo_gym_itself_is_skipped(tmp_path: Path):
     survey = load_script()
     requirements = tmp_path / "requirements.txt"
@@ -466,3 +480,85 @@ def test_a_stepping_rollout_is_replayed_turn_by_turn():
     assert (second.text, second.tool_calls) == (None, [("move", '{"to": "left"}')])
     assert replay({"input": base + output[:5]}).text == "done"
     assert replay({"input": base + output}).text == ""  # past the stored rollout: an empty answer
+
+
+def test_a_benchmark_folder_the_environment_imports_is_copied_along(tmp_path: Path):
+    # bunsenbench_chemistry_mcq's create_examples.py imports `benchmarks.bunsenbench_chemistry_mcq.materialize`,
+    # NeMo Gym's data preparation kept in the checkout's benchmarks/ beside resources_servers/.
+    survey = load_script()
+    checkout = tmp_path / "checkout"
+    env_dir = checkout / "resources_servers" / "chem"
+    env_dir.mkdir(parents=True)
+    (env_dir / "app.py").write_text("x = 1\n")
+    (env_dir / "create_examples.py").write_text("from benchmarks.chem.materialize import ROWS\n")
+    (checkout / "benchmarks" / "chem").mkdir(parents=True)
+    (checkout / "benchmarks" / "chem" / "__init__.py").write_text("")
+    (checkout / "benchmarks" / "chem" / "materialize.py").write_text("ROWS = [1, 2]\n")
+    (checkout / "benchmarks" / "unused").mkdir()
+    assert survey.companion_benchmarks(env_dir, set()) == {"chem"}
+    project = survey.make_project(env_dir)
+    try:
+        assert sorted(path.name for path in (project / "benchmarks").iterdir()) == ["chem"]
+        code = "from benchmarks.chem.materialize import ROWS; print(ROWS)"
+        done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == "[1, 2]", done.stderr
+    finally:
+        subprocess.run(["rm", "-rf", str(project)], check=True)
+    # In this project such a folder sits beside our own benchmark scripts: `benchmarks` must stay a
+    # namespace package (no __init__.py) for `benchmarks.<name>` to import from the copied folder.
+    assert not (PROJECT_ROOT / "benchmarks" / "__init__.py").exists()
+
+
+def test_a_stateful_environment_gets_its_tool_calls_replayed_before_verify(tmp_path: Path, serve):
+    # example_session_state_mgmt's reward is the counter its tools left in the session; verify alone saw 0.
+    survey = load_script()
+    counters: dict[str, int] = {}
+    app = FastAPI()
+    app.add_middleware(SessionIdMiddleware, cookie_name="counter_session")
+
+    @app.get("/server_instances")
+    async def instances(request: Request) -> list:
+        return [{"name": "counter", "url": str(request.base_url)}]
+
+    @app.post("/seed_session")
+    async def seed(request: Request) -> dict:
+        counters[request.session[SESSION_ID_KEY]] = 0
+        return {}
+
+    @app.post("/add")
+    async def add(request: Request, body: dict) -> dict:
+        counters[request.session[SESSION_ID_KEY]] += body["count"]
+        return {"success": True}
+
+    @app.post("/verify")
+    async def verify(request: Request, body: dict) -> dict:
+        return {**body, "reward": float(counters.get(request.session[SESSION_ID_KEY]) == body["expected"])}
+
+    def call(arguments: str) -> dict:
+        return {"type": "function_call", "name": "add", "arguments": arguments, "call_id": "c"}
+
+    output = [call('{"count": 2}'), call("not json"), {"type": "message", "content": []}, call('{"count": 3}')]
+    rows = tmp_path / "example_rollouts.jsonl"
+    rows.write_text(
+        json.dumps({"expected": 5, "response": {"output": output}, "reward": 1.0})
+        + "\n"
+        + json.dumps({"expected": 1, "response": {"output": []}, "reward": 0.0})
+        + "\n"
+    )
+    url = serve(app)
+    result = survey.EnvResult("counter")
+    survey.verify_rows(url, "counter", rows, 60, result)
+    assert (result.verified, result.matched, result.first_error) == (2, 2, "")
+
+
+def test_the_verify_payload_is_the_task_and_the_rollouts_response_as_nemo_gym_reverifies():
+    # iheval spreads its request into its answer next to its own `strict`/`loose`: the stored row's copies
+    # of those, posted back, made its verify fail with "multiple values for keyword argument 'strict'".
+    survey = load_script()
+    params = {"input": [{"role": "user", "content": "Repeat: hi"}]}
+    task = {"id": 3, "task": "single-turn", "responses_create_params": params}
+    response = {"output": [{"type": "message", "role": "assistant", "content": []}]}
+    stored = {"responses_create_params": params, "response": response, "reward": 0.5, "strict": 0.0, "loose": 1.0}
+    assert survey.verify_payload(task, stored) == {**task, "response": response}
+    assert survey.verify_payload(None, stored) == stored
+    assert survey.verify_payload(task, {"reward": 1.0}) == {"reward": 1.0}
