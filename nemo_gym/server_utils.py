@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
 from nemo_gym.client import HttpClient, HttpResult
@@ -136,16 +137,29 @@ class ServerClient(_OurServerClient):
         return cls(client.head_url, registry=list(client._registry.values()))
 
 
-async def raise_for_status(response: ClientResponse | HttpResult) -> None:
-    """Raise `HTTPStatusError` (status, excerpt of the body) unless the status is 2xx."""
-    response.raise_for_status()
+async def raise_for_status(response: Any) -> None:
+    """Raise `HTTPStatusError` (status, excerpt of the body) unless the status is 2xx.
+
+    Any other aiohttp-like response is judged as NeMo Gym does: by `ok`, its `raise_for_status()`
+    called only when `ok` is false (environment tests hand in mocks of aiohttp's response)."""
+    if isinstance(response, (ClientResponse, HttpResult)):
+        response.raise_for_status()
+        return
+    if not response.ok:
+        await response.content.read()
+        response.raise_for_status()
 
 
-async def get_response_json(response: ClientResponse | HttpResult) -> Any:
-    """The response body parsed as JSON (`InvalidResponseError` if it is not JSON)."""
+async def get_response_json(response: Any) -> Any:
+    """The response body parsed as JSON (`InvalidResponseError` if it is not JSON).
+
+    Any other aiohttp-like response is read as NeMo Gym reads it: `orjson.loads(await response.read())`
+    (environment tests hand in mocks whose `read` returns the body as bytes or str)."""
     if isinstance(response, ClientResponse):
         return await response.json()
-    return response.json()
+    if isinstance(response, HttpResult):
+        return response.json()
+    return orjson.loads(await response.read())
 
 
 # One pooled client per event loop for `request()`: a client belongs to the loop it was made in.
