@@ -1,11 +1,12 @@
 """scripts/ng_compat_survey.py on a small checkout of our own, laid out as NeMo Gym lays out its
 environments (app.py, configs/<name>.yaml, data/example_rollouts.jsonl, tests/, requirements.txt).
 
-No NeMo Gym code: the four folders below are written here. `survey_good` passes its test and its
+No NeMo Gym code: the five folders below are written here. `survey_good` passes its test and its
 stored rewards are right; `survey_missing` needs a package that is not installed (so ng_run refuses to
 start it); `survey_wrong` has a failing test and
 one stored reward that its own verify does not give; `survey_judged` names its judge `???`, as NeMo
-Gym's judge environments do, and scores what the survey's scripted judge says.
+Gym's judge environments do, and scores what the survey's scripted judge says; `survey_placeholder`
+is judged the same way but stores placeholders instead of rollouts, so its task rows are run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 from tests.conftest import PROJECT_ROOT
 
@@ -199,6 +201,18 @@ def checkout(tmp_path: Path) -> Path:
     write_env(root, "survey_missing", TEST_OK, good_rows, nemo_gym_self + "surely-not-installed-pkg-17\n")
     judged_rows = [rollout("4", "It is 4.", 1.0), rollout("5", "It is 5.", 1.0)]
     write_env(root, "survey_judged", "def test_nothing_to_check():\n    pass\n", judged_rows, "", JUDGED_APP, True)
+    # Rollouts stored as placeholders (as some NeMo Gym folders do): its task rows are run through its agent.
+    placeholders = ["<PLACEHOLDER ROW>"] * 3
+    write_env(
+        root, "survey_placeholder", "def test_nothing_to_check():\n    pass\n", placeholders, "", JUDGED_APP, True
+    )
+    tasks = [
+        {"responses_create_params": {"input": [{"role": "user", "content": q}]}, "expected": a}
+        for q, a in [("2 + 2?", "4"), ("3 + 3?", "6")]
+    ]
+    (root / "resources_servers/survey_placeholder/data/example.jsonl").write_text(
+        "".join(json.dumps(task) + "\n" for task in tasks)
+    )
     return root
 
 
@@ -239,12 +253,17 @@ def test_survey_reports_tests_start_and_reward_match_per_environment(checkout: P
     assert judged["kind"] == "judge" and judged["started"] is True
     assert (judged["verified"], judged["matched"], judged["judge_calls"]) == (2, 2, 2)
 
+    placeholder = envs["survey_placeholder"]  # two task rows run through the agent, scored by the scripted judge
+    assert placeholder["started"] is True
+    assert (placeholder["rows"], placeholder["verified"], placeholder["matched"]) == (2, 2, 0)
+    assert "holds no rollouts ('<PLACEHOLDER ROW>'): its task rows were run" in placeholder["first_error"]
+
     table = result.stdout
     assert "survey_good" in table and "survey_wrong" in table and "surely-not-installed-pkg-17" in table
     assert "offline    3 envs: import 3, tests pass 2, start 2" in table
     assert "tests pass AND >=95% match 1" in table
-    assert "rows: 6 of 8 verified, 5 with the stored reward" in table
-    assert "judge envs that start and verify every row against the scripted judge: 1 of 1" in table
+    assert "rows: 8 of 10 verified, 5 with the stored reward" in table
+    assert "judge envs that start and verify every row against the scripted judge: 2 of 2" in table
     # Nothing is left behind: no temporary project and no server (the survey stops each ng_run's group).
     assert not list(Path(tempfile.gettempdir()).glob("ng_survey_survey_*"))
 
@@ -309,3 +328,61 @@ def test_a_rollout_without_its_task_fields_is_laid_over_its_task_found_by_input(
     tasks = survey.task_rows_by_input(data)
     assert tasks[survey._input_key(stored)] == task
     assert survey._input_key({"responses_create_params": {"input": "2+2?"}}) == survey._input_key(task)
+
+
+def test_the_model_servers_a_judge_yaml_defines_are_pointed_at_the_scripted_upstream(tmp_path: Path):
+    """NeMo Gym's judge YAMLs define their judge (`openai_base_url: ${judge_base_url}` with
+    `judge_base_url: null`, or a GPU-served model of an implementation we do not ship), and an agent
+    may name a model instance only another config defines: each gets the scripted upstream."""
+    survey = load_script()
+
+    def model(impl: str, **body: str) -> dict:
+        return {"responses_api_models": {impl: {"entrypoint": "app.py", **body}}}
+
+    config = {
+        "env": {
+            "resources_servers": {
+                "env": {
+                    "entrypoint": "app.py",
+                    "judge_model_server": {"type": "responses_api_models", "name": "judge_model"},
+                    "genrm_model_server": {"type": "responses_api_models", "name": "genrm_model"},
+                }
+            }
+        },
+        "judge_model": model(
+            "openai_model",
+            openai_base_url="${judge_base_url}",
+            openai_api_key="${judge_api_key}",
+            openai_model="${judge_model_name}",
+        ),
+        "genrm_model": model("genrm_model", model="${genrm_model_name}"),
+        "env_agent_reasoning_off": {
+            "responses_api_agents": {
+                "simple_agent": {
+                    "entrypoint": "app.py",
+                    "resources_server": {"type": "resources_servers", "name": "env"},
+                    "model_server": {"type": "responses_api_models", "name": "policy_model_reasoning_off"},
+                }
+            }
+        },
+        "judge_base_url": None,
+        "judge_api_key": None,
+        "judge_model_name": None,
+    }
+    path, overrides = survey.survey_config(config, "env.yaml", "http://127.0.0.1:1/v1", tmp_path)
+    assert overrides == [
+        "+judge_model.responses_api_models.openai_model.openai_base_url=http://127.0.0.1:1/v1",
+        "+judge_model.responses_api_models.openai_model.openai_api_key=sk-survey-judge",
+        "+judge_model.responses_api_models.openai_model.openai_model=scripted-judge",
+    ]  # and no +genrm_model_name / +judge_base_url, which nothing would read: ng_run refuses those
+    merged = yaml.safe_load(path.read_text())
+    assert merged["genrm_model"] is None
+    assert merged["env"]["resources_servers"]["env"]["genrm_model_server"]["name"] == survey.SURVEY_JUDGE
+    agent = merged["env_agent_reasoning_off"]["responses_api_agents"]["simple_agent"]
+    assert agent["model_server"]["name"] == survey.SURVEY_JUDGE
+    assert merged[survey.SURVEY_JUDGE]["responses_api_models"]["openai_model"]["openai_base_url"].endswith(":1/v1")
+
+    # A name the YAML leaves null and a resources server reads directly is set like one nobody defines.
+    config["env"]["resources_servers"]["env"]["judge_url"] = "${judge_base_url}"
+    _, overrides = survey.survey_config(config, "env.yaml", "http://127.0.0.1:1/v1", tmp_path)
+    assert "+judge_base_url=http://127.0.0.1:1/v1" in overrides
