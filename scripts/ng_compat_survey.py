@@ -71,8 +71,37 @@ JUDGE_ANSWER = (
 
 
 # ---- the scripted upstream (policy and judge) ---------------------------------------------------
+def request_text(body: dict[str, Any]) -> str:
+    """Every text a Responses or Chat Completions request carries (instructions, messages, parts)."""
+    texts: list[str] = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
+    items = body.get("input") if "input" in body else body.get("messages")
+    for item in [items] if isinstance(items, str) else items or []:
+        content = item.get("content") if isinstance(item, dict) else item
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts += [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+    return "\n".join(texts)
+
+
+# A positive verdict in the format a judge prompt asks for, when it asks for one our common answer
+# does not contain (first match wins); else JUDGE_ANSWER, which holds the common verdict spellings.
+VERDICT_FORMATS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r'return the letters? "A"', re.IGNORECASE), "A"),  # SimpleQA-style grader: A = correct
+    (re.compile(r"only with CORRECT or INCORRECT", re.IGNORECASE), "CORRECT"),
+    (re.compile(r'"result"\s*:\s*"?(PASS|FAIL)', re.IGNORECASE), '{"result": "PASS", "explanation": "It does."}'),
+    (re.compile(r'"status"\s*:\s*"?(PASS|FAIL)', re.IGNORECASE), '{"definition": "as asked", "status": "PASS"}'),
+    (re.compile(r"\[\[YES\]\] or \[\[NO\]\]"), "The response follows the instruction.\n[[YES]]"),
+]
+
+
 def scripted_turn(body: dict[str, Any]) -> Turn:
-    """A sensible answer to whatever is asked: a verdict that common judge parsers read."""
+    """A sensible answer to whatever is asked: a positive verdict, in the format the prompt asks for
+    when it names one (`VERDICT_FORMATS`), else one that common judge parsers read."""
+    text = request_text(body)
+    for pattern, answer in VERDICT_FORMATS:
+        if pattern.search(text):
+            return Turn(text=answer)
     return Turn(text=JUDGE_ANSWER)
 
 

@@ -386,3 +386,23 @@ def test_the_model_servers_a_judge_yaml_defines_are_pointed_at_the_scripted_upst
     config["env"]["resources_servers"]["env"]["judge_url"] = "${judge_base_url}"
     _, overrides = survey.survey_config(config, "env.yaml", "http://127.0.0.1:1/v1", tmp_path)
     assert "+judge_base_url=http://127.0.0.1:1/v1" in overrides
+
+
+def test_the_scripted_judge_answers_in_the_format_the_prompt_asks_for():
+    """A positive verdict each judge prompt's parser reads: an exact `CORRECT`, a SimpleQA-style letter,
+    a PASS/FAIL JSON object, `[[YES]]`; otherwise the common text holding the usual spellings."""
+    survey = load_script()
+
+    def answer(body: dict) -> str:
+        return survey.scripted_turn(body).text
+
+    def asked(prompt: str) -> dict:
+        return {"input": [{"role": "user", "content": [{"type": "input_text", "text": prompt}]}]}
+
+    assert answer(asked("Is it right?\nReply only with CORRECT or INCORRECT.")) == "CORRECT"
+    assert answer({"messages": [{"role": "user", "content": 'Just return the letters "A", "B", or "C".'}]}) == "A"
+    verdict = answer({"instructions": 'Answer as {"result": "PASS"/"FAIL", "explanation": ...}', "input": "x"})
+    assert json.loads(verdict)["result"] == "PASS"
+    assert answer(asked("Respond with exactly [[YES]] or [[NO]] on the last line.")).endswith("[[YES]]")
+    common = answer(asked("Are these equivalent?"))
+    assert "Judgement: Yes" in common and "[[A=B]]" in common and "\\boxed{1}" in common
