@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
+import httpx
 import orjson
 from pydantic import BaseModel
 
@@ -29,12 +30,15 @@ from nemo_gym.servers.session import SESSION_ID_KEY
 __all__ = [
     "SESSION_ID_KEY",
     "ClientResponse",
+    "ServerStatus",
     "ServerClient",
     "get_response_json",
     "get_server_url",
     "raise_for_status",
     "request",
 ]
+
+ServerStatus = Literal["success", "connection_error", "timeout", "unknown_error"]
 
 _REQUEST_KEYWORDS = frozenset({"json", "headers", "cookies", "params", "retry", "timeouts"})
 
@@ -128,6 +132,33 @@ class ServerClient(_OurServerClient):
 
     async def get(self, server_name: str, url_path: str, **kwargs: Any) -> ClientResponse:  # type: ignore[override]
         return await self.request(server_name, url_path, "GET", **kwargs)
+
+    @property
+    def global_config_dict(self) -> Any:
+        """The global config as this process sees it (`nemo_gym.global_config.get_global_config_dict`)."""
+        from nemo_gym.global_config import get_global_config_dict
+
+        return get_global_config_dict()
+
+    @staticmethod
+    def _build_server_base_url(server_config_dict: Mapping[str, Any]) -> str:
+        return f"http://{server_config_dict['host']}:{server_config_dict['port']}"
+
+    def poll_for_status(self, server_name: str) -> ServerStatus:
+        """Whether server `server_name` answers at all (any status counts), as NeMo Gym's blocking probe:
+        "success", "connection_error", "timeout" or "unknown_error". Environments call it in
+        `setup_webserver`, before serving, to wait for their judge."""
+        try:
+            info = self._registry.get(server_name)
+            url = info.url if info is not None else get_server_url(server_name)
+            httpx.get(url, timeout=5, trust_env=False)
+            return "success"
+        except httpx.ConnectError:
+            return "connection_error"
+        except httpx.TimeoutException:
+            return "timeout"
+        except Exception:
+            return "unknown_error"
 
     @classmethod
     def from_client(cls, client: _OurServerClient) -> ServerClient:

@@ -11,8 +11,10 @@ from unittest.mock import AsyncMock, MagicMock
 import orjson
 import pytest
 import yaml
+from fastapi import FastAPI
 
 from nemo_gym.errors import ConfigError, JudgeError
+from nemo_gym.global_config import get_first_server_config_dict, remember_server_bootstrap
 from nemo_gym.openai_utils import (
     NeMoGymEasyInputMessage,
     NeMoGymResponse,
@@ -23,6 +25,7 @@ from nemo_gym.openai_utils import (
 from nemo_gym.server_utils import ServerClient, get_response_json, raise_for_status
 from nemo_gym.servers.base import ServerBootstrap
 from nemo_gym.servers.resources import BaseResourcesServerConfig, SimpleResourcesServer
+from nemo_gym.testing import ThreadedServer, registry_client
 
 ENV = Path(__file__).parent / "envs" / "judged_answer"
 
@@ -167,3 +170,22 @@ def test_our_own_servers_still_refuse_an_undeclared_key() -> None:
 
     with pytest.raises(ConfigError, match="unknown parameter 'judged_answer.resources_servers.judged_answer.treshold'"):
         OwnServer.checked_config(bootstrap({"entrypoint": "app.py", "treshold": 0.7}))
+
+
+def test_setup_webserver_can_wait_for_its_judge_as_in_nemo_gym() -> None:
+    """xstest's `setup_webserver` polls `server_client.poll_for_status(judge)` until "success", then
+    builds the judge's URL from `global_config_dict` with `_build_server_base_url`."""
+    judge_app = FastAPI()  # no routes: any answer, even 404, means the judge is up
+    with ThreadedServer(judge_app) as judge:
+        registry = {
+            "judge_model": ("responses_api_models", judge.url),
+            "gone": ("responses_api_models", "http://127.0.0.1:9"),
+        }
+        client = ServerClient.from_client(registry_client(registry))
+        assert client.poll_for_status("judge_model") == "success"
+        assert client.poll_for_status("gone") == "connection_error"
+        assert client.poll_for_status("never_configured") == "unknown_error"
+
+        remember_server_bootstrap("judged_answer", {}, "http://127.0.0.1:9", list(client._registry.values()))
+        block = get_first_server_config_dict(client.global_config_dict, "judge_model")
+        assert client._build_server_base_url(block) == judge.url.rstrip("/")
