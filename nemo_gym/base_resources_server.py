@@ -102,6 +102,9 @@ class SimpleResourcesServer(resources.SimpleResourcesServer):
     """
 
     config: BaseResourcesServerConfig
+    # NeMo Gym's config classes ignore keys they do not declare, and its YAMLs carry such keys
+    # (`strip_thinking_from_response`, `env`): a warning names each one, as a typo may hide there.
+    unknown_config_keys = "warn"
 
     @classmethod
     def from_bootstrap(cls, bootstrap: ServerBootstrap) -> SimpleResourcesServer:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
+import httpx
+import orjson
 from pydantic import BaseModel
 
 from nemo_gym.client import HttpClient, HttpResult, Timeouts
@@ -30,6 +32,7 @@ from nemo_gym.servers.session import SESSION_ID_KEY
 __all__ = [
     "SESSION_ID_KEY",
     "ClientResponse",
+    "ServerStatus",
     "apply_rollout_prefix",
     "get_first_server_config_dict",
     "is_nemo_gym_fastapi_entrypoint",
@@ -41,6 +44,8 @@ __all__ = [
     "raise_for_status",
     "request",
 ]
+
+ServerStatus = Literal["success", "connection_error", "timeout", "unknown_error"]
 
 _REQUEST_KEYWORDS = frozenset({"json", "headers", "cookies", "params", "retry", "timeouts", "timeout"})
 _CONNECT_S = 30.0
@@ -172,6 +177,26 @@ class ServerClient(_OurServerClient):
 
         return get_global_config_dict()
 
+    @staticmethod
+    def _build_server_base_url(server_config_dict: Mapping[str, Any]) -> str:
+        return f"http://{server_config_dict['host']}:{server_config_dict['port']}"
+
+    def poll_for_status(self, server_name: str) -> ServerStatus:
+        """Whether server `server_name` answers at all (any status counts), as NeMo Gym's blocking probe:
+        "success", "connection_error", "timeout" or "unknown_error". Environments call it in
+        `setup_webserver`, before serving, to wait for their judge."""
+        try:
+            info = self._registry.get(server_name)
+            url = info.url if info is not None else get_server_url(server_name)
+            httpx.get(url, timeout=5, trust_env=False)
+            return "success"
+        except httpx.ConnectError:
+            return "connection_error"
+        except httpx.TimeoutException:
+            return "timeout"
+        except Exception:
+            return "unknown_error"
+
     @classmethod
     def from_client(cls, client: _OurServerClient) -> ServerClient:
         """The same head server and registry, with NeMo Gym's call shape."""
@@ -180,16 +205,29 @@ class ServerClient(_OurServerClient):
         return cls(client.head_url, registry=list(client._registry.values()))
 
 
-async def raise_for_status(response: ClientResponse | HttpResult) -> None:
-    """Raise `HTTPStatusError` (status, excerpt of the body) unless the status is 2xx."""
-    response.raise_for_status()
+async def raise_for_status(response: Any) -> None:
+    """Raise `HTTPStatusError` (status, excerpt of the body) unless the status is 2xx.
+
+    Any other aiohttp-like response is judged as NeMo Gym does: by `ok`, its `raise_for_status()`
+    called only when `ok` is false (environment tests hand in mocks of aiohttp's response)."""
+    if isinstance(response, (ClientResponse, HttpResult)):
+        response.raise_for_status()
+        return
+    if not response.ok:
+        await response.content.read()
+        response.raise_for_status()
 
 
-async def get_response_json(response: ClientResponse | HttpResult) -> Any:
-    """The response body parsed as JSON (`InvalidResponseError` if it is not JSON)."""
+async def get_response_json(response: Any) -> Any:
+    """The response body parsed as JSON (`InvalidResponseError` if it is not JSON).
+
+    Any other aiohttp-like response is read as NeMo Gym reads it: `orjson.loads(await response.read())`
+    (environment tests hand in mocks whose `read` returns the body as bytes or str)."""
     if isinstance(response, ClientResponse):
         return await response.json()
-    return response.json()
+    if isinstance(response, HttpResult):
+        return response.json()
+    return orjson.loads(await response.read())
 
 
 # One pooled client per event loop for `request()`: a client belongs to the loop it was made in.

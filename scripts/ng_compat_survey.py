@@ -16,7 +16,9 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
 2. lists the requirements of its `requirements.txt` that are not installed (`--install` runs pip for them);
 3. imports its `app.py` as `ng_run` would (from its folder);
 4. runs its own tests with pytest from its folder (counts from pytest's JUnit XML);
-5. starts it with our `ng_run` on its own YAML, the policy (and any judge) pointed at a scripted
+5. starts it with our `ng_run` on its own YAML, the policy and every judge (each model server the YAML
+   defines: an openai_model gets the scripted URL, key and model; any other implementation is replaced,
+   and model refs to instances nothing defines go to a scripted judge) pointed at a scripted
    OpenAI-compatible server on loopback that answers every judge prompt with a plausible verdict;
 6. posts each row of its `data/example_rollouts.jsonl` to its `/verify` (after `/seed_session`), laid
    over its task row (found by input: messages, images and files) when the rollout does not repeat the
@@ -25,7 +27,10 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
    answers it 422 too): it is counted as `no task` and left out of the match ratio. An environment
    scored by its agent instead (NeMo Gym's gymnasium family: `/reset` and `/step`, no `/verify`) has
    each stored rollout replayed through the agent's `/run`, the scripted model answering with that
-   rollout's own model turns.
+   rollout's own model turns;
+   a stored row without a `response` (a task row), or a file of placeholders (then the task rows of
+   `data/*.jsonl`), is run through its agent's `/run` instead: it counts as verified, with no stored
+   reward to match.
 
 Every step has a deadline; on timeout the whole process group is killed; temporary projects are removed.
 The table and totals go to stdout, progress to stderr, the raw results to `--json`.
@@ -78,8 +83,37 @@ JUDGE_ANSWER = (
 
 
 # ---- the scripted upstream (policy and judge) ---------------------------------------------------
+def request_text(body: dict[str, Any]) -> str:
+    """Every text a Responses or Chat Completions request carries (instructions, messages, parts)."""
+    texts: list[str] = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
+    items = body.get("input") if "input" in body else body.get("messages")
+    for item in [items] if isinstance(items, str) else items or []:
+        content = item.get("content") if isinstance(item, dict) else item
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts += [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+    return "\n".join(texts)
+
+
+# A positive verdict in the format a judge prompt asks for, when it asks for one our common answer
+# does not contain (first match wins); else JUDGE_ANSWER, which holds the common verdict spellings.
+VERDICT_FORMATS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r'return the letters? "A"', re.IGNORECASE), "A"),  # SimpleQA-style grader: A = correct
+    (re.compile(r"only with CORRECT or INCORRECT", re.IGNORECASE), "CORRECT"),
+    (re.compile(r'"result"\s*:\s*"?(PASS|FAIL)', re.IGNORECASE), '{"result": "PASS", "explanation": "It does."}'),
+    (re.compile(r'"status"\s*:\s*"?(PASS|FAIL)', re.IGNORECASE), '{"definition": "as asked", "status": "PASS"}'),
+    (re.compile(r"\[\[YES\]\] or \[\[NO\]\]"), "The response follows the instruction.\n[[YES]]"),
+]
+
+
 def scripted_turn(body: dict[str, Any]) -> Turn:
-    """A sensible answer to whatever is asked: a verdict that common judge parsers read."""
+    """A sensible answer to whatever is asked: a positive verdict, in the format the prompt asks for
+    when it names one (`VERDICT_FORMATS`), else one that common judge parsers read."""
+    text = request_text(body)
+    for pattern, answer in VERDICT_FORMATS:
+        if pattern.search(text):
+            return Turn(text=answer)
     return Turn(text=JUDGE_ANSWER)
 
 
@@ -120,19 +154,24 @@ def walk(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], A
     return out
 
 
+SCRIPTED_OPENAI_KEYS = ("openai_base_url", "openai_api_key", "openai_model")
 INTERPOLATION = re.compile(r"\$\{([^}]+)\}")
 PROSE_KEYS = {"description", "value", "license", "citation", "homepage", "url_reference", "paper"}
 JUDGE_SWITCH = re.compile(r"use_.*judge|judge.*enabled", re.IGNORECASE)
 SANDBOX_KEY = re.compile(r"sandbox|docker|container|_image$|harbor|opensandbox", re.IGNORECASE)
 
 
-def model_refs(config: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
-    """(path, name) of every `{type: responses_api_models, name: ...}` below a resources server."""
+def model_refs(
+    config: dict[str, Any], server_types: tuple[str, ...] = ("resources_servers",)
+) -> list[tuple[tuple[str, ...], str]]:
+    """(path, name) of every `{type: responses_api_models, name: ...}` below a resources server (or the
+    server types given)."""
     refs = []
-    for instance, (impl, body) in instances_of(config, "resources_servers").items():
-        for path, node in walk(body, (instance, "resources_servers", impl)):
-            if isinstance(node, dict) and node.get("type") == "responses_api_models":
-                refs.append((path, str(node.get("name"))))
+    for server_type in server_types:
+        for instance, (impl, body) in instances_of(config, server_type).items():
+            for path, node in walk(body, (instance, server_type, impl)):
+                if isinstance(node, dict) and node.get("type") == "responses_api_models":
+                    refs.append((path, str(node.get("name"))))
     return refs
 
 
@@ -524,19 +563,33 @@ def run_tests(folder: Path, env: dict[str, str], timeout: float) -> tuple[dict[s
 
 
 def survey_config(config: dict[str, Any], config_rel: str, judge_url: str, project: Path) -> tuple[Path, list[str]]:
-    """A YAML merged after the environment's own: a scripted judge model for every model ref that names
-    nothing (`???` or an instance no config defines), and values for judge URL/key/model interpolations
-    nobody sets. Returns its path and the overrides for the command line."""
-    defined = set(config) | {"policy_model"}
-    extra: dict[str, Any] = {}
-    for path, name in model_refs(config):
+    """A YAML merged after the environment's own: the scripted upstream for every model server the YAML
+    defines, a scripted judge model for every model ref (of a resources server or an agent) that names
+    nothing (`???`, an instance no config defines, or one dropped here), and values for judge
+    URL/key/model interpolations nobody sets. Returns its path and the overrides for the command line."""
+    # The model servers the YAML defines are its judges (or a second policy): each is pointed at the
+    # scripted upstream. An openai_model keeps its block with the scripted URL, key and model; any other
+    # implementation (a vLLM server on GPUs, one this project does not ship) is dropped and its refs
+    # go to the scripted judge.
+    overrides = []
+    dropped = set()
+    for instance, (impl, _) in instances_of(config, "responses_api_models").items():
+        if impl == "openai_model":
+            block = f"{instance}.responses_api_models.openai_model"
+            values = dict(zip(SCRIPTED_OPENAI_KEYS, (judge_url, "sk-survey-judge", "scripted-judge"), strict=True))
+            overrides += [f"+{block}.{key}={value}" for key, value in values.items()]
+        else:
+            dropped.add(instance)
+    defined = (set(config) - dropped) | {"policy_model"}
+    extra: dict[str, Any] = {instance: None for instance in sorted(dropped)}
+    for path, name in model_refs(config, ("resources_servers", "responses_api_agents")):
         if name in defined and name != "???":
             continue
         node = extra
         for part in path:
             node = node.setdefault(part, {})
         node["name"] = SURVEY_JUDGE
-    if extra:
+    if any(value is not None for value in extra.values()):
         extra[SURVEY_JUDGE] = {
             "responses_api_models": {
                 "openai_model": {
@@ -547,12 +600,21 @@ def survey_config(config: dict[str, Any], config_rel: str, judge_url: str, proje
                 }
             }
         }
-    overrides = []
-    for _, node in walk(config):
+    # Interpolations are looked for where they still count: not in dropped blocks, not in the keys set above
+    # (a name set on the command line that nothing reads is refused by ng_run).
+    scanned = {key: value for key, value in config.items() if key not in dropped}
+    for instance, (impl, body) in instances_of(config, "responses_api_models").items():
+        if impl == "openai_model":
+            kept = {key: value for key, value in body.items() if key not in SCRIPTED_OPENAI_KEYS}
+            scanned[instance] = {"responses_api_models": {impl: kept}}
+    for _, node in walk(scanned):
         if not isinstance(node, str):
             continue
         for name in INTERPOLATION.findall(node):
-            if ":" in name or "." in name or name in config or name.startswith("policy_"):
+            # A name the YAML sets to null or ??? is left for the user to set (NeMo Gym's judge YAMLs
+            # end with `judge_base_url: null`): the survey sets it like one nobody defines.
+            unset = config.get(name) in (None, "???")
+            if ":" in name or "." in name or (name in config and not unset) or name.startswith("policy_"):
                 continue
             lowered = name.lower()
             value = None
@@ -677,7 +739,26 @@ def replay_tool_calls(client: httpx.Client, base: str, response: Any) -> None:
         client.post(f"{base}/{item['name']}", json=arguments)
 
 
-def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: float, result: EnvResult) -> None:
+def agents_of(config: dict[str, Any], resources_name: str) -> list[str]:
+    """The agents the YAML defines for this resources server."""
+    return [
+        name
+        for name, (_impl, body) in instances_of(config, "responses_api_agents").items()
+        if isinstance(body.get("resources_server"), dict) and body["resources_server"].get("name") == resources_name
+    ]
+
+
+def verify_rows(
+    head_url: str,
+    resources_name: str,
+    rows_path: Path,
+    timeout: float,
+    result: EnvResult,
+    agents: list[str] | None = None,
+) -> None:
+    """Post each stored rollout to /verify and compare rewards. A stored row without a `response`
+    (some folders store task rows there) is run through its agent's `/run` instead, the scripted
+    policy answering: it counts as verified, with no stored reward to match."""
     lines = stored_rows(rows_path)
     if not lines:
         return
@@ -690,19 +771,41 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
             result.note(f"verify: no running server named {resources_name}")
             return
         base = urls[0].rstrip("/")
-        for number, line in enumerate(lines, 1):
+        agent_urls = {
+            server["name"]: server["url"].rstrip("/") for server in servers if server["name"] in (agents or [])
+        }
+        stored_rows_parsed: list[dict[str, Any] | None] = []
+        for line in lines:
+            try:
+                parsed = json.loads(line)
+            except ValueError:
+                parsed = None
+            stored_rows_parsed.append(parsed if isinstance(parsed, dict) else None)
+        if not any(stored_rows_parsed) and tasks and agent_urls:
+            # Placeholders (`<PLACEHOLDER ROW>`), no rollouts: the task rows are run instead, to see it verify.
+            result.note(f"{rows_path.name} holds no rollouts ({lines[0][:30]!r}): its task rows were run")
+            stored_rows_parsed = [{**task} for task in tasks.values()]
+            result.rows = len(stored_rows_parsed)
+        for number, stored_row in enumerate(stored_rows_parsed, 1):
             if time.monotonic() > deadline:
                 result.note(f"verify timed out after {timeout:.0f} s")
                 return
-            stored_row = json.loads(line)
+            if stored_row is None:
+                result.note(f"{rows_path.name} line {number} is not a JSON object: {lines[number - 1][:40]!r}")
+                continue
             task_row = tasks.get(_input_key(stored_row) or "")
             row = verify_payload(task_row, stored_row)
             try:
                 task = {key: value for key, value in row.items() if key not in ("response", "reward")}
                 client.cookies.clear()
-                client.post(f"{base}/seed_session", json=task)  # stateless servers may refuse: verify decides
-                replay_tool_calls(client, base, row.get("response"))
-                answer = client.post(f"{base}/verify", json=row)
+                if "response" not in row and agent_urls:
+                    named = (row.get("agent_ref") or {}).get("name") if isinstance(row.get("agent_ref"), dict) else None
+                    agent_url = agent_urls.get(named) or next(iter(agent_urls.values()))
+                    answer = client.post(f"{agent_url}/run", json=task)
+                else:
+                    client.post(f"{base}/seed_session", json=task)  # stateless servers may refuse: verify decides
+                    replay_tool_calls(client, base, row.get("response"))
+                    answer = client.post(f"{base}/verify", json=row)
             except httpx.HTTPError as error:
                 result.note(f"verify: {type(error).__name__}: {error}")
                 continue
@@ -725,7 +828,9 @@ def verify_rows(head_url: str, resources_name: str, rows_path: Path, timeout: fl
             stored = stored_row.get("reward")
             if isinstance(stored, (int, float)) and math.isclose(reward, stored, abs_tol=REWARD_TOLERANCE):
                 result.matched += 1
-            elif not result.first_error:
+            elif not isinstance(stored, (int, float)):
+                result.note(f"{rows_path.name} row {number} stores no reward to compare")
+            else:
                 result.note(f"reward {reward} != stored {stored} (row {number})")
 
 
@@ -914,7 +1019,14 @@ def start_and_verify(
                     head = f"http://127.0.0.1:{head_port}"
                     replay_rows(head, stepping[0], rows_path, replay, options.timeout, result)
                 else:
-                    verify_rows(f"http://127.0.0.1:{head_port}", resources_name, rows_path, options.timeout, result)
+                    verify_rows(
+                        f"http://127.0.0.1:{head_port}",
+                        resources_name,
+                        rows_path,
+                        options.timeout,
+                        result,
+                        agents_of(config, resources_name),
+                    )
             except (httpx.HTTPError, ValueError) as error:
                 result.note(f"verify: {type(error).__name__}: {error}")
             result.judge_calls = 0 if stepping else len(upstream.requests) - before  # replayed turns are no judge

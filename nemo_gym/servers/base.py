@@ -374,6 +374,10 @@ class SimpleServer(BaseModel):
     server_client: ServerClient
 
     server_kind: ClassVar[str] = "server"
+    unknown_config_keys: ClassVar[str] = "error"
+    """What a key of the server's YAML block that its config class does not declare does: "error"
+    (a ConfigError naming it, most likely a typo) or "warn" (one warning line on stderr, then the key is
+    ignored: NeMo Gym's own config classes ignore undeclared keys, and its environments' YAMLs rely on it)."""
 
     @property
     def session_cookie_name(self) -> str:
@@ -469,8 +473,10 @@ class SimpleServer(BaseModel):
         unknown = find_unknown_keys(
             config_class, values, prefix=bootstrap.config_key, also_known=SERVER_BLOCK_METADATA_KEYS
         )
-        if unknown:
+        if unknown and cls.unknown_config_keys != "warn":
             raise ConfigError(describe_unknown_keys(unknown))
+        if unknown:
+            print(f"warning: {describe_unknown_keys(unknown)} (ignored)", file=sys.stderr, flush=True)
         try:
             return config_class.model_validate(values)
         except ValidationError as error:

@@ -1,11 +1,12 @@
 """scripts/ng_compat_survey.py on a small checkout of our own, laid out as NeMo Gym lays out its
 environments (app.py, configs/<name>.yaml, data/example_rollouts.jsonl, tests/, requirements.txt).
 
-No NeMo Gym code: the four folders below are written here. `survey_good` passes its test and its
+No NeMo Gym code: the five folders below are written here. `survey_good` passes its test and its
 stored rewards are right; `survey_missing` needs a package that is not installed (so ng_run refuses to
 start it); `survey_wrong` has a failing test and
 one stored reward that its own verify does not give; `survey_judged` names its judge `???`, as NeMo
-Gym's judge environments do, and scores what the survey's scripted judge says.
+Gym's judge environments do, and scores what the survey's scripted judge says; `survey_placeholder`
+is judged the same way but stores placeholders instead of rollouts, so its task rows are run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from types import ModuleType
 
 import httpx
 import pytest
+import yaml
 from fastapi import FastAPI, Request
 
 from nemo_gym.servers.session import SESSION_ID_KEY, SessionIdMiddleware
@@ -233,6 +235,18 @@ def checkout(tmp_path: Path) -> Path:
     write_env(root, "survey_task_field", "def test_nothing_to_check():\n    pass\n", task_rows, "", TASK_FIELD_APP)
     task = {"responses_create_params": {"input": [{"role": "user", "content": "What is 2 + 2?"}]}, "ground_truth": "4"}
     (root / "resources_servers" / "survey_task_field" / "data" / "example.jsonl").write_text(json.dumps(task) + "\n")
+    # Rollouts stored as placeholders (as some NeMo Gym folders do): its task rows are run through its agent.
+    placeholders = ["<PLACEHOLDER ROW>"] * 3
+    write_env(
+        root, "survey_placeholder", "def test_nothing_to_check():\n    pass\n", placeholders, "", JUDGED_APP, True
+    )
+    tasks = [
+        {"responses_create_params": {"input": [{"role": "user", "content": q}]}, "expected": a}
+        for q, a in [("2 + 2?", "4"), ("3 + 3?", "6")]
+    ]
+    (root / "resources_servers/survey_placeholder/data/example.jsonl").write_text(
+        "".join(json.dumps(task) + "\n" for task in tasks)
+    )
     return root
 
 
@@ -273,6 +287,11 @@ def test_survey_reports_tests_start_and_reward_match_per_environment(checkout: P
     assert judged["kind"] == "judge" and judged["started"] is True
     assert (judged["verified"], judged["matched"], judged["judge_calls"]) == (2, 2, 2)
 
+    placeholder = envs["survey_placeholder"]  # two task rows run through the agent, scored by the scripted judge
+    assert placeholder["started"] is True
+    assert (placeholder["rows"], placeholder["verified"], placeholder["matched"]) == (2, 2, 0)
+    assert "holds no rollouts ('<PLACEHOLDER ROW>'): its task rows were run" in placeholder["first_error"]
+
     task_field = envs["survey_task_field"]  # the row without its task has no reward to compare
     assert (task_field["rows"], task_field["verified"], task_field["matched"]) == (2, 1, 1)
     assert (task_field["without_task"], task_field["comparable"], task_field["match_ok"]) == (1, 1, True)
@@ -282,8 +301,8 @@ def test_survey_reports_tests_start_and_reward_match_per_environment(checkout: P
     assert "survey_good" in table and "survey_wrong" in table and "surely-not-installed-pkg-17" in table
     assert "offline    4 envs: import 4, tests pass 3, start 3" in table
     assert "tests pass AND >=95% match 2" in table
-    assert "rows: 7 of 10 verified, 6 with the stored reward, 1 without their task" in table
-    assert "judge envs that start and verify every row against the scripted judge: 1 of 1" in table
+    assert "rows: 9 of 12 verified, 6 with the stored reward, 1 without their task" in table
+    assert "judge envs that start and verify every row against the scripted judge: 2 of 2" in table
     # Nothing is left behind: no temporary project and no server (the survey stops each ng_run's group).
     assert not list(Path(tempfile.gettempdir()).glob("ng_survey_survey_*"))
 
@@ -562,3 +581,81 @@ def test_the_verify_payload_is_the_task_and_the_rollouts_response_as_nemo_gym_re
     assert survey.verify_payload(task, stored) == {**task, "response": response}
     assert survey.verify_payload(None, stored) == stored
     assert survey.verify_payload(task, {"reward": 1.0}) == {"reward": 1.0}
+
+
+def test_the_model_servers_a_judge_yaml_defines_are_pointed_at_the_scripted_upstream(tmp_path: Path):
+    """NeMo Gym's judge YAMLs define their judge (`openai_base_url: ${judge_base_url}` with
+    `judge_base_url: null`, or a GPU-served model of an implementation we do not ship), and an agent
+    may name a model instance only another config defines: each gets the scripted upstream."""
+    survey = load_script()
+
+    def model(impl: str, **body: str) -> dict:
+        return {"responses_api_models": {impl: {"entrypoint": "app.py", **body}}}
+
+    config = {
+        "env": {
+            "resources_servers": {
+                "env": {
+                    "entrypoint": "app.py",
+                    "judge_model_server": {"type": "responses_api_models", "name": "judge_model"},
+                    "genrm_model_server": {"type": "responses_api_models", "name": "genrm_model"},
+                }
+            }
+        },
+        "judge_model": model(
+            "openai_model",
+            openai_base_url="${judge_base_url}",
+            openai_api_key="${judge_api_key}",
+            openai_model="${judge_model_name}",
+        ),
+        "genrm_model": model("genrm_model", model="${genrm_model_name}"),
+        "env_agent_reasoning_off": {
+            "responses_api_agents": {
+                "simple_agent": {
+                    "entrypoint": "app.py",
+                    "resources_server": {"type": "resources_servers", "name": "env"},
+                    "model_server": {"type": "responses_api_models", "name": "policy_model_reasoning_off"},
+                }
+            }
+        },
+        "judge_base_url": None,
+        "judge_api_key": None,
+        "judge_model_name": None,
+    }
+    path, overrides = survey.survey_config(config, "env.yaml", "http://127.0.0.1:1/v1", tmp_path)
+    assert overrides == [
+        "+judge_model.responses_api_models.openai_model.openai_base_url=http://127.0.0.1:1/v1",
+        "+judge_model.responses_api_models.openai_model.openai_api_key=sk-survey-judge",
+        "+judge_model.responses_api_models.openai_model.openai_model=scripted-judge",
+    ]  # and no +genrm_model_name / +judge_base_url, which nothing would read: ng_run refuses those
+    merged = yaml.safe_load(path.read_text())
+    assert merged["genrm_model"] is None
+    assert merged["env"]["resources_servers"]["env"]["genrm_model_server"]["name"] == survey.SURVEY_JUDGE
+    agent = merged["env_agent_reasoning_off"]["responses_api_agents"]["simple_agent"]
+    assert agent["model_server"]["name"] == survey.SURVEY_JUDGE
+    assert merged[survey.SURVEY_JUDGE]["responses_api_models"]["openai_model"]["openai_base_url"].endswith(":1/v1")
+
+    # A name the YAML leaves null and a resources server reads directly is set like one nobody defines.
+    config["env"]["resources_servers"]["env"]["judge_url"] = "${judge_base_url}"
+    _, overrides = survey.survey_config(config, "env.yaml", "http://127.0.0.1:1/v1", tmp_path)
+    assert "+judge_base_url=http://127.0.0.1:1/v1" in overrides
+
+
+def test_the_scripted_judge_answers_in_the_format_the_prompt_asks_for():
+    """A positive verdict each judge prompt's parser reads: an exact `CORRECT`, a SimpleQA-style letter,
+    a PASS/FAIL JSON object, `[[YES]]`; otherwise the common text holding the usual spellings."""
+    survey = load_script()
+
+    def answer(body: dict) -> str:
+        return survey.scripted_turn(body).text
+
+    def asked(prompt: str) -> dict:
+        return {"input": [{"role": "user", "content": [{"type": "input_text", "text": prompt}]}]}
+
+    assert answer(asked("Is it right?\nReply only with CORRECT or INCORRECT.")) == "CORRECT"
+    assert answer({"messages": [{"role": "user", "content": 'Just return the letters "A", "B", or "C".'}]}) == "A"
+    verdict = answer({"instructions": 'Answer as {"result": "PASS"/"FAIL", "explanation": ...}', "input": "x"})
+    assert json.loads(verdict)["result"] == "PASS"
+    assert answer(asked("Respond with exactly [[YES]] or [[NO]] on the last line.")).endswith("[[YES]]")
+    common = answer(asked("Are these equivalent?"))
+    assert "Judgement: Yes" in common and "[[A=B]]" in common and "\\boxed{1}" in common
