@@ -116,9 +116,16 @@ async def rollout(engine: LocalChatEngine, task: dict[str, Any]) -> tuple[str, s
     return json.dumps(calls[0]["function"]["arguments"]) if calls else "", answer.get("content") or ""
 
 
+STORY = {
+    "messages": [{"role": "user", "content": "Write a long story about a dragon and a knight."}],
+    "temperature": 0.8,
+    "max_tokens": 120,
+}
+
+
 @pytest.mark.local_model
-@pytest.mark.slow  # twelve generations on the real model
-def test_two_rollouts_of_one_task_at_temperature_0_say_the_same_thing():
+@pytest.mark.slow  # a dozen generations on the real model
+def test_a_rollout_at_temperature_0_says_the_same_whatever_runs_beside_it():
     if importlib.util.find_spec("xllamacpp") is None:
         pytest.skip("xllamacpp is not installed (pip install 'nemo-gym-lite[local]')")
     try:
@@ -127,13 +134,22 @@ def test_two_rollouts_of_one_task_at_temperature_0_say_the_same_thing():
         pytest.skip(str(error))
     tasks = [json.loads(line) for line in TASKS.read_text().splitlines()[:3]]
 
-    async def pairs(engine: LocalChatEngine) -> list[tuple[tuple[str, str], ...]]:
-        # Both rollouts of a task in flight at once on the two slots, as ng_collect_rollouts runs them.
-        done = await asyncio.gather(*(rollout(engine, task) for task in tasks for _ in range(2)))
-        return [(done[2 * i], done[2 * i + 1]) for i in range(len(tasks))]
+    async def runs(engine: LocalChatEngine) -> dict[str, tuple[str, str]]:
+        found = {"alone": await rollout(engine, tasks[0])}
+        # Beside a sampling request that is generating: llama.cpp would batch their tokens together.
+        story = asyncio.ensure_future(engine.chat(dict(STORY)))
+        await asyncio.sleep(0.5)
+        found["beside another request"] = await rollout(engine, tasks[0])
+        await story
+        # After other tasks left their prompts (which share the instructions and tools) in the slots' caches.
+        await asyncio.gather(*(rollout(engine, task) for task in tasks[1:]))
+        found["after other prompts"] = await rollout(engine, tasks[0])
+        # Its pair in flight at the same time, as ng_collect_rollouts runs a task's repeats.
+        pair = await asyncio.gather(rollout(engine, tasks[0]), rollout(engine, tasks[0]))
+        found["pair, first"], found["pair, second"] = pair
+        return found
 
     with LocalChatEngine(n_ctx=2048, n_parallel=2, force_tool_call_after_user=True) as engine:
-        found = asyncio.run(pairs(engine))
-    for one, other in found:
-        assert one == other
-        assert one[0]  # the forced first turn called the tool
+        found = asyncio.run(runs(engine))
+    assert found["alone"][0], "the forced first turn called the tool"
+    assert {name: found["alone"] for name in found} == found
