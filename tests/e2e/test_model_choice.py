@@ -58,7 +58,7 @@ def clean_env(**variables: str) -> dict[str, str]:
     return env | variables
 
 
-def collect(output: Path, *extra: str, env: dict[str, str], limit: int = 2):
+def collect(output: Path, *extra: str, env: dict[str, str], limit: int = 2, timeout: float = 240):
     return cli(
         "ng_collect_rollouts",
         f"+agent_name={TUTORIAL_AGENT}",
@@ -67,7 +67,7 @@ def collect(output: Path, *extra: str, env: dict[str, str], limit: int = 2):
         f"+limit={limit}",
         *extra,
         env=env,
-        timeout=240,
+        timeout=timeout,
     )
 
 
@@ -132,8 +132,10 @@ def test_one_command_collection_on_the_local_model_needs_no_key(tmp_path):
         "+model=local",
         f"+head_server.port={free_port()}",
         "+responses_create_params.max_output_tokens=48",
+        "+startup_timeout_s=600",  # a busy machine loads the weights slowly
         env=clean_env(),
         limit=1,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stderr
     [row] = [json.loads(line) for line in output.read_text().splitlines()]
