@@ -2,8 +2,9 @@
 
 The tutorial's `+responses_create_params.temperature=0.0` used to give "SFO" in one rollout and
 "San Francisco" in its pair: llama.cpp computed them in different batch shapes (the other slot's
-tokens alongside, a prefix cached by another request). The real-model test runs pairs at once on
-two slots, the way a collection does; the others check the mechanism without loading weights.
+tokens alongside, a prefix cached by another request). The real-model test runs one task alone,
+beside a sampling request and as a concurrent pair (on main: "SFO" alone, "San Francisco" beside
+the other request); the others check the mechanism without loading weights.
 """
 
 from __future__ import annotations
@@ -119,37 +120,36 @@ async def rollout(engine: LocalChatEngine, task: dict[str, Any]) -> tuple[str, s
 STORY = {
     "messages": [{"role": "user", "content": "Write a long story about a dragon and a knight."}],
     "temperature": 0.8,
-    "max_tokens": 120,
+    "max_tokens": 150,
 }
 
 
 @pytest.mark.local_model
-@pytest.mark.slow  # a dozen generations on the real model
+@pytest.mark.slow  # eight generations and a story on the real model
 def test_a_rollout_at_temperature_0_says_the_same_whatever_runs_beside_it():
+    """On main, the tutorial's first task said {"city": "SFO"} alone and "San Francisco" beside a sampling request."""
     if importlib.util.find_spec("xllamacpp") is None:
         pytest.skip("xllamacpp is not installed (pip install 'nemo-gym-lite[local]')")
     try:
         default_model_path()
     except ModelWeightsNotFoundError as error:
         pytest.skip(str(error))
-    tasks = [json.loads(line) for line in TASKS.read_text().splitlines()[:3]]
+    task = json.loads(TASKS.read_text().splitlines()[0])
 
     async def runs(engine: LocalChatEngine) -> dict[str, tuple[str, str]]:
-        found = {"alone": await rollout(engine, tasks[0])}
-        # Beside a sampling request that is generating: llama.cpp would batch their tokens together.
+        found = {"alone": await rollout(engine, task)}
+        # Beside a sampling request that is generating: llama.cpp would batch their tokens together,
+        # and the first rollout's prompt now sits in a slot's cache.
         story = asyncio.ensure_future(engine.chat(dict(STORY)))
-        await asyncio.sleep(0.5)
-        found["beside another request"] = await rollout(engine, tasks[0])
+        await asyncio.sleep(0.3)
+        found["beside another request"] = await rollout(engine, task)
         await story
-        # After other tasks left their prompts (which share the instructions and tools) in the slots' caches.
-        await asyncio.gather(*(rollout(engine, task) for task in tasks[1:]))
-        found["after other prompts"] = await rollout(engine, tasks[0])
         # Its pair in flight at the same time, as ng_collect_rollouts runs a task's repeats.
-        pair = await asyncio.gather(rollout(engine, tasks[0]), rollout(engine, tasks[0]))
-        found["pair, first"], found["pair, second"] = pair
+        found["pair, first"], found["pair, second"] = await asyncio.gather(rollout(engine, task), rollout(engine, task))
         return found
 
-    with LocalChatEngine(n_ctx=2048, n_parallel=2, force_tool_call_after_user=True) as engine:
+    # The shipped local_model settings (configs/local_model.yaml).
+    with LocalChatEngine(n_ctx=4096, n_parallel=2, force_tool_call_after_user=True) as engine:
         found = asyncio.run(runs(engine))
     assert found["alone"][0], "the forced first turn called the tool"
     assert {name: found["alone"] for name in found} == found
