@@ -14,7 +14,8 @@ The tree, grouped by what the caller can do about it:
     │   │   ├── ServerRefNotFoundError      a server ref names no configured instance
     │   │   ├── AlmostServerError           a server-shaped block that fails validation
     │   │   ├── PortConflictError           two servers asked for one port
-    │   │   └── NoServerInstancesError      nothing to start
+    │   │   ├── NoServerInstancesError      nothing to start
+    │   │   └── ModelChoiceError            a `+model=` naming no known provider, lacking its key or address, or a second policy
     │   ├── InputDataError              a malformed input JSONL line (file, line, field)
     │   ├── OutputExistsError           output file exists and neither resume nor overwrite was asked
     │   ├── OutputLockedError           another collector is writing the same output file (names its PID)
@@ -106,6 +107,11 @@ class PortConflictError(ConfigError):
 
 class NoServerInstancesError(ConfigError):
     """The config defines no server instance to start."""
+
+
+class ModelChoiceError(ConfigError):
+    """`+model=` names no known provider, lacks the key or address its provider needs, or meets a
+    config that already defines `policy_model`."""
 
 
 class InputDataError(InputError):

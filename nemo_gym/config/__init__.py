@@ -12,7 +12,8 @@ a one-line message that names the file, key or override at fault.
 Modules: `_overrides` (CLI grammar), `_files` (YAML, env.yaml, includes), `_servers` (finding and
 checking instances), `_ports` (addresses), `_loader` (the pipeline and GlobalConfig), `_sources`
 (who set what), `_references` (`${...}` uses, and the error for an unset one), `_params` (every
-command-line key must mean something), `_redact`.
+command-line key must mean something), `_model_choice` (`+model=` picks the policy model server),
+`_redact`.
 """
 
 from nemo_gym.config._files import ENV_YAML, find_project_root

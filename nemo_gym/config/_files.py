@@ -29,7 +29,7 @@ def find_project_root(start: pathlib.Path | None = None) -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[2]
 
 
-def _load_yaml(path: pathlib.Path) -> DictConfig:
+def load_config_file(path: pathlib.Path) -> DictConfig:
     try:
         loaded = OmegaConf.load(path)
     except yaml.MarkedYAMLError as exc:
@@ -94,7 +94,7 @@ def expand_includes(entries: list[str], dirs: list[pathlib.Path]) -> list[tuple[
         if path in seen:
             return
         seen.add(path)
-        cfg = _load_yaml(path)
+        cfg = load_config_file(path)
         # Unresolved on purpose: includes are read before anything they could interpolate exists.
         raw = container_of(cfg, resolve=False, where=str(path)) if "config_paths" in cfg else {}
         raw_nested = raw.get("config_paths") if isinstance(raw, dict) else None
@@ -113,5 +113,5 @@ def load_env_yaml(dirs: list[pathlib.Path]) -> tuple[pathlib.Path | None, DictCo
     for folder in dirs:
         path = folder / ENV_YAML
         if path.is_file():
-            return path, _load_yaml(path)
+            return path, load_config_file(path)
     return None, OmegaConf.create()

@@ -10,7 +10,15 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from nemo_gym.config._files import expand_includes, find_project_root, load_env_yaml, paths_list, search_dirs
+from nemo_gym.config._files import (
+    expand_includes,
+    find_project_root,
+    load_config_file,
+    load_env_yaml,
+    paths_list,
+    search_dirs,
+)
+from nemo_gym.config._model_choice import choose_model
 from nemo_gym.config._nodes import as_port, container_of, first_line, is_missing, resolved, str_value
 from nemo_gym.config._overrides import parse_overrides
 from nemo_gym.config._ports import assign_addresses
@@ -189,8 +197,14 @@ def load_global_config(
     env_path, env = load_env_yaml(dirs)
     entries = _read_config_paths(_merge([env, cli], "env.yaml with the command line"))
     files = expand_includes(entries, dirs)
+    # `+model=...`: the provider's config file joins the files, its layer (model name, address, key) right above them.
+    choice = choose_model(cli, env, env_path, files, root)
+    layers: list[DictConfig] = []
+    if choice is not None:
+        files.append((choice.config_file, load_config_file(choice.config_file)))
+        layers.append(choice.layer)
     base = [OmegaConf.create(dict(defaults))] if defaults else []
-    raw = _merge(base + [cfg for _, cfg in files] + [env, cli], "config files, env.yaml and the command line")
+    raw = _merge(base + [cfg for _, cfg in files] + layers + [env, cli], "config files, env.yaml and the command line")
     if files or "config_paths" in raw:
         raw.config_paths = [str(path) for path, _ in files]
     sources = ConfigSources(cli=cli, env=env, env_path=env_path, env_searched=tuple(dirs), files=tuple(files))

@@ -60,6 +60,12 @@ class SharedParameters(pydantic.BaseModel):
     config_paths: list[str] | None = pydantic.Field(None, description="YAML config files to merge (later ones win).")
     head_server: HeadServerConfig = pydantic.Field(default_factory=lambda: HeadServerConfig.model_validate({}))
     default_host: str = pydantic.Field(DEFAULT_HOST, description="Host for servers that set none.")
+    model: str | None = pydantic.Field(
+        None,
+        description="Choose the policy model server without editing configs: local, openai/<model>, "
+        "vllm/<model>@<base_url>, azure/<deployment> (keys from env.yaml's policy_api_key or OPENAI_API_KEY, "
+        "AZURE_OPENAI_API_KEY, VLLM_API_KEY).",
+    )
     error_on_almost_servers: bool = pydantic.Field(
         True, description="A server-shaped block that fails validation is an error (false: skip it with a warning)."
     )

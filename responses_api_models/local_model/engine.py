@@ -13,6 +13,11 @@ multi-turn rollout's prompts extend each other exactly.
 Blocking llama.cpp calls run on a private thread pool with one worker per
 slot: requests beyond `n_parallel` queue there (and can still be cancelled
 while queued) instead of overloading the engine.
+
+Temperature 0 is deterministic: such a request runs alone and recomputes its whole prompt (see
+`_EngineGate`), because llama.cpp decodes the parallel slots' tokens in one batch and reuses cached
+prompt prefixes, and on the CPU a token's logits depend, in their last bits, on the shape of the
+batch that computed them; greedy decoding turns those bits into different answers.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ import asyncio
 import importlib.util
 import json
 import os
+import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -55,6 +63,57 @@ DEFAULT_TEMPERATURE = 0.7
 
 # Request keys passed to llama.cpp as they are; everything else is handled here or dropped.
 _PASSTHROUGH_KEYS = ("top_p", "seed", "stop", "presence_penalty", "frequency_penalty", "logit_bias", "response_format")
+
+
+class _EngineGate:
+    """Requests share the engine, up to `n_parallel` at once; a greedy one (temperature 0) has it to itself.
+
+    llama.cpp decodes the tokens of every busy slot in one batch, and a slot's prompt may start from
+    another request's cached prefix. On the CPU the logits of a token come out slightly different
+    (last bits) for different batch shapes, and at temperature 0 those bits decide close calls: the
+    same rollout said "SFO" once and "San Francisco" in its pair. Alone, with its prompt computed
+    from scratch, a greedy request always meets the same arithmetic. Greedy requests wait for the
+    running ones to finish, and new ones wait behind a greedy request, so neither side starves.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._sharing = 0
+        self._alone = False
+        self._waiting_alone = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._alone and not self._waiting_alone)
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._sharing -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._condition:
+            self._waiting_alone += 1
+            try:
+                self._condition.wait_for(lambda: not self._alone and self._sharing == 0)
+            finally:
+                self._waiting_alone -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._alone = False
+                self._condition.notify_all()
+
+
+def is_greedy(request: dict[str, Any]) -> bool:
+    """Temperature 0 (or below): llama.cpp then always takes the most likely token."""
+    return float(request.get("temperature", DEFAULT_TEMPERATURE)) <= 0.0
 
 
 class ModelWeightsNotFoundError(ConfigError):
@@ -138,6 +197,7 @@ class LocalChatEngine:
         self._server = _load_server(path, n_ctx=n_ctx, n_parallel=n_parallel, n_threads=n_threads)
         self._vocabulary_size: int | None = None  # read from llama.cpp on the first token-id prompt
         self._executor = ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="local-model-slot")
+        self._gate = _EngineGate()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -290,6 +350,9 @@ class LocalChatEngine:
         for key in _PASSTHROUGH_KEYS:
             if params.get(key) is not None:
                 request[key] = params[key]
+        if is_greedy(request):
+            # A prefix cached by another request was computed in another batch shape (see _EngineGate).
+            request["cache_prompt"] = False
         return request
 
     async def _generate(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -301,9 +364,10 @@ class LocalChatEngine:
         if server is None:
             raise LocalModelRuntimeError("this LocalChatEngine was closed while the request waited for a slot")
         try:
-            if "prompt" in request:
-                return server.handle_completions(request)
-            return server.handle_chat_completions(request)
+            with self._gate.alone() if is_greedy(request) else self._gate.shared():
+                if "prompt" in request:
+                    return server.handle_completions(request)
+                return server.handle_chat_completions(request)
         except ValueError as error:  # llama.cpp's way of rejecting a malformed request
             raise LocalModelRequestError(f"the local model rejected the request: {error}") from error
 
