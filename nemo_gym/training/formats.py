@@ -50,15 +50,21 @@ def to_trl(row: Row) -> Row:
 
 
 def to_verl(row: Row) -> Row:
-    """veRL agent-loop output: tool tokens inside the response with mask 0."""
+    """veRL agent-loop output: tool tokens inside the response with mask 0.
+
+    `num_turns` is veRL's count of chat turns, user + assistant + tool: the first prompt, each model call and
+    each run of environment tokens between calls (its tool agent loop's `user_turns + assistant_turns + 1`; a
+    single-turn rollout is 2). Our count of model calls stays beside it as `num_model_calls`."""
     sequence = token_sequence(row)
+    environment_turns = sum(1 for segment in sequence.segments if not segment.is_model)
     return {
         "prompt_ids": sequence.prompt_ids,
         "response_ids": sequence.response_ids,
         "response_mask": sequence.response_mask,
         "response_logprobs": sequence.response_log_probs,
         "reward_score": reward_of(row),
-        "num_turns": sequence.num_turns,
+        "num_turns": 1 + environment_turns + sequence.num_turns,
+        "num_model_calls": sequence.num_turns,
         # AgentLoopOutput.extra_fields become DataProto.non_tensor_batch columns: GRPO groups by its "uid".
         "extra_fields": {"uid": group_uid(row)},
         **group_fields(row),
@@ -66,33 +72,69 @@ def to_verl(row: Row) -> Row:
 
 
 def to_nemo_rl(row: Row) -> Row:
-    """NeMo RL message log: the first prompt as `user`, then assistant turns and the environment's
-    tokens between them (`tool`); the role is the loss mask."""
+    """NeMo RL message log as its NeMo Gym environment builds one: before each assistant turn a `user` message
+    holding the tokens the prompt gained since the last turn (the first prompt, then what the environment added:
+    tool results, user turns; empty when nothing was added), so its `turn_count` (user messages) is the number
+    of model calls. NeMo RL knows two roles, trained (`assistant`) and not (`user`); the role is the loss mask."""
     sequence = token_sequence(row)
-    message_log: list[Row] = [{"role": "user", "token_ids": sequence.prompt_ids}]
+    message_log: list[Row] = []
+    pending = list(sequence.prompt_ids)
     for segment in sequence.segments:
-        if segment.is_model:
-            message_log.append(
-                {"role": "assistant", "token_ids": segment.token_ids, "generation_logprobs": segment.log_probs}
-            )
-        else:
-            message_log.append({"role": "tool", "token_ids": segment.token_ids})
+        if not segment.is_model:
+            pending += segment.token_ids
+            continue
+        message_log.append({"role": "user", "token_ids": pending})
+        message_log.append(
+            {"role": "assistant", "token_ids": segment.token_ids, "generation_logprobs": segment.log_probs}
+        )
+        pending = []
     # `idx` is NeMo RL's DatumSpec field for the dataset row a sample came from.
     return {"message_log": message_log, "reward": reward_of(row), "idx": row.get("_ng_task_index"), **group_fields(row)}
 
 
+SKYRL_STOP_REASONS: dict[str, str] = {
+    "completed": "stop",
+    "max_steps": "stop",
+    "max_output_tokens": "length",
+    "context_limit": "length",
+    "deadline": "abort",
+}
+"""Our `episode_end` -> SkyRL's `stop_reasons`, which is the inference engine's finish reason of the
+episode's last generation ("stop", "length", "abort"), read by SkyRL's `apply_overlong_filtering` and
+`zero_reward_on_non_stop` (both act on anything but "stop"). At `max_steps` the last generation ended on its
+own, as in SkyRL's own loop when the environment ends the episode at `max_turns`; a full context is "length"
+as in SkyRL's loop when the prompt outgrows `max_input_length`; a `deadline` abandoned the generation in
+flight. Any other reason an incomplete response names is "abort": not a clean stop, not a token limit."""
+
+
+def _index_of(row: Row, key: str) -> int:
+    value = row.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TokenDataError(f"{key}: must be a non-negative integer, got {value!r}", field=key)
+    return value
+
+
 def to_skyrl(row: Row) -> Row:
-    """One sample of SkyRL's GeneratorOutput: each key is that field's entry for this rollout."""
+    """One sample of SkyRL's GeneratorOutput: each key is that field's entry for this rollout.
+
+    `trajectory_ids` holds the fields of SkyRL's `TrajectoryID` dataclass (`instance_id`: str, the GRPO
+    group; `repetition_id`: int), which JSON cannot carry as the object itself: build it with
+    `TrajectoryID(**record["trajectory_ids"])`. Our own `episode_end` stays beside SkyRL's `stop_reasons`."""
     sequence = token_sequence(row)
+    # Rows written before agents recorded `episode_end` get it inferred from the response, as the viewer does.
+    ending = episode_end(row)
     return {
         "prompt_token_ids": sequence.prompt_ids,
         "response_ids": sequence.response_ids,
         "rewards": reward_of(row),
         "loss_masks": sequence.response_mask,
         "rollout_logprobs": sequence.response_log_probs,
-        # Rows written before agents recorded `episode_end` get it inferred from the response, as the viewer does.
-        "stop_reasons": episode_end(row),
-        "trajectory_ids": f"{row.get('_ng_task_index')}_{row.get('_ng_rollout_index')}",
+        "stop_reasons": SKYRL_STOP_REASONS.get(ending, "abort"),
+        "trajectory_ids": {
+            "instance_id": str(_index_of(row, "_ng_task_index")),
+            "repetition_id": _index_of(row, "_ng_rollout_index"),
+        },
+        "episode_end": ending,
         **group_fields(row),
     }
 

@@ -70,7 +70,7 @@ def test_cut_off_episodes_and_low_rewards_are_dropped_when_asked(tmp_path):
         source, tmp_path / "out.jsonl", ExportOptions(format="skyrl", drop_cut_off=True, min_reward=0.5)
     )
     records = read_records(tmp_path / "out.jsonl")
-    assert [record["trajectory_ids"] for record in records] == ["0_0"]
+    assert [record["trajectory_ids"] for record in records] == [{"instance_id": "0", "repetition_id": 0}]
     assert summary.dropped == {"incomplete_group": 0, "cut_off": 1, "below_min_reward": 1}
 
 
@@ -84,7 +84,8 @@ def test_a_row_without_episode_end_is_judged_from_its_response(tmp_path):
 
     summary = export_file(source, tmp_path / "out.jsonl", ExportOptions(format="skyrl", drop_cut_off=True))
     [record] = read_records(tmp_path / "out.jsonl")
-    assert record["trajectory_ids"] == "0_0" and record["stop_reasons"] == "completed"
+    assert record["trajectory_ids"] == {"instance_id": "0", "repetition_id": 0}
+    assert (record["stop_reasons"], record["episode_end"]) == ("stop", "completed")
     assert summary.dropped["cut_off"] == 1
 
 

@@ -45,7 +45,7 @@ def trainer_group(format: str, record: dict) -> object:
     if format == "nemo_rl":
         return record["idx"]  # DatumSpec.idx
     if format == "skyrl":
-        return record["trajectory_ids"].split("_")[0]
+        return record["trajectory_ids"]["instance_id"]  # TrajectoryID.instance_id
     return record["_ng_task_index"]  # TRL groups by position; the id is there to check it by
 
 

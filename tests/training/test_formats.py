@@ -33,14 +33,14 @@ def test_verl_response_interleaves_tool_tokens_with_mask_zero_and_counts_turns()
     assert record["response_mask"] == EXPECTED_MASK
     assert record["response_logprobs"] == pytest.approx(EXPECTED_LOG_PROBS)
     assert record["reward_score"] == 0.5
-    assert record["num_turns"] == 3
+    assert record["num_turns"] == 6  # veRL's count: the prompt, 2 tool turns, 3 assistant turns
 
 
 def test_nemo_rl_message_log_alternates_and_only_assistant_messages_carry_log_probs():
     record = to_nemo_rl(make_row(reward=1.0))
     log = record["message_log"]
 
-    assert [message["role"] for message in log] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert [message["role"] for message in log] == ["user", "assistant", "user", "assistant", "user", "assistant"]
     assert [token for message in log for token in message["token_ids"]] == FULL_SEQUENCE
     for message, (start, end) in zip([m for m in log if m["role"] == "assistant"], BOUNDARIES, strict=True):
         assert message["token_ids"] == FULL_SEQUENCE[start:end]
@@ -57,8 +57,8 @@ def test_skyrl_sample_carries_stop_reason_and_trajectory_id():
     assert record["loss_masks"] == EXPECTED_MASK
     assert record["rollout_logprobs"] == pytest.approx(EXPECTED_LOG_PROBS)
     assert record["rewards"] == 0.25
-    assert record["stop_reasons"] == "max_steps"
-    assert record["trajectory_ids"] == "3_1"
+    assert record["stop_reasons"] == "stop" and record["episode_end"] == "max_steps"
+    assert record["trajectory_ids"] == {"instance_id": "3", "repetition_id": 1}
 
 
 def test_messages_are_plain_chat_with_tool_results_and_need_no_token_ids():
@@ -117,7 +117,7 @@ def test_the_empty_turn_of_a_full_context_is_skipped_not_a_broken_prefix():
     )
     record = to_trl(row)
     assert record["prompt_ids"] + record["completion_ids"] == FULL_SEQUENCE
-    assert to_skyrl(row)["stop_reasons"] == "context_limit"
+    assert to_skyrl(row)["stop_reasons"] == "length" and to_skyrl(row)["episode_end"] == "context_limit"
 
 
 def with_last_turn(**fields) -> dict:
