@@ -22,7 +22,8 @@ class ExportTrainingDataConfig(BaseModel):
     output_jsonl_fpath: str = Field(description="Where the training records are written, one per line.")
     format: Literal["trl", "verl", "nemo_rl", "skyrl", "messages"] = Field(description="The trainer's shape.")
     drop_incomplete_groups: bool = Field(
-        False, description="Leave out every task with fewer than num_repeats rollouts (GRPO groups)."
+        False,
+        description="Leave out every task with fewer than num_repeats rollouts left after the other filters (GRPO groups).",
     )
     drop_cut_off: bool = Field(False, description="Leave out rollouts whose episode_end is not 'completed'.")
     min_reward: float | None = Field(None, description="Leave out rollouts with a lower reward.")

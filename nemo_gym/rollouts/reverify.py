@@ -46,23 +46,35 @@ REWARD_TOLERANCE = 1e-9
 def read_rollouts(path: str | Path) -> Iterator[tuple[int, JSONDict]]:
     """(line number, row) for each non-blank line; a line that is not a rollout row is an
     InputDataError naming it, raised before anything is sent when the caller checks first."""
+    for line_number, _, row in read_rollouts_at(path):
+        yield line_number, row
+
+
+def read_rollouts_at(path: str | Path) -> Iterator[tuple[int, int, JSONDict]]:
+    """`read_rollouts` plus each line's byte offset, for readers that come back to a row by seeking."""
     path = Path(path)
     if not path.is_file():
         raise InputDataError("rollouts file does not exist", path=str(path))
     with path.open("rb") as handle:
+        offset = 0
         for line_number, raw in enumerate(handle, start=1):
+            start, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
-            try:
-                row = orjson.loads(raw)
-            except orjson.JSONDecodeError as error:
-                raise InputDataError(json_line_error(error, raw), path=str(path), line=line_number) from None
-            if not isinstance(row, dict):
-                raise InputDataError("expected a JSON object", path=str(path), line=line_number)
-            for name, kind in (("response", dict), ("responses_create_params", dict)):
-                if not isinstance(row.get(name), kind):
-                    raise InputDataError("missing or not an object", path=str(path), line=line_number, field=name)
-            yield line_number, row
+            yield line_number, start, parse_rollout_line(raw, path, line_number)
+
+
+def parse_rollout_line(raw: bytes, path: Path, line_number: int) -> JSONDict:
+    try:
+        row = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InputDataError(json_line_error(error, raw), path=str(path), line=line_number) from None
+    if not isinstance(row, dict):
+        raise InputDataError("expected a JSON object", path=str(path), line=line_number)
+    for name, kind in (("response", dict), ("responses_create_params", dict)):
+        if not isinstance(row.get(name), kind):
+            raise InputDataError("missing or not an object", path=str(path), line=line_number, field=name)
+    return row
 
 
 class TaskRows:

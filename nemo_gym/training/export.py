@@ -1,14 +1,23 @@
-"""Stream a rollouts file into one trainer format, dropping what should not be trained on.
+"""Stream a rollouts file into one trainer format, group by group, dropping what should not be trained on.
 
-Two passes over the input: the first tallies each task's rollout indices (for `drop_incomplete_groups`:
-GRPO's baseline is wrong when a group lost a member; "complete" is `nemo_gym.rollouts.groups`' one
-definition, the one the collection's `_groups.jsonl` and the quality report use), the second converts
-and writes one row at a time, so a file of any size needs memory only for two bit masks per task.
+A collection writes rows as they finish, so a group's members lie scattered and out of rollout order
+((0,0),(0,2),(0,1),(1,0),...). Trainers read groups by position (TRL's `num_generations` consecutive
+completions, NeMo RL's repeated prompts) or by id (veRL's `uid`), so the export writes each task's
+rows together, tasks in ascending order, each in rollout order; rows that name no task come last, in
+file order.
+
+Two passes over the input. The first applies the per-row filters (`drop_cut_off`, `min_reward`), tallies
+the rollout indices of the rows that survive them (for `drop_incomplete_groups`: GRPO's baseline is wrong
+when a group lost a member, whether to a failure or to another filter; "complete" is
+`nemo_gym.rollouts.groups`' one definition) and notes where each row starts. The second seeks to each row
+in group order, converts it and writes it. Memory is a few integers per row, never a row.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, Field
@@ -17,7 +26,7 @@ from nemo_gym.errors import InputDataError
 from nemo_gym.rollouts.groups import GroupTally, group_size_of
 from nemo_gym.rollouts.job_identity import job_record_path
 from nemo_gym.rollouts.quality import is_cut_off
-from nemo_gym.rollouts.reverify import read_rollouts
+from nemo_gym.rollouts.reverify import parse_rollout_line, read_rollouts, read_rollouts_at
 from nemo_gym.training.formats import FORMATS
 from nemo_gym.training.turns import TokenDataError
 
@@ -55,34 +64,66 @@ def group_size(source: Path, options: ExportOptions) -> int:
     )
 
 
+class _Placed(NamedTuple):
+    """Where one row goes in the output (sort key first) and what the per-row filters said of it."""
+
+    task: float
+    rollout: float
+    line: int
+    offset: int
+    dropped_for: str | None
+
+
+def _position(value: Any) -> float:
+    # Rows that name no task (or a malformed index) sort after every group, in file order.
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else math.inf
+
+
+def _row_filter(row: dict[str, Any], options: ExportOptions) -> str | None:
+    if options.drop_cut_off and is_cut_off(row):
+        return "cut_off"
+    if options.min_reward is not None and float(row.get("reward") or 0.0) < options.min_reward:
+        return "below_min_reward"
+    return None
+
+
 def export_file(source: str | Path, target: str | Path, options: ExportOptions) -> ExportSummary:
     source, target = Path(source), Path(target)
     convert = FORMATS[options.format]
-    groups: GroupTally | None = None
-    if options.drop_incomplete_groups:
-        groups = GroupTally(group_size(source, options)).add_rows(row for _, row in read_rollouts(source))
+    groups = GroupTally(group_size(source, options)) if options.drop_incomplete_groups else None
+
+    placed: list[_Placed] = []
+    for line, offset, row in read_rollouts_at(source):
+        reason = _row_filter(row, options)
+        if groups is not None and reason is None:
+            groups.add_row(row)  # only survivors count: a group that lost a member to a filter is incomplete
+        task = _position(row.get("_ng_task_index"))
+        rollout = _position(row.get("_ng_rollout_index")) if task != math.inf else math.inf
+        placed.append(_Placed(task, rollout, line, offset, reason))
+    placed.sort()
 
     summary = ExportSummary()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     try:
-        with partial.open("wb") as out:
-            for line, row in read_rollouts(source):
+        with source.open("rb") as rows, partial.open("wb") as out:
+            for place in placed:
+                if place.dropped_for is not None:
+                    summary.dropped[place.dropped_for] += 1
+                    continue
+                rows.seek(place.offset)
+                row = parse_rollout_line(rows.readline(), source, place.line)
                 if groups is not None and not groups.is_complete(row.get("_ng_task_index")):
                     summary.dropped["incomplete_group"] += 1
-                elif options.drop_cut_off and is_cut_off(row):
-                    summary.dropped["cut_off"] += 1
-                elif options.min_reward is not None and float(row.get("reward") or 0.0) < options.min_reward:
-                    summary.dropped["below_min_reward"] += 1
-                else:
-                    try:
-                        record = convert(row)
-                    except TokenDataError as error:
-                        refused = InputDataError(str(error), path=str(source), line=line)
-                        refused.field = error.field  # already leads the message: `file:line: field: what is wrong`
-                        raise refused from None
-                    out.write(orjson.dumps(record) + b"\n")
-                    summary.written += 1
+                    continue
+                try:
+                    record = convert(row)
+                except TokenDataError as error:
+                    refused = InputDataError(str(error), path=str(source), line=place.line)
+                    refused.field = error.field  # already leads the message: `file:line: field: what is wrong`
+                    raise refused from None
+                out.write(orjson.dumps(record) + b"\n")
+                summary.written += 1
         # Written under another name and moved into place whole: a refused row never leaves half a file.
         partial.replace(target)
     finally:

@@ -24,6 +24,18 @@ def reward_of(row: Row) -> float:
     return float(reward)
 
 
+def group_fields(row: Row) -> Row:
+    """The row's group (its task) and place in it, under our own names, on every token record: a trainer
+    that groups by position gets them to check the order by, one that groups by id (veRL) copies them."""
+    return {"_ng_task_index": row.get("_ng_task_index"), "_ng_rollout_index": row.get("_ng_rollout_index")}
+
+
+def group_uid(row: Row) -> str | None:
+    """veRL's group id (`non_tensor_batch["uid"]`, compared by equality): the task index as a string."""
+    task = row.get("_ng_task_index")
+    return None if task is None else str(task)
+
+
 def to_trl(row: Row) -> Row:
     """TRL GRPOTrainer `rollout_func` fields: the completion is every token after the first prompt."""
     sequence = token_sequence(row)
@@ -33,6 +45,7 @@ def to_trl(row: Row) -> Row:
         "logprobs": sequence.response_log_probs,
         "env_mask": sequence.response_mask,
         "reward": reward_of(row),
+        **group_fields(row),
     }
 
 
@@ -52,6 +65,9 @@ def to_verl(row: Row) -> Row:
         "reward_score": reward_of(row),
         "num_turns": 1 + environment_turns + sequence.num_turns,
         "num_model_calls": sequence.num_turns,
+        # AgentLoopOutput.extra_fields become DataProto.non_tensor_batch columns: GRPO groups by its "uid".
+        "extra_fields": {"uid": group_uid(row)},
+        **group_fields(row),
     }
 
 
@@ -72,7 +88,8 @@ def to_nemo_rl(row: Row) -> Row:
             {"role": "assistant", "token_ids": segment.token_ids, "generation_logprobs": segment.log_probs}
         )
         pending = []
-    return {"message_log": message_log, "reward": reward_of(row)}
+    # `idx` is NeMo RL's DatumSpec field for the dataset row a sample came from.
+    return {"message_log": message_log, "reward": reward_of(row), "idx": row.get("_ng_task_index"), **group_fields(row)}
 
 
 SKYRL_STOP_REASONS: dict[str, str] = {
@@ -118,6 +135,7 @@ def to_skyrl(row: Row) -> Row:
             "repetition_id": _index_of(row, "_ng_rollout_index"),
         },
         "episode_end": ending,
+        **group_fields(row),
     }
 
 

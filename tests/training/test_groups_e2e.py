@@ -73,3 +73,21 @@ def test_a_failed_member_marks_its_group_incomplete_everywhere_until_a_resume(st
         output, tmp_path / "trl_after.jsonl", ExportOptions(format="trl", drop_incomplete_groups=True)
     )
     assert summary.written == 9 and summary.dropped["incomplete_group"] == 0
+
+    # The resume appended Oslo's rollout 0 after everything else: the file is out of group order,
+    # every export is in it, each record naming its group where its trainer looks.
+    pairs = [
+        (row["_ng_task_index"], row["_ng_rollout_index"]) for row in map(json.loads, output.read_text().splitlines())
+    ]
+    assert pairs[-1] == (1, 0) and pairs != sorted(pairs)
+    in_group_order = [(task, rollout) for task in range(3) for rollout in range(3)]
+    for format, group_of in (
+        ("trl", lambda record: record["_ng_task_index"]),
+        ("verl", lambda record: int(record["extra_fields"]["uid"])),
+        ("nemo_rl", lambda record: record["idx"]),
+        ("skyrl", lambda record: record["_ng_task_index"]),
+    ):
+        target = tmp_path / f"grouped_{format}.jsonl"
+        export_file(output, target, ExportOptions(format=format, drop_incomplete_groups=True))
+        records = [json.loads(line) for line in target.read_text().splitlines()]
+        assert [(group_of(record), record["_ng_rollout_index"]) for record in records] == in_group_order, format
