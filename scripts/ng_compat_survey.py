@@ -349,6 +349,12 @@ def free_port() -> int:
 
 
 # ---- one environment ---------------------------------------------------------------------------
+NETWORK_FAILURE = re.compile(
+    r"Name or service not known|Temporary failure in name resolution|getaddrinfo failed|"
+    r"git', 'clone'|git clone|huggingface\.co|Network is unreachable|No address associated with hostname"
+)
+
+
 @dataclass
 class EnvResult:
     name: str
@@ -381,7 +387,14 @@ class EnvResult:
     def match_ok(self) -> bool:
         return self.comparable > 0 and self.matched >= MATCH_TARGET * self.comparable
 
+    needs_network: bool = False
+    """Something it does at import, in its tests or at start fetched from the internet and failed (name
+    resolution, a git clone, a hub download), or a requirement only a git URL serves: it cannot run on
+    an offline machine whatever this project does, so the totals count it apart."""
+
     def note(self, error: str) -> None:
+        if error and NETWORK_FAILURE.search(error):
+            self.needs_network = True
         if error and not self.first_error:
             self.first_error = error
 
@@ -1066,6 +1079,8 @@ def survey_one(env_dir: Path, options: Options) -> EnvResult:
             lines = [wanted[name] for name in result.missing]
             result.install = install_missing(lines, env, project, options.timeout)
             result.missing = [name for name in result.missing if not is_installed(name)]
+        if any("git+" in wanted[name] for name in result.missing):
+            result.needs_network = True  # only a git URL serves it: no package index has it
         result.imports, error = check_import(folder, env, min(options.timeout, 120))
         result.note(error)
         result.tests, error = run_tests(folder, env, options.timeout)
@@ -1143,6 +1158,18 @@ def totals(results: list[EnvResult], wall_s: float, jobs: int) -> str:
             f"verify all rows {sum(r.rows > 0 and r.verified == r.rows for r in group)}, "
             f">=95% reward match {sum(r.match_ok for r in group)}, "
             f"tests pass AND >=95% match {sum(bool(r.tests_ok) and r.match_ok for r in group)}"
+        )
+    offline = [r for r in results if r.kind == "offline"]
+    networked = sorted(r.name for r in offline if r.needs_network)
+    if networked:
+        runnable = [r for r in offline if not r.needs_network]
+        lines.append(
+            f"offline envs that need the network (a download at import, in their tests or at start, or a "
+            f"git-only requirement): {len(networked)}: {', '.join(networked)}"
+        )
+        lines.append(
+            f"offline without those: {len(runnable)} envs, tests pass AND >=95% match "
+            f"{sum(bool(r.tests_ok) and r.match_ok for r in runnable)}"
         )
     judge = [r for r in results if r.kind == "judge"]
     if judge:

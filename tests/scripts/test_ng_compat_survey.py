@@ -659,3 +659,29 @@ def test_the_scripted_judge_answers_in_the_format_the_prompt_asks_for():
     assert answer(asked("Respond with exactly [[YES]] or [[NO]] on the last line.")).endswith("[[YES]]")
     common = answer(asked("Are these equivalent?"))
     assert "Judgement: Yes" in common and "[[A=B]]" in common and "\\boxed{1}" in common
+
+
+def test_an_environment_that_needs_the_internet_is_counted_apart_from_the_offline_ones():
+    """bird_sql downloads its databases at start, ifbench clones a repository in its tests: on an offline
+    machine they fail whatever this project does, so the totals say which they are and count the rest."""
+    survey = load_script()
+    downloads = survey.EnvResult(name="downloads_at_start", tests_ok=True)
+    downloads.note("ng_run: urllib.error.URLError: <urlopen error [Errno -2] Name or service not known>")
+    clones = survey.EnvResult(name="clones_in_tests")
+    clones.note("pytest: subprocess.CalledProcessError: Command '['git', 'clone', '--quiet', 'https://x']'")
+    fine = survey.EnvResult(name="fine", tests_ok=True, rows=5, verified=5, matched=5)
+    broken = survey.EnvResult(name="broken", tests_ok=False)
+    broken.note("tests: AssertionError: assert 1.0 == 0.0")
+    assert (downloads.needs_network, clones.needs_network, fine.needs_network, broken.needs_network) == (
+        True,
+        True,
+        False,
+        False,
+    )
+    summary = survey.totals([downloads, clones, fine, broken], wall_s=1.0, jobs=1)
+    assert "offline    4 envs:" in summary
+    assert (
+        "need the network (a download at import, in their tests or at start, or a git-only requirement): 2: " in summary
+    )
+    assert "clones_in_tests, downloads_at_start" in summary
+    assert "offline without those: 2 envs, tests pass AND >=95% match 1" in summary
