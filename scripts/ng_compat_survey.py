@@ -517,7 +517,8 @@ def make_project(env_dir: Path) -> Path:
     checkout = env_dir.parent.parent
     for kind, names in checkout_folders(env_dir).items():
         for name in sorted(names):
-            shutil.copytree(checkout / kind / name, project / kind / name, symlinks=True)
+            # dirs_exist_ok: a YAML may name a folder and one inside it (`agent` and `agent/simulation`).
+            shutil.copytree(checkout / kind / name, project / kind / name, symlinks=True, dirs_exist_ok=True)
     for benchmark in sorted(companion_benchmarks(env_dir, sibling_folders(env_dir))):
         source = checkout / "benchmarks" / benchmark
         shutil.copytree(source, project / "benchmarks" / benchmark, symlinks=True)
@@ -1062,6 +1063,9 @@ def survey_one(env_dir: Path, options: Options) -> EnvResult:
         except yaml.YAMLError as error:
             result.note(f"YAML: {first_line(str(error))}")
         result.kind, result.kind_reasons = classify(config, env_dir)
+    if not (env_dir / "app.py").is_file():
+        # NeMo Gym's `gymnasium` folder: a base class other environments import, "not a standalone server".
+        result.kind, result.kind_reasons = "library", ["no app.py: a base other environments import"]
     project = make_project(env_dir)
     if options.keep:
         print(f"{env_dir.name}: temporary project kept at {project}", file=sys.stderr)
@@ -1159,6 +1163,9 @@ def totals(results: list[EnvResult], wall_s: float, jobs: int) -> str:
             f">=95% reward match {sum(r.match_ok for r in group)}, "
             f"tests pass AND >=95% match {sum(bool(r.tests_ok) and r.match_ok for r in group)}"
         )
+    libraries = sorted(r.name for r in results if r.kind == "library")
+    if libraries:
+        lines.append(f"library  {len(libraries):3d} folders with no server of their own: {', '.join(libraries)}")
     offline = [r for r in results if r.kind == "offline"]
     networked = sorted(r.name for r in offline if r.needs_network)
     if networked:

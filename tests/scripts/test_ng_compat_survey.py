@@ -685,3 +685,33 @@ def test_an_environment_that_needs_the_internet_is_counted_apart_from_the_offlin
     )
     assert "clones_in_tests, downloads_at_start" in summary
     assert "offline without those: 2 envs, tests pass AND >=95% match 1" in summary
+
+
+def test_a_folder_without_a_server_is_a_library_and_nested_agent_folders_copy(tmp_path: Path):
+    """NeMo Gym's `gymnasium` folder has no app.py (a base others import): it is no environment to count.
+    A YAML that names an agent folder and one inside it (`talker`, `talker/simulation`) copies both."""
+    survey = load_script()
+    root = tmp_path / "fake_nemo_gym"
+    write_env(root, "survey_base", TEST_OK, [], "")
+    (root / "resources_servers" / "survey_base" / "app.py").unlink()
+    result = survey.survey_one(root / "resources_servers" / "survey_base", survey.Options(5, 5, False, False))
+    assert result.kind == "library"
+    assert "library    1 folders with no server of their own: survey_base" in survey.totals([result], 1.0, 1)
+
+    write_env(root, "survey_talks", TEST_OK, [], "")
+    config = root / "resources_servers" / "survey_talks" / "configs" / "survey_talks.yaml"
+    config.write_text(
+        config.read_text()
+        + "survey_talks_agent:\n  responses_api_agents:\n    talker/simulation:\n      entrypoint: app.py\n"
+    )
+    (root / "responses_api_agents" / "talker" / "simulation").mkdir(parents=True)
+    (root / "responses_api_agents" / "talker" / "__init__.py").write_text("PERSONA = 'user'\n")
+    (root / "responses_api_agents" / "talker" / "simulation" / "app.py").write_text(
+        "from responses_api_agents.talker import PERSONA\n"
+    )
+    project = survey.make_project(root / "resources_servers" / "survey_talks")
+    try:
+        assert (project / "responses_api_agents" / "talker" / "simulation" / "app.py").is_file()
+        assert (project / "responses_api_agents" / "talker" / "__init__.py").is_file()
+    finally:
+        shutil.rmtree(project)
