@@ -82,9 +82,14 @@ class LocalModel(SimpleResponsesAPIModel):
         # prefix is the full token sequence of the model turn it continues.
         chat_params = responses_to_chat_params(params, include_token_ids=REQUIRED_PREFIX_KEY in params)
         with_ids = self.config.return_token_id_information
-        completion = await self._engine.chat(chat_params, include_token_ids=with_ids)
+        completion, pieces = await self._engine.chat_turn(chat_params, include_token_ids=with_ids)
+        # The pieces keep text between and after calls where the generation put it (issue 18 part 4).
         return chat_completion_to_response(
-            completion, request_params=params, model=self._engine.model_name, include_token_ids=with_ids
+            completion,
+            request_params=params,
+            model=self._engine.model_name,
+            include_token_ids=with_ids,
+            generated_pieces=pieces,
         )
 
     async def chat_completions(self, request: Request, body: ChatCompletionCreateParams) -> Any:

@@ -38,6 +38,7 @@ from typing import Any, Self
 
 from nemo_gym.errors import ConfigError, InputError, NemoGymError
 from nemo_gym.token_prefix import REQUIRED_PREFIX_KEY
+from nemo_gym.tool_call_text import ToolCall, split_tool_calls
 from responses_api_models.local_model.token_continuation import (
     check_prefix_ends_turn,
     continued_prompt,
@@ -48,7 +49,6 @@ from responses_api_models.local_model.token_continuation import (
 )
 from responses_api_models.local_model.tool_prompt import (
     declared_tool_names,
-    parse_tool_calls,
     render_tools_into_messages,
     tool_call_json_schema,
 )
@@ -218,7 +218,18 @@ class LocalChatEngine:
     # -- serving ------------------------------------------------------------------------
 
     async def chat(self, params: dict[str, Any], *, include_token_ids: bool = False) -> dict[str, Any]:
-        """Answer Chat Completions create params with a `chat.completion` dict.
+        """Answer Chat Completions create params with a `chat.completion` dict (see `chat_turn`)."""
+        completion, _ = await self.chat_turn(params, include_token_ids=include_token_ids)
+        return completion
+
+    async def chat_turn(
+        self, params: dict[str, Any], *, include_token_ids: bool = False
+    ) -> tuple[dict[str, Any], list[str | ToolCall]]:
+        """Answer Chat Completions create params: (a `chat.completion` dict, the generated pieces).
+
+        The pieces are the generated text split into text and tool calls in the order generated
+        (`split_tool_calls`, text stripped): the chat message holds the same text and calls, but
+        not their order, which a Responses output keeps.
 
         A prompt longer than the context window yields empty content and
         finish_reason "length". Only one choice is produced and the answer is
@@ -263,13 +274,13 @@ class LocalChatEngine:
             # A tool schema llama.cpp cannot compile should not cost the answer: go unconstrained.
             request.pop("json_schema")
             raw = await self._generate(request)
-        completion = self._completion(raw, params, names)
+        completion, pieces = self._completion(raw, params, names)
         if include_token_ids:
             sampled = _sampled_tokens(raw)  # first: an answer without them is refused before more work
             if prompt_ids is None:
                 prompt_ids = await self.tokenize_chat(rendered_messages)
             _attach_token_ids(completion, sampled, prompt_ids)
-        return completion
+        return completion, pieces
 
     async def _continuation_prompt(
         self, prefix: Any, messages: list[dict[str, Any]], rendered: list[dict[str, Any]]
@@ -371,16 +382,19 @@ class LocalChatEngine:
         except ValueError as error:  # llama.cpp's way of rejecting a malformed request
             raise LocalModelRequestError(f"the local model rejected the request: {error}") from error
 
-    def _completion(self, raw: dict[str, Any], params: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    def _completion(
+        self, raw: dict[str, Any], params: dict[str, Any], names: list[str]
+    ) -> tuple[dict[str, Any], list[str | ToolCall]]:
         error_type = _error_type(raw)
         if error_type == "exceed_context_size_error":
             prompt_tokens = int(raw["error"].get("n_prompt_tokens") or 0)
-            return self._envelope(
+            envelope = self._envelope(
                 params,
                 message={"role": "assistant", "content": ""},
                 finish_reason="length",
                 prompt_tokens=prompt_tokens,
             )
+            return envelope, []
         if error_type is not None:
             error = raw["error"]
             text = f"the local model failed: {error.get('message', error)}"
@@ -393,13 +407,16 @@ class LocalChatEngine:
         text = (choice["message"].get("content") if "message" in choice else choice.get("text")) or ""
         finish_reason = choice.get("finish_reason") or "stop"
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        pieces: list[str | ToolCall] = [text] if text else []
         if names:
-            content, tool_calls = parse_tool_calls(text, names)
+            generated = split_tool_calls(text, names)
+            content, tool_calls = _chat_message_parts(generated)
+            pieces = [piece.strip() if isinstance(piece, str) else piece for piece in generated]
             if tool_calls:
                 message = {"role": "assistant", "content": content, "tool_calls": tool_calls}
                 finish_reason = "tool_calls"
         usage = raw.get("usage") or {}
-        return self._envelope(
+        envelope = self._envelope(
             params,
             message=message,
             finish_reason=finish_reason,
@@ -407,6 +424,7 @@ class LocalChatEngine:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             completion_id=raw.get("id"),
         )
+        return envelope, pieces
 
     def _envelope(
         self,
@@ -430,6 +448,12 @@ class LocalChatEngine:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def _chat_message_parts(pieces: list[str | ToolCall]) -> tuple[str | None, list[ToolCall]]:
+    """A chat message's content (all text pieces, stripped; None if blank) and its calls."""
+    text = "".join(piece for piece in pieces if isinstance(piece, str)).strip()
+    return (text or None), [piece for piece in pieces if not isinstance(piece, str)]
 
 
 def _sampled_tokens(raw: dict[str, Any]) -> list[dict[str, Any]] | None:
