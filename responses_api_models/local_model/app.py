@@ -35,7 +35,9 @@ class LocalModelConfig(BaseResponsesAPIModelConfig):
     n_parallel: int = 2
     """Requests generated at once; more wait for a slot. 2 matches this project's 2-core reference machine."""
     n_threads: int | None = None
-    """CPU threads; None = the cores this process may use."""
+    """CPU threads of each replica; None = the cores this process may use (affinity, cgroup quota),
+    minus one for the rest of the rollout stack, split between `num_replicas`. A configured value
+    that oversubscribes the cores gets a one-line warning."""
     force_tool_call_after_user: bool = False
     """Constrain the turn that answers a user message to a tool call when tools are offered. Tiny
     models rarely call tools unprompted (SmolLM2-135M: 0/30), so offline tool environments need it."""
@@ -66,10 +68,12 @@ class LocalModel(SimpleResponsesAPIModel):
             n_parallel=self.config.n_parallel,
             n_threads=self.config.n_threads,
             force_tool_call_after_user=self.config.force_tool_call_after_user,
+            n_instances=self.config.num_replicas,
         )
         announce(
             f"local_model: {self._engine.model_name} ready in {time.monotonic() - started:.1f} s; "
-            f"it answers {self.config.n_parallel} request(s) at a time, the rest wait for a slot"
+            f"it answers {self.config.n_parallel} request(s) at a time on {self._engine.n_threads} thread(s), "
+            "the rest wait for a slot"
         )
 
     async def on_shutdown(self) -> None:

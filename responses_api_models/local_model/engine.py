@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
+import sys
 import threading
 import time
 import urllib.request
@@ -39,6 +39,7 @@ from typing import Any, Self
 from nemo_gym.errors import ConfigError, InputError, NemoGymError
 from nemo_gym.token_prefix import REQUIRED_PREFIX_KEY
 from nemo_gym.tool_call_text import ToolCall, split_tool_calls
+from responses_api_models.local_model.cpu_threads import available_cores, plan_threads
 from responses_api_models.local_model.token_continuation import (
     check_prefix_ends_turn,
     continued_prompt,
@@ -166,7 +167,8 @@ class LocalChatEngine:
     `n_ctx` is the context window of each request (prompt + completion); the
     engine allocates `n_ctx * n_parallel` tokens of KV cache so `n_parallel`
     requests of that size run at once. `n_threads` defaults to the CPU cores this
-    process may use. Loading is blocking (about a second for
+    process may use (affinity, cgroup quota) shared by `n_instances` engines on the same
+    machine, leaving one core for the rest of the stack (see `cpu_threads`). Loading is blocking (about a second for
     SmolLM2-135M); construct the engine in a thread from async code.
 
     Set `force_tool_call_after_user` to constrain, under `tool_choice` "auto",
@@ -183,6 +185,7 @@ class LocalChatEngine:
         n_threads: int | None = None,
         *,
         force_tool_call_after_user: bool = False,
+        n_instances: int = 1,
     ) -> None:
         if n_ctx < 16:
             raise ConfigError(f"n_ctx must be at least 16 tokens, got {n_ctx}")
@@ -194,7 +197,11 @@ class LocalChatEngine:
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.force_tool_call_after_user = force_tool_call_after_user
-        self._server = _load_server(path, n_ctx=n_ctx, n_parallel=n_parallel, n_threads=n_threads)
+        plan = plan_threads(n_threads, cores=available_cores(), instances=n_instances)
+        if plan.warning:
+            print(plan.warning, file=sys.stderr, flush=True)
+        self.n_threads = plan.threads
+        self._server = _load_server(path, n_ctx=n_ctx, n_parallel=n_parallel, n_threads=plan.threads)
         self._vocabulary_size: int | None = None  # read from llama.cpp on the first token-id prompt
         self._executor = ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="local-model-slot")
         self._gate = _EngineGate()
@@ -213,7 +220,10 @@ class LocalChatEngine:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LocalChatEngine(model={self.model_name!r}, n_ctx={self.n_ctx}, n_parallel={self.n_parallel})"
+        return (
+            f"LocalChatEngine(model={self.model_name!r}, n_ctx={self.n_ctx}, n_parallel={self.n_parallel}, "
+            f"n_threads={self.n_threads})"
+        )
 
     # -- serving ------------------------------------------------------------------------
 
@@ -497,14 +507,7 @@ def _error_type(raw: dict[str, Any]) -> str | None:
     return str(error.get("type") or "error") if isinstance(error, dict) else "error"
 
 
-def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _load_server(path: Path, *, n_ctx: int, n_parallel: int, n_threads: int | None) -> Any:
+def _load_server(path: Path, *, n_ctx: int, n_parallel: int, n_threads: int) -> Any:
     try:
         import xllamacpp
     except ImportError as error:
@@ -516,8 +519,9 @@ def _load_server(path: Path, *, n_ctx: int, n_parallel: int, n_threads: int | No
     params.n_ctx = n_ctx * n_parallel  # llama.cpp splits the KV cache evenly between slots
     params.n_parallel = n_parallel
     # llama.cpp's own default (4 threads here) oversubscribes small machines: on 2 cores it
-    # generated 31 tokens/s against 117 with 2 threads. Default to the cores we may run on.
-    threads = n_threads if n_threads is not None else _usable_cores()
+    # generated 31 tokens/s against 117 with 2 threads, and with the rest of the rollout stack
+    # beside it 2 threads were 8x slower than 1. See cpu_threads.
+    threads = n_threads
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     # llama.cpp always starts its own HTTP listener; keep it on loopback, small and UI-less.
