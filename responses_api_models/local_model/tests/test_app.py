@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,10 +12,14 @@ import pytest
 
 from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
 from nemo_gym.testing.ng_run_process import NgRunProcess
+from nemo_gym.training.formats import to_messages
 from resources_servers.example_single_tool_call.app import ExampleSingleToolCallConfig, ExampleSingleToolCallServer
+from resources_servers.example_stateful_counter.app import ExampleStatefulCounterConfig, ExampleStatefulCounterServer
 from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
 from responses_api_models.local_model.app import LocalModel, LocalModelConfig
 from tests.conftest import TUTORIAL_AGENT, cli
+
+COUNTER_DATA = Path(__file__).parents[3] / "resources_servers/example_stateful_counter/data/example.jsonl"
 
 pytest.importorskip("xllamacpp", reason="the local model needs `pip install -e .[local]`")
 
@@ -94,6 +99,71 @@ def test_a_tool_call_block_in_the_model_text_makes_the_agent_call_the_tool():
         # The tool was rendered into the prompt, and the tool result went back to the model.
         assert "get_weather" in json.dumps(llama.requests[0]["messages"])
         assert "The weather in Oslo is cold." in json.dumps(llama.requests[1]["messages"])
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_text_after_and_between_bare_calls_is_recorded_in_order_and_exported():
+    """Issue 18 part 4: a second call and the text around it were missing from the recorded output."""
+    ports = {name: free_port() for name in ("resources", "model", "agent")}
+
+    def client():
+        return registry_client(
+            {
+                "env": ("resources_servers", f"http://127.0.0.1:{ports['resources']}"),
+                "policy_model": ("responses_api_models", f"http://127.0.0.1:{ports['model']}"),
+            }
+        )
+
+    resources = ExampleStatefulCounterServer(config=ExampleStatefulCounterConfig(name="env"), server_client=client())
+    model = LocalModel(config=LocalModelConfig(name="policy_model", n_parallel=1), server_client=client())
+    agent = SimpleAgent(
+        config=SimpleAgentConfig(
+            name="agent",
+            max_steps=4,
+            resources_server={"type": "resources_servers", "name": "env"},
+            model_server={"type": "responses_api_models", "name": "policy_model"},
+        ),
+        server_client=client(),
+    )
+    servers = [
+        ThreadedServer(s.setup_webserver(), port=ports[n]).start()
+        for n, s in (("resources", resources), ("model", model), ("agent", agent))
+    ]
+    try:
+        model._engine._server = ScriptedLlamaServer(
+            [
+                '{"name": "increment_counter", "arguments": {"count": 1}} and then I will add 2\n'
+                '{"name": "increment_counter", "arguments": {"count": 2}}\nThat was both.',
+                "The counter is 6.",
+            ]
+        )
+        row = json.loads(COUNTER_DATA.read_text().splitlines()[0])
+        result = httpx.post(f"http://127.0.0.1:{ports['agent']}/run", json=row, timeout=60)
+        assert result.status_code == 200, result.text
+        recorded = result.json()
+        output = recorded["response"]["output"]
+        assert [item["type"] for item in output] == [
+            "function_call",
+            "message",
+            "function_call",
+            "message",
+            "function_call_output",
+            "function_call_output",
+            "message",
+        ]
+        texts = [item["content"][0]["text"] for item in output if item["type"] == "message"]
+        assert texts == ["and then I will add 2", "That was both.", "The counter is 6."]
+        assert [json.loads(item["arguments"]) for item in output if item["type"] == "function_call"] == [
+            {"count": 1},
+            {"count": 2},
+        ]
+        assert recorded["reward"] == 1.0  # 3 + 1 + 2: both calls ran
+        messages = to_messages(recorded)["messages"]
+        first_turn = next(message for message in messages if message["role"] == "assistant")
+        assert "and then I will add 2" in first_turn["content"] and "That was both." in first_turn["content"]
+        assert len(first_turn["tool_calls"]) == 2
     finally:
         for server in servers:
             server.stop()
