@@ -91,11 +91,20 @@ def test_configured_threads_are_kept_and_oversubscription_warns_in_one_line():
 
 
 def test_the_engine_loads_with_the_planned_threads(monkeypatch):
+    """The engine hands llama.cpp the planned count (the loader is replaced: loading real weights here
+    only to read a number back made this test hang now and then on a busy machine)."""
     pytest.importorskip("xllamacpp", reason="the local model needs `pip install -e .[local]`")
     from responses_api_models.local_model import engine as engine_module
 
+    loaded: list[int] = []
+
+    def fake_load(path, *, n_ctx, n_parallel, n_threads):
+        loaded.append(n_threads)
+        raise RuntimeError("stop after the thread count")
+
     monkeypatch.setattr(engine_module, "available_cores", lambda: 2)
-    with engine_module.LocalChatEngine(n_ctx=64, n_parallel=1) as engine:
-        assert engine.n_threads == 1
-    with engine_module.LocalChatEngine(n_ctx=64, n_parallel=1, n_threads=2, n_instances=2) as engine:
-        assert engine.n_threads == 2
+    monkeypatch.setattr(engine_module, "_load_server", fake_load)
+    for configured, instances in [(None, 1), (2, 2)]:
+        with pytest.raises(RuntimeError, match="stop after the thread count"):
+            engine_module.LocalChatEngine(n_ctx=64, n_parallel=1, n_threads=configured, n_instances=instances)
+    assert loaded == [1, 2]  # the default leaves a core for the stack; a configured count is kept
