@@ -505,6 +505,16 @@ def make_project(env_dir: Path) -> Path:
     """A temporary copy of this project: our folders linked in (each of our agents one by one, so the
     checkout's agent folders the environment needs can sit beside them), its folders copied."""
     project = Path(tempfile.mkdtemp(prefix=f"ng_survey_{env_dir.name}_"))
+    try:
+        fill_project(project, env_dir)
+    except BaseException:
+        shutil.rmtree(project, ignore_errors=True)  # a copy that failed halfway is not left in /tmp
+        raise
+    return project
+
+
+def fill_project(project: Path, env_dir: Path) -> None:
+    """Our folders linked into `project`, the environment's and those it needs copied from the checkout."""
     for name in LINKED:
         (project / name).symlink_to(PROJECT_ROOT / name)
     agents = project / "responses_api_agents"
@@ -531,7 +541,6 @@ def make_project(env_dir: Path) -> Path:
             shutil.copytree(source, target, symlinks=True)
         else:
             shutil.copy2(source, target)
-    return project
 
 
 def install_missing(lines: list[str], env: dict[str, str], project: Path, timeout: float) -> str:
