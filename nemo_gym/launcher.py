@@ -150,7 +150,9 @@ class Stack:
         self.processes: list[ServerProcess] = []
         self.slots = self._plan_slots()
         self.registry = Registry(self._initial_rows())
-        self.head = HeadServer(self.registry, config.head_host, config.head_port, head_allowed_hosts(config))
+        self.head = HeadServer(
+            self.registry, config.head_host, config.head_port, head_allowed_hosts(config), config.stack_digest()
+        )
         self.lost: list[str] = []
         """Replicas that died while a sibling lived on (reported, not fatal)."""
         self._stopped = False

@@ -244,7 +244,9 @@ class RayStack(Stack):
         self.gcs_address = connect(ray_address, log_to_driver=options.echo_child_output)
         try:
             super().__init__(config, options, log)
-            self.head = HeadServer(self.registry, self._head_host(), config.head_port, head_allowed_hosts(config))
+            self.head = HeadServer(
+                self.registry, self._head_host(), config.head_port, head_allowed_hosts(config), config.stack_digest()
+            )
         except BaseException:
             ray.shutdown()
             raise

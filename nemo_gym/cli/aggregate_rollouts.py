@@ -15,8 +15,6 @@ from __future__ import annotations
 import glob
 import os
 import sys
-import urllib.error
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from nemo_gym.aio import run_async
+from nemo_gym.cli.head_probe import stack_to_use
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.client import ServerClient
 from nemo_gym.config import load_global_config
@@ -87,15 +86,6 @@ def _read_rows(paths: list[Path]) -> list[dict[str, Any]]:
     return sorted(rows, key=order)
 
 
-def _head_is_up(head_url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{head_url}/health", timeout=1.0) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 async def _aggregate(head_url: str, rows: list[dict[str, Any]], output: Path) -> AggregateMetricsOutcome:
     client = ServerClient(head_url)
     try:
@@ -131,7 +121,8 @@ def aggregate(argv: list[str]) -> int:
         print(f"Merged rollouts: {output}", flush=True)
 
     with ExitStack() as cleanup:
-        if not _head_is_up(config.head_url):
+        config, running = stack_to_use(config, argv, lambda text: print(text, file=sys.stderr, flush=True))
+        if running is None:
             if not config.instances:
                 raise ServerUnreachableError(
                     f"cannot reach the head server at {config.head_url}: start the servers with ng_run, "

@@ -11,8 +11,6 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from nemo_gym.aio import raise_open_file_limit, run_async
+from nemo_gym.cli.head_probe import stack_to_use
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.cli.stacks import RAY_ADDRESS_HELP
 from nemo_gym.config import GlobalConfig, load_global_config, secret_values
@@ -105,16 +104,6 @@ class CollectRolloutsConfig(BaseModel):
         return value
 
 
-def head_is_up(head_url: str) -> bool:
-    # urllib, not httpx: this probe runs once, and importing httpx cost ~15% of the CLI's start-up.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{head_url}/health", timeout=1.0) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def collect(argv: list[str]) -> int:
     config = load_global_config(argv)
     params: CollectRolloutsConfig = read_command_config(CollectRolloutsConfig, config, "ng_collect_rollouts")
@@ -143,9 +132,9 @@ def collect(argv: list[str]) -> int:
         aggregate=not params.disable_aggregation,
     )
 
+    config, running = stack_to_use(config, argv, _note)
     head_url = config.head_url
-    running = head_is_up(head_url)
-    if not running and config.instances:
+    if running is None and config.instances:
         # Servers will be started for this run: a mistyped agent costs one line, not their start-up
         # (nor an output file and job record that a corrected command would then find in its way).
         check_agents_configured(config, tasks_agents(spec))
@@ -155,9 +144,7 @@ def collect(argv: list[str]) -> int:
         opened = collection.open()
         cleanup.callback(collection.close)
         _say_what_was_found(collection, opened)
-        if running and config.instances:
-            _note(f"Servers are already running at {head_url}; using them instead of starting the configured ones.")
-        elif not running:
+        if running is None:
             if not config.instances:
                 raise ServerUnreachableError(
                     f"cannot reach the head server at {head_url}: start the servers with ng_run, "

@@ -15,8 +15,6 @@ naming the first such row) unless `+force=true`: verifying one environment's rol
 from __future__ import annotations
 
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,6 +25,7 @@ from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from nemo_gym.aio import run_async
+from nemo_gym.cli.head_probe import stack_to_use
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.client import CONNECT_ONLY_RETRY, HttpClient, ServerClient, ServerInfo
 from nemo_gym.config import GlobalConfig, find_project_root, load_global_config
@@ -69,15 +68,6 @@ class ReverifyConfig(BaseModel):
     startup_timeout_s: float = Field(
         60.0, gt=0, description="Seconds servers get to become healthy (with config_paths)."
     )
-
-
-def head_is_up(head_url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{head_url}/health", timeout=1.0) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def resources_of_agent(agent: str, config: GlobalConfig, registry: dict[str, ServerInfo]) -> str:
@@ -261,7 +251,8 @@ def reverify(argv: list[str]) -> int:
         refuse_foreign_rows(source, first_line_of_agent, lambda agent: only, config, known_environments(config))
 
     with ExitStack() as cleanup:
-        if not head_is_up(config.head_url):
+        config, running = stack_to_use(config, argv, lambda text: print(text, file=sys.stderr, flush=True))
+        if running is None:
             if not config.instances:
                 raise ServerUnreachableError(
                     f"cannot reach the head server at {config.head_url}: start the servers with ng_run, "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import pathlib
 from collections.abc import Mapping
 from typing import Any
@@ -47,12 +49,15 @@ class GlobalConfig:
         head_port: int,
         project_root: pathlib.Path,
         sources: ConfigSources | None = None,
+        head_port_chosen: bool = False,
     ) -> None:
         self.raw = raw
         self.sources = sources or ConfigSources()
         self.instances = instances
         self.head_host = head_host
         self.head_port = head_port
+        self.head_port_chosen = head_port_chosen
+        """True when head_server.port was set (a file, env.yaml or the command line), not the default."""
         self.project_root = project_root
         self._by_name = {instance.name: instance for instance in instances}
 
@@ -88,6 +93,26 @@ class GlobalConfig:
         assert isinstance(container, dict)
         container.update(name=name, host=instance.host, port=instance.port)
         return container
+
+    def stack_digest(self) -> str:
+        """A digest of the servers this config starts: names, kinds, code and settings, not addresses.
+
+        Two loads of the same files and overrides give the same digest (ports picked at load time are
+        left out), so a command can tell "the stack I would start is already running" from "another
+        stack holds this head port". The head server serves this digest, never a config value."""
+        described = [
+            {
+                "name": instance.name,
+                "kind": [instance.server_type, instance.implementation, instance.entrypoint],
+                "replicas": instance.num_replicas,
+                "settings": {
+                    k: v for k, v in self.server_config_dict(instance.name).items() if k not in ("host", "port")
+                },
+            }
+            for instance in sorted(self.instances, key=lambda instance: instance.name)
+        ]
+        canonical = json.dumps(described, sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_container(self, resolve: bool = False) -> dict[str, Any]:
         container = (
@@ -152,10 +177,11 @@ def _read_config_paths(pre: DictConfig) -> list[str]:
     return paths_list(value, "command line or env.yaml")
 
 
-def _head_address(raw: DictConfig, default_host: str) -> tuple[str, int]:
-    """head_server.host/port (default: default_host, 11000), written back so children see the same."""
+def _head_address(raw: DictConfig, default_host: str) -> tuple[str, int, bool]:
+    """head_server.host/port (default: default_host, 11000), written back so children see the same;
+    the third value says whether the port was set rather than defaulted."""
     head = raw.get("head_server") if "head_server" in raw else None
-    head_host, head_port = default_host, DEFAULT_HEAD_PORT
+    head_host, head_port, chosen = default_host, DEFAULT_HEAD_PORT, False
     if isinstance(head, DictConfig):
         head_host = str_value(head, "host") or default_host
         port = resolved(head, "port", "head_server.port")
@@ -163,10 +189,11 @@ def _head_address(raw: DictConfig, default_host: str) -> tuple[str, int]:
             if not as_port(port):
                 raise ConfigError(f"head_server.port must be an integer in 1-65535, got {port!r}")
             head_port = as_port(port) or DEFAULT_HEAD_PORT
+            chosen = True
         head.host, head.port = head_host, head_port
     else:
         raw.head_server = {"host": head_host, "port": head_port}
-    return head_host, head_port
+    return head_host, head_port, chosen
 
 
 def load_global_config(
@@ -210,19 +237,28 @@ def load_global_config(
     sources = ConfigSources(cli=cli, env=env, env_path=env_path, env_searched=tuple(dirs), files=tuple(files))
 
     try:
-        instances, head_host, head_port = _find_servers(raw, root)
+        instances, (head_host, head_port, head_port_chosen) = _find_servers(raw, root)
     except ConfigInterpolationError as error:
         # Say which `${key}` is unset and whether env.yaml was found, not only where resolving failed.
         resolved_here = [c.name for c in find_candidates(raw)] + ["head_server", "default_host"]
         raise unset_reference_error(raw, sources, root, resolved_here) or error from None
-    config = GlobalConfig(raw, instances, head_host=head_host, head_port=head_port, project_root=root, sources=sources)
+    config = GlobalConfig(
+        raw,
+        instances,
+        head_host=head_host,
+        head_port=head_port,
+        project_root=root,
+        sources=sources,
+        head_port_chosen=head_port_chosen,
+    )
     if require_servers:
         config.require_servers()
     return config
 
 
-def _find_servers(raw: DictConfig, root: pathlib.Path) -> tuple[list[ServerInstance], str, int]:
-    """Find, validate and address the server instances; returns them with the head server's host and port."""
+def _find_servers(raw: DictConfig, root: pathlib.Path) -> tuple[list[ServerInstance], tuple[str, int, bool]]:
+    """Find, validate and address the server instances; returns them with the head server's address
+    (host, port, whether the port was set)."""
     candidates = find_candidates(raw)
     for candidate in candidates:
         validate(candidate)
@@ -238,7 +274,7 @@ def _find_servers(raw: DictConfig, root: pathlib.Path) -> tuple[list[ServerInsta
         container_of(server.inner, resolve=True, where=where)
 
     default_host = str_value(raw, "default_host") or DEFAULT_HOST
-    head_host, head_port = _head_address(raw, default_host)
+    head_host, head_port, head_port_chosen = _head_address(raw, default_host)
 
     instances = []
     for server, (host, port) in zip(
@@ -262,4 +298,4 @@ def _find_servers(raw: DictConfig, root: pathlib.Path) -> tuple[list[ServerInsta
                 ray_resources=resolved(server.inner, "ray_resources", f"{where}.ray_resources") or {},
             )
         )
-    return instances, head_host, head_port
+    return instances, (head_host, head_port, head_port_chosen)

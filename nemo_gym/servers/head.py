@@ -1,7 +1,9 @@
 """The head server: the registry of running server instances (name, kind, implementation, URL, health).
 
 It never serves a config value: NeMo Gym served the whole merged config, API keys included,
-unauthenticated at `/global_config_dict_yaml`. Clients here only ever need name -> URL.
+unauthenticated at `/global_config_dict_yaml`. Clients here only ever need name -> URL, and
+`/stack_identity` gives a digest of the config the stack was started from (`GlobalConfig.stack_digest`),
+so a one-command collection can tell its own stack from another one on the same port.
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ class Registry:
 
 
 def build_head_app(
-    registry: Registry, bound_host: str = "127.0.0.1", allowed_hosts: list[str] | None = None
+    registry: Registry,
+    bound_host: str = "127.0.0.1",
+    allowed_hosts: list[str] | None = None,
+    config_digest: str | None = None,
 ) -> FastAPI:
     app = new_app(title="nemo_gym head server")
     app.add_middleware(
@@ -52,19 +57,30 @@ def build_head_app(
     async def server_instances() -> list[ServerInfo]:
         return registry.rows()
 
+    async def stack_identity() -> dict[str, str | None]:
+        return {"config_digest": config_digest}
+
     app.get("/")(health)
     app.get("/health")(health)
     app.get("/server_instances")(server_instances)
+    app.get("/stack_identity")(stack_identity)
     return app
 
 
 class HeadServer:
     """Runs the head app with uvicorn in a daemon thread of the calling process."""
 
-    def __init__(self, registry: Registry, host: str, port: int, allowed_hosts: list[str] | None = None):
+    def __init__(
+        self,
+        registry: Registry,
+        host: str,
+        port: int,
+        allowed_hosts: list[str] | None = None,
+        config_digest: str | None = None,
+    ):
         self.registry, self.host, self.port = registry, host, port
         config = uvicorn.Config(
-            build_head_app(registry, host, allowed_hosts),
+            build_head_app(registry, host, allowed_hosts, config_digest),
             host=host,
             port=port,
             log_level="warning",
