@@ -15,8 +15,9 @@ admits only the canonical spelling of each value:
   trailing zero after the point except `.0`, and fewer than four zeros after `0.` (smaller
   numbers print in exponent form, which is not admitted).
 
-`json.dumps(json.loads(text), ensure_ascii=False) == text` for every text the grammar admits
-(see the tests). Schemas map to rules for `type` (string, integer, number, boolean, null, array,
+`json.dumps(json.loads(text), ensure_ascii=False) == text` for every text the grammar admits (see
+the tests), but one: a free-form object (no declared properties) that names a key twice, which a
+grammar cannot rule out; parsing keeps the last value. Schemas map to rules for `type` (string, integer, number, boolean, null, array,
 object with `properties` in declared order, optional ones optional), `enum`, `const`, `anyOf`,
 `oneOf` and type lists; anything else (`$ref`, `allOf`, `not`, string formats and lengths) is
 admitted as any canonical JSON value of the declared type, or any value at all.

@@ -292,7 +292,9 @@ class LocalChatEngine:
             # top_logprobs=0 would turn logprobs off altogether, so ask for the one alternative we
             # ignore; a completion takes the number of alternatives as `logprobs` itself.
             request.update({"logprobs": True, "top_logprobs": 1} if prompt_ids is None else {"logprobs": 1})
-        grammar = tool_call_grammar(tools, tool_choice) if names and self._must_call_tool(messages, tool_choice) else None
+        grammar = (
+            tool_call_grammar(tools, tool_choice) if names and self._must_call_tool(messages, tool_choice) else None
+        )
         if grammar is not None:
             request.pop("response_format", None)
             request["grammar"] = grammar
