@@ -295,6 +295,7 @@ class LocalChatEngine:
         grammar = (
             tool_call_grammar(tools, tool_choice) if names and self._must_call_tool(messages, tool_choice) else None
         )
+        unconstrained = dict(request)
         if grammar is not None:
             request.pop("response_format", None)
             request["grammar"] = grammar
@@ -303,7 +304,7 @@ class LocalChatEngine:
         raw = await self._generate(request)
         if grammar is not None and _error_type(raw) not in (None, "exceed_context_size_error"):
             # A tool grammar llama.cpp cannot compile should not cost the answer: go unconstrained.
-            request.pop("grammar")
+            request = unconstrained
             raw = await self._generate(request)
         completion, pieces = self._completion(raw, params, names)
         if include_token_ids:
