@@ -17,6 +17,7 @@ import pytest
 from nemo_gym.conversion import responses_to_chat_params
 from nemo_gym.testing.inprocess import free_port
 from nemo_gym.testing.ng_run_process import NgRunProcess
+from nemo_gym.training import FORMATS
 from responses_api_models.local_model.engine import LocalChatEngine
 from responses_api_models.local_model.tests.test_token_exact_rollouts import TOKEN_ID_KEYS, model_calls
 from responses_api_models.local_model.tool_prompt import render_tools_into_messages
@@ -86,3 +87,9 @@ def test_the_second_prompt_continued_from_ids_is_the_template_rendering_of_the_c
             # The second prompt, built on the first call's ids, is that same text.
             continued = asyncio.run(engine.detokenize(second[-1]["prompt_token_ids"]))
             assert continued == shown, where
+            # Sampled under the grammar, the forced call's tokens are not trained on (issue 18 part 5): mask 0
+            # in every token export; the free second call's tokens keep mask 1.
+            generated = len(call["generation_token_ids"])
+            for name, mask_key in (("trl", "env_mask"), ("verl", "response_mask"), ("skyrl", "loss_masks")):
+                mask = FORMATS[name](row)[mask_key]
+                assert mask[:generated] == [0] * generated and mask[-1] == 1, (where, name)
