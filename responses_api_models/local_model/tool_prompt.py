@@ -30,7 +30,6 @@ __all__ = [
     "parse_tool_calls",
     "render_tools_into_messages",
     "tool_call_grammar",
-    "tool_call_json_schema",
 ]
 
 # No phrasing tried made SmolLM2-135M call a tool unprompted (README.md of this
@@ -84,36 +83,6 @@ def render_tools_into_messages(
     else:
         rendered.insert(0, {"role": "system", "content": instruction})
     return rendered
-
-
-def tool_call_json_schema(
-    tools: Sequence[dict[str, Any]] | None, tool_choice: Any = "required"
-) -> dict[str, Any] | None:
-    """A JSON schema that only admits `{"name": <declared tool>, "arguments": {...}}`.
-
-    Used to constrain decoding when a call is mandatory: the smallest models
-    follow the `<tool_call>` instruction rarely, but fill a constrained call well.
-    None when there is no tool to call.
-    """
-    specs = [spec for spec in (_function_spec(tool) for tool in tools or ()) if spec.get("name")]
-    forced = _forced_tool_name(tool_choice)
-    if forced is not None:
-        specs = [spec for spec in specs if spec["name"] == forced] or specs
-    if not specs:
-        return None
-    options = [
-        {
-            "type": "object",
-            "properties": {
-                "name": {"const": spec["name"]},
-                "arguments": spec.get("parameters") or {"type": "object"},
-            },
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        }
-        for spec in specs
-    ]
-    return options[0] if len(options) == 1 else {"anyOf": options}
 
 
 def tool_call_grammar(tools: Sequence[dict[str, Any]] | None, tool_choice: Any = "required") -> str | None:
