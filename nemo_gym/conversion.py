@@ -25,6 +25,7 @@ import uuid
 from typing import Any
 
 from nemo_gym.errors import InputError, InvalidResponseError
+from nemo_gym.token_prefix import GENERATION_CONSTRAINED_KEY
 
 JSONDict = dict[str, Any]
 
@@ -489,6 +490,8 @@ def _completion_token_ids(completion: JSONDict, choice: JSONDict) -> JSONDict:
     n_ids, n_log_probs = len(bundle["generation_token_ids"]), len(bundle["generation_log_probs"])
     if n_ids != n_log_probs:
         raise InvalidResponseError(f"completion has {n_ids} generation token ids but {n_log_probs} log probs")
+    if message.get(GENERATION_CONSTRAINED_KEY) or choice.get(GENERATION_CONSTRAINED_KEY):
+        bundle[GENERATION_CONSTRAINED_KEY] = True  # sampled under a grammar: exports mask these tokens
     return bundle
 
 

@@ -28,6 +28,12 @@ REQUIRED_PREFIX_KEY = "required_prefix_token_ids"
 PROMPT_IDS_KEY = "prompt_token_ids"
 GENERATION_IDS_KEY = "generation_token_ids"
 
+GENERATION_CONSTRAINED_KEY = "generation_constrained"
+"""Output-item field beside the token ids, true when that call's tokens were sampled under a grammar
+(local_model's forced tool call, a JSON response format). Their `generation_log_probs` are then the
+unconstrained model's, not those of the distribution the tokens were drawn from, so training exports
+mask them (mask 0) unless asked to keep them. Absent when the call was sampled freely."""
+
 TOKEN_PREFIX_FIELD = "token_prefix_invariant"
 """Row field written by agents: "held" when every model call's prompt began with the previous call's
 full token sequence, "broken" when one did not. Absent when the rollout carried no token ids."""

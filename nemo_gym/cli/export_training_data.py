@@ -30,6 +30,11 @@ class ExportTrainingDataConfig(BaseModel):
     num_repeats: int | None = Field(
         None, ge=1, description="Group size when no <stem>_job.json is beside the rollouts."
     )
+    train_constrained_tokens: bool = Field(
+        False,
+        description="Train on tokens sampled under a grammar (a forced tool call, a JSON response format); by "
+        "default they get mask 0, since their recorded log probs are not those of the distribution sampled from.",
+    )
     overwrite: bool = Field(False, description="Replace an existing output file.")
 
 
@@ -47,6 +52,7 @@ def export_training_data(argv: list[str]) -> int:
         drop_cut_off=params.drop_cut_off,
         min_reward=params.min_reward,
         num_repeats=params.num_repeats,
+        train_constrained_tokens=params.train_constrained_tokens,
     )
     summary = export_file(source, target, options)
     print(summary.report(), flush=True)

@@ -87,9 +87,11 @@ async def collect_group_runs(
     *,
     format: str = "trl",
     overrides: Row | None = None,
+    train_constrained_tokens: bool = False,
 ) -> list[Group]:
     """One group per (task, size) of `runs`, in order; the engine behind `collect_groups` and the TRL
-    rollout function (whose groups can differ in size). Never raises for a failed rollout."""
+    rollout function (whose groups can differ in size). Never raises for a failed rollout. Tokens sampled
+    under a grammar get mask 0 unless `train_constrained_tokens` (see `nemo_gym.training.formats`)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     convert = FORMATS[format]
@@ -116,7 +118,7 @@ async def collect_group_runs(
         group.rows = [members[index] for index in sorted(members)]
         for row in group.rows:
             try:
-                group.records.append(convert(row))
+                group.records.append(convert(row, train_constrained=train_constrained_tokens))
             except TokenDataError as error:
                 raise TrainingDataError(
                     f"task {group.position} rollout {row.get('_ng_rollout_index')} cannot be written as {format}: "
@@ -135,6 +137,7 @@ async def collect_groups(
     policy: CollectionPolicy = DEFAULT_POLICY,
     overrides: Row | None = None,
     allow_incomplete: bool = False,
+    train_constrained_tokens: bool = False,
 ) -> list[Group]:
     """Run `num_generations` rollouts of every task through `agent_name` on the stack at `head_url`;
     the groups in the batch's order, each holding its records in `format` in rollout order.
@@ -144,7 +147,11 @@ async def collect_groups(
     agent the head server does not know, ServerGoneError when a server stopped answering."""
     async with RolloutCollector.connect(head_url, agent_name, policy) as collector:
         groups = await collect_group_runs(
-            collector, [(task, num_generations) for task in tasks], format=format, overrides=overrides
+            collector,
+            [(task, num_generations) for task in tasks],
+            format=format,
+            overrides=overrides,
+            train_constrained_tokens=train_constrained_tokens,
         )
     if not allow_incomplete and not all(group.complete for group in groups):
         raise IncompleteGroupsError(describe_incomplete(groups, policy.max_attempts), groups=groups)

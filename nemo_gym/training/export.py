@@ -39,6 +39,8 @@ class ExportOptions(BaseModel):
     drop_cut_off: bool = False
     min_reward: float | None = None
     num_repeats: int | None = Field(None, ge=1)
+    train_constrained_tokens: bool = False
+    """Keep mask 1 on tokens sampled under a grammar (`generation_constrained`); by default they get mask 0."""
 
 
 class ExportSummary(BaseModel):
@@ -89,6 +91,7 @@ def _row_filter(row: dict[str, Any], options: ExportOptions) -> str | None:
 
 def export_file(source: str | Path, target: str | Path, options: ExportOptions) -> ExportSummary:
     source, target = Path(source), Path(target)
+    train_constrained = options.train_constrained_tokens
     convert = FORMATS[options.format]
     groups = GroupTally(group_size(source, options)) if options.drop_incomplete_groups else None
 
@@ -117,7 +120,7 @@ def export_file(source: str | Path, target: str | Path, options: ExportOptions) 
                     summary.dropped["incomplete_group"] += 1
                     continue
                 try:
-                    record = convert(row)
+                    record = convert(row, train_constrained=train_constrained)
                 except TokenDataError as error:
                     refused = InputDataError(str(error), path=str(source), line=place.line)
                     refused.field = error.field  # already leads the message: `file:line: field: what is wrong`

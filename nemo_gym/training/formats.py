@@ -1,13 +1,14 @@
 """One stored rollout row -> one record in a trainer's own field names (see README "Training").
 
 Every function is pure: a row in, a JSON-ready dict out, TokenDataError when the row cannot be
-expressed (no token ids, broken prefix, no reward).
+expressed (no token ids, broken prefix, no reward). Tokens a model call sampled under a grammar
+(`generation_constrained`) get mask 0 in every token format unless `train_constrained=True`: their
+recorded log probs are not those of the distribution they were drawn from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from nemo_gym.conversion import responses_to_chat_params
 from nemo_gym.errors import InputError
@@ -36,9 +37,9 @@ def group_uid(row: Row) -> str | None:
     return None if task is None else str(task)
 
 
-def to_trl(row: Row) -> Row:
+def to_trl(row: Row, *, train_constrained: bool = False) -> Row:
     """TRL GRPOTrainer `rollout_func` fields: the completion is every token after the first prompt."""
-    sequence = token_sequence(row)
+    sequence = token_sequence(row, train_constrained=train_constrained)
     return {
         "prompt_ids": sequence.prompt_ids,
         "completion_ids": sequence.response_ids,
@@ -49,13 +50,13 @@ def to_trl(row: Row) -> Row:
     }
 
 
-def to_verl(row: Row) -> Row:
+def to_verl(row: Row, *, train_constrained: bool = False) -> Row:
     """veRL agent-loop output: tool tokens inside the response with mask 0.
 
     `num_turns` is veRL's count of chat turns, user + assistant + tool: the first prompt, each model call and
     each run of environment tokens between calls (its tool agent loop's `user_turns + assistant_turns + 1`; a
     single-turn rollout is 2). Our count of model calls stays beside it as `num_model_calls`."""
-    sequence = token_sequence(row)
+    sequence = token_sequence(row, train_constrained=train_constrained)
     environment_turns = sum(1 for segment in sequence.segments if not segment.is_model)
     return {
         "prompt_ids": sequence.prompt_ids,
@@ -71,16 +72,17 @@ def to_verl(row: Row) -> Row:
     }
 
 
-def to_nemo_rl(row: Row) -> Row:
+def to_nemo_rl(row: Row, *, train_constrained: bool = False) -> Row:
     """NeMo RL message log as its NeMo Gym environment builds one: before each assistant turn a `user` message
     holding the tokens the prompt gained since the last turn (the first prompt, then what the environment added:
     tool results, user turns; empty when nothing was added), so its `turn_count` (user messages) is the number
-    of model calls. NeMo RL knows two roles, trained (`assistant`) and not (`user`); the role is the loss mask."""
-    sequence = token_sequence(row)
+    of model calls. NeMo RL knows two roles, trained (`assistant`) and not (`user`); the role is the loss mask,
+    so a masked (grammar-constrained) call's tokens join the `user` message after it, untrained."""
+    sequence = token_sequence(row, train_constrained=train_constrained)
     message_log: list[Row] = []
     pending = list(sequence.prompt_ids)
     for segment in sequence.segments:
-        if not segment.is_model:
+        if not segment.trained:
             pending += segment.token_ids
             continue
         message_log.append({"role": "user", "token_ids": pending})
@@ -88,6 +90,8 @@ def to_nemo_rl(row: Row) -> Row:
             {"role": "assistant", "token_ids": segment.token_ids, "generation_logprobs": segment.log_probs}
         )
         pending = []
+    if pending:  # the last call was masked: its tokens are context, not trained
+        message_log.append({"role": "user", "token_ids": pending})
     # `idx` is NeMo RL's DatumSpec field for the dataset row a sample came from.
     return {"message_log": message_log, "reward": reward_of(row), "idx": row.get("_ng_task_index"), **group_fields(row)}
 
@@ -114,13 +118,13 @@ def _index_of(row: Row, key: str) -> int:
     return value
 
 
-def to_skyrl(row: Row) -> Row:
+def to_skyrl(row: Row, *, train_constrained: bool = False) -> Row:
     """One sample of SkyRL's GeneratorOutput: each key is that field's entry for this rollout.
 
     `trajectory_ids` holds the fields of SkyRL's `TrajectoryID` dataclass (`instance_id`: str, the GRPO
     group; `repetition_id`: int), which JSON cannot carry as the object itself: build it with
     `TrajectoryID(**record["trajectory_ids"])`. Our own `episode_end` stays beside SkyRL's `stop_reasons`."""
-    sequence = token_sequence(row)
+    sequence = token_sequence(row, train_constrained=train_constrained)
     # Rows written before agents recorded `episode_end` get it inferred from the response, as the viewer does.
     ending = episode_end(row)
     return {
@@ -139,7 +143,7 @@ def to_skyrl(row: Row) -> Row:
     }
 
 
-def to_messages(row: Row) -> Row:
+def to_messages(row: Row, *, train_constrained: bool = False) -> Row:
     """OpenAI chat messages of the whole episode (prompt, assistant turns, tool results) + reward, for SFT."""
     params = dict(row.get("responses_create_params") or {})
     prompt = params.get("input", "")
@@ -153,7 +157,11 @@ def to_messages(row: Row) -> Row:
     return {"messages": chat["messages"], "reward": reward_of(row)}
 
 
-FORMATS: dict[str, Callable[[Row], Row]] = {
+class Converter(Protocol):
+    def __call__(self, row: Row, *, train_constrained: bool = False) -> Row: ...
+
+
+FORMATS: dict[str, Converter] = {
     "trl": to_trl,
     "verl": to_verl,
     "nemo_rl": to_nemo_rl,

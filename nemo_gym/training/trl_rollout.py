@@ -105,8 +105,10 @@ class NemoGymRolloutFunc:
         *,
         policy: CollectionPolicy = DEFAULT_POLICY,
         overrides: Row | None = None,
+        train_constrained_tokens: bool = False,
     ):
         self.head_url, self.agent_name, self.policy, self.overrides = head_url, agent_name, policy, overrides
+        self.train_constrained_tokens = train_constrained_tokens  # else grammar-sampled tokens get env_mask 0
         self._tasks: dict[bytes, Row] = {}
         owner: dict[bytes, int] = {}
         for index, task in enumerate(tasks):
@@ -165,4 +167,10 @@ class NemoGymRolloutFunc:
 
     async def _collect(self, runs: list[tuple[Row, int]]) -> list[Any]:
         async with RolloutCollector.connect(self.head_url, self.agent_name, self.policy) as collector:
-            return await collect_group_runs(collector, runs, format="trl", overrides=self.overrides)
+            return await collect_group_runs(
+                collector,
+                runs,
+                format="trl",
+                overrides=self.overrides,
+                train_constrained_tokens=self.train_constrained_tokens,
+            )

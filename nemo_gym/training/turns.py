@@ -9,6 +9,10 @@ Every export format reads token fields through `read_turn` alone, which validate
 token ids are lists of non-negative ints and log probs lists of finite numbers, strictly (a bool is
 not an int, a string is not a list of ids), so a row that a trainer would choke on, or silently train
 on (`"67"` read as `["6", "7"]`), is refused naming the exact field.
+
+A call whose item says `generation_constrained: true` was sampled under a grammar: its log probs are
+not those of the distribution its tokens were drawn from, so its tokens are masked (mask 0) like the
+environment's, unless the export is asked to train on them (`train_constrained`).
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from pydantic_core import PydanticCustomError
+
+from nemo_gym.token_prefix import GENERATION_CONSTRAINED_KEY
 
 TOKEN_ID_KEYS = ("prompt_token_ids", "generation_token_ids", "generation_log_probs")
 _EXPECTED = {
     "prompt_token_ids": "a list of non-negative integers",
     "generation_token_ids": "a list of non-negative integers",
     "generation_log_probs": "a list of finite numbers",
+    GENERATION_CONSTRAINED_KEY: "true or false",
 }
 _EXPECTED_ITEM = {
     "prompt_token_ids": "a non-negative integer",
@@ -65,6 +72,8 @@ class Turn(BaseModel):
     prompt_token_ids: TokenIds
     generation_token_ids: TokenIds
     generation_log_probs: list[LogProb]
+    generation_constrained: StrictBool = False
+    """Sampled under a grammar (see `nemo_gym.token_prefix.GENERATION_CONSTRAINED_KEY`)."""
 
 
 def _shown(value: Any) -> str:
@@ -84,7 +93,10 @@ def read_turn(item: dict[str, Any], index: int) -> Turn | None:
             f"response.output[{index}] has a partial token bundle: lacks {missing}", field=f"response.output[{index}]"
         )
     try:
-        return Turn.model_validate({key: item[key] for key in TOKEN_ID_KEYS})
+        fields = {key: item[key] for key in TOKEN_ID_KEYS}
+        if item.get(GENERATION_CONSTRAINED_KEY) is not None:
+            fields[GENERATION_CONSTRAINED_KEY] = item[GENERATION_CONSTRAINED_KEY]
+        return Turn.model_validate(fields)
     except ValidationError as error:
         first = error.errors()[0]
         key, *position = first["loc"]
@@ -99,11 +111,17 @@ def read_turn(item: dict[str, Any], index: int) -> Turn | None:
 
 @dataclass
 class Segment:
-    """A run of tokens from one source: the model (`is_model`) or the environment."""
+    """A run of tokens from one source: the model (`is_model`) or the environment. Model tokens are
+    trained on (mask 1) unless `masked`: sampled under a grammar, with log probs of another distribution."""
 
     is_model: bool
     token_ids: list[int]
     log_probs: list[float] = field(default_factory=list)
+    masked: bool = False
+
+    @property
+    def trained(self) -> bool:
+        return self.is_model and not self.masked
 
 
 @dataclass
@@ -119,7 +137,7 @@ class TokenSequence:
 
     @property
     def response_mask(self) -> list[int]:
-        return [int(segment.is_model) for segment in self.segments for _ in segment.token_ids]
+        return [int(segment.trained) for segment in self.segments for _ in segment.token_ids]
 
     @property
     def response_log_probs(self) -> list[float]:
@@ -166,8 +184,10 @@ def turns_of(row: dict[str, Any]) -> list[Turn]:
     return turns
 
 
-def token_sequence(row: dict[str, Any]) -> TokenSequence:
-    """The row as one sequence; TokenDataError naming the turn whose prompt does not extend the last one."""
+def token_sequence(row: dict[str, Any], *, train_constrained: bool = False) -> TokenSequence:
+    """The row as one sequence; TokenDataError naming the turn whose prompt does not extend the last one.
+
+    Calls sampled under a grammar are masked unless `train_constrained` (see the module docstring)."""
     turns = turns_of(row)
     segments: list[Segment] = []
     seen = list(turns[0].prompt_token_ids)
@@ -180,6 +200,7 @@ def token_sequence(row: dict[str, Any]) -> TokenSequence:
         added = turn.prompt_token_ids[len(seen) :]
         if added:
             segments.append(Segment(False, added))
-        segments.append(Segment(True, list(turn.generation_token_ids), list(turn.generation_log_probs)))
+        masked = turn.generation_constrained and not train_constrained
+        segments.append(Segment(True, list(turn.generation_token_ids), list(turn.generation_log_probs), masked))
         seen = turn.prompt_token_ids + turn.generation_token_ids
     return TokenSequence(list(turns[0].prompt_token_ids), segments)

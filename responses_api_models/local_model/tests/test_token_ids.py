@@ -25,6 +25,7 @@ from responses_api_models.local_model.engine import (
     ModelWeightsNotFoundError,
     default_model_path,
 )
+from responses_api_models.local_model.tool_prompt import render_tools_into_messages
 
 TOKEN_ID_KEYS = ("prompt_token_ids", "generation_token_ids", "generation_log_probs")
 SMOLLM2_END_OF_TURN = "<|im_end|>"
@@ -164,9 +165,9 @@ def test_each_call_of_a_tool_conversation_carries_ids_once_on_its_last_item(with
         assert all(key in output[-1] for key in TOKEN_ID_KEYS)
         assert not any(key in item for item in output[:-1] for key in TOKEN_ID_KEYS)
     assert first[-1]["type"] == "function_call"
-    # The constrained call was generated as JSON; its sampled tokens decode to it.
+    # The constrained call was generated as its <tool_call> text; its sampled tokens decode to it.
     decoded = with_ids.detokenize(first[-1]["generation_token_ids"])
-    assert '"get_weather"' in decoded and '"Oslo"' in decoded
+    assert decoded.startswith('<tool_call>{"name": "get_weather", "arguments": {"city": ')
 
 
 @pytest.mark.local_model
@@ -185,20 +186,48 @@ def test_turn_two_prompt_starts_with_turn_one_prompt_and_generation(with_ids, to
     assert with_ids.detokenize(second[-1]["generation_token_ids"]).removesuffix(SMOLLM2_END_OF_TURN) == text
 
 
+def _rendered_call(call: dict[str, Any]) -> str:
+    """The server's own rendering of a past call (the tool prompt's `<tool_call>` text)."""
+    chat_call = {
+        "id": call["call_id"],
+        "type": "function",
+        "function": {"name": call["name"], "arguments": call["arguments"]},
+    }
+    [message] = render_tools_into_messages(
+        [{"role": "assistant", "content": None, "tool_calls": [chat_call]}], [], "none"
+    )
+    return message["content"]
+
+
 @pytest.mark.local_model
-def test_without_the_prefix_turn_two_re_renders_the_call_and_loses_turn_one_tokens(with_ids, first_call):
-    # What the prefix is for: re-rendered, the constrained JSON the model sampled comes back as
-    # `<tool_call>{...}</tool_call>` text, so turn 1's generated ids are not in turn 2's prompt.
-    second = with_ids.respond(
+def test_a_forced_call_is_sampled_as_the_templates_own_call_text_and_marked_constrained(with_ids, first_call):
+    # Issue 18 part 7: the grammar admits the `<tool_call>` text the conversation shows for the call, not bare
+    # JSON; part 5: its tokens were drawn under a grammar, so the item says so and exports mask them.
+    [call] = first_call
+    assert call["type"] == "function_call" and call["generation_constrained"] is True
+    decoded = with_ids.detokenize(call["generation_token_ids"])
+    assert decoded == _rendered_call(call) + SMOLLM2_END_OF_TURN
+
+
+@pytest.mark.local_model
+def test_turn_two_prompt_is_the_same_text_whether_continued_from_ids_or_re_rendered(with_ids, first_call):
+    # Continued from turn 1's ids (what training collects) and re-rendered from the messages (what the model
+    # sees without token ids), turn 2's prompt is the same conversation: the call in its template form.
+    continued = with_ids.respond(
+        input=WEATHER_QUESTION + first_call + [_tool_result(first_call)],
+        tools=[WEATHER_TOOL],
+        max_output_tokens=8,
+        required_prefix_token_ids=last_call_token_ids(first_call),
+    )
+    re_rendered = with_ids.respond(
         input=WEATHER_QUESTION + _strip_ids(first_call) + [_tool_result(first_call)],
         tools=[WEATHER_TOOL],
         max_output_tokens=8,
     )
-    turn1_prompt, prompt2 = first_call[-1]["prompt_token_ids"], second[-1]["prompt_token_ids"]
-    assert prompt2[: len(turn1_prompt)] == turn1_prompt
-    full_turn1 = last_call_token_ids(first_call)
-    assert prompt2[: len(full_turn1)] != full_turn1
-    assert "<tool_call>" in with_ids.detokenize(prompt2[len(turn1_prompt) :])
+    continued_text = with_ids.detokenize(continued[-1]["prompt_token_ids"])
+    assert continued_text == with_ids.detokenize(re_rendered[-1]["prompt_token_ids"])
+    assert "<|im_start|>assistant\n" + _rendered_call(first_call[0]) + "<|im_end|>\n" in continued_text
+    assert "generation_constrained" not in continued[-1]  # a free turn: trained as usual
 
 
 @pytest.mark.local_model

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+from responses_api_models.local_model.tests.gbnf import parse
 from responses_api_models.local_model.tool_prompt import (
     declared_tool_names,
     parse_tool_calls,
     render_tools_into_messages,
-    tool_call_json_schema,
+    tool_call_grammar,
 )
 
 WEATHER_TOOL = {
@@ -184,13 +185,14 @@ def test_rendered_calls_parse_back_to_the_same_calls():
     assert calls == [call]
 
 
-def test_declared_names_and_call_schema_cover_both_tool_shapes():
+def test_declared_names_and_call_grammar_cover_both_tool_shapes():
     assert declared_tool_names([WEATHER_TOOL, TIME_TOOL, {"type": "web_search"}]) == NAMES
-    schema = tool_call_json_schema([WEATHER_TOOL, TIME_TOOL], "required")
-    assert [option["properties"]["name"] for option in schema["anyOf"]] == [
-        {"const": "get_weather"},
-        {"const": "get_time"},
-    ]
-    single = tool_call_json_schema([WEATHER_TOOL, TIME_TOOL], {"type": "function", "function": {"name": "get_weather"}})
-    assert single["properties"]["arguments"] == WEATHER_TOOL["function"]["parameters"]
-    assert tool_call_json_schema([], "required") is None
+    grammar = parse(tool_call_grammar([WEATHER_TOOL, TIME_TOOL], "required"))  # Chat shape, Responses shape
+    weather = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "SF"}'}}
+    time_call = {"id": "c2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    for call in (weather, time_call):
+        [message] = render_tools_into_messages([{"role": "assistant", "content": None, "tool_calls": [call]}], [])
+        assert grammar.matches(message["content"])
+    single = parse(tool_call_grammar([WEATHER_TOOL, TIME_TOOL], {"type": "function", "function": {"name": "get_time"}}))
+    assert not single.matches('<tool_call>{"name": "get_weather", "arguments": {"city": "SF"}}</tool_call>')
+    assert tool_call_grammar([], "required") is None
