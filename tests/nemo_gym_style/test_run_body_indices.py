@@ -9,7 +9,6 @@ import asyncio
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 from fastapi import Request
 from pydantic import ConfigDict, Field
@@ -36,22 +35,22 @@ ENV = "cohort_keys"
 class CohortSeedRequest(BaseSeedSessionRequest):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    task_index: Optional[int] = Field(default=None, alias=TASK_INDEX_KEY_NAME)
-    rollout_index: Optional[int] = Field(default=None, alias=ROLLOUT_INDEX_KEY_NAME)
+    task_index: int | None = Field(default=None, alias=TASK_INDEX_KEY_NAME)
+    rollout_index: int | None = Field(default=None, alias=ROLLOUT_INDEX_KEY_NAME)
 
 
 class CohortVerifyRequest(BaseVerifyRequest):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    task_index: Optional[int] = Field(default=None, alias=TASK_INDEX_KEY_NAME)
-    rollout_index: Optional[int] = Field(default=None, alias=ROLLOUT_INDEX_KEY_NAME)
+    task_index: int | None = Field(default=None, alias=TASK_INDEX_KEY_NAME)
+    rollout_index: int | None = Field(default=None, alias=ROLLOUT_INDEX_KEY_NAME)
 
 
 class CohortVerifyResponse(BaseVerifyResponse):
     model_config = ConfigDict(extra="allow")
 
-    cohort_key: Optional[str] = None
-    seeded_key: Optional[str] = None
+    cohort_key: str | None = None
+    seeded_key: str | None = None
 
 
 class CohortKeysServer(SimpleResourcesServer):
