@@ -15,15 +15,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from contextlib import ExitStack
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from nemo_gym.aio import raise_open_file_limit, run_async
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.cli.stacks import RAY_ADDRESS_HELP
 from nemo_gym.config import GlobalConfig, load_global_config, secret_values
-from nemo_gym.errors import ConfigError, ServerGoneError, ServerUnreachableError, UnknownServerError
+from nemo_gym.errors import ConfigError, InputDataError, ServerGoneError, ServerUnreachableError, UnknownServerError
 from nemo_gym.rollouts.aggregate_metrics import format_environment_key_metrics
 from nemo_gym.rollouts.collector import AGENT_SERVER_TYPE, CollectionPolicy
 from nemo_gym.rollouts.file_collection import CollectionReport, CollectionSpec, FileCollection, OpenedOutput
@@ -48,7 +49,9 @@ class CollectRolloutsConfig(BaseModel):
         description="Agent for rows without an agent_ref; a row's own agent_ref wins, as in NeMo Gym "
         "(null = every row must name its agent).",
     )
-    input_jsonl_fpath: str = Field(description="Tasks, one JSON object per line.")
+    input_jsonl_fpath: str | None = Field(
+        description="Tasks, one JSON object per line (required unless +split collates them)."
+    )
     output_jsonl_fpath: str = Field(description="Where scored rollouts are written.")
     limit: int | None = Field(None, ge=0, description="Use only the first N tasks (null or 0 = all).")
     num_repeats: int | None = Field(
@@ -88,14 +91,36 @@ class CollectRolloutsConfig(BaseModel):
     skills: dict[str, Any] | None = Field(
         None, description="NeMo Gym's run-level Agent Skills; not supported here (setting it is an error)."
     )
+    split: Literal["train", "validation", "benchmark"] | None = Field(
+        None,
+        description="NeMo Gym's `gym eval run --split`: collate the config's data sets (ng_prepare_data, "
+        "train_preparation) into <output without .jsonl>/preprocessed_datasets/ and collect on <split>.jsonl "
+        "(rows carry their agent_ref); instead of +input_jsonl_fpath.",
+    )
+    reuse_existing_data_preparation: bool = Field(
+        False, description="With +split: use the collated <split>.jsonl of an earlier run when it exists."
+    )
     overwrite: bool = Field(False, description="Replace an existing output file.")
     max_attempts: int = Field(3, ge=1, description="Attempts per rollout before it is written to the failures file.")
     rollout_timeout_s: float | None = Field(None, gt=0, description="Deadline for one rollout attempt, end to end.")
     config_paths: list[str] | None = Field(None, description="Start these servers if none are running.")
+    no_serve: bool = Field(
+        False,
+        description="Never start servers, even with +config_paths: use the running ones (gym eval run --no-serve).",
+    )
     startup_timeout_s: float = Field(
         60.0, gt=0, description="Seconds servers get to become healthy (with config_paths)."
     )
     ray_address: str | None = Field(None, description=f"With config_paths: {RAY_ADDRESS_HELP}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_names_the_input(cls, values: Any) -> Any:
+        """With +split the tasks are collated from the config (see `input_of`), so no input file is
+        required; without it a missing +input_jsonl_fpath is listed with the other missing parameters."""
+        if isinstance(values, dict) and values.get("split") is not None:
+            return {"input_jsonl_fpath": None} | values
+        return values
 
     @field_validator("num_repeats", mode="before")
     @classmethod
@@ -128,7 +153,7 @@ def collect(argv: list[str]) -> int:
     mode: OutputMode = "resume" if resume else "overwrite" if params.overwrite else "new"
     spec = CollectionSpec(
         agent_name=params.agent_name,
-        input_jsonl_fpath=params.input_jsonl_fpath,
+        input_jsonl_fpath=str(input_of(params, config)),
         limit=params.limit,
         num_repeats=params.num_repeats or 1,
         responses_create_params=params.responses_create_params,
@@ -145,7 +170,7 @@ def collect(argv: list[str]) -> int:
 
     head_url = config.head_url
     running = head_is_up(head_url)
-    if not running and config.instances:
+    if not running and config.instances and not params.no_serve:
         # Servers will be started for this run: a mistyped agent costs one line, not their start-up
         # (nor an output file and job record that a corrected command would then find in its way).
         check_agents_configured(config, tasks_agents(spec))
@@ -158,6 +183,11 @@ def collect(argv: list[str]) -> int:
         if running and config.instances:
             _note(f"Servers are already running at {head_url}; using them instead of starting the configured ones.")
         elif not running:
+            if params.no_serve:
+                raise ServerUnreachableError(
+                    f"cannot reach the head server at {head_url} and +no_serve=true (--no-serve) forbids starting "
+                    f"the configured servers: start them with ng_run (gym env start) first"
+                )
             if not config.instances:
                 raise ServerUnreachableError(
                     f"cannot reach the head server at {head_url}: start the servers with ng_run, "
@@ -193,6 +223,34 @@ def collect(argv: list[str]) -> int:
                 server=error.server,
             ) from None
     return _summarize(report, aggregated=not params.disable_aggregation)
+
+
+def input_of(params: CollectRolloutsConfig, config: GlobalConfig) -> Path:
+    """The tasks file: +input_jsonl_fpath, or with +split the config's data sets of that type collated
+    beside the output, as NeMo Gym's `gym eval run --split` prepares them."""
+    if params.split is None:
+        assert params.input_jsonl_fpath is not None  # the model requires one of them
+        return Path(params.input_jsonl_fpath)
+    if params.input_jsonl_fpath is not None:
+        raise ConfigError(
+            f"+split={params.split} and +input_jsonl_fpath both name the tasks: give one "
+            f"(+split collates the config's {params.split} data sets)"
+        )
+    from nemo_gym.data_preparation import prepare_data
+
+    folder = Path(params.output_jsonl_fpath).with_suffix("") / "preprocessed_datasets"
+    collated = folder / f"{params.split}.jsonl"
+    if params.reuse_existing_data_preparation and collated.is_file():
+        _note(f"Using the collated {collated} of an earlier run (+reuse_existing_data_preparation=true).")
+        return collated
+    report = prepare_data(config, "train_preparation", folder, say=_note)
+    if params.split not in report.collated:
+        have = ", ".join(sorted(report.collated)) or "none"
+        raise InputDataError(
+            f"+split={params.split}: no agent in the config has a {params.split} data set (collated: {have})"
+        )
+    _note(f"Collecting on {collated} ({report.rows[params.split]} rows).")
+    return collated
 
 
 def tasks_agents(spec: CollectionSpec) -> frozenset[str]:
