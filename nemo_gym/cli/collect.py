@@ -25,12 +25,12 @@ from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.cli.stacks import RAY_ADDRESS_HELP
 from nemo_gym.config import GlobalConfig, load_global_config, secret_values
 from nemo_gym.errors import ConfigError, InputDataError, ServerGoneError, ServerUnreachableError, UnknownServerError
+from nemo_gym.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.aggregate_metrics import format_environment_key_metrics
 from nemo_gym.rollouts.collector import AGENT_SERVER_TYPE, CollectionPolicy
 from nemo_gym.rollouts.file_collection import CollectionReport, CollectionSpec, FileCollection, OpenedOutput
 from nemo_gym.rollouts.metrics import format_key_metrics
 from nemo_gym.rollouts.progress import RolloutProgress
-from nemo_gym.rollouts.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.quality import format_quality_summary
 from nemo_gym.rollouts.store import OutputMode
 from nemo_gym.rollouts.tasks import scan_tasks

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from nemo_gym.errors import InputDataError
-from nemo_gym.rollouts.prompt_templates import PromptTemplate
+from nemo_gym.prompt_templates import PromptTemplate
 
 JSONDict = dict[str, Any]
 GROUP_SIZE_FIELD = "_ng_group_size"
@@ -108,7 +108,7 @@ def _task_lines(
     path: Path, limit: int | None, prompt: PromptTemplate | None = None
 ) -> Iterator[tuple[int, int, bytes, JSONDict]]:
     """(task_index, line number, raw line, checked row) for the first `limit` tasks (all when falsy);
-    `prompt` builds each row's input from its fields first (see `prompt_templates`)."""
+    `prompt` builds each row's input from its fields first (see `nemo_gym.prompt_templates`)."""
     if not path.is_file():
         raise InputDataError("input file does not exist", path=str(path))
     task_index = 0
