@@ -85,6 +85,9 @@ class CollectRolloutsConfig(BaseModel):
     upload_rollouts: bool = Field(
         True, description="NeMo Gym's upload to configured exporters; there are none here, so it does nothing."
     )
+    upload_rollouts_to_wandb: bool | None = Field(
+        None, description="NeMo Gym's deprecated name of +upload_rollouts; accepted, and likewise does nothing."
+    )
     rollout_collection_driver: str | None = Field(
         None, description="NeMo Gym's custom collection function; not supported here (setting it is an error)."
     )

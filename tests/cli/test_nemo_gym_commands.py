@@ -492,3 +492,12 @@ def test_gym_eval_run_split_collects_on_the_collated_split_of_the_config(agent_u
     rest = ["-a", "my_env_agent", "-i", str(train), "-o", str(tmp_path / "d.jsonl")]
     assert run(gym.main, "eval", "run", *common, "--no-serve", *rest) == 1
     assert "--no-serve" in capsys.readouterr().err
+
+
+def test_collect_accepts_nemo_gyms_deprecated_upload_rollouts_to_wandb(tmp_path, capsys):
+    tasks = jsonl(tmp_path / "tasks.jsonl", [task("a")])
+    args = [f"+input_jsonl_fpath={tasks}", f"+output_jsonl_fpath={tmp_path / 'out.jsonl'}", "+agent_name=a"]
+    # Read as a parameter (no exporters here, so nothing is uploaded): the run gets as far as the head server.
+    assert run(collect.main, *args, "+upload_rollouts_to_wandb=false", f"+head_server.port={free_port()}") == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the head server" in err and "upload_rollouts_to_wandb" not in err
