@@ -33,7 +33,7 @@ import orjson
 from nemo_gym.config import GlobalConfig
 from nemo_gym.dataset_metrics import DatasetMetrics, metrics_differences
 from nemo_gym.errors import InputDataError, OutputIsInputError
-from nemo_gym.rollouts.prompt_templates import PromptTemplate
+from nemo_gym.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.tasks import check_task
 
 __all__ = ["Dataset", "PreparationMode", "PreparationReport", "find_datasets", "prepare_data"]

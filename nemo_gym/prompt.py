@@ -1,4 +1,5 @@
-"""NeMo Gym's `nemo_gym.prompt` import path: prompt templates kept in YAML and filled from a row.
+"""NeMo Gym's `nemo_gym.prompt` import path, onto `nemo_gym.prompt_templates` (the implementation,
+also what `ng_collect_rollouts +prompt_config=...` and `ng_materialize_prompts` use).
 
 A prompt file has `user` (required) and `system` (optional), each a `str.format` template whose
 `{placeholders}` are the row's top-level fields (`{{`/`}}` for literal braces):
@@ -10,58 +11,47 @@ A prompt file has `user` (required) and `system` (optional), each a `str.format`
 from __future__ import annotations
 
 import functools
-import pathlib
 
-import yaml
-from pydantic import BaseModel, ValidationError
+from nemo_gym.prompt_templates import PromptTemplate
 
-from nemo_gym import PARENT_DIR
-from nemo_gym.errors import InputDataError
+__all__ = [
+    "PromptConfig",
+    "apply_prompt_to_row",
+    "fill_prompt",
+    "load_prompt_config",
+    "validate_prompt_compatibility",
+]
 
-__all__ = ["PromptConfig", "apply_prompt_to_row", "fill_prompt", "load_prompt_config"]
-
-
-class PromptConfig(BaseModel):
-    user: str
-    system: str | None = None
-
-
-def _resolve(path: str) -> pathlib.Path:
-    # A relative path is looked up from the working directory, then from the project root.
-    candidate = pathlib.Path(path)
-    if candidate.is_absolute() or candidate.exists():
-        return candidate
-    in_project = PARENT_DIR / candidate
-    return in_project if in_project.exists() else candidate
+PromptConfig = PromptTemplate
+"""NeMo Gym's name for a prompt file's contents."""
 
 
 @functools.lru_cache(maxsize=64)
 def load_prompt_config(path: str) -> PromptConfig:
-    """The prompt file at `path`, parsed and checked (cached: each file is read once)."""
-    resolved = _resolve(path)
-    try:
-        data = yaml.safe_load(resolved.read_text())
-    except OSError as error:
-        raise InputDataError(f"{resolved}: cannot read the prompt file ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise InputDataError(f"{resolved}: not valid YAML ({error})") from None
-    try:
-        return PromptConfig.model_validate(data)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, item['loc'])) or 'file'}: {item['msg']}" for item in error.errors())
-        raise InputDataError(f"{resolved}: {problems}") from None
+    """The prompt file at `path` (from the working directory, else the project root), parsed and
+    checked; cached, so each file is read once. A problem is an InputDataError naming the file."""
+    return PromptTemplate.load(path)[0]
 
 
 def fill_prompt(prompt_config: PromptConfig, row: dict) -> list[dict[str, str]]:
-    """The request messages for `row`: a system message when the prompt has one, then the user's."""
-    try:
-        messages = []
-        if prompt_config.system is not None:
-            messages.append({"role": "system", "content": prompt_config.system.format_map(row)})
-        messages.append({"role": "user", "content": prompt_config.user.format_map(row)})
-    except KeyError as error:
-        raise KeyError(f"the prompt uses the field {error} but the row has only: {', '.join(row)}") from None
-    return messages
+    """The request messages for `row`: a system message when the prompt has one, then the user's.
+    A field the row lacks is a KeyError naming it, as in NeMo Gym."""
+    return prompt_config.fill(row)
+
+
+def validate_prompt_compatibility(rows: list[dict], prompt_config: PromptConfig) -> None:
+    """ValueError listing the rows (by position) that already have a `responses_create_params.input`,
+    which a prompt would replace; NeMo Gym checks a whole data set with it before applying a prompt."""
+    clashing = [
+        index
+        for index, row in enumerate(rows)
+        if isinstance(row.get("responses_create_params"), dict) and row["responses_create_params"].get("input")
+    ]
+    if clashing:
+        raise ValueError(
+            f"rows {clashing} already have responses_create_params.input and a prompt_config would replace it; "
+            f"use one or the other"
+        )
 
 
 def apply_prompt_to_row(row: dict, prompt_config: PromptConfig) -> dict:

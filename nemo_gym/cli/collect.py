@@ -13,22 +13,23 @@ import os
 import sys
 from collections.abc import Mapping
 from contextlib import ExitStack
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from nemo_gym.aio import raise_open_file_limit, run_async
-from nemo_gym.cli.head_probe import stack_to_use
+from nemo_gym.cli.head_probe import probe_head, stack_to_use
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.cli.stacks import RAY_ADDRESS_HELP
 from nemo_gym.config import GlobalConfig, load_global_config, secret_values
-from nemo_gym.errors import ConfigError, ServerGoneError, ServerUnreachableError, UnknownServerError
+from nemo_gym.errors import ConfigError, InputDataError, ServerGoneError, ServerUnreachableError, UnknownServerError
+from nemo_gym.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.aggregate_metrics import format_environment_key_metrics
 from nemo_gym.rollouts.collector import AGENT_SERVER_TYPE, CollectionPolicy
 from nemo_gym.rollouts.file_collection import CollectionReport, CollectionSpec, FileCollection, OpenedOutput
 from nemo_gym.rollouts.metrics import format_key_metrics
 from nemo_gym.rollouts.progress import RolloutProgress
-from nemo_gym.rollouts.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.quality import format_quality_summary
 from nemo_gym.rollouts.store import OutputMode
 from nemo_gym.rollouts.tasks import scan_tasks
@@ -47,7 +48,9 @@ class CollectRolloutsConfig(BaseModel):
         description="Agent for rows without an agent_ref; a row's own agent_ref wins, as in NeMo Gym "
         "(null = every row must name its agent).",
     )
-    input_jsonl_fpath: str = Field(description="Tasks, one JSON object per line.")
+    input_jsonl_fpath: str | None = Field(
+        description="Tasks, one JSON object per line (required unless +split collates them)."
+    )
     output_jsonl_fpath: str = Field(description="Where scored rollouts are written.")
     limit: int | None = Field(None, ge=0, description="Use only the first N tasks (null or 0 = all).")
     num_repeats: int | None = Field(
@@ -81,20 +84,45 @@ class CollectRolloutsConfig(BaseModel):
     upload_rollouts: bool = Field(
         True, description="NeMo Gym's upload to configured exporters; there are none here, so it does nothing."
     )
+    upload_rollouts_to_wandb: bool | None = Field(
+        None, description="NeMo Gym's deprecated name of +upload_rollouts; accepted, and likewise does nothing."
+    )
     rollout_collection_driver: str | None = Field(
         None, description="NeMo Gym's custom collection function; not supported here (setting it is an error)."
     )
     skills: dict[str, Any] | None = Field(
         None, description="NeMo Gym's run-level Agent Skills; not supported here (setting it is an error)."
     )
+    split: Literal["train", "validation", "benchmark"] | None = Field(
+        None,
+        description="NeMo Gym's `gym eval run --split`: collate the config's data sets (ng_prepare_data, "
+        "train_preparation) into <output without .jsonl>/preprocessed_datasets/ and collect on <split>.jsonl "
+        "(rows carry their agent_ref); instead of +input_jsonl_fpath.",
+    )
+    reuse_existing_data_preparation: bool = Field(
+        False, description="With +split: use the collated <split>.jsonl of an earlier run when it exists."
+    )
     overwrite: bool = Field(False, description="Replace an existing output file.")
     max_attempts: int = Field(3, ge=1, description="Attempts per rollout before it is written to the failures file.")
     rollout_timeout_s: float | None = Field(None, gt=0, description="Deadline for one rollout attempt, end to end.")
     config_paths: list[str] | None = Field(None, description="Start these servers if none are running.")
+    no_serve: bool = Field(
+        False,
+        description="Never start servers, even with +config_paths: use the running ones (gym eval run --no-serve).",
+    )
     startup_timeout_s: float = Field(
         60.0, gt=0, description="Seconds servers get to become healthy (with config_paths)."
     )
     ray_address: str | None = Field(None, description=f"With config_paths: {RAY_ADDRESS_HELP}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_names_the_input(cls, values: Any) -> Any:
+        """With +split the tasks are collated from the config (see `input_of`), so no input file is
+        required; without it a missing +input_jsonl_fpath is listed with the other missing parameters."""
+        if isinstance(values, dict) and values.get("split") is not None:
+            return {"input_jsonl_fpath": None} | values
+        return values
 
     @field_validator("num_repeats", mode="before")
     @classmethod
@@ -117,7 +145,7 @@ def collect(argv: list[str]) -> int:
     mode: OutputMode = "resume" if resume else "overwrite" if params.overwrite else "new"
     spec = CollectionSpec(
         agent_name=params.agent_name,
-        input_jsonl_fpath=params.input_jsonl_fpath,
+        input_jsonl_fpath=str(input_of(params, config)),
         limit=params.limit,
         num_repeats=params.num_repeats or 1,
         responses_create_params=params.responses_create_params,
@@ -132,9 +160,12 @@ def collect(argv: list[str]) -> int:
         aggregate=not params.disable_aggregation,
     )
 
-    config, running = stack_to_use(config, argv, _note)
+    if params.no_serve:  # the servers running at the head address, whichever they are: the user's choice
+        running = probe_head(config.head_url)
+    else:
+        config, running = stack_to_use(config, argv, _note)
     head_url = config.head_url
-    if running is None and config.instances:
+    if running is None and config.instances and not params.no_serve:
         # Servers will be started for this run: a mistyped agent costs one line, not their start-up
         # (nor an output file and job record that a corrected command would then find in its way).
         check_agents_configured(config, tasks_agents(spec))
@@ -145,6 +176,11 @@ def collect(argv: list[str]) -> int:
         cleanup.callback(collection.close)
         _say_what_was_found(collection, opened)
         if running is None:
+            if params.no_serve:
+                raise ServerUnreachableError(
+                    f"cannot reach the head server at {head_url} and +no_serve=true (--no-serve) forbids starting "
+                    f"the configured servers: start them with ng_run (gym env start) first"
+                )
             if not config.instances:
                 raise ServerUnreachableError(
                     f"cannot reach the head server at {head_url}: start the servers with ng_run, "
@@ -180,6 +216,34 @@ def collect(argv: list[str]) -> int:
                 server=error.server,
             ) from None
     return _summarize(report, aggregated=not params.disable_aggregation)
+
+
+def input_of(params: CollectRolloutsConfig, config: GlobalConfig) -> Path:
+    """The tasks file: +input_jsonl_fpath, or with +split the config's data sets of that type collated
+    beside the output, as NeMo Gym's `gym eval run --split` prepares them."""
+    if params.split is None:
+        assert params.input_jsonl_fpath is not None  # the model requires one of them
+        return Path(params.input_jsonl_fpath)
+    if params.input_jsonl_fpath is not None:
+        raise ConfigError(
+            f"+split={params.split} and +input_jsonl_fpath both name the tasks: give one "
+            f"(+split collates the config's {params.split} data sets)"
+        )
+    from nemo_gym.data_preparation import prepare_data
+
+    folder = Path(params.output_jsonl_fpath).with_suffix("") / "preprocessed_datasets"
+    collated = folder / f"{params.split}.jsonl"
+    if params.reuse_existing_data_preparation and collated.is_file():
+        _note(f"Using the collated {collated} of an earlier run (+reuse_existing_data_preparation=true).")
+        return collated
+    report = prepare_data(config, "train_preparation", folder, say=_note)
+    if params.split not in report.collated:
+        have = ", ".join(sorted(report.collated)) or "none"
+        raise InputDataError(
+            f"+split={params.split}: no agent in the config has a {params.split} data set (collated: {have})"
+        )
+    _note(f"Collecting on {collated} ({report.rows[params.split]} rows).")
+    return collated
 
 
 def tasks_agents(spec: CollectionSpec) -> frozenset[str]:

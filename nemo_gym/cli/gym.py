@@ -37,31 +37,64 @@ class Flag:
         return f"+{self.key}=true" if self.switch else f"+{self.key}={value}"
 
 
-def _config_of(kind: str) -> Callable[[str], str]:
-    """`--resources-server NAME` -> `<kind>/NAME/configs/NAME.yaml` (`NAME/flavor` picks `flavor.yaml`)."""
+# NeMo Gym's named configs: flag -> (folder, configs subfolder, default file stem; None = the name itself).
+# `NAME` or `NAME/flavor` -> `<folder>/NAME/[<subfolder>/]<flavor or default>.yaml`.
+_ASSETS: dict[str, tuple[str, str, str | None]] = {
+    "resources-server": ("resources_servers", "configs", None),
+    "model-type": ("responses_api_models", "configs", None),
+    "benchmark": ("benchmarks", "", "config"),
+    "environment": ("environments", "", "config"),
+}
+
+
+def _config_of(flag: str) -> Callable[[str], str]:
+    """`--<flag> NAME[/flavor]` -> `+config_paths=[<its config file>]`, found from the working directory
+    or the project root, as NeMo Gym resolves it; a name with no config file is one line naming it."""
+    folder, subfolder, default_stem = _ASSETS[flag]
 
     def path(value: str) -> str:
         name, _, flavor = value.partition("/")
-        relative = f"{kind}/{name}/configs/{flavor or name}.yaml"
-        if not (Path(relative).is_file() or (find_project_root() / relative).is_file()):
-            raise ConfigError(f"--{_FLAG_OF_KIND[kind]} {value}: no config file {relative}")
-        return f"+config_paths=[{relative}]"
+        stem = flavor or default_stem or name
+        candidates = [f"{folder}/{name}/{subfolder}/{stem}.yaml" if subfolder else f"{folder}/{name}/{stem}.yaml"]
+        if flavor and not subfolder:
+            candidates.insert(0, f"{folder}/{value}/config.yaml")  # a benchmark nested under a group folder
+        for relative in candidates:
+            if Path(relative).is_file() or (find_project_root() / relative).is_file():
+                return f"+config_paths=[{relative}]"
+        raise ConfigError(f"--{flag} {value}: no config file {candidates[-1]}")
 
     return path
 
 
-_FLAG_OF_KIND = {"resources_servers": "resources-server", "responses_api_models": "model-type"}
+def _no_search_dirs(value: str) -> str:
+    raise ConfigError(
+        f"--search-dir {value}: extra component roots are not supported here; "
+        f"pass the configs with --config PATH (or +config_paths=[...])"
+    )
+
 
 CONFIG = Flag(
     ("--config",), "config_paths", "Config file to load; repeatable.", to_override=lambda v: f"+config_paths=[{v}]"
 )
 RESOURCES_SERVER_CONFIG = Flag(
     ("--resources-server",), "config_paths", "Load resources_servers/NAME/configs/NAME.yaml.",
-    to_override=_config_of("resources_servers"),
+    to_override=_config_of("resources-server"),
 )  # fmt: skip
 MODEL_TYPE = Flag(
     ("--model-type",), "config_paths", "Load responses_api_models/NAME/configs/NAME.yaml.",
-    to_override=_config_of("responses_api_models"),
+    to_override=_config_of("model-type"),
+)  # fmt: skip
+BENCHMARK = Flag(
+    ("--benchmark",), "config_paths", "Load benchmarks/NAME/config.yaml (NAME/flavor: that file).",
+    to_override=_config_of("benchmark"),
+)  # fmt: skip
+ENVIRONMENT = Flag(
+    ("--environment",), "config_paths", "Load environments/NAME/config.yaml (NAME/flavor: that file).",
+    to_override=_config_of("environment"),
+)  # fmt: skip
+SEARCH_DIR = Flag(
+    ("--search-dir",), "", "NeMo Gym's extra component roots: not supported here (an error).",
+    to_override=_no_search_dirs,
 )  # fmt: skip
 ENTRYPOINT = Flag(
     ("--resources-server",), "entrypoint", "The resources server (resources_servers/NAME).",
@@ -92,7 +125,12 @@ def _test_module(overrides: list[str]) -> str:
 
 
 COMMANDS: dict[str, Command] = {
-    "env start": Command("run", "Start the servers.", (CONFIG, RESOURCES_SERVER_CONFIG, MODEL_TYPE, *MODEL), "ng_run"),
+    "env start": Command(
+        "run",
+        "Start the servers.",
+        (CONFIG, BENCHMARK, ENVIRONMENT, RESOURCES_SERVER_CONFIG, MODEL_TYPE, *MODEL),
+        "ng_run",
+    ),
     "env test": Command(
         "env_test",
         "Test one server (--resources-server / +entrypoint) or every folder.",
@@ -110,16 +148,13 @@ COMMANDS: dict[str, Command] = {
         "Collect rollouts (starts the configured servers when none run; --no-serve: use the running ones).",
         (
             CONFIG,
+            BENCHMARK,
+            ENVIRONMENT,
             RESOURCES_SERVER_CONFIG,
             MODEL_TYPE,
+            SEARCH_DIR,
             *MODEL,
-            Flag(
-                ("--no-serve",),
-                "",
-                "Use the running servers (what ng_collect_rollouts does when they run).",
-                switch=True,
-                to_override=lambda v: "",
-            ),
+            Flag(("--no-serve",), "no_serve", "Use the running servers; never start the configured ones.", switch=True),
             Flag(("--resume",), "resume_from_cache", "Resume an interrupted run.", switch=True),
             Flag(("--agent", "-a"), "agent_name", "Agent for rows without an agent_ref."),
             Flag(("--input", "-i"), "input_jsonl_fpath", "Input tasks JSONL."),
@@ -128,6 +163,7 @@ COMMANDS: dict[str, Command] = {
             Flag(("--num-repeats",), "num_repeats", "Rollouts per task."),
             Flag(("--prompt-config",), "prompt_config", "Prompt YAML that builds each input."),
             Flag(("--concurrency",), "num_samples_in_parallel", "Rollouts in flight."),
+            Flag(("--split",), "split", "Collate the config's train, validation or benchmark sets; run on that one."),
             Flag(("--temperature",), "responses_create_params.temperature", "Sampling temperature."),
             Flag(("--top-p",), "responses_create_params.top_p", "Nucleus sampling top-p."),
             Flag(("--max-output-tokens",), "responses_create_params.max_output_tokens", "Maximum output tokens."),

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from nemo_gym.cli.main import read_command_config, run_command
 from nemo_gym.config import GlobalConfig, load_global_config
 from nemo_gym.errors import InputDataError, OutputExistsError, OutputIsInputError
+from nemo_gym.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.output_lock import how_one_file
-from nemo_gym.rollouts.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.tasks import check_task
 
 

@@ -37,7 +37,7 @@ from nemo_gym.errors import (
 )
 from nemo_gym.retry import RetryPolicy, classify_error
 from nemo_gym.rollouts.circuit_breaker import CircuitBreaker, describe_server
-from nemo_gym.rollouts.tasks import AGENT_REF_FIELD, RolloutJob, agent_of
+from nemo_gym.rollouts.tasks import AGENT_REF_FIELD, ROLLOUT_INDEX_FIELD, TASK_INDEX_FIELD, RolloutJob, agent_of
 
 AGENT_SERVER_TYPE = "responses_api_agents"
 
@@ -229,7 +229,7 @@ class RolloutCollector:
         )
 
     async def _attempt(self, job: RolloutJob, agent: str) -> dict[str, Any]:
-        call = self.server_client.post(agent, "/run", json=job.row, retry=CONNECT_ONLY_RETRY)
+        call = self.server_client.post(agent, "/run", json=job.run_body(), retry=CONNECT_ONLY_RETRY)
         if self.policy.rollout_timeout_s is not None:
             result = await asyncio.wait_for(call, self.policy.rollout_timeout_s)
         else:
@@ -242,6 +242,10 @@ class RolloutCollector:
             or isinstance(row.get("reward"), bool)
         ):
             raise InvalidResponseError(f"agent {agent!r} returned a row without a numeric reward")
+        for key in (TASK_INDEX_FIELD, ROLLOUT_INDEX_FIELD):
+            if key not in job.row:
+                # Echoed from the /run body by verify: `stamp` writes it last, where rows always had it.
+                row.pop(key, None)
         row[AGENT_REF_FIELD] = {"type": AGENT_SERVER_TYPE, "name": agent}  # the agent that ran it
         return job.stamp(row)
 

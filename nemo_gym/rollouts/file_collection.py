@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.errors import OutputIsInputError
+from nemo_gym.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.aggregate_metrics import AggregateMetricsOutcome, aggregate_metrics_path, write_aggregate_metrics
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector, RolloutOutcome
 from nemo_gym.rollouts.groups import GroupSummary, GroupTally, groups_path, write_groups
@@ -47,7 +48,6 @@ from nemo_gym.rollouts.job_identity import (
 )
 from nemo_gym.rollouts.metrics import aggregate_rollouts
 from nemo_gym.rollouts.output_lock import OutputLock, how_one_file
-from nemo_gym.rollouts.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.quality import QualityReport, build_quality_report, quality_report_path, write_quality_report
 from nemo_gym.rollouts.redaction import SecretRedactor
 from nemo_gym.rollouts.store import OutputMode, PairKey, RolloutStore, iter_rows, pair_key, write_error
@@ -71,7 +71,7 @@ class CollectionSpec(BaseModel):
     num_repeats_add_seed: bool = False
     """Each rollout sends its rollout index as `seed` in `metadata.extra_body` (NeMo Gym's parameter)."""
     prompt_config: str | None = None
-    """A prompt file that builds every row's input from its fields (see `prompt_templates`)."""
+    """A prompt file that builds every row's input from its fields (see `nemo_gym.prompt_templates`)."""
 
 
 class CollectionProgress(Protocol):

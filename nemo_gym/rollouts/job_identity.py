@@ -21,7 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nemo_gym.errors import JobMismatchError
-from nemo_gym.rollouts.prompt_templates import PromptTemplate
+from nemo_gym.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.store import sidecar
 from nemo_gym.rollouts.tasks import TaskScan, scan_tasks
 

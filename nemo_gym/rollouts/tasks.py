@@ -17,18 +17,21 @@ from typing import Any
 import orjson
 
 from nemo_gym.errors import InputDataError
-from nemo_gym.rollouts.prompt_templates import PromptTemplate
+from nemo_gym.prompt_templates import PromptTemplate
 
 JSONDict = dict[str, Any]
 GROUP_SIZE_FIELD = "_ng_group_size"
 """Stamped on every row, failure and materialized input: the rollouts its task owes (see `groups`)."""
 AGENT_REF_FIELD = "agent_ref"
 """A row's own choice of agent, `{"type": "responses_api_agents", "name": ...}`, as in NeMo Gym."""
+TASK_INDEX_FIELD = "_ng_task_index"
+ROLLOUT_INDEX_FIELD = "_ng_rollout_index"
+"""The (task, rollout) pair of a row, under NeMo Gym's names: in the `/run` body and in every record."""
 
 
 @dataclass(slots=True)
 class RolloutJob:
-    """One (task, rollout) pair and the exact row sent to the agent's /run."""
+    """One (task, rollout) pair and its task row (what `/run` gets is `run_body()`)."""
 
     task_index: int
     rollout_index: int
@@ -40,11 +43,17 @@ class RolloutJob:
     def key(self) -> tuple[int, int]:
         return (self.task_index, self.rollout_index)
 
+    def run_body(self) -> JSONDict:
+        """What is posted to the agent's `/run`: the row with this pair's indices, as NeMo Gym's
+        collector sends them, so an agent or environment can read them (to name the rollout, key
+        per-rollout state, seed by task). A shallow copy: the row is shared by a task's repeats."""
+        return self.row | {TASK_INDEX_FIELD: self.task_index, ROLLOUT_INDEX_FIELD: self.rollout_index}
+
     def stamp(self, record: JSONDict) -> JSONDict:
         """`record` (a row, a failure, a materialized input) tagged with this pair's `_ng_*` keys, in place.
         The one place those keys are written, so rows, failures and inputs always agree on them."""
-        record["_ng_task_index"] = self.task_index
-        record["_ng_rollout_index"] = self.rollout_index
+        record[TASK_INDEX_FIELD] = self.task_index
+        record[ROLLOUT_INDEX_FIELD] = self.rollout_index
         # A row names its group's size, so a rows file copied away from its `_job.json` still says which
         # groups are whole.
         record[GROUP_SIZE_FIELD] = self.group_size
@@ -99,7 +108,7 @@ def _task_lines(
     path: Path, limit: int | None, prompt: PromptTemplate | None = None
 ) -> Iterator[tuple[int, int, bytes, JSONDict]]:
     """(task_index, line number, raw line, checked row) for the first `limit` tasks (all when falsy);
-    `prompt` builds each row's input from its fields first (see `prompt_templates`)."""
+    `prompt` builds each row's input from its fields first (see `nemo_gym.prompt_templates`)."""
     if not path.is_file():
         raise InputDataError("input file does not exist", path=str(path))
     task_index = 0

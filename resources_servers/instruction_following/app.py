@@ -1,8 +1,8 @@
 """instruction_following: IFEval-style verifiable instructions, graded strictly and loosely.
 
 Trains following format and content constraints exactly (word counts, keywords, JSON, sections,
-case, punctuation, ...). No tools; the last assistant message is graded against every instruction
-in the task with the checkers in `checkers.py` (IFEval's 25 kinds and the IFBench ones NeMo Gym's
+case, punctuation, the reply's language, ...). No tools; the last assistant message is graded against every instruction
+in the task with the checkers in `checkers.py` (IFEval's kinds and the IFBench ones NeMo Gym's
 rows use). NeMo Gym's row shape is accepted too: the task under `verifier_metadata` (with an
 optional `grading_mode`: binary or fraction), `kwargs` entries that are null, and null arguments.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
+from starlette.concurrency import run_in_threadpool
 
 from nemo_gym.openai_types import last_assistant_text
 from nemo_gym.servers.resources import (
@@ -20,7 +21,12 @@ from nemo_gym.servers.resources import (
     BaseVerifyResponse,
     SimpleResourcesServer,
 )
-from resources_servers.instruction_following.checkers import check_arguments, follows
+from resources_servers.instruction_following.checkers import (
+    RESPONSE_LANGUAGE,
+    check_arguments,
+    follows,
+    language_detector,
+)
 
 
 class InstructionFollowingConfig(BaseResourcesServerConfig):
@@ -90,6 +96,8 @@ class InstructionFollowingServer(SimpleResourcesServer):
 
     async def verify(self, body: InstructionVerifyRequest) -> InstructionVerifyResponse:
         text = last_assistant_text(body.response.output)
+        if RESPONSE_LANGUAGE in body.instruction_id_list:
+            await run_in_threadpool(language_detector)  # the first call loads langdetect's profiles: seconds
         pairs = list(zip(body.instruction_id_list, body.kwargs))
         strict = [follows(i, a, text, loose=False) for i, a in pairs]
         loose = [follows(i, a, text, loose=True) for i, a in pairs]

@@ -18,10 +18,14 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import threading
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from resources_servers.instruction_following.ifbench import IFBENCH_CHECKERS
+
+if TYPE_CHECKING:
+    from langdetect.detector_factory import DetectorFactory
 
 Relation = Literal["less than", "at most", "at least", "exactly", "more than"]
 Checker = Callable[..., bool]
@@ -181,6 +185,49 @@ def end_checker(text: str, *, end_phrase: str) -> bool:
 def quotation(text: str) -> bool:
     stripped = text.strip()
     return len(stripped) >= 2 and stripped[0] == '"' and stripped[-1] == '"'
+
+
+# ---- language -------------------------------------------------------------------------------------
+
+RESPONSE_LANGUAGE = "language:response_language"
+_detector_factory: DetectorFactory | None = None
+_detector_lock = threading.Lock()
+
+
+def language_detector() -> DetectorFactory:
+    """langdetect's profiles (55 languages), loaded once: the reference IFEval asks langdetect which
+    language a reply is in. Loading takes seconds, so the server does it off the event loop. Seeded,
+    so one text always gets one answer (langdetect samples, and unseeded a short or mixed text can
+    come out differently from call to call)."""
+    global _detector_factory
+    with _detector_lock:
+        if _detector_factory is None:
+            try:
+                from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
+            except ModuleNotFoundError as error:
+                raise ModuleNotFoundError(
+                    f"{RESPONSE_LANGUAGE} needs langdetect: pip install -e '.[envs]' (or pip install langdetect)",
+                    name=error.name,
+                ) from None
+            factory = DetectorFactory()
+            factory.load_profile(PROFILES_DIRECTORY)
+            factory.set_seed(0)
+            _detector_factory = factory
+        return _detector_factory
+
+
+@instruction(RESPONSE_LANGUAGE)
+def response_language(text: str, *, language: str) -> bool:
+    """The reply is in `language` (an ISO 639-1 code such as "kn" or "de") by langdetect, as IFEval
+    checks it; a text langdetect finds no letters in counts as followed, as it does there."""
+    from langdetect.lang_detect_exception import LangDetectException
+
+    detector = language_detector().create()
+    detector.append(text)
+    try:
+        return bool(detector.detect() == language)
+    except LangDetectException:
+        return True
 
 
 # ---- case and punctuation -------------------------------------------------------------------------

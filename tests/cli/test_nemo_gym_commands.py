@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from nemo_gym.cli import (
     aggregate_rollouts,
+    collect,
     env_test_all,
     gym,
     materialize_prompts,
@@ -378,3 +379,125 @@ def test_gym_router_maps_nemo_gym_07_commands_and_flags_onto_ours(tmp_path, caps
     ]
     assert gym.resolve(["env", "test"])[1].choose(["+entrypoint=resources_servers/x"]) == "env_test"
     assert gym.resolve(["env", "test"])[1].choose([]) == "env_test_all"
+
+
+def test_gym_eval_run_takes_nemo_gym_07s_flags_with_their_meaning(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks" / "aime24").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "aime24" / "config.yaml").write_text("{}\n")
+    (tmp_path / "benchmarks" / "aime24" / "x.yaml").write_text("{}\n")
+    (tmp_path / "environments" / "blackjack").mkdir(parents=True)
+    (tmp_path / "environments" / "blackjack" / "config.yaml").write_text("{}\n")
+    # Every flag of NeMo Gym 0.7's `gym eval run`, each onto the ng_collect_rollouts parameter of the same meaning.
+    argv = [
+        "--config", "a.yaml", "--benchmark", "aime24", "--benchmark", "aime24/x", "--environment", "blackjack",
+        "--resources-server", "example_single_tool_call", "--model-type", "openai_model", "--no-serve", "--resume",
+        "-a", "ag", "-i", "in.jsonl", "-o", "out.jsonl", "--limit", "5", "--num-repeats", "4",
+        "--prompt-config", "p.yaml", "--concurrency", "8", "--split", "validation", "-m", "gpt", "--model-url",
+        "http://h/v1", "--model-api-key", "sk-1", "--temperature", "0.7", "--top-p", "0.9",
+        "--max-output-tokens", "64", "--disable-aggregation",
+    ]  # fmt: skip
+    assert gym.translate(gym.COMMANDS["eval run"], argv) == [
+        "+config_paths=[a.yaml,benchmarks/aime24/config.yaml,benchmarks/aime24/x.yaml,"
+        "environments/blackjack/config.yaml,resources_servers/example_single_tool_call/configs/"
+        "example_single_tool_call.yaml,responses_api_models/openai_model/configs/openai_model.yaml]",
+        "+no_serve=true",
+        "+resume_from_cache=true",
+        "+agent_name=ag",
+        "+input_jsonl_fpath=in.jsonl",
+        "+output_jsonl_fpath=out.jsonl",
+        "+limit=5",
+        "+num_repeats=4",
+        "+prompt_config=p.yaml",
+        "+num_samples_in_parallel=8",
+        "+split=validation",
+        "+policy_model_name=gpt",
+        "+policy_base_url=http://h/v1",
+        "+policy_api_key=sk-1",
+        "+responses_create_params.temperature=0.7",
+        "+responses_create_params.top_p=0.9",
+        "+responses_create_params.max_output_tokens=64",
+        "+disable_aggregation=true",
+    ]
+    # Each translated parameter is one ng_collect_rollouts reads (an unread one would be refused as a typo).
+    read = set(collect.CollectRolloutsConfig.model_fields) | {"config_paths", "policy_model_name"}
+    read |= {"policy_base_url", "policy_api_key"}
+    assert {
+        token.lstrip("+").split("=")[0].split(".")[0] for token in gym.translate(gym.COMMANDS["eval run"], argv)
+    } <= read
+    capsys.readouterr()
+    # What is not a flag of the command, or names no config, is one line and exit 2.
+    for bad, says in [
+        (["--frobnicate", "1"], "unknown flag --frobnicate"),
+        (["--benchmark", "aime25"], "--benchmark aime25: no config file benchmarks/aime25/config.yaml"),
+        (["--search-dir", "extra"], "--search-dir extra: extra component roots are not supported here"),
+        (["--split"], "--split needs a value"),
+    ]:
+        assert run(gym.main, "eval", "run", *bad) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def write_split_config(tmp_path: Path, train: Path) -> Path:
+    config = tmp_path / "split_env.yaml"
+    config.write_text(
+        f"""
+my_env:
+  resources_servers:
+    {ENV}:
+      entrypoint: app.py
+      domain: agent
+my_env_agent:
+  responses_api_agents:
+    simple_agent:
+      entrypoint: app.py
+      resources_server: {{type: resources_servers, name: my_env}}
+      model_server: {{type: responses_api_models, name: policy_model}}
+      datasets:
+        - {{name: tiny, type: train, jsonl_fpath: {train}, num_repeats: 2}}
+"""
+    )
+    return config
+
+
+def test_gym_eval_run_split_collects_on_the_collated_split_of_the_config(agent_url, tmp_path, capsys):
+    row = read_jsonl(Path("resources_servers") / ENV / "data" / "example.jsonl")[0]
+    train = jsonl(tmp_path / "train.jsonl", [row | {"n": 1}, row | {"n": 2}])
+    config = write_split_config(tmp_path, train)
+    head = start_head(
+        [ServerInfo(name="my_env_agent", server_type="responses_api_agents", implementation="s", url=agent_url)]
+    )
+    output = tmp_path / "results" / "run.jsonl"
+    model = ["-m", "m", "--model-url", "http://127.0.0.1:9/v1", "--model-api-key", "sk-test"]
+    common = ["--config", str(config), "--model-type", "openai_model", *model, f"+head_server.port={head.port}"]
+    try:
+        code = run(gym.main, "eval", "run", *common, "--no-serve", "--split", "train", "-o", str(output))
+        assert code == 0, capsys.readouterr().err
+        collated = tmp_path / "results" / "run" / "preprocessed_datasets" / "train.jsonl"
+        assert [r["n"] for r in read_jsonl(collated)] == [1, 1, 2, 2]  # the set's num_repeats, as collated
+        rows = read_jsonl(output)
+        assert sorted(r["n"] for r in rows) == [1, 1, 2, 2] and all(r["reward"] == 1.0 for r in rows)
+        assert all(r["agent_ref"]["name"] == "my_env_agent" for r in rows)  # the agent that owns the set
+        capsys.readouterr()
+
+        both = ["--split", "train", "-i", str(train), "-o", str(tmp_path / "b.jsonl")]
+        assert run(gym.main, "eval", "run", *common, "--no-serve", *both) == 2
+        assert "+split=train and +input_jsonl_fpath both name the tasks" in capsys.readouterr().err
+        none = ["--split", "benchmark", "-o", str(tmp_path / "c.jsonl")]
+        assert run(gym.main, "eval", "run", *common, "--no-serve", *none) == 2
+        assert "+split=benchmark: no agent in the config has a benchmark data set" in capsys.readouterr().err
+    finally:
+        head.stop()
+    # --no-serve never starts the configured servers: with none running it says so instead.
+    rest = ["-a", "my_env_agent", "-i", str(train), "-o", str(tmp_path / "d.jsonl")]
+    assert run(gym.main, "eval", "run", *common, "--no-serve", *rest) == 1
+    assert "--no-serve" in capsys.readouterr().err
+
+
+def test_collect_accepts_nemo_gyms_deprecated_upload_rollouts_to_wandb(tmp_path, capsys):
+    tasks = jsonl(tmp_path / "tasks.jsonl", [task("a")])
+    args = [f"+input_jsonl_fpath={tasks}", f"+output_jsonl_fpath={tmp_path / 'out.jsonl'}", "+agent_name=a"]
+    # Read as a parameter (no exporters here, so nothing is uploaded): the run gets as far as the head server.
+    assert run(collect.main, *args, "+upload_rollouts_to_wandb=false", f"+head_server.port={free_port()}") == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the head server" in err and "upload_rollouts_to_wandb" not in err

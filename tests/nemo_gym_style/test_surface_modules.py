@@ -150,3 +150,45 @@ def test_apply_prompt_to_row_fills_the_input_and_keeps_the_rest(tmp_path: Path) 
         "input": [{"role": "system", "content": "Chemistry."}, {"role": "user", "content": "Q: pH of water?"}],
     }
     assert row["responses_create_params"]["input"] == "old" and prompted["question"] == row["question"]
+
+
+def test_nemo_gyms_prompt_names_and_the_collectors_prompt_files_are_one_thing(tmp_path: Path, monkeypatch) -> None:
+    """`nemo_gym.prompt` is a thin entry point onto `nemo_gym.prompt_templates`, which the collector,
+    ng_materialize_prompts and data preparation use: one file format, one loader, one way to fill it."""
+    import subprocess
+    import sys
+
+    from nemo_gym import PARENT_DIR
+    from nemo_gym.prompt import PromptConfig, fill_prompt, validate_prompt_compatibility
+    from nemo_gym.prompt_templates import PromptTemplate
+    from nemo_gym.rollouts.tasks import iter_tasks
+
+    assert PromptConfig is PromptTemplate
+    prompt_file = tmp_path / "prompt.yaml"
+    prompt_file.write_text('system: "Chemistry."\nuser: "Q: {question}"\n')
+    loaded = load_prompt_config(str(prompt_file))
+    assert loaded == PromptTemplate.load(prompt_file)[0]
+    # What an environment's code gets from fill_prompt is what the collector sends for the same row.
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"question": "pH?", "responses_create_params": {"temperature": 0.1}}\n')
+    ((_, row),) = list(iter_tasks(tasks, prompt=loaded))
+    assert row["responses_create_params"]["input"] == fill_prompt(loaded, {"question": "pH?"})
+    with pytest.raises(KeyError, match="question"):
+        fill_prompt(loaded, {"other": 1})
+    # NeMo Gym's whole-data-set check before a prompt is applied.
+    validate_prompt_compatibility([{"responses_create_params": {}}, {"question": "x"}], loaded)
+    with pytest.raises(ValueError, match=r"rows \[1\] already have responses_create_params.input"):
+        validate_prompt_compatibility([{"q": 1}, {"responses_create_params": {"input": "hi"}}], loaded)
+    # A relative path is found from the project root too (as NeMo Gym finds it), by both names.
+    inside = PARENT_DIR / "results" / f"prompt-{tmp_path.name}.yaml"
+    inside.parent.mkdir(exist_ok=True)
+    inside.write_text('user: "{question}"\n')
+    try:
+        monkeypatch.chdir(tmp_path)
+        relative = str(inside.relative_to(PARENT_DIR))
+        assert PromptTemplate.load(relative)[0].user == "{question}" == load_prompt_config(relative).user
+    finally:
+        inside.unlink()
+    # The NeMo Gym entry point stays light for an environment: it does not pull in the collector.
+    probe = "import sys, nemo_gym.prompt; print('nemo_gym.rollouts' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"

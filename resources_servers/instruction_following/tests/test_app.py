@@ -148,6 +148,11 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     "detectable_content:postscript": ({"postscript_marker": "P.S."}, "Bye.\nP.S. Bring snacks.", "Bye. Bring snacks."),
     "combination:repeat_prompt": ({"prompt_to_repeat": "Say hi."}, "Say hi. Hi!", "Hi! Say hi."),
     "combination:two_responses": ({}, "First answer.\n******\nSecond answer.", "Only one answer."),
+    "language:response_language": (
+        {"language": "de"},
+        "Das ist ein kurzer Satz auf Deutsch über das Wetter.",
+        "This is a short sentence in English about the weather.",
+    ),
 }
 
 
@@ -279,6 +284,26 @@ async def test_a_nemo_gym_row_with_verifier_metadata_null_kwargs_and_ifbench_ids
     two_of_three = await verify(NEMO_GYM_TASK, reply("<<Kite>>\nA red kite climbs high into the bright sky."))
     assert two_of_three["follow_instruction_list"] == [True, True, False]
     assert two_of_three["reward"] == pytest.approx(2 / 3)  # the row's grading_mode, not the server's "all"
+
+
+# IFEval's language row as NeMo Gym stores it: every IFEval argument named, the unused ones null.
+NEMO_GYM_LANGUAGE_TASK = {
+    "responses_create_params": {"input": [{"role": "user", "content": "Describe Mysore in Kannada only."}]},
+    "verifier_metadata": {
+        "instruction_id_list": ["language:response_language"],
+        "kwargs": [{"language": "kn", "num_sentences": None, "relation": None, "keywords": None}],
+        "prompt": "Describe Mysore in Kannada only.",
+    },
+}
+
+
+async def test_a_nemo_gym_row_asking_for_a_response_language_is_graded_by_the_language_of_the_reply():
+    kannada = await verify(NEMO_GYM_LANGUAGE_TASK, reply("ಮೈಸೂರು ಕರ್ನಾಟಕದ ಒಂದು ಸುಂದರ ನಗರ. ಇಲ್ಲಿ ಅರಮನೆ ಇದೆ."))
+    assert kannada["follow_instruction_list"] == [True] and kannada["reward"] == 1.0
+    english = await verify(NEMO_GYM_LANGUAGE_TASK, reply("Mysore is a beautiful city in Karnataka with a palace."))
+    assert english["follow_instruction_list"] == [False] and english["reward"] == 0.0
+    # A reply langdetect finds no letters in counts as followed, as IFEval counts it.
+    assert (await verify(NEMO_GYM_LANGUAGE_TASK, reply("1956 - 2024 !!!")))["reward"] == 1.0
 
 
 def test_every_ifbench_id_of_the_verifiable_instructions_package_is_graded():
