@@ -14,7 +14,7 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
    `judge` (a model server ref other than the policy, or judge_* URL/key/model keys) or `external`
    (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`;
 2. lists the requirements of its `requirements.txt` that are not installed (`--install` runs pip for them);
-3. imports its `app.py` as `ng_run` would (from its folder);
+3. imports the entrypoints its YAML runs (`app.py` by default) as `ng_run` would (from its folder);
 4. runs its own tests with pytest from its folder (counts from pytest's JUnit XML);
 5. starts it with our `ng_run` on its own YAML, the policy and every judge (each model server the YAML
    defines: an openai_model gets the scripted URL, key and model; any other implementation is replaced,
@@ -551,14 +551,32 @@ def install_missing(lines: list[str], env: dict[str, str], project: Path, timeou
     return "pip timed out" if code is None else f"pip failed: {last_error_line(output)}"
 
 
-def check_import(folder: Path, env: dict[str, str], timeout: float) -> tuple[bool, str]:
-    """Import app.py the way `ng_run` runs it: from its folder, the temp project on the path."""
-    if not (folder / "app.py").is_file():
-        return False, "no app.py"
-    code, output = run_bounded([sys.executable, "-c", "import app"], folder, env, timeout)
-    if code == 0:
-        return True, ""
-    return False, "import timed out" if code is None else f"import: {last_error_line(output)}"
+def entrypoints_of(config: dict[str, Any], env_name: str) -> list[str]:
+    """The files the YAML's resources servers of this folder run (`entrypoint:`, NeMo Gym's default
+    `app.py`), in YAML order. NeMo Gym starts a server as `python <entrypoint>` from its folder, so a
+    folder whose YAML runs `gsm8k_app.py` may keep an `app.py` that is only a base imported as
+    `resources_servers.<env>.app` (aviary's uses a relative import and cannot run on its own)."""
+    found: list[str] = []
+    for impl, body in instances_of(config, "resources_servers").values():
+        entrypoint = str(body.get("entrypoint") or "app.py")
+        if impl == env_name and entrypoint.endswith(".py") and entrypoint not in found:
+            found.append(entrypoint)
+    return found or ["app.py"]
+
+
+def check_import(folder: Path, env: dict[str, str], timeout: float, entrypoints: list[str]) -> tuple[bool, str]:
+    """Import each entrypoint the way `ng_run` runs it: from its folder, the temp project on the path
+    (imported by module name, so its `if __name__ == "__main__":` server start does not run)."""
+    for entrypoint in entrypoints:
+        if not (folder / entrypoint).is_file():
+            return False, f"no {entrypoint}"
+        module = entrypoint[: -len(".py")].replace("/", ".")
+        code, output = run_bounded([sys.executable, "-c", f"import {module}"], folder, env, timeout)
+        if code is None:
+            return False, "import timed out"
+        if code != 0:
+            return False, f"import {entrypoint}: {last_error_line(output)}"
+    return True, ""
 
 
 def run_tests(folder: Path, env: dict[str, str], timeout: float) -> tuple[dict[str, int] | None, str]:
@@ -1094,7 +1112,7 @@ def survey_one(env_dir: Path, options: Options) -> EnvResult:
             result.missing = [name for name in result.missing if not is_installed(name)]
         if any("git+" in wanted[name] for name in result.missing):
             result.needs_network = True  # only a git URL serves it: no package index has it
-        result.imports, error = check_import(folder, env, min(options.timeout, 120))
+        result.imports, error = check_import(folder, env, min(options.timeout, 120), entrypoints_of(config, env_dir.name))
         result.note(error)
         result.tests, error = run_tests(folder, env, options.timeout)
         if result.tests is not None:

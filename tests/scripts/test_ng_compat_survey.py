@@ -722,3 +722,28 @@ def test_a_folder_without_a_server_is_a_library_and_nested_agent_folders_copy(tm
         assert (project / "responses_api_agents" / "talker" / "__init__.py").is_file()
     finally:
         shutil.rmtree(project)
+
+
+def test_the_import_check_imports_the_entrypoint_the_yaml_runs_not_a_base_app_py(tmp_path: Path):
+    # NeMo Gym's aviary folder: app.py is an abstract base with a relative import (`from .schemas import`),
+    # only importable as `resources_servers.aviary.app`; its YAML runs `entrypoint: gsm8k_app.py`, which
+    # imports that base by its package path. `python gsm8k_app.py` from the folder works; `import app` fails.
+    survey = load_script()
+    folder = tmp_path / "resources_servers" / "based"
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    (folder / "schemas.py").write_text("ANSWER = 4\n")
+    (folder / "app.py").write_text("from .schemas import ANSWER\n")
+    (folder / "quiz_app.py").write_text(
+        "from resources_servers.based.app import ANSWER\n\nif __name__ == '__main__':\n    raise SystemExit(3)\n"
+    )
+    config = {
+        "quiz_resources_server": {"resources_servers": {"based": {"entrypoint": "quiz_app.py", "domain": "math"}}},
+        "quiz_agent": {"responses_api_agents": {"simple_agent": {"entrypoint": "app.py"}}},
+    }
+    assert survey.entrypoints_of(config, "based") == ["quiz_app.py"]
+    assert survey.entrypoints_of({}, "based") == ["app.py"]
+    env = survey.child_env(tmp_path)
+    assert survey.check_import(folder, env, 60, ["quiz_app.py"]) == (True, "")
+    imported, error = survey.check_import(folder, env, 60, ["app.py"])
+    assert not imported and error.startswith("import app.py: ImportError: attempted relative import")
