@@ -107,9 +107,69 @@ VERDICT_FORMATS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+def requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a request asks its answer to follow: Chat Completions' `response_format`
+    (`{"type": "json_schema", "json_schema": {"schema": ...}}`) or Responses' `text.format`
+    (`{"type": "json_schema", "schema": ...}`); None when it asks for none."""
+    chat = body.get("response_format")
+    if isinstance(chat, dict) and chat.get("type") == "json_schema" and isinstance(chat.get("json_schema"), dict):
+        schema = chat["json_schema"].get("schema")
+        return schema if isinstance(schema, dict) else None
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        return fmt["schema"]
+    return None
+
+
+def schema_instance(schema: Any, root: dict[str, Any], depth: int = 0) -> Any:
+    """A value that a (pydantic-made) JSON schema accepts: every property of an object, the first value
+    of an enum, the first non-null branch of an anyOf, a short string, the minimum of a number, false.
+    bbq's judge (constrained decoding) fails closed on any answer that is not one such object."""
+    if not isinstance(schema, dict) or depth > 20:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return schema_instance(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for combined in ("anyOf", "oneOf", "allOf"):
+        branches = [branch for branch in schema.get(combined) or [] if isinstance(branch, dict)]
+        usable = [branch for branch in branches if branch.get("type") != "null"] or branches
+        if usable:
+            return schema_instance(usable[0], root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((entry for entry in kind if entry != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        return {name: schema_instance(sub, root, depth + 1) for name, sub in properties.items()}
+    if kind == "array":
+        count = int(schema.get("minItems") or 0)
+        return [schema_instance(schema.get("items") or {}, root, depth + 1) for _ in range(count)]
+    if kind == "string":
+        return "The response does what the task asks."
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        value = low + 1 if "exclusiveMinimum" in schema and "minimum" not in schema else low
+        return int(value) if kind == "integer" else value
+    if kind == "boolean":
+        return False
+    return None
+
+
 def scripted_turn(body: dict[str, Any]) -> Turn:
-    """A sensible answer to whatever is asked: a positive verdict, in the format the prompt asks for
-    when it names one (`VERDICT_FORMATS`), else one that common judge parsers read."""
+    """A sensible answer to whatever is asked: a JSON object following the schema the request asks for
+    (structured outputs), else a positive verdict, in the format the prompt asks for when it names one
+    (`VERDICT_FORMATS`), else one that common judge parsers read."""
+    schema = requested_schema(body)
+    if schema is not None:
+        return Turn(text=json.dumps(schema_instance(schema, schema)))
     text = request_text(body)
     for pattern, answer in VERDICT_FORMATS:
         if pattern.search(text):
@@ -453,29 +513,40 @@ def checkout_folders(env_dir: Path) -> dict[str, set[str]]:
     return needed
 
 
+QUOTED_PATH = re.compile(r"""["']([\w.-]+(?:/[\w.-]+)+)["']""")
+
+
 def checkout_files(env_dir: Path) -> list[str]:
-    """Relative paths the environment's YAMLs name that exist in the checkout outside the folders
-    copied or linked anyway (a prompt under `benchmarks/<x>/prompts/`, say): NeMo Gym resolves them
-    from its root, so the copy needs them at the same place."""
+    """Relative paths the environment's YAMLs or its tests' Python files name that exist in
+    the checkout outside the folders copied or linked anyway (a prompt under `benchmarks/<x>/prompts/`;
+    a docs page under `fern/` whose tool count workplace_assistant's test checks): NeMo Gym resolves
+    them from its root, so the copy needs them at the same place."""
     checkout = env_dir.parent.parent
-    found: list[str] = []
+    named: list[str] = []
     for path in sorted((env_dir / "configs").glob("*.yaml")) if (env_dir / "configs").is_dir() else []:
         try:
             config = load_yaml(path)
         except (yaml.YAMLError, OSError):
             continue
-        for _, value in walk(config):
-            if not isinstance(value, str) or "://" in value or "${" in value or "\n" in value or ".." in value:
-                continue
-            relative = Path(value)
-            if relative.is_absolute() or len(relative.parts) < 2 or relative.parts[0] in (*LINKED, "resources_servers"):
-                continue
-            try:
-                exists = (checkout / relative).exists()
-            except OSError:  # a long description is no file name
-                continue
-            if exists and value not in found:
-                found.append(value)
+        named.extend(value for _, value in walk(config) if isinstance(value, str))
+    for source in sorted((env_dir / "tests").rglob("*.py")):
+        try:
+            named.extend(QUOTED_PATH.findall(source.read_text(errors="replace")))
+        except OSError:
+            continue
+    found: list[str] = []
+    for value in named:
+        if "://" in value or "${" in value or "\n" in value or ".." in value or value in found:
+            continue
+        relative = Path(value)
+        if relative.is_absolute() or len(relative.parts) < 2 or relative.parts[0] in (*LINKED, "resources_servers"):
+            continue
+        try:
+            exists = (checkout / relative).exists()
+        except OSError:  # a long description is no file name
+            continue
+        if exists:
+            found.append(value)
     return found
 
 
@@ -736,6 +807,65 @@ def task_rows_by_input(data_dir: Path) -> dict[str, dict[str, Any]]:
     return tasks
 
 
+ID_KEY = re.compile(r"(^|_)id$")
+NESTED_TASK_FIELDS = ("expected_values", "verifier_metadata", "metadata")
+
+
+def _task_ids(row: dict[str, Any]) -> set[tuple[str, str]]:
+    """A row's (key, value) ids: string values of keys named `id` or `*_id`, at the top level or one level
+    down in the blocks NeMo Gym tasks keep their answer keys in (bbq's `expected_values.provenance_id`)."""
+    found = {(key, value) for key, value in row.items() if ID_KEY.search(key) and isinstance(value, str) and value}
+    for block in NESTED_TASK_FIELDS:
+        nested = row.get(block)
+        if isinstance(nested, dict):
+            found |= {(k, v) for k, v in nested.items() if ID_KEY.search(k) and isinstance(v, str) and v}
+    return found
+
+
+def find_task(stored_row: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The task row of a stored rollout: by its input, else (a rollout that stores no
+    `responses_create_params`, as bbq's reference rollouts, which bbq's own validate_examples.py joins to
+    its fixtures by `provenance_id`) the task row sharing the most ids with it. No guess: when no task row,
+    or several equally, share its ids, nothing is found."""
+    key = _input_key(stored_row)
+    if key is not None:
+        return tasks.get(key)
+    ids = _task_ids(stored_row)
+    shared = sorted(((len(ids & _task_ids(task)), index) for index, task in enumerate(tasks.values())), reverse=True)
+    if not shared or shared[0][0] == 0 or (len(shared) > 1 and shared[1][0] == shared[0][0]):
+        return None
+    return list(tasks.values())[shared[0][1]]
+
+
+def stored_response(stored_row: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollout's response: its `response`, else, for a row that keeps only the policy's final text
+    (bbq's reference rollouts: `policy_response`, the `model_response_text` of its live run), that text as
+    the one assistant message of a completed response, which is all such an environment reads of it."""
+    if isinstance(stored_row.get("response"), dict):
+        return stored_row["response"]
+    text = stored_row.get("policy_response")
+    if not isinstance(text, str):
+        return None
+    message = {
+        "id": "msg_stored_policy_response",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+    return {
+        "id": "resp_stored_policy_response",
+        "object": "response",
+        "created_at": 0,
+        "model": "stored",
+        "status": "completed",
+        "output": [message],
+        "parallel_tool_calls": False,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+
+
 def missing_task_fields(answer: httpx.Response, row: dict[str, Any]) -> list[str]:
     """The request fields a 422 says are missing from the row, if that is all it says, else []."""
     try:
@@ -760,9 +890,10 @@ def verify_payload(task: dict[str, Any] | None, stored_row: dict[str, Any]) -> d
     with the rollout's `response`, nothing else of the stored row. The stored row also holds the earlier
     verify's outputs (iheval's `strict`/`loose`), which an environment that spreads its request into its
     answer then received twice (HTTP 500). Without a task row, the stored row is all there is."""
-    if task is None or "response" not in stored_row:
+    response = stored_response(stored_row)
+    if task is None or response is None:
         return stored_row
-    return {**task, "response": stored_row["response"]}
+    return {**task, "response": response}
 
 
 def replay_tool_calls(client: httpx.Client, base: str, response: Any) -> None:
@@ -834,7 +965,7 @@ def verify_rows(
             if stored_row is None:
                 result.note(f"{rows_path.name} line {number} is not a JSON object: {lines[number - 1][:40]!r}")
                 continue
-            task_row = tasks.get(_input_key(stored_row) or "")
+            task_row = find_task(stored_row, tasks)
             row = verify_payload(task_row, stored_row)
             try:
                 task = {key: value for key, value in row.items() if key not in ("response", "reward")}

@@ -747,3 +747,95 @@ def test_the_import_check_imports_the_entrypoint_the_yaml_runs_not_a_base_app_py
     assert survey.check_import(folder, env, 60, ["quiz_app.py"]) == (True, "")
     imported, error = survey.check_import(folder, env, 60, ["app.py"])
     assert not imported and error.startswith("import app.py: ImportError: attempted relative import")
+
+
+def test_a_checkout_file_the_environments_tests_read_is_copied_to_the_same_place(tmp_path: Path):
+    # workplace_assistant's test_docs_counts.py reads NeMo Gym's docs pages (`fern/.../environment-list.mdx`,
+    # `environments/workplace_assistant/README.md`) from the checkout root (Path(__file__).parents[3]) to
+    # check the tool count they quote: the temp project needs them at the same relative place.
+    survey = load_script()
+    checkout = tmp_path / "checkout"
+    env_dir = checkout / "resources_servers" / "docs_counted"
+    (env_dir / "tests").mkdir(parents=True)
+    (env_dir / "app.py").write_text("TOOLS = 3\n")
+    (env_dir / "tests" / "test_docs.py").write_text(
+        "from pathlib import Path\n\n"
+        "ROOT = Path(__file__).resolve().parents[3]\n"
+        'PAGES = {"docs/pages/env-list.md": "{n} tools", "resources_servers/docs_counted/app.py": "TOOLS"}\n'
+        'MISSING = "docs/pages/not-there.md"\n'
+    )
+    (checkout / "docs" / "pages").mkdir(parents=True)
+    (checkout / "docs" / "pages" / "env-list.md").write_text("docs_counted: 3 tools\n")
+    assert survey.checkout_files(env_dir) == ["docs/pages/env-list.md"]
+    project = survey.make_project(env_dir)
+    try:
+        assert (project / "docs" / "pages" / "env-list.md").read_text() == "docs_counted: 3 tools\n"
+    finally:
+        subprocess.run(["rm", "-rf", str(project)], check=True)
+
+
+def test_a_rollout_that_keeps_only_ids_and_the_policy_text_is_joined_to_its_task_by_id(tmp_path: Path):
+    # bbq's reference rollouts store no responses_create_params and no response: `provenance_id`/`source_id`
+    # (which bbq's own validate_examples.py joins to the fixtures' expected_values) and the policy's final
+    # text in `policy_response`. Such a row is laid over the one task sharing an id, its text as the response.
+    from nemo_gym.openai_utils import NeMoGymResponse
+
+    survey = load_script()
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def task(provenance: str, question: str) -> dict:
+        return {
+            "responses_create_params": {"input": [{"role": "user", "content": question}]},
+            "expected_values": {"provenance_id": provenance, "source_id": "Age:1", "label": "actor_a"},
+        }
+
+    first, second = task("age-1", "Who?"), task("age-2", "Who else?")
+    (data / "example.jsonl").write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    stored = {"provenance_id": "age-2", "source_id": "Age:1", "policy_response": "The older one.", "reward": 1.0}
+    tasks = survey.task_rows_by_input(data)
+    assert survey.find_task(stored, tasks) == second  # source_id is shared by both: provenance_id decides
+    payload = survey.verify_payload(second, stored)
+    assert {key: value for key, value in payload.items() if key != "response"} == second
+    assert NeMoGymResponse.model_validate(payload["response"]).output_text == "The older one."
+    # An id no task row has, or one several share, finds nothing: the row stays without its task.
+    assert survey.find_task({"source_id": "Age:1", "policy_response": "x"}, tasks) is None
+    assert survey.find_task({"provenance_id": "age-9", "policy_response": "x"}, tasks) is None
+    # A row that has its request is matched by input only, never by id.
+    with_request = {"responses_create_params": {"input": "Elsewhere?"}, "provenance_id": "age-1"}
+    assert survey.find_task(with_request, tasks) is None
+
+
+def test_the_scripted_judge_answers_a_structured_output_request_with_an_object_of_its_schema():
+    # bbq's judges ask for `response_format: json_schema` (strict pydantic models, constrained decoding) and
+    # fail closed ("did not return exactly one JSON object") on the common verdict text.
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    survey = load_script()
+
+    class Evidence(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        quote: str = Field(min_length=1)
+        line: int = Field(ge=1)
+
+    class Judgment(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        selected_answer: Literal["uncertain", "actor_a"] | None
+        answer_class: Literal["correct_answer", "incorrect_answer"]
+        uses_proxy: bool
+        score: float
+        evidence: Evidence
+        notes: list[str]
+        rationale: str = Field(min_length=1)
+
+    schema = Judgment.model_json_schema()
+    chat = {"messages": [{"role": "user", "content": "Judge it."}]}
+    chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "j", "strict": True, "schema": schema}}
+    judged = Judgment.model_validate_json(survey.scripted_turn(chat).text)
+    assert judged.answer_class == "correct_answer" and judged.selected_answer == "uncertain"
+    assert judged.evidence.line == 1
+    responses = {"input": "Judge it.", "text": {"format": {"type": "json_schema", "name": "j", "schema": schema}}}
+    assert Judgment.model_validate_json(survey.scripted_turn(responses).text) == judged
+    assert survey.requested_schema({"input": "x", "text": {"format": {"type": "text"}}}) is None
