@@ -1243,7 +1243,9 @@ def survey_one(env_dir: Path, options: Options) -> EnvResult:
             result.missing = [name for name in result.missing if not is_installed(name)]
         if any("git+" in wanted[name] for name in result.missing):
             result.needs_network = True  # only a git URL serves it: no package index has it
-        result.imports, error = check_import(folder, env, min(options.timeout, 120), entrypoints_of(config, env_dir.name))
+        result.imports, error = check_import(
+            folder, env, min(options.timeout, 120), entrypoints_of(config, env_dir.name)
+        )
         result.note(error)
         result.tests, error = run_tests(folder, env, options.timeout)
         if result.tests is not None:
