@@ -920,6 +920,28 @@ def agents_of(config: dict[str, Any], resources_name: str) -> list[str]:
     ]
 
 
+def cohort_size(config: dict[str, Any], resources_name: str) -> int:
+    """How many rollouts of one task the resources server waits for before it answers any of their
+    /verify calls: genrm_compare's `num_rollouts_per_prompt` (16 in its YAML) compares a task's rollouts
+    with each other, so NeMo Gym collects it with `num_repeats` equal to it; 1 for every other server."""
+    _impl, body = instances_of(config, "resources_servers").get(resources_name, ("", {}))
+    value = body.get("num_rollouts_per_prompt")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+
+def run_repeats(agent_url: str, task: dict[str, Any], repeats: int, timeout: float) -> httpx.Response:
+    """`repeats` runs of one task through the agent at once, each in its own session (as the collector's
+    `num_repeats` sends them): the first answer that is not a 200, else the first answer."""
+
+    def run_once(_: int) -> httpx.Response:
+        with httpx.Client(timeout=httpx.Timeout(timeout), trust_env=False) as client:
+            return client.post(f"{agent_url}/run", json=task)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=repeats) as pool:
+        answers = list(pool.map(run_once, range(repeats)))
+    return next((answer for answer in answers if answer.status_code != 200), answers[0])
+
+
 def verify_rows(
     head_url: str,
     resources_name: str,
@@ -927,10 +949,12 @@ def verify_rows(
     timeout: float,
     result: EnvResult,
     agents: list[str] | None = None,
+    repeats: int = 1,
 ) -> None:
     """Post each stored rollout to /verify and compare rewards. A stored row without a `response`
     (some folders store task rows there) is run through its agent's `/run` instead, the scripted
-    policy answering: it counts as verified, with no stored reward to match."""
+    policy answering: it counts as verified, with no stored reward to match; `repeats` times at once
+    for an environment that scores a cohort (`cohort_size`)."""
     lines = stored_rows(rows_path)
     if not lines:
         return
@@ -973,7 +997,7 @@ def verify_rows(
                 if "response" not in row and agent_urls:
                     named = (row.get("agent_ref") or {}).get("name") if isinstance(row.get("agent_ref"), dict) else None
                     agent_url = agent_urls.get(named) or next(iter(agent_urls.values()))
-                    answer = client.post(f"{agent_url}/run", json=task)
+                    answer = run_repeats(agent_url, task, repeats, min(60.0, timeout))
                 else:
                     client.post(f"{base}/seed_session", json=task)  # stateless servers may refuse: verify decides
                     replay_tool_calls(client, base, row.get("response"))
@@ -1198,6 +1222,7 @@ def start_and_verify(
                         options.timeout,
                         result,
                         agents_of(config, resources_name),
+                        cohort_size(config, resources_name),
                     )
             except (httpx.HTTPError, ValueError) as error:
                 result.note(f"verify: {type(error).__name__}: {error}")

@@ -839,3 +839,36 @@ def test_the_scripted_judge_answers_a_structured_output_request_with_an_object_o
     responses = {"input": "Judge it.", "text": {"format": {"type": "json_schema", "name": "j", "schema": schema}}}
     assert Judgment.model_validate_json(survey.scripted_turn(responses).text) == judged
     assert survey.requested_schema({"input": "x", "text": {"format": {"type": "text"}}}) is None
+
+
+def test_a_cohort_environment_gets_each_task_run_as_many_times_at_once_as_its_cohort(tmp_path: Path, serve):
+    # genrm_compare (num_rollouts_per_prompt: 16) answers no /verify of a task until that many rollouts of
+    # it have arrived, comparing them with each other: one /run at a time waited for ever (ReadTimeout).
+    import asyncio
+
+    survey = load_script()
+    arrived: list[str] = []
+    cohort_full = asyncio.Event()
+    app = FastAPI()
+
+    @app.get("/server_instances")
+    async def instances(request: Request) -> list:
+        url = str(request.base_url)
+        return [{"name": "cohort", "url": url}, {"name": "cohort_agent", "url": url}]
+
+    @app.post("/run")
+    async def run(body: dict) -> dict:
+        arrived.append(body["responses_create_params"]["input"])
+        if len(arrived) == 3:
+            cohort_full.set()
+        await cohort_full.wait()
+        return {**body, "reward": 0.5}
+
+    rows = tmp_path / "example_rollouts.jsonl"
+    rows.write_text(json.dumps({"responses_create_params": {"input": "Rank these."}}) + "\n")
+    config = {"cohort": {"resources_servers": {"cohort_env": {"entrypoint": "app.py", "num_rollouts_per_prompt": 3}}}}
+    assert survey.cohort_size(config, "cohort") == 3
+    assert survey.cohort_size({"cohort": {"resources_servers": {"x": {"entrypoint": "app.py"}}}}, "cohort") == 1
+    result = survey.EnvResult("cohort_env")
+    survey.verify_rows(serve(app), "cohort", rows, 60, result, ["cohort_agent"], survey.cohort_size(config, "cohort"))
+    assert result.verified == 1 and arrived == ["Rank these."] * 3
