@@ -437,6 +437,14 @@ class EnvResult:
     judge_calls: int = 0
     first_error: str = ""
     seconds: float = 0.0
+    reference_agrees: int = 0
+    """Rows whose stored reward differs from ours where NeMo Gym's current code (--reference-venv) gives
+    ours: the stored reward is stale. Counted apart from `matched`, never in it."""
+    reference_checked: int = 0
+    """Rows re-scored by NeMo Gym's current code (--reference-venv)."""
+    reference_note: str = ""
+    mismatched: list[tuple[int, dict[str, Any], float]] = field(default_factory=list, repr=False)
+    """(row number, payload posted, our reward) of each row whose reward differs from the stored one."""
 
     @property
     def comparable(self) -> int:
@@ -446,6 +454,11 @@ class EnvResult:
     @property
     def match_ok(self) -> bool:
         return self.comparable > 0 and self.matched >= MATCH_TARGET * self.comparable
+
+    @property
+    def match_ok_with_reference(self) -> bool:
+        """>= 95% of rows give the stored reward or, where the stored reward is stale, NeMo Gym's current one."""
+        return self.comparable > 0 and self.matched + self.reference_agrees >= MATCH_TARGET * self.comparable
 
     needs_network: bool = False
     """Something it does at import, in its tests or at start fetched from the internet and failed (name
@@ -465,6 +478,9 @@ class Options:
     start_timeout: float
     install: bool
     keep: bool
+    reference_venv: Path | None = None
+    """A venv where NeMo Gym itself is installed: rows whose reward differs from the stored one are
+    scored again there by NeMo Gym's current code (`scripts/ng_reference_verify.py`)."""
 
 
 SIBLING_IMPORT = re.compile(r"\b(resources_servers|responses_api_agents)\.(\w+)")
@@ -1028,6 +1044,7 @@ def verify_rows(
                 result.note(f"{rows_path.name} row {number} stores no reward to compare")
             else:
                 result.note(f"reward {reward} != stored {stored} (row {number})")
+                result.mismatched.append((number, row, float(reward)))
 
 
 # ---- environments scored by their agent (NeMo Gym's gymnasium family) -------------------------------
@@ -1147,6 +1164,62 @@ def replay_rows(
                 result.note(f"reward {reward} != stored {stored.get('reward')} (row {number}, replayed)")
 
 
+REFERENCE_SCRIPT = PROJECT_ROOT / "scripts" / "ng_reference_verify.py"
+
+
+def rescore_with_reference(
+    project: Path, result: EnvResult, config: dict[str, Any], resources_name: str, options: Options
+) -> None:
+    """Score the rows whose reward differs from the stored one again with NeMo Gym's current code (the
+    `--reference-venv` interpreter runs scripts/ng_reference_verify.py on the same payloads). A row where it
+    gives our reward has a stale stored reward: counted in `reference_agrees`, apart from `matched`."""
+    if options.reference_venv is None or not result.mismatched:
+        return
+    if result.kind != "offline":
+        result.reference_note = "not re-scored: its verify calls a model the reference run does not have"
+        return
+    _impl, body = instances_of(config, "resources_servers").get(resources_name, ("", {}))
+    entrypoint = str(body.get("entrypoint") or "app.py")
+    python = options.reference_venv / "bin" / "python"
+    with tempfile.TemporaryDirectory(prefix="ng_survey_reference_") as scratch:
+        # NeMo Gym's own `nemo_gym` must be the one imported: the temp project's is a link to ours.
+        (Path(scratch) / "resources_servers").symlink_to(project / "resources_servers")
+        if (project / "benchmarks").is_dir():
+            (Path(scratch) / "benchmarks").symlink_to(project / "benchmarks")
+        env = {key: value for key, value in child_env(project).items() if key != "PYTHONPATH"}
+        stdin = "".join(json.dumps(payload) + "\n" for _, payload, _ in result.mismatched)
+        command = [str(python), str(REFERENCE_SCRIPT), scratch, result.name, entrypoint, json.dumps(body)]
+        try:
+            done = subprocess.run(
+                command,
+                input=stdin,
+                cwd=project / "resources_servers" / result.name,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=options.timeout,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            result.reference_note = f"reference run failed: {type(error).__name__}: {error}"[:200]
+            return
+    answers = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or len(answers) != len(result.mismatched):
+        result.reference_note = f"reference run failed: {last_error_line(done.stderr) or done.returncode}"
+        return
+    notes = []
+    for (number, _payload, ours), answer in zip(result.mismatched, answers):
+        result.reference_checked += 1
+        theirs = answer.get("reward")
+        if isinstance(theirs, (int, float)) and math.isclose(theirs, ours, abs_tol=REWARD_TOLERANCE):
+            result.reference_agrees += 1
+            notes.append(f"row {number}: stored reward stale, NeMo Gym's current code agrees with ours ({ours})")
+        elif isinstance(theirs, (int, float)):
+            notes.append(f"row {number}: NeMo Gym's current code gives {theirs}, ours {ours}")
+        else:
+            notes.append(f"row {number}: NeMo Gym's current code: {answer.get('error', 'no reward')}"[:160])
+    result.reference_note = "; ".join(notes)
+
+
 def start_and_verify(
     project: Path, result: EnvResult, config: dict[str, Any], env: dict[str, str], options: Options
 ) -> None:
@@ -1224,6 +1297,7 @@ def start_and_verify(
                         agents_of(config, resources_name),
                         cohort_size(config, resources_name),
                     )
+                    rescore_with_reference(project, result, config, resources_name, options)
             except (httpx.HTTPError, ValueError) as error:
                 result.note(f"verify: {type(error).__name__}: {error}")
             result.judge_calls = 0 if stepping else len(upstream.requests) - before  # replayed turns are no judge
@@ -1310,6 +1384,9 @@ def table(results: list[EnvResult]) -> str:
         "s",
         "first error",
     ]
+    with_reference = any(r.reference_checked or r.reference_note for r in results)
+    if with_reference:
+        header.insert(-2, "ngym now")
     rows = []
     for r in results:
         tests = "-" if r.tests is None else f"{r.tests['passed']}/{r.tests['failed']}/{r.tests['errors']}"
@@ -1328,6 +1405,8 @@ def table(results: list[EnvResult]) -> str:
                 r.first_error[:110],
             ]
         )
+        if with_reference:
+            rows[-1].insert(-2, f"{r.reference_agrees}/{r.reference_checked}" if r.reference_checked else "-")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
     out = []
     for row in [header, *rows]:
@@ -1375,6 +1454,24 @@ def totals(results: list[EnvResult], wall_s: float, jobs: int) -> str:
         f"with the stored reward, {sum(r.without_task for r in results)} without their task (not comparable: "
         f"no row of data/*.jsonl has their input and they lack required fields)"
     )
+    checked = [r for r in results if r.reference_checked or r.reference_note]
+    if checked:
+        lines.append(
+            "with NeMo Gym's current code (--reference-venv; column `ngym now`: rows it gives our reward of "
+            "those re-scored): these counts take a stale stored reward that NeMo Gym's current code agrees "
+            "with ours on as a match; the figures above do not"
+        )
+        lines.append(
+            f"  rows whose stored reward is stale and NeMo Gym's current code agrees with ours: "
+            f"{sum(r.reference_agrees for r in results)} of {sum(r.reference_checked for r in results)} re-scored"
+        )
+        runnable = [r for r in results if r.kind == "offline" and not r.needs_network]
+        lines.append(
+            f"  offline without the network: {len(runnable)} envs, tests pass AND >=95% match with NeMo Gym's "
+            f"current code {sum(bool(r.tests_ok) and r.match_ok_with_reference for r in runnable)}"
+        )
+        for r in checked:
+            lines.append(f"  {r.name}: {r.reference_note}")
     lines.append(f"{len(results)} environments in {wall_s:.0f} s with {jobs} job(s)")
     return "\n".join(lines)
 
@@ -1394,6 +1491,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary projects (paths on stderr)")
+    parser.add_argument(
+        "--reference-venv",
+        type=Path,
+        help="a venv where NeMo Gym itself is installed (`pip install -e <checkout>` plus the environments' "
+        "requirements): offline rows whose reward differs from the stored one are scored again there by NeMo "
+        "Gym's current code, and a stale stored reward it agrees with ours on is reported apart",
+    )
     args = parser.parse_args(argv)
 
     servers_dir = args.checkout / "resources_servers"
@@ -1411,7 +1515,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         print("ng_compat_survey: --jobs must be >= 1", file=sys.stderr)
         return 2
-    options = Options(timeout=args.timeout, start_timeout=args.start_timeout, install=args.install, keep=args.keep)
+    if args.reference_venv is not None and not (args.reference_venv / "bin" / "python").is_file():
+        print(f"ng_compat_survey: --reference-venv {args.reference_venv} has no bin/python", file=sys.stderr)
+        return 2
+    options = Options(
+        timeout=args.timeout,
+        start_timeout=args.start_timeout,
+        install=args.install,
+        keep=args.keep,
+        reference_venv=args.reference_venv,
+    )
 
     began = time.monotonic()
     results: dict[str, EnvResult] = {}
@@ -1440,7 +1553,15 @@ def main(argv: list[str] | None = None) -> int:
             "checkout": str(args.checkout),
             "wall_s": round(wall, 1),
             "jobs": args.jobs,
-            "environments": [asdict(r) | {"comparable": r.comparable, "match_ok": r.match_ok} for r in ordered],
+            "environments": [
+                {key: value for key, value in asdict(r).items() if key != "mismatched"}
+                | {
+                    "comparable": r.comparable,
+                    "match_ok": r.match_ok,
+                    "match_ok_with_reference": r.match_ok_with_reference,
+                }
+                for r in ordered
+            ],
         }
         args.json.write_text(json.dumps(payload, indent=1))
     return 0

@@ -872,3 +872,93 @@ def test_a_cohort_environment_gets_each_task_run_as_many_times_at_once_as_its_co
     result = survey.EnvResult("cohort_env")
     survey.verify_rows(serve(app), "cohort", rows, 60, result, ["cohort_agent"], survey.cohort_size(config, "cohort"))
     assert result.verified == 1 and arrived == ["Rank these."] * 3
+
+
+REFERENCE_APP = '''
+"""Scores 1.0 when the answer holds the expected text; REFERENCE_STRICT=1 (the "current code" of the
+reference venv in the test) also wants it boxed, so the two disagree on an unboxed answer."""
+
+import os
+
+from nemo_gym.base_resources_server import (
+    BaseResourcesServerConfig,
+    BaseVerifyRequest,
+    BaseVerifyResponse,
+    SimpleResourcesServer,
+)
+
+
+class BoxedConfig(BaseResourcesServerConfig):
+    bonus: float = 0.0
+
+
+class BoxedVerifyRequest(BaseVerifyRequest):
+    expected: str
+
+
+class BoxedServer(SimpleResourcesServer):
+    config: BoxedConfig
+
+    async def verify(self, body: BoxedVerifyRequest) -> BaseVerifyResponse:
+        text = body.response.output_text
+        wanted = "\\\\boxed{" + body.expected + "}" if os.environ.get("REFERENCE_STRICT") else body.expected
+        return BaseVerifyResponse(**body.model_dump(), reward=float(wanted in text) + self.config.bonus)
+
+
+if __name__ == "__main__":
+    BoxedServer.run_webserver()
+'''
+
+
+def test_rows_whose_stored_reward_differs_are_scored_again_by_the_reference_venv_and_counted_apart(tmp_path: Path):
+    # math_with_code row 5 / mcqa row 3 in NeMo Gym: the stored reward (0.0, from an older extractor) differs
+    # from what the folder's code gives today (1.0). --reference-venv runs NeMo Gym's own code on those rows:
+    # where it agrees with ours the stored reward is stale, counted apart from the matches, never in them.
+    # The "venv" here runs this project's interpreter with our nemo_gym (NeMo Gym's import paths); the
+    # environment scores differently under REFERENCE_STRICT=1, standing for a reference that disagrees.
+    survey = load_script()
+    project = tmp_path / "project"
+    folder = project / "resources_servers" / "boxed"
+    folder.mkdir(parents=True)
+    (folder / "app.py").write_text(REFERENCE_APP)
+    (project / "nemo_gym").symlink_to(PROJECT_ROOT / "nemo_gym")  # as the survey's temp project: not used there
+
+    def venv(name: str, strict: bool) -> Path:
+        bin_dir = tmp_path / name / "bin"
+        bin_dir.mkdir(parents=True)
+        extra = "REFERENCE_STRICT=1 " if strict else ""
+        python = bin_dir / "python"
+        python.write_text(f'#!/bin/sh\n{extra}PYTHONPATH={PROJECT_ROOT} exec {sys.executable} "$@"\n')
+        python.chmod(0o755)
+        return tmp_path / name
+
+    def response(text: str) -> dict:
+        content = [{"type": "output_text", "text": text, "annotations": []}]
+        output = [{"id": "m", "type": "message", "role": "assistant", "status": "completed", "content": content}]
+        return {"id": "r", "object": "response", "created_at": 0, "model": "m", "output": output,
+                "parallel_tool_calls": False, "tool_choice": "auto", "tools": []}  # fmt: skip
+
+    params = {"input": [{"role": "user", "content": "Which root?"}]}
+    boxed = {"responses_create_params": params, "expected": "2", "response": response("so \\boxed{2}")}
+    plain = {"responses_create_params": params, "expected": "2", "response": response("it is 2")}
+    config = {"boxed_server": {"resources_servers": {"boxed": {"entrypoint": "app.py", "bonus": 0.0}}}}
+
+    def rescored(reference: Path, kind: str = "offline") -> object:
+        result = survey.EnvResult("boxed", kind=kind, rows=3, matched=1)
+        result.mismatched = [(2, boxed, 1.0), (3, plain, 1.0)]  # both stored 0.0, ours 1.0
+        options = survey.Options(timeout=120, start_timeout=60, install=False, keep=False, reference_venv=reference)
+        survey.rescore_with_reference(project, result, config, "boxed_server", options)
+        return result
+
+    result = rescored(venv("strict", strict=True))
+    assert (result.reference_checked, result.reference_agrees, result.matched) == (2, 1, 1)
+    assert "row 2: stored reward stale, NeMo Gym's current code agrees with ours (1.0)" in result.reference_note
+    assert "row 3: NeMo Gym's current code gives 0.0, ours 1.0" in result.reference_note
+    assert not result.match_ok_with_reference  # 1 match + 1 stale of 3 rows
+    stale_only = survey.EnvResult("boxed", rows=2, matched=1, reference_checked=1, reference_agrees=1)
+    assert stale_only.match_ok_with_reference and not stale_only.match_ok
+    judged = rescored(venv("judged", strict=False), kind="judge")
+    assert judged.reference_checked == 0 and judged.reference_note.startswith("not re-scored")
+    summary = survey.totals([result, judged], 1.0, 1)
+    assert "rows whose stored reward is stale and NeMo Gym's current code agrees with ours: 1 of 2 re-scored" in summary
+    assert "ngym now" in survey.table([result]) and "ngym now" not in survey.table([survey.EnvResult("x")])
