@@ -1,6 +1,7 @@
 """How many NeMo Gym environment folders run here unchanged, with NeMo Gym's reward on NeMo Gym's rows.
 
     python scripts/ng_compat_survey.py <path to a NeMo Gym checkout> [--only a,b] [--jobs 2] [--json out.json]
+        [--reference-venv <venv where NeMo Gym itself is installed>]
 
 For each folder under `<checkout>/resources_servers/`, in a temporary copy of this project (our
 `nemo_gym/`, model and agent folders and `pyproject.toml` linked in, the environment folder copied
@@ -9,7 +10,8 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
 0. copies beside it the agent folders its YAMLs name (`responses_api_agents/<x>/`, unless we have our
    own of that name, as for `simple_agent`) and the checkout's folders that it or those agents import
    (`resources_servers.<x>`, such as the gymnasium base; `responses_api_agents.<x>`), and the other
-   checkout files its YAMLs name by relative path (a prompt under `benchmarks/<x>/`);
+   checkout files its YAMLs or its tests name by relative path (a prompt under `benchmarks/<x>/`, a
+   docs page under `fern/`);
 1. reads its own YAML (`configs/<name>.yaml`, else its first config) and classifies it: `offline`,
    `judge` (a model server ref other than the policy, or judge_* URL/key/model keys) or `external`
    (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`;
@@ -19,21 +21,28 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
 5. starts it with our `ng_run` on its own YAML, the policy and every judge (each model server the YAML
    defines: an openai_model gets the scripted URL, key and model; any other implementation is replaced,
    and model refs to instances nothing defines go to a scripted judge) pointed at a scripted
-   OpenAI-compatible server on loopback that answers every judge prompt with a plausible verdict;
+   OpenAI-compatible server on loopback that answers every judge prompt with a plausible verdict (an
+   object of the schema asked for, when a judge asks for structured output);
 6. posts each row of its `data/example_rollouts.jsonl` to its `/verify` (after `/seed_session`), laid
    over its task row (found by input: messages, images and files) when the rollout does not repeat the
-   task fields, and compares the reward with the stored one. A row whose task is in no `data/*.jsonl`
+   task fields (a rollout without its request, as bbq's, by a shared id such as `provenance_id`, its
+   `policy_response` text taken as the response), and compares the reward with the stored one. With
+   `--reference-venv`, rows whose reward differs are scored again by NeMo Gym's current code
+   (scripts/ng_reference_verify.py): a stale stored reward it agrees with ours on is reported apart,
+   never counted in the matches. A row whose task is in no `data/*.jsonl`
    and which lacks fields the verify request requires cannot be re-verified (NeMo Gym's own `/verify`
    answers it 422 too): it is counted as `no task` and left out of the match ratio. An environment
    scored by its agent instead (NeMo Gym's gymnasium family: `/reset` and `/step`, no `/verify`) has
    each stored rollout replayed through the agent's `/run`, the scripted model answering with that
    rollout's own model turns;
    a stored row without a `response` (a task row), or a file of placeholders (then the task rows of
-   `data/*.jsonl`), is run through its agent's `/run` instead: it counts as verified, with no stored
+   `data/*.jsonl`), is run through its agent's `/run` instead (as many times at once as a cohort
+   environment's `num_rollouts_per_prompt`, genrm_compare's): it counts as verified, with no stored
    reward to match.
 
 Every step has a deadline; on timeout the whole process group is killed; temporary projects are removed.
-The table and totals go to stdout, progress to stderr, the raw results to `--json`.
+The table and totals go to stdout (then the interpreter environment's version conflicts, `pip check`),
+progress to stderr, the raw results to `--json`.
 Nothing from the checkout is kept: it is read from the path given on the command line.
 """
 
