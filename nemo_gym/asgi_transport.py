@@ -40,12 +40,21 @@ from nemo_gym.client import (
     Timeouts,
     _size,
 )
-from nemo_gym.errors import NemoGymError, ServerStartupError, RequestTimeoutError, ResponseTooLargeError, ServerUnreachableError
+from nemo_gym.errors import (
+    NemoGymError,
+    RequestTimeoutError,
+    ResponseTooLargeError,
+    ServerStartupError,
+    ServerUnreachableError,
+)
 
 INPROC_SCHEME = "inproc://"
 """Registry URLs of servers whose app lives in this process: `inproc://<instance name>`."""
 
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]],
+    Awaitable[None],
+]
 
 
 def inproc_url(name: str) -> str:
@@ -300,7 +309,9 @@ class ColocatedHttpClient(HttpClient):
         path, _, query = path.partition("?")
         local = self.local.apps.get(name)
         if local is None:
-            raise ServerUnreachableError(f"cannot connect to {url}: no server {name!r} in this process", connect_failed=True)
+            raise ServerUnreachableError(
+                f"cannot connect to {url}: no server {name!r} in this process", connect_failed=True
+            )
         body = data or b""
         raw = [(b"host", local.host_header), (b"content-length", str(len(body)).encode())]
         for key, value in headers.items():

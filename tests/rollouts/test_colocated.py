@@ -117,7 +117,7 @@ def test_every_environment_collects_the_same_rows_colocated_as_over_http(tmp_pat
 
 # ---- faults: a crash in environment code, a rollout deadline that cancels the work ----------------
 
-FAULTY_APP = '''
+FAULTY_APP = """
 import asyncio
 from pathlib import Path
 
@@ -163,7 +163,7 @@ class FaultyServer(SimpleResourcesServer):
 
 if __name__ == "__main__":
     FaultyServer.run_webserver()
-'''
+"""
 
 FAULTY_CONFIG = """
 faulty:
@@ -207,7 +207,10 @@ def faulty_project(tmp_path) -> Path:
 
 
 def write_tasks(path: Path, rows: list[dict[str, Any]]) -> Path:
-    tasks = [{"responses_create_params": {"input": [{"role": "user", "content": row.pop("city")}], "tools": TOOLS}} | row for row in rows]
+    tasks = [
+        {"responses_create_params": {"input": [{"role": "user", "content": row.pop("city")}], "tools": TOOLS}} | row
+        for row in rows
+    ]
     path.write_text("".join(json.dumps(task) + "\n" for task in tasks))
     return path
 
@@ -314,4 +317,7 @@ def test_colocate_workers_without_colocate_is_one_line_and_exit_2(tmp_path):
         f"+head_server.port={free_port()}",
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "ng_collect_rollouts: error: +colocate_workers needs +colocate=true (workers are co-located stacks)"
+    assert (
+        result.stderr.strip()
+        == "ng_collect_rollouts: error: +colocate_workers needs +colocate=true (workers are co-located stacks)"
+    )
