@@ -23,6 +23,7 @@ so the machine's load falls on both alike); stack CPU is then model + collector.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -616,24 +617,22 @@ def stack_argv(upstream: Upstream) -> list[str]:
     ]
 
 
-async def collect_colocated_in_process(
-    stack: RunningStack,
-    upstream: Upstream,
-    rows: list[dict[str, Any]],
-    concurrency: int,
-    count: int,
-    meter: CpuMeter | None,
-) -> RunResult:
-    """`collect_in_process` with the agent and resources servers in this process (the running ng_run's
-    model server serves the model calls; its agent and resources processes stay idle)."""
+def colocated_stack(stack: RunningStack, upstream: Upstream) -> Any:
+    """A `ColocatedStack` of the benchmark's agent and resources servers, using the running ng_run's model
+    server (whose own agent and resources processes then stay idle). Start it inside the loop it serves."""
     from nemo_gym.colocated import ColocatedStack
     from nemo_gym.config import load_global_config
 
     config = load_global_config(stack_argv(upstream) + [f"+head_server.port={stack.head_port}"], cwd=ROOT)
-    async with ColocatedStack(config, stack.head_url) as colocated:
-        return await _timed_stream(
-            colocated.collector(AGENT, CollectionPolicy(concurrency=concurrency)), rows, concurrency, count, meter
-        )
+    return ColocatedStack(config, stack.head_url)
+
+
+async def collect_colocated_in_process(
+    colocated: Any, rows: list[dict[str, Any]], concurrency: int, count: int, meter: CpuMeter | None
+) -> RunResult:
+    """`collect_in_process` through a started co-located stack (kept across runs, as ng_run's servers are)."""
+    collector = colocated.collector(AGENT, CollectionPolicy(concurrency=concurrency))
+    return await _timed_stream(collector, rows, concurrency, count, meter)
 
 
 async def _timed_stream(
@@ -687,11 +686,37 @@ def measure_sweep_modes(
     processes["upstream"] = upstream.process
     meter = CpuMeter(processes)
 
+    # One loop for the whole sweep: the co-located servers (and their pool to the model server) live
+    # across runs, as ng_run's server processes do.
+    runner = asyncio.Runner(loop_factory=_loop_factory())
+    colocated = colocated_stack(stack, upstream) if "colocated" in modes else None
+    if colocated is not None:
+        runner.run(colocated.start())
+
     def run(mode: str, level: int, count: int, meter: CpuMeter | None) -> RunResult:
         if mode == "http":
-            return run_async(collect_in_process(stack.head_url, rows, level, count, meter))
-        return run_async(collect_colocated_in_process(stack, upstream, rows, level, count, meter))
+            return runner.run(collect_in_process(stack.head_url, rows, level, count, meter))
+        return runner.run(collect_colocated_in_process(colocated, rows, level, count, meter))
 
+    try:
+        return _sweep_interleaved(run, levels, repeats, rollouts_for, modes, meter)
+    finally:
+        if colocated is not None:
+            runner.run(colocated.stop())
+        runner.close()
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _sweep_interleaved(
+    run: Any, levels: list[int], repeats: int, rollouts_for: Any, modes: list[str], meter: CpuMeter
+) -> dict[str, list[dict[str, Any]]]:
     for mode in modes:
         log(f"  warm-up ({mode}): 200 rollouts at concurrency 16")
         run(mode, 16, 200, None)
