@@ -426,10 +426,10 @@ class ServerClient:
         if registry:
             self._set_rows(list(registry.values()) if isinstance(registry, Mapping) else list(registry))
 
-    def route_locally(self, http: HttpClient, rows: Sequence[ServerInfo]) -> None:
+    def pin_servers(self, http: HttpClient, rows: Sequence[ServerInfo]) -> None:
         """Send every request through `http`, and resolve the names of `rows` to them whatever the head
         server's registry says: the servers of a co-located stack (`nemo_gym.colocated`), whose apps
-        `http` calls in memory."""
+        `http` calls in memory, or its worker processes (`nemo_gym.colocated_workers`)."""
         self._http = http
         self._pinned = list(rows)
         self._set_rows(list(self._registry.values()))

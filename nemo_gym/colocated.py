@@ -173,7 +173,7 @@ class ColocatedStack:
             )
             server = cls.from_bootstrap(bootstrap)
             # Its own pool for the remote calls (the model server), as a server process has.
-            server.server_client.route_locally(ColocatedHttpClient(self.local), self.rows)
+            server.server_client.pin_servers(ColocatedHttpClient(self.local), self.rows)
             self.servers[instance.name] = server
             self.local.add(LocalApp(instance.name, server.setup_webserver(), instance.host, instance.port))
         await self.local.start()
@@ -181,7 +181,7 @@ class ColocatedStack:
     def server_client(self, timeouts: Timeouts = Timeouts(), limits: PoolLimits = PoolLimits()) -> ServerClient:
         """A client for the caller (the collector): co-located names are called in memory, others over HTTP."""
         client = ServerClient(self.head_url)
-        client.route_locally(ColocatedHttpClient(self.local, timeouts=timeouts, limits=limits), self.rows)
+        client.pin_servers(ColocatedHttpClient(self.local, timeouts=timeouts, limits=limits), self.rows)
         self._clients.append(client)
         return client
 

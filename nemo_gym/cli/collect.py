@@ -202,7 +202,15 @@ def collect(argv: list[str]) -> int:
         raise_open_file_limit()
         progress = RolloutProgress(concurrency=policy.concurrency)
         try:
-            if params.colocate:
+            if params.colocate_workers > 1:
+                from nemo_gym.colocated_workers import ColocatedWorkers
+
+                workers = ColocatedWorkers(config, argv, head_url, params.colocate_workers, params.startup_timeout_s)
+                _note(f"Starting {params.colocate_workers} co-located workers...")
+                workers.start()
+                cleanup.callback(workers.stop)
+                report = run_async(_run_with_workers(collection, head_url, workers.rows(), policy, progress))
+            elif params.colocate:
                 report = run_async(_run_colocated(collection, config, head_url, policy, progress))
             else:
                 report = run_async(collection.run(head_url, policy, progress))
@@ -246,6 +254,20 @@ async def _run_colocated(
         async with stack.collector(collection.spec.agent_name, policy) as collector:
             await collector.check_agents(collection.opened.agents)
             return await collection.run(collector, policy, progress)
+
+
+async def _run_with_workers(
+    collection: FileCollection, head_url: str, rows: list[Any], policy: CollectionPolicy, progress: Any
+) -> CollectionReport:
+    from nemo_gym.client import HttpClient, ServerClient
+    from nemo_gym.rollouts.collector import RolloutCollector
+
+    client = ServerClient(head_url)
+    client.pin_servers(HttpClient(), rows)  # each agent: one replica per worker
+    assert collection.opened is not None
+    async with RolloutCollector(client, collection.spec.agent_name, policy) as collector:
+        await collector.check_agents(collection.opened.agents)
+        return await collection.run(collector, policy, progress)
 
 
 def tasks_agents(spec: CollectionSpec) -> frozenset[str]:

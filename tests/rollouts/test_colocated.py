@@ -72,14 +72,15 @@ def env_tasks(envs: list[str], tmp_path: Path) -> Path:
     return path
 
 
-def assert_same_rows_both_ways(envs: list[str], tmp_path: Path) -> None:
+def assert_same_rows_both_ways(envs: list[str], tmp_path: Path, *colocated_extra: str) -> None:
     configs = [f"resources_servers/{env}/configs/{env}.yaml" for env in envs]
     tasks = env_tasks(envs, tmp_path)
     outputs = {}
     with ScriptedOpenAI() as upstream:
         for mode in ("false", "true"):
             output = tmp_path / f"colocate_{mode}.jsonl"
-            result = collect(configs, upstream.url, tasks, output, f"+colocate={mode}")
+            extra = colocated_extra if mode == "true" else ()
+            result = collect(configs, upstream.url, tasks, output, f"+colocate={mode}", *extra)
             outputs[mode] = output
             assert result.returncode in (0, 1), result.stdout + result.stderr
     http, colocated = normalized_lines(outputs["false"]), normalized_lines(outputs["true"])
@@ -106,6 +107,11 @@ def test_colocated_rows_are_byte_for_byte_the_http_rows(env, tmp_path):
     assert_same_rows_both_ways([env], tmp_path)
 
 
+@pytest.mark.slow
+def test_two_colocated_workers_give_the_http_rows(tmp_path):
+    assert_same_rows_both_ways(["example_stateful_counter"], tmp_path, "+colocate_workers=2", "+num_repeats=2")
+
+
 ENVIRONMENTS = sorted(path.parent.parent.name for path in PROJECT_ROOT.glob("resources_servers/*/data/example.jsonl"))
 
 
@@ -119,6 +125,7 @@ def test_every_environment_collects_the_same_rows_colocated_as_over_http(tmp_pat
 
 FAULTY_APP = """
 import asyncio
+import os
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -158,7 +165,7 @@ class FaultyServer(SimpleResourcesServer):
     async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
         if (body.model_extra or {}).get("crash"):
             raise ZeroDivisionError("environment code crashed")
-        return BaseVerifyResponse(**body.model_dump(), reward=1.0)
+        return BaseVerifyResponse(**body.model_dump(), reward=1.0, served_by_pid=os.getpid())
 
 
 if __name__ == "__main__":
@@ -279,6 +286,28 @@ def test_rollout_timeout_cancels_the_environment_work_colocated_as_over_http(fau
         while marker.read_text().count("cancelled") < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert marker.read_text().count("cancelled") == 2, mode
+
+
+def test_workers_share_the_rollouts_one_writer_writes_them_and_resume_finishes_the_job(faulty_project, tmp_path):
+    cities = ["Oslo", "Lima", "Rome", "Kyiv", "Bern", "Riga", "Doha", "Baku"]
+    tasks = write_tasks(tmp_path / "tasks.jsonl", [{"city": city} for city in cities])
+    output = tmp_path / "out.jsonl"
+    workers = ("+colocate=true", "+colocate_workers=2", "+num_repeats=2")
+    first = run_faulty(faulty_project, city_then_answer, tasks, output, *workers)
+    assert first.returncode == 0, first.stdout + first.stderr
+    lines = output.read_text().splitlines(keepends=True)
+    assert len(lines) == 16
+    output.write_text("".join(lines[:6]))  # as if the run had been stopped after six rows
+    again = run_faulty(faulty_project, city_then_answer, tasks, output, *workers, "+resume=true")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Resuming: 6 rollouts already" in again.stderr
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted((row["_ng_task_index"], row["_ng_rollout_index"]) for row in rows) == [
+        (task, rollout) for task in range(8) for rollout in range(2)
+    ]
+    assert all(row["reward"] == 1.0 for row in rows)
+    # Rollouts ran in two worker processes, neither of them the collector.
+    assert len({row["served_by_pid"] for row in rows}) >= 2
 
 
 def test_colocate_with_a_ray_cluster_is_one_line_and_exit_2(tmp_path):
