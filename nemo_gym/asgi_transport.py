@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import http.cookies
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
+
+from starlette.types import ASGIApp, Message
 
 from nemo_gym.client import (
     CONNECT_ONLY_RETRY,
@@ -48,11 +50,6 @@ from nemo_gym.errors import (
 
 INPROC_SCHEME = "inproc://"
 """Registry URLs of servers whose app lives in this process: `inproc://<instance name>`."""
-
-ASGIApp = Callable[
-    [dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]],
-    Awaitable[None],
-]
 
 
 def inproc_url(name: str) -> str:
@@ -102,7 +99,7 @@ class _Lifespan:
 
     def __init__(self, local: LocalApp):
         self.local = local
-        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
@@ -129,7 +126,7 @@ class _Lifespan:
     async def _run(self) -> None:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             kind = message["type"]
             if kind == "lifespan.startup.complete":
                 _resolve(self._started)
@@ -203,7 +200,7 @@ async def call_app(
     ended = False
     finished: asyncio.Future[None] | None = None
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         nonlocal delivered, finished
         if not delivered:
             delivered = True
@@ -216,7 +213,7 @@ async def call_app(
             await finished
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         nonlocal status, response_headers, complete
         kind = message["type"]
         if kind == "http.response.start":

@@ -152,26 +152,25 @@ async def _serve(bootstrap: WorkerBootstrap) -> None:
 
     config = load_global_config(bootstrap.argv, cwd=Path(bootstrap.cwd))
     async with ColocatedStack(config, bootstrap.head_url) as stack:
-        servers = []
+        servers: list[uvicorn.Server] = []
         for name, port in bootstrap.ports.items():
-            server = stack.servers[name]
             app = stack.local.apps[name].app
-            options = uvicorn_protocol_options(server.config)
+            options = uvicorn_protocol_options(stack.servers[name].config)
             uvicorn_config = uvicorn.Config(
                 app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", access_log=False,
                 backlog=16384, **options,
             )  # fmt: skip
             servers.append(uvicorn.Server(uvicorn_config))
-        tasks = [asyncio.create_task(server.serve()) for server in servers]
-        while not all(server.started for server in servers):
+        tasks = [asyncio.create_task(uvicorn_server.serve()) for uvicorn_server in servers]
+        while not all(uvicorn_server.started for uvicorn_server in servers):
             if any(task.done() for task in tasks):
                 await asyncio.gather(*tasks)
                 raise ServerStartupError("a co-located worker's server stopped while starting")
             await asyncio.sleep(0.01)
         print(READY_LINE, flush=True)
         await _parent_gone()
-        for server in servers:
-            server.should_exit = True
+        for uvicorn_server in servers:
+            uvicorn_server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
