@@ -109,7 +109,7 @@ def test_colocated_rows_are_byte_for_byte_the_http_rows(env, tmp_path):
 
 @pytest.mark.slow
 def test_two_colocated_workers_give_the_http_rows(tmp_path):
-    assert_same_rows_both_ways(["example_stateful_counter"], tmp_path, "+colocate_workers=2", "+num_repeats=2")
+    assert_same_rows_both_ways(["example_stateful_counter"], tmp_path, "+colocate_workers=2")
 
 
 ENVIRONMENTS = sorted(path.parent.parent.name for path in PROJECT_ROOT.glob("resources_servers/*/data/example.jsonl"))
