@@ -29,7 +29,6 @@ import ast
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -50,19 +49,11 @@ def colocated_instances(config: GlobalConfig) -> list[ServerInstance]:
 
 
 class RemoteStack(Stack):
-    """The head server and the servers co-location leaves as processes (the model servers)."""
+    """The head server and the servers co-location leaves as processes (the model servers); only their
+    ports are checked, as co-located servers listen on nothing."""
 
     def _plan_slots(self) -> list[ReplicaSlot]:
         return [slot for slot in super()._plan_slots() if slot.instance.server_type not in COLOCATED_SERVER_TYPES]
-
-    def check_ports(self) -> None:
-        # Co-located servers listen on nothing: only the ports of what is started as processes count.
-        instances = self.config.instances
-        try:
-            self.config.instances = [i for i in instances if i.server_type not in COLOCATED_SERVER_TYPES]
-            super().check_ports()
-        finally:
-            self.config.instances = instances
 
 
 def server_class(instance: ServerInstance, project_root: Path) -> type[SimpleServer]:
@@ -124,10 +115,10 @@ def _import_entrypoint(entrypoint: Path, project_root: Path, instance: ServerIns
 class ColocatedStack:
     """The co-located servers of `config`, built and started in this process (inside a running loop)."""
 
-    def __init__(self, config: GlobalConfig, head_url: str, *, names: Sequence[str] | None = None):
+    def __init__(self, config: GlobalConfig, head_url: str):
         self.config = config
         self.head_url = head_url
-        self.instances = [i for i in colocated_instances(config) if names is None or i.name in names]
+        self.instances = colocated_instances(config)
         self.local = LocalApps()
         self.rows = [
             ServerInfo(

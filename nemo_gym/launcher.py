@@ -221,7 +221,7 @@ class Stack:
                 f"head server port {self.config.head_host}:{self.config.head_port} is already in use "
                 f"(another ng_run?); choose another with +head_server.port=<port>"
             )
-        for instance in self.config.instances:
+        for instance in (slot.instance for slot in self.slots if slot.replica == 0):  # the instances this stack starts
             if not port_is_free(instance.host, instance.port):
                 raise ConfigError(
                     f"port {instance.host}:{instance.port} of server {instance.name!r} is already in use; "
