@@ -2,6 +2,7 @@
 
     python benchmarks/stack_throughput.py [--quick] [--concurrency 16,256,1024,16384]
                                           [--latency-ms 0] [--repeats 3] [--profile]
+                                          [--mode http,colocated]
 
 The stack is the tutorial's: `ng_run` (launcher + head server) with the example_single_tool_call
 resources server, simple_agent and openai_model, the model pointed at the scripted OpenAI-compatible
@@ -12,11 +13,17 @@ CPU is psutil user+system time, taken per process before and after each run. "St
 agent, resources and model server processes and the collector (this process, which runs the
 collector in-process and nothing else while a run is timed). The scripted upstream and the ng_run
 process (launcher + head server) are reported on their own lines and are not in the sum.
+
+`--mode http,colocated` (the default) also measures co-located collection (`nemo_gym.colocated`):
+the agent and resources servers run inside the collector's process and are called in memory, the
+model server stays the ng_run one. Repeats alternate between the modes at each level (interleaved,
+so the machine's load falls on both alike); stack CPU is then model + collector.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -595,6 +602,249 @@ def measure_inflight(concurrency: int, latency_ms: float, rollouts: int, work: P
         upstream.stop()
 
 
+# ---- co-located mode --------------------------------------------------------------------------------
+
+MODES = ("http", "colocated")
+
+
+def stack_argv(upstream: Upstream) -> list[str]:
+    """The parameters every stack here is built from (ng_run's, and the co-located collector's)."""
+    return [
+        f"+config_paths=[{CONFIGS}]",
+        f"+policy_base_url={upstream.url}",
+        "+policy_api_key=x",
+        "+policy_model_name=m",
+    ]
+
+
+def colocated_stack(stack: RunningStack, upstream: Upstream) -> Any:
+    """A `ColocatedStack` of the benchmark's agent and resources servers, using the running ng_run's model
+    server (whose own agent and resources processes then stay idle). Start it inside the loop it serves."""
+    from nemo_gym.colocated import ColocatedStack
+    from nemo_gym.config import load_global_config
+
+    config = load_global_config(stack_argv(upstream) + [f"+head_server.port={stack.head_port}"], cwd=ROOT)
+    return ColocatedStack(config, stack.head_url)
+
+
+async def collect_colocated_in_process(
+    colocated: Any, rows: list[dict[str, Any]], concurrency: int, count: int, meter: CpuMeter | None
+) -> RunResult:
+    """`collect_in_process` through a started co-located stack (kept across runs, as ng_run's servers are)."""
+    collector = colocated.collector(AGENT, CollectionPolicy(concurrency=concurrency))
+    return await _timed_stream(collector, rows, concurrency, count, meter)
+
+
+async def _timed_stream(
+    collector: RolloutCollector, rows: list[dict[str, Any]], concurrency: int, count: int, meter: CpuMeter | None
+) -> RunResult:
+    jobs = expand_jobs((index, rows[index % len(rows)]) for index in range(count))
+    durations: list[float] = []
+    failures: Counter[str] = Counter()
+    first: float | None = None
+    async with collector:
+        if meter:
+            meter.start()
+        started = time.perf_counter()
+        async for outcome in collector.stream(jobs):
+            if first is None:
+                first = time.perf_counter() - started
+            durations.append(outcome.duration_s)
+            if outcome.failure is not None:
+                failures[outcome.failure.error_type] += 1
+        wall = time.perf_counter() - started
+        used = meter.stop() if meter else {}
+    durations.sort()
+    other = used.pop("other_processes_cores", 0.0)
+    per_rollout = {name: 1000 * seconds / count for name, seconds in used.items()}
+    stack_cpu = sum(per_rollout.get(role, 0.0) for role in STACK_ROLES)
+    return RunResult(
+        concurrency=concurrency,
+        rollouts=count,
+        failures=sum(failures.values()),
+        wall_s=wall,
+        rollouts_per_s=count / wall,
+        first_rollout_s=first or float("nan"),
+        p50_latency_s=percentile(durations, 0.5),
+        p99_latency_s=percentile(durations, 0.99),
+        cpu_ms_per_rollout=per_rollout,
+        stack_cpu_ms_per_rollout=stack_cpu,
+        stack_cpu_cores=stack_cpu * count / 1000 / wall,
+        other_processes_cores=other,
+        failure_types=dict(failures),
+        tcp=getattr(meter, "tcp", {}),
+    )
+
+
+def measure_sweep_modes(
+    stack: RunningStack, upstream: Upstream, levels: list[int], repeats: int, rollouts_for: Any, modes: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The sweep in each mode, repeats interleaved (http, colocated, http, ...) at each level."""
+    rows = example_rows()
+    processes = {role: stack.processes[role] for role in ("agent", "resources", "model", "ng_run")}
+    processes["collector"] = psutil.Process()
+    processes["upstream"] = upstream.process
+    meter = CpuMeter(processes)
+
+    # One loop for the whole sweep: the co-located servers (and their pool to the model server) live
+    # across runs, as ng_run's server processes do.
+    runner = asyncio.Runner(loop_factory=_loop_factory())
+    colocated = colocated_stack(stack, upstream) if "colocated" in modes else None
+    if colocated is not None:
+        runner.run(colocated.start())
+
+    def run(mode: str, level: int, count: int, meter: CpuMeter | None) -> RunResult:
+        if mode == "http":
+            return runner.run(collect_in_process(stack.head_url, rows, level, count, meter))
+        return runner.run(collect_colocated_in_process(colocated, rows, level, count, meter))
+
+    try:
+        return _sweep_interleaved(run, levels, repeats, rollouts_for, modes, meter)
+    finally:
+        if colocated is not None:
+            runner.run(colocated.stop())
+        runner.close()
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _sweep_interleaved(
+    run: Any, levels: list[int], repeats: int, rollouts_for: Any, modes: list[str], meter: CpuMeter
+) -> dict[str, list[dict[str, Any]]]:
+    for mode in modes:
+        log(f"  warm-up ({mode}): 200 rollouts at concurrency 16")
+        run(mode, 16, 200, None)
+    results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for level in levels:
+        count = rollouts_for(level)
+        runs: dict[str, list[RunResult]] = {mode: [] for mode in modes}
+        for repeat in range(repeats):
+            for mode in modes:
+                result = run(mode, level, count, meter)
+                log(
+                    f"  {mode:>9} concurrency {level:>6}  run {repeat + 1}/{repeats}: {result.rollouts_per_s:8.1f} "
+                    f"rollouts/s, stack CPU {result.stack_cpu_ms_per_rollout:.2f} ms/rollout, failures "
+                    f"{result.failures}, other load {result.other_processes_cores:.2f} cores"
+                    + (f", failure types {result.failure_types}" if result.failures else "")
+                )
+                runs[mode].append(result)
+        for mode in modes:
+            results[mode].append(median_result(runs[mode]))
+    return results
+
+
+def colocated_stack_roles(row: dict[str, Any]) -> dict[str, Any]:
+    """A co-located sweep row: the idle ng_run agent/resources processes are not part of its stack."""
+    cpu = row["cpu_ms_per_rollout"]
+    stack_cpu = cpu["model"] + cpu["collector"]
+    scale = stack_cpu / row["stack_cpu_ms_per_rollout"] if row["stack_cpu_ms_per_rollout"] else 1.0
+    return row | {"stack_cpu_ms_per_rollout": stack_cpu, "stack_cpu_cores": row["stack_cpu_cores"] * scale}
+
+
+def measure_inflight_colocated(concurrency: int, latency_ms: float, rollouts: int, work: Path) -> dict[str, Any]:
+    """`measure_inflight` with `+colocate=true`: the CLI runs the agent and resources servers itself and
+    uses the model server of a running ng_run (whose own agent and resources stay idle)."""
+    upstream = Upstream(latency_ms)
+    stack = RunningStack(upstream, work / "ng_run_inflight_colocated.log")
+    try:
+        input_path = write_input(work / "inflight_input.jsonl", rollouts)
+        output = work / "inflight_output_colocated.jsonl"
+        meter = CpuMeter({"model": stack.processes["model"], "upstream": upstream.process})
+        meter.start()
+        argv = collect_cli(
+            stack.head_port,
+            input_path,
+            output,
+            f"+num_samples_in_parallel={concurrency}",
+            "+colocate=true",
+            *stack_argv(upstream),
+        )
+        run = run_watched(argv, output=output)
+        used = meter.stop()
+        rows = count_lines(output)
+        failures = count_lines(output.with_name(output.stem + "_failures.jsonl"))
+        used["collector"] = run.cpu_s
+        return {
+            "concurrency": concurrency,
+            "latency_ms": latency_ms,
+            "rollouts": rollouts,
+            "rows_written": rows,
+            "failures": failures,
+            "returncode": run.returncode,
+            "all_succeeded": run.returncode == 0 and rows == rollouts and failures == 0,
+            "first_row_s": run.first_row_s,
+            "wall_s": run.wall_s,
+            "rollouts_per_s": rows / run.wall_s,
+            "collector_peak_rss_mb": run.peak_rss_mb,
+            "cpu_ms_per_rollout": {
+                name: 1000 * seconds / max(rows, 1) for name, seconds in used.items() if name != "other_processes_cores"
+            },
+            "stderr_tail": run.stderr[-1500:] if run.returncode != 0 else "",
+        }
+    finally:
+        stack.stop()
+        upstream.stop()
+
+
+TARGET_COLOCATED_CPU_RATIO = 0.6
+
+
+def format_modes(figures: dict[str, Any]) -> list[str]:
+    """HTTP and co-located side by side: rollouts/s and stack CPU per level, then the 16k in-flight run."""
+    http = {row["concurrency"]: row for row in figures.get("sweep", [])}
+    colocated = {row["concurrency"]: row for row in figures.get("sweep_colocated", [])}
+    if not colocated:
+        return []
+    lines = ["", "HTTP vs co-located (medians of interleaved repeats; stack CPU in ms per rollout):"]
+    header = (
+        f"{'conc':>6} | {'http r/s':>9} {'coloc r/s':>9} {'ratio':>6} | {'http CPU':>8} {'coloc CPU':>9} {'ratio':>6}"
+    )
+    lines += [header, "-" * len(header)]
+    for level in sorted(colocated):
+        h, c = http.get(level), colocated[level]
+        if h is None:
+            continue
+        cpu_h, cpu_c = h["stack_cpu_ms_per_rollout"], c["stack_cpu_ms_per_rollout"]
+        lines.append(
+            f"{level:>6} | {h['rollouts_per_s']:>9.1f} {c['rollouts_per_s']:>9.1f} "
+            f"{c['rollouts_per_s'] / h['rollouts_per_s']:>5.2f}x | {cpu_h:>8.2f} {cpu_c:>9.2f} {cpu_c / cpu_h:>5.2f}x"
+        )
+    lines.append("co-located stack = model server + collector (which runs the agent and resources servers).")
+    for label, key in (("http", "inflight"), ("co-located", "inflight_colocated")):
+        run = figures.get(key)
+        if run:
+            first = "never" if run["first_row_s"] is None else f"{run['first_row_s']:.1f} s"
+            lines.append(
+                f"{label:>10}: {run['concurrency']:,} in flight at {run['latency_ms']:.0f} ms: "
+                f"{run['rows_written']:,}/{run['rollouts']:,} rows, first row {first}, "
+                f"{run['rollouts_per_s']:.0f} rollouts/s, collector peak RSS {run['collector_peak_rss_mb']:.0f} MB"
+            )
+    return lines
+
+
+def colocated_target(figures: dict[str, Any]) -> dict[str, Any]:
+    http = {row["concurrency"]: row for row in figures.get("sweep", [])}
+    colocated = {row["concurrency"]: row for row in figures.get("sweep_colocated", [])}
+    level = 256 if 256 in colocated and 256 in http else max(set(colocated) & set(http), default=None)
+    ratio = (
+        colocated[level]["stack_cpu_ms_per_rollout"] / http[level]["stack_cpu_ms_per_rollout"]
+        if level is not None
+        else None
+    )
+    return {
+        "target": f"co-located stack CPU per rollout vs HTTP at concurrency {level or 256}",
+        "goal": f"<= {TARGET_COLOCATED_CPU_RATIO}x",
+        "measured": None if ratio is None else f"{ratio:.2f}x",
+        "pass": None if ratio is None else ratio <= TARGET_COLOCATED_CPU_RATIO,
+    }
+
+
 # ---- profiling (optional) ---------------------------------------------------------------------------
 
 
@@ -843,6 +1093,7 @@ def format_report(figures: dict[str, Any]) -> str:
             + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
             + f"; kernel TCP counters during the run: {inflight['tcp']}"
         )
+    lines.extend(format_modes(figures))
     lines.append("")
     lines.append("Targets:")
     for target in figures["targets"]:
@@ -895,6 +1146,12 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="keep inputs, outputs, ng_run logs and profiles here (default: a temp dir, deleted)",
     )
+    parser.add_argument(
+        "--mode",
+        default="http,colocated",
+        help="comma-separated: http (servers over loopback HTTP), colocated (agent and resources in the "
+        "collector's process); both = side by side, repeats interleaved",
+    )
     parser.add_argument("--profile", action="store_true", help="also sample every stack process with py-spy")
     parser.add_argument("--profile-concurrency", type=int, default=256)
     parser.add_argument("--profile-seconds", type=float, default=15.0)
@@ -906,6 +1163,9 @@ def main() -> None:
     levels = [int(level) for level in args.concurrency.split(",") if level.strip()]
     repeats = args.repeats or (1 if args.quick else 3)
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    modes = [mode.strip() for mode in args.mode.split(",") if mode.strip()]
+    if not modes or any(mode not in MODES for mode in modes):
+        sys.exit(f"error: --mode takes a comma-separated list of {', '.join(MODES)}, got {args.mode!r}")
 
     def rollouts_for(level: int) -> int:
         if args.rollouts:
@@ -927,6 +1187,7 @@ def main() -> None:
             "python": sys.version.split()[0],
             "load_average_before": [round(x, 2) for x in os.getloadavg()],
             "profile_concurrency": args.profile_concurrency,
+            "modes": modes,
         }
     }
     with contextlib.ExitStack() as cleanup:
@@ -943,7 +1204,14 @@ def main() -> None:
             stack, startup = measure_startup(upstream, 1 if args.quick or "startup" in skip else 3, work)
             if "startup" not in skip:
                 figures["ng_run_startup"] = startup
-            if "sweep" not in skip:
+            if "sweep" not in skip and modes != ["http"]:
+                log(f"Concurrency sweep ({', '.join(modes)}, interleaved):")
+                by_mode = measure_sweep_modes(stack, upstream, levels, repeats, rollouts_for, modes)
+                if "http" in by_mode:
+                    figures["sweep"] = by_mode["http"]
+                if "colocated" in by_mode:
+                    figures["sweep_colocated"] = [colocated_stack_roles(row) for row in by_mode["colocated"]]
+            elif "sweep" not in skip:
                 log("Concurrency sweep:")
                 figures["sweep"] = measure_sweep(stack, upstream, levels, repeats, rollouts_for)
             if "collector-startup" not in skip:
@@ -964,10 +1232,18 @@ def main() -> None:
             log(
                 f"{args.inflight_concurrency:,} in flight at {args.inflight_latency_ms:.0f} ms ({count:,} rollouts, CLI):"
             )
-            figures["inflight"] = measure_inflight(args.inflight_concurrency, args.inflight_latency_ms, count, work)
+            if "http" in modes:
+                figures["inflight"] = measure_inflight(args.inflight_concurrency, args.inflight_latency_ms, count, work)
+            if "colocated" in modes:
+                log("  the same, co-located (+colocate=true):")
+                figures["inflight_colocated"] = measure_inflight_colocated(
+                    args.inflight_concurrency, args.inflight_latency_ms, count, work
+                )
     figures["settings"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     figures["settings"]["duration_s"] = round((datetime.now() - started).total_seconds(), 1)
     figures["targets"] = evaluate_targets(figures)
+    if "colocated" in modes:
+        figures["targets"].append(colocated_target(figures))
 
     print(format_report(figures), flush=True)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -422,10 +422,22 @@ class ServerClient:
         self._refresh_lock: asyncio.Lock | None = None
         self._last_down_refresh = float("-inf")
         self._down_refresh: asyncio.Future[None] | None = None
+        self._pinned: list[ServerInfo] = []
         if registry:
             self._set_rows(list(registry.values()) if isinstance(registry, Mapping) else list(registry))
 
+    def pin_servers(self, http: HttpClient, rows: Sequence[ServerInfo]) -> None:
+        """Send every request through `http`, and resolve the names of `rows` to them whatever the head
+        server's registry says: the servers of a co-located stack (`nemo_gym.colocated`), whose apps
+        `http` calls in memory, or its worker processes (`nemo_gym.colocated_workers`)."""
+        self._http = http
+        self._pinned = list(rows)
+        self._set_rows(list(self._registry.values()))
+
     def _set_rows(self, rows: list[ServerInfo]) -> None:
+        if self._pinned:
+            pinned = {row.name for row in self._pinned}
+            rows = [row for row in rows if row.name not in pinned] + self._pinned
         by_name: dict[str, list[ServerInfo]] = {}
         for row in rows:
             by_name.setdefault(row.name, []).append(row)

@@ -151,11 +151,16 @@ class Stack:
         self.slots = self._plan_slots()
         self.registry = Registry(self._initial_rows())
         self.head = HeadServer(
-            self.registry, config.head_host, config.head_port, head_allowed_hosts(config), config.stack_digest()
+            self.registry, config.head_host, config.head_port, head_allowed_hosts(config), self.served_config_digest()
         )
         self.lost: list[str] = []
         """Replicas that died while a sibling lived on (reported, not fatal)."""
         self._stopped = False
+
+    def served_config_digest(self) -> str:
+        """What the head says this stack was started from (`GlobalConfig.stack_digest`), so that a
+        one-command collection of other configs never borrows it."""
+        return self.config.stack_digest()
 
     def _plan_slots(self) -> list[ReplicaSlot]:
         """Replica 0 listens where the config says; further replicas on free ports of the same host."""
@@ -223,7 +228,7 @@ class Stack:
                 f"head server port {self.config.head_host}:{self.config.head_port} is already in use "
                 f"(another ng_run?); choose another with +head_server.port=<port>"
             )
-        for instance in self.config.instances:
+        for instance in (slot.instance for slot in self.slots if slot.replica == 0):  # the instances this stack starts
             if not port_is_free(instance.host, instance.port):
                 raise ConfigError(
                     f"port {instance.host}:{instance.port} of server {instance.name!r} is already in use; "

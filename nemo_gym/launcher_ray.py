@@ -245,7 +245,11 @@ class RayStack(Stack):
         try:
             super().__init__(config, options, log)
             self.head = HeadServer(
-                self.registry, self._head_host(), config.head_port, head_allowed_hosts(config), config.stack_digest()
+                self.registry,
+                self._head_host(),
+                config.head_port,
+                head_allowed_hosts(config),
+                self.served_config_digest(),
             )
         except BaseException:
             ray.shutdown()

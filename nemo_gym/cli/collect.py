@@ -114,6 +114,14 @@ class CollectRolloutsConfig(BaseModel):
         60.0, gt=0, description="Seconds servers get to become healthy (with config_paths)."
     )
     ray_address: str | None = Field(None, description=f"With config_paths: {RAY_ADDRESS_HELP}")
+    colocate: bool = Field(
+        False,
+        description="Run the agent and resources servers of config_paths inside this process and call them in "
+        "memory (no HTTP between them); model servers stay remote. One machine, trusted environments.",
+    )
+    colocate_workers: int = Field(
+        1, ge=1, description="With +colocate=true: worker processes, each a co-located stack (1 = this process)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -143,6 +151,8 @@ def collect(argv: list[str]) -> int:
         which = "+resume=true" if params.resume else "+resume_from_cache=true"
         raise ConfigError(f"{which} and +overwrite=true contradict each other; pick one")
     mode: OutputMode = "resume" if resume else "overwrite" if params.overwrite else "new"
+    if params.colocate or params.colocate_workers > 1:
+        check_colocation(params, config)
     spec = CollectionSpec(
         agent_name=params.agent_name,
         input_jsonl_fpath=str(input_of(params, config)),
@@ -163,7 +173,8 @@ def collect(argv: list[str]) -> int:
     if params.no_serve:  # the servers running at the head address, whichever they are: the user's choice
         running = probe_head(config.head_url)
     else:
-        config, running = stack_to_use(config, argv, _note)
+        # Co-located, only the model servers of a running stack are used: its own note says so.
+        config, running = stack_to_use(config, argv, (lambda _: None) if params.colocate else _note)
     head_url = config.head_url
     if running is None and config.instances and not params.no_serve:
         # Servers will be started for this run: a mistyped agent costs one line, not their start-up
@@ -175,6 +186,11 @@ def collect(argv: list[str]) -> int:
         opened = collection.open()
         cleanup.callback(collection.close)
         _say_what_was_found(collection, opened)
+        if running is not None and params.colocate:
+            _note(
+                f"Servers are already running at {head_url}; using their model servers, with the configured agent "
+                f"and resources servers in this process."
+            )
         if running is None:
             if params.no_serve:
                 raise ServerUnreachableError(
@@ -187,11 +203,18 @@ def collect(argv: list[str]) -> int:
                     f"or pass +config_paths=[...] to start them for this collection"
                 )
             from nemo_gym.cli.stacks import new_stack
-            from nemo_gym.launcher import LaunchOptions  # only the one-command mode needs the launcher
+            from nemo_gym.launcher import LaunchOptions, Stack  # only the one-command mode needs the launcher
 
-            stack = new_stack(config, LaunchOptions(startup_timeout_s=params.startup_timeout_s), params.ray_address)
+            options = LaunchOptions(startup_timeout_s=params.startup_timeout_s)
+            stack: Stack
+            if params.colocate:
+                from nemo_gym.colocated import RemoteStack
+
+                stack = RemoteStack(config, options)
+            else:
+                stack = new_stack(config, options, params.ray_address)
             stack.check_ports()  # a busy port is the one line the user sees, not after a "Starting" note
-            _note(f"Starting {len(config.instances)} servers for this collection...")
+            _note(f"Starting {stack.server_count} servers for this collection...")
             stack.start()
             cleanup.callback(stack.stop)
             _note(f"Servers up in {stack.startup_s:.1f} s.")
@@ -201,8 +224,20 @@ def collect(argv: list[str]) -> int:
             rollout_timeout_s=params.rollout_timeout_s,
         )
         raise_open_file_limit()
+        progress = RolloutProgress(concurrency=policy.concurrency)
         try:
-            report = run_async(collection.run(head_url, policy, RolloutProgress(concurrency=policy.concurrency)))
+            if params.colocate_workers > 1:
+                from nemo_gym.colocated_workers import ColocatedWorkers
+
+                workers = ColocatedWorkers(config, argv, head_url, params.colocate_workers, params.startup_timeout_s)
+                _note(f"Starting {params.colocate_workers} co-located workers...")
+                workers.start()
+                cleanup.callback(workers.stop)
+                report = run_async(_run_with_workers(collection, head_url, workers.rows(), policy, progress))
+            elif params.colocate:
+                report = run_async(_run_colocated(collection, config, head_url, policy, progress))
+            else:
+                report = run_async(collection.run(head_url, policy, progress))
         except KeyboardInterrupt:
             _note(
                 f"Interrupted. Rows written so far are kept in {collection.output_path}; finish the run with the "
@@ -244,6 +279,47 @@ def input_of(params: CollectRolloutsConfig, config: GlobalConfig) -> Path:
         )
     _note(f"Collecting on {collated} ({report.rows[params.split]} rows).")
     return collated
+
+
+def check_colocation(params: CollectRolloutsConfig, config: GlobalConfig) -> None:
+    """One line (exit 2) for a combination co-located collection cannot run."""
+    if not params.colocate:
+        raise ConfigError("+colocate_workers needs +colocate=true (workers are co-located stacks)")
+    if params.ray_address is not None:
+        raise ConfigError(
+            "+colocate=true runs the agent and resources servers inside this process; it cannot place them on a "
+            "Ray cluster (+ray_address): drop one of the two"
+        )
+    if not any(i.server_type in ("resources_servers", "responses_api_agents") for i in config.instances):
+        raise ConfigError(
+            "+colocate=true needs +config_paths=[...] naming the agent and resources servers to run in this process"
+        )
+
+
+async def _run_colocated(
+    collection: FileCollection, config: GlobalConfig, head_url: str, policy: CollectionPolicy, progress: Any
+) -> CollectionReport:
+    from nemo_gym.colocated import ColocatedStack
+
+    async with ColocatedStack(config, head_url) as stack:
+        assert collection.opened is not None
+        async with stack.collector(collection.spec.agent_name, policy) as collector:
+            await collector.check_agents(collection.opened.agents)
+            return await collection.run(collector, policy, progress)
+
+
+async def _run_with_workers(
+    collection: FileCollection, head_url: str, rows: list[Any], policy: CollectionPolicy, progress: Any
+) -> CollectionReport:
+    from nemo_gym.client import HttpClient, ServerClient
+    from nemo_gym.rollouts.collector import RolloutCollector
+
+    client = ServerClient(head_url)
+    client.pin_servers(HttpClient(), rows)  # each agent: one replica per worker
+    assert collection.opened is not None
+    async with RolloutCollector(client, collection.spec.agent_name, policy) as collector:
+        await collector.check_agents(collection.opened.agents)
+        return await collection.run(collector, policy, progress)
 
 
 def tasks_agents(spec: CollectionSpec) -> frozenset[str]:

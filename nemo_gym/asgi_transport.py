@@ -1,0 +1,376 @@
+"""Call a server's ASGI app in memory instead of over HTTP: the transport of co-located collection.
+
+A co-located stack (`nemo_gym.colocated`) runs the agent and resources servers inside the collector's
+process. Their registry rows carry an `inproc://<name>` URL; `ColocatedHttpClient` is the one place
+that decides how a request travels: a URL of an app living in this process is served by calling
+the app (scope built here, body handed over whole, start/body messages collected), anything else
+goes over aiohttp as before. Everything above `_send_once` (retry policy, `HttpResult`, status
+errors, cookies threaded by hand, replica routing) is shared with the HTTP path, so both behave
+alike; what differs is only what a socket and an HTTP parser would have done:
+
+  * no socket: a `Host` header naming the server's own address is sent (its request guard checks it);
+  * the answer's `Set-Cookie` headers are parsed into `HttpResult.cookies` as aiohttp does;
+  * deadlines: the attempt must finish within `total_s` (else `read_s`), as one read of a body that
+    arrives at once; a late answer is a `RequestTimeoutError` with the HTTP path's wording;
+  * an exception that escapes the app (environment code that crashed) is answered as uvicorn does:
+    500 if nothing was sent yet, else a broken response (`ServerUnreachableError`); it never reaches
+    the caller as its own exception, so one crashed rollout never stops the collector;
+  * cancellation: the app runs in the caller's task, so cancelling a rollout (its deadline, Ctrl+C)
+    cancels the agent and everything it awaits, as a dropped connection does over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookies
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.types import ASGIApp, Message
+
+from nemo_gym.client import (
+    CONNECT_ONLY_RETRY,
+    HttpClient,
+    HttpResult,
+    PoolLimits,
+    RetryPolicy,
+    Timeouts,
+    _size,
+)
+from nemo_gym.errors import (
+    NemoGymError,
+    RequestTimeoutError,
+    ResponseTooLargeError,
+    ServerStartupError,
+    ServerUnreachableError,
+)
+
+INPROC_SCHEME = "inproc://"
+"""Registry URLs of servers whose app lives in this process: `inproc://<instance name>`."""
+
+
+def inproc_url(name: str) -> str:
+    return f"{INPROC_SCHEME}{name}"
+
+
+@dataclass(eq=False)
+class LocalApp:
+    """One server's ASGI app, and the address it would listen on (for its Host guard and `scope["server"]`)."""
+
+    name: str
+    app: ASGIApp
+    host: str = "127.0.0.1"
+    port: int = 0
+    host_header: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        self.host_header = f"{host}:{self.port}".encode("latin-1")
+
+
+class LocalApps:
+    """The apps served in this process, by instance name, and their lifespans (startup/shutdown)."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, LocalApp] = {}
+        self._lifespans: list[_Lifespan] = []
+
+    def add(self, local: LocalApp) -> None:
+        self.apps[local.name] = local
+
+    async def start(self) -> None:
+        """Run each app's startup (its `on_startup`) in order; when one fails, `stop` ends the ones started."""
+        for local in self.apps.values():
+            lifespan = _Lifespan(local)
+            await lifespan.start()
+            self._lifespans.append(lifespan)
+
+    async def stop(self) -> None:
+        """Run each started app's shutdown, last started first."""
+        while self._lifespans:
+            await self._lifespans.pop().stop()
+
+
+class _Lifespan:
+    """Drives the ASGI lifespan protocol of one app on its own task, as uvicorn does."""
+
+    def __init__(self, local: LocalApp):
+        self.local = local
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task[None] | None = None
+        self._failure = ""
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"lifespan-{self.local.name}")
+        await self._inbox.put({"type": "lifespan.startup"})
+        await self._started
+
+    async def stop(self) -> None:
+        if self._task is None or self._task.done():
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stopped), 30)
+        except (TimeoutError, NemoGymError):
+            pass  # a server that cannot shut down cleanly must not keep the collector from ending
+        finally:
+            if not self._task.done():
+                self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+
+        async def send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "lifespan.startup.complete":
+                _resolve(self._started)
+            elif kind == "lifespan.startup.failed":
+                self._failure = message.get("message", "")  # the error itself is re-raised just after
+            elif kind == "lifespan.shutdown.complete":
+                _resolve(self._stopped)
+            elif kind == "lifespan.shutdown.failed":
+                _resolve(self._stopped)
+
+        try:
+            await self.local.app(scope, self._inbox.get, send)
+        except BaseException as error:
+            # Starlette re-raises a startup error after reporting it: hand the error itself to `start`.
+            for future in (self._started, self._stopped):
+                if not future.done():
+                    if isinstance(error, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+        finally:
+            _fail(self._started, self._failure, self.local.name)
+            _resolve(self._stopped)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _fail(future: asyncio.Future[None], message: str, name: str) -> None:
+    if not future.done():
+        future.set_exception(ServerStartupError(f"server {name!r} did not start: {message or 'its lifespan ended'}"))
+
+
+async def call_app(
+    local: LocalApp,
+    method: str,
+    path: str,
+    query: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One request to `local.app`, in the caller's task: (status, raw headers, body).
+
+    An exception escaping the app after its answer was complete is dropped (Starlette re-raises
+    what its error handler already answered, for servers to log); before any answer it becomes a
+    500, as uvicorn sends; halfway through an answer it is a broken connection."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode("latin-1"),
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 0),
+        "server": (local.host, local.port),
+        "state": {},
+    }
+    status = 0
+    response_headers: list[tuple[bytes, bytes]] = []
+    chunks: list[bytes] = []
+    complete = False
+    delivered = False
+    ended = False
+    finished: asyncio.Future[None] | None = None
+
+    async def receive() -> Message:
+        nonlocal delivered, finished
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        # Asked again (a disconnect watcher): the caller is there until the call ends, as a live
+        # connection is; a caller that goes away cancels this task, and the app with it.
+        if not ended:
+            if finished is None:
+                finished = asyncio.get_running_loop().create_future()
+            await finished
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal status, response_headers, complete
+        kind = message["type"]
+        if kind == "http.response.start":
+            status = message["status"]
+            response_headers = list(message.get("headers", ()))
+        elif kind == "http.response.body":
+            piece = message.get("body", b"")
+            if piece:
+                chunks.append(piece)
+            if not message.get("more_body", False):
+                complete = True
+
+    try:
+        await local.app(scope, receive, send)
+    except Exception as error:  # noqa: BLE001 - the app's crash is answered, never the collector's
+        if not complete:
+            if status:
+                raise ServerUnreachableError(
+                    f"connection to {INPROC_SCHEME}{local.name}{path} failed: the server broke off its answer "
+                    f"({type(error).__name__}: {error})"
+                ) from error
+            _log_crash(local.name, method, path, error)
+            return 500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error"
+        if status >= 500:
+            _log_crash(local.name, method, path, error)
+    finally:
+        ended = True
+        if finished is not None and not finished.done():
+            finished.set_result(None)
+    if not complete:
+        raise ServerUnreachableError(
+            f"connection to {INPROC_SCHEME}{local.name}{path} failed: the server sent no complete answer"
+        )
+    return status, response_headers, chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _log_crash(name: str, method: str, path: str, error: BaseException) -> None:
+    # The co-located twin of a server's own log line: the collector's stderr, one line, no traceback.
+    print(f"({name}) exception in {method} {path}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+
+
+def parse_set_cookies(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """`name -> value` of every `Set-Cookie`, as aiohttp's `response.cookies` gives them."""
+    cookies: dict[str, str] = {}
+    for key, value in headers:
+        if key.lower() != b"set-cookie":
+            continue
+        text = value.decode("latin-1")
+        pair = text.partition(";")[0]
+        name, equals, cookie = pair.partition("=")
+        if equals and '"' not in cookie and "\\" not in cookie:
+            cookies[name.strip()] = cookie.strip()
+            continue
+        parsed: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
+        try:
+            parsed.load(text)
+        except http.cookies.CookieError:
+            continue
+        cookies.update({morsel_name: morsel.value for morsel_name, morsel in parsed.items()})
+    return cookies
+
+
+class RawHeaders(Mapping[str, str]):
+    """An answer's headers as a case-insensitive mapping read straight off the ASGI list (the first
+    value of a repeated name), built only when looked at: most answers are never asked for a header."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]):
+        self._raw = raw
+
+    def __getitem__(self, name: str) -> str:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self._raw:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (key.decode("latin-1") for key, _ in self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def getall(self, name: str) -> list[str]:
+        wanted = name.lower().encode("latin-1")
+        return [value.decode("latin-1") for key, value in self._raw if key.lower() == wanted]
+
+
+class ColocatedHttpClient(HttpClient):
+    """An `HttpClient` that serves `inproc://<name>` URLs by calling that server's app in memory."""
+
+    def __init__(
+        self,
+        local: LocalApps,
+        *,
+        timeouts: Timeouts = Timeouts(),
+        limits: PoolLimits = PoolLimits(),
+        retry: RetryPolicy = CONNECT_ONLY_RETRY,
+    ):
+        super().__init__(timeouts=timeouts, limits=limits, retry=retry)
+        self.local = local
+
+    async def _send_once(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        params: Mapping[str, str] | None,
+        timeout: Any,
+        deadlines: Timeouts,
+    ) -> HttpResult:
+        if not url.startswith(INPROC_SCHEME):
+            return await super()._send_once(method, url, data, headers, params, timeout, deadlines)
+        name, slash, path = url[len(INPROC_SCHEME) :].partition("/")
+        path = slash + path if slash else "/"
+        path, _, query = path.partition("?")
+        local = self.local.apps.get(name)
+        if local is None:
+            raise ServerUnreachableError(
+                f"cannot connect to {url}: no server {name!r} in this process", connect_failed=True
+            )
+        body = data or b""
+        raw = [(b"host", local.host_header), (b"content-length", str(len(body)).encode())]
+        for key, value in headers.items():
+            raw.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+        query_bytes = query.encode("latin-1")
+        if params:
+            query_bytes += (b"&" if query_bytes else b"") + urlencode(params).encode("latin-1")
+        limit_s = deadlines.total_s if deadlines.total_s is not None else deadlines.read_s
+        # The deadline as one timer handle (asyncio.timeout's bookkeeping was ~3% of a rollout's CPU).
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(limit_s, expire)
+        try:
+            status, answer_headers, answer = await call_app(local, method, path, query_bytes, raw, body)
+        except asyncio.CancelledError:
+            if expired and task.uncancel() == 0:
+                which = "no complete answer" if deadlines.total_s is not None else "no byte"
+                raise RequestTimeoutError(f"{method} {url} timed out: {which} for {limit_s:g} s") from None
+            raise
+        finally:
+            timer.cancel()
+        cap = self.limits.max_response_bytes
+        if len(answer) > cap:
+            raise ResponseTooLargeError(
+                f"{method} {url}: the answer is {len(answer)} bytes, over the {_size(cap)} response cap",
+                url=url,
+                limit_bytes=cap,
+            )
+        header_map = RawHeaders(answer_headers)
+        return HttpResult(status, answer, header_map, parse_set_cookies(answer_headers), url)
