@@ -131,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         stack, head_url = grpo_trl.start_stack(ENV, server.url)
         try:
             before = evaluate(head_url, held_out_tasks, args.max_output_tokens)
-            print(f"held-out before: mean reward {before['mean_reward']:.3f}, exact {before['exact_share']:.0%}", flush=True)
+            print(
+                f"held-out before: mean reward {before['mean_reward']:.3f}, exact {before['exact_share']:.0%}",
+                flush=True,
+            )
 
             class Record(TrainerCallback):  # type: ignore[misc]
                 def on_step_begin(self, *_args: Any, **_kwargs: Any) -> None:
@@ -140,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                 def on_log(self, _args, state, _control, logs=None, **_kwargs):  # type: ignore[no-untyped-def]
                     if logs and "loss" in logs:
                         figures = grpo_trl.step_figures(logs)
-                        steps.append({"step": state.global_step, **figures, "seconds": round(time.monotonic() - self.began, 1)})
+                        steps.append(
+                            {"step": state.global_step, **figures, "seconds": round(time.monotonic() - self.began, 1)}
+                        )
                         print(
                             f"step {state.global_step:3d}: reward {figures['reward']:.3f}  std in groups "
                             f"{figures['reward_std_in_groups']:.3f}  loss {figures['loss']:+.5f}  "
@@ -153,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             trainer.train()
             training_seconds = time.monotonic() - trained
             after = evaluate(head_url, held_out_tasks, args.max_output_tokens)
-            print(f"held-out after:  mean reward {after['mean_reward']:.3f}, exact {after['exact_share']:.0%}", flush=True)
+            print(
+                f"held-out after:  mean reward {after['mean_reward']:.3f}, exact {after['exact_share']:.0%}", flush=True
+            )
         finally:
             stack.stop()
 
@@ -166,7 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         "trainer": "trl GRPOTrainer, beta 0, rollouts from our stack via NemoGymRolloutFunc (on-policy)",
         "settings": {
             key: getattr(args, key.replace("-", "_"))
-            for key in ("steps", "held_out", "num_generations", "prompts_per_step", "max_output_tokens", "learning_rate", "threads")
+            for key in (
+                "steps",
+                "held_out",
+                "num_generations",
+                "prompts_per_step",
+                "max_output_tokens",
+                "learning_rate",
+                "threads",
+            )
         },
         "held_out_before": before,
         "held_out_after": after,
@@ -175,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         "steps": steps,
         "training_seconds": round(training_seconds, 1),
         "wall_seconds": round(wall, 1),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

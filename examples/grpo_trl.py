@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="GRPO steps of TRL's GRPOTrainer on on-policy rollouts from our stack (SmolLM2, CPU, offline).",
         epilog=f"Note: {TRAIN_EXTRA_HINT}.",
     )
-    parser.add_argument("--env", default="echo_word", help="resources server folder, one model turn (default: echo_word)")
+    parser.add_argument(
+        "--env", default="echo_word", help="resources server folder, one model turn (default: echo_word)"
+    )
     parser.add_argument(
         "--head-url",
         help="a running stack's head server; its policy_model must be vllm_model with base_url "

@@ -20,9 +20,9 @@ It answers what `vllm_model` asks of vLLM with `return_token_id_information` (to
 
 Log probabilities are those of the distribution each token was drawn from (the logits divided by the
 temperature, after the top-p cut), so an importance ratio against them is exact; greedy turns report
-the model's own log probabilities. Requests that arrive together with the same prompt and sampling
-settings (a GRPO batch, an evaluation) are sampled as one left-padded batch. Generation runs in one worker thread under
-`torch.no_grad()`; the caller must not step the optimizer while a rollout is running (TRL's
+the model's own log probabilities. Requests that arrive together with the same sampling settings (a
+GRPO batch, an evaluation's tasks) are sampled as one left-padded batch. Generation runs in one worker
+thread under `torch.no_grad()`; the caller must not step the optimizer while a rollout is running (TRL's
 `rollout_func` is synchronous, so it never does).
 
 torch and transformers are imported by the caller; this module imports torch only when it generates.
@@ -242,7 +242,9 @@ class PolicyServer:
         width = max(len(request.prompt_ids) for request in requests)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else next(iter(self.stop_ids))
         ids = torch.tensor(
-            [[pad] * (width - len(r.prompt_ids)) + list(r.prompt_ids) for r in requests], dtype=torch.long, device=device
+            [[pad] * (width - len(r.prompt_ids)) + list(r.prompt_ids) for r in requests],
+            dtype=torch.long,
+            device=device,
         )
         mask = torch.tensor(
             [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests],

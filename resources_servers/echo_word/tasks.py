@@ -37,7 +37,10 @@ PHRASINGS = (
 
 
 def task(word: str, phrasing: str) -> dict[str, Any]:
-    return {"responses_create_params": {"input": [{"role": "user", "content": phrasing.format(word=word)}]}, "word": word}
+    return {
+        "responses_create_params": {"input": [{"role": "user", "content": phrasing.format(word=word)}]},
+        "word": word,
+    }
 
 
 def tasks(words: Sequence[str], seed: int = 0) -> list[dict[str, Any]]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
+
+import pytest
 
 from nemo_gym.config import load_global_config
 from tests.conftest import PROJECT_ROOT, child_env
@@ -77,3 +80,30 @@ def test_the_default_environment_is_one_the_small_model_sometimes_solves():
     assert args.env == "echo_word" and args.num_generations >= 8
     tasks = example.read_tasks(args.env)
     assert tasks and all(task["word"] in task["responses_create_params"]["input"][0]["content"] for task in tasks)
+
+
+STEP_LINE = re.compile(
+    r"step 1: loss (?P<loss>\S+)  grad_norm (?P<grad_norm>\S+)  mean reward (?P<reward>\S+)  "
+    r"reward std in groups (?P<std>\S+)"
+)
+
+
+@pytest.mark.slow
+def test_a_step_of_the_example_has_reward_spread_in_its_group_and_moves_the_weights():
+    for module in ("trl", "transformers", "torch", "gguf", "datasets"):
+        pytest.importorskip(module, reason="the `train` extra is not installed")
+    arguments = ["--steps", "1", "--prompts-per-step", "1", "--max-output-tokens", "12", "--threads", "1"]
+    result = subprocess.run(
+        [sys.executable, "examples/grpo_trl.py", *arguments],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=child_env(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    step = STEP_LINE.search(result.stdout)
+    assert step is not None, result.stdout[-2000:]
+    # The shipped mcqa run printed loss 0.000000 and grad_norm 0: every reward in the group was the same.
+    assert float(step["std"]) > 0 and float(step["grad_norm"]) > 0
+    assert "done: 1 GRPO steps, 1 rollout_func calls" in result.stdout
