@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-generations", type=int, default=8, help="rollouts per prompt, a group (default: 8)")
     parser.add_argument("--prompts-per-step", type=int, default=2, help="groups per step (default: 2)")
     parser.add_argument("--max-output-tokens", type=int, default=16, help="per model call (default: 16)")
-    parser.add_argument("--learning-rate", type=float, default=2e-5, help="AdamW learning rate (default: 2e-5)")
+    parser.add_argument("--learning-rate", type=float, default=5e-5, help="AdamW learning rate (default: 5e-5)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     return parser.parse_args(argv)
 
