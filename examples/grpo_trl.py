@@ -204,7 +204,7 @@ def train(args: argparse.Namespace, policy, tokenizer, head_url: str, tasks: lis
                 f = step_figures(logs)
                 print(
                     f"step {state.global_step}: loss {f['loss']:.6f}  grad_norm {f['grad_norm']:.4f}  "
-                    f"mean reward {f['reward']:.3f}  reward std in groups {f['reward_std_in_groups']:.3f}  "
+                    f"mean reward {f['reward']:.3f}  reward std in groups {f['reward_std_in_groups']:.4f}  "
                     f"flat groups {f['zero_std_share']:.0%}",
                     flush=True,
                 )
