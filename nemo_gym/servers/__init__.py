@@ -11,7 +11,7 @@ reads `nemo_gym.servers.aggregate_metrics`) does not pay for FastAPI's import, ~
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nemo_gym.servers.agent import (
@@ -59,7 +59,7 @@ _SUBMODULE_OF = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     submodule = _SUBMODULE_OF.get(name)
     if submodule is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
