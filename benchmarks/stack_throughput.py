@@ -1,6 +1,6 @@
 """Throughput, CPU per rollout, latency, startup and collector memory of the whole rollout stack.
 
-    python benchmarks/stack_throughput.py [--quick] [--concurrency 16,256,1024,16384]
+    python benchmarks/stack_throughput.py [--quick] [--concurrency 16,256,1024,4096,16384]
                                           [--latency-ms 0] [--repeats 3] [--profile]
                                           [--mode http,colocated]
 
@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -67,10 +68,13 @@ SAMPLE_INTERVAL_S = 0.02
 # Targets from the issue: (label, comparison) pairs are evaluated in `evaluate_targets`.
 TARGET_CPU_MS_AT_256 = 4.0
 TARGET_SCALING_256_VS_16 = 0.8
+TARGET_SCALING_4096_VS_16 = 0.8  # 0 ms upstream: CPU-bound, so nothing may cost more per rollout at 4,096 in flight
+TARGET_SCALING_4096_VS_1024 = 1.0  # with upstream latency (50 ms in the issue): more in flight never does worse
 TARGET_COLLECTOR_RSS_MB = 200.0
 TARGET_NG_RUN_READY_S = 3.0
 TARGET_COLLECTOR_STARTUP_S = 1.5
-TARGET_FIRST_ROW_S = 10.0
+TARGET_FIRST_ROW_S = 1.0
+TARGET_INFLIGHT_RSS_MB = 150.0
 
 
 def log(text: str) -> None:
@@ -848,6 +852,12 @@ def colocated_target(figures: dict[str, Any]) -> dict[str, Any]:
 # ---- profiling (optional) ---------------------------------------------------------------------------
 
 
+def py_spy() -> str:
+    """The venv's py-spy, else one on PATH (a profiler installed outside the project's venv)."""
+    script = BIN / "py-spy"
+    return str(script) if script.exists() else (shutil.which("py-spy") or str(script))
+
+
 def profile_stack(stack: RunningStack, concurrency: int, seconds: float, work: Path, top: int) -> dict[str, Any]:
     """Sample every stack process with py-spy while the collector runs at `concurrency`; return the
     top functions by own (self) samples and by inclusive samples, per process."""
@@ -860,7 +870,7 @@ def profile_stack(stack: RunningStack, concurrency: int, seconds: float, work: P
             path,
             subprocess.Popen(
                 [
-                    str(BIN / "py-spy"),
+                    py_spy(),
                     "record",
                     "-p",
                     str(pid),
@@ -965,6 +975,22 @@ def evaluate_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
 
+    at1024, at4096 = by_level.get(1024), by_level.get(4096)
+    if latency == 0:
+        ratio = at4096["rollouts_per_s"] / at16["rollouts_per_s"] if at16 and at4096 else None
+        goal, label = TARGET_SCALING_4096_VS_16, "rollouts/s at 4096 vs at 16, 0 ms upstream"
+    else:
+        ratio = at4096["rollouts_per_s"] / at1024["rollouts_per_s"] if at1024 and at4096 else None
+        goal, label = TARGET_SCALING_4096_VS_1024, f"rollouts/s at 4096 vs at 1024, {latency:g} ms upstream"
+    targets.append(
+        {
+            "target": label,
+            "goal": f">= {goal:.0%}",
+            "measured": None if ratio is None else f"{ratio:.0%}",
+            "pass": None if ratio is None else ratio >= goal,
+        }
+    )
+
     rss = figures.get("collector_rss", {}).get("big")
     targets.append(
         {
@@ -1015,6 +1041,17 @@ def evaluate_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": None
             if inflight is None
             else bool(inflight["all_succeeded"] and first is not None and first < TARGET_FIRST_ROW_S),
+        }
+    )
+    peak = inflight["collector_peak_rss_mb"] if inflight else None
+    targets.append(
+        {
+            "target": f"collector peak RSS with {inflight['concurrency']:,} in flight"
+            if inflight
+            else "collector peak RSS with 16,384 in flight",
+            "goal": f"< {TARGET_INFLIGHT_RSS_MB:.0f} MB",
+            "measured": None if peak is None else f"{peak:.0f} MB",
+            "pass": None if peak is None else peak < TARGET_INFLIGHT_RSS_MB,
         }
     )
     return targets
@@ -1129,7 +1166,7 @@ def parse_args() -> argparse.Namespace:
         help="fewer rollouts (max(concurrency, 500) per level), 1 repeat, 1 ng_run start, "
         "16,384 rollouts for the in-flight check",
     )
-    parser.add_argument("--concurrency", default="16,256,1024,16384", help="comma-separated levels")
+    parser.add_argument("--concurrency", default="16,256,1024,4096,16384", help="comma-separated levels")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="scripted upstream latency for the sweep")
     parser.add_argument("--repeats", type=int, default=None, help="runs per level (default 3, 1 with --quick)")
     parser.add_argument(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import tracemalloc
 
 import pytest
 
-from nemo_gym.client import HttpClient, PoolLimits, RetryPolicy, Timeouts, http_url, parse_retry_after
+from nemo_gym.client import HttpClient, PoolLimits, RetryPolicy, Timeouts, dumps, http_url, parse_retry_after
 from nemo_gym.errors import HTTPStatusError, RequestTimeoutError, ResponseTooLargeError, ServerUnreachableError
 from nemo_gym.testing.inprocess import free_port
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, huge_answer
@@ -109,3 +110,23 @@ def test_an_answer_over_the_cap_is_refused_once_naming_the_url_and_the_cap(with_
     assert "over the 1 MiB response cap" in str(refused)
     assert ("refused unread" if with_content_length else "stopped reading at") in str(refused)
     assert next_status == 200  # the client goes on
+
+
+@pytest.mark.parametrize("text_chars", [300, 20_000])
+def test_an_encoded_request_body_holds_its_own_size_not_the_encoders_buffer(text_chars):
+    # A body lives as long as its call: a collector holds one per rollout in flight (16k of them at once),
+    # an agent one per model call. orjson hands back its whole buffer: 4 KiB for a 500-byte row, 260 KB
+    # for a 20 KB text.
+    row = {"responses_create_params": {"input": [{"role": "user", "content": "x" * text_chars}]}, "task_id": 7}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        bodies = [dumps(row) for _ in range(50)]
+        held = (tracemalloc.get_traced_memory()[0] - before) / len(bodies)
+    finally:
+        tracemalloc.stop()
+    assert (
+        bodies[0]
+        == b'{"responses_create_params":{"input":[{"role":"user","content":"' + b"x" * text_chars + b'"}]},"task_id":7}'
+    )
+    assert held < 1.2 * len(bodies[0]) + 200, (held, len(bodies[0]))

@@ -119,6 +119,7 @@ class RolloutCollector:
         self.server_client = server_client
         self.agent_name = agent_name
         self.policy = policy
+        self._retry: tuple[CollectionPolicy, RetryPolicy] | None = None
         self._breaker = self._new_breaker()
 
     def _new_breaker(self) -> CircuitBreaker | None:
@@ -189,7 +190,7 @@ class RolloutCollector:
         """One rollout with its retry budget. Never raises for a rollout-level failure."""
         started = time.monotonic()
         agent = self.agent_for(job)  # a row without an agent is bad input: it ends the stream, never retried
-        retry = self.policy.retry
+        retry = self._retry_policy()
         attempt = 0
         breaker = self._breaker
         while True:
@@ -215,6 +216,14 @@ class RolloutCollector:
                     )
                     return RolloutOutcome(job, None, failure, attempt, time.monotonic() - started)
             await asyncio.sleep(retry.delay(attempt, decision.retry_after))
+
+    def _retry_policy(self) -> RetryPolicy:
+        """`policy.retry`, built once per policy: it is a validated model, and building one per rollout
+        was measurable CPU and memory per in-flight rollout."""
+        cached = self._retry
+        if cached is None or cached[0] is not self.policy:
+            cached = self._retry = (self.policy, self.policy.retry)
+        return cached[1]
 
     async def _server_gone(self, breaker: CircuitBreaker) -> ServerGoneError:
         try:
