@@ -71,8 +71,11 @@ def validate(candidate: Candidate) -> None:
         problems.append(f"`{prefix}` must be a mapping")
         return
     candidate.inner = inner
-    if "/" in impl or "\\" in impl or impl in {"", ".", ".."}:
-        problems.append(f"implementation name {impl!r} must be a plain folder name under {stype}/")
+    # NeMo Gym allows a folder below the server type, e.g. `conversational_tool_use/simulation` for
+    # responses_api_agents/conversational_tool_use/simulation/; each part must still be a plain folder name,
+    # so an implementation never reaches outside its server type's folder.
+    if "\\" in impl or any(part in {"", ".", ".."} for part in impl.split("/")):
+        problems.append(f"implementation name {impl!r} must be a folder path under {stype}/ (plain names joined by /)")
 
     entrypoint = resolved(inner, "entrypoint", f"{prefix}.entrypoint")
     if "entrypoint" in inner and is_missing(inner, "entrypoint"):

@@ -62,6 +62,52 @@ def guess_then_answer(body: dict[str, Any]) -> Turn:
     return Turn(text="My answer is 7.")
 
 
+def test_an_agent_in_a_nested_folder_is_named_by_its_path_as_nemo_gym_configs_do(tmp_path: Path) -> None:
+    """NeMo Gym's YAML may name an implementation below the server type's folder
+    (`conversational_tool_use/simulation` is responses_api_agents/conversational_tool_use/simulation/);
+    ng_run starts it from there and a collection runs through it. Paths leaving the folder stay refused."""
+    project = nemo_gym_style_project(tmp_path / "project")
+    nested = project / "responses_api_agents" / "relay_family" / "relay"
+    nested.parent.mkdir()
+    (project / "responses_api_agents" / "relay_agent").rename(nested)
+    config = nested / "configs" / "relay.yaml"
+    (nested / "configs" / "relay_agent.yaml").rename(config)
+    config.write_text(config.read_text().replace("    relay_agent:\n", "    relay_family/relay:\n"))
+    output = tmp_path / "rollouts.jsonl"
+    env = child_env() | {"PYTHONPATH": str(project)}
+    port = free_port()
+    with ScriptedOpenAI(guess_then_answer) as upstream:
+        with NgRunProcess(
+            ["responses_api_agents/relay_family/relay/configs/relay.yaml", OPENAI_MODEL_CONFIG],
+            f"+head_server.port={port}",
+            f"+policy_base_url={upstream.url}",
+            "+policy_api_key=sk-test",
+            "+policy_model_name=scripted-model",
+            cwd=project,
+            env=env,
+        ) as stack:
+            stack.wait_ready(120)
+            result = cli(
+                "ng_collect_rollouts",
+                "+agent_name=lucky_number_relay_agent",
+                "+input_jsonl_fpath=resources_servers/lucky_number/data/example.jsonl",
+                f"+output_jsonl_fpath={output}",
+                f"+head_server.port={port}",
+                cwd=project,
+                env=env,
+                timeout=240,
+            )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(rows) == 3 and rows[0]["reward"] in (0.0, 1.0)
+
+    escaping = tmp_path / "escaping.yaml"
+    escaping.write_text(config.read_text().replace("relay_family/relay:", "relay_family/../../resources_servers:"))
+    refused = cli("ng_dump_config", f"+config_paths=[{escaping}]", cwd=project, env=env)
+    assert refused.returncode != 0
+    assert "must be a folder path under responses_api_agents/" in refused.stderr
+
+
 def test_a_nemo_gym_agent_folder_is_started_by_ng_run_and_collects_scored_rollouts(tmp_path: Path) -> None:
     project = nemo_gym_style_project(tmp_path / "project")
     output = tmp_path / "rollouts.jsonl"
