@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from nemo_gym.config._directives import apply_directives, has_directives
 from nemo_gym.config._files import (
     expand_includes,
     find_project_root,
@@ -165,6 +166,15 @@ def _merge(configs: list[DictConfig], what: str) -> DictConfig:
     return merged
 
 
+def _with_directives_applied(raw: DictConfig) -> DictConfig:
+    """NeMo Gym's `_inherit_from` / `_copy` / `_delete_key` (see `_directives`), applied to the merged config."""
+    container = container_of(raw, resolve=False, where="config")
+    if not has_directives(container):
+        return raw
+    assert isinstance(container, dict)
+    return OmegaConf.create(apply_directives(container))
+
+
 def _read_config_paths(pre: DictConfig) -> list[str]:
     if "config_paths" not in pre or is_missing(pre, "config_paths"):
         return []
@@ -234,6 +244,7 @@ def load_global_config(
     raw = _merge(base + [cfg for _, cfg in files] + layers + [env, cli], "config files, env.yaml and the command line")
     if files or "config_paths" in raw:
         raw.config_paths = [str(path) for path, _ in files]
+    raw = _with_directives_applied(raw)
     sources = ConfigSources(cli=cli, env=env, env_path=env_path, env_searched=tuple(dirs), files=tuple(files))
 
     try:
