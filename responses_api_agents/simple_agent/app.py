@@ -30,8 +30,10 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from pydantic import ConfigDict
 from starlette.responses import Response as StarletteResponse
 
+from nemo_gym.base_resources_server import BaseRunRequest, BaseVerifyRequest, BaseVerifyResponse
 from nemo_gym.client import CONNECT_ONLY_RETRY
 from nemo_gym.errors import InvalidResponseError, RequestTimeoutError
 from nemo_gym.openai_types import JSONDict, ResponseCreateParams, add_usage
@@ -55,6 +57,20 @@ TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 class SimpleAgentConfig(BaseResponsesAPIAgentConfig):
     resources_server: ResourcesServerRef
     model_server: ModelServerRef
+
+
+# NeMo Gym's names, for agents written against its simple agent: they subclass `SimpleAgent`, take a
+# `SimpleAgentRunRequest` and post-process the `SimpleAgentVerifyResponse` that `super().run()` returns.
+class SimpleAgentRunRequest(BaseRunRequest):
+    model_config = ConfigDict(extra="allow")
+
+
+class SimpleAgentVerifyRequest(BaseVerifyRequest):
+    model_config = ConfigDict(extra="allow")
+
+
+class SimpleAgentVerifyResponse(BaseVerifyResponse):
+    model_config = ConfigDict(extra="allow")
 
 
 def tool_error(message: str) -> str:
@@ -143,6 +159,8 @@ class SimpleAgent(SimpleResponsesAPIAgent):
             }
             if prefix is not None:
                 skipped[TOKEN_PREFIX_FIELD] = prefix
+            if self._run_is_overridden():
+                return SimpleAgentVerifyResponse.model_validate(skipped)
             return JSONBytesResponse(skipped)
 
         verified = await self.server_client.post(
@@ -153,7 +171,15 @@ class SimpleAgent(SimpleResponsesAPIAgent):
         fields: dict[str, str] = {EPISODE_END_FIELD: end}
         if prefix is not None:
             fields[TOKEN_PREFIX_FIELD] = prefix
-        return StarletteResponse(with_json_fields(verified.body, fields), media_type="application/json")
+        row = with_json_fields(verified.body, fields)
+        if self._run_is_overridden():
+            return SimpleAgentVerifyResponse.model_validate_json(row)
+        return StarletteResponse(row, media_type="application/json")
+
+    def _run_is_overridden(self) -> bool:
+        """A subclass with its own `run` (NeMo Gym's agents) reads what `super().run()` returns as
+        NeMo Gym's model; the route itself keeps passing the verified row's bytes through."""
+        return type(self).run is not SimpleAgent.run
 
     async def _episode(
         self, params: JSONDict, resources_cookies: dict[str, str], model_cookies: dict[str, str]

@@ -19,7 +19,12 @@ from nemo_gym.servers.resources import (
 )
 from nemo_gym.testing.inprocess import PeakRss, ThreadedServer, free_port, registry_client
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn, huge_answer
-from responses_api_agents.simple_agent.app import SimpleAgent, SimpleAgentConfig
+from responses_api_agents.simple_agent.app import (
+    SimpleAgent,
+    SimpleAgentConfig,
+    SimpleAgentRunRequest,
+    SimpleAgentVerifyResponse,
+)
 from responses_api_models.openai_model.app import OpenAIModel, OpenAIModelConfig
 
 WEATHER_TOOL = {
@@ -95,7 +100,8 @@ def stack(request):
         "resources_server": {"type": "resources_servers", "name": "resources"},
         "model_server": {"type": "responses_api_models", "name": "model"},
     } | setup.get("agent", {})
-    agent = SimpleAgent(config=SimpleAgentConfig(**agent_config), server_client=client())
+    agent_class = setup.get("agent_class", SimpleAgent)
+    agent = agent_class(config=SimpleAgentConfig(**agent_config), server_client=client())
     servers = [
         ThreadedServer(s.setup_webserver(), port=ports[n]).start()
         for n, s in (("resources", resources), ("model", model), ("agent", agent))
@@ -363,3 +369,33 @@ def test_skip_verification_gives_the_configured_reward_and_never_calls_verify(st
     assert [name for name, _ in resources.calls] == ["seed_session", "get_weather"]
     assert json.loads(tool_outputs(row)[0]) == {"weather": "cold in Paris"}
     assert row["response"]["output"][-1]["content"][0]["text"] == "Cold."
+
+
+class AnnotatingAgent(SimpleAgent):
+    """Written as NeMo Gym's agents subclass its simple agent (labbench2_vlm's does): it rewrites the
+    request, calls `super().run()` and post-processes the model it gets back."""
+
+    async def run(self, request: Request, body: SimpleAgentRunRequest) -> SimpleAgentVerifyResponse:
+        row = body.model_dump(exclude_unset=True) | {"annotated_before": True}
+        result = await super().run(request, SimpleAgentRunRequest.model_validate(row))
+        assert isinstance(result, SimpleAgentVerifyResponse)
+        assert result.response.output_text == "Cold."  # typed, as NeMo Gym's model is
+        return SimpleAgentVerifyResponse.model_validate(result.model_dump(mode="json") | {"annotated_after": True})
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [
+        {
+            "turns": [Turn(tool_calls=[("get_weather", '{"city": "Paris"}')]), Turn(text="Cold.")],
+            "agent_class": AnnotatingAgent,
+        }
+    ],
+    indirect=True,
+)
+def test_a_subclass_overriding_run_gets_nemo_gyms_verify_response_model(stack):
+    agent_url, resources, _ = stack
+    row = run(agent_url)
+    assert row["annotated_before"] is True and row["annotated_after"] is True
+    assert row["reward"] == 1.0 and row["expected"] == "kept"
+    assert [json.loads(output) for output in tool_outputs(row)] == [{"weather": "cold in Paris"}]
