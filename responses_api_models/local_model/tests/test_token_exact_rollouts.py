@@ -74,8 +74,7 @@ def test_twenty_counter_rollouts_keep_every_turns_tokens_as_the_next_prompts_pre
         # One thread per slot: on a shared, busy machine llama.cpp's spinning worker threads wait on
         # each other when descheduled (here 2 threads made a rollout take about a minute).
         "+policy_model.responses_api_models.local_model.n_threads=1",
-        # SmolLM2 often keeps calling tools until max_steps; 3 steps (the constrained call, a turn
-        # continued from it, and one continued from a continued turn) keep the test short.
+        # 3 steps: the first call, a turn continued from it, and one continued from a continued turn.
         f"+{ENV}_simple_agent.responses_api_agents.simple_agent.max_steps=3",
     ):
         result = cli(
@@ -87,6 +86,10 @@ def test_twenty_counter_rollouts_keep_every_turns_tokens_as_the_next_prompts_pre
             "+num_repeats=4",
             "+num_samples_in_parallel=2",
             "+responses_create_params.max_output_tokens=48",
+            # Every turn a tool call, so every episode reaches the third step: since forced calls are the
+            # template's own text, SmolLM2 no longer loops on tools by itself, and a free second turn
+            # mostly answers, which would leave the chain of continued prefixes untested.
+            "+responses_create_params.tool_choice=required",
             timeout=1200,
         )
     collected = time.monotonic() - started
