@@ -60,6 +60,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nemo_gym.free_ports import free_port  # noqa: E402
 from nemo_gym.testing.ng_run_process import NgRunProcess, console_script
 
 CONFIGS = [
@@ -365,12 +366,6 @@ def measure(
                 log(f"    started {count} x {command[:100]}")
         repeats.append(repeat)
     return repeats
-
-
-def free_port() -> int:
-    from nemo_gym.testing.inprocess import free_port as pick
-
-    return pick()
 
 
 def run_baseline(args: argparse.Namespace, work: Path, upstream_url: str, meters: Meters) -> list[Repeat]:

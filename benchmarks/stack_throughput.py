@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nemo_gym.aio import raise_open_file_limit, run_async
+from nemo_gym.free_ports import free_port
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector
 from nemo_gym.rollouts.tasks import expand_jobs, iter_tasks
 
@@ -79,12 +79,6 @@ TARGET_INFLIGHT_RSS_MB = 150.0
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def command(name: str) -> list[str]:

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from nemo_gym.client import ServerInfo, http_url
 from nemo_gym.config import GlobalConfig
 from nemo_gym.errors import ServerStartupError
+from nemo_gym.free_ports import free_port
 
 READY_LINE = "colocated worker ready"
 
@@ -47,7 +48,6 @@ class ColocatedWorkers:
 
     def __init__(self, config: GlobalConfig, argv: list[str], head_url: str, count: int, startup_timeout_s: float):
         from nemo_gym.colocated import colocated_instances
-        from nemo_gym.launcher import _free_port
 
         self.config, self.argv, self.head_url, self.count = config, argv, head_url, count
         self.startup_timeout_s = startup_timeout_s
@@ -57,7 +57,7 @@ class ColocatedWorkers:
         for _ in range(count):
             ports = {}
             for agent in self.agents:
-                ports[agent.name] = _free_port("127.0.0.1", taken)
+                ports[agent.name] = free_port("127.0.0.1", taken)
                 taken.add(ports[agent.name])
             self.ports.append(ports)
         self.processes: list[subprocess.Popen[bytes]] = []

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nemo_gym.client import ServerInfo, http_url
 from nemo_gym.config import GlobalConfig, ServerInstance
 from nemo_gym.errors import ConfigError, NemoGymError, ServerStartupError
+from nemo_gym.free_ports import free_port
 from nemo_gym.servers.base import CONFIG_ERROR_PREFIX, INSTANCE_NAME_ENV, ServerBootstrap
 from nemo_gym.servers.head import HeadServer, Registry
 from nemo_gym.servers.launcher_link import LAUNCHER_FD_ENV, LAUNCHER_PID_ENV, PARENT_DEATH_SIGNAL_ENV
@@ -169,7 +170,7 @@ class Stack:
         for instance in self.config.instances:
             slots.append(ReplicaSlot(instance, 0, instance.host, instance.port))
             for replica in range(1, instance.num_replicas):
-                port = _free_port(instance.host, taken)
+                port = free_port(instance.host, taken)
                 taken.add(port)
                 slots.append(ReplicaSlot(instance, replica, instance.host, port))
         return slots
@@ -416,16 +417,6 @@ def stop_server_processes(processes: list[ServerProcess], timeout_s: float, log:
         except psutil.Error:
             pass
     psutil.wait_procs(descendants, timeout=2)
-
-
-def _free_port(host: str, taken: set[int]) -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-        if port not in taken:
-            return port
-    raise ConfigError(f"could not find a free port on {host}")
 
 
 def _signal_group(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from nemo_gym.client import ServerInfo
 from nemo_gym.config import GlobalConfig
 from nemo_gym.errors import ClusterUnreachableError, ConfigError, ServerStartupError
+from nemo_gym.free_ports import free_port
 from nemo_gym.launcher import (
     LaunchOptions,
     ReplicaSlot,
@@ -184,9 +185,7 @@ class ReplicaActor:
         import ray  # this runs in a Ray worker, where the driver's `_import_ray` never ran
 
         host = ray.util.get_node_ip_address()
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
+        port = free_port(host)
         here = ReplicaSlot(slot.instance, slot.replica, host, port)
         bootstrap.config.update(host=host, port=port)
         self.process = start_server_process(

@@ -57,7 +57,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -74,6 +73,7 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from nemo_gym.free_ports import free_port  # noqa: E402
 from nemo_gym.testing.scripted_openai import ScriptedOpenAI, Turn  # noqa: E402
 
 # conftest.py too: a NeMo Gym folder copied into this project runs its tests under our root conftest.py.
@@ -409,12 +409,6 @@ def last_error_line(output: str) -> str:
         if re.match(r"^(E\s+)?[\w.]*(Error|Exception|Exit)\b", line) or "error:" in line.lower():
             return line.removeprefix("E").strip()[:160]
     return lines[-1][:160] if lines else ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---- one environment ---------------------------------------------------------------------------

@@ -7,7 +7,6 @@ httpx or aiohttp: it runs once per command, and importing httpx cost ~15% of a C
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 
 from nemo_gym.config import GlobalConfig, load_global_config
 from nemo_gym.errors import ConfigError
+from nemo_gym.free_ports import free_port
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never goes through a proxy
 
@@ -71,15 +71,9 @@ def stack_to_use(
             f"another stack, started from different configs, holds the head port: {running.url}; stop it, "
             f"or give this command a free +head_server.port"
         )
-    port = _free_port(config.head_host)
+    port = free_port(config.head_host)
     note(
         f"Another stack, started from different configs, is running at {running.url}; starting this "
         f"command's own servers with their head on port {port}."
     )
     return load_global_config([*argv, f"++head_server.port={port}"]), None
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-
 from omegaconf import DictConfig
 
 from nemo_gym.config._nodes import as_port, resolved
 from nemo_gym.config._schema import DEFAULT_HOST
 from nemo_gym.config._servers import Candidate
 from nemo_gym.errors import ConfigError, PortConflictError
+from nemo_gym.free_ports import free_port
 
-_FREE_PORT_ATTEMPTS = 50
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
 
@@ -23,20 +21,12 @@ def _same_host(a: str, b: str) -> bool:
 
 
 def _free_port(host: str, avoid: set[int]) -> int:
-    for _ in range(_FREE_PORT_ATTEMPTS):
-        for bind_host in (host, ""):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                try:
-                    sock.bind((bind_host, 0))
-                except OSError:
-                    continue  # not a local address (a remote host): any local free port will do
-                port = sock.getsockname()[1]
-                break
-        else:
-            continue
-        if port not in avoid:
-            return port
-    raise ConfigError(f"Could not find a free port on {host} after {_FREE_PORT_ATTEMPTS} tries")
+    for bind_host in (host, ""):
+        try:
+            return free_port(bind_host, avoid)
+        except OSError:
+            continue  # not a local address (a remote host): any local free port will do
+    raise ConfigError(f"Could not find a free port on {host}")
 
 
 def assign_addresses(

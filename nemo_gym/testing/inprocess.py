@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Any
@@ -15,13 +14,8 @@ import psutil
 import uvicorn
 
 from nemo_gym.client import ServerClient, ServerInfo
+from nemo_gym.free_ports import free_port
 from nemo_gym.servers.base import SimpleServer, uvicorn_protocol_options
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class ThreadedServer:
