@@ -36,7 +36,7 @@ from nemo_gym.errors import InputDataError, OutputIsInputError
 from nemo_gym.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.tasks import check_task
 
-__all__ = ["Dataset", "PreparationMode", "PreparationReport", "find_datasets", "prepare_data"]
+__all__ = ["Dataset", "PreparationMode", "PreparationReport", "find_datasets", "prepare_data", "split_repeats"]
 
 PreparationMode = Literal["train_preparation", "example_validation"]
 TYPES_OF_MODE: dict[str, tuple[str, ...]] = {
@@ -201,8 +201,11 @@ def prepare_data(
     *,
     overwrite_metrics_conflicts: bool = False,
     say: Callable[[str], None] = print,
+    repeat_rows: bool = True,
 ) -> PreparationReport:
-    """Validate, measure and collate the mode's data sets (see the module docstring)."""
+    """Validate, measure and collate the mode's data sets (see the module docstring). `repeat_rows=False`
+    writes each row once in the collated files (a collection repeats it instead: see `split_repeats`);
+    the metrics still count every repeat."""
     datasets = find_datasets(config, mode)
     wanted = ", ".join(TYPES_OF_MODE[mode])
     if not datasets:
@@ -258,7 +261,7 @@ def prepare_data(
         if conflict:
             conflicts.append(conflict)
             continue
-        report.collated[kind], report.rows[kind] = _collate(kind, datasets, output_dir)
+        report.collated[kind], report.rows[kind] = _collate(kind, datasets, output_dir, repeat_rows)
     if conflicts:
         raise InputDataError(
             f"stored metrics in {output_dir} disagree with the data ({', '.join(conflicts)} hold the fresh figures): "
@@ -267,8 +270,9 @@ def prepare_data(
     return report
 
 
-def _collate(kind: str, datasets: list[Dataset], output_dir: Path) -> tuple[Path, int]:
-    """Write every row of the type's sets, repeated and stamped with its agent, to `<type>.jsonl`."""
+def _collate(kind: str, datasets: list[Dataset], output_dir: Path, repeat_rows: bool = True) -> tuple[Path, int]:
+    """Write every row of the type's sets, stamped with its agent and repeated `num_repeats` times unless
+    `repeat_rows` is off, to `<type>.jsonl`."""
     target = output_dir / f"{kind}.jsonl"
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(target.name + ".tmp")
@@ -281,8 +285,28 @@ def _collate(kind: str, datasets: list[Dataset], output_dir: Path) -> tuple[Path
             ref = {"type": AGENTS, "name": dataset.agent}
             for row in _checked_rows(dataset, ignored):
                 line = orjson.dumps(row | {"agent_ref": ref}) + b"\n"
-                for _ in range(dataset.num_repeats):
+                for _ in range(dataset.num_repeats if repeat_rows else 1):
                     out.write(line)
                     written += 1
     os.replace(temporary, target)
     return target, written
+
+
+def split_repeats(config: GlobalConfig, split: str) -> int:
+    """The `num_repeats` shared by every data set of type `split`: how many rollouts a collection on that
+    split owes each task.
+
+    NeMo Gym's `gym eval run --split` collates each row `num_repeats` times in a row and its collector
+    folds identical lines into one task, so the copies become one task's rollouts (one group, pass@k over
+    them). Here a collection on a split collates each row once and repeats it that many times instead,
+    which gives the same groups. Sets of one split that repeat differently would give groups of different
+    sizes in one job, which a collection here does not hold: that is refused, naming the sets."""
+    sets = [dataset for dataset in find_datasets(config, "train_preparation") if dataset.type == split]
+    repeats = {dataset.num_repeats for dataset in sets}
+    if len(repeats) > 1:
+        listed = ", ".join(f"{d.agent}/{d.name}: {d.num_repeats}" for d in sets)
+        raise InputDataError(
+            f"the {split} data sets repeat their rows differently ({listed}); one collection gives every task "
+            f"the same number of rollouts: give them one num_repeats, or collect each set on its own"
+        )
+    return repeats.pop() if repeats else 1

@@ -153,11 +153,12 @@ def collect(argv: list[str]) -> int:
     mode: OutputMode = "resume" if resume else "overwrite" if params.overwrite else "new"
     if params.colocate or params.colocate_workers > 1:
         check_colocation(params, config)
+    input_path, split_repeats = input_of(params, config)
     spec = CollectionSpec(
         agent_name=params.agent_name,
-        input_jsonl_fpath=str(input_of(params, config)),
+        input_jsonl_fpath=str(input_path),
         limit=params.limit,
-        num_repeats=params.num_repeats or 1,
+        num_repeats=(params.num_repeats or 1) * split_repeats,
         responses_create_params=params.responses_create_params,
         num_repeats_add_seed=params.num_repeats_add_seed,
         prompt_config=params.prompt_config,
@@ -253,32 +254,35 @@ def collect(argv: list[str]) -> int:
     return _summarize(report, aggregated=not params.disable_aggregation)
 
 
-def input_of(params: CollectRolloutsConfig, config: GlobalConfig) -> Path:
-    """The tasks file: +input_jsonl_fpath, or with +split the config's data sets of that type collated
-    beside the output, as NeMo Gym's `gym eval run --split` prepares them."""
+def input_of(params: CollectRolloutsConfig, config: GlobalConfig) -> tuple[Path, int]:
+    """The tasks file and the rollouts each of its tasks owes per `+num_repeats`: +input_jsonl_fpath (1),
+    or with +split the config's data sets of that type collated beside the output, each row once, and
+    their `num_repeats` (see `split_repeats`: NeMo Gym's copies of a row are one task's rollouts)."""
     if params.split is None:
         assert params.input_jsonl_fpath is not None  # the model requires one of them
-        return Path(params.input_jsonl_fpath)
+        return Path(params.input_jsonl_fpath), 1
     if params.input_jsonl_fpath is not None:
         raise ConfigError(
             f"+split={params.split} and +input_jsonl_fpath both name the tasks: give one "
             f"(+split collates the config's {params.split} data sets)"
         )
-    from nemo_gym.data_preparation import prepare_data
+    from nemo_gym.data_preparation import prepare_data, split_repeats
 
+    repeats = split_repeats(config, params.split)
+    each = f", each run {repeats} times as its data sets' num_repeats say" if repeats > 1 else ""
     folder = Path(params.output_jsonl_fpath).with_suffix("") / "preprocessed_datasets"
     collated = folder / f"{params.split}.jsonl"
     if params.reuse_existing_data_preparation and collated.is_file():
-        _note(f"Using the collated {collated} of an earlier run (+reuse_existing_data_preparation=true).")
-        return collated
-    report = prepare_data(config, "train_preparation", folder, say=_note)
+        _note(f"Using the collated {collated} of an earlier run (+reuse_existing_data_preparation=true){each}.")
+        return collated, repeats
+    report = prepare_data(config, "train_preparation", folder, say=_note, repeat_rows=False)
     if params.split not in report.collated:
         have = ", ".join(sorted(report.collated)) or "none"
         raise InputDataError(
             f"+split={params.split}: no agent in the config has a {params.split} data set (collated: {have})"
         )
-    _note(f"Collecting on {collated} ({report.rows[params.split]} rows).")
-    return collated
+    _note(f"Collecting on {collated} ({report.rows[params.split]} tasks{each}).")
+    return collated, repeats
 
 
 def check_colocation(params: CollectRolloutsConfig, config: GlobalConfig) -> None:
@@ -361,6 +365,13 @@ def _say_what_was_found(collection: FileCollection, opened: OpenedOutput) -> Non
         )
     if opened.done:
         _note(f"Resuming: {len(opened.done)} rollouts already in {collection.output_path}.")
+    if opened.repeated_lines:
+        _note(
+            f"{opened.repeated_lines} line(s) of {collection.spec.input_jsonl_fpath} repeat the line before them. "
+            "NeMo Gym would fold identical lines into one task (its copies that task's rollouts, one group); "
+            "here every line is a task of its own with +num_repeats rollouts. For NeMo Gym's groups, write each "
+            "task once and pass +num_repeats."
+        )
 
 
 def _summarize(report: CollectionReport, aggregated: bool = True) -> int:

@@ -131,6 +131,8 @@ class OpenedOutput:
     """The agents the job's rows go to (their `agent_ref`, else `agent_name`)."""
     task_fields: frozenset[str] = frozenset()
     """The tasks' top-level fields: echoed in every row, never an outcome metric."""
+    repeated_lines: int = 0
+    """Input lines identical to the line before them (see `TaskScan.repeated_lines`)."""
 
 
 class FileCollection:
@@ -241,7 +243,15 @@ class FileCollection:
                 raise write_error(self.job_path, error) from None
         done = self.store.open()
         self.lock.hold_file()  # a new output exists only now; its inode is held from here (hard links)
-        return OpenedOutput(scan.num_tasks, done, self.store.repaired_bytes, missing_record, scan.agents, scan.fields)
+        return OpenedOutput(
+            scan.num_tasks,
+            done,
+            self.store.repaired_bytes,
+            missing_record,
+            scan.agents,
+            scan.fields,
+            scan.repeated_lines,
+        )
 
     def close(self) -> None:
         self.store.close()

@@ -154,6 +154,9 @@ class TaskScan:
     """The agents the tasks go to (each row's `agent_ref`, else the default agent), when asked for."""
     fields: frozenset[str] = frozenset()
     """Every top-level field of the tasks: a row field among them is the task's, not an outcome of verify."""
+    repeated_lines: int = 0
+    """Task lines identical to the line before them. NeMo Gym's collector folds identical lines into one
+    task whose copies are its rollouts; here every line is a task (see `expand_jobs`)."""
 
 
 def scan_tasks(
@@ -177,11 +180,15 @@ def scan_tasks(
     num_tasks = 0
     agents: set[str] = set()
     fields: set[str] = set()
+    previous, repeated = b"", 0
     for task_index, line_number, raw, row in _task_lines(Path(path), limit, prompt):
         fields.update(row)
         if checkpoint is not None and task_index == checkpoint:
             at_checkpoint = digest.hexdigest()
-        digest.update(raw.rstrip(b"\r\n"))
+        line = raw.rstrip(b"\r\n")
+        repeated += line == previous
+        previous = line
+        digest.update(line)
         digest.update(b"\n")
         num_tasks = task_index + 1
         if routed:
@@ -197,7 +204,7 @@ def scan_tasks(
             agents.add(agent)
     if checkpoint is not None and num_tasks == checkpoint:
         at_checkpoint = digest.hexdigest()
-    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents), frozenset(fields))
+    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents), frozenset(fields), repeated)
 
 
 def apply_overrides(row: JSONDict, overrides: JSONDict | None) -> JSONDict:

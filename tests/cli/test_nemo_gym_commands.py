@@ -474,10 +474,21 @@ def test_gym_eval_run_split_collects_on_the_collated_split_of_the_config(agent_u
         code = run(gym.main, "eval", "run", *common, "--no-serve", "--split", "train", "-o", str(output))
         assert code == 0, capsys.readouterr().err
         collated = tmp_path / "results" / "run" / "preprocessed_datasets" / "train.jsonl"
-        assert [r["n"] for r in read_jsonl(collated)] == [1, 1, 2, 2]  # the set's num_repeats, as collated
+        assert [r["n"] for r in read_jsonl(collated)] == [1, 2]  # each row once: the collection repeats it
         rows = read_jsonl(output)
         assert sorted(r["n"] for r in rows) == [1, 1, 2, 2] and all(r["reward"] == 1.0 for r in rows)
         assert all(r["agent_ref"]["name"] == "my_env_agent" for r in rows)  # the agent that owns the set
+        # NeMo Gym folds a row's num_repeats copies into one task: one group of 2 per row, as here.
+        pairs = sorted((r["n"], r["_ng_task_index"], r["_ng_rollout_index"], r["_ng_group_size"]) for r in rows)
+        assert pairs == [(1, 0, 0, 2), (1, 0, 1, 2), (2, 1, 0, 2), (2, 1, 1, 2)]
+        assert "2 tasks, each run 2 times" in capsys.readouterr().err
+        # +num_repeats multiplies the sets' own repeats, as NeMo Gym's repeats of the folded task do.
+        again = tmp_path / "results" / "again.jsonl"
+        assert (
+            run(gym.main, "eval", "run", *common, "--no-serve", "--split", "train", "-o", str(again), "+num_repeats=2")
+            == 0
+        )
+        assert sorted(r["_ng_rollout_index"] for r in read_jsonl(again) if r["n"] == 1) == [0, 1, 2, 3]
         capsys.readouterr()
 
         both = ["--split", "train", "-i", str(train), "-o", str(tmp_path / "b.jsonl")]
@@ -501,3 +512,37 @@ def test_collect_accepts_nemo_gyms_deprecated_upload_rollouts_to_wandb(tmp_path,
     assert run(collect.main, *args, "+upload_rollouts_to_wandb=false", f"+head_server.port={free_port()}") == 1
     err = capsys.readouterr().err
     assert "cannot reach the head server" in err and "upload_rollouts_to_wandb" not in err
+
+
+def test_gym_eval_run_split_refuses_sets_that_repeat_differently(tmp_path, capsys):
+    row = read_jsonl(Path("resources_servers") / ENV / "data" / "example.jsonl")[0]
+    train = jsonl(tmp_path / "train.jsonl", [row])
+    other = jsonl(tmp_path / "other.jsonl", [row | {"n": 3}])
+    config = write_split_config(tmp_path, train)
+    config.write_text(
+        config.read_text() + f"        - {{name: other, type: train, jsonl_fpath: {other}, num_repeats: 3}}\n"
+    )
+    model = ["-m", "m", "--model-url", "http://127.0.0.1:9/v1", "--model-api-key", "sk-test"]
+    argv = ["--config", str(config), "--model-type", "openai_model", *model, "--no-serve", "--split", "train"]
+    output = tmp_path / "out.jsonl"
+    assert run(gym.main, "eval", "run", *argv, "-o", str(output)) == 2
+    err = capsys.readouterr().err
+    assert "the train data sets repeat their rows differently (my_env_agent/tiny: 2, my_env_agent/other: 3)" in err
+    assert len(err.strip().splitlines()) == 1 and not output.exists()
+
+
+def test_identical_consecutive_lines_are_named_where_nemo_gym_would_fold_them(agent_url, tmp_path, capsys):
+    row = read_jsonl(Path("resources_servers") / ENV / "data" / "example.jsonl")[0]
+    tasks = jsonl(tmp_path / "tasks.jsonl", [row, row, row | {"n": 2}, row])  # one repeat of the line before
+    head = start_head(
+        [ServerInfo(name="my_env_agent", server_type="responses_api_agents", implementation="s", url=agent_url)]
+    )
+    output = tmp_path / "out.jsonl"
+    argv = ["-a", "my_env_agent", "-i", str(tasks), "-o", str(output), f"+head_server.port={head.port}"]
+    try:
+        assert run(gym.main, "eval", "run", "--no-serve", *argv) == 0
+    finally:
+        head.stop()
+    err = capsys.readouterr().err
+    assert f"1 line(s) of {tasks} repeat the line before them" in err and "+num_repeats" in err
+    assert sorted(r["_ng_task_index"] for r in read_jsonl(output)) == [0, 1, 2, 3]  # every line its own task
