@@ -33,6 +33,7 @@ The tree, grouped by what the caller can do about it:
     ├── InvalidResponseError        a server answered 2xx with a body we cannot use (names the field)
     │   └── ResponseTooLargeError       a body over the reader's cap (names the URL and the cap); never retried
     ├── RolloutFailedError          one rollout failed after its retry budget
+    │   ├── AgentReportedFailureError   the agent's row says the rollout failed (NeMo Gym's `_ng_failure_class`)
     │   └── IncompleteGroupsError       a GRPO group lost a member after every attempt (names the tasks)
     ├── ServerStartupError          a server process died or never became healthy
     ├── ClusterUnreachableError     `ray_address` names no Ray cluster we can reach
@@ -51,6 +52,8 @@ Whether a failure is worth another attempt is decided in one place, `nemo_gym.re
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class NemoGymError(Exception):
@@ -246,6 +249,15 @@ class JudgeError(InvalidResponseError):
 
 class RolloutFailedError(NemoGymError):
     """A rollout failed after exhausting its attempts."""
+
+
+class AgentReportedFailureError(RolloutFailedError):
+    """The agent answered `/run` with a row that says the rollout failed (NeMo Gym's `_ng_failure_class`,
+    or `_ng_no_persist` for a rollout that was killed). The agent has decided: not retried in this run."""
+
+    def __init__(self, message: str, *, markers: dict[str, Any], terminal: bool, persist: bool):
+        self.markers, self.terminal, self.persist = markers, terminal, persist
+        super().__init__(message)
 
 
 class IncompleteGroupsError(RolloutFailedError):

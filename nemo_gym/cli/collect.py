@@ -365,6 +365,11 @@ def _say_what_was_found(collection: FileCollection, opened: OpenedOutput) -> Non
         )
     if opened.done:
         _note(f"Resuming: {len(opened.done)} rollouts already in {collection.output_path}.")
+    if opened.terminal:
+        _note(
+            f"{len(opened.terminal)} rollout(s) in {collection.store.failures_path} were marked terminal by their "
+            "agent (_ng_failure_terminal): not run again."
+        )
     if opened.repeated_lines:
         _note(
             f"{opened.repeated_lines} line(s) of {collection.spec.input_jsonl_fpath} repeat the line before them. "

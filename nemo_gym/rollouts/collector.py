@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.client import CONNECT_ONLY_RETRY, HttpClient, PoolLimits, ServerClient, Timeouts
 from nemo_gym.errors import (
+    AgentReportedFailureError,
     InputDataError,
     InvalidResponseError,
     NemoGymError,
@@ -37,7 +38,16 @@ from nemo_gym.errors import (
 )
 from nemo_gym.retry import RetryPolicy, classify_error
 from nemo_gym.rollouts.circuit_breaker import CircuitBreaker, describe_server
-from nemo_gym.rollouts.tasks import AGENT_REF_FIELD, ROLLOUT_INDEX_FIELD, TASK_INDEX_FIELD, RolloutJob, agent_of
+from nemo_gym.rollouts.tasks import (
+    AGENT_REF_FIELD,
+    FAILURE_CLASS_FIELD,
+    FAILURE_TERMINAL_FIELD,
+    NO_PERSIST_FIELD,
+    ROLLOUT_INDEX_FIELD,
+    TASK_INDEX_FIELD,
+    RolloutJob,
+    agent_of,
+)
 
 AGENT_SERVER_TYPE = "responses_api_agents"
 
@@ -79,6 +89,10 @@ class RolloutFailure:
     error_type: str
     message: str
     status_code: int | None = None
+    markers: dict[str, Any] | None = None
+    """The agent's own `_ng_failure*` fields, when the agent reported the failure (kept in the record)."""
+    persist: bool = True
+    """False for a rollout the agent said was killed (`_ng_no_persist`): no record is written."""
 
 
 @dataclass(slots=True)
@@ -105,6 +119,7 @@ class RolloutOutcome:
                 "status_code": self.failure.status_code,
                 "attempts": self.attempts,
                 "duration_s": round(self.duration_s, 3),
+                **(self.failure.markers or {}),
             }
         )
 
@@ -214,6 +229,8 @@ class RolloutCollector:
                         str(error) or f"rollout exceeded rollout_timeout_s={self.policy.rollout_timeout_s}",
                         getattr(error, "status_code", None),
                     )
+                    if isinstance(error, AgentReportedFailureError):
+                        failure.markers, failure.persist = error.markers, error.persist
                     return RolloutOutcome(job, None, failure, attempt, time.monotonic() - started)
             await asyncio.sleep(retry.delay(attempt, decision.retry_after))
 
@@ -245,6 +262,8 @@ class RolloutCollector:
             result = await call
         result.raise_for_status()
         row = result.json()
+        if isinstance(row, dict) and (row.get(FAILURE_CLASS_FIELD) is not None or row.get(NO_PERSIST_FIELD)):
+            raise _reported_failure(agent, row)
         if (
             not isinstance(row, dict)
             or not isinstance(row.get("reward"), (int, float))
@@ -314,6 +333,22 @@ class RolloutCollector:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+
+
+def _reported_failure(agent: str, row: dict[str, Any]) -> AgentReportedFailureError:
+    """The error for a row whose agent says the rollout failed: NeMo Gym's agents mark a failed
+    rollout's row instead of answering with an error status, and its collector files such rows as
+    failures. Taking one as a scored row would train on a reward the rollout never earned."""
+    markers = {key: value for key, value in row.items() if key.startswith("_ng_failure") or key == NO_PERSIST_FIELD}
+    kind = row.get(FAILURE_CLASS_FIELD)
+    said = f"failure class {kind!r}" if kind is not None else "the rollout was killed (_ng_no_persist)"
+    reason = next((str(row[key]) for key in ("_ng_failure_reason", "_ng_failure_message", "error") if row.get(key)), "")
+    return AgentReportedFailureError(
+        f"agent {agent!r} reported {said}" + (f": {reason[:500]}" if reason else ""),
+        markers=markers,
+        terminal=bool(row.get(FAILURE_TERMINAL_FIELD)),
+        persist=not row.get(NO_PERSIST_FIELD),
+    )
 
 
 async def _as_async_iterator(jobs: Iterable[RolloutJob] | AsyncIterable[RolloutJob]) -> AsyncIterator[RolloutJob]:

@@ -133,6 +133,8 @@ class OpenedOutput:
     """The tasks' top-level fields: echoed in every row, never an outcome metric."""
     repeated_lines: int = 0
     """Input lines identical to the line before them (see `TaskScan.repeated_lines`)."""
+    terminal: frozenset[PairKey] = frozenset()
+    """Missing pairs the agent marked terminal (`_ng_failure_terminal`): not run again on resume."""
 
 
 class FileCollection:
@@ -251,6 +253,7 @@ class FileCollection:
             scan.agents,
             scan.fields,
             scan.repeated_lines,
+            frozenset(self.store.terminal_failures),
         )
 
     def close(self) -> None:
@@ -299,7 +302,7 @@ class FileCollection:
     def _jobs(self) -> Iterator[RolloutJob]:
         """Every pair of the job in order: each is materialized once, and only missing ones are run."""
         assert self.opened is not None
-        done = self.opened.done
+        done, terminal = self.opened.done, self.opened.terminal
         for job in expand_jobs(
             iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit, self.prompt),
             num_repeats=self.spec.num_repeats,
@@ -307,13 +310,14 @@ class FileCollection:
             add_seed=self.spec.num_repeats_add_seed,
         ):
             self.store.write_materialized(job)
-            if job.key not in done:
+            if job.key not in done and job.key not in terminal:
                 yield job
 
     def _pending(self) -> int:
         assert self.opened is not None
         num_tasks, repeats = self.opened.num_tasks, self.spec.num_repeats
-        already = sum(1 for task, rollout in self.opened.done if task < num_tasks and rollout < repeats)
+        settled = self.opened.done | self.opened.terminal
+        already = sum(1 for task, rollout in settled if task < num_tasks and rollout < repeats)
         return num_tasks * repeats - already
 
     async def _stream(self, collector: RolloutCollector, progress: CollectionProgress | None) -> int:
@@ -329,9 +333,11 @@ class FileCollection:
                     self.store.write_row(outcome.row)
                 else:
                     failed += 1
-                    record = outcome.failure_record(collector.agent_for(outcome.job))
-                    record["message"] = self.redact(record["message"])
-                    self.store.write_failure(record)
+                    assert outcome.failure is not None
+                    if outcome.failure.persist:  # an agent's killed rollout is written nowhere (NeMo Gym's rule)
+                        record = outcome.failure_record(collector.agent_for(outcome.job))
+                        record["message"] = self.redact(record["message"])
+                        self.store.write_failure(record)
                 if progress is not None:
                     progress.advance(outcome)
         finally:

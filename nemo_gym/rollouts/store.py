@@ -33,7 +33,7 @@ import orjson
 
 from nemo_gym.errors import InputDataError, OutputExistsError, OutputWriteError
 from nemo_gym.rollouts.output_lock import os_error_text, resolved
-from nemo_gym.rollouts.tasks import RolloutJob
+from nemo_gym.rollouts.tasks import FAILURE_TERMINAL_FIELD, RolloutJob
 
 OutputMode = Literal["new", "resume", "overwrite"]
 PairKey = tuple[int, int]
@@ -154,6 +154,9 @@ class RolloutStore:
         # Pairs with a failure record from an earlier run; a row for one of them makes that record stale.
         self._earlier_failures: set[PairKey] = set()
         self._recovered: set[PairKey] = set()
+        self.terminal_failures: set[PairKey] = set()
+        """Pairs whose latest failure record says retrying cannot help (`_ng_failure_terminal`, set by the
+        agent): a resume leaves them missing instead of running them again, as NeMo Gym's does."""
 
     @property
     def output_exists(self) -> bool:
@@ -195,7 +198,7 @@ class RolloutStore:
             self._already_materialized = _dedupe_materialized(self.materialized_path)
         if self.failures_path.exists():
             repair_torn_tail(self.failures_path)
-            self._earlier_failures = _compact_failures(self.failures_path, drop=done)
+            self._earlier_failures = _compact_failures(self.failures_path, drop=done, terminal=self.terminal_failures)
         return done
 
     def write_row(self, row: dict[str, Any]) -> None:
@@ -248,10 +251,12 @@ class RolloutStore:
             pass
 
 
-def _compact_failures(path: Path, *, drop: set[PairKey]) -> set[PairKey]:
+def _compact_failures(path: Path, *, drop: set[PairKey], terminal: set[PairKey] | None = None) -> set[PairKey]:
     """Rewrite the failures file with the latest record per pair, minus the pairs in `drop`;
-    returns the pairs left. Only failures are read, never rows, so this stays small."""
+    returns the pairs left, and adds to `terminal` those whose latest record is marked terminal
+    (`_ng_failure_terminal`). Only failures are read, never rows, so this stays small."""
     latest: dict[PairKey, bytes] = {}
+    marked: set[PairKey] = set()
     lines = 0
     with path.open("rb") as handle:
         for raw in handle:
@@ -259,14 +264,21 @@ def _compact_failures(path: Path, *, drop: set[PairKey]) -> set[PairKey]:
                 continue
             lines += 1
             try:
-                key = pair_key(orjson.loads(raw))
+                record = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 continue  # an unreadable record says nothing about which pair is missing
+            key = pair_key(record) if isinstance(record, dict) else None
             if key is not None and key not in drop:
                 latest.pop(key, None)
                 latest[key] = raw if raw.endswith(b"\n") else raw + b"\n"
+                if record.get(FAILURE_TERMINAL_FIELD):
+                    marked.add(key)
+                else:
+                    marked.discard(key)
     if len(latest) != lines:
         _replace_contents(path, latest.values())
+    if terminal is not None:
+        terminal |= marked
     return set(latest)
 
 

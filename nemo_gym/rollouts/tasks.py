@@ -27,6 +27,13 @@ AGENT_REF_FIELD = "agent_ref"
 TASK_INDEX_FIELD = "_ng_task_index"
 ROLLOUT_INDEX_FIELD = "_ng_rollout_index"
 """The (task, rollout) pair of a row, under NeMo Gym's names: in the `/run` body and in every record."""
+FAILURE_CLASS_FIELD = "_ng_failure_class"
+"""Set by an agent on a row it returns: the rollout failed (its class, e.g. `timeout_exceeded`). NeMo Gym's
+name; the row goes to the failures file, never to the rows."""
+FAILURE_TERMINAL_FIELD = "_ng_failure_terminal"
+"""With `_ng_failure_class`: retrying cannot help, so a resume does not run that pair again."""
+NO_PERSIST_FIELD = "_ng_no_persist"
+"""Set by an agent on the row of a rollout that was killed: it is written nowhere, and a resume runs it again."""
 
 
 @dataclass(slots=True)
