@@ -1272,38 +1272,46 @@ def replay_rows(
             # adds the reset observation to the task's input, and the stored input already holds it.
             task = task | {key: value for key, value in stored.items() if key not in EPISODE_RESULT_FIELDS}
             reward, error = replay_once(client, agent_url, task, stored, replay)
-            if reward is None:
-                result.note(error)
-                continue
-            result.verified += 1
             expected = stored.get("reward")
-            if isinstance(expected, (int, float)) and math.isclose(reward, expected, abs_tol=REWARD_TOLERANCE):
+            if reward is not None and isinstance(expected, (int, float)) and same_reward(reward, expected):
+                result.verified += 1
                 result.matched += 1
                 continue
-            rewards, shown = [reward], [replay.observed]
-            while len(rewards) <= UNSEEDED_REPLAYS and time.monotonic() < deadline:
+            # A reward that differs, or a replay the environment refused (grl_tetris answers 400 when a board
+            # that came out differently outlasts the stored turns): replayed again to tell unseeded code apart.
+            outcomes = [(reward, replay.observed)]
+            while len(outcomes) <= UNSEEDED_REPLAYS and time.monotonic() < deadline:
                 again, _ = replay_once(client, agent_url, task, stored, replay)
-                if again is None:
+                outcomes.append((again, replay.observed))
+                if not same_reward(again, reward) or outcomes[-1][1] != outcomes[0][1]:
                     break
-                rewards.append(again)
-                shown.append(replay.observed)
-                if not math.isclose(again, reward, abs_tol=REWARD_TOLERANCE) or shown[-1] != shown[0]:
-                    break
-            listed = ", ".join(f"{value:g}" for value in rewards)
-            if any(not math.isclose(other, reward, abs_tol=REWARD_TOLERANCE) for other in rewards):
+            got = [value for value, _ in outcomes if value is not None]
+            listed = ", ".join("refused" if value is None else f"{value:g}" for value, _ in outcomes)
+            if got:
+                result.verified += 1
+            if any(not same_reward(value, reward) for value, _ in outcomes):
                 result.unseeded += 1
                 result.note(
                     f"row {number} unseeded: the environment's own code gives different rewards on replays of "
                     f"the same turns ({listed}; stored {expected})"
                 )
-            elif any(seen != shown[0] for seen in shown):
+            elif any(seen != outcomes[0][1] for _, seen in outcomes):
                 result.unseeded += 1
                 result.note(
                     f"row {number} unseeded: the environment's own code shows different observations on "
                     f"replays of the same turns (rewards {listed}; stored {expected})"
                 )
+            elif reward is None:
+                result.note(error)
             else:
                 result.note(f"reward {reward} != stored {expected} (row {number}, replayed)")
+
+
+def same_reward(one: float | None, other: float | None) -> bool:
+    """Two replays' rewards agree: both numbers within the tolerance, or both refused (None)."""
+    if one is None or other is None:
+        return one is None and other is None
+    return math.isclose(one, other, abs_tol=REWARD_TOLERANCE)
 
 
 REFERENCE_SCRIPT = PROJECT_ROOT / "scripts" / "ng_reference_verify.py"

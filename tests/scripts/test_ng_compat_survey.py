@@ -987,7 +987,7 @@ def test_version_conflicts_of_the_interpreters_environment_are_listed(monkeypatc
     assert survey.venv_conflicts() == []
 
 
-def replay_agent(serve, model_url: str | None, rewards: dict[str, list[float]] | None = None) -> str:
+def replay_agent(serve, model_url: str | None, rewards: dict[str, list[float | None]] | None = None) -> str:
     """A head server and a stepping agent in one app (as gymnasium_agent's `/run`): it asks the model for
     `max_steps` turns, feeding back what the model said, and sums a reward per turn (1.0 for `set_power`
     at the first step, 0.5 for `noop` at the second, -1.0 for anything else); or, for a row naming a
@@ -1004,7 +1004,10 @@ def replay_agent(serve, model_url: str | None, rewards: dict[str, list[float]] |
     @app.post("/run")
     async def run(body: dict) -> dict:
         if body.get("deck"):
-            return {"reward": next(decks[body["deck"]])}
+            reward = next(decks[body["deck"]])
+            if reward is None:  # the game came out longer than the stored turns: the environment refuses
+                return JSONResponse({"detail": "No <action> tags found in response."}, status_code=400)
+            return {"reward": reward}
         if body.get("board"):
             shown = [*body["responses_create_params"]["input"], {"role": "user", "content": f"Board {next(boards)}"}]
             async with httpx.AsyncClient(trust_env=False) as client:
@@ -1096,6 +1099,12 @@ def test_a_replayed_row_whose_replays_disagree_is_unseeded_and_not_counted_again
     fixed = survey.EnvResult("fixed", rows=1)
     survey.replay_rows(replay_agent(serve, None, decks), "game_agent", rows, replay, 60, fixed)
     assert (fixed.unseeded, fixed.comparable, fixed.first_error) == (0, 1, "reward 0.5 != stored 1.0 (row 1, replayed)")
+    rows.write_text(row(deck="outlasting") + "\n")  # refused once, scored the next time
+    outlasting = survey.EnvResult("outlasting", rows=1)
+    agent = replay_agent(serve, None, {"outlasting": [None, -0.4]})
+    survey.replay_rows(agent, "game_agent", rows, replay, 60, outlasting)
+    assert (outlasting.verified, outlasting.unseeded, outlasting.comparable) == (1, 1, 0)
+    assert "different rewards on replays of the same turns (refused, -0.4; stored 1.0)" in outlasting.first_error
     summary = survey.totals([result], 1.0, 1)
     assert "2 unseeded (replays of the same turns give different rewards or observations" in summary
     assert "unseeded" in survey.table([result]).splitlines()[0]
