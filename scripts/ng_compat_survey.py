@@ -14,7 +14,10 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
    docs page under `fern/`);
 1. reads its own YAML (`configs/<name>.yaml`, else its first config) and classifies it: `offline`,
    `judge` (a model server ref other than the policy, or judge_* URL/key/model keys) or `external`
-   (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`;
+   (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`; an
+   environment `ng_run` refuses for an unset required config field named like a credential
+   (`google_api_key: Field required`) is external too, and one whose tests, import or start fail on a
+   download (a name lookup, a git clone, the Hub in offline mode) is counted apart as needing the network;
 2. lists the requirements of its `requirements.txt` that are not installed (`--install` runs pip for them);
 3. imports the entrypoints its YAML runs (`app.py` by default) as `ng_run` would (from its folder);
 4. runs its own tests with pytest from its folder (counts from pytest's JUnit XML);
@@ -31,10 +34,16 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
    (scripts/ng_reference_verify.py): a stale stored reward it agrees with ours on is reported apart,
    never counted in the matches. A row whose task is in no `data/*.jsonl`
    and which lacks fields the verify request requires cannot be re-verified (NeMo Gym's own `/verify`
-   answers it 422 too): it is counted as `no task` and left out of the match ratio. An environment
+   answers it 422 too): it is counted as `no task` and left out of the match ratio; with
+   `--reference-venv` it is paired with the task row at its position in the YAML's example data file
+   (task row i + stored response i) and scored by NeMo Gym's current code and by our /verify, their
+   agreement reported in the `ngym now` column, never as a stored-reward match. An environment
    scored by its agent instead (NeMo Gym's gymnasium family: `/reset` and `/step`, no `/verify`) has
    each stored rollout replayed through the agent's `/run`, the scripted model answering with that
-   rollout's own model turns;
+   rollout's own model turns (the actions of its `trajectory` when that records more steps than its
+   response holds); a replay whose reward differs is replayed again, and when replays of the same turns
+   give different rewards or observations the row is `unseeded` (the environment's own code draws from
+   an unseeded generator) and left out of the match ratio;
    a stored row without a `response` (a task row), or a file of placeholders (then the task rows of
    `data/*.jsonl`), is run through its agent's `/run` instead (as many times at once as a cohort
    environment's `num_rollouts_per_prompt`, genrm_compare's): it counts as verified, with no stored
