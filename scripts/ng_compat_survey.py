@@ -14,7 +14,10 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
    docs page under `fern/`);
 1. reads its own YAML (`configs/<name>.yaml`, else its first config) and classifies it: `offline`,
    `judge` (a model server ref other than the policy, or judge_* URL/key/model keys) or `external`
-   (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`;
+   (API keys other than a judge's, a sandbox/docker/container, remote URLs): see `classify()`; an
+   environment `ng_run` refuses for an unset required config field named like a credential
+   (`google_api_key: Field required`) is external too, and one whose tests, import or start fail on a
+   download (a name lookup, a git clone, the Hub in offline mode) is counted apart as needing the network;
 2. lists the requirements of its `requirements.txt` that are not installed (`--install` runs pip for them);
 3. imports the entrypoints its YAML runs (`app.py` by default) as `ng_run` would (from its folder);
 4. runs its own tests with pytest from its folder (counts from pytest's JUnit XML);
@@ -31,10 +34,16 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
    (scripts/ng_reference_verify.py): a stale stored reward it agrees with ours on is reported apart,
    never counted in the matches. A row whose task is in no `data/*.jsonl`
    and which lacks fields the verify request requires cannot be re-verified (NeMo Gym's own `/verify`
-   answers it 422 too): it is counted as `no task` and left out of the match ratio. An environment
+   answers it 422 too): it is counted as `no task` and left out of the match ratio; with
+   `--reference-venv` it is paired with the task row at its position in the YAML's example data file
+   (task row i + stored response i) and scored by NeMo Gym's current code and by our /verify, their
+   agreement reported in the `ngym now` column, never as a stored-reward match. An environment
    scored by its agent instead (NeMo Gym's gymnasium family: `/reset` and `/step`, no `/verify`) has
    each stored rollout replayed through the agent's `/run`, the scripted model answering with that
-   rollout's own model turns;
+   rollout's own model turns (the actions of its `trajectory` when that records more steps than its
+   response holds); a replay whose reward differs is replayed again, and when replays of the same turns
+   give different rewards or observations the row is `unseeded` (the environment's own code draws from
+   an unseeded generator) and left out of the match ratio;
    a stored row without a `response` (a task row), or a file of placeholders (then the task rows of
    `data/*.jsonl`), is run through its agent's `/run` instead (as many times at once as a cohort
    environment's `num_rollouts_per_prompt`, genrm_compare's): it counts as verified, with no stored
@@ -323,6 +332,23 @@ def classify(config: dict[str, Any], env_dir: Path | None = None) -> tuple[str, 
     return "offline", []
 
 
+REQUIRED_FIELD = re.compile(r"([\w.]+): Field required")
+CREDENTIAL_NAME = re.compile(r"api_?key|access_?key|_key$|token|secret|password|credential", re.IGNORECASE)
+
+
+def missing_credentials(output: str) -> list[str]:
+    """Config fields `ng_run` refused as required and unset (`<instance>.resources_servers.<impl>.<field>:
+    Field required`) whose names say they hold a service's credential. google_search's YAML names no key,
+    but its config class requires `google_api_key` (and `google_cx`): it calls Google's API, so it is an
+    external environment, however offline its YAML looks."""
+    found: list[str] = []
+    for dotted in REQUIRED_FIELD.findall(output):
+        name = dotted.rsplit(".", 1)[-1]
+        if CREDENTIAL_NAME.search(name) and name not in found:
+            found.append(name)
+    return found
+
+
 # ---- requirements ------------------------------------------------------------------------------
 REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -414,8 +440,20 @@ def last_error_line(output: str) -> str:
 # ---- one environment ---------------------------------------------------------------------------
 NETWORK_FAILURE = re.compile(
     r"Name or service not known|Temporary failure in name resolution|getaddrinfo failed|"
-    r"git', 'clone'|git clone|huggingface\.co|Network is unreachable|No address associated with hostname"
+    r"git', 'clone'|git clone|huggingface\.co|Network is unreachable|No address associated with hostname|"
+    # huggingface_hub/datasets under HF_HUB_OFFLINE=1 (the survey's): aviary's tests load 'openai/gsm8k'.
+    r"OfflineModeIsEnabled|Couldn't reach '[^']+' on the Hub"
 )
+
+
+def network_error_line(output: str) -> str:
+    """The last line of a failed run's output that says a download failed (pytest's short summary cuts
+    `ConnectionError: Couldn't reach '...' on the Hub (OfflineModeIsEnabled)` to `Couldn't reach 'nobo...`,
+    so the last error line alone hid why aviary's tests failed), else ""."""
+    for line in reversed(output.splitlines()):
+        if NETWORK_FAILURE.search(line):
+            return line.strip().removeprefix("E").strip()[:160]
+    return ""
 
 
 @dataclass
@@ -437,6 +475,9 @@ class EnvResult:
     without_task: int = 0
     """Rows no task in data/*.jsonl matches, lacking fields the verify request requires: NeMo Gym's
     own /verify refuses them the same way (FastAPI's 422 "Field required"), so no reward to compare."""
+    unseeded: int = 0
+    """Replayed rows whose replays of the same turns give different rewards (the environment's own code
+    draws from an unseeded generator): the stored reward is one draw of many, so no reward to compare."""
     judge_calls: int = 0
     first_error: str = ""
     seconds: float = 0.0
@@ -446,13 +487,22 @@ class EnvResult:
     reference_checked: int = 0
     """Rows re-scored by NeMo Gym's current code (--reference-venv)."""
     reference_note: str = ""
+    paired_note: str = ""
+    """What pairing the rows without their task with their position's task row found (--reference-venv)."""
     mismatched: list[tuple[int, dict[str, Any], float]] = field(default_factory=list, repr=False)
     """(row number, payload posted, our reward) of each row whose reward differs from the stored one."""
+    taskless: list[tuple[int, dict[str, Any]]] = field(default_factory=list, repr=False)
+    """(row number, stored row) of each row without its task (counted in `without_task`)."""
+    paired_checked: int = 0
+    """Rows without their task scored, with --reference-venv, as the task row at the same position of the
+    configured data file plus the stored response, by both NeMo Gym's current code and ours."""
+    paired_agrees: int = 0
+    """Of `paired_checked`, those where NeMo Gym's current code and ours give the same reward."""
 
     @property
     def comparable(self) -> int:
-        """Rows whose stored reward can be compared: all but those without their task."""
-        return self.rows - self.without_task
+        """Rows whose stored reward can be compared: all but those without their task and the unseeded."""
+        return self.rows - self.without_task - self.unseeded
 
     @property
     def match_ok(self) -> bool:
@@ -460,8 +510,11 @@ class EnvResult:
 
     @property
     def match_ok_with_reference(self) -> bool:
-        """>= 95% of rows give the stored reward or, where the stored reward is stale, NeMo Gym's current one."""
-        return self.comparable > 0 and self.matched + self.reference_agrees >= MATCH_TARGET * self.comparable
+        """>= 95% of rows give the stored reward or, where the stored reward is stale, NeMo Gym's current one;
+        rows without their task count too once paired with their position's task row and scored by both."""
+        scored = self.comparable + self.paired_checked
+        agreed = self.matched + self.reference_agrees + self.paired_agrees
+        return scored > 0 and agreed >= MATCH_TARGET * scored
 
     needs_network: bool = False
     """Something it does at import, in its tests or at start fetched from the internet and failed (name
@@ -689,7 +742,7 @@ def run_tests(folder: Path, env: dict[str, str], timeout: float) -> tuple[dict[s
             counts["errors"] += errors
             counts["skipped"] += skipped
             counts["passed"] += tests - failed - errors - skipped
-        error = "" if code == 0 else f"tests: {last_error_line(output)}"
+        error = "" if code == 0 else f"tests: {network_error_line(output) or last_error_line(output)}"
         return counts, error
 
 
@@ -1027,6 +1080,7 @@ def verify_rows(
             missing = missing_task_fields(answer, row) if answer.status_code == 422 and task_row is None else []
             if missing:
                 result.without_task += 1
+                result.taskless.append((number, stored_row))
                 result.note(
                     f"row {number} has no task: no row of data/*.jsonl has its input and it lacks "
                     f"{', '.join(missing)} (NeMo Gym's /verify refuses it too)"
@@ -1092,6 +1146,20 @@ def turn_of(items: list[dict[str, Any]]) -> Turn:
     return Turn(text=text or None, tool_calls=calls)
 
 
+def observations(items: list[Any]) -> list[Any]:
+    """What the environment said in a request's input: the text of every message that is not the model's
+    and the output of every tool call, without ids (the scripted model's call ids differ run to run)."""
+    seen: list[Any] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call_output":
+            seen.append(["tool", item.get("output")])
+        elif item.get("type", "message") == "message" and item.get("role") != "assistant":
+            seen.append([item.get("role"), _content_key(item.get("content"))])
+    return seen
+
+
 class Replay:
     """The survey's model: a scripted judge, or, while a stored rollout is replayed, that rollout's
     next model turn (counted from the model turns already in the request's input)."""
@@ -1099,20 +1167,90 @@ class Replay:
     def __init__(self) -> None:
         self.base_length = 0
         self.turns: list[list[dict[str, Any]]] | None = None
+        self.observed: list[Any] = []
+        """What the environment showed the model in the replay under way (its last request's input):
+        two replays of the same turns that show different observations come from unseeded code."""
 
     def __call__(self, body: dict[str, Any]) -> Turn:
         if self.turns is None:
             return scripted_turn(body)
         items = body.get("input")
+        self.observed = observations(items if isinstance(items, list) else [])
         done = len(model_turns(items[self.base_length :])) if isinstance(items, list) else 0
         return turn_of(self.turns[done]) if done < len(self.turns) else Turn(text="")
+
+
+def trajectory_turns(stored: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The model turns of a rollout that records each step's action in a `trajectory` (openair_congestion's
+    rows, written by its generate_example_rollouts.py straight through /reset and /step, keep only the last
+    step's response and list every step as `{"step", "action": {"name", "arguments"}, "reward", ...}`):
+    one function call per step, or its text for an action that is a string. [] when it records none."""
+    steps = stored.get("trajectory")
+    turns: list[list[dict[str, Any]]] = []
+    for index, step in enumerate(steps if isinstance(steps, list) else []):
+        action = step.get("action") if isinstance(step, dict) else None
+        if isinstance(action, dict) and isinstance(action.get("name"), str):
+            arguments = action.get("arguments")
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+            call = {"type": "function_call", "name": action["name"], "arguments": text, "call_id": f"call_{index}"}
+            turns.append([call])
+        elif isinstance(action, str):
+            content = [{"type": "output_text", "text": action}]
+            turns.append([{"type": "message", "role": "assistant", "content": content}])
+        else:
+            return []
+    return turns
+
+
+def stored_turns(stored: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """What the policy said at each step of a stored rollout: the model turns of its response's output,
+    or, when its `trajectory` records more steps than that output holds (a response that is only the last
+    step's), the trajectory's actions. Replaying only the last step's action scored openair_congestion's
+    first step with its last action and its second with an empty answer (-1.83 where NeMo Gym stored -0.81)."""
+    response = stored.get("response")
+    output = response.get("output") if isinstance(response, dict) else None
+    turns = model_turns(output if isinstance(output, list) else [])
+    recorded = trajectory_turns(stored)
+    return recorded if len(recorded) > len(turns) else turns
+
+
+UNSEEDED_REPLAYS = 5
+"""How many more times a replayed row whose reward differs from the stored one is run again, to see
+whether the environment's own code gives it one reward (a real difference) or several (unseeded)."""
+
+
+def replay_once(
+    client: httpx.Client, agent_url: str, task: dict[str, Any], stored: dict[str, Any], replay: Replay
+) -> tuple[float | None, str]:
+    """One replay of a stored rollout through the agent's `/run`: (reward, "") or (None, why not); what
+    the environment showed the model is left in `replay.observed`."""
+    replay.base_length = len(stored["responses_create_params"]["input"])
+    replay.turns = stored_turns(stored)
+    replay.observed = []
+    try:
+        client.cookies.clear()
+        answer = client.post(f"{agent_url}/run", json=task)
+    except httpx.HTTPError as error:
+        return None, f"replay: {type(error).__name__}: {error}"
+    finally:
+        replay.turns = None
+    if answer.status_code != 200:
+        return None, f"replay: HTTP {answer.status_code} {answer.text[:120]}"
+    reward = answer.json().get("reward") if isinstance(answer.json(), dict) else None
+    if not isinstance(reward, (int, float)) or isinstance(reward, bool):
+        return None, "replay: no numeric reward in the answer"
+    return float(reward), ""
 
 
 def replay_rows(
     head_url: str, agent_name: str, rows_path: Path, replay: Replay, timeout: float, result: EnvResult
 ) -> None:
     """Each stored rollout run again through the agent's `/run` (its task found by `_ng_task_index` in
-    the task rows, else by input), the model replaying the rollout's own turns; rewards compared."""
+    the task rows, else by input), the model replaying the rollout's own turns; rewards compared. A row
+    whose reward differs is replayed again (up to `UNSEEDED_REPLAYS` times): when the replays of the very
+    same turns give different rewards, the environment's own code is unseeded for that row (blackjack
+    deals from `random.Random()`; grl_tetris' board draws its pieces from an unseeded generator), so its
+    stored reward is one draw of many: counted in `unseeded`, left out of the comparable rows."""
     lines = stored_rows(rows_path)
     if not lines:
         return
@@ -1125,6 +1263,7 @@ def replay_rows(
         if not urls:
             result.note(f"replay: no running agent named {agent_name}")
             return
+        agent_url = urls[0].rstrip("/")
         for number, line in enumerate(lines, start=1):
             if time.monotonic() > deadline:
                 result.note(f"replay timed out after {timeout:.0f} s")
@@ -1141,33 +1280,90 @@ def replay_rows(
             # The stored row's own task fields win (as for /verify), but not its request: the agent
             # adds the reset observation to the task's input, and the stored input already holds it.
             task = task | {key: value for key, value in stored.items() if key not in EPISODE_RESULT_FIELDS}
-            replay.base_length = len(stored["responses_create_params"]["input"])
-            replay.turns = model_turns(stored["response"]["output"])
-            try:
-                client.cookies.clear()
-                answer = client.post(f"{urls[0].rstrip('/')}/run", json=task)
-            except httpx.HTTPError as error:
-                result.note(f"replay: {type(error).__name__}: {error}")
-                continue
-            finally:
-                replay.turns = None
-            if answer.status_code != 200:
-                result.note(f"replay: HTTP {answer.status_code} {answer.text[:120]}")
-                continue
-            reward = answer.json().get("reward") if isinstance(answer.json(), dict) else None
-            if not isinstance(reward, (int, float)) or isinstance(reward, bool):
-                result.note("replay: no numeric reward in the answer")
-                continue
-            result.verified += 1
-            if isinstance(stored.get("reward"), (int, float)) and math.isclose(
-                reward, stored["reward"], abs_tol=REWARD_TOLERANCE
-            ):
+            reward, error = replay_once(client, agent_url, task, stored, replay)
+            expected = stored.get("reward")
+            if reward is not None and isinstance(expected, (int, float)) and same_reward(reward, expected):
+                result.verified += 1
                 result.matched += 1
+                continue
+            # A reward that differs, or a replay the environment refused (grl_tetris answers 400 when a board
+            # that came out differently outlasts the stored turns): replayed again to tell unseeded code apart.
+            outcomes = [(reward, replay.observed)]
+            while len(outcomes) <= UNSEEDED_REPLAYS and time.monotonic() < deadline:
+                again, _ = replay_once(client, agent_url, task, stored, replay)
+                outcomes.append((again, replay.observed))
+                if not same_reward(again, reward) or outcomes[-1][1] != outcomes[0][1]:
+                    break
+            got = [value for value, _ in outcomes if value is not None]
+            listed = ", ".join("refused" if value is None else f"{value:g}" for value, _ in outcomes)
+            if got:
+                result.verified += 1
+            if any(not same_reward(value, reward) for value, _ in outcomes):
+                result.unseeded += 1
+                result.note(
+                    f"row {number} unseeded: the environment's own code gives different rewards on replays of "
+                    f"the same turns ({listed}; stored {expected})"
+                )
+            elif any(seen != outcomes[0][1] for _, seen in outcomes):
+                result.unseeded += 1
+                result.note(
+                    f"row {number} unseeded: the environment's own code shows different observations on "
+                    f"replays of the same turns (rewards {listed}; stored {expected})"
+                )
+            elif reward is None:
+                result.note(error)
             else:
-                result.note(f"reward {reward} != stored {stored.get('reward')} (row {number}, replayed)")
+                result.note(f"reward {reward} != stored {expected} (row {number}, replayed)")
+
+
+def same_reward(one: float | None, other: float | None) -> bool:
+    """Two replays' rewards agree: both numbers within the tolerance, or both refused (None)."""
+    if one is None or other is None:
+        return one is None and other is None
+    return math.isclose(one, other, abs_tol=REWARD_TOLERANCE)
 
 
 REFERENCE_SCRIPT = PROJECT_ROOT / "scripts" / "ng_reference_verify.py"
+
+
+def reference_rewards(
+    project: Path,
+    name: str,
+    config: dict[str, Any],
+    resources_name: str,
+    payloads: list[dict[str, Any]],
+    options: Options,
+) -> tuple[list[dict[str, Any]] | None, str]:
+    """Each payload scored by NeMo Gym's current code: the `--reference-venv` interpreter runs
+    scripts/ng_reference_verify.py on them. (one answer per payload, "") or (None, why not)."""
+    assert options.reference_venv is not None
+    _impl, body = instances_of(config, "resources_servers").get(resources_name, ("", {}))
+    entrypoint = str(body.get("entrypoint") or "app.py")
+    python = options.reference_venv / "bin" / "python"
+    with tempfile.TemporaryDirectory(prefix="ng_survey_reference_") as scratch:
+        # NeMo Gym's own `nemo_gym` must be the one imported: the temp project's is a link to ours.
+        (Path(scratch) / "resources_servers").symlink_to(project / "resources_servers")
+        if (project / "benchmarks").is_dir():
+            (Path(scratch) / "benchmarks").symlink_to(project / "benchmarks")
+        env = {key: value for key, value in child_env(project).items() if key != "PYTHONPATH"}
+        stdin = "".join(json.dumps(payload) + "\n" for payload in payloads)
+        command = [str(python), str(REFERENCE_SCRIPT), scratch, name, entrypoint, json.dumps(body)]
+        try:
+            done = subprocess.run(
+                command,
+                input=stdin,
+                cwd=project / "resources_servers" / name,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=options.timeout,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return None, f"reference run failed: {type(error).__name__}: {error}"[:200]
+    answers = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or len(answers) != len(payloads):
+        return None, f"reference run failed: {last_error_line(done.stderr) or done.returncode}"
+    return answers, ""
 
 
 def rescore_with_reference(
@@ -1181,33 +1377,10 @@ def rescore_with_reference(
     if result.kind != "offline":
         result.reference_note = "not re-scored: its verify calls a model the reference run does not have"
         return
-    _impl, body = instances_of(config, "resources_servers").get(resources_name, ("", {}))
-    entrypoint = str(body.get("entrypoint") or "app.py")
-    python = options.reference_venv / "bin" / "python"
-    with tempfile.TemporaryDirectory(prefix="ng_survey_reference_") as scratch:
-        # NeMo Gym's own `nemo_gym` must be the one imported: the temp project's is a link to ours.
-        (Path(scratch) / "resources_servers").symlink_to(project / "resources_servers")
-        if (project / "benchmarks").is_dir():
-            (Path(scratch) / "benchmarks").symlink_to(project / "benchmarks")
-        env = {key: value for key, value in child_env(project).items() if key != "PYTHONPATH"}
-        stdin = "".join(json.dumps(payload) + "\n" for _, payload, _ in result.mismatched)
-        command = [str(python), str(REFERENCE_SCRIPT), scratch, result.name, entrypoint, json.dumps(body)]
-        try:
-            done = subprocess.run(
-                command,
-                input=stdin,
-                cwd=project / "resources_servers" / result.name,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=options.timeout,
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            result.reference_note = f"reference run failed: {type(error).__name__}: {error}"[:200]
-            return
-    answers = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-    if done.returncode != 0 or len(answers) != len(result.mismatched):
-        result.reference_note = f"reference run failed: {last_error_line(done.stderr) or done.returncode}"
+    payloads = [payload for _, payload, _ in result.mismatched]
+    answers, error = reference_rewards(project, result.name, config, resources_name, payloads, options)
+    if answers is None:
+        result.reference_note = error
         return
     notes = []
     for (number, _payload, ours), answer in zip(result.mismatched, answers):
@@ -1221,6 +1394,105 @@ def rescore_with_reference(
         else:
             notes.append(f"row {number}: NeMo Gym's current code: {answer.get('error', 'no reward')}"[:160])
     result.reference_note = "; ".join(notes)
+
+
+def example_data_path(config: dict[str, Any], env_name: str) -> str:
+    """The task rows the environment's YAML names as its `example` dataset (an agent's `datasets` entry of
+    `type: example`, its `jsonl_fpath` relative to the project root), else its `data/example.jsonl`."""
+    for _instance, (_impl, body) in instances_of(config, "responses_api_agents").items():
+        for dataset in body.get("datasets") or []:
+            if isinstance(dataset, dict) and dataset.get("type") == "example" and dataset.get("jsonl_fpath"):
+                return str(dataset["jsonl_fpath"])
+    return f"resources_servers/{env_name}/data/example.jsonl"
+
+
+def score_on_our_stack(client: httpx.Client, base: str, payload: dict[str, Any]) -> tuple[float | None, str]:
+    """A verify payload scored by our running stack, as `verify_rows` scores a stored row."""
+    task = {key: value for key, value in payload.items() if key not in ("response", "reward")}
+    client.cookies.clear()
+    try:
+        client.post(f"{base}/seed_session", json=task)
+        replay_tool_calls(client, base, payload.get("response"))
+        answer = client.post(f"{base}/verify", json=payload)
+    except httpx.HTTPError as error:
+        return None, f"{type(error).__name__}: {error}"
+    if answer.status_code != 200:
+        return None, f"HTTP {answer.status_code} {answer.text[:120]}"
+    reward = answer.json().get("reward") if isinstance(answer.json(), dict) else None
+    if not isinstance(reward, (int, float)) or isinstance(reward, bool):
+        return None, "no numeric reward"
+    return float(reward), ""
+
+
+def pair_taskless_rows(
+    project: Path,
+    head_url: str,
+    result: EnvResult,
+    config: dict[str, Any],
+    resources_name: str,
+    options: Options,
+) -> None:
+    """With --reference-venv, rows stored without their task (generated from an older data file: they lack
+    the task fields and NeMo Gym's own /verify refuses them) become comparable rows: the task row at the same
+    position of the configured data file (`example_data_path`) plus the stored rollout's response, scored
+    by NeMo Gym's current code and by our /verify. Both agreeing counts in `paired_agrees`; no stored
+    reward is involved, so these rows never count as stored-reward matches."""
+    if options.reference_venv is None or not result.taskless:
+        return
+    relative = example_data_path(config, result.name)
+    if result.kind != "offline":
+        result.paired_note = f"rows without their task not paired with {relative}: its verify calls a model"
+        return
+    task_lines = stored_rows(project / relative)
+    pairs: list[tuple[int, dict[str, Any]]] = []
+    for number, stored_row in result.taskless:
+        response = stored_response(stored_row)
+        if number > len(task_lines) or response is None:
+            continue
+        try:
+            task = json.loads(task_lines[number - 1])
+        except ValueError:
+            continue
+        if isinstance(task, dict):
+            pairs.append((number, {**task, "response": response}))
+    if not pairs:
+        result.paired_note = f"rows without their task: no task row at their position in {relative}"
+        return
+    with httpx.Client(timeout=httpx.Timeout(min(60.0, options.timeout)), trust_env=False) as client:
+        servers = client.get(f"{head_url}/server_instances").json()
+        urls = [server["url"] for server in servers if server["name"] == resources_name]
+        if not urls:
+            result.paired_note = f"rows without their task not paired: no running server named {resources_name}"
+            return
+        ours = [score_on_our_stack(client, urls[0].rstrip("/"), payload) for _, payload in pairs]
+    answers, error = reference_rewards(
+        project, result.name, config, resources_name, [payload for _, payload in pairs], options
+    )
+    if answers is None:
+        result.paired_note = f"rows without their task, paired with {relative}: {error}"
+        return
+    differences = []
+    for (number, _payload), (our_reward, our_error), answer in zip(pairs, ours, answers):
+        result.paired_checked += 1
+        theirs = answer.get("reward")
+        if our_reward is not None and isinstance(theirs, (int, float)):
+            if math.isclose(theirs, our_reward, abs_tol=REWARD_TOLERANCE):
+                result.paired_agrees += 1
+            else:
+                differences.append(f"row {number}: NeMo Gym's current code gives {theirs}, ours {our_reward}")
+        else:
+            why = our_error if our_reward is None else answer.get("error", "no reward")
+            side = "ours" if our_reward is None else "NeMo Gym's current code"
+            differences.append(f"row {number}: {side}: {why}"[:160])
+    numbers = ", ".join(str(number) for number, _ in pairs)
+    result.paired_note = "; ".join(
+        [
+            f"rows {numbers} (stored without their task) paired by position with {relative} (task row i + "
+            f"stored response i): NeMo Gym's current code and ours agree on {result.paired_agrees} of "
+            f"{result.paired_checked}",
+            *differences,
+        ]
+    )
 
 
 def start_and_verify(
@@ -1281,6 +1553,10 @@ def start_and_verify(
                     result.note(f"ng_run not up after {options.start_timeout + 10:.0f} s")
                 else:
                     result.note(f"ng_run: {last_error_line(chr(10).join(lines))}")
+                    credentials = missing_credentials("\n".join(lines))
+                    if credentials:
+                        result.kind = "external"
+                        result.kind_reasons += [f"required config field {name} not set" for name in credentials]
                 return
             result.started = True
             result.start_s = round(time.monotonic() - begun, 1)
@@ -1301,6 +1577,9 @@ def start_and_verify(
                         cohort_size(config, resources_name),
                     )
                     rescore_with_reference(project, result, config, resources_name, options)
+                    pair_taskless_rows(
+                        project, f"http://127.0.0.1:{head_port}", result, config, resources_name, options
+                    )
             except (httpx.HTTPError, ValueError) as error:
                 result.note(f"verify: {type(error).__name__}: {error}")
             result.judge_calls = 0 if stepping else len(upstream.requests) - before  # replayed turns are no judge
@@ -1384,10 +1663,11 @@ def table(results: list[EnvResult]) -> str:
         "verified",
         "match",
         "no task",
+        "unseeded",
         "s",
         "first error",
     ]
-    with_reference = any(r.reference_checked or r.reference_note for r in results)
+    with_reference = any(r.reference_checked or r.reference_note or r.paired_note for r in results)
     if with_reference:
         header.insert(-2, "ngym now")
     rows = []
@@ -1404,12 +1684,14 @@ def table(results: list[EnvResult]) -> str:
                 f"{r.verified}/{r.rows}",
                 f"{r.matched}/{r.comparable}",
                 str(r.without_task),
+                str(r.unseeded),
                 f"{r.seconds:.0f}",
                 r.first_error[:110],
             ]
         )
         if with_reference:
-            rows[-1].insert(-2, f"{r.reference_agrees}/{r.reference_checked}" if r.reference_checked else "-")
+            scored = r.reference_checked + r.paired_checked
+            rows[-1].insert(-2, f"{r.reference_agrees + r.paired_agrees}/{scored}" if scored else "-")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
     out = []
     for row in [header, *rows]:
@@ -1455,18 +1737,29 @@ def totals(results: list[EnvResult], wall_s: float, jobs: int) -> str:
     lines.append(
         f"rows: {sum(r.verified for r in results)} of {rows} verified, {sum(r.matched for r in results)} "
         f"with the stored reward, {sum(r.without_task for r in results)} without their task (not comparable: "
-        f"no row of data/*.jsonl has their input and they lack required fields)"
+        f"no row of data/*.jsonl has their input and they lack required fields), "
+        f"{sum(r.unseeded for r in results)} unseeded (replays of the same turns give different rewards or "
+        f"observations: the environment's own code is unseeded; not comparable)"
     )
-    checked = [r for r in results if r.reference_checked or r.reference_note]
+    checked = [r for r in results if r.reference_checked or r.reference_note or r.paired_note]
     if checked:
         lines.append(
-            "with NeMo Gym's current code (--reference-venv; column `ngym now`: rows it gives our reward of "
-            "those re-scored): these counts take a stale stored reward that NeMo Gym's current code agrees "
-            "with ours on as a match; the figures above do not"
+            "with NeMo Gym's current code (--reference-venv; column `ngym now`: rows where NeMo Gym's current "
+            "code gives our reward, of the rows it scored: (a) rows whose reward differs from the stored one, "
+            "the same payload scored by it; (b) rows stored without their task, each paired by position with "
+            "the task row of the environment's example data file (task row i + stored response i) and scored "
+            "by it and by our /verify): these counts take (a) a stale stored reward it agrees with ours on and "
+            "(b) its agreement with ours as a match; no stored reward is compared in (b); the figures above "
+            "count neither"
         )
         lines.append(
-            f"  rows whose stored reward is stale and NeMo Gym's current code agrees with ours: "
+            f"  (a) rows whose stored reward is stale and NeMo Gym's current code agrees with ours: "
             f"{sum(r.reference_agrees for r in results)} of {sum(r.reference_checked for r in results)} re-scored"
+        )
+        lines.append(
+            f"  (b) rows without their task, paired by position with a task row, where NeMo Gym's current code "
+            f"and ours give the same reward: {sum(r.paired_agrees for r in results)} of "
+            f"{sum(r.paired_checked for r in results)} paired"
         )
         runnable = [r for r in results if r.kind == "offline" and not r.needs_network]
         lines.append(
@@ -1474,7 +1767,7 @@ def totals(results: list[EnvResult], wall_s: float, jobs: int) -> str:
             f"current code {sum(bool(r.tests_ok) and r.match_ok_with_reference for r in runnable)}"
         )
         for r in checked:
-            lines.append(f"  {r.name}: {r.reference_note}")
+            lines.append(f"  {r.name}: {'; '.join(note for note in (r.reference_note, r.paired_note) if note)}")
     lines.append(f"{len(results)} environments in {wall_s:.0f} s with {jobs} job(s)")
     return "\n".join(lines)
 
@@ -1573,7 +1866,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(wall, 1),
             "jobs": args.jobs,
             "environments": [
-                {key: value for key, value in asdict(r).items() if key != "mismatched"}
+                {key: value for key, value in asdict(r).items() if key not in ("mismatched", "taskless")}
                 | {
                     "comparable": r.comparable,
                     "match_ok": r.match_ok,

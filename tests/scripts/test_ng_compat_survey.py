@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import json
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ import httpx
 import pytest
 import yaml
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from nemo_gym.servers.session import SESSION_ID_KEY, SessionIdMiddleware
 from tests.conftest import PROJECT_ROOT
@@ -983,3 +985,272 @@ def test_version_conflicts_of_the_interpreters_environment_are_listed(monkeypatc
     assert commands == [[sys.executable, "-m", "pip", "check"]]
     monkeypatch.setattr(survey, "run_bounded", lambda *args: (0, "No broken requirements found.\n"))
     assert survey.venv_conflicts() == []
+
+
+def replay_agent(serve, model_url: str | None, rewards: dict[str, list[float | None]] | None = None) -> str:
+    """A head server and a stepping agent in one app (as gymnasium_agent's `/run`): it asks the model for
+    `max_steps` turns, feeding back what the model said, and sums a reward per turn (1.0 for `set_power`
+    at the first step, 0.5 for `noop` at the second, -1.0 for anything else); or, for a row naming a
+    `deck`, returns the next reward of that deck (a game dealt from an unseeded generator); for a row
+    naming a `board`, shows the model a board that changes every run and scores 0.0 whatever it does."""
+    app = FastAPI()
+    decks = {name: iter(values) for name, values in (rewards or {}).items()}
+    boards = itertools.count()
+
+    @app.get("/server_instances")
+    async def instances(request: Request) -> list:
+        return [{"name": "game_agent", "url": str(request.base_url)}]
+
+    @app.post("/run")
+    async def run(body: dict) -> dict:
+        if body.get("deck"):
+            reward = next(decks[body["deck"]])
+            if reward is None:  # the game came out longer than the stored turns: the environment refuses
+                return JSONResponse({"detail": "No <action> tags found in response."}, status_code=400)
+            return {"reward": reward}
+        if body.get("board"):
+            shown = [*body["responses_create_params"]["input"], {"role": "user", "content": f"Board {next(boards)}"}]
+            async with httpx.AsyncClient(trust_env=False) as client:
+                await client.post(f"{model_url}/responses", json={"model": "m", "input": shown})
+            return {"reward": 0.0}
+        items = list(body["responses_create_params"]["input"]) + [{"role": "user", "content": "Board: 3 cells"}]
+        wanted = ["set_power", "noop"]
+        total = 0.0
+        async with httpx.AsyncClient(trust_env=False) as client:
+            for step in range(body["max_steps"]):
+                answer = await client.post(f"{model_url}/responses", json={"model": "m", "input": items})
+                output = answer.json()["output"]
+                calls = [item["name"] for item in output if item.get("type") == "function_call"]
+                total += (1.0 if step == 0 else 0.5) if calls == [wanted[step]] else -1.0
+                items += output + [{"role": "user", "content": f"Board after step {step}"}]
+        return {"reward": total}
+
+    return serve(app)
+
+
+def test_a_rollout_that_records_its_steps_in_a_trajectory_is_replayed_step_by_step(tmp_path: Path, serve):
+    """openair_congestion's example rollouts were written by its generate_example_rollouts.py through
+    /reset and /step: `response` holds only the last step's tool call, `trajectory` every step's action.
+    Replaying the response alone played the last action first and an empty answer next (-1.83 where NeMo
+    Gym stored -0.81); the trajectory's actions give the stored reward."""
+    survey = load_script()
+    params = {"input": [{"role": "user", "content": "Relieve the congestion."}]}
+    trajectory = [
+        {"step": 0, "action": {"name": "set_power", "arguments": {"cell_id": 0, "p0_dbm": 10.0}}, "reward": 1.0},
+        {"step": 1, "action": {"name": "noop", "arguments": {}}, "reward": 0.5},
+    ]
+    last = {"type": "function_call", "name": "noop", "arguments": "{}", "call_id": "call_1"}
+    stored = {"responses_create_params": params, "response": {"output": [last]}, "max_steps": 2}
+    stored |= {"trajectory": trajectory, "reward": 1.5, "_ng_task_index": 0}
+    assert [[item["name"] for item in turn] for turn in survey.stored_turns(stored)] == [["set_power"], ["noop"]]
+    assert json.loads(survey.stored_turns(stored)[0][0]["arguments"]) == {"cell_id": 0, "p0_dbm": 10.0}
+    plain = {"responses_create_params": params, "response": {"output": [last]}}
+    assert survey.stored_turns(plain) == [[last]]  # no trajectory: the response's own turns
+
+    rows = tmp_path / "data" / "example_rollouts.jsonl"
+    rows.parent.mkdir()
+    rows.write_text(json.dumps(stored) + "\n")
+    (tmp_path / "data" / "example.jsonl").write_text(json.dumps({"responses_create_params": params}) + "\n")
+    replay = survey.Replay()
+    with survey.ScriptedOpenAI(replay) as upstream:
+        result = survey.EnvResult("game", rows=1)
+        survey.replay_rows(replay_agent(serve, upstream.url), "game_agent", rows, replay, 60, result)
+    assert (result.verified, result.matched, result.unseeded, result.first_error) == (1, 1, 0, "")
+
+
+def test_a_replayed_row_whose_replays_disagree_is_unseeded_and_not_counted_against_the_environment(
+    tmp_path: Path, serve
+):
+    """blackjack deals from `random.Random()` and grl_tetris draws its pieces from an unseeded generator:
+    the same turns replayed give different rewards, so the stored reward is one draw of many. A row
+    whose replays all give one reward that differs from the stored one is a real difference."""
+    survey = load_script()
+    params = {"input": [{"role": "user", "content": "Deal me in."}]}
+    response = {"output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "x"}]}]}
+
+    def row(**game: str) -> str:
+        return json.dumps({"responses_create_params": params, "response": response, "reward": 1.0, **game})
+
+    rows = tmp_path / "data" / "example_rollouts.jsonl"
+    rows.parent.mkdir()
+    rows.write_text(row(deck="shuffled") + "\n" + row(deck="fixed") + "\n" + row(board="tetris") + "\n")
+    (tmp_path / "data" / "example.jsonl").write_text(json.dumps({"responses_create_params": params}) + "\n")
+    decks = {"shuffled": [0.0, 0.0, -1.0], "fixed": [0.5] * 10}
+    result = survey.EnvResult("cards", rows=3)
+    replay = survey.Replay()
+    with survey.ScriptedOpenAI(replay) as upstream:
+        agent = replay_agent(serve, upstream.url, decks)
+        survey.replay_rows(agent, "game_agent", rows, replay, 60, result)
+    assert (result.verified, result.matched, result.unseeded, result.comparable) == (3, 0, 2, 1)
+    assert result.first_error == (
+        "row 1 unseeded: the environment's own code gives different rewards on replays of the same turns "
+        "(0, 0, -1; stored 1.0)"
+    )
+    rows.write_text(row(board="tetris") + "\n")  # the same reward every time, a different board every time
+    board = survey.EnvResult("tetris", rows=1)
+    with survey.ScriptedOpenAI(replay) as upstream:
+        survey.replay_rows(replay_agent(serve, upstream.url), "game_agent", rows, replay, 60, board)
+    assert (board.verified, board.unseeded, board.comparable) == (1, 1, 0)
+    assert board.first_error == (
+        "row 1 unseeded: the environment's own code shows different observations on replays of the same "
+        "turns (rewards 0, 0; stored 1.0)"
+    )
+    rows.write_text(row(deck="fixed") + "\n")  # one reward on every replay: a real difference
+    fixed = survey.EnvResult("fixed", rows=1)
+    survey.replay_rows(replay_agent(serve, None, decks), "game_agent", rows, replay, 60, fixed)
+    assert (fixed.unseeded, fixed.comparable, fixed.first_error) == (0, 1, "reward 0.5 != stored 1.0 (row 1, replayed)")
+    rows.write_text(row(deck="outlasting") + "\n")  # refused once, scored the next time
+    outlasting = survey.EnvResult("outlasting", rows=1)
+    agent = replay_agent(serve, None, {"outlasting": [None, -0.4]})
+    survey.replay_rows(agent, "game_agent", rows, replay, 60, outlasting)
+    assert (outlasting.verified, outlasting.unseeded, outlasting.comparable) == (1, 1, 0)
+    assert "different rewards on replays of the same turns (refused, -0.4; stored 1.0)" in outlasting.first_error
+    summary = survey.totals([result], 1.0, 1)
+    assert "2 unseeded (replays of the same turns give different rewards or observations" in summary
+    assert "unseeded" in survey.table([result]).splitlines()[0]
+
+
+CREDENTIAL_APP = """
+from nemo_gym.base_resources_server import BaseResourcesServerConfig, BaseVerifyRequest, BaseVerifyResponse
+from nemo_gym.base_resources_server import SimpleResourcesServer
+
+
+class SearchConfig(BaseResourcesServerConfig):
+    search_api_key: str
+    search_engine_id: str
+
+
+class SearchServer(SimpleResourcesServer):
+    config: SearchConfig
+
+    async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
+        return BaseVerifyResponse(**body.model_dump(), reward=1.0)
+
+
+if __name__ == "__main__":
+    SearchServer.run_webserver()
+"""
+
+
+def test_an_environment_whose_config_requires_an_unset_credential_is_external(tmp_path: Path):
+    """google_search's YAML names no key, so it read as offline; its config class requires
+    `google_api_key` and `google_cx`, which ng_run refuses unset ("Field required"): a service's credential."""
+    survey = load_script()
+    env_dir = tmp_path / "checkout" / "resources_servers" / "searcher"
+    (env_dir / "configs").mkdir(parents=True)
+    (env_dir / "app.py").write_text(CREDENTIAL_APP)
+    config = {"searcher": {"resources_servers": {"searcher": {"entrypoint": "app.py", "domain": "agent"}}}}
+    (env_dir / "configs" / "searcher.yaml").write_text(yaml.safe_dump(config))
+    assert survey.classify(config, env_dir) == ("offline", [])
+    result = survey.EnvResult("searcher", config="resources_servers/searcher/configs/searcher.yaml")
+    project = survey.make_project(env_dir)
+    try:
+        options = survey.Options(timeout=60, start_timeout=60, install=False, keep=False)
+        survey.start_and_verify(project, result, config, survey.child_env(project), options)
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+    assert result.started is False and "search_api_key: Field required" in result.first_error
+    assert (result.kind, result.kind_reasons) == ("external", ["required config field search_api_key not set"])
+    assert survey.missing_credentials("x.resources_servers.x.google_cx: Field required") == []
+
+
+def test_a_test_that_downloads_from_the_hub_offline_marks_the_environment_as_needing_the_network(tmp_path: Path):
+    """aviary's tests load 'openai/gsm8k' with `datasets`: under the survey's HF_HUB_OFFLINE=1 that is
+    "Couldn't reach 'openai/gsm8k' on the Hub (OfflineModeIsEnabled)", a download, not a failure of ours."""
+    survey = load_script()
+    pytest.importorskip("datasets")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_data.py").write_text(
+        "from datasets import load_dataset\n\n\ndef test_loads():\n    load_dataset('nobody-here/never-there')\n"
+    )
+    counts, error = survey.run_tests(tmp_path, survey.child_env(tmp_path), 120)
+    assert counts is not None and counts["failed"] == 1
+    result = survey.EnvResult("downloads_in_tests")
+    result.note(error)
+    assert result.needs_network, error
+    assert "OfflineModeIsEnabled" in result.first_error
+
+
+def test_rows_without_their_task_are_paired_by_position_and_scored_by_the_reference_and_by_us(tmp_path: Path, serve):
+    """ruler, structured_outputs, workplace_assistant...: their stored rollouts answer prompts of an older
+    data file and lack the task fields, so no stored reward can be compared. With --reference-venv each is
+    paired with the task row at its position in the YAML's example data file (task row i + stored response
+    i) and scored by NeMo Gym's current code and by our /verify: agreement counts in `ngym now`, never as
+    a stored-reward match. The environment scores a stricter way under REFERENCE_STRICT=1 (the "venv"
+    standing for a NeMo Gym that disagrees on the second row)."""
+    survey = load_script()
+    project = tmp_path / "project"
+    folder = project / "resources_servers" / "boxed"
+    (folder / "data").mkdir(parents=True)
+    (folder / "app.py").write_text(REFERENCE_APP)
+    bin_dir = tmp_path / "strict" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").write_text(
+        f'#!/bin/sh\nREFERENCE_STRICT=1 PYTHONPATH={PROJECT_ROOT} exec {sys.executable} "$@"\n'
+    )
+    (bin_dir / "python").chmod(0o755)
+
+    def response(text: str) -> dict:
+        content = [{"type": "output_text", "text": text, "annotations": []}]
+        output = [{"id": "m", "type": "message", "role": "assistant", "status": "completed", "content": content}]
+        return {"id": "r", "object": "response", "created_at": 0, "model": "m", "output": output,
+                "parallel_tool_calls": False, "tool_choice": "auto", "tools": []}  # fmt: skip
+
+    def params(question: str) -> dict:
+        return {"input": [{"role": "user", "content": question}]}
+
+    tasks = [{"responses_create_params": params(f"Task {n}?"), "expected": str(n)} for n in (1, 2)]
+    (folder / "data" / "tasks.jsonl").write_text("".join(json.dumps(task) + "\n" for task in tasks))
+    stale = [
+        {"responses_create_params": params("Old 7?"), "response": response("so \\boxed{1}"), "reward": 1.0},
+        {"responses_create_params": params("Old 8?"), "response": response("it is 2"), "reward": 0.0},
+    ]
+    agent = {"entrypoint": "app.py", "datasets": [{"type": "example", "jsonl_fpath": "resources_servers/boxed/data/tasks.jsonl"}]}  # fmt: skip
+    config = {
+        "boxed_server": {"resources_servers": {"boxed": {"entrypoint": "app.py"}}},
+        "boxed_agent": {"responses_api_agents": {"simple_agent": agent}},
+    }
+    assert survey.example_data_path(config, "boxed") == "resources_servers/boxed/data/tasks.jsonl"
+
+    app = FastAPI()  # our /verify for the same environment: 1.0 when the expected answer is in the text
+
+    @app.get("/server_instances")
+    async def instances(request: Request) -> list:
+        return [{"name": "boxed_server", "url": str(request.base_url)}]
+
+    @app.post("/seed_session")
+    async def seed() -> dict:
+        return {}
+
+    @app.post("/verify")
+    async def verify(body: dict) -> dict:
+        if "expected" not in body:
+            return JSONResponse({"detail": [{"type": "missing", "loc": ["body", "expected"]}]}, status_code=422)
+        text = body["response"]["output"][0]["content"][0]["text"]
+        return {**body, "reward": float(body["expected"] in text)}
+
+    url = serve(app)
+    rows = folder / "data" / "example_rollouts.jsonl"
+    rows.write_text("".join(json.dumps(row) + "\n" for row in stale))
+    result = survey.EnvResult("boxed", rows=2)
+    survey.verify_rows(url, "boxed_server", rows, 60, result)
+    assert (result.without_task, result.comparable, [number for number, _ in result.taskless]) == (2, 0, [1, 2])
+    options = survey.Options(
+        timeout=120, start_timeout=60, install=False, keep=False, reference_venv=tmp_path / "strict"
+    )
+    survey.pair_taskless_rows(project, url, result, config, "boxed_server", options)
+    assert (result.paired_checked, result.paired_agrees, result.matched) == (2, 1, 0)
+    assert result.paired_note == (
+        "rows 1, 2 (stored without their task) paired by position with resources_servers/boxed/data/tasks.jsonl "
+        "(task row i + stored response i): NeMo Gym's current code and ours agree on 1 of 2; "
+        "row 2: NeMo Gym's current code gives 0.0, ours 1.0"
+    )
+    assert not result.match_ok and not result.match_ok_with_reference
+    summary = survey.totals([result], 1.0, 1)
+    assert "(b) rows without their task, paired by position with a task row, where NeMo Gym's current code" in summary
+    assert "and ours give the same reward: 1 of 2 paired" in summary
+    assert "task row i + stored response i" in summary
+    header, line = survey.table([result]).splitlines()
+    assert "ngym now" in header and " 1/2 " in line
+    agreeing = survey.EnvResult("boxed", rows=2, without_task=2, paired_checked=2, paired_agrees=2)
+    assert agreeing.match_ok_with_reference and not agreeing.match_ok
