@@ -1472,12 +1472,14 @@ def pair_taskless_rows(
         result.paired_note = f"rows without their task, paired with {relative}: {error}"
         return
     differences = []
+    agreed: list[float] = []  # shown, so a reader sees whether the agreement is only on 0.0
     for (number, _payload), (our_reward, our_error), answer in zip(pairs, ours, answers):
         result.paired_checked += 1
         theirs = answer.get("reward")
         if our_reward is not None and isinstance(theirs, (int, float)):
             if math.isclose(theirs, our_reward, abs_tol=REWARD_TOLERANCE):
                 result.paired_agrees += 1
+                agreed.append(our_reward)
             else:
                 differences.append(f"row {number}: NeMo Gym's current code gives {theirs}, ours {our_reward}")
         else:
@@ -1489,7 +1491,7 @@ def pair_taskless_rows(
         [
             f"rows {numbers} (stored without their task) paired by position with {relative} (task row i + "
             f"stored response i): NeMo Gym's current code and ours agree on {result.paired_agrees} of "
-            f"{result.paired_checked}",
+            f"{result.paired_checked} (rewards {', '.join(f'{reward:g}' for reward in agreed) or 'none'})",
             *differences,
         ]
     )

@@ -1242,7 +1242,7 @@ def test_rows_without_their_task_are_paired_by_position_and_scored_by_the_refere
     assert (result.paired_checked, result.paired_agrees, result.matched) == (2, 1, 0)
     assert result.paired_note == (
         "rows 1, 2 (stored without their task) paired by position with resources_servers/boxed/data/tasks.jsonl "
-        "(task row i + stored response i): NeMo Gym's current code and ours agree on 1 of 2; "
+        "(task row i + stored response i): NeMo Gym's current code and ours agree on 1 of 2 (rewards 1); "
         "row 2: NeMo Gym's current code gives 0.0, ours 1.0"
     )
     assert not result.match_ok and not result.match_ok_with_reference
