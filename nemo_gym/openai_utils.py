@@ -17,17 +17,20 @@ from typing import Any
 
 from openai.types.chat import ChatCompletion, ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
+from pydantic import BaseModel
 
 from nemo_gym.client import HttpClient, Timeouts
 from nemo_gym.response_items import (
     FunctionCall,
     FunctionCallOutput,
     InputMessage,
+    InputTokensDetails,
     Item,
     Message,
     OutputMessage,
     OutputRefusal,
     OutputText,
+    OutputTokensDetails,
     ReasoningItem,
     ReasoningText,
     SummaryText,
@@ -51,6 +54,8 @@ NeMoGymResponseReasoningItem = ReasoningItem
 NeMoGymSummary = SummaryText
 NeMoGymReasoningContent = ReasoningText
 NeMoGymResponseUsage = Usage
+NeMoGymResponseInputTokensDetails = InputTokensDetails
+NeMoGymResponseOutputTokensDetails = OutputTokensDetails
 NeMoGymResponseInputItem = Item
 NeMoGymResponseInput = list[Item]
 """A request's `input` as a list of items."""
@@ -58,7 +63,50 @@ NeMoGymResponseOutputItem = Item
 NeMoGymChatCompletionCreateParamsNonStreaming = TypedChatCompletionCreateParams
 
 
+class TokenIDLogProbMixin(BaseModel):
+    """The token fields our model servers put on every generated item (`return_token_id_information`):
+    the prompt's ids, the generated ids and their log probs. A `...ForTraining` item requires them."""
+
+    prompt_token_ids: list[int]
+    generation_token_ids: list[int]
+    generation_log_probs: list[float]
+
+
+class NeMoGymEasyInputMessageForTraining(InputMessage, TokenIDLogProbMixin):
+    pass
+
+
+class NeMoGymMessageForTraining(Message, TokenIDLogProbMixin):
+    pass
+
+
+class NeMoGymResponseOutputMessageForTraining(OutputMessage, TokenIDLogProbMixin):
+    """An assistant message with the token ids it was generated as (read by agents that train)."""
+
+
+class NeMoGymResponseFunctionToolCallForTraining(FunctionCall, TokenIDLogProbMixin):
+    pass
+
+
+class NeMoGymResponseReasoningItemForTraining(ReasoningItem, TokenIDLogProbMixin):
+    pass
+
+
+RESPONSES_TO_TRAIN: dict[type[BaseModel], type[BaseModel]] = {
+    InputMessage: NeMoGymEasyInputMessageForTraining,
+    Message: NeMoGymMessageForTraining,
+    OutputMessage: NeMoGymResponseOutputMessageForTraining,
+    FunctionCall: NeMoGymResponseFunctionToolCallForTraining,
+    ReasoningItem: NeMoGymResponseReasoningItemForTraining,
+}
+"""Each item class -> its `...ForTraining` class, as NeMo Gym names them."""
+
+
 class NeMoGymChatCompletionMessage(ChatCompletionMessage):
+    pass
+
+
+class NeMoGymChatCompletionMessageForTraining(NeMoGymChatCompletionMessage, TokenIDLogProbMixin):
     pass
 
 

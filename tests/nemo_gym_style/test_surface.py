@@ -61,7 +61,14 @@ NEMO_GYM_NAMES = {
         "RETRY_ERROR_CODES",
         "accumulate_response_usage",
         "NeMoGymResponseInput",
+        "NeMoGymResponseInputTokensDetails",
+        "NeMoGymResponseOutputTokensDetails",
+        "NeMoGymResponseOutputMessageForTraining",
+        "NeMoGymResponseFunctionToolCallForTraining",
+        "NeMoGymChatCompletionMessageForTraining",
+        "RESPONSES_TO_TRAIN",
     ],
+    "nemo_gym.rollout_collection": ["NG_FAILURE_CLASS_KEY", "NG_NO_PERSIST_KEY", "NG_TERMINAL_KEY"],
     "nemo_gym.server_utils": [
         "ServerClient",
         "SESSION_ID_KEY",
@@ -378,3 +385,37 @@ def test_global_config_inside_a_server_shows_addresses_not_other_servers_keys() 
     assert dict(config.judge.responses_api_models.openai_model) == {"host": "10.0.0.2", "port": 4002}
     assert config.head_server.port == 11000
     assert get_server_url("judge") == "http://10.0.0.2:4002"
+
+
+def test_training_items_read_the_token_fields_our_model_servers_put_on_generated_items() -> None:
+    """NeMo Gym agents that train re-read generated items as `...ForTraining` (token ids required)."""
+    from pydantic import ValidationError
+
+    from nemo_gym.openai_utils import (
+        RESPONSES_TO_TRAIN,
+        NeMoGymResponseFunctionToolCall,
+        NeMoGymResponseFunctionToolCallForTraining,
+        NeMoGymResponseOutputMessage,
+        NeMoGymResponseOutputMessageForTraining,
+    )
+
+    tokens = {"prompt_token_ids": [1, 2], "generation_token_ids": [3, 4], "generation_log_probs": [-0.1, -0.2]}
+    message = {
+        "id": "m",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "42", "annotations": []}],
+        **tokens,
+    }
+    call = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}", "id": "fc", **tokens}
+    for item, plain, training in (
+        (message, NeMoGymResponseOutputMessage, NeMoGymResponseOutputMessageForTraining),
+        (call, NeMoGymResponseFunctionToolCall, NeMoGymResponseFunctionToolCallForTraining),
+    ):
+        parsed = training.model_validate(item)
+        assert isinstance(parsed, plain) and RESPONSES_TO_TRAIN[plain] is training
+        assert parsed.generation_token_ids == [3, 4]
+        assert orjson.loads(orjson.dumps(parsed.model_dump())) == item  # nothing added or dropped
+        with pytest.raises(ValidationError):
+            training.model_validate({k: v for k, v in item.items() if k != "generation_log_probs"})
