@@ -629,8 +629,11 @@ async def collect_colocated_in_process(
     colocated: Any, rows: list[dict[str, Any]], concurrency: int, count: int, meter: CpuMeter | None
 ) -> RunResult:
     """`collect_in_process` through a started co-located stack (kept across runs, as ng_run's servers are)."""
+    from nemo_gym.colocated import collection_gc
+
     collector = colocated.collector(AGENT, CollectionPolicy(concurrency=concurrency))
-    return await _timed_stream(collector, rows, concurrency, count, meter)
+    with collection_gc():  # as `ng_collect_rollouts +colocate=true` runs its collection
+        return await _timed_stream(collector, rows, concurrency, count, meter)
 
 
 async def _timed_stream(

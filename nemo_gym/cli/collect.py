@@ -303,13 +303,14 @@ def check_colocation(params: CollectRolloutsConfig, config: GlobalConfig) -> Non
 async def _run_colocated(
     collection: FileCollection, config: GlobalConfig, head_url: str, policy: CollectionPolicy, progress: Any
 ) -> CollectionReport:
-    from nemo_gym.colocated import ColocatedStack
+    from nemo_gym.colocated import ColocatedStack, collection_gc
 
     async with ColocatedStack(config, head_url) as stack:
         assert collection.opened is not None
         async with stack.collector(collection.spec.agent_name, policy) as collector:
             await collector.check_agents(collection.opened.agents)
-            return await collection.run(collector, policy, progress)
+            with collection_gc():
+                return await collection.run(collector, policy, progress)
 
 
 async def _run_with_workers(

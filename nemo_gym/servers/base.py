@@ -203,8 +203,13 @@ class GymRoute(APIRoute):
         kwargs.setdefault("response_class", JSONBytesResponse)
         super().__init__(path, _wrap_endpoint(endpoint), **kwargs)
 
+    direct_handler: Callable[[Request], Any] | None = None
+    """The handler when it is a direct one (`_direct_handler`): a co-located caller may call it below
+    FastAPI's routing (`nemo_gym.asgi_transport.LeanApp`); None when FastAPI's full handler serves."""
+
     def get_route_handler(self) -> Callable[[Request], Any]:
         direct = _direct_handler(self.endpoint)
+        self.direct_handler = direct
         if direct is not None:
             return direct
         handler = super().get_route_handler()
