@@ -55,14 +55,34 @@ class BaseVerifyRequest(BaseRunRequest):
         """Why the episode was stopped before the model ended it (`max_steps`, `max_output_tokens`,
         `context_limit`, `deadline`), or None when it completed. An environment that rewards finishing
         checks this: an answer cut off at the token limit is no completed episode."""
-        ending = episode_end(self.model_dump(include={"response", EPISODE_END_FIELD}))
+        ending = episode_end(self._ending_view())
         return None if ending == "completed" else ending
+
+    def _ending_view(self) -> dict[str, Any]:
+        """The parts of the request `episode_end` reads, as plain values: dumping the whole response
+        for them was the largest serialisation cost of a verify that asks (a typed response's items and
+        details are models, hence `_plain`)."""
+        response = self.response
+        view: dict[str, Any] = {"status": response.status, "incomplete_details": _plain(response.incomplete_details)}
+        if response.output:
+            view["output"] = [_plain(response.output[-1])]
+        ended = (response.__pydantic_extra__ or {}).get(EPISODE_END_FIELD)
+        if ended is not None:
+            view[EPISODE_END_FIELD] = ended
+        row: dict[str, Any] = {"response": view}
+        if EPISODE_END_FIELD in (self.__pydantic_extra__ or {}):
+            row[EPISODE_END_FIELD] = self.__pydantic_extra__[EPISODE_END_FIELD]  # type: ignore[index]
+        return row
 
 
 class BaseVerifyResponse(BaseVerifyRequest):
     """The rollout row: request, response, reward and any extras the environment adds."""
 
     reward: float
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump() if isinstance(value, BaseModel) else value
 
 
 def episode_end(row: Mapping[str, Any]) -> str:
