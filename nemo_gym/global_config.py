@@ -50,6 +50,7 @@ POLICY_BASE_URL_KEY_NAME = "policy_base_url"
 POLICY_API_KEY_KEY_NAME = "policy_api_key"  # the key's name, not a key
 POLICY_MODEL_NAME_KEY_NAME = "policy_model_name"
 POLICY_MODEL_KEY_NAME = "policy_model"
+SKILLS_REF_KEY_NAME = "skills_ref"
 
 _cached: DictConfig | None = None
 _server_view: dict[str, Any] | None = None
@@ -94,6 +95,13 @@ def get_global_config_dict() -> DictConfig:
 
             _cached = load_global_config(_command_line_overrides()).raw
     return _cached
+
+
+def get_hf_token() -> str | None:
+    """The `hf_token` of the global config (`+hf_token=...` or env.yaml), as a benchmark's prepare script
+    passes it to `datasets.load_dataset(..., token=...)`; None when not set."""
+    token = get_global_config_dict().get(HF_TOKEN_KEY_NAME)
+    return None if token is None else str(token)
 
 
 def get_first_server_config_dict(global_config_dict: DictConfig | dict[str, Any], top_level_path: str) -> Any:

@@ -103,6 +103,8 @@ NEMO_GYM_NAMES = {
         "AGENT_REF_KEY_NAME",
         "HEAD_SERVER_KEY_NAME",
         "POLICY_MODEL_NAME_KEY_NAME",
+        "SKILLS_REF_KEY_NAME",
+        "get_hf_token",
     ],
     "nemo_gym.prompt": ["load_prompt_config", "PromptConfig", "fill_prompt"],
     "nemo_gym.base_responses_api_agent": [
@@ -419,3 +421,18 @@ def test_training_items_read_the_token_fields_our_model_servers_put_on_generated
         assert orjson.loads(orjson.dumps(parsed.model_dump())) == item  # nothing added or dropped
         with pytest.raises(ValidationError):
             training.model_validate({k: v for k, v in item.items() if k != "generation_log_probs"})
+
+
+def test_a_prepare_script_reads_the_hf_token_from_its_command_line(tmp_path: Path) -> None:
+    """NeMo Gym benchmarks' prepare scripts call `get_hf_token()` for gated datasets."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "prepare.py"
+    script.write_text("from nemo_gym.global_config import get_hf_token\nprint(repr(get_hf_token()))\n")
+    for argv, printed in ((["+hf_token=hf_abc"], "'hf_abc'"), ([], "None")):
+        done = subprocess.run(
+            [sys.executable, str(script), *argv], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == printed
