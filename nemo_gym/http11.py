@@ -101,6 +101,7 @@ class _Connection(asyncio.Protocol):
         "last_data",
         "sent",
         "counted",
+        "deadlines",
     )
 
     def __init__(self, pool: ConnectionPool, key: tuple[str, int]):
@@ -125,6 +126,7 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.last_data = 0.0
         self.sent = False
+        self.deadlines: _Deadlines | None = None
 
     # asyncio.Protocol
 
@@ -238,6 +240,8 @@ class _Connection(asyncio.Protocol):
                 if rest:
                     self._feed(rest)
                 return
+            if self.deadlines is not None:
+                self.deadlines.head_received()
             if self.state == _DONE:
                 if rest:
                     self.keep_alive = False  # bytes past the answer: do not trust the connection again
@@ -624,6 +628,13 @@ class _Deadlines:
         self.connection, self.total_at, self.read_s, self.idle_s = connection, total_at, read_s, idle_s
         self.expired = ""
         self.handle = connection.pool.loop.call_at(self._next(), self._fire)
+        connection.deadlines = self
+
+    def head_received(self) -> None:
+        """From here on the (maybe shorter) body idle limit applies: bring the timer forward."""
+        if self.idle_s is not None and self.idle_s < self.read_s:
+            self.handle.cancel()
+            self.handle = self.connection.pool.loop.call_at(self._next(), self._fire)
 
     def _silence_limit(self) -> float:
         if self.connection.state == _HEAD or self.idle_s is None:
@@ -649,6 +660,7 @@ class _Deadlines:
 
     def cancel(self) -> None:
         self.handle.cancel()
+        self.connection.deadlines = None
 
 
 async def request(
