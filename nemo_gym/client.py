@@ -24,7 +24,7 @@ import email.utils
 import inspect
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -262,7 +262,35 @@ class HttpClient:
                     continue
             return result
 
-    async def _send_once(
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        params: Mapping[str, str] | None,
+        timeout: aiohttp.ClientTimeout | None,
+        deadlines: Timeouts,
+    ) -> Awaitable[HttpResult]:
+        """One attempt. A plain function handing back the transport's coroutine: a frame of its own would be
+        held for the whole call (a collector's /run: the whole rollout) for every request in flight."""
+        if url.startswith("http://"):
+            target = _lean_target(url, params)
+            if target is not None:
+                return http11.request(
+                    self._pool or self._lean_pool(),
+                    method,
+                    url,
+                    target,
+                    _request_head(method, target[2], target[3], headers, data),
+                    data,
+                    deadlines,
+                    self.limits.max_response_bytes,
+                    _lean_result,
+                )
+        return self._send_aiohttp(method, url, data, headers, params, timeout, deadlines)
+
+    async def _send_aiohttp(
         self,
         method: str,
         url: str,
@@ -272,10 +300,6 @@ class HttpClient:
         timeout: aiohttp.ClientTimeout | None,
         deadlines: Timeouts,
     ) -> HttpResult:
-        if url.startswith("http://"):
-            target = _lean_target(url, params)
-            if target is not None:
-                return await self._send_lean(method, url, target, data, headers, deadlines)
         kwargs: dict[str, Any] = {"data": data, "headers": headers, "params": params}
         if timeout is not None:
             kwargs["timeout"] = timeout
@@ -309,16 +333,7 @@ class HttpClient:
         except aiohttp.ClientError as error:
             raise ServerUnreachableError(f"{method} {url} failed: {type(error).__name__}: {error}") from error
 
-    async def _send_lean(
-        self,
-        method: str,
-        url: str,
-        target: tuple[str, int, str, str],
-        data: bytes | None,
-        headers: dict[str, str],
-        deadlines: Timeouts,
-    ) -> HttpResult:
-        host, port, path, host_header = target
+    def _lean_pool(self) -> http11.ConnectionPool:
         pool = self._pool
         if pool is None:
             limits = self.limits
@@ -327,24 +342,7 @@ class HttpClient:
                 max_per_host=limits.max_connections_per_host,
                 keepalive_s=limits.keepalive_s,
             )
-        status, answer_headers, body = await http11.request(
-            pool,
-            method,
-            url,
-            host,
-            port,
-            _request_head(method, path, host_header, headers, data),
-            data,
-            connect_s=deadlines.connect_s,
-            read_s=deadlines.read_s,
-            total_s=deadlines.total_s,
-            body_idle_s=deadlines.body_idle_s,
-            cap=self.limits.max_response_bytes,
-        )
-        cookies = (
-            http11.parse_set_cookies(answer_headers.getall("Set-Cookie")) if "Set-Cookie" in answer_headers else {}
-        )
-        return HttpResult(status, body, answer_headers, cookies, url)
+        return pool
 
     async def _read_bounded(
         self, response: aiohttp.ClientResponse, method: str, url: str, length: int | None, idle_s: float | None
@@ -395,6 +393,11 @@ class HttpClient:
 
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+def _lean_result(status: int, headers: http11.ResponseHeaders, body: bytes, url: str) -> HttpResult:
+    cookies = http11.parse_set_cookies(headers.getall("Set-Cookie")) if "Set-Cookie" in headers else {}
+    return HttpResult(status, body, headers, cookies, url)
 
 
 def _lean_target(url: str, params: Mapping[str, str] | None) -> tuple[str, int, str, str] | None:

@@ -21,15 +21,22 @@ may replay it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import http.cookies
 import socket
 import zlib
 from collections import deque
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nemo_gym.errors import RequestTimeoutError, ResponseTooLargeError, ServerUnreachableError
 
+if TYPE_CHECKING:
+    from nemo_gym.client import Timeouts
+
+T = TypeVar("T")
+_NO_CONTEXT = contextvars.Context()
+"""Timer callbacks here read no context variables: one shared empty context instead of a copy per timer."""
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _MAX_HEAD_BYTES = 64 * 1024
 """Longest status line + headers read; a longer head is a malformed answer, not a reason to buffer more."""
@@ -627,14 +634,14 @@ class _Deadlines:
     def __init__(self, connection: _Connection, total_at: float | None, read_s: float, idle_s: float | None):
         self.connection, self.total_at, self.read_s, self.idle_s = connection, total_at, read_s, idle_s
         self.expired = ""
-        self.handle = connection.pool.loop.call_at(self._next(), self._fire)
+        self.handle = connection.pool.loop.call_at(self._next(), self._fire, context=_NO_CONTEXT)
         connection.deadlines = self
 
     def head_received(self) -> None:
         """From here on the (maybe shorter) body idle limit applies: bring the timer forward."""
         if self.idle_s is not None and self.idle_s < self.read_s:
             self.handle.cancel()
-            self.handle = self.connection.pool.loop.call_at(self._next(), self._fire)
+            self.handle = self.connection.pool.loop.call_at(self._next(), self._fire, context=_NO_CONTEXT)
 
     def _silence_limit(self) -> float:
         if self.connection.state == _HEAD or self.idle_s is None:
@@ -654,7 +661,7 @@ class _Deadlines:
             in_body = connection.state != _HEAD
             self.expired = "idle" if in_body and self.idle_s is not None and self.idle_s < self.read_s else "read"
         else:
-            self.handle = connection.pool.loop.call_at(self._next(), self._fire)
+            self.handle = connection.pool.loop.call_at(self._next(), self._fire, context=_NO_CONTEXT)
             return
         connection._fail(_Failure("timeout"))
 
@@ -667,24 +674,22 @@ async def request(
     pool: ConnectionPool,
     method: str,
     url: str,
-    host: str,
-    port: int,
+    target: tuple[str, int, str, str],
     head: bytes,
     body: bytes | None,
-    *,
-    connect_s: float,
-    read_s: float,
-    total_s: float | None,
-    body_idle_s: float | None,
+    deadlines_of: Timeouts,
     cap: int,
-) -> tuple[int, ResponseHeaders, bytes]:
-    """Send one request (`head` is the request line and headers, CRLF CRLF included) and read the whole
-    answer: (status, headers, body). Raises our `TransportError`s and `ResponseTooLargeError`."""
+    finish: Callable[[int, ResponseHeaders, bytes, str], T],
+) -> T:
+    """Send one request to `target` (host, port, request target, Host header); `head` is the request line
+    and headers, CRLF CRLF included. Reads the whole answer and returns `finish(status, headers, body, url)`. Raises our
+    `TransportError`s and `ResponseTooLargeError`."""
     loop = pool.loop
     started = loop.time()
+    connect_s, total_s = deadlines_of.connect_s, deadlines_of.total_s
     total_at = None if total_s is None else started + total_s
     connect_at = started + connect_s if total_at is None else min(started + connect_s, total_at)
-    key = (host, port)
+    key = target[:2]
     head_only = method == "HEAD"
     retried = False
     while True:
@@ -701,14 +706,14 @@ async def request(
         except OSError as error:
             raise ServerUnreachableError(f"cannot connect to {url}: {error}", connect_failed=True) from error
         waiter = connection.start(head, body, cap, head_only)
-        deadlines = _Deadlines(connection, total_at, read_s, body_idle_s)
+        deadlines = _Deadlines(connection, total_at, deadlines_of.read_s, deadlines_of.body_idle_s)
         try:
             await waiter
         except _Failure as failure:
             if failure.kind.startswith("too_large"):
                 raise _too_large(method, url, cap, failure, connection.size) from None
             if failure.kind == "timeout":
-                which = _expired(deadlines, read_s, total_s, connection)
+                which = _expired(deadlines, deadlines_of.read_s, total_s, connection)
                 raise RequestTimeoutError(f"{method} {url} timed out: {which}") from None
             if failure.kind == "closed_before_answer" and reused and not retried and method in IDEMPOTENT_METHODS:
                 retried = True  # the server closed a kept-alive connection as we reused it: once more, fresh
@@ -729,10 +734,10 @@ async def request(
             raise
         finally:
             deadlines.cancel()
-        result = connection.status, ResponseHeaders(connection.headers), connection.body()
+        status, headers, answer = connection.status, ResponseHeaders(connection.headers), connection.body()
         connection.headers = []
         pool.release(connection)
-        return result
+        return finish(status, headers, answer, url)
 
 
 def parse_set_cookies(values: list[str]) -> dict[str, str]:
