@@ -109,6 +109,7 @@ class _Connection(asyncio.Protocol):
         "sent",
         "counted",
         "deadlines",
+        "sock",
     )
 
     def __init__(self, pool: ConnectionPool, key: tuple[str, int]):
@@ -134,6 +135,7 @@ class _Connection(asyncio.Protocol):
         self.last_data = 0.0
         self.sent = False
         self.deadlines: _Deadlines | None = None
+        self.sock: socket.socket | None = None
 
     # asyncio.Protocol
 
@@ -201,6 +203,19 @@ class _Connection(asyncio.Protocol):
             transport.write(body)
         self.sent = True
         return waiter
+
+    def still_open(self) -> bool:
+        """Whether a pooled connection can carry a request: not closed, and no end of stream waiting in the
+        kernel that the loop has not read yet (a busy loop learns of a server's close late)."""
+        if self.closed or self.transport is None or self.transport.is_closing() or self.sock is None:
+            return False
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True  # nothing to read: open and quiet
+        except OSError:
+            return False
+        return False  # b"": the server closed it; bytes: an answer nobody asked for
 
     def _lost(self) -> None:
         self.closed = True
@@ -462,11 +477,14 @@ class ConnectionPool:
             self._per_host[key] = left
         else:
             del self._per_host[key]
+        self._wake_one()
+
+    def _wake_one(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                break
+                return
 
     async def _acquire(self, key: tuple[str, int], deadline: float) -> tuple[_Connection, bool]:
         """A connection to `key` (reused, or new) and whether it was reused. Raises `_Failure`."""
@@ -474,7 +492,7 @@ class ConnectionPool:
             idle = self._idle.get(key)
             while idle:
                 connection = idle.pop()
-                if not connection.closed and connection.transport is not None and not connection.transport.is_closing():
+                if connection.still_open():
                     return connection, True
                 connection._drop()
             if self._has_slot(key):
@@ -485,6 +503,10 @@ class ConnectionPool:
                 timer = self.loop.call_at(deadline, _time_out, waiter)
                 try:
                     await waiter
+                except asyncio.CancelledError:
+                    if waiter.done() and not waiter.cancelled():
+                        self._wake_one()  # woken, then cancelled: the freed slot goes to the next in line
+                    raise
                 finally:
                     timer.cancel()
         self._take_slot(key)
@@ -521,6 +543,7 @@ class ConnectionPool:
                 _enable_tcp_keepalive(sock)
                 await _with_deadline(self.loop.sock_connect(sock, address), deadline, self.loop)
                 await self.loop.create_connection(lambda: connection, sock=sock)
+                connection.sock = sock
                 return
             except OSError as error:
                 sock.close()
@@ -544,16 +567,9 @@ class ConnectionPool:
             idle = self._idle[connection.key] = deque()
         idle.append(connection)
         if self._waiters:
-            self._evict_for_waiter()
+            self._wake_one()  # it takes this connection, or closes it to open one to its own host
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(self.keepalive_s, self._sweep)
-
-    def _evict_for_waiter(self) -> None:
-        # A request waits for a slot under the cap while this connection idles: give the slot up.
-        for idle in self._idle.values():
-            if idle:
-                idle.popleft()._drop()
-                return
 
     def _sweep(self) -> None:
         """Close connections idle longer than `keepalive_s` (the oldest sit at the left of each deque)."""

@@ -8,6 +8,8 @@ import gzip
 import socket
 import subprocess
 import sys
+import threading
+import time
 import tracemalloc
 import zlib
 from collections.abc import Awaitable, Callable
@@ -253,6 +255,43 @@ def test_a_pooled_connection_the_server_closed_while_idle_is_never_used():
         assert server.requests == 2 and server.connections == 2
 
     run(with_raw(handler_for, body))
+
+
+def test_a_close_still_unread_by_a_busy_loop_is_seen_before_the_connection_is_reused():
+    # The server closes its side 50 ms after answering; our loop is busy (blocked) meanwhile, so its
+    # end of stream waits in the kernel, unread, when the next POST takes a connection.
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    served: list[int] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            connection, _ = listener.accept()
+            with connection:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += connection.recv(65536)
+                served.append(1)
+                connection.sendall(OK)
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def main() -> None:
+        client = HttpClient(retry=ONCE)
+        try:
+            await client.request("POST", f"{url}/a")
+            time.sleep(0.3)  # a busy loop: the FIN arrives but no callback runs
+            assert (await client.request("POST", f"{url}/b")).text == "ok"
+        finally:
+            await client.aclose()
+
+    try:
+        run(main())
+    finally:
+        listener.close()
+    assert len(served) == 2
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
