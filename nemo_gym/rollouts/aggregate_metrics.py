@@ -65,27 +65,48 @@ def strip_for_aggregation(row: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _rows_by_agent(rows: Iterable[Mapping[str, Any]], default_agent: str | None) -> dict[str, list[dict[str, Any]]]:
+def _rows_by_agent(rows: Iterable[Mapping[str, Any]], default_agent: str | None) -> dict[str, list[orjson.Fragment]]:
     """Stripped rows grouped by the agent that ran them (their `agent_ref`, else `default_agent`), as
-    NeMo Gym groups them; rows naming no agent are left out."""
-    grouped: dict[str, list[dict[str, Any]]] = {}
+    NeMo Gym groups them; rows naming no agent are left out. Each row is kept as its JSON bytes: at 16k
+    rows the dicts were most of what a collection held at its end."""
+    grouped: dict[str, list[orjson.Fragment]] = {}
     for row in rows:
         ref = row.get("agent_ref")
         name = ref.get("name") if isinstance(ref, Mapping) else None
         agent = name if isinstance(name, str) else default_agent
         if agent is not None:
-            grouped.setdefault(agent, []).append(strip_for_aggregation(row))
+            grouped.setdefault(agent, []).append(orjson.Fragment(orjson.dumps(strip_for_aggregation(row))))
     return grouped
 
 
-async def _ask(server_client: ServerClient, agent: str, rows: list[dict[str, Any]]) -> AggregateMetrics | None:
-    """The agent's answer; None when it has no `/aggregate_metrics` (404)."""
+def _checked_answer(answer: Any) -> dict[str, Any]:
+    """The answer as the file holds it (`AggregateMetrics`' fields, their defaults filled in), checked
+    without building the model: an answer is as large as the rows (a sample row per task), and a model
+    plus its dump were two more copies of it at the collection's memory peak."""
+    if not isinstance(answer, dict):
+        raise ValueError(f"the answer is a {type(answer).__name__}, not an object")
+    checked: dict[str, Any] = {}
+    for name, info in AggregateMetrics.model_fields.items():
+        value = answer.get(name)
+        if value is None:
+            value = info.get_default(call_default_factory=True)
+        kind = list if name == "group_level_metrics" else dict
+        if not isinstance(value, kind) or (kind is list and not all(isinstance(entry, dict) for entry in value)):
+            raise ValueError(f"`{name}` of the answer is not {'a list of objects' if kind is list else 'an object'}")
+        if any(not isinstance(key, str) for key in (value if kind is dict else ())):
+            raise ValueError(f"`{name}` of the answer has a key that is not a string")
+        checked[name] = value
+    return checked
+
+
+async def _ask(server_client: ServerClient, agent: str, rows: list[orjson.Fragment]) -> dict[str, Any] | None:
+    """The agent's answer (see `_checked_answer`); None when it has no `/aggregate_metrics` (404)."""
     answer = await server_client.post(
         agent, "/aggregate_metrics", json={"verify_responses": rows}, retry=CONNECT_ONLY_RETRY
     )
     if answer.status == 404:
         return None
-    return AggregateMetrics.model_validate(answer.raise_for_status().json())
+    return _checked_answer(answer.raise_for_status().json())
 
 
 async def write_aggregate_metrics(
@@ -99,16 +120,16 @@ async def write_aggregate_metrics(
     grouped = await asyncio.to_thread(_rows_by_agent, rows, default_agent)  # reads the rows file
     outcome = AggregateMetricsOutcome()
     entries = []
-    for agent, agent_rows in sorted(grouped.items()):
+    for agent in sorted(grouped):
         try:
-            metrics = await _ask(server_client, agent, agent_rows)
+            metrics = await _ask(server_client, agent, grouped.pop(agent))  # each agent's rows freed once sent
         except (NemoGymError, ValueError) as error:  # an error status, a dead server, an answer of the wrong shape
             outcome.errors.append(f"aggregate metrics of {agent} not computed: {error}")
             continue
         if metrics is None:
             continue  # an agent or environment that does not offer the route
-        entries.append({"agent_ref": {"name": agent}, **metrics.model_dump(mode="json")})
-        outcome.key_metrics[agent] = metrics.key_metrics
+        entries.append({"agent_ref": {"name": agent}, **metrics})
+        outcome.key_metrics[agent] = metrics["key_metrics"]
     if not entries:
         return outcome
     target = aggregate_metrics_path(output_path)

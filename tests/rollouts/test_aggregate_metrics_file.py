@@ -213,3 +213,46 @@ def test_rows_go_to_the_agent_their_agent_ref_names_stripped_of_the_request(tmp_
     assert outcome.key_metrics == {"counting": {"rows": 3, "has_request": False}}
     written = json.loads((tmp_path / "run_aggregate_metrics.json").read_text())
     assert [entry["agent_ref"] for entry in written] == [{"name": "counting"}]
+
+
+def answering(answer: object) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/aggregate_metrics")
+    async def aggregate(body: dict) -> object:
+        return answer
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "answer, says",
+    [
+        ([1, 2], "the answer is a list, not an object"),
+        ({"key_metrics": [1]}, "`key_metrics` of the answer is not an object"),
+        ({"group_level_metrics": [{"a": 1}, 3]}, "`group_level_metrics` of the answer is not a list of objects"),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_is_one_line(tmp_path, answer, says):
+    with ThreadedServer(answering(answer)) as running:
+        client = registry_client({"agent": ("responses_api_agents", running.url)})
+        outcome = asyncio.run(write_aggregate_metrics(client, ROWS, tmp_path / "run.jsonl", default_agent="agent"))
+    assert outcome.path is None and len(outcome.errors) == 1 and says in outcome.errors[0]
+    assert not (tmp_path / "run_aggregate_metrics.json").exists()
+
+
+def test_the_file_holds_each_field_of_the_answer_defaults_filled_and_nothing_else(tmp_path):
+    answer = {"key_metrics": {"mean/reward": 1.0}, "extra_field": {"not": "kept"}}
+    with ThreadedServer(answering(answer)) as running:
+        client = registry_client({"agent": ("responses_api_agents", running.url)})
+        outcome = asyncio.run(write_aggregate_metrics(client, ROWS, tmp_path / "run.jsonl", default_agent="agent"))
+    assert outcome.errors == [] and outcome.key_metrics == {"agent": {"mean/reward": 1.0}}
+    written = json.loads((tmp_path / "run_aggregate_metrics.json").read_text())
+    assert written == [
+        {
+            "agent_ref": {"name": "agent"},
+            "group_level_metrics": [],
+            "agent_metrics": {},
+            "key_metrics": {"mean/reward": 1.0},
+        }
+    ]
