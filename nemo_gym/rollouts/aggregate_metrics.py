@@ -75,7 +75,9 @@ def _rows_by_agent(rows: Iterable[Mapping[str, Any]], default_agent: str | None)
         name = ref.get("name") if isinstance(ref, Mapping) else None
         agent = name if isinstance(name, str) else default_agent
         if agent is not None:
-            grouped.setdefault(agent, []).append(orjson.Fragment(orjson.dumps(strip_for_aggregation(row))))
+            # An exact-size copy: orjson hands back its whole write buffer (4 KiB for a small row).
+            encoded = memoryview(orjson.dumps(strip_for_aggregation(row))).tobytes()
+            grouped.setdefault(agent, []).append(orjson.Fragment(encoded))
     return grouped
 
 
