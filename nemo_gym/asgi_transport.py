@@ -22,7 +22,6 @@ alike; what differs is only what a socket and an HTTP parser would have done:
 from __future__ import annotations
 
 import asyncio
-import http.cookies
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +30,12 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIRouter
-from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nemo_gym import http11
 from nemo_gym.client import (
     CONNECT_ONLY_RETRY,
     HttpClient,
@@ -126,7 +125,9 @@ class LeanApp:
             node = node.app
         if above is None or node.app is None:
             return app
-        above.app = _DirectRoutes(node, app.router)
+        # Below the app's own ExceptionMiddleware, in the router's place: errors of a direct handler are
+        # answered by that middleware's handlers, as they are for any route.
+        node.app = _DirectRoutes(node.app, app.router)
         return cls(app, stack)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,12 +137,11 @@ class LeanApp:
 
 class _DirectRoutes:
     """Serves the paths whose route has a direct handler (see `LeanApp`); the rest goes to `fallback`
-    (the app's `ExceptionMiddleware` and everything below it)."""
+    (what sat below the app's `ExceptionMiddleware`: the router)."""
 
-    def __init__(self, fallback: ExceptionMiddleware, router: APIRouter):
+    def __init__(self, fallback: ASGIApp, router: APIRouter):
         self.fallback = fallback
         self.router = router
-        self.handlers = (fallback._exception_handlers, fallback._status_handlers)
         self._routes: dict[tuple[str, str], tuple[APIRoute, Any] | None] = {}
         self._route_count = -1
 
@@ -175,19 +175,13 @@ class _DirectRoutes:
             await self.fallback(scope, receive, send)
             return
         route, handler = target
-        # What ExceptionMiddleware, the router and the route put in the scope on this path.
-        scope["starlette.exception_handlers"] = self.handlers
+        # What the router and the route put in the scope on this path.
         scope.setdefault("router", self.router)
         scope["endpoint"] = route.endpoint
         scope["path_params"] = {}
         scope["route"] = route
-        request = Request(scope, receive, send)
-
-        async def respond(scope: Scope, receive: Receive, send: Send) -> None:
-            response = await handler(request)
-            await response(scope, receive, send)
-
-        await wrap_app_handling_exceptions(respond, request)(scope, receive, send)
+        response = await handler(Request(scope, receive, send))
+        await response(scope, receive, send)
 
 
 class LocalApps:
@@ -375,24 +369,8 @@ def _log_crash(name: str, method: str, path: str, error: BaseException) -> None:
 
 
 def parse_set_cookies(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
-    """`name -> value` of every `Set-Cookie`, as aiohttp's `response.cookies` gives them."""
-    cookies: dict[str, str] = {}
-    for key, value in headers:
-        if key.lower() != b"set-cookie":
-            continue
-        text = value.decode("latin-1")
-        pair = text.partition(";")[0]
-        name, equals, cookie = pair.partition("=")
-        if equals and '"' not in cookie and "\\" not in cookie:
-            cookies[name.strip()] = cookie.strip()
-            continue
-        parsed: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
-        try:
-            parsed.load(text)
-        except http.cookies.CookieError:
-            continue
-        cookies.update({morsel_name: morsel.value for morsel_name, morsel in parsed.items()})
-    return cookies
+    """`name -> value` of every `Set-Cookie` of an ASGI header list (see `http11.parse_set_cookies`)."""
+    return http11.parse_set_cookies([value.decode("latin-1") for key, value in headers if key.lower() == b"set-cookie"])
 
 
 class RawHeaders(Mapping[str, str]):
