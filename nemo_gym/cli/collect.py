@@ -371,12 +371,18 @@ def _say_what_was_found(collection: FileCollection, opened: OpenedOutput) -> Non
             f"{len(opened.terminal)} rollout(s) in {collection.store.failures_path} were marked terminal by their "
             "agent (_ng_failure_terminal): not run again."
         )
-    if opened.repeated_lines:
+    source = collection.spec.input_jsonl_fpath
+    if opened.copies > 1:
         _note(
-            f"{opened.repeated_lines} line(s) of {collection.spec.input_jsonl_fpath} repeat the line before them. "
-            "NeMo Gym would fold identical lines into one task (its copies that task's rollouts, one group); "
-            "here every line is a task of its own with +num_repeats rollouts. For NeMo Gym's groups, write each "
-            "task once and pass +num_repeats."
+            f"Every line of {source} is written {opened.copies} times in a row (NeMo Gym's collated data): as in "
+            f"NeMo Gym, each run of copies is one task, and its copies are that task's rollouts: {opened.num_tasks} "
+            f"task(s) x {opened.rollouts_per_task} rollouts (one group each)."
+        )
+    elif opened.repeated_lines:
+        _note(
+            f"{opened.repeated_lines} line(s) of {source} repeat the line before them, unevenly (not every line the "
+            "same number of times), so each line stays a task of its own with +num_repeats rollouts; NeMo Gym would "
+            "fold identical lines into one task. For groups, write each task once and pass +num_repeats."
         )
 
 

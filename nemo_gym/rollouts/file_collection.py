@@ -51,7 +51,7 @@ from nemo_gym.rollouts.output_lock import OutputLock, how_one_file
 from nemo_gym.rollouts.quality import QualityReport, build_quality_report, quality_report_path, write_quality_report
 from nemo_gym.rollouts.redaction import SecretRedactor
 from nemo_gym.rollouts.store import OutputMode, PairKey, RolloutStore, iter_rows, pair_key, write_error
-from nemo_gym.rollouts.tasks import RolloutJob, expand_jobs, iter_tasks
+from nemo_gym.rollouts.tasks import RolloutJob, expand_jobs, fold_copies, iter_tasks
 
 
 class CollectionSpec(BaseModel):
@@ -135,6 +135,11 @@ class OpenedOutput:
     """Input lines identical to the line before them (see `TaskScan.repeated_lines`)."""
     terminal: frozenset[PairKey] = frozenset()
     """Missing pairs the agent marked terminal (`_ng_failure_terminal`): not run again on resume."""
+    copies: int = 1
+    """Times in a row each task line is written, folded into one task (see `TaskScan.copies`); `num_tasks`
+    counts folded tasks."""
+    rollouts_per_task: int = 1
+    """Each task's rollouts, its group: `copies` x `num_repeats`."""
 
 
 class FileCollection:
@@ -246,7 +251,7 @@ class FileCollection:
         done = self.store.open()
         self.lock.hold_file()  # a new output exists only now; its inode is held from here (hard links)
         return OpenedOutput(
-            scan.num_tasks,
+            identity.num_tasks,
             done,
             self.store.repaired_bytes,
             missing_record,
@@ -254,6 +259,8 @@ class FileCollection:
             scan.fields,
             scan.repeated_lines,
             frozenset(self.store.terminal_failures),
+            identity.input_copies,
+            identity.rollouts_per_task,
         )
 
     def close(self) -> None:
@@ -304,8 +311,8 @@ class FileCollection:
         assert self.opened is not None
         done, terminal = self.opened.done, self.opened.terminal
         for job in expand_jobs(
-            iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit, self.prompt),
-            num_repeats=self.spec.num_repeats,
+            fold_copies(iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit, self.prompt), self.opened.copies),
+            num_repeats=self.opened.rollouts_per_task,
             overrides=self.spec.responses_create_params,
             add_seed=self.spec.num_repeats_add_seed,
         ):
@@ -315,7 +322,7 @@ class FileCollection:
 
     def _pending(self) -> int:
         assert self.opened is not None
-        num_tasks, repeats = self.opened.num_tasks, self.spec.num_repeats
+        num_tasks, repeats = self.opened.num_tasks, self.opened.rollouts_per_task
         settled = self.opened.done | self.opened.terminal
         already = sum(1 for task, rollout in settled if task < num_tasks and rollout < repeats)
         return num_tasks * repeats - already
@@ -325,7 +332,7 @@ class FileCollection:
         failed = 0
         total = self._pending()
         if progress is not None:
-            progress.start(total, self.opened.num_tasks * self.spec.num_repeats - total)
+            progress.start(total, self.opened.num_tasks * self.opened.rollouts_per_task - total)
         try:
             async for outcome in collector.stream(self._jobs()):
                 if outcome.ok:
@@ -348,7 +355,7 @@ class FileCollection:
     def _job_rows(self) -> Iterator[dict[str, Any]]:
         """The rows of the output file that belong to this job's (task, rollout) pairs."""
         assert self.opened is not None
-        num_tasks, repeats = self.opened.num_tasks, self.spec.num_repeats
+        num_tasks, repeats = self.opened.num_tasks, self.opened.rollouts_per_task
         for row in iter_rows(self.store.path):
             if (key := pair_key(row)) is not None and key[0] < num_tasks and key[1] < repeats:
                 yield row
@@ -356,7 +363,7 @@ class FileCollection:
     def finish(self, *, failed_this_run: int, wall_time_s: float) -> CollectionReport:
         """Metrics from the rows file (so they always agree with it), written beside it."""
         assert self.opened is not None
-        num_tasks, repeats = self.opened.num_tasks, self.spec.num_repeats
+        num_tasks, repeats = self.opened.num_tasks, self.opened.rollouts_per_task
         expected = num_tasks * repeats
         rows = sum(
             1

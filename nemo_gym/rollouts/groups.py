@@ -1,6 +1,7 @@
 """GRPO groups: which tasks have a row for every one of their rollouts.
 
-A group is the `group_size` (= `num_repeats`) rollouts of one task. GRPO normalizes each reward by its
+A group is the `group_size` rollouts of one task (`num_repeats`, times the copies of its line in NeMo
+Gym's collated data: see `TaskScan.copies`). GRPO normalizes each reward by its
 group's mean, so a group that lost a member to an infrastructure failure gives every other member a
 wrong baseline: trainers want such groups left out, and want to know which they are.
 
@@ -70,7 +71,7 @@ def _int(value: Any) -> int | None:
 class GroupTally:
     """Feed rows and failure records (any order, any number of passes), then ask about groups.
 
-    `group_size` is the job's num_repeats. Rollout indices at or beyond it belong to no group of this
+    `group_size` is the job's rollouts per task (`JobIdentity.rollouts_per_task`). Rollout indices at or beyond it belong to no group of this
     job and are ignored; a row without `_ng_task_index` belongs to no group at all (see `unowned_rows`).
     """
 
@@ -197,6 +198,6 @@ def group_size_of(rows_path: str | Path, first_row: Mapping[str, Any] | None = N
     """The job's group size: from `<stem>_job.json` beside the rows, else stamped on a row, else None."""
     record = read_job_record(job_record_path(Path(rows_path)))
     if record is not None:
-        return record.num_repeats
+        return record.rollouts_per_task
     stamped = _int((first_row or {}).get(GROUP_SIZE_FIELD))
     return stamped if stamped else None

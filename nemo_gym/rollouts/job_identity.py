@@ -55,6 +55,19 @@ class JobIdentity(BaseModel):
     """Whether each rollout sent its rollout index as the seed (absent in older records: it did not)."""
     prompt_sha256: str | None = None
     """SHA-256 of the `prompt_config` file that built each input (None: the rows' own input)."""
+    input_copies: int = Field(1, ge=1)
+    """Times in a row each task line is written, folded into one task (`TaskScan.copies`; absent in
+    older records: they never folded)."""
+
+    @property
+    def num_tasks(self) -> int:
+        """Tasks of the job, copies folded."""
+        return self.input_fingerprint.num_tasks // self.input_copies
+
+    @property
+    def rollouts_per_task(self) -> int:
+        """Each task's rollouts, its group: the copies of its line times `num_repeats`."""
+        return self.num_repeats * self.input_copies
 
     @classmethod
     def of(
@@ -78,6 +91,7 @@ class JobIdentity(BaseModel):
             responses_create_params=responses_create_params or {},
             num_repeats_add_seed=num_repeats_add_seed,
             prompt_sha256=prompt_sha256,
+            input_copies=scan.copies,
         )
 
 
@@ -142,6 +156,15 @@ def check_same_job(
         refuse("num_repeats_add_seed", recorded.num_repeats_add_seed, requested.num_repeats_add_seed)
     if requested.prompt_sha256 != recorded.prompt_sha256:
         refuse("prompt_config content", recorded.prompt_sha256, requested.prompt_sha256)
+    if requested.input_copies != recorded.input_copies and requested.input_fingerprint == recorded.input_fingerprint:
+        # Same lines, folded differently: the record predates folding, and its (task, rollout) pairs
+        # count lines, not tasks.
+        refuse(
+            "copies of each task line folded into one task",
+            recorded.input_copies,
+            requested.input_copies,
+            " (the output was written by a version that did not fold NeMo Gym's collated copies)",
+        )
     was, now = recorded.input_fingerprint, requested.input_fingerprint
     if was != now:
         if now.num_tasks > was.num_tasks and scan_for_growth and scan_for_growth.checkpoint_sha256 == was.sha256:

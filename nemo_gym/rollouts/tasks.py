@@ -162,8 +162,18 @@ class TaskScan:
     fields: frozenset[str] = frozenset()
     """Every top-level field of the tasks: a row field among them is the task's, not an outcome of verify."""
     repeated_lines: int = 0
-    """Task lines identical to the line before them. NeMo Gym's collector folds identical lines into one
-    task whose copies are its rollouts; here every line is a task (see `expand_jobs`)."""
+    """Task lines identical to the line before them."""
+    copies: int = 1
+    """How many times in a row every task line is written, when that number is the same for all of them
+    and above 1: NeMo Gym's collated data (`ng_prepare_data` writes each row `num_repeats` times in a row),
+    whose collector folds the copies into one task and makes them that task's rollouts, one group. The
+    job folds them too (see `fold_copies`). 1 when no line repeats, or the runs are uneven (then every
+    line stays a task of its own, and `repeated_lines` says how many repeat)."""
+
+    @property
+    def folded_tasks(self) -> int:
+        """Tasks of the job once copies are folded."""
+        return self.num_tasks // self.copies
 
 
 def scan_tasks(
@@ -188,12 +198,15 @@ def scan_tasks(
     agents: set[str] = set()
     fields: set[str] = set()
     previous, repeated = b"", 0
+    runs = _RunLengths()
     for task_index, line_number, raw, row in _task_lines(Path(path), limit, prompt):
         fields.update(row)
         if checkpoint is not None and task_index == checkpoint:
             at_checkpoint = digest.hexdigest()
         line = raw.rstrip(b"\r\n")
-        repeated += line == previous
+        same = task_index > 0 and line == previous
+        repeated += same
+        runs.add(same)
         previous = line
         digest.update(line)
         digest.update(b"\n")
@@ -211,7 +224,50 @@ def scan_tasks(
             agents.add(agent)
     if checkpoint is not None and num_tasks == checkpoint:
         at_checkpoint = digest.hexdigest()
-    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents), frozenset(fields), repeated)
+    return TaskScan(
+        num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents), frozenset(fields), repeated, runs.uniform()
+    )
+
+
+class _RunLengths:
+    """Lengths of the runs of identical consecutive lines, kept as one number: the common length while
+    every run has it (memory stays flat however long the input)."""
+
+    __slots__ = ("common", "current", "uneven")
+
+    def __init__(self) -> None:
+        self.common, self.current, self.uneven = 0, 0, False
+
+    def add(self, same_as_previous: bool) -> None:
+        if same_as_previous:
+            self.current += 1
+            return
+        self._close()
+        self.current = 1
+
+    def _close(self) -> None:
+        if self.current:
+            if self.common == 0:
+                self.common = self.current
+            elif self.current != self.common:
+                self.uneven = True
+
+    def uniform(self) -> int:
+        """The length every run shares, when above 1; else 1."""
+        self._close()
+        self.current = 0
+        return self.common if self.common > 1 and not self.uneven else 1
+
+
+def fold_copies(tasks: Iterable[tuple[int, JSONDict]], copies: int) -> Iterator[tuple[int, JSONDict]]:
+    """(task_index, row) of each run of `copies` identical lines once, numbered after folding (NeMo
+    Gym's task index for collated data: its collector gives identical rows one task index)."""
+    if copies == 1:
+        yield from tasks
+        return
+    for line_index, row in tasks:
+        if line_index % copies == 0:
+            yield line_index // copies, row
 
 
 def apply_overrides(row: JSONDict, overrides: JSONDict | None) -> JSONDict:

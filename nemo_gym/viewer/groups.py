@@ -37,7 +37,7 @@ def group_summary(index: RolloutIndex, failures_path: Path | None) -> dict[str, 
                 if isinstance(record, dict):
                     tally.add_failure(record)
     job = read_job_record(job_record_path(index.path))
-    num_tasks = job.input_fingerprint.num_tasks if job is not None else None
+    num_tasks = job.num_tasks if job is not None else None
     summary = tally.summary(num_tasks, max_examples=MAX_LISTED)
     data = summary.model_dump()
     data["incomplete_tasks"] = data.pop("incomplete_examples")
