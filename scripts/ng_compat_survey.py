@@ -43,7 +43,8 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
    rollout's own model turns (the actions of its `trajectory` when that records more steps than its
    response holds); a replay whose reward differs is replayed again, and when replays of the same turns
    give different rewards or observations the row is `unseeded` (the environment's own code draws from
-   an unseeded generator) and left out of the match ratio;
+   an unseeded generator) and left out of the match ratio; a row that differs the same way on every
+   replay is replayed again in up to two fresh `ng_run` processes, since some draw once per process;
    a stored row without a `response` (a task row), or a file of placeholders (then the task rows of
    `data/*.jsonl`), is run through its agent's `/run` instead (as many times at once as a cohort
    environment's `num_rollouts_per_prompt`, genrm_compare's): it counts as verified, with no stored
@@ -492,6 +493,11 @@ class EnvResult:
     mismatched: list[tuple[int, dict[str, Any], float]] = field(default_factory=list, repr=False)
     """(row number, payload posted, our reward) of each row whose reward differs from the stored one."""
     taskless: list[tuple[int, dict[str, Any]]] = field(default_factory=list, repr=False)
+    replay_differs: list[tuple[int, float, Any]] = field(default_factory=list, repr=False)
+    """(row number, our reward, stored reward) of each replayed row whose reward differs from the stored one
+    the same way on every replay in one process (see `PROCESS_REPLAYS`)."""
+    replay_tasks: dict[int, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict, repr=False)
+    """Row number -> (task posted, stored row) of the rows in `replay_differs`."""
     """(row number, stored row) of each row without its task (counted in `without_task`)."""
     paired_checked: int = 0
     """Rows without their task scored, with --reference-venv, as the task row at the same position of the
@@ -1258,12 +1264,10 @@ def replay_rows(
     by_input = task_rows_by_input(rows_path.parent)
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=httpx.Timeout(min(120.0, timeout)), trust_env=False) as client:
-        servers = client.get(f"{head_url}/server_instances").json()
-        urls = [server["url"] for server in servers if server["name"] == agent_name]
-        if not urls:
+        agent_url = agent_url_of(client, head_url, agent_name)
+        if agent_url is None:
             result.note(f"replay: no running agent named {agent_name}")
             return
-        agent_url = urls[0].rstrip("/")
         for number, line in enumerate(lines, start=1):
             if time.monotonic() > deadline:
                 result.note(f"replay timed out after {timeout:.0f} s")
@@ -1313,7 +1317,38 @@ def replay_rows(
             elif reward is None:
                 result.note(error)
             else:
-                result.note(f"reward {reward} != stored {expected} (row {number}, replayed)")
+                # The same on every replay here: a real difference, or a draw made once per process.
+                result.replay_differs.append((number, reward, expected))
+                result.replay_tasks[number] = (task, stored)
+
+
+def agent_url_of(client: httpx.Client, head_url: str, agent_name: str) -> str | None:
+    servers = client.get(f"{head_url}/server_instances").json()
+    urls = [server["url"] for server in servers if server["name"] == agent_name]
+    return urls[0].rstrip("/") if urls else None
+
+
+def replay_in_new_process(head_url: str, agent_name: str, replay: Replay, timeout: float, result: EnvResult) -> None:
+    """The rows in `result.replay_differs` replayed once more in a fresh `ng_run` process: a row whose
+    reward there differs from the first process's is unseeded across processes (see `PROCESS_REPLAYS`)."""
+    with httpx.Client(timeout=httpx.Timeout(min(120.0, timeout)), trust_env=False) as client:
+        agent_url = agent_url_of(client, head_url, agent_name)
+        if agent_url is None:
+            return
+        still = []
+        for number, reward, expected in result.replay_differs:
+            task, stored = result.replay_tasks[number]
+            again, _ = replay_once(client, agent_url, task, stored, replay)
+            if same_reward(again, reward):
+                still.append((number, reward, expected))
+                continue
+            result.unseeded += 1
+            shown = "refused" if again is None else f"{again:g}"
+            result.note(
+                f"row {number} unseeded: the environment's own code gives different rewards for the same turns "
+                f"in two processes ({reward:g}, {shown}; stored {expected})"
+            )
+        result.replay_differs = still
 
 
 def same_reward(one: float | None, other: float | None) -> bool:
@@ -1497,6 +1532,50 @@ def pair_taskless_rows(
     )
 
 
+class RunningStack:
+    """`ng_run` on an environment's own YAML in the temporary project, its output collected, stopped on `close()`."""
+
+    def __init__(self, project: Path, env: dict[str, str], command: list[str], head_port: int):
+        self.head_url = f"http://127.0.0.1:{head_port}"
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            command,
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        stdout = self.process.stdout
+        assert stdout is not None
+        self.reader = threading.Thread(target=lambda: self.lines.extend(line.rstrip() for line in stdout), daemon=True)
+        self.reader.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                return self.ready
+            time.sleep(0.1)
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return any(READY_MARKER in line for line in self.lines)
+
+    def close(self) -> None:
+        kill_group(self.process, signal.SIGINT, grace=20)
+        self.reader.join(timeout=5)
+
+
+PROCESS_REPLAYS = 2
+"""How many fresh `ng_run` processes a replayed row whose reward differs, the same on every replay in one
+process, is replayed in again: an environment can draw its randomness once per process (grl_tetris' boards
+take their piece weights from an unseeded draw that restores the generator after it, so every board in
+one process shares them and the next process's differ)."""
+
+
 def start_and_verify(
     project: Path, result: EnvResult, config: dict[str, Any], env: dict[str, str], options: Options
 ) -> None:
@@ -1515,47 +1594,34 @@ def start_and_verify(
     replay = Replay()
     with ScriptedOpenAI(replay) as upstream:
         overrides_path, overrides = survey_config(config, config_rel, upstream.url, project)
-        head_port = free_port()
         paths = ",".join([config_rel, POLICY_CONFIG, overrides_path.name])
-        command = [
-            sys.executable,
-            "-m",
-            "nemo_gym.cli.run",
-            f"+config_paths=[{paths}]",
-            f"+head_server.port={head_port}",
-            f"+policy_base_url={upstream.url}",
-            "+policy_api_key=sk-survey",
-            "+policy_model_name=scripted-model",
-            f"+startup_timeout_s={options.start_timeout:.0f}",
-            *overrides,
-        ]
-        lines: list[str] = []
-        process = subprocess.Popen(
-            command,
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        assert process.stdout is not None
-        reader = threading.Thread(target=lambda: lines.extend(line.rstrip() for line in process.stdout), daemon=True)
-        reader.start()
+
+        def start() -> RunningStack:
+            head_port = free_port()
+            command = [
+                sys.executable,
+                "-m",
+                "nemo_gym.cli.run",
+                f"+config_paths=[{paths}]",
+                f"+head_server.port={head_port}",
+                f"+policy_base_url={upstream.url}",
+                "+policy_api_key=sk-survey",
+                "+policy_model_name=scripted-model",
+                f"+startup_timeout_s={options.start_timeout:.0f}",
+                *overrides,
+            ]
+            return RunningStack(project, env, command, head_port)
+
+        stack = start()
         begun = time.monotonic()
         try:
-            deadline = begun + options.start_timeout + 10
-            while not any(READY_MARKER in line for line in lines):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
-            if not any(READY_MARKER in line for line in lines):
+            if not stack.wait_ready(options.start_timeout + 10):
                 result.started = False
-                if process.poll() is None:
+                if stack.process.poll() is None:
                     result.note(f"ng_run not up after {options.start_timeout + 10:.0f} s")
                 else:
-                    result.note(f"ng_run: {last_error_line(chr(10).join(lines))}")
-                    credentials = missing_credentials("\n".join(lines))
+                    result.note(f"ng_run: {last_error_line(chr(10).join(stack.lines))}")
+                    credentials = missing_credentials("\n".join(stack.lines))
                     if credentials:
                         result.kind = "external"
                         result.kind_reasons += [f"required config field {name} not set" for name in credentials]
@@ -1566,11 +1632,20 @@ def start_and_verify(
             rows_path = project / "resources_servers" / result.name / "data" / "example_rollouts.jsonl"
             try:
                 if stepping:
-                    head = f"http://127.0.0.1:{head_port}"
-                    replay_rows(head, stepping[0], rows_path, replay, options.timeout, result)
+                    replay_rows(stack.head_url, stepping[0], rows_path, replay, options.timeout, result)
+                    for _ in range(PROCESS_REPLAYS):
+                        if not result.replay_differs:
+                            break
+                        stack.close()
+                        stack = start()
+                        if not stack.wait_ready(options.start_timeout + 10):
+                            break
+                        replay_in_new_process(stack.head_url, stepping[0], replay, options.timeout, result)
+                    for number, reward, expected in result.replay_differs:
+                        result.note(f"reward {reward} != stored {expected} (row {number}, replayed)")
                 else:
                     verify_rows(
-                        f"http://127.0.0.1:{head_port}",
+                        stack.head_url,
                         resources_name,
                         rows_path,
                         options.timeout,
@@ -1579,15 +1654,12 @@ def start_and_verify(
                         cohort_size(config, resources_name),
                     )
                     rescore_with_reference(project, result, config, resources_name, options)
-                    pair_taskless_rows(
-                        project, f"http://127.0.0.1:{head_port}", result, config, resources_name, options
-                    )
+                    pair_taskless_rows(project, stack.head_url, result, config, resources_name, options)
             except (httpx.HTTPError, ValueError) as error:
                 result.note(f"verify: {type(error).__name__}: {error}")
             result.judge_calls = 0 if stepping else len(upstream.requests) - before  # replayed turns are no judge
         finally:
-            kill_group(process, signal.SIGINT, grace=20)
-            reader.join(timeout=5)
+            stack.close()
 
 
 def survey_one(env_dir: Path, options: Options) -> EnvResult:
@@ -1868,7 +1940,11 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(wall, 1),
             "jobs": args.jobs,
             "environments": [
-                {key: value for key, value in asdict(r).items() if key not in ("mismatched", "taskless")}
+                {
+                    key: value
+                    for key, value in asdict(r).items()
+                    if key not in ("mismatched", "taskless", "replay_differs", "replay_tasks")
+                }
                 | {
                     "comparable": r.comparable,
                     "match_ok": r.match_ok,

@@ -1098,7 +1098,8 @@ def test_a_replayed_row_whose_replays_disagree_is_unseeded_and_not_counted_again
     rows.write_text(row(deck="fixed") + "\n")  # one reward on every replay: a real difference
     fixed = survey.EnvResult("fixed", rows=1)
     survey.replay_rows(replay_agent(serve, None, decks), "game_agent", rows, replay, 60, fixed)
-    assert (fixed.unseeded, fixed.comparable, fixed.first_error) == (0, 1, "reward 0.5 != stored 1.0 (row 1, replayed)")
+    # Kept to replay in fresh processes (see the test below) before it is called a difference.
+    assert (fixed.unseeded, fixed.comparable, fixed.replay_differs) == (0, 1, [(1, 0.5, 1.0)])
     rows.write_text(row(deck="outlasting") + "\n")  # refused once, scored the next time
     outlasting = survey.EnvResult("outlasting", rows=1)
     agent = replay_agent(serve, None, {"outlasting": [None, -0.4]})
@@ -1130,6 +1131,38 @@ class SearchServer(SimpleResourcesServer):
 if __name__ == "__main__":
     SearchServer.run_webserver()
 """
+
+
+def test_a_row_that_differs_the_same_way_in_one_process_is_replayed_in_a_fresh_one(tmp_path: Path, serve):
+    """grl_tetris draws its boards' piece weights once per process (an unseeded draw that puts the
+    generator back after it), so every replay in one process gives the same reward, and the next process
+    another: the row is unseeded across processes. A row that gives its reward again in the fresh
+    process stays a real difference."""
+    survey = load_script()
+    params = {"input": [{"role": "user", "content": "Drop the pieces."}]}
+    response = {"output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "x"}]}]}
+
+    def row(deck: str) -> str:
+        return json.dumps({"responses_create_params": params, "response": response, "reward": 19.4, "deck": deck})
+
+    rows = tmp_path / "data" / "example_rollouts.jsonl"
+    rows.parent.mkdir()
+    rows.write_text(row("per_process") + "\n" + row("fixed") + "\n")
+    (tmp_path / "data" / "example.jsonl").write_text(json.dumps({"responses_create_params": params}) + "\n")
+    result = survey.EnvResult("tetris", rows=2)
+    replay = survey.Replay()
+    first_process = replay_agent(serve, None, {"per_process": [9.4] * 6, "fixed": [9.4] * 6})
+    survey.replay_rows(first_process, "game_agent", rows, replay, 60, result)
+    assert (result.unseeded, result.replay_differs, result.first_error) == (0, [(1, 9.4, 19.4), (2, 9.4, 19.4)], "")
+
+    fresh_process = replay_agent(serve, None, {"per_process": [-1.0], "fixed": [9.4]})
+    survey.replay_in_new_process(fresh_process, "game_agent", replay, 60, result)
+
+    assert (result.unseeded, result.comparable, result.replay_differs) == (1, 1, [(2, 9.4, 19.4)])
+    assert result.first_error == (
+        "row 1 unseeded: the environment's own code gives different rewards for the same turns in two "
+        "processes (9.4, -1; stored 19.4)"
+    )
 
 
 def test_an_environment_whose_config_requires_an_unset_credential_is_external(tmp_path: Path):
