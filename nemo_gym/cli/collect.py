@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -37,6 +37,9 @@ from nemo_gym.rollouts.tasks import scan_tasks
 DEFAULT_PARALLEL = 256
 
 
+PositiveCount = Annotated[int, Field(ge=1)]
+
+
 class CollectRolloutsConfig(BaseModel):
     """Run every task of an input JSONL through an agent (the one its agent_ref names, else +agent_name),
     num_repeats times each, and write one scored rollout per line to the output JSONL, as each
@@ -53,8 +56,10 @@ class CollectRolloutsConfig(BaseModel):
     )
     output_jsonl_fpath: str = Field(description="Where scored rollouts are written.")
     limit: int | None = Field(None, ge=0, description="Use only the first N tasks (null or 0 = all).")
-    num_repeats: int | None = Field(
-        None, ge=1, description="Rollouts per task (null = 1); one number (NeMo Gym's per-agent mapping is refused)."
+    num_repeats: PositiveCount | dict[str, PositiveCount] | None = Field(
+        None,
+        description="Rollouts per task (null = 1): one number, or NeMo Gym's per-agent mapping {agent: n, _default: n} "
+        "when it gives every agent the tasks go to the same number.",
     )
     num_samples_in_parallel: int | None = Field(
         None, ge=1, description=f"Rollouts in flight at once (null = {DEFAULT_PARALLEL})."
@@ -134,10 +139,29 @@ class CollectRolloutsConfig(BaseModel):
 
     @field_validator("num_repeats", mode="before")
     @classmethod
-    def _one_number(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            raise ValueError("a per-agent mapping (NeMo Gym's {agent: n} form) is not supported here; give one number")
-        return value
+    def _plain_mapping(cls, value: Any) -> Any:
+        return dict(value) if isinstance(value, Mapping) else value
+
+
+def per_agent_repeats(mapping: dict[str, int], agents: frozenset[str]) -> int:
+    """The one rollout count NeMo Gym's per-agent `num_repeats` gives every agent the tasks go to (its own
+    entry, else `_default`). Raises ConfigError naming the agents it has no entry for, or, when it gives
+    them different counts, saying so: a collection here runs every task of a job the same number of times."""
+    counts = {agent: mapping.get(agent, mapping.get("_default")) for agent in sorted(agents)}
+    missing = [agent for agent, count in counts.items() if count is None]
+    if missing:
+        raise ConfigError(
+            f"+num_repeats has no entry for the agent(s) {', '.join(missing)} the tasks go to and no _default "
+            f"(it lists {', '.join(sorted(mapping)) or 'nothing'})"
+        )
+    distinct = sorted({count for count in counts.values() if count is not None})
+    if len(distinct) > 1:
+        listed = ", ".join(f"{agent}: {count}" for agent, count in counts.items())
+        raise ConfigError(
+            f"+num_repeats gives the agents the tasks go to different counts ({listed}); one collection here runs "
+            "every task the same number of times: collect each agent's tasks on their own"
+        )
+    return distinct[0] if distinct else mapping.get("_default", 1)
 
 
 def collect(argv: list[str]) -> int:
@@ -158,11 +182,15 @@ def collect(argv: list[str]) -> int:
         agent_name=params.agent_name,
         input_jsonl_fpath=str(input_path),
         limit=params.limit,
-        num_repeats=(params.num_repeats or 1) * split_repeats,
+        num_repeats=split_repeats,
         responses_create_params=params.responses_create_params,
         num_repeats_add_seed=params.num_repeats_add_seed,
         prompt_config=params.prompt_config,
     )
+    repeats = params.num_repeats
+    if isinstance(repeats, dict):
+        repeats = per_agent_repeats(repeats, tasks_agents(spec))
+    spec = spec.model_copy(update={"num_repeats": (repeats or 1) * split_repeats})
     collection = FileCollection(
         spec,
         params.output_jsonl_fpath,
