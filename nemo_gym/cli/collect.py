@@ -32,7 +32,7 @@ from nemo_gym.rollouts.metrics import format_key_metrics
 from nemo_gym.rollouts.progress import RolloutProgress
 from nemo_gym.rollouts.quality import format_quality_summary
 from nemo_gym.rollouts.store import OutputMode
-from nemo_gym.rollouts.tasks import scan_tasks
+from nemo_gym.rollouts.tasks import TASK_INDEX_FIELD, scan_tasks
 
 DEFAULT_PARALLEL = 256
 
@@ -400,6 +400,11 @@ def _say_what_was_found(collection: FileCollection, opened: OpenedOutput) -> Non
             "agent (_ng_failure_terminal): not run again."
         )
     source = collection.spec.input_jsonl_fpath
+    if TASK_INDEX_FIELD in opened.task_fields:
+        _note(
+            f"Rows of {source} carry their own {TASK_INDEX_FIELD}, which NeMo Gym keeps; here tasks are numbered by "
+            f"their place in the file (0..{opened.num_tasks - 1}), and the rows are written with those numbers."
+        )
     if opened.copies > 1:
         _note(
             f"Every line of {source} is written {opened.copies} times in a row (NeMo Gym's collated data): as in "
