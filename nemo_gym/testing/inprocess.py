@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -16,6 +18,7 @@ import uvicorn
 from nemo_gym.client import ServerClient, ServerInfo
 from nemo_gym.free_ports import free_port
 from nemo_gym.servers.base import SimpleServer, uvicorn_protocol_options
+from nemo_gym.servers.head import HeadServer, Registry
 
 
 class ThreadedServer:
@@ -69,6 +72,22 @@ def registry_client(servers: dict[str, tuple[str, str]]) -> ServerClient:
         for name, (kind, url) in servers.items()
     }
     return ServerClient("http://127.0.0.1:9", registry=registry)
+
+
+@contextlib.contextmanager
+def running_head(servers: list[ServerInfo], timeout: float = 30.0) -> Iterator[str]:
+    """A head server on 127.0.0.1 whose registry lists `servers`, for a collection to find them; yields its URL."""
+    head = HeadServer(Registry(servers), "127.0.0.1", free_port())
+    head.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not head.started:
+            if head.failed or time.monotonic() > deadline:
+                raise RuntimeError("the head server did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{head.port}"
+    finally:
+        head.stop()
 
 
 class PeakRss:

@@ -531,9 +531,8 @@ def test_gym_eval_run_split_refuses_sets_that_repeat_differently(tmp_path, capsy
     assert len(err.strip().splitlines()) == 1 and not output.exists()
 
 
-def test_identical_consecutive_lines_are_named_where_nemo_gym_would_fold_them(agent_url, tmp_path, capsys):
-    row = read_jsonl(Path("resources_servers") / ENV / "data" / "example.jsonl")[0]
-    tasks = jsonl(tmp_path / "tasks.jsonl", [row, row, row | {"n": 2}, row])  # one repeat of the line before
+def eval_run_on(agent_url: str, tasks: Path, tmp_path: Path) -> list[dict]:
+    """`gym eval run --no-serve` of `tasks` on the running agent; the rows it wrote."""
     head = start_head(
         [ServerInfo(name="my_env_agent", server_type="responses_api_agents", implementation="s", url=agent_url)]
     )
@@ -543,23 +542,22 @@ def test_identical_consecutive_lines_are_named_where_nemo_gym_would_fold_them(ag
         assert run(gym.main, "eval", "run", "--no-serve", *argv) == 0
     finally:
         head.stop()
+    return read_jsonl(output)
+
+
+def test_identical_consecutive_lines_are_named_where_nemo_gym_would_fold_them(agent_url, tmp_path, capsys):
+    row = read_jsonl(Path("resources_servers") / ENV / "data" / "example.jsonl")[0]
+    tasks = jsonl(tmp_path / "tasks.jsonl", [row, row, row | {"n": 2}, row])  # one repeat of the line before
+    rows = eval_run_on(agent_url, tasks, tmp_path)
     err = capsys.readouterr().err
     assert f"1 line(s) of {tasks} repeat the line before them, unevenly" in err and "+num_repeats" in err
-    assert sorted(r["_ng_task_index"] for r in read_jsonl(output)) == [0, 1, 2, 3]  # every line its own task
+    assert sorted(r["_ng_task_index"] for r in rows) == [0, 1, 2, 3]  # every line its own task
 
 
 def test_rows_that_carry_their_own_task_index_are_told_it_is_replaced(agent_url, tmp_path, capsys):
     row = read_jsonl(Path("resources_servers") / ENV / "data" / "example.jsonl")[0]
     tasks = jsonl(tmp_path / "tasks.jsonl", [row | {"_ng_task_index": 7}, row | {"_ng_task_index": 9, "n": 1}])
-    head = start_head(
-        [ServerInfo(name="my_env_agent", server_type="responses_api_agents", implementation="s", url=agent_url)]
-    )
-    output = tmp_path / "out.jsonl"
-    argv = ["-a", "my_env_agent", "-i", str(tasks), "-o", str(output), f"+head_server.port={head.port}"]
-    try:
-        assert run(gym.main, "eval", "run", "--no-serve", *argv) == 0
-    finally:
-        head.stop()
+    rows = eval_run_on(agent_url, tasks, tmp_path)
     err = capsys.readouterr().err
     assert f"Rows of {tasks} carry their own _ng_task_index, which NeMo Gym keeps; here tasks are numbered" in err
-    assert sorted(r["_ng_task_index"] for r in read_jsonl(output)) == [0, 1]
+    assert sorted(r["_ng_task_index"] for r in rows) == [0, 1]

@@ -6,7 +6,6 @@ run, and a resume runs it again unless the agent said retrying cannot help."""
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,7 @@ from nemo_gym.aio import run_async
 from nemo_gym.client import ServerInfo
 from nemo_gym.rollout_collection import NG_FAILURE_CLASS_KEY, NG_NO_PERSIST_KEY, NG_TERMINAL_KEY
 from nemo_gym.rollouts import CollectionSpec, collect_to_file
-from nemo_gym.servers.head import HeadServer, Registry
-from nemo_gym.testing.inprocess import ThreadedServer, free_port
+from nemo_gym.testing.inprocess import ThreadedServer, running_head
 
 # What the agent answers per task: a scored row, or one of NeMo Gym's failure shapes.
 ANSWERS: dict[str, dict[str, Any]] = {
@@ -48,16 +46,8 @@ def head_with_agent():
     calls: Counter[str] = Counter()
     with ThreadedServer(reporting_agent(calls)) as agent:
         row = ServerInfo(name="reporter", server_type="responses_api_agents", implementation="t", url=agent.url)
-        head = HeadServer(Registry([row]), "127.0.0.1", free_port())
-        head.start()
-        deadline = time.monotonic() + 30
-        while not head.started:
-            assert time.monotonic() < deadline and not head.failed, "head server did not start"
-            time.sleep(0.01)
-        try:
-            yield f"http://127.0.0.1:{head.port}", calls
-        finally:
-            head.stop()
+        with running_head([row]) as head_url:
+            yield head_url, calls
 
 
 def lines(path: Path) -> list[dict[str, Any]]:

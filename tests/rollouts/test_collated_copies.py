@@ -6,7 +6,6 @@ run, the groups, the metrics, the job record and a resume. Uneven runs stay a ta
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ from nemo_gym.errors import JobMismatchError
 from nemo_gym.rollouts import CollectionSpec, collect_to_file, scan_tasks
 from nemo_gym.rollouts.groups import group_size_of
 from nemo_gym.rollouts.job_identity import job_record_path
-from nemo_gym.servers.head import HeadServer, Registry
-from nemo_gym.testing.inprocess import ThreadedServer, free_port
+from nemo_gym.testing.inprocess import ThreadedServer, running_head
 
 REWARDS = {"solved": 1.0, "unsolved": 0.0, "half": 0.5}
 
@@ -42,16 +40,8 @@ def head_with_agent():
     bodies: list[dict[str, Any]] = []
     with ThreadedServer(recording_agent(bodies)) as agent:
         row = ServerInfo(name="recorder", server_type="responses_api_agents", implementation="t", url=agent.url)
-        head = HeadServer(Registry([row]), "127.0.0.1", free_port())
-        head.start()
-        deadline = time.monotonic() + 30
-        while not head.started:
-            assert time.monotonic() < deadline and not head.failed, "head server did not start"
-            time.sleep(0.01)
-        try:
-            yield f"http://127.0.0.1:{head.port}", bodies
-        finally:
-            head.stop()
+        with running_head([row]) as head_url:
+            yield head_url, bodies
 
 
 def task(kind: str) -> dict[str, Any]:
