@@ -151,21 +151,32 @@ def test_a_row_that_names_no_agent_without_agent_name_is_one_error_naming_it(tmp
             "+rollout_collection_driver=my_module:collect",
             "+rollout_collection_driver (a NeMo Gym parameter) is not supported by this toolkit; remove it",
         ),
+        (  # NeMo Gym's per-agent form is taken when it gives every agent the tasks go to one count
+            "+num_repeats={weather_agent:2,unverified_agent:3}",
+            "+num_repeats gives the agents the tasks go to different counts (unverified_agent: 3, weather_agent: 2); "
+            "one collection here runs every task the same number of times: collect each agent's tasks on their own",
+        ),
+        (
+            "+num_repeats={other_agent:2}",
+            "+num_repeats has no entry for the agent(s) unverified_agent, weather_agent the tasks go to and no "
+            "_default (it lists other_agent)",
+        ),
     ],
 )
-def test_unsupported_nemo_gym_collection_parameters_are_refused_not_ignored(tmp_path, parameter, message):
+def test_nemo_gym_collection_parameters_that_cannot_run_here_are_one_line(tmp_path, parameter, message):
     output = tmp_path / "out.jsonl"
     result = cli(
         "ng_collect_rollouts",
-        f"+input_jsonl_fpath={PROJECT_ROOT / EXAMPLE_DATA}",
+        f"+input_jsonl_fpath={routed_tasks(tmp_path)}",
         f"+output_jsonl_fpath={output}",
         parameter,
+        f"+head_server.port={free_port()}",
         cwd=tmp_path,
         timeout=60,
     )
     assert result.returncode == 2
     [line] = stderr_lines(result)
-    assert line.startswith("ng_collect_rollouts: error: ") and message in line, line
+    assert line == f"ng_collect_rollouts: error: {message}", line
     assert not output.exists()
 
 
@@ -210,38 +221,6 @@ def routed_tasks(tmp_path: Path) -> Path:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return sorted(rows, key=lambda row: (row["_ng_task_index"], row["_ng_rollout_index"]))
-
-
-@pytest.mark.parametrize(
-    "repeats,message",
-    [
-        (
-            "{weather_agent:2,unverified_agent:3}",
-            "+num_repeats gives the agents the tasks go to different counts (unverified_agent: 3, weather_agent: 2); "
-            "one collection here runs every task the same number of times: collect each agent's tasks on their own",
-        ),
-        (
-            "{other_agent:2}",
-            "+num_repeats has no entry for the agent(s) unverified_agent, weather_agent the tasks go to and no "
-            "_default (it lists other_agent)",
-        ),
-    ],
-)
-def test_a_per_agent_num_repeats_that_cannot_give_every_task_one_count_is_one_line(tmp_path, repeats, message):
-    output = tmp_path / "out.jsonl"
-    result = cli(
-        "ng_collect_rollouts",
-        f"+input_jsonl_fpath={routed_tasks(tmp_path)}",
-        f"+output_jsonl_fpath={output}",
-        f"+num_repeats={repeats}",
-        f"+head_server.port={free_port()}",
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    [line] = stderr_lines(result)
-    assert line == f"ng_collect_rollouts: error: {message}", line
-    assert not output.exists()
 
 
 def test_a_nemo_gym_style_stack_runs_and_each_row_goes_to_the_agent_its_agent_ref_names(tmp_path):
