@@ -13,10 +13,8 @@ servers pass along). `NeMoGymResponse(...)` and the typed items are built and re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openai.types.chat import ChatCompletion, ChatCompletionMessage
-from openai.types.chat.chat_completion import Choice
 from pydantic import BaseModel
 
 from nemo_gym.client import HttpClient, Timeouts
@@ -102,22 +100,32 @@ RESPONSES_TO_TRAIN: dict[type[BaseModel], type[BaseModel]] = {
 """Each item class -> its `...ForTraining` class, as NeMo Gym names them."""
 
 
-class NeMoGymChatCompletionMessage(ChatCompletionMessage):
-    pass
+if TYPE_CHECKING:
+    from nemo_gym.openai_chat_completions import (
+        NeMoGymChatCompletion,
+        NeMoGymChatCompletionMessage,
+        NeMoGymChatCompletionMessageForTraining,
+        NeMoGymChoice,
+    )
+
+# The chat completion models subclass the OpenAI SDK's, whose import (the whole SDK, ~0.5-1 s) every
+# environment server would pay at start for names few of them use: they are built on first access.
+_CHAT_COMPLETION_NAMES = frozenset(
+    {
+        "NeMoGymChatCompletion",
+        "NeMoGymChatCompletionMessage",
+        "NeMoGymChatCompletionMessageForTraining",
+        "NeMoGymChoice",
+    }
+)
 
 
-class NeMoGymChatCompletionMessageForTraining(NeMoGymChatCompletionMessage, TokenIDLogProbMixin):
-    pass
+def __getattr__(name: str) -> Any:
+    if name in _CHAT_COMPLETION_NAMES:
+        from nemo_gym import openai_chat_completions
 
-
-class NeMoGymChoice(Choice):
-    message: NeMoGymChatCompletionMessage
-
-
-class NeMoGymChatCompletion(ChatCompletion):
-    """A `/v1/chat/completions` answer (the OpenAI SDK's model: `.choices[0].message.content`)."""
-
-    choices: list[NeMoGymChoice]  # type: ignore[assignment]
+        return getattr(openai_chat_completions, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Statuses NeMo Gym's client retries: rate limits and overloaded gateways (each retry also raises
@@ -216,6 +224,7 @@ __all__ = [
     "NeMoGymChatCompletion",
     "NeMoGymChatCompletionCreateParamsNonStreaming",
     "NeMoGymChatCompletionMessage",
+    "NeMoGymChatCompletionMessageForTraining",
     "NeMoGymChoice",
     "NeMoGymEasyInputMessage",
     "NeMoGymFunctionCallOutput",

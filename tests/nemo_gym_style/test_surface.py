@@ -436,3 +436,30 @@ def test_a_prepare_script_reads_the_hf_token_from_its_command_line(tmp_path: Pat
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == printed
+
+
+def test_an_environment_server_imports_the_openai_sdk_only_when_it_uses_a_chat_completion_model() -> None:
+    """`nemo_gym.base_resources_server` (what every NeMo Gym-style environment imports) used to import the
+    whole OpenAI SDK for the chat completion models, ~0.5-1 s of every server's start; they are built on
+    first access now, as the same classes."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import nemo_gym.base_resources_server, nemo_gym.openai_utils as utils\n"
+        "print('openai' in sys.modules)\n"
+        "from nemo_gym.openai_utils import NeMoGymChatCompletion, NeMoGymChoice\n"
+        "from openai.types.chat import ChatCompletion\n"
+        "print(issubclass(NeMoGymChatCompletion, ChatCompletion), utils.NeMoGymChoice is NeMoGymChoice)\n"
+        "print(NeMoGymChatCompletion.model_fields['choices'].annotation)\n"
+        "print(hasattr(utils, 'NoSuchName'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "False",
+        "True True",
+        "list[nemo_gym.openai_chat_completions.NeMoGymChoice]",
+        "False",
+    ]
