@@ -554,6 +554,26 @@ def test_identical_consecutive_lines_are_named_where_nemo_gym_would_fold_them(ag
     assert sorted(r["_ng_task_index"] for r in rows) == [0, 1, 2, 3]  # every line its own task
 
 
+def test_data_collated_by_prepare_data_is_collected_as_nemo_gym_collects_it(agent_url, tmp_path, capsys):
+    """ng_prepare_data writes each row num_repeats times in a row; collecting that file gives each row one
+    task whose copies are its rollouts, one group, as NeMo Gym's collector does."""
+    rows = read_jsonl(Path("resources_servers") / ENV / "data" / "example.jsonl")[:3]
+    assert prepare(tmp_path, write_env_config(tmp_path, jsonl(tmp_path / "example.jsonl", rows), num_repeats=2)) == 0
+    collated = tmp_path / "out" / "example.jsonl"
+    assert len(read_jsonl(collated)) == 6
+
+    collected = eval_run_on(agent_url, collated, tmp_path)
+
+    assert f"Every line of {collated} is written 2 times in a row" in capsys.readouterr().err
+    pairs = sorted((r["_ng_task_index"], r["_ng_rollout_index"]) for r in collected)
+    assert pairs == [(t, r) for t in range(3) for r in range(2)]
+    assert {r["_ng_group_size"] for r in collected} == {2}
+    by_task = {r["_ng_task_index"]: r["responses_create_params"]["input"] for r in collected}
+    assert [by_task[t] for t in range(3)] == [row["responses_create_params"]["input"] for row in rows]
+    groups = read_jsonl(tmp_path / "out_groups.jsonl")
+    assert [(g["_ng_task_index"], g["complete"]) for g in groups] == [(0, True), (1, True), (2, True)]
+
+
 def test_rows_that_carry_their_own_task_index_are_told_it_is_replaced(agent_url, tmp_path, capsys):
     row = read_jsonl(Path("resources_servers") / ENV / "data" / "example.jsonl")[0]
     tasks = jsonl(tmp_path / "tasks.jsonl", [row | {"_ng_task_index": 7}, row | {"_ng_task_index": 9, "n": 1}])
