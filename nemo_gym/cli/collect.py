@@ -32,6 +32,7 @@ from nemo_gym.rollouts.metrics import format_key_metrics
 from nemo_gym.rollouts.progress import RolloutProgress
 from nemo_gym.rollouts.quality import format_quality_summary
 from nemo_gym.rollouts.store import OutputMode
+from nemo_gym.rollouts.task_plan import TaskPlan, no_entry_error, repeats_for_agent
 from nemo_gym.rollouts.tasks import TASK_INDEX_FIELD, scan_tasks
 
 DEFAULT_PARALLEL = 256
@@ -59,7 +60,7 @@ class CollectRolloutsConfig(BaseModel):
     num_repeats: PositiveCount | dict[str, PositiveCount] | None = Field(
         None,
         description="Rollouts per task (null = 1): one number, or NeMo Gym's per-agent mapping {agent: n, _default: n} "
-        "when it gives every agent the tasks go to the same number.",
+        "(each task gets its agent's count).",
     )
     num_samples_in_parallel: int | None = Field(
         None, ge=1, description=f"Rollouts in flight at once (null = {DEFAULT_PARALLEL})."
@@ -143,25 +144,13 @@ class CollectRolloutsConfig(BaseModel):
         return dict(value) if isinstance(value, Mapping) else value
 
 
-def per_agent_repeats(mapping: dict[str, int], agents: frozenset[str]) -> int:
-    """The one rollout count NeMo Gym's per-agent `num_repeats` gives every agent the tasks go to (its own
-    entry, else `_default`). Raises ConfigError naming the agents it has no entry for, or, when it gives
-    them different counts, saying so: a collection here runs every task of a job the same number of times."""
-    counts = {agent: mapping.get(agent, mapping.get("_default")) for agent in sorted(agents)}
-    missing = [agent for agent, count in counts.items() if count is None]
+def per_agent_repeats(mapping: dict[str, int], agents: frozenset[str]) -> dict[str, int]:
+    """Each agent the tasks go to with the rollouts NeMo Gym's per-agent `num_repeats` gives it per copy of a
+    task (its own entry, else `_default`). Raises ConfigError naming the agents it has no entry for."""
+    missing = {agent for agent in agents if repeats_for_agent(mapping, agent) is None}
     if missing:
-        raise ConfigError(
-            f"+num_repeats has no entry for the agent(s) {', '.join(missing)} the tasks go to and no _default "
-            f"(it lists {', '.join(sorted(mapping)) or 'nothing'})"
-        )
-    distinct = sorted({count for count in counts.values() if count is not None})
-    if len(distinct) > 1:
-        listed = ", ".join(f"{agent}: {count}" for agent, count in counts.items())
-        raise ConfigError(
-            f"+num_repeats gives the agents the tasks go to different counts ({listed}); one collection here runs "
-            "every task the same number of times: collect each agent's tasks on their own"
-        )
-    return distinct[0] if distinct else mapping.get("_default", 1)
+        raise no_entry_error(mapping, missing)
+    return {agent: mapping.get(agent, mapping.get("_default", 1)) for agent in sorted(agents)}
 
 
 def collect(argv: list[str]) -> int:
@@ -189,8 +178,10 @@ def collect(argv: list[str]) -> int:
     )
     repeats = params.num_repeats
     if isinstance(repeats, dict):
-        repeats = per_agent_repeats(repeats, tasks_agents(spec))
-    spec = spec.model_copy(update={"num_repeats": (repeats or 1) * split_repeats})
+        counts = per_agent_repeats(repeats, tasks_agents(spec))
+        spec = spec.model_copy(update={"num_repeats_per_agent": {a: n * split_repeats for a, n in counts.items()}})
+    else:
+        spec = spec.model_copy(update={"num_repeats": (repeats or 1) * split_repeats})
     collection = FileCollection(
         spec,
         params.output_jsonl_fpath,
@@ -405,18 +396,23 @@ def _say_what_was_found(collection: FileCollection, opened: OpenedOutput) -> Non
             f"Rows of {source} carry their own {TASK_INDEX_FIELD}, which NeMo Gym keeps; here tasks are numbered by "
             f"their place in the file (0..{opened.num_tasks - 1}), and the rows are written with those numbers."
         )
-    if opened.copies > 1:
+    plan = opened.plan
+    if plan.folds:
+        runs = f"{plan.copies} times" if plan.copies else "more than once (runs of different lengths)"
         _note(
-            f"Every line of {source} is written {opened.copies} times in a row (NeMo Gym's collated data): as in "
-            f"NeMo Gym, each run of copies is one task, and its copies are that task's rollouts: {opened.num_tasks} "
-            f"task(s) x {opened.rollouts_per_task} rollouts (one group each)."
+            f"{opened.repeated_lines} line(s) of {source} repeat the line before them; lines are written {runs} in "
+            f"a row (NeMo Gym's collated data): as in NeMo Gym, each run of identical lines is one task and its "
+            f"copies are that task's rollouts: {plan.num_tasks} task(s), {_group_sizes(plan)} (one group each). "
+            "Identical lines apart from each other stay tasks of their own (NeMo Gym would give them one task)."
         )
-    elif opened.repeated_lines:
-        _note(
-            f"{opened.repeated_lines} line(s) of {source} repeat the line before them, unevenly (not every line the "
-            "same number of times), so each line stays a task of its own with +num_repeats rollouts; NeMo Gym would "
-            "fold identical lines into one task. For groups, write each task once and pass +num_repeats."
-        )
+    elif plan.sizes_vary:
+        _note(f"+num_repeats per agent: {plan.num_tasks} task(s), {_group_sizes(plan)} (one group each).")
+
+
+def _group_sizes(plan: TaskPlan) -> str:
+    if not plan.sizes_vary:
+        return f"{plan.group_size} rollouts each"
+    return f"{plan.smallest_group} to {max(plan.sizes or [0])} rollouts each, {plan.rollouts} in all"
 
 
 def _summarize(report: CollectionReport, aggregated: bool = True) -> int:

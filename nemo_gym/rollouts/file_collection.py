@@ -51,6 +51,7 @@ from nemo_gym.rollouts.output_lock import OutputLock, how_one_file
 from nemo_gym.rollouts.quality import QualityReport, build_quality_report, quality_report_path, write_quality_report
 from nemo_gym.rollouts.redaction import SecretRedactor
 from nemo_gym.rollouts.store import OutputMode, PairKey, RolloutStore, iter_rows, pair_key, write_error
+from nemo_gym.rollouts.task_plan import TaskPlan
 from nemo_gym.rollouts.tasks import RolloutJob, expand_jobs, fold_copies, iter_tasks
 
 
@@ -66,6 +67,11 @@ class CollectionSpec(BaseModel):
     limit: int | None = Field(None, ge=0)
     """First N tasks only (None or 0 = all)."""
     num_repeats: int = Field(1, ge=1)
+    """Rollouts of each copy of a task (a run of identical consecutive input lines is one task, its group
+    its copies x num_repeats)."""
+    num_repeats_per_agent: dict[str, int] | None = None
+    """NeMo Gym's per-agent mapping `{agent: n, _default: n}`: a task's rollouts per copy are its agent's
+    count (its `agent_ref`, else `agent_name`), else `_default`; `num_repeats` is then not read."""
     responses_create_params: dict[str, Any] = Field(default_factory=dict)
     """Overrides merged into every task's responses_create_params."""
     num_repeats_add_seed: bool = False
@@ -135,11 +141,8 @@ class OpenedOutput:
     """Input lines identical to the line before them (see `TaskScan.repeated_lines`)."""
     terminal: frozenset[PairKey] = frozenset()
     """Missing pairs the agent marked terminal (`_ng_failure_terminal`): not run again on resume."""
-    copies: int = 1
-    """Times in a row each task line is written, folded into one task (see `TaskScan.copies`); `num_tasks`
-    counts folded tasks."""
-    rollouts_per_task: int = 1
-    """Each task's rollouts, its group: `copies` x `num_repeats`."""
+    plan: TaskPlan = TaskPlan()
+    """The job's tasks (runs of identical lines folded; `num_tasks` counts them) and each one's group size."""
 
 
 class FileCollection:
@@ -226,7 +229,12 @@ class FileCollection:
         if spec.prompt_config is not None:
             self.prompt, prompt_sha256 = PromptTemplate.load(spec.prompt_config)
         scan = scan_for_resume(
-            spec.input_jsonl_fpath, spec.limit, recorded, route_to=spec.agent_name, prompt=self.prompt
+            spec.input_jsonl_fpath,
+            spec.limit,
+            recorded,
+            route_to=spec.agent_name,
+            prompt=self.prompt,
+            repeats=spec.num_repeats_per_agent if spec.num_repeats_per_agent is not None else spec.num_repeats,
         )
         identity = JobIdentity.of(
             agent_name=spec.agent_name,
@@ -237,6 +245,7 @@ class FileCollection:
             responses_create_params=spec.responses_create_params,
             num_repeats_add_seed=spec.num_repeats_add_seed,
             prompt_sha256=prompt_sha256,
+            num_repeats_per_agent=spec.num_repeats_per_agent,
         )
         missing_record = False
         if recorded is not None:
@@ -251,7 +260,7 @@ class FileCollection:
         done = self.store.open()
         self.lock.hold_file()  # a new output exists only now; its inode is held from here (hard links)
         return OpenedOutput(
-            identity.num_tasks,
+            scan.plan.num_tasks,
             done,
             self.store.repaired_bytes,
             missing_record,
@@ -259,8 +268,7 @@ class FileCollection:
             scan.fields,
             scan.repeated_lines,
             frozenset(self.store.terminal_failures),
-            identity.input_copies,
-            identity.rollouts_per_task,
+            scan.plan,
         )
 
     def close(self) -> None:
@@ -309,12 +317,12 @@ class FileCollection:
     def _jobs(self) -> Iterator[RolloutJob]:
         """Every pair of the job in order: each is materialized once, and only missing ones are run."""
         assert self.opened is not None
-        done, terminal = self.opened.done, self.opened.terminal
+        done, terminal, plan = self.opened.done, self.opened.terminal, self.opened.plan
         for job in expand_jobs(
-            fold_copies(iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit, self.prompt), self.opened.copies),
-            num_repeats=self.opened.rollouts_per_task,
+            fold_copies(iter_tasks(self.spec.input_jsonl_fpath, self.spec.limit, self.prompt), plan),
             overrides=self.spec.responses_create_params,
             add_seed=self.spec.num_repeats_add_seed,
+            plan=plan,
         ):
             self.store.write_materialized(job)
             if job.key not in done and job.key not in terminal:
@@ -322,17 +330,16 @@ class FileCollection:
 
     def _pending(self) -> int:
         assert self.opened is not None
-        num_tasks, repeats = self.opened.num_tasks, self.opened.rollouts_per_task
+        plan = self.opened.plan
         settled = self.opened.done | self.opened.terminal
-        already = sum(1 for task, rollout in settled if task < num_tasks and rollout < repeats)
-        return num_tasks * repeats - already
+        return plan.rollouts - sum(1 for task, rollout in settled if plan.owes(task, rollout))
 
     async def _stream(self, collector: RolloutCollector, progress: CollectionProgress | None) -> int:
         assert self.opened is not None
         failed = 0
         total = self._pending()
         if progress is not None:
-            progress.start(total, self.opened.num_tasks * self.opened.rollouts_per_task - total)
+            progress.start(total, self.opened.plan.rollouts - total)
         try:
             async for outcome in collector.stream(self._jobs()):
                 if outcome.ok:
@@ -355,37 +362,32 @@ class FileCollection:
     def _job_rows(self) -> Iterator[dict[str, Any]]:
         """The rows of the output file that belong to this job's (task, rollout) pairs."""
         assert self.opened is not None
-        num_tasks, repeats = self.opened.num_tasks, self.opened.rollouts_per_task
+        owes = self.opened.plan.owes
         for row in iter_rows(self.store.path):
-            if (key := pair_key(row)) is not None and key[0] < num_tasks and key[1] < repeats:
+            if (key := pair_key(row)) is not None and owes(*key):
                 yield row
 
     def finish(self, *, failed_this_run: int, wall_time_s: float) -> CollectionReport:
         """Metrics from the rows file (so they always agree with it), written beside it."""
         assert self.opened is not None
-        num_tasks, repeats = self.opened.num_tasks, self.opened.rollouts_per_task
-        expected = num_tasks * repeats
-        rows = sum(
-            1
-            for row in iter_rows(self.store.path)
-            if (key := pair_key(row)) is not None and key[0] < num_tasks and key[1] < repeats
-        )
+        plan = self.opened.plan
+        num_tasks, expected = plan.num_tasks, plan.rollouts
+        rows = sum(1 for row in iter_rows(self.store.path) if (key := pair_key(row)) is not None and plan.owes(*key))
         metrics: dict[str, Any] = {}
         if self.aggregate:
             metrics = aggregate_rollouts(
                 iter_rows(self.store.path),
-                num_repeats=repeats,
+                num_repeats=plan.smallest_group,
                 failures=max(0, expected - rows),
                 wall_time_s=wall_time_s,
                 task_fields=self.opened.task_fields,
+                group_size=plan.size_of if plan.sizes_vary else None,
             )
             self.store.write_metrics(metrics)
-        quality = build_quality_report(
-            self.store.path, self.store.failures_path, num_tasks=num_tasks, num_repeats=repeats
-        )
+        quality = build_quality_report(self.store.path, self.store.failures_path, plan=plan)
         quality_path = write_quality_report(quality, quality_report_path(self.store.path))
         # Rewritten at the end of every run (a resume included), so it always describes the files as they are.
-        tally = GroupTally(repeats).add_rows(iter_rows(self.store.path))
+        tally = GroupTally(plan).add_rows(iter_rows(self.store.path))
         if self.store.failures_path.exists():
             for record in iter_rows(self.store.failures_path):
                 tally.add_failure(record)

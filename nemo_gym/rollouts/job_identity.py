@@ -14,6 +14,7 @@ the original tasks are still the file's first ones, so the user knows what happe
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from nemo_gym.errors import JobMismatchError
 from nemo_gym.prompt_templates import PromptTemplate
 from nemo_gym.rollouts.store import sidecar
+from nemo_gym.rollouts.task_plan import canonical_repeats
 from nemo_gym.rollouts.tasks import TaskScan, scan_tasks
 
 JOB_RECORD_VERSION = 1
@@ -55,19 +57,34 @@ class JobIdentity(BaseModel):
     """Whether each rollout sent its rollout index as the seed (absent in older records: it did not)."""
     prompt_sha256: str | None = None
     """SHA-256 of the `prompt_config` file that built each input (None: the rows' own input)."""
-    input_copies: int = Field(1, ge=1)
-    """Times in a row each task line is written, folded into one task (`TaskScan.copies`; absent in
-    older records: they never folded)."""
+    input_copies: int = Field(1, ge=0)
+    """Input lines folded into each task (a run of identical consecutive lines, `TaskScan.plan`) when every
+    task has the same number; 0 when it varies (absent in older records: they never folded)."""
+    num_repeats_per_agent: dict[str, int] | None = None
+    """NeMo Gym's per-agent `num_repeats` when it gives the agents the tasks go to different counts: each of
+    them with its count, sorted (`task_plan.canonical_repeats`); None when one number does (`num_repeats`)."""
+    folds_runs: bool | None = None
+    """Runs of identical lines fold into one task whatever their lengths (None in records of older
+    versions, which folded them only when every run had the same length)."""
+    tasks: int | None = None
+    """Tasks of the job, runs folded (None in older records: `input_fingerprint.num_tasks // input_copies`)."""
+    group_size: int | None = None
+    """Every task's group size when they are all the same; 0 when they vary (each row's `_ng_group_size`
+    says its task's); None in older records (`num_repeats x input_copies`)."""
 
     @property
     def num_tasks(self) -> int:
         """Tasks of the job, copies folded."""
-        return self.input_fingerprint.num_tasks // self.input_copies
+        if self.tasks is not None:
+            return self.tasks
+        return self.input_fingerprint.num_tasks // max(self.input_copies, 1)
 
     @property
-    def rollouts_per_task(self) -> int:
-        """Each task's rollouts, its group: the copies of its line times `num_repeats`."""
-        return self.num_repeats * self.input_copies
+    def uniform_group_size(self) -> int | None:
+        """The group size every task has; None when sizes vary from task to task."""
+        if self.group_size is None:
+            return self.num_repeats * max(self.input_copies, 1)
+        return self.group_size or None
 
     @classmethod
     def of(
@@ -81,17 +98,24 @@ class JobIdentity(BaseModel):
         responses_create_params: dict[str, Any] | None,
         num_repeats_add_seed: bool = False,
         prompt_sha256: str | None = None,
+        num_repeats_per_agent: Mapping[str, int] | None = None,
     ) -> JobIdentity:
+        repeats, per_agent = canonical_repeats(num_repeats, num_repeats_per_agent, scan.agents)
+        plan = scan.plan
         return cls(
             agent_name=agent_name,
             input_jsonl_fpath=str(Path(input_path).resolve()),
             input_fingerprint=InputFingerprint(num_tasks=scan.num_tasks, sha256=scan.sha256),
             limit=limit or None,
-            num_repeats=num_repeats,
+            num_repeats=repeats,
             responses_create_params=responses_create_params or {},
             num_repeats_add_seed=num_repeats_add_seed,
             prompt_sha256=prompt_sha256,
-            input_copies=scan.copies,
+            input_copies=plan.copies,
+            num_repeats_per_agent=per_agent,
+            folds_runs=True,
+            tasks=plan.num_tasks,
+            group_size=plan.group_size,
         )
 
 
@@ -144,6 +168,12 @@ def check_same_job(
         refuse("input_jsonl_fpath", recorded.input_jsonl_fpath, requested.input_jsonl_fpath)
     if requested.limit != recorded.limit:
         refuse("limit", recorded.limit, requested.limit)
+    if requested.num_repeats_per_agent != recorded.num_repeats_per_agent:
+        refuse(
+            "num_repeats per agent",
+            _canonical(recorded.num_repeats_per_agent).decode(),
+            _canonical(requested.num_repeats_per_agent).decode(),
+        )
     if requested.num_repeats != recorded.num_repeats:
         refuse("num_repeats", recorded.num_repeats, requested.num_repeats)
     if _canonical(requested.responses_create_params) != _canonical(recorded.responses_create_params):
@@ -156,13 +186,14 @@ def check_same_job(
         refuse("num_repeats_add_seed", recorded.num_repeats_add_seed, requested.num_repeats_add_seed)
     if requested.prompt_sha256 != recorded.prompt_sha256:
         refuse("prompt_config content", recorded.prompt_sha256, requested.prompt_sha256)
-    if requested.input_copies != recorded.input_copies and requested.input_fingerprint == recorded.input_fingerprint:
-        # Same lines, folded differently: the record predates folding, and its (task, rollout) pairs
-        # count lines, not tasks.
+    if requested.input_fingerprint == recorded.input_fingerprint and recorded.input_copies != requested.input_copies:
+        # Same lines, folded differently: the record predates folding (every line a task: no input_copies), or
+        # predates folding runs of different lengths (an uneven input's lines each a task: input_copies 1 where
+        # this version records 0), and its (task, rollout) pairs count lines, not tasks.
         refuse(
             "copies of each task line folded into one task",
-            recorded.input_copies,
-            requested.input_copies,
+            _describe_copies(recorded.input_copies),
+            _describe_copies(requested.input_copies),
             " (the output was written by a version that did not fold NeMo Gym's collated copies)",
         )
     was, now = recorded.input_fingerprint, requested.input_fingerprint
@@ -181,7 +212,11 @@ def check_same_job(
         )
 
 
-def _canonical(params: dict[str, Any]) -> bytes:
+def _describe_copies(copies: int) -> str:
+    return "runs of different lengths" if copies == 0 else str(copies)
+
+
+def _canonical(params: dict[str, Any] | None) -> bytes:
     return orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
 
 
@@ -192,8 +227,11 @@ def scan_for_resume(
     *,
     route_to: str | None,
     prompt: PromptTemplate | None = None,
+    repeats: int | Mapping[str, int] = 1,
 ) -> TaskScan:
-    """One pass that validates, fingerprints, remembers where the recorded job's tasks ended, and
-    finds the agent of every task (`route_to` for rows without an `agent_ref`)."""
+    """One pass that validates, fingerprints, remembers where the recorded job's tasks ended, finds the
+    agent of every task (`route_to` for rows without an `agent_ref`) and plans the tasks (`repeats`)."""
     checkpoint = recorded.input_fingerprint.num_tasks if recorded is not None else None
-    return scan_tasks(input_path, limit, checkpoint=checkpoint, route_to=route_to, routed=True, prompt=prompt)
+    return scan_tasks(
+        input_path, limit, checkpoint=checkpoint, route_to=route_to, routed=True, prompt=prompt, repeats=repeats
+    )

@@ -20,6 +20,11 @@ Conventions, chosen once and used everywhere in this module:
 - A multi-reward row's `reward_components` mapping gives one field per objective,
   `reward_components/<name>`; `reward` stays the scalar that pass@k reads.
 - "First k rollouts" of a task means the k lowest `_ng_rollout_index` values.
+- When tasks own groups of different sizes (NeMo Gym's collated data from data sets with different
+  `num_repeats`, or a per-agent `num_repeats`), the largest k is the smallest group: every pass@k,
+  max@k and mean@k then averages over every task, and a task with a larger group still counts all of
+  its rollouts in pass@k's n and c (the estimate stays unbiased). `expected_rollouts` sums each task's
+  own group size.
 
 Memory is O(number of rollout rewards): rows are never kept, only each task's rewards.
 """
@@ -27,7 +32,7 @@ Memory is O(number of rollout rewards): rows are never kept, only each task's re
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from nemo_gym.errors import InputDataError
@@ -121,6 +126,7 @@ def aggregate_rollouts(
     failures: int = 0,
     wall_time_s: float | None = None,
     task_fields: Collection[str] = (),
+    group_size: Callable[[int], int] | None = None,
 ) -> dict[str, Any]:
     """Aggregate rollout rows (one pass over `rows`) into a JSON-serializable dict.
 
@@ -128,6 +134,8 @@ def aggregate_rollouts(
     count; when None, the largest k is the fewest rollouts any task has. `failures` is the
     number of rollouts that failed and were written elsewhere. `wall_time_s` gives the rate.
     `task_fields`: the input rows' field names, left out of `fields` (they are the task's, not outcomes).
+    `group_size`: each task's own group size when they differ (`TaskPlan.size_of`; pass the smallest as
+    `num_repeats`): `expected_rollouts` is then the sum of the sizes of the tasks with a row.
 
     Keys: counts, fields, pass_at_k, max_at_k, mean_at_k, num_tasks_at_k, per_task, usage,
     wall_time_s, rollouts_per_s, key_metrics (see the module docstring for conventions).
@@ -209,7 +217,11 @@ def aggregate_rollouts(
             "succeeded": num_rows,
             "failed": failures,
             # Tasks whose every rollout failed produced no row, so they are not counted here.
-            "expected_rollouts": len(tasks) * num_repeats if num_repeats is not None else None,
+            "expected_rollouts": sum(map(group_size, tasks))
+            if group_size is not None
+            else len(tasks) * num_repeats
+            if num_repeats is not None
+            else None,
         },
         "fields": fields,
         **at_k,

@@ -10,7 +10,7 @@ Checks (ids are stable; each has a status "ok", "warn", "fail" or "skipped"):
     failed_rollouts         rollouts in the failures file, grouped by the innermost error
     tasks_all_failed        tasks that have failures and not a single row
     missing_rollouts        (task, rollout) pairs the run owed and has no row for
-    incomplete_groups       GRPO groups (a task's num_repeats rollouts) lacking a member (see `groups`)
+    incomplete_groups       GRPO groups (a task's rollouts, its own group size) lacking a member (see `groups`)
     duplicate_rows          two rows for one (task, rollout) pair
     missing_reward          rows without a finite numeric reward
     reward_out_of_range     rewards outside [0, 1]
@@ -50,9 +50,10 @@ from typing import Any, Literal, TextIO
 import orjson
 from pydantic import BaseModel, Field, computed_field
 
-from nemo_gym.rollouts.groups import GROUP_SIZE_FIELD, GroupTally
+from nemo_gym.rollouts.groups import GroupTally
 from nemo_gym.rollouts.metrics import RunningStats
 from nemo_gym.rollouts.store import sidecar
+from nemo_gym.rollouts.task_plan import TaskPlan
 
 __all__ = [
     "QUALITY_SCHEMA_VERSION",
@@ -274,8 +275,12 @@ class _Flagged:
 class QualityAccumulator:
     """Feed rows (`add_row`) and failure records (`add_failure`) as they come, then `report()`."""
 
-    def __init__(self, *, num_tasks: int | None = None, num_repeats: int | None = None):
-        self.num_tasks, self.num_repeats = num_tasks, num_repeats
+    def __init__(self, *, num_tasks: int | None = None, num_repeats: int | None = None, plan: TaskPlan | None = None):
+        """`plan`: the job's tasks and each one's group size (it gives `num_tasks`); else `num_repeats` for
+        every task, else each task's size as its rows are stamped (`_ng_group_size`)."""
+        if plan is not None:
+            num_tasks = plan.num_tasks
+        self.num_tasks, self.num_repeats, self.plan = num_tasks, num_repeats, plan
         self.num_rows = 0
         self.num_failures = 0
         self.flags: dict[str, _Flagged] = {name: _Flagged() for name in _ROW_CHECKS}
@@ -288,7 +293,7 @@ class QualityAccumulator:
         self.failed_tasks: set[int] = set()
         self.failure_types: dict[str, Counter[str]] = {}
         self.failure_status: dict[str, int | None] = {}
-        self.groups: GroupTally | None = GroupTally(num_repeats) if num_repeats else None
+        self.groups = GroupTally(plan if plan is not None else num_repeats or None)
 
     def add_unreadable(self, line_number: int) -> None:
         self.flags["unreadable_rows"].add(None, None, line=line_number)
@@ -298,12 +303,7 @@ class QualityAccumulator:
         task, rollout = row.get("_ng_task_index"), row.get("_ng_rollout_index")
         flag = self.flags
 
-        if self.groups is None:
-            stamped = row.get(GROUP_SIZE_FIELD)
-            if isinstance(stamped, int) and not isinstance(stamped, bool) and stamped >= 1:
-                self.groups = GroupTally(stamped)  # no num_repeats given: the rows say their group size
-        if self.groups is not None:
-            self.groups.add_row(row)
+        self.groups.add_row(row)
         if isinstance(task, int) and isinstance(rollout, int) and 0 <= rollout < MAX_ROLLOUT_INDEX:
             mask = self.seen.get(task, 0)
             if mask >> rollout & 1:
@@ -367,8 +367,7 @@ class QualityAccumulator:
         task = record.get("_ng_task_index")
         if isinstance(task, int):
             self.failed_tasks.add(task)
-        if self.groups is not None:
-            self.groups.add_failure(record)
+        self.groups.add_failure(record)
         status = record.get("status_code")
         error_type, message, status = root_cause(
             str(record.get("error_type") or "UnknownError"),
@@ -483,12 +482,12 @@ class QualityAccumulator:
             f"{len(all_failed)} tasks have no row, only failures",
             examples=[RolloutRef(task_index=t, rollout_index=None) for t in all_failed[:MAX_EXAMPLES]],
         )
-        if self.num_tasks is not None and self.num_repeats is not None:
-            owed = self.num_tasks * self.num_repeats
+        if self.plan is not None or (self.num_tasks is not None and self.num_repeats is not None):
+            owed = self.plan.rollouts if self.plan is not None else (self.num_tasks or 0) * (self.num_repeats or 0)
             have = sum(
-                bin(mask & ((1 << self.num_repeats) - 1)).count("1")
+                bin(mask & ((1 << (self.groups.size_of(task) or 0)) - 1)).count("1")
                 for task, mask in self.seen.items()
-                if task < self.num_tasks
+                if task < (self.num_tasks or 0)
             )
             add(
                 "missing_rollouts",
@@ -500,14 +499,16 @@ class QualityAccumulator:
             )
         else:
             add("missing_rollouts", "skipped", 0, 0, "the number of tasks and repeats was not given")
-        if self.groups is not None:
+        if self.groups.sized:
             summary = self.groups.summary(self.num_tasks)
+            sizes = summary.group_sizes
+            of_a_task = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}" if sizes else "?"
             add(
                 "incomplete_groups",
                 "warn" if summary.incomplete else "ok",
                 summary.incomplete,
                 summary.num_groups,
-                f"{summary.incomplete} of {summary.num_groups} GRPO groups ({summary.group_size} rollouts of a task) "
+                f"{summary.incomplete} of {summary.num_groups} GRPO groups ({of_a_task} rollouts of a task) "
                 f"lack a member, {summary.with_failed_members} of them a failed one; their baselines would be wrong",
                 "re-run with +resume=true to retry the missing members, or export with +drop_incomplete_groups=true",
                 [RolloutRef(task_index=task, rollout_index=None) for task in summary.incomplete_examples],
@@ -631,10 +632,12 @@ def build_quality_report(
     *,
     num_tasks: int | None = None,
     num_repeats: int | None = None,
+    plan: TaskPlan | None = None,
 ) -> QualityReport:
-    """Stream the rows file (and the failures file, when it exists) into a QualityReport."""
+    """Stream the rows file (and the failures file, when it exists) into a QualityReport (`plan`: the job's
+    tasks and group sizes, in place of `num_tasks` and `num_repeats`)."""
     rows_path = Path(rows_path)
-    accumulator = QualityAccumulator(num_tasks=num_tasks, num_repeats=num_repeats)
+    accumulator = QualityAccumulator(num_tasks=num_tasks, num_repeats=num_repeats, plan=plan)
     if rows_path.exists():
         for line_number, row in _json_objects(rows_path):
             if row is None:

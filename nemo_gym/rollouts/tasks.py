@@ -9,7 +9,7 @@ tasks into jobs as the collector asks for them. Memory stays flat whatever the f
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import orjson
 
 from nemo_gym.errors import InputDataError
 from nemo_gym.prompt_templates import PromptTemplate
+from nemo_gym.rollouts.task_plan import PlanBuilder, TaskPlan, no_entry_error, repeats_for_agent
 
 JSONDict = dict[str, Any]
 GROUP_SIZE_FIELD = "_ng_group_size"
@@ -44,7 +45,7 @@ class RolloutJob:
     rollout_index: int
     row: JSONDict
     group_size: int = 1
-    """Rollouts its task owes (num_repeats): the GRPO group this pair belongs to (see `groups`)."""
+    """Rollouts its task owes (`TaskPlan.size_of`): the GRPO group this pair belongs to (see `groups`)."""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -163,17 +164,10 @@ class TaskScan:
     """Every top-level field of the tasks: a row field among them is the task's, not an outcome of verify."""
     repeated_lines: int = 0
     """Task lines identical to the line before them."""
-    copies: int = 1
-    """How many times in a row every task line is written, when that number is the same for all of them
-    and above 1: NeMo Gym's collated data (`ng_prepare_data` writes each row `num_repeats` times in a row),
-    whose collector folds the copies into one task and makes them that task's rollouts, one group. The
-    job folds them too (see `fold_copies`). 1 when no line repeats, or the runs are uneven (then every
-    line stays a task of its own, and `repeated_lines` says how many repeat)."""
-
-    @property
-    def folded_tasks(self) -> int:
-        """Tasks of the job once copies are folded."""
-        return self.num_tasks // self.copies
+    plan: TaskPlan = TaskPlan()
+    """The tasks once each run of identical consecutive lines is folded into one (NeMo Gym's collated data:
+    `ng_prepare_data` writes each row `num_repeats` times in a row, and its collector makes identical rows one
+    task whose copies are its rollouts), with each task's group size (see `task_plan`)."""
 
 
 def scan_tasks(
@@ -184,6 +178,7 @@ def scan_tasks(
     route_to: str | None = None,
     routed: bool = False,
     prompt: PromptTemplate | None = None,
+    repeats: int | Mapping[str, int] = 1,
 ) -> TaskScan:
     """Validate the first `limit` tasks and fingerprint them in the same streaming pass (memory stays
     flat; the hash costs little next to parsing each line). Only the tasks the job uses are hashed,
@@ -191,14 +186,21 @@ def scan_tasks(
     `checkpoint` tells whether a file that grew still starts with the tasks a job began with.
 
     `routed`: also find the agent of every task (`agent_of(row, route_to)`), and raise InputDataError
-    naming the first task that has none, before any rollout starts."""
+    naming the first task that has none, before any rollout starts.
+
+    `repeats`: the rollouts each copy of a task gets (`num_repeats`), or NeMo Gym's per-agent mapping; with
+    the runs of identical lines it makes `TaskScan.plan`. Raises ConfigError naming the agents a mapping
+    has no count for."""
     digest = hashlib.sha256()
     at_checkpoint: str | None = None
     num_tasks = 0
     agents: set[str] = set()
     fields: set[str] = set()
     previous, repeated = b"", 0
-    runs = _RunLengths()
+    builder = PlanBuilder()
+    per_agent = not isinstance(repeats, int)
+    count: int | None = repeats if isinstance(repeats, int) else None
+    missing: set[str] = set()
     for task_index, line_number, raw, row in _task_lines(Path(path), limit, prompt):
         fields.update(row)
         if checkpoint is not None and task_index == checkpoint:
@@ -206,7 +208,6 @@ def scan_tasks(
         line = raw.rstrip(b"\r\n")
         same = task_index > 0 and line == previous
         repeated += same
-        runs.add(same)
         previous = line
         digest.update(line)
         digest.update(b"\n")
@@ -222,52 +223,36 @@ def scan_tasks(
                     field=AGENT_REF_FIELD,
                 )
             agents.add(agent)
+        if per_agent and not same:
+            agent = agent_of(row, route_to)
+            count = repeats_for_agent(repeats, agent)
+            if count is None:
+                missing.add(str(agent))
+        builder.add(same, count or 1)
+    if missing:
+        assert not isinstance(repeats, int)
+        raise no_entry_error(repeats, missing)
     if checkpoint is not None and num_tasks == checkpoint:
         at_checkpoint = digest.hexdigest()
-    return TaskScan(
-        num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents), frozenset(fields), repeated, runs.uniform()
-    )
+    # An empty job still says its group size (what the metrics' k is).
+    plan = builder.plan() if num_tasks or not isinstance(repeats, int) else TaskPlan.uniform(0, repeats)
+    return TaskScan(num_tasks, digest.hexdigest(), at_checkpoint, frozenset(agents), frozenset(fields), repeated, plan)
 
 
-class _RunLengths:
-    """Lengths of the runs of identical consecutive lines, kept as one number: the common length while
-    every run has it (memory stays flat however long the input)."""
-
-    __slots__ = ("common", "current", "uneven")
-
-    def __init__(self) -> None:
-        self.common, self.current, self.uneven = 0, 0, False
-
-    def add(self, same_as_previous: bool) -> None:
-        if same_as_previous:
-            self.current += 1
-            return
-        self._close()
-        self.current = 1
-
-    def _close(self) -> None:
-        if self.current:
-            if self.common == 0:
-                self.common = self.current
-            elif self.current != self.common:
-                self.uneven = True
-
-    def uniform(self) -> int:
-        """The length every run shares, when above 1; else 1."""
-        self._close()
-        self.current = 0
-        return self.common if self.common > 1 and not self.uneven else 1
-
-
-def fold_copies(tasks: Iterable[tuple[int, JSONDict]], copies: int) -> Iterator[tuple[int, JSONDict]]:
-    """(task_index, row) of each run of `copies` identical lines once, numbered after folding (NeMo
-    Gym's task index for collated data: its collector gives identical rows one task index)."""
-    if copies == 1:
+def fold_copies(tasks: Iterable[tuple[int, JSONDict]], plan: TaskPlan) -> Iterator[tuple[int, JSONDict]]:
+    """(task_index, row) of each task of `plan` once: the first line of each run of identical lines, numbered
+    after folding (NeMo Gym's task index for collated data: its collector gives identical rows one index)."""
+    if not plan.folds:
         yield from tasks
         return
-    for line_index, row in tasks:
-        if line_index % copies == 0:
-            yield line_index // copies, row
+    task, left = -1, 0
+    for _, row in tasks:
+        if left:
+            left -= 1
+            continue
+        task += 1
+        left = plan.copies_of(task) - 1
+        yield task, row
 
 
 def apply_overrides(row: JSONDict, overrides: JSONDict | None) -> JSONDict:
@@ -303,15 +288,18 @@ def expand_jobs(
     overrides: JSONDict | None = None,
     skip: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset(),
     add_seed: bool = False,
+    plan: TaskPlan | None = None,
 ) -> Iterator[RolloutJob]:
     """Rollout jobs in task-major order (a a b b c c), skipping pairs already done. `add_seed`: each
-    rollout's request carries its rollout index as the seed (see `with_seed`)."""
+    rollout's request carries its rollout index as the seed (see `with_seed`). `plan`: each task's group
+    size is its `size_of` (else `num_repeats` for all)."""
     for task_index, row in tasks:
         materialized = apply_overrides(row, overrides)
-        for rollout_index in range(num_repeats):
+        size = plan.size_of(task_index) if plan is not None else num_repeats
+        for rollout_index in range(size):
             if (task_index, rollout_index) not in skip:
                 sent = with_seed(materialized, rollout_index) if add_seed else materialized
-                yield RolloutJob(task_index, rollout_index, sent, num_repeats)
+                yield RolloutJob(task_index, rollout_index, sent, size)
 
 
 def jobs_from_rows(

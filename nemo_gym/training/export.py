@@ -23,7 +23,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from nemo_gym.errors import InputDataError
-from nemo_gym.rollouts.groups import GroupTally, group_size_of
+from nemo_gym.rollouts.groups import GroupTally, tally_for_file
 from nemo_gym.rollouts.job_identity import job_record_path
 from nemo_gym.rollouts.quality import is_cut_off
 from nemo_gym.rollouts.reverify import parse_rollout_line, read_rollouts, read_rollouts_at
@@ -52,13 +52,13 @@ class ExportSummary(BaseModel):
         return f"Rows written: {self.written}; dropped: {sum(self.dropped.values())} ({drops})"
 
 
-def group_size(source: Path, options: ExportOptions) -> int:
-    """The job's num_repeats (`<stem>_job.json`, else the option, else stamped on the rows as `_ng_group_size`)."""
-    size = group_size_of(source) or options.num_repeats
-    if size is None:
-        size = group_size_of(source, next((row for _, row in read_rollouts(source)), None))
-    if size is not None:
-        return size
+def group_tally(source: Path, options: ExportOptions) -> GroupTally:
+    """A tally sized as the job's groups are: the one size in `<stem>_job.json`, else each task's own size as
+    its rows are stamped (`_ng_group_size`), else the `num_repeats` option (rows of an older version)."""
+    first_row = next((row for _, row in read_rollouts(source)), None)
+    tally = tally_for_file(source, first_row, fallback=options.num_repeats)
+    if tally is not None:
+        return tally
     raise InputDataError(
         f"drop_incomplete_groups needs the group size: no {job_record_path(source).name} beside the rollouts "
         f"and no _ng_group_size on the rows, so pass +num_repeats=<n>",
@@ -93,7 +93,7 @@ def export_file(source: str | Path, target: str | Path, options: ExportOptions) 
     source, target = Path(source), Path(target)
     train_constrained = options.train_constrained_tokens
     convert = FORMATS[options.format]
-    groups = GroupTally(group_size(source, options)) if options.drop_incomplete_groups else None
+    groups = group_tally(source, options) if options.drop_incomplete_groups else None
 
     placed: list[_Placed] = []
     for line, offset, row in read_rollouts_at(source):

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from nemo_gym.rollouts.groups import GroupTally, group_size_of
+from nemo_gym.rollouts.groups import tally_for_file
 from nemo_gym.rollouts.job_identity import job_record_path, read_job_record
 from nemo_gym.viewer.index import RolloutIndex
 
@@ -18,15 +18,15 @@ MAX_LISTED = 50
 
 
 def group_summary(index: RolloutIndex, failures_path: Path | None) -> dict[str, Any] | None:
-    """{group_size, num_groups, complete, incomplete, with_failed_members, incomplete_tasks}, or None
-    when the group size is unknown (no `_job.json` beside the file and no `_ng_group_size` on its rows)."""
+    """{group_size (None when tasks' groups differ in size), group_sizes, num_groups, complete, incomplete,
+    with_failed_members, incomplete_tasks}, or None when the group size is unknown (no `_job.json` beside
+    the file and no `_ng_group_size` on its rows)."""
     first_row = orjson.loads(index.read_raw(0)) if index.count else None
-    size = group_size_of(index.path, first_row if isinstance(first_row, dict) else None)
-    if size is None:
+    tally = tally_for_file(index.path, first_row if isinstance(first_row, dict) else None)
+    if tally is None:
         return None
-    tally = GroupTally(size)
-    for task, rollout in zip(index.tasks, index.rollouts, strict=True):
-        tally.add_pair(task if task >= 0 else None, rollout if rollout >= 0 else None)
+    for task, rollout, size in zip(index.tasks, index.rollouts, index.group_sizes, strict=True):
+        tally.add_pair(task if task >= 0 else None, rollout if rollout >= 0 else None, size or None)
     if failures_path is not None and failures_path.is_file():
         with failures_path.open("rb") as handle:
             for raw in handle:

@@ -27,6 +27,7 @@ import orjson
 
 from nemo_gym.errors import InputDataError
 from nemo_gym.rollouts.metrics import aggregate_rollouts
+from nemo_gym.rollouts.tasks import GROUP_SIZE_FIELD
 from nemo_gym.viewer.summary import summarize
 
 SortKey = Literal["row", "task", "rollout", "reward", "turns", "tokens", "ending"]
@@ -64,6 +65,7 @@ class RolloutIndex:
         self.lines = array("q")
         self.tasks = array("q")
         self.rollouts = array("q")
+        self.group_sizes = array("I")  # the row's `_ng_group_size` (its task's group), 0 when it has none
         self.rewards = array("d")  # NaN when the row has no numeric reward
         self.turns = array("q")
         self.tokens = array("q")
@@ -207,6 +209,10 @@ class RolloutIndex:
         self.lines.append(line_number)
         self.tasks.append(_MISSING if summary.task is None else summary.task)
         self.rollouts.append(_MISSING if summary.rollout is None else summary.rollout)
+        stamped = row.get(GROUP_SIZE_FIELD)
+        self.group_sizes.append(
+            stamped if isinstance(stamped, int) and not isinstance(stamped, bool) and 0 < stamped < 1 << 32 else 0
+        )
         self.rewards.append(math.nan if summary.reward is None else summary.reward)
         self.turns.append(summary.turns)
         self.tokens.append(_MISSING if summary.tokens is None else summary.tokens)

@@ -280,10 +280,11 @@ async function loadMetrics() {
     for (const [name, value] of Object.entries(shown)) {
       cards.append(el("div", { class: "card" }, el("div", { class: "label" }, name), el("div", { class: "value" }, COUNT_METRICS.has(name) ? fmt(value) : fmtReward(value))));
     }
-    const groups = data.groups;  // GRPO groups: a task's num_repeats rollouts, complete when none is missing
+    const groups = data.groups;  // GRPO groups: a task's rollouts (its own size), complete when none is missing
     if (groups) {
+      const sizes = groups.group_size != null ? `${groups.group_size}` : groups.group_sizes.length ? `${groups.group_sizes[0]} to ${groups.group_sizes[groups.group_sizes.length - 1]}` : "?";
       const listed = groups.incomplete_tasks.length ? ` (tasks ${groups.incomplete_tasks.join(", ")}${groups.incomplete > groups.incomplete_tasks.length ? ", ..." : ""})` : "";
-      cards.append(el("div", { class: "card", title: `incomplete${listed}` }, el("div", { class: "label" }, `complete groups of ${groups.group_size}`),
+      cards.append(el("div", { class: "card", title: `incomplete${listed}` }, el("div", { class: "label" }, `complete groups of ${sizes}`),
         el("div", { class: "value" }, `${fmt(groups.complete)} / ${fmt(groups.num_groups)}`)));
     }
     const passk = $("#passk tbody");
