@@ -151,12 +151,7 @@ def test_a_row_that_names_no_agent_without_agent_name_is_one_error_naming_it(tmp
             "+rollout_collection_driver=my_module:collect",
             "+rollout_collection_driver (a NeMo Gym parameter) is not supported by this toolkit; remove it",
         ),
-        (  # NeMo Gym's per-agent form is taken when it gives every agent the tasks go to one count
-            "+num_repeats={weather_agent:2,unverified_agent:3}",
-            "+num_repeats gives the agents the tasks go to different counts (unverified_agent: 3, weather_agent: 2); "
-            "one collection here runs every task the same number of times: collect each agent's tasks on their own",
-        ),
-        (
+        (  # NeMo Gym's per-agent form needs a count (its own, or _default) for every agent the tasks go to
             "+num_repeats={other_agent:2}",
             "+num_repeats has no entry for the agent(s) unverified_agent, weather_agent the tasks go to and no "
             "_default (it lists other_agent)",
@@ -240,7 +235,8 @@ def test_a_nemo_gym_style_stack_runs_and_each_row_goes_to_the_agent_its_agent_re
                 "ng_collect_rollouts",
                 f"+input_jsonl_fpath={source}",
                 f"+output_jsonl_fpath={output}",
-                "+num_repeats={weather_agent:2,_default:2}",  # NeMo Gym's per-agent form: 2 for both agents
+                # NeMo Gym's per-agent form: each task gets its agent's count (3 for unverified_agent's tasks).
+                "+num_repeats={weather_agent:2,_default:3}",
                 "+num_repeats_add_seed=true",
                 "+disable_aggregation=true",
                 "+upload_rollouts=false",
@@ -249,14 +245,16 @@ def test_a_nemo_gym_style_stack_runs_and_each_row_goes_to_the_agent_its_agent_re
             result = cli(*collect, timeout=120)
             assert result.returncode == 0, result.stdout + result.stderr
             rows = read_rows(output)
-            assert len(rows) == 8
+            assert len(rows) == 10
             for row in rows:
                 if row["_ng_task_index"] % 2 == 0:
                     assert row["agent_ref"] == {"type": "responses_api_agents", "name": "weather_agent"}
                     assert row["reward"] == 1.0 and "verification_skipped" not in row
+                    assert row["_ng_group_size"] == 2 and row["_ng_rollout_index"] < 2
                 else:
                     assert row["agent_ref"] == {"type": "responses_api_agents", "name": "unverified_agent"}
                     assert row["reward"] == 0.5 and row["verification_skipped"] is True
+                    assert row["_ng_group_size"] == 3 and row["_ng_rollout_index"] < 3
                 extra_body = json.loads(row["responses_create_params"]["metadata"]["extra_body"])
                 assert extra_body == {"seed": row["_ng_rollout_index"]}
             assert "no metrics: +disable_aggregation=true" in result.stdout
@@ -266,9 +264,22 @@ def test_a_nemo_gym_style_stack_runs_and_each_row_goes_to_the_agent_its_agent_re
             calls_before = len(upstream.requests)
             again = cli(*collect, "+resume_from_cache=true", timeout=120)
             assert again.returncode == 0, again.stdout + again.stderr
-            assert "Resuming: 8 rollouts already" in again.stderr
+            assert "Resuming: 10 rollouts already" in again.stderr
             assert read_rows(output) == rows
             assert len(upstream.requests) == calls_before
+            groups = [json.loads(line) for line in (tmp_path / "routed_out_groups.jsonl").read_text().splitlines()]
+            assert [(g["group_size"], g["complete"]) for g in groups] == [(2, True), (3, True)] * 2
+
+            # Another per-agent count is another job: refused by name, nothing written.
+            other = [
+                arg if not arg.startswith("+num_repeats=") else "+num_repeats={weather_agent:2,_default:4}"
+                for arg in collect
+            ]
+            refused = cli(*other, "+resume=true", timeout=120)
+            assert refused.returncode == 2
+            [line] = stderr_lines(refused)
+            assert "num_repeats per agent differs from the job that wrote it" in line, line
+            assert read_rows(output) == rows
 
             # NeMo Gym's prompt_config: rows carry only their fields; the prompt file builds each input.
             prompt = tmp_path / "prompt.yaml"
