@@ -34,6 +34,7 @@ from nemo_gym.rollouts.metrics import RunningStats, aggregate_rollouts, format_k
 from nemo_gym.rollouts.output_lock import OutputLock
 from nemo_gym.rollouts.redaction import SecretRedactor
 from nemo_gym.rollouts.store import RolloutStore
+from nemo_gym.rollouts.task_plan import TaskPlan
 from nemo_gym.rollouts.tasks import RolloutJob, TaskScan, expand_jobs, iter_tasks, jobs_from_rows, scan_tasks
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "RolloutStore",
     "RunningStats",
     "SecretRedactor",
+    "TaskPlan",
     "TaskScan",
     "aggregate_rollouts",
     "collect_to_file",

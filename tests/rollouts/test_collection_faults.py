@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 def write_tasks(path: Path, count: int) -> Path:
     row = json.loads(Path("resources_servers/example_single_tool_call/data/example.jsonl").read_text().splitlines()[0])
-    path.write_text("".join(json.dumps(row) + "\n" for _ in range(count)))
+    # Distinct lines: identical consecutive lines would be one task (NeMo Gym's folding of copies).
+    path.write_text("".join(json.dumps(row | {"n": n}) + "\n" for n in range(count)))
     return path
 
 
