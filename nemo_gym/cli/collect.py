@@ -16,7 +16,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from nemo_gym.aio import raise_open_file_limit, run_async
 from nemo_gym.cli.head_probe import probe_head, stack_to_use
@@ -39,6 +40,7 @@ DEFAULT_PARALLEL = 256
 
 
 PositiveCount = Annotated[int, Field(ge=1)]
+_POSITIVE_COUNT: TypeAdapter[int] = TypeAdapter(PositiveCount)
 
 
 class CollectRolloutsConfig(BaseModel):
@@ -140,8 +142,30 @@ class CollectRolloutsConfig(BaseModel):
 
     @field_validator("num_repeats", mode="before")
     @classmethod
-    def _plain_mapping(cls, value: Any) -> Any:
-        return dict(value) if isinstance(value, Mapping) else value
+    def _count_or_mapping(cls, value: Any) -> Any:
+        # Checked here, so that a mistake reads as one sentence, not as one error per member of the union.
+        if value is None:
+            return None
+        if isinstance(value, Mapping):
+            counts = {}
+            for agent, count in value.items():
+                try:
+                    counts[str(agent)] = _POSITIVE_COUNT.validate_python(count)
+                except ValidationError:
+                    raise PydanticCustomError(
+                        "num_repeats",
+                        "the count for agent {agent} must be a whole number >= 1, not {count}",
+                        {"agent": str(agent), "count": repr(count)},
+                    ) from None
+            return counts
+        try:
+            return _POSITIVE_COUNT.validate_python(value)
+        except ValidationError:
+            raise PydanticCustomError(
+                "num_repeats",
+                "must be a whole number >= 1, or NeMo Gym's per-agent mapping {form}",
+                {"form": "{agent: n, _default: n}"},
+            ) from None
 
 
 def per_agent_repeats(mapping: dict[str, int], agents: frozenset[str]) -> dict[str, int]:

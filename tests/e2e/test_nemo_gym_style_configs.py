@@ -156,6 +156,11 @@ def test_a_row_that_names_no_agent_without_agent_name_is_one_error_naming_it(tmp
             "+num_repeats has no entry for the agent(s) unverified_agent, weather_agent the tasks go to and no "
             "_default (it lists other_agent)",
         ),
+        (
+            "+num_repeats={weather_agent:0}",
+            "+num_repeats: the count for agent weather_agent must be a whole number >= 1, not 0 "
+            "(got {'weather_agent': 0}) (see ng_collect_rollouts --help)",
+        ),
     ],
 )
 def test_nemo_gym_collection_parameters_that_cannot_run_here_are_one_line(tmp_path, parameter, message):
