@@ -13,10 +13,8 @@ servers pass along). `NeMoGymResponse(...)` and the typed items are built and re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openai.types.chat import ChatCompletion, ChatCompletionMessage
-from openai.types.chat.chat_completion import Choice
 from pydantic import BaseModel
 
 from nemo_gym.client import HttpClient, Timeouts
@@ -102,22 +100,67 @@ RESPONSES_TO_TRAIN: dict[type[BaseModel], type[BaseModel]] = {
 """Each item class -> its `...ForTraining` class, as NeMo Gym names them."""
 
 
-class NeMoGymChatCompletionMessage(ChatCompletionMessage):
-    pass
+_CHAT_TYPES = (
+    "NeMoGymChatCompletionMessage",
+    "NeMoGymChatCompletionMessageForTraining",
+    "NeMoGymChoice",
+    "NeMoGymChatCompletion",
+)
 
 
-class NeMoGymChatCompletionMessageForTraining(NeMoGymChatCompletionMessage, TokenIDLogProbMixin):
-    pass
+def _chat_types() -> dict[str, type[BaseModel]]:
+    """The chat completion classes, built on the OpenAI SDK's models. Importing `openai` loads its
+    whole client and every type it has (~0.5 s): an environment whose server imports this module
+    for the Responses types above (every `base_resources_server` app does) must not pay it, so these
+    are made on first use (`__getattr__`)."""
+    from openai.types.chat import ChatCompletion, ChatCompletionMessage
+    from openai.types.chat.chat_completion import Choice
+
+    class NeMoGymChatCompletionMessage(ChatCompletionMessage):
+        pass
+
+    class NeMoGymChatCompletionMessageForTraining(NeMoGymChatCompletionMessage, TokenIDLogProbMixin):
+        pass
+
+    class NeMoGymChoice(Choice):
+        message: NeMoGymChatCompletionMessage
+
+    class NeMoGymChatCompletion(ChatCompletion):
+        """A `/v1/chat/completions` answer (the OpenAI SDK's model: `.choices[0].message.content`)."""
+
+        choices: list[NeMoGymChoice]  # type: ignore[assignment]
+
+    made: dict[str, type[BaseModel]] = {
+        "NeMoGymChatCompletionMessage": NeMoGymChatCompletionMessage,
+        "NeMoGymChatCompletionMessageForTraining": NeMoGymChatCompletionMessageForTraining,
+        "NeMoGymChoice": NeMoGymChoice,
+        "NeMoGymChatCompletion": NeMoGymChatCompletion,
+    }
+    for cls in made.values():
+        cls.__qualname__ = cls.__name__  # importable (and picklable) as nemo_gym.openai_utils.<name>
+    return made
 
 
-class NeMoGymChoice(Choice):
-    message: NeMoGymChatCompletionMessage
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion, ChatCompletionMessage
+    from openai.types.chat.chat_completion import Choice
+
+    class NeMoGymChatCompletionMessage(ChatCompletionMessage): ...
+
+    class NeMoGymChatCompletionMessageForTraining(NeMoGymChatCompletionMessage, TokenIDLogProbMixin): ...
+
+    class NeMoGymChoice(Choice):
+        message: NeMoGymChatCompletionMessage
+
+    class NeMoGymChatCompletion(ChatCompletion):
+        choices: list[NeMoGymChoice]  # type: ignore[assignment]
 
 
-class NeMoGymChatCompletion(ChatCompletion):
-    """A `/v1/chat/completions` answer (the OpenAI SDK's model: `.choices[0].message.content`)."""
-
-    choices: list[NeMoGymChoice]  # type: ignore[assignment]
+def __getattr__(name: str) -> Any:
+    if name in _CHAT_TYPES:
+        globals().update(_chat_types())
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Statuses NeMo Gym's client retries: rate limits and overloaded gateways (each retry also raises
