@@ -156,6 +156,11 @@ PLAIN_OVERRIDES = [
     "++a=x",
     "+a.b.c=3",
     "+head_server.port=11000",
+    "+a=[x.yaml,y.yaml]",
+    "+a=[1,2.5,true,null,x,-,1.2.3]",
+    "+a=[a]",
+    "+a=[inf,1_0,01,nan]",
+    "+config_paths=[resources_servers/x/configs/x.yaml,responses_api_models/openai_model/configs/openai_model.yaml]",
     "+A_b.C9=word",
 ]
 
@@ -187,7 +192,8 @@ def test_plain_command_lines_do_not_import_hydra():
         "import sys\n"
         "from nemo_gym.config import parse_overrides\n"
         "cfg = parse_overrides(['+agent_name=my_agent', '+input_jsonl_fpath=data/in.jsonl', '+limit=5',\n"
-        "                       '+head_server.port=11000', '+responses_create_params.temperature=0.7'])\n"
+        "                       '+head_server.port=11000', '+responses_create_params.temperature=0.7',\n"
+        "                       '+config_paths=[a/x.yaml,b/y.yaml]'])\n"
         "assert cfg.limit == 5 and cfg.responses_create_params.temperature == 0.7, cfg\n"
         "print(sorted(name for name in sys.modules if name.split('.')[0] == 'hydra'))\n"
     )

@@ -1,7 +1,7 @@
 """Hydra override grammar (`+a.b=1`, `++a=[x,y]`) without `@hydra.main`, into a DictConfig.
 
 The plain overrides every command line is made of (`+key.sub=value`, the value one word of letters,
-digits and `_ . / : + -`) are read here, typed by the rules of Hydra's lexer (`OverrideLexer.g4`:
+digits and `_ . / : + -`, or a flat list of such words without spaces) are read here, typed by the rules of Hydra's lexer (`OverrideLexer.g4`:
 a value that is one FLOAT, INT, BOOL or NULL token is that type, anything else is its own text);
 everything else (lists, dicts, quotes, `${...}`, escapes, spaces, sweeps, `~`, `@`) goes to Hydra's
 parser. Importing Hydra was ~15% of a command's start-up, for overrides that need none of it;
@@ -33,7 +33,8 @@ def _get_override_parser() -> Any:
 
 
 _KEY_PART = r"[A-Za-z_][A-Za-z0-9_]*"
-_PLAIN_OVERRIDE = re.compile(rf"\+{{0,2}}({_KEY_PART}(?:\.{_KEY_PART})*)=([A-Za-z0-9_./:+-]+)")
+_WORD = r"[A-Za-z0-9_./:+-]+"
+_PLAIN_OVERRIDE = re.compile(rf"\+{{0,2}}({_KEY_PART}(?:\.{_KEY_PART})*)=({_WORD}|\[{_WORD}(?:,{_WORD})*\])")
 _UINT = r"(?:0|[1-9](?:_?[0-9])*)"  # Hydra's INT_UNSIGNED
 _DIGITS = r"[0-9](?:_?[0-9])*"
 _POINT_FLOAT = rf"(?:{_UINT}\.|(?:{_UINT})?\.{_DIGITS})"
@@ -50,14 +51,20 @@ def _plain_override(text: str) -> tuple[str, Any] | None:
     if match is None:
         return None
     key, value = match.groups()
+    if value.startswith("["):  # a flat list (`+config_paths=[a.yaml,b.yaml]`): each element is typed alike
+        return key, [_plain_value(element) for element in value[1:-1].split(",")]
+    return key, _plain_value(value)
+
+
+def _plain_value(value: str) -> Any:
     # A value that is one whole token of the lexer takes that token's type (the lexer prefers the
     # longest match, then the earliest rule: FLOAT, INT, BOOL, NULL, before ID); several tokens, or
     # one ID, are a string of the value's own text (it has no spaces or escapes to drop).
     if _FLOAT_TOKEN.fullmatch(value):
-        return key, float(value)
+        return float(value)
     if _INT_TOKEN.fullmatch(value):
-        return key, int(value)
-    return key, _WORDS.get(value.lower(), value)
+        return int(value)
+    return _WORDS.get(value.lower(), value)
 
 
 def _override_hint(text: str, reason: str) -> str:
