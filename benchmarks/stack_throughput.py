@@ -16,8 +16,8 @@ process (launcher + head server) are reported on their own lines and are not in 
 
 `--mode http,colocated` (the default) also measures co-located collection (`nemo_gym.colocated`):
 the agent and resources servers run inside the collector's process and are called in memory, the
-model server stays the ng_run one. Repeats alternate between the modes at each level (interleaved,
-so the machine's load falls on both alike); stack CPU is then model + collector.
+model server stays the ng_run one. Each repeat goes round every level and both modes in turn
+(interleaved, so the machine's load falls on all of them alike); stack CPU is then model + collector.
 """
 
 from __future__ import annotations
@@ -706,7 +706,7 @@ async def _timed_stream(
 def measure_sweep_modes(
     stack: RunningStack, upstream: Upstream, levels: list[int], repeats: int, rollouts_for: Any, modes: list[str]
 ) -> dict[str, list[dict[str, Any]]]:
-    """The sweep in each mode, repeats interleaved (http, colocated, http, ...) at each level."""
+    """The sweep in each mode, repeats interleaved (each repeat: every level, http then colocated at each)."""
     rows = example_rows()
     processes = {role: stack.processes[role] for role in ("agent", "resources", "model", "ng_run")}
     processes["collector"] = psutil.Process()
@@ -747,11 +747,12 @@ def _sweep_interleaved(
     for mode in modes:
         log(f"  warm-up ({mode}): 200 rollouts at concurrency 16")
         run(mode, 16, 200, None)
-    results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
-    for level in levels:
-        count = rollouts_for(level)
-        runs: dict[str, list[RunResult]] = {mode: [] for mode in modes}
-        for repeat in range(repeats):
+    # Each repeat goes round every level and mode in turn, so a change in the machine's load falls on
+    # all of them alike: ratios between levels (4,096 vs 1,024) compare runs made at about the same time.
+    runs: dict[tuple[str, int], list[RunResult]] = {(mode, level): [] for mode in modes for level in levels}
+    for repeat in range(repeats):
+        for level in levels:
+            count = rollouts_for(level)
             for mode in modes:
                 result = run(mode, level, count, meter)
                 log(
@@ -760,10 +761,8 @@ def _sweep_interleaved(
                     f"{result.failures}, other load {result.other_processes_cores:.2f} cores"
                     + (f", failure types {result.failure_types}" if result.failures else "")
                 )
-                runs[mode].append(result)
-        for mode in modes:
-            results[mode].append(median_result(runs[mode]))
-    return results
+                runs[mode, level].append(result)
+    return {mode: [median_result(runs[mode, level]) for level in levels] for mode in modes}
 
 
 def colocated_stack_roles(row: dict[str, Any]) -> dict[str, Any]:
