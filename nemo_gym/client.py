@@ -294,8 +294,9 @@ class HttpClient:
         timeouts: Timeouts | None,
         deadlines: Timeouts,
     ) -> Awaitable[HttpResult]:
-        """One attempt (`timeouts`: this call's own, None = the client's; `deadlines`: the ones in force). A plain function handing back the transport's coroutine: a frame of its own would be
-        held for the whole call (a collector's /run: the whole rollout) for every request in flight."""
+        """One attempt (`timeouts`: this call's own, None = the client's; `deadlines`: those in force).
+        A plain function handing back the transport's coroutine: a frame of its own would be held for
+        the whole call (a collector's /run: the whole rollout) for every request in flight."""
         if url.startswith("http://"):
             target = _lean_target(url, params)
             if target is not None:
