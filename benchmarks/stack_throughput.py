@@ -16,8 +16,8 @@ process (launcher + head server) are reported on their own lines and are not in 
 
 `--mode http,colocated` (the default) also measures co-located collection (`nemo_gym.colocated`):
 the agent and resources servers run inside the collector's process and are called in memory, the
-model server stays the ng_run one. Repeats alternate between the modes at each level (interleaved,
-so the machine's load falls on both alike); stack CPU is then model + collector.
+model server stays the ng_run one. Each repeat goes round every level and both modes in turn
+(interleaved, so the machine's load falls on all of them alike); stack CPU is then model + collector.
 """
 
 from __future__ import annotations
@@ -706,7 +706,7 @@ async def _timed_stream(
 def measure_sweep_modes(
     stack: RunningStack, upstream: Upstream, levels: list[int], repeats: int, rollouts_for: Any, modes: list[str]
 ) -> dict[str, list[dict[str, Any]]]:
-    """The sweep in each mode, repeats interleaved (http, colocated, http, ...) at each level."""
+    """The sweep in each mode, repeats interleaved (each repeat: every level, http then colocated at each)."""
     rows = example_rows()
     processes = {role: stack.processes[role] for role in ("agent", "resources", "model", "ng_run")}
     processes["collector"] = psutil.Process()
@@ -747,11 +747,12 @@ def _sweep_interleaved(
     for mode in modes:
         log(f"  warm-up ({mode}): 200 rollouts at concurrency 16")
         run(mode, 16, 200, None)
-    results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
-    for level in levels:
-        count = rollouts_for(level)
-        runs: dict[str, list[RunResult]] = {mode: [] for mode in modes}
-        for repeat in range(repeats):
+    # Each repeat goes round every level and mode in turn, so a change in the machine's load falls on
+    # all of them alike: ratios between levels (4,096 vs 1,024) compare runs made at about the same time.
+    runs: dict[tuple[str, int], list[RunResult]] = {(mode, level): [] for mode in modes for level in levels}
+    for repeat in range(repeats):
+        for level in levels:
+            count = rollouts_for(level)
             for mode in modes:
                 result = run(mode, level, count, meter)
                 log(
@@ -760,10 +761,8 @@ def _sweep_interleaved(
                     f"{result.failures}, other load {result.other_processes_cores:.2f} cores"
                     + (f", failure types {result.failure_types}" if result.failures else "")
                 )
-                runs[mode].append(result)
-        for mode in modes:
-            results[mode].append(median_result(runs[mode]))
-    return results
+                runs[mode, level].append(result)
+    return {mode: [median_result(runs[mode, level]) for level in levels] for mode in modes}
 
 
 def colocated_stack_roles(row: dict[str, Any]) -> dict[str, Any]:
@@ -828,7 +827,7 @@ def format_modes(figures: dict[str, Any]) -> list[str]:
     http = {row["concurrency"]: row for row in figures.get("sweep", [])}
     colocated = {row["concurrency"]: row for row in figures.get("sweep_colocated", [])}
     if not colocated:
-        return []
+        return format_inflight(figures, [""]) if figures.get("inflight_colocated") else []
     lines = ["", "HTTP vs co-located (medians of interleaved repeats; stack CPU in ms per rollout):"]
     header = (
         f"{'conc':>6} | {'http r/s':>9} {'coloc r/s':>9} {'ratio':>6} | {'http CPU':>8} {'coloc CPU':>9} {'ratio':>6}"
@@ -844,6 +843,11 @@ def format_modes(figures: dict[str, Any]) -> list[str]:
             f"{c['rollouts_per_s'] / h['rollouts_per_s']:>5.2f}x | {cpu_h:>8.2f} {cpu_c:>9.2f} {cpu_c / cpu_h:>5.2f}x"
         )
     lines.append("co-located stack = model server + collector (which runs the agent and resources servers).")
+    return format_inflight(figures, lines)
+
+
+def format_inflight(figures: dict[str, Any], lines: list[str]) -> list[str]:
+    """`lines`, then one line per mode's 16k in-flight run."""
     for label, key in (("http", "inflight"), ("co-located", "inflight_colocated")):
         run = figures.get(key)
         if run:
@@ -1260,36 +1264,39 @@ def main() -> None:
         else:
             work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ng_stack_bench_")))
         log(f"Working in {work}; open file limit {fd_limit}")
-        upstream = Upstream(args.latency_ms)
-        stack: RunningStack | None = None
-        try:
-            log("ng_run startup:")
-            stack, startup = measure_startup(upstream, 1 if args.quick or "startup" in skip else 3, work)
-            if "startup" not in skip:
-                figures["ng_run_startup"] = startup
-            if "sweep" not in skip and modes != ["http"]:
-                log(f"Concurrency sweep ({', '.join(modes)}, interleaved):")
-                by_mode = measure_sweep_modes(stack, upstream, levels, repeats, rollouts_for, modes)
-                if "http" in by_mode:
-                    figures["sweep"] = by_mode["http"]
-                if "colocated" in by_mode:
-                    figures["sweep_colocated"] = [colocated_stack_roles(row) for row in by_mode["colocated"]]
-            elif "sweep" not in skip:
-                log("Concurrency sweep:")
-                figures["sweep"] = measure_sweep(stack, upstream, levels, repeats, rollouts_for)
-            if "collector-startup" not in skip:
-                log("Collector fixed startup:")
-                figures["collector_startup"] = measure_collector_startup(stack, repeats, work)
-            if "rss" not in skip:
-                log("Collector peak RSS:")
-                figures["collector_rss"] = measure_collector_rss(stack, work, args.rss_rows)
-            if args.profile:
-                log(f"Profiling with py-spy at concurrency {args.profile_concurrency}:")
-                figures["profile"] = profile_stack(stack, args.profile_concurrency, args.profile_seconds, work, 12)
-        finally:
-            if stack is not None:
-                stack.stop()
-            upstream.stop()
+        # The in-flight check starts its own upstream and stack: with every other section skipped
+        # (`--skip startup,sweep,collector-startup,rss`) none is started for nothing.
+        if args.profile or not {"startup", "sweep", "collector-startup", "rss"} <= skip:
+            upstream = Upstream(args.latency_ms)
+            stack: RunningStack | None = None
+            try:
+                log("ng_run startup:")
+                stack, startup = measure_startup(upstream, 1 if args.quick or "startup" in skip else 3, work)
+                if "startup" not in skip:
+                    figures["ng_run_startup"] = startup
+                if "sweep" not in skip and modes != ["http"]:
+                    log(f"Concurrency sweep ({', '.join(modes)}, interleaved):")
+                    by_mode = measure_sweep_modes(stack, upstream, levels, repeats, rollouts_for, modes)
+                    if "http" in by_mode:
+                        figures["sweep"] = by_mode["http"]
+                    if "colocated" in by_mode:
+                        figures["sweep_colocated"] = [colocated_stack_roles(row) for row in by_mode["colocated"]]
+                elif "sweep" not in skip:
+                    log("Concurrency sweep:")
+                    figures["sweep"] = measure_sweep(stack, upstream, levels, repeats, rollouts_for)
+                if "collector-startup" not in skip:
+                    log("Collector fixed startup:")
+                    figures["collector_startup"] = measure_collector_startup(stack, repeats, work)
+                if "rss" not in skip:
+                    log("Collector peak RSS:")
+                    figures["collector_rss"] = measure_collector_rss(stack, work, args.rss_rows)
+                if args.profile:
+                    log(f"Profiling with py-spy at concurrency {args.profile_concurrency}:")
+                    figures["profile"] = profile_stack(stack, args.profile_concurrency, args.profile_seconds, work, 12)
+            finally:
+                if stack is not None:
+                    stack.stop()
+                upstream.stop()
         if "inflight" not in skip:
             count = args.inflight_concurrency if args.quick else max(4 * args.inflight_concurrency, 2000)
             log(

@@ -421,11 +421,11 @@ class ColocatedHttpClient(HttpClient):
         data: bytes | None,
         headers: dict[str, str],
         params: Mapping[str, str] | None,
-        timeout: Any,
+        timeouts: Timeouts | None,
         deadlines: Timeouts,
     ) -> HttpResult:
         if not url.startswith(INPROC_SCHEME):
-            return await super()._send_once(method, url, data, headers, params, timeout, deadlines)
+            return await super()._send_once(method, url, data, headers, params, timeouts, deadlines)
         name, slash, path = url[len(INPROC_SCHEME) :].partition("/")
         path = slash + path if slash else "/"
         path, _, query = path.partition("?")

@@ -25,10 +25,10 @@ import inspect
 import socket
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
-import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,8 +50,22 @@ from nemo_gym.retry import UPSTREAM_RETRY as UPSTREAM_RETRY
 from nemo_gym.retry import RetryPolicy as RetryPolicy
 from nemo_gym.retry import classify_error, classify_status
 
-# aiohttp >= 3.10 tells a connect timeout from a read timeout; older versions never claim one.
-_CONNECT_TIMEOUT: type[BaseException] | tuple[()] = getattr(aiohttp, "ConnectionTimeoutError", ())
+if TYPE_CHECKING:
+    import aiohttp
+
+
+def _aiohttp() -> ModuleType:
+    """aiohttp, imported on first use: it only carries https:// and URLs `http11` does not take, and
+    importing it (it builds two SSL contexts at import) was ~20% of a collector's start-up, which every
+    rollout of a plain http:// stack waited for and none used."""
+    import aiohttp
+
+    return aiohttp
+
+
+def _connect_timeout_error() -> type[BaseException] | tuple[()]:
+    # aiohttp >= 3.10 tells a connect timeout from a read timeout; older versions never claim one.
+    return getattr(_aiohttp(), "ConnectionTimeoutError", ())
 
 
 class Timeouts(BaseModel):
@@ -201,24 +215,33 @@ class HttpClient:
         retry: RetryPolicy = CONNECT_ONLY_RETRY,
     ):
         self.timeouts, self.limits, self.retry = timeouts, limits, retry
-        connector_kwargs: dict[str, Any] = dict(
-            limit=limits.max_connections,
-            limit_per_host=limits.max_connections_per_host,
-            keepalive_timeout=limits.keepalive_s,
-            ttl_dns_cache=None,
-        )
-        if "socket_factory" in inspect.signature(aiohttp.TCPConnector).parameters:
-            connector_kwargs["socket_factory"] = _keepalive_socket_factory
         self._pool: http11.ConnectionPool | None = None
         """The lean transport's pool, made on first use (it belongs to the running loop)."""
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(**connector_kwargs),
-            # Cookies are threaded by hand (per rollout), never shared through a jar.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=_client_timeout(timeouts),
-            json_serialize=lambda obj: dumps(obj).decode(),
-            auto_decompress=True,
-        )
+        self._session: aiohttp.ClientSession | None = None
+        """The aiohttp session for what `http11` does not carry, made on first use (see `_aiohttp`)."""
+
+    def _aiohttp_session(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None:
+            aiohttp = _aiohttp()
+            limits = self.limits
+            connector_kwargs: dict[str, Any] = dict(
+                limit=limits.max_connections,
+                limit_per_host=limits.max_connections_per_host,
+                keepalive_timeout=limits.keepalive_s,
+                ttl_dns_cache=None,
+            )
+            if "socket_factory" in inspect.signature(aiohttp.TCPConnector).parameters:
+                connector_kwargs["socket_factory"] = _keepalive_socket_factory
+            session = self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(**connector_kwargs),
+                # Cookies are threaded by hand (per rollout), never shared through a jar.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=_client_timeout(self.timeouts),
+                json_serialize=lambda obj: dumps(obj).decode(),
+                auto_decompress=True,
+            )
+        return session
 
     async def request(
         self,
@@ -241,13 +264,12 @@ class HttpClient:
             send_headers.update(headers)
         if cookies:
             send_headers["Cookie"] = "; ".join(f"{key}={value}" for key, value in cookies.items())
-        timeout = None if timeouts is None else _client_timeout(timeouts)
         deadlines = timeouts or self.timeouts
         attempt = 0
         while True:
             attempt += 1
             try:
-                result = await self._send_once(method, url, data, send_headers, params, timeout, deadlines)
+                result = await self._send_once(method, url, data, send_headers, params, timeouts, deadlines)
             except TransportError as error:
                 if not policy.should_retry(classify_error(error), attempt):
                     if attempt > 1:
@@ -269,11 +291,12 @@ class HttpClient:
         data: bytes | None,
         headers: dict[str, str],
         params: Mapping[str, str] | None,
-        timeout: aiohttp.ClientTimeout | None,
+        timeouts: Timeouts | None,
         deadlines: Timeouts,
     ) -> Awaitable[HttpResult]:
-        """One attempt. A plain function handing back the transport's coroutine: a frame of its own would be
-        held for the whole call (a collector's /run: the whole rollout) for every request in flight."""
+        """One attempt (`timeouts`: this call's own, None = the client's; `deadlines`: those in force).
+        A plain function handing back the transport's coroutine: a frame of its own would be held for
+        the whole call (a collector's /run: the whole rollout) for every request in flight."""
         if url.startswith("http://"):
             target = _lean_target(url, params)
             if target is not None:
@@ -288,7 +311,7 @@ class HttpClient:
                     self.limits.max_response_bytes,
                     _lean_result,
                 )
-        return self._send_aiohttp(method, url, data, headers, params, timeout, deadlines)
+        return self._send_aiohttp(method, url, data, headers, params, timeouts, deadlines)
 
     async def _send_aiohttp(
         self,
@@ -297,14 +320,16 @@ class HttpClient:
         data: bytes | None,
         headers: dict[str, str],
         params: Mapping[str, str] | None,
-        timeout: aiohttp.ClientTimeout | None,
+        timeouts: Timeouts | None,
         deadlines: Timeouts,
     ) -> HttpResult:
+        session = self._aiohttp_session()
+        aiohttp = _aiohttp()
         kwargs: dict[str, Any] = {"data": data, "headers": headers, "params": params}
-        if timeout is not None:
-            kwargs["timeout"] = timeout
+        if timeouts is not None:
+            kwargs["timeout"] = _client_timeout(timeouts)
         try:
-            async with self._session.request(method, url, **kwargs) as response:
+            async with session.request(method, url, **kwargs) as response:
                 length = response.content_length
                 if (
                     length is not None
@@ -326,7 +351,7 @@ class HttpClient:
         except (TimeoutError, aiohttp.ServerTimeoutError) as error:
             raise RequestTimeoutError(
                 f"{method} {url} timed out: {_which_deadline(error, deadlines)}",
-                connect_timed_out=isinstance(error, _CONNECT_TIMEOUT),
+                connect_timed_out=isinstance(error, _connect_timeout_error()),
             ) from error
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as error:
             raise ServerUnreachableError(f"connection to {url} failed: {type(error).__name__}: {error}") from error
@@ -388,7 +413,8 @@ class HttpClient:
     async def aclose(self) -> None:
         if self._pool is not None:
             self._pool.close()
-        await self._session.close()
+        if self._session is not None:
+            await self._session.close()
 
 
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
@@ -449,9 +475,9 @@ def _request_head(method: str, path: str, host_header: str, headers: Mapping[str
 
 
 def _which_deadline(error: BaseException, deadlines: Timeouts) -> str:
-    if isinstance(error, _CONNECT_TIMEOUT):
+    if isinstance(error, _connect_timeout_error()):
         return f"no connection within {deadlines.connect_s:g} s"
-    if isinstance(error, aiohttp.ServerTimeoutError):
+    if isinstance(error, _aiohttp().ServerTimeoutError):
         return f"no byte for {deadlines.read_s:g} s"
     if deadlines.total_s is not None:
         return f"no complete answer within {deadlines.total_s:g} s"
@@ -459,7 +485,7 @@ def _which_deadline(error: BaseException, deadlines: Timeouts) -> str:
 
 
 def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s, sock_read=timeouts.read_s)
+    return _aiohttp().ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s, sock_read=timeouts.read_s)
 
 
 def _size(n: int) -> str:

@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-import httpx
 import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -260,6 +259,8 @@ class Stack:
         return process
 
     def _wait_until_healthy(self) -> None:
+        import httpx  # here, not at import: a co-located collector imports this module and starts nothing
+
         deadline = time.monotonic() + self.options.startup_timeout_s
         pending = {process.slot.label: process for process in self.processes}
         with httpx.Client(timeout=httpx.Timeout(2.0, connect=0.5), trust_env=False) as probe:

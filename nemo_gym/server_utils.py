@@ -19,7 +19,6 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import httpx
 import orjson
 from pydantic import BaseModel
 
@@ -185,6 +184,8 @@ class ServerClient(_OurServerClient):
         """Whether server `server_name` answers at all (any status counts), as NeMo Gym's blocking probe:
         "success", "connection_error", "timeout" or "unknown_error". Environments call it in
         `setup_webserver`, before serving, to wait for their judge."""
+        import httpx  # here, not at import: every environment's server imports this module, few call this
+
         try:
             info = self._registry.get(server_name)
             url = info.url if info is not None else get_server_url(server_name)

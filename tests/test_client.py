@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -130,3 +132,48 @@ def test_an_encoded_request_body_holds_its_own_size_not_the_encoders_buffer(text
         == b'{"responses_create_params":{"input":[{"role":"user","content":"' + b"x" * text_chars + b'"}]},"task_id":7}'
     )
     assert held < 1.2 * len(bodies[0]) + 200, (held, len(bodies[0]))
+
+
+def test_a_url_the_lean_transport_leaves_to_aiohttp_is_still_served():
+    """aiohttp is imported on first use; a URL with userinfo (and https://) still goes through it,
+    answers and per-call timeouts included."""
+    with ScriptedOpenAI() as upstream:
+        url = upstream.url.replace("http://", "http://user:secret@") + "/responses"
+        result = asyncio.run(post(url, RetryPolicy(max_attempts=1)))
+    assert result.status == 200 and "output" in result.json() and len(upstream.requests) == 1
+
+    async def post_with_own_timeouts(url: str):
+        client = HttpClient(retry=RetryPolicy(max_attempts=1))
+        try:
+            return await client.request("POST", url, json=BODY, timeouts=Timeouts(connect_s=1, read_s=0.3))
+        finally:
+            await client.aclose()
+
+    with socket.socket() as listener:  # accepts connections (kernel backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://user:secret@127.0.0.1:{listener.getsockname()[1]}/x"
+        with pytest.raises(RequestTimeoutError, match="no byte for 0.3 s"):
+            asyncio.run(post_with_own_timeouts(url))
+
+
+def test_plain_http_requests_never_import_aiohttp():
+    """Every hop between our processes is plain http://, served by `http11`: a collector must not pay
+    aiohttp's import (a subprocess, so modules other tests imported do not count)."""
+    client_only = (
+        "import asyncio, sys\n"
+        "from nemo_gym.client import HttpClient\n"
+        "async def main(url):\n"
+        "    client = HttpClient()\n"
+        "    try:\n"
+        "        return await client.request('POST', url, json={'input': 'hi'})\n"
+        "    finally:\n"
+        "        await client.aclose()\n"
+        "result = asyncio.run(main(sys.argv[1]))\n"
+        "print(result.status, 'aiohttp' in sys.modules)\n"
+    )
+    with ScriptedOpenAI() as upstream:
+        done = subprocess.run(
+            [sys.executable, "-c", client_only, upstream.url + "/responses"], capture_output=True, text=True, check=True
+        )
+    assert done.stdout.split() == ["200", "False"], done.stdout + done.stderr

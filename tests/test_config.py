@@ -91,6 +91,116 @@ def test_overrides_are_typed_like_hydra():
     assert cfg.responses_create_params.temperature == 0.0
 
 
+# Plain overrides are read without Hydra (its import was a good part of every command's start-up);
+# each of these must come out exactly as Hydra's own parser reads it: value, type, key path.
+PLAIN_OVERRIDES = [
+    "+a=1",
+    "+a=-1",
+    "+a=+1",
+    "+a=0",
+    "+a=01",
+    "+a=1_000",
+    "+a=1__0",
+    "+a=1_",
+    "+a=_1",
+    "+a=0x10",
+    "+a=1.",
+    "+a=.5",
+    "+a=-.5",
+    "+a=1.5",
+    "+a=1_0.5_0",
+    "+a=1.2.3",
+    "+a=1e3",
+    "+a=1E-3",
+    "+a=5e+3",
+    "+a=1.e5",
+    "+a=.5e1",
+    "+a=-5e",
+    "+a=1e",
+    "+a=inf",
+    "+a=-INF",
+    "+a=+Inf",
+    "+a=infinity",
+    "+a=info",
+    "+a=nan",
+    "+a=NaN",
+    "+a=nano",
+    "+a=true",
+    "+a=True",
+    "+a=FALSE",
+    "+a=truex",
+    "+a=null",
+    "+a=Null",
+    "+a=nullx",
+    "+a=none",
+    "+a=-",
+    "+a=.",
+    "+a=:",
+    "+a=+",
+    "+a=1:2",
+    "+a=1-2",
+    "+a=a-b",
+    "+a=-a",
+    "+a=/tmp/x_1.jsonl",
+    "+a=../data/1.jsonl",
+    "+a=http://127.0.0.1:8000/v1",
+    "+a=results/x.jsonl",
+    "+a=a.b",
+    "+a=_",
+    "+a=x:y",
+    "+a=1.0.0",
+    "+a=v1.5",
+    "+a=2024-01-01",
+    "+a=12:30",
+    "a=1",
+    "++a=x",
+    "+a.b.c=3",
+    "+head_server.port=11000",
+    "+a=[x.yaml,y.yaml]",
+    "+a=[1,2.5,true,null,x,-,1.2.3]",
+    "+a=[a]",
+    "+a=[inf,1_0,01,nan]",
+    "+config_paths=[resources_servers/x/configs/x.yaml,responses_api_models/openai_model/configs/openai_model.yaml]",
+    "+A_b.C9=word",
+]
+
+
+def test_plain_overrides_read_as_hydra_reads_them():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    hydra = OverridesParser.create()
+    for text in PLAIN_OVERRIDES:
+        override = hydra.parse_override(text)
+        expected = OmegaConf.create()
+        OmegaConf.update(expected, override.key_or_group, override.value(), merge=False, force_add=True)
+        ours = parse_overrides([text])
+        key = override.key_or_group
+        want, got = OmegaConf.select(expected, key), OmegaConf.select(ours, key)
+        assert type(got) is type(want), (text, got, want)
+        assert repr(got) == repr(want), (text, got, want)  # repr: nan == nan
+        assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(expected), text
+
+
+def test_plain_command_lines_do_not_import_hydra():
+    """The overrides a collection is started with are all plain: no Hydra import at all (a subprocess,
+    so the modules other tests imported do not count)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from nemo_gym.config import parse_overrides\n"
+        "cfg = parse_overrides(['+agent_name=my_agent', '+input_jsonl_fpath=data/in.jsonl', '+limit=5',\n"
+        "                       '+head_server.port=11000', '+responses_create_params.temperature=0.7',\n"
+        "                       '+config_paths=[a/x.yaml,b/y.yaml]'])\n"
+        "assert cfg.limit == 5 and cfg.responses_create_params.temperature == 0.7, cfg\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'hydra'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 @pytest.mark.parametrize("override", ["a.b", "+a=[1,", "+a=1,2", "~a"])
 def test_malformed_override_names_the_override(override):
     with pytest.raises(ConfigOverrideError) as info:

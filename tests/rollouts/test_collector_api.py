@@ -91,6 +91,51 @@ def test_jobs_are_pulled_lazily_so_memory_does_not_grow_with_the_input(agent):
     assert asyncio.run(first_five()) <= 8 + 8 + 5 + 1
 
 
+class GatedAgent(SimpleResponsesAPIAgent):
+    """An agent whose runs wait until the test lets them finish, one `release` at a time."""
+
+    config: BaseResponsesAPIAgentConfig
+    started: int = 0
+    released: int = 0
+
+    async def run(self, request: Request, body: AgentRunRequest) -> Any:
+        self.started += 1
+        while self.released <= 0:
+            await asyncio.sleep(0.005)
+        self.released -= 1
+        return body.model_dump(mode="json") | {"response": {"id": "r", "output": []}, "reward": 1.0}
+
+
+def test_the_collector_starts_with_a_small_window_that_grows_by_one_per_finished_rollout():
+    """Slow start: 32 rollouts go out first (so the first comes back in about one rollout time, not
+    behind a big first batch on every server); each finished one lets one more in, up to concurrency."""
+    server = GatedAgent(config=BaseResponsesAPIAgentConfig(name="agent"), server_client=registry_client({}))
+
+    async def settled(count: int) -> int:
+        while server.started < count:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # nothing more arrives
+        return server.started
+
+    async def ramp(client) -> list[int]:
+        collector = RolloutCollector(client, "agent", CollectionPolicy(concurrency=1000))
+        stream = collector.stream(jobs_from_rows(rows(1000)))
+        consumer = asyncio.ensure_future(_take(stream, 1).__anext__())
+        seen = [await settled(32)]
+        server.released = 1
+        await consumer
+        seen.append(await settled(34))
+        server.released = 10**6  # let the rest finish
+        await stream.aclose()
+        await collector.server_client.aclose()
+        return seen
+
+    with ThreadedServer(server.setup_webserver()) as running:
+        client = registry_client({"agent": ("responses_api_agents", running.url)})
+        # 32 at first; one finished: its worker takes the next job and one more is admitted.
+        assert asyncio.run(ramp(client)) == [32, 34]
+
+
 async def _take(stream, count):
     taken = 0
     async for item in stream:
