@@ -43,8 +43,8 @@ unchanged into `resources_servers/<name>/`), with this interpreter and no networ
    rollout's own model turns (the actions of its `trajectory` when that records more steps than its
    response holds); a replay whose reward differs is replayed again, and when replays of the same turns
    give different rewards or observations the row is `unseeded` (the environment's own code draws from
-   an unseeded generator) and left out of the match ratio; a row that differs the same way on every
-   replay is replayed again in up to two fresh `ng_run` processes, since some draw once per process;
+   an unseeded generator) and left out of the match ratio; a row that differs (or is refused) the same
+   way on every replay is replayed again in up to three fresh `ng_run` processes, since some draw once per process;
    a stored row without a `response` (a task row), or a file of placeholders (then the task rows of
    `data/*.jsonl`), is run through its agent's `/run` instead (as many times at once as a cohort
    environment's `num_rollouts_per_prompt`, genrm_compare's): it counts as verified, with no stored
@@ -498,6 +498,8 @@ class EnvResult:
     the same way on every replay in one process (see `PROCESS_REPLAYS`)."""
     replay_tasks: dict[int, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict, repr=False)
     """Row number -> (task posted, stored row) of the rows in `replay_differs`."""
+    replay_errors: dict[int, str] = field(default_factory=dict, repr=False)
+    """Row number -> why the environment refused it, for the rows of `replay_differs` it refused every time."""
     """(row number, stored row) of each row without its task (counted in `without_task`)."""
     paired_checked: int = 0
     """Rows without their task scored, with --reference-venv, as the task row at the same position of the
@@ -1314,12 +1316,13 @@ def replay_rows(
                     f"row {number} unseeded: the environment's own code shows different observations on "
                     f"replays of the same turns (rewards {listed}; stored {expected})"
                 )
-            elif reward is None:
-                result.note(error)
             else:
-                # The same on every replay here: a real difference, or a draw made once per process.
+                # The same on every replay here (a reward, or a refusal: a board that came out otherwise
+                # outlasts the stored turns): a real difference, or a draw made once per process.
                 result.replay_differs.append((number, reward, expected))
                 result.replay_tasks[number] = (task, stored)
+                if reward is None:
+                    result.replay_errors[number] = error
 
 
 def agent_url_of(client: httpx.Client, head_url: str, agent_name: str) -> str | None:
@@ -1343,10 +1346,10 @@ def replay_in_new_process(head_url: str, agent_name: str, replay: Replay, timeou
                 still.append((number, reward, expected))
                 continue
             result.unseeded += 1
-            shown = "refused" if again is None else f"{again:g}"
+            before, shown = ("refused" if value is None else f"{value:g}" for value in (reward, again))
             result.note(
                 f"row {number} unseeded: the environment's own code gives different rewards for the same turns "
-                f"in two processes ({reward:g}, {shown}; stored {expected})"
+                f"in two processes ({before}, {shown}; stored {expected})"
             )
         result.replay_differs = still
 
@@ -1569,7 +1572,7 @@ class RunningStack:
         self.reader.join(timeout=5)
 
 
-PROCESS_REPLAYS = 2
+PROCESS_REPLAYS = 3
 """How many fresh `ng_run` processes a replayed row whose reward differs, the same on every replay in one
 process, is replayed in again: an environment can draw its randomness once per process (grl_tetris' boards
 take their piece weights from an unseeded draw that restores the generator after it, so every board in
@@ -1642,7 +1645,8 @@ def start_and_verify(
                             break
                         replay_in_new_process(stack.head_url, stepping[0], replay, options.timeout, result)
                     for number, reward, expected in result.replay_differs:
-                        result.note(f"reward {reward} != stored {expected} (row {number}, replayed)")
+                        refused = result.replay_errors.get(number, "")
+                        result.note(refused or f"reward {reward} != stored {expected} (row {number}, replayed)")
                 else:
                     verify_rows(
                         stack.head_url,
@@ -1943,7 +1947,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     key: value
                     for key, value in asdict(r).items()
-                    if key not in ("mismatched", "taskless", "replay_differs", "replay_tasks")
+                    if key not in ("mismatched", "taskless", "replay_differs", "replay_tasks", "replay_errors")
                 }
                 | {
                     "comparable": r.comparable,

@@ -1147,18 +1147,20 @@ def test_a_row_that_differs_the_same_way_in_one_process_is_replayed_in_a_fresh_o
 
     rows = tmp_path / "data" / "example_rollouts.jsonl"
     rows.parent.mkdir()
-    rows.write_text(row("per_process") + "\n" + row("fixed") + "\n")
+    rows.write_text(row("per_process") + "\n" + row("fixed") + "\n" + row("refused_here") + "\n")
     (tmp_path / "data" / "example.jsonl").write_text(json.dumps({"responses_create_params": params}) + "\n")
-    result = survey.EnvResult("tetris", rows=2)
+    result = survey.EnvResult("tetris", rows=3)
     replay = survey.Replay()
-    first_process = replay_agent(serve, None, {"per_process": [9.4] * 6, "fixed": [9.4] * 6})
-    survey.replay_rows(first_process, "game_agent", rows, replay, 60, result)
-    assert (result.unseeded, result.replay_differs, result.first_error) == (0, [(1, 9.4, 19.4), (2, 9.4, 19.4)], "")
+    # A board that comes out otherwise in this process outlasts the stored turns: refused every time here.
+    decks = {"per_process": [9.4] * 6, "fixed": [9.4] * 6, "refused_here": [None] * 6}
+    survey.replay_rows(replay_agent(serve, None, decks), "game_agent", rows, replay, 60, result)
+    differs = [(1, 9.4, 19.4), (2, 9.4, 19.4), (3, None, 19.4)]
+    assert (result.unseeded, result.replay_differs, result.first_error) == (0, differs, "")
 
-    fresh_process = replay_agent(serve, None, {"per_process": [-1.0], "fixed": [9.4]})
+    fresh_process = replay_agent(serve, None, {"per_process": [-1.0], "fixed": [9.4], "refused_here": [19.4]})
     survey.replay_in_new_process(fresh_process, "game_agent", replay, 60, result)
 
-    assert (result.unseeded, result.comparable, result.replay_differs) == (1, 1, [(2, 9.4, 19.4)])
+    assert (result.unseeded, result.comparable, result.replay_differs) == (2, 1, [(2, 9.4, 19.4)])
     assert result.first_error == (
         "row 1 unseeded: the environment's own code gives different rewards for the same turns in two "
         "processes (9.4, -1; stored 19.4)"
