@@ -10,11 +10,11 @@ from nemo_gym.openai_utils import TokenIDLogProbMixin
 
 
 class NeMoGymChatCompletionMessage(ChatCompletionMessage):
-    pass
+    """The message of a chat completion choice (`.content`, `.tool_calls`), under NeMo Gym's name."""
 
 
 class NeMoGymChatCompletionMessageForTraining(NeMoGymChatCompletionMessage, TokenIDLogProbMixin):
-    pass
+    """A chat completion message with the token ids and log probs a trainer needs (NeMo Gym's name)."""
 
 
 class NeMoGymChoice(Choice):
