@@ -422,13 +422,11 @@ def run_watched(argv: list[str], output: Path | None = None, expected_rows: int 
                         pass
                 peak = max(peak, rss)
                 if rollout_peak is not None and output is not None:
-                    try:
+                    with contextlib.suppress(OSError):  # the CLI has not created the output yet
                         with output.open("rb") as handle:
                             handle.seek(read_to)
                             fresh = handle.read()
                         lines, read_to = lines + fresh.count(b"\n"), read_to + len(fresh)
-                    except OSError:
-                        pass
                     if lines < (expected_rows or 0):
                         rollout_peak = max(rollout_peak, rss)
                 cpu = cpu_seconds(process)

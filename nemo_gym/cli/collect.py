@@ -174,7 +174,7 @@ def per_agent_repeats(mapping: dict[str, int], agents: frozenset[str]) -> dict[s
     missing = {agent for agent in agents if repeats_for_agent(mapping, agent) is None}
     if missing:
         raise no_entry_error(mapping, missing)
-    return {agent: mapping.get(agent, mapping.get("_default", 1)) for agent in sorted(agents)}
+    return {agent: repeats_for_agent(mapping, agent) or 1 for agent in sorted(agents)}
 
 
 def collect(argv: list[str]) -> int:
