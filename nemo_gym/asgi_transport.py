@@ -28,12 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import FastAPI
-from fastapi.routing import APIRoute, APIRouter
-from starlette.middleware.exceptions import ExceptionMiddleware
-from starlette.requests import Request
-from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message
 
 from nemo_gym import http11
 from nemo_gym.client import (
@@ -52,7 +47,7 @@ from nemo_gym.errors import (
     ServerStartupError,
     ServerUnreachableError,
 )
-from nemo_gym.servers.disconnect import CancelOnDisconnect
+from nemo_gym.servers.lean_app import LeanApp
 
 INPROC_SCHEME = "inproc://"
 """Registry URLs of servers whose app lives in this process: `inproc://<instance name>`."""
@@ -79,109 +74,7 @@ class LocalApp:
     def __post_init__(self) -> None:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         self.host_header = f"{host}:{self.port}".encode("latin-1")
-        self.handler = LeanApp.of(self.app)
-
-
-class LeanApp:
-    """A server's app for in-memory calls: the same middleware stack without the parts that only serve
-    a socket, and a route resolved once per path instead of FastAPI's routing on every call.
-
-    Built from the app's own `build_middleware_stack()` (the same classes, settings and exception
-    handlers), with two changes, each a no-op in memory:
-      * no `CancelOnDisconnect`: it cancels a handler whose connection dropped; in memory the handler
-        runs in the caller's task, so the caller's cancellation reaches it directly;
-      * below our middleware, a path whose route is a `GymRoute` with a direct handler (no path
-        parameters, no route body limit) is served by that handler under Starlette's own exception
-        handling, skipping what only FastAPI's general handler needs (its three exit stacks, form
-        limits, the route loop). Anything else (404, 405, other routes) goes down the usual chain.
-    Measured per in-memory call: ~75 us through the whole app, ~30 us through this one.
-    """
-
-    _MAX_PATHS = 1024
-    """Paths whose resolution is remembered; beyond that, new paths are resolved on every call."""
-
-    def __init__(self, app: Any, stack: ASGIApp):
-        self.app = app
-        self.stack = stack
-
-    @classmethod
-    def of(cls, app: ASGIApp) -> ASGIApp:
-        """The lean twin of one of our servers' FastAPI apps; any other app as it is."""
-        if not (isinstance(app, FastAPI) and getattr(app.state, "nemo_gym_server_machinery", False)):
-            return app
-        telemetry = getattr(app, "_native_telemetry", None)
-        if (telemetry is not None and telemetry.enabled()) or app.root_path:
-            return app
-        stack = app.build_middleware_stack()
-        above: Any = None
-        node: Any = stack
-        while not isinstance(node, ExceptionMiddleware):
-            if not hasattr(node, "app"):
-                return app  # a middleware we cannot see through: serve through the whole app
-            if isinstance(node, CancelOnDisconnect) and above is not None:
-                above.app = node.app
-            else:
-                above = node
-            node = node.app
-        if above is None or node.app is None:
-            return app
-        # Below the app's own ExceptionMiddleware, in the router's place: errors of a direct handler are
-        # answered by that middleware's handlers, as they are for any route.
-        node.app = _DirectRoutes(node.app, app.router)
-        return cls(app, stack)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = self.app  # as Starlette's own entry does
-        await self.stack(scope, receive, send)
-
-
-class _DirectRoutes:
-    """Serves the paths whose route has a direct handler (see `LeanApp`); the rest goes to `fallback`
-    (what sat below the app's `ExceptionMiddleware`: the router)."""
-
-    def __init__(self, fallback: ASGIApp, router: APIRouter):
-        self.fallback = fallback
-        self.router = router
-        self._routes: dict[tuple[str, str], tuple[APIRoute, Any] | None] = {}
-        self._route_count = -1
-
-    def _resolve(self, scope: Scope) -> tuple[APIRoute, Any] | None:
-        if len(self.router.routes) != self._route_count:  # routes added since: resolve afresh
-            self._routes.clear()
-            self._route_count = len(self.router.routes)
-        key = (scope["method"], scope["path"])
-        if key in self._routes:
-            return self._routes[key]
-        found = None
-        for route in self.router.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                handler = getattr(route, "direct_handler", None)
-                if (
-                    handler is not None
-                    and isinstance(route, APIRoute)
-                    and not route.param_convertors
-                    and getattr(route, "max_body_size", None) is None
-                ):
-                    found = (route, handler)
-                break
-        if len(self._routes) < LeanApp._MAX_PATHS:
-            self._routes[key] = found
-        return found
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = self._resolve(scope) if scope["type"] == "http" and not scope.get("root_path") else None
-        if target is None:
-            await self.fallback(scope, receive, send)
-            return
-        route, handler = target
-        # What the router and the route put in the scope on this path.
-        scope.setdefault("router", self.router)
-        scope["endpoint"] = route.endpoint
-        scope["path_params"] = {}
-        scope["route"] = route
-        response = await handler(Request(scope, receive, send))
-        await response(scope, receive, send)
+        self.handler = LeanApp.of(self.app, in_memory=True)
 
 
 class LocalApps:

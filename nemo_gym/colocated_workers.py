@@ -149,6 +149,7 @@ async def _serve(bootstrap: WorkerBootstrap) -> None:
     from nemo_gym.colocated import ColocatedStack
     from nemo_gym.config import load_global_config
     from nemo_gym.servers.base import uvicorn_protocol_options
+    from nemo_gym.servers.lean_app import LeanApp
 
     config = load_global_config(bootstrap.argv, cwd=Path(bootstrap.cwd))
     async with ColocatedStack(config, bootstrap.head_url) as stack:
@@ -156,8 +157,9 @@ async def _serve(bootstrap: WorkerBootstrap) -> None:
         for name, port in bootstrap.ports.items():
             app = stack.local.apps[name].app
             options = uvicorn_protocol_options(stack.servers[name].config)
+            served = LeanApp.of(app, in_memory=False)  # a socket: its disconnect watch stays
             uvicorn_config = uvicorn.Config(
-                app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", access_log=False,
+                served, host="127.0.0.1", port=port, lifespan="off", log_level="warning", access_log=False,
                 backlog=16384, **options,
             )  # fmt: skip
             servers.append(uvicorn.Server(uvicorn_config))

@@ -60,6 +60,7 @@ from nemo_gym.errors import (
 from nemo_gym.retry import is_retryable_status
 from nemo_gym.servers.disconnect import CancelOnDisconnect
 from nemo_gym.servers.launcher_link import NotLaunchedError, read_bootstrap
+from nemo_gym.servers.lean_app import LeanApp
 from nemo_gym.servers.request_guard import RequestGuard
 from nemo_gym.servers.request_limits import (
     DEFAULT_MAX_REQUEST_BODY_BYTES,
@@ -205,7 +206,7 @@ class GymRoute(APIRoute):
 
     direct_handler: Callable[[Request], Any] | None = None
     """The handler when it is a direct one (`_direct_handler`): a co-located caller may call it below
-    FastAPI's routing (`nemo_gym.asgi_transport.LeanApp`); None when FastAPI's full handler serves."""
+    FastAPI's routing (`nemo_gym.servers.lean_app.LeanApp`); None when FastAPI's full handler serves."""
 
     def get_route_handler(self) -> Callable[[Request], Any]:
         direct = _direct_handler(self.endpoint)
@@ -512,7 +513,7 @@ class SimpleServer(BaseModel):
         server._own_process = True
         app = server.setup_webserver()
         uvicorn.run(
-            app,
+            LeanApp.of(app, in_memory=False),
             host=server.config.host,
             port=server.config.port,
             loop="uvloop",

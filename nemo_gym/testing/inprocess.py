@@ -19,18 +19,26 @@ from nemo_gym.client import ServerClient, ServerInfo
 from nemo_gym.free_ports import free_port
 from nemo_gym.servers.base import SimpleServer, uvicorn_protocol_options
 from nemo_gym.servers.head import HeadServer, Registry
+from nemo_gym.servers.lean_app import LeanApp
 
 
 class ThreadedServer:
     """A uvicorn server for a FastAPI app on a background thread. `uvicorn_options` override the
     defaults; `ThreadedServer.of(server)` serves a server object with the protocol settings
-    (request deadlines, keep-alive) that `ng_run` gives it."""
+    (request deadlines, keep-alive) that `ng_run` gives it. One of our servers' apps is served as
+    `ng_run` serves it: through its lean twin (`nemo_gym.servers.lean_app`)."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None, **uvicorn_options: Any):
         self.host, self.port = host, port or free_port(host)
         options: dict[str, Any] = {"timeout_keep_alive": 30} | uvicorn_options
         config = uvicorn.Config(
-            app, host=self.host, port=self.port, log_level="warning", access_log=False, lifespan="on", **options
+            LeanApp.of(app, in_memory=False),
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            **options,
         )
         self._server = uvicorn.Server(config)
         # No signal handlers to switch off: uvicorn (>= 0.29) installs them only when run on the main thread.

@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
-from nemo_gym.asgi_transport import LeanApp, LocalApp, LocalApps, call_app
+from nemo_gym.asgi_transport import LocalApp, LocalApps, call_app
 from nemo_gym.client import ServerClient
 from nemo_gym.colocated import COLLECTION_GC_THRESHOLDS, collection_gc
 from nemo_gym.errors import InputError
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
+from nemo_gym.servers.lean_app import LeanApp
 
 
 class Echo(BaseModel):
