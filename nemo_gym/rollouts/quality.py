@@ -53,7 +53,7 @@ from pydantic import BaseModel, Field, computed_field
 from nemo_gym.episodes import episode_end
 from nemo_gym.rollouts.groups import GroupTally
 from nemo_gym.rollouts.metrics import RunningStats
-from nemo_gym.rollouts.store import sidecar
+from nemo_gym.rollouts.store import quality_report_path, sidecar
 from nemo_gym.rollouts.task_plan import TaskPlan
 
 __all__ = [
@@ -612,11 +612,6 @@ def _json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
                 yield line_number, None
                 continue
             yield line_number, value if isinstance(value, dict) else None
-
-
-def quality_report_path(output_path: str | Path) -> Path:
-    """`results/run.jsonl` -> `results/run_quality.json`."""
-    return sidecar(Path(output_path), "quality", ".json")
 
 
 def build_quality_report(
