@@ -26,12 +26,10 @@ from nemo_gym.cli.stacks import RAY_ADDRESS_HELP
 from nemo_gym.config import GlobalConfig, load_global_config, secret_values
 from nemo_gym.errors import ConfigError, InputDataError, ServerGoneError, ServerUnreachableError, UnknownServerError
 from nemo_gym.prompt_templates import PromptTemplate
-from nemo_gym.rollouts.aggregate_metrics import format_environment_key_metrics
 from nemo_gym.rollouts.collector import AGENT_SERVER_TYPE, CollectionPolicy
 from nemo_gym.rollouts.file_collection import CollectionReport, CollectionSpec, FileCollection, OpenedOutput
 from nemo_gym.rollouts.metrics import format_key_metrics
 from nemo_gym.rollouts.progress import RolloutProgress
-from nemo_gym.rollouts.quality import format_quality_summary
 from nemo_gym.rollouts.store import OutputMode
 from nemo_gym.rollouts.task_plan import TaskPlan, no_entry_error, repeats_for_agent
 from nemo_gym.rollouts.tasks import TASK_INDEX_FIELD, scan_tasks
@@ -440,6 +438,10 @@ def _group_sizes(plan: TaskPlan) -> str:
 
 
 def _summarize(report: CollectionReport, aggregated: bool = True) -> int:
+    # Imported after the last rollout, with the modules that wrote these reports (not before the first).
+    from nemo_gym.rollouts.aggregate_metrics import format_environment_key_metrics
+    from nemo_gym.rollouts.quality import format_quality_summary
+
     if aggregated:
         print(format_key_metrics(report.metrics), flush=True)
         print(f"Rows: {report.output_path}  Metrics: {report.metrics_path}", flush=True)

@@ -16,26 +16,73 @@ Rows in memory, for an RL trainer calling in-process::
         async for outcome in collector.stream(jobs_from_rows(rows, num_repeats=4)):
             if outcome.ok:
                 batch.append(outcome.row)   # scored row: responses_create_params, response, reward, ...
+
+Names are imported on first use (PEP 562): `ng_collect_rollouts` loads the modules its first rollout needs,
+and the end-of-run ones (quality report, GRPO groups, the environments' aggregate metrics) after the last.
 """
 
-from nemo_gym.rollouts.circuit_breaker import CircuitBreaker
-from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector, RolloutFailure, RolloutOutcome
-from nemo_gym.rollouts.file_collection import (
-    CollectionProgress,
-    CollectionReport,
-    CollectionSpec,
-    FileCollection,
-    OpenedOutput,
-    collect_to_file,
-)
-from nemo_gym.rollouts.groups import GroupStatus, GroupSummary, GroupTally, groups_path, read_groups
-from nemo_gym.rollouts.job_identity import InputFingerprint, JobIdentity
-from nemo_gym.rollouts.metrics import RunningStats, aggregate_rollouts, format_key_metrics, pass_at_k
-from nemo_gym.rollouts.output_lock import OutputLock
-from nemo_gym.rollouts.redaction import SecretRedactor
-from nemo_gym.rollouts.store import RolloutStore
-from nemo_gym.rollouts.task_plan import TaskPlan
-from nemo_gym.rollouts.tasks import RolloutJob, TaskScan, expand_jobs, iter_tasks, jobs_from_rows, scan_tasks
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nemo_gym.rollouts.circuit_breaker import CircuitBreaker
+    from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector, RolloutFailure, RolloutOutcome
+    from nemo_gym.rollouts.file_collection import (
+        CollectionProgress,
+        CollectionReport,
+        CollectionSpec,
+        FileCollection,
+        OpenedOutput,
+        collect_to_file,
+    )
+    from nemo_gym.rollouts.groups import GroupStatus, GroupSummary, GroupTally, read_groups
+    from nemo_gym.rollouts.job_identity import InputFingerprint, JobIdentity
+    from nemo_gym.rollouts.metrics import RunningStats, aggregate_rollouts, format_key_metrics, pass_at_k
+    from nemo_gym.rollouts.output_lock import OutputLock
+    from nemo_gym.rollouts.redaction import SecretRedactor
+    from nemo_gym.rollouts.store import RolloutStore, groups_path
+    from nemo_gym.rollouts.task_plan import TaskPlan
+    from nemo_gym.rollouts.tasks import RolloutJob, TaskScan, expand_jobs, iter_tasks, jobs_from_rows, scan_tasks
+
+_SUBMODULE_OF = {
+    "CircuitBreaker": "circuit_breaker",
+    **dict.fromkeys(("CollectionPolicy", "RolloutCollector", "RolloutFailure", "RolloutOutcome"), "collector"),
+    **dict.fromkeys(
+        (
+            "CollectionProgress",
+            "CollectionReport",
+            "CollectionSpec",
+            "FileCollection",
+            "OpenedOutput",
+            "collect_to_file",
+        ),
+        "file_collection",
+    ),
+    **dict.fromkeys(("GroupStatus", "GroupSummary", "GroupTally", "read_groups"), "groups"),
+    **dict.fromkeys(("InputFingerprint", "JobIdentity"), "job_identity"),
+    **dict.fromkeys(("RunningStats", "aggregate_rollouts", "format_key_metrics", "pass_at_k"), "metrics"),
+    "OutputLock": "output_lock",
+    "SecretRedactor": "redaction",
+    **dict.fromkeys(("RolloutStore", "groups_path"), "store"),
+    "TaskPlan": "task_plan",
+    **dict.fromkeys(("RolloutJob", "TaskScan", "expand_jobs", "iter_tasks", "jobs_from_rows", "scan_tasks"), "tasks"),
+}
+
+
+def __getattr__(name: str) -> object:
+    submodule = _SUBMODULE_OF.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "CircuitBreaker",

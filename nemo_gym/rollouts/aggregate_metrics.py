@@ -25,6 +25,7 @@ import orjson
 
 from nemo_gym.client import CONNECT_ONLY_RETRY, ServerClient
 from nemo_gym.errors import NemoGymError
+from nemo_gym.rollouts.store import aggregate_metrics_path
 from nemo_gym.servers.aggregate_metrics import AggregateMetrics
 
 __all__ = [
@@ -36,11 +37,6 @@ __all__ = [
 ]
 
 _HEAVY_FIELDS = ("response", "responses_create_params")
-
-
-def aggregate_metrics_path(output_path: Path) -> Path:
-    """`results/run.jsonl` -> `results/run_aggregate_metrics.json` (NeMo Gym's name)."""
-    return output_path.with_name(f"{output_path.stem}_aggregate_metrics.json")
 
 
 @dataclass(slots=True)

@@ -29,15 +29,13 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.errors import OutputIsInputError
 from nemo_gym.prompt_templates import PromptTemplate
-from nemo_gym.rollouts.aggregate_metrics import AggregateMetricsOutcome, aggregate_metrics_path, write_aggregate_metrics
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector, RolloutOutcome
-from nemo_gym.rollouts.groups import GroupSummary, GroupTally, groups_path, write_groups
 from nemo_gym.rollouts.job_identity import (
     JobIdentity,
     check_same_job,
@@ -48,11 +46,25 @@ from nemo_gym.rollouts.job_identity import (
 )
 from nemo_gym.rollouts.metrics import aggregate_rollouts
 from nemo_gym.rollouts.output_lock import OutputLock, how_one_file
-from nemo_gym.rollouts.quality import QualityReport, build_quality_report, quality_report_path, write_quality_report
 from nemo_gym.rollouts.redaction import SecretRedactor
-from nemo_gym.rollouts.store import OutputMode, PairKey, RolloutStore, iter_rows, pair_key, write_error
+from nemo_gym.rollouts.store import (
+    OutputMode,
+    PairKey,
+    RolloutStore,
+    aggregate_metrics_path,
+    groups_path,
+    iter_rows,
+    pair_key,
+    quality_report_path,
+    write_error,
+)
 from nemo_gym.rollouts.task_plan import TaskPlan
 from nemo_gym.rollouts.tasks import RolloutJob, expand_jobs, fold_copies, iter_tasks
+
+if TYPE_CHECKING:  # the end-of-run reports are imported where they are made, after the last rollout
+    from nemo_gym.rollouts.aggregate_metrics import AggregateMetricsOutcome
+    from nemo_gym.rollouts.groups import GroupSummary
+    from nemo_gym.rollouts.quality import QualityReport
 
 
 class CollectionSpec(BaseModel):
@@ -309,6 +321,8 @@ class FileCollection:
         self.store.close()  # flush and compact the side files before the metrics read the rows
         report = self.finish(failed_this_run=failed, wall_time_s=time.monotonic() - started)
         if self.aggregate:
+            from nemo_gym.rollouts.aggregate_metrics import write_aggregate_metrics
+
             report.aggregate = await write_aggregate_metrics(
                 collector.server_client, self._job_rows(), self.store.path, default_agent=self.spec.agent_name
             )
@@ -369,6 +383,10 @@ class FileCollection:
 
     def finish(self, *, failed_this_run: int, wall_time_s: float) -> CollectionReport:
         """Metrics from the rows file (so they always agree with it), written beside it."""
+        # Imported here, at the end of the run: no rollout waits for the modules that write the reports.
+        from nemo_gym.rollouts.groups import GroupTally, write_groups
+        from nemo_gym.rollouts.quality import build_quality_report, write_quality_report
+
         assert self.opened is not None
         plan = self.opened.plan
         num_tasks, expected = plan.num_tasks, plan.rollouts

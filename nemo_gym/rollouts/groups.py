@@ -32,7 +32,7 @@ import orjson
 from pydantic import BaseModel
 
 from nemo_gym.rollouts.job_identity import job_record_path, read_job_record
-from nemo_gym.rollouts.store import sidecar
+from nemo_gym.rollouts.store import groups_path as groups_path  # re-exported: named beside the other side files
 from nemo_gym.rollouts.task_plan import TaskPlan
 from nemo_gym.rollouts.tasks import GROUP_SIZE_FIELD
 
@@ -218,11 +218,6 @@ class GroupTally:
             with_failed_members=with_failed,
             incomplete_examples=examples,
         )
-
-
-def groups_path(output_path: str | Path) -> Path:
-    """`results/run.jsonl` -> `results/run_groups.jsonl`."""
-    return sidecar(Path(output_path), "groups")
 
 
 def write_groups(tally: GroupTally, path: Path, num_tasks: int | None = None) -> Path:

@@ -50,9 +50,10 @@ from typing import Any, Literal, TextIO
 import orjson
 from pydantic import BaseModel, Field, computed_field
 
+from nemo_gym.episodes import episode_end
 from nemo_gym.rollouts.groups import GroupTally
 from nemo_gym.rollouts.metrics import RunningStats
-from nemo_gym.rollouts.store import sidecar
+from nemo_gym.rollouts.store import quality_report_path, sidecar
 from nemo_gym.rollouts.task_plan import TaskPlan
 
 __all__ = [
@@ -141,14 +142,6 @@ def root_cause(error_type: str, message: str, status_code: int | None = None) ->
                 error_type = inferred
                 break
     return error_type, message, status_code
-
-
-def episode_end(row: Mapping[str, Any]) -> str:
-    """`nemo_gym.servers.resources.episode_end`, imported when first needed: that module brings FastAPI,
-    which the collector process otherwise never loads (~0.5 s of its startup)."""
-    from nemo_gym.servers.resources import episode_end as read_episode_end
-
-    return read_episode_end(row)
 
 
 def is_cut_off(row: Mapping[str, Any]) -> bool:
@@ -619,11 +612,6 @@ def _json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
                 yield line_number, None
                 continue
             yield line_number, value if isinstance(value, dict) else None
-
-
-def quality_report_path(output_path: str | Path) -> Path:
-    """`results/run.jsonl` -> `results/run_quality.json`."""
-    return sidecar(Path(output_path), "quality", ".json")
 
 
 def build_quality_report(

@@ -48,6 +48,26 @@ def sidecar(path: Path, suffix: str, extension: str = ".jsonl") -> Path:
     return path.with_name(f"{path.stem}_{suffix}{extension}")
 
 
+# The end-of-run files are named here, beside the others, so that a collection checks every name it will
+# write (`FileCollection.written_files`) without importing the modules that write them at the end.
+
+
+def groups_path(output_path: str | Path) -> Path:
+    """`results/run.jsonl` -> `results/run_groups.jsonl` (written by `nemo_gym.rollouts.groups`)."""
+    return sidecar(Path(output_path), "groups")
+
+
+def quality_report_path(output_path: str | Path) -> Path:
+    """`results/run.jsonl` -> `results/run_quality.json` (written by `nemo_gym.rollouts.quality`)."""
+    return sidecar(Path(output_path), "quality", ".json")
+
+
+def aggregate_metrics_path(output_path: Path) -> Path:
+    """`results/run.jsonl` -> `results/run_aggregate_metrics.json` (NeMo Gym's name; written by
+    `nemo_gym.rollouts.aggregate_metrics`)."""
+    return output_path.with_name(f"{output_path.stem}_aggregate_metrics.json")
+
+
 def write_error(path: Path, error: OSError) -> OutputWriteError:
     return OutputWriteError(
         f"cannot write {path}: {os_error_text(error)}; make room or fix the permissions, then finish the run "

@@ -7,13 +7,14 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
+from nemo_gym.episodes import EPISODE_END_FIELD, episode_end
 from nemo_gym.openai_types import Response, ResponseCreateParams
 from nemo_gym.servers.aggregate_metrics import (
     AggregateMetrics,
@@ -34,10 +35,6 @@ class BaseResourcesServerConfig(BaseServerConfig):
     """NeMo Gym's switch to also serve the tool routes over MCP, accepted so its configs load. There
     is no MCP endpoint here: the tools are served as `POST /<tool>` either way, and `true` changes
     nothing (the server says so once when it starts)."""
-
-
-EPISODE_END_FIELD = "episode_end"
-"""Where a row says how its episode ended (see `nemo_gym.servers.agent.EpisodeEnd` for the values)."""
 
 
 class BaseRunRequest(BaseModel):
@@ -83,31 +80,6 @@ class BaseVerifyResponse(BaseVerifyRequest):
 
 def _plain(value: Any) -> Any:
     return value.model_dump() if isinstance(value, BaseModel) else value
-
-
-def episode_end(row: Mapping[str, Any]) -> str:
-    """How the episode of a row (or verify request) ended: its `episode_end` when one is written (the
-    agent's, kept in stored rows), else read off the response: an incomplete response hit a limit (the
-    output-token one unless `incomplete_details` names another), an output ending on a tool result was
-    stopped at `max_steps` (the model never saw it), anything else completed."""
-    response = row.get("response")
-    response = response if isinstance(response, Mapping) else {}
-    recorded = row.get(EPISODE_END_FIELD, response.get(EPISODE_END_FIELD))
-    if isinstance(recorded, str) and recorded:
-        return recorded
-    details = response.get("incomplete_details")
-    if response.get("status") == "incomplete" or isinstance(details, Mapping) and details.get("reason"):
-        reason = details.get("reason") if isinstance(details, Mapping) else None
-        return "max_output_tokens" if reason in (None, "max_output_tokens", "length") else str(reason)
-    output = response.get("output")
-    if (
-        isinstance(output, list)
-        and output
-        and isinstance(output[-1], Mapping)
-        and output[-1].get("type") == "function_call_output"
-    ):
-        return "max_steps"  # the agent stopped with a tool result the model never saw
-    return "completed"
 
 
 class BaseSeedSessionRequest(BaseModel):

@@ -37,6 +37,66 @@ def test_the_collector_and_its_cli_load_no_web_framework():
     assert result.stdout.strip() == "[]"
 
 
+END_OF_RUN = (
+    "{'nemo_gym.rollouts.quality', 'nemo_gym.rollouts.groups', 'nemo_gym.rollouts.aggregate_metrics', "
+    "'nemo_gym.servers.aggregate_metrics', 'urllib.request'}"
+)
+
+
+def test_the_first_rollout_waits_for_no_end_of_run_module():
+    """Everything `ng_collect_rollouts` does before its first rollout: import, load the config, probe the
+    head, take the output. The quality report, GRPO groups and aggregate-metrics modules are imported
+    after the last rollout, and the head probe speaks http.client, not urllib.request (~0.1 s together)."""
+    script = (
+        "import sys, tempfile, pathlib\n"
+        "import nemo_gym.cli.collect, nemo_gym.rollouts\n"
+        "from nemo_gym.cli.head_probe import probe_head\n"
+        "from nemo_gym.config import load_global_config\n"
+        "from nemo_gym.rollouts import CollectionSpec, FileCollection, RolloutCollector, TaskPlan\n"
+        "config = load_global_config(['+agent_name=a', '+input_jsonl_fpath=in.jsonl', '+output_jsonl_fpath=out.jsonl',\n"
+        "                             '+head_server.port=1'])\n"
+        "assert probe_head(config.head_url) is None\n"
+        "folder = pathlib.Path(tempfile.mkdtemp())\n"
+        '(folder / \'in.jsonl\').write_text(\'{"responses_create_params": {"input": "hi"}}\\n\')\n'
+        "spec = CollectionSpec(agent_name='a', input_jsonl_fpath=str(folder / 'in.jsonl'))\n"
+        "collection = FileCollection(spec, folder / 'out.jsonl', 'new')\n"
+        "collection.open()\n"
+        "collection.close()\n"
+        "print(sorted(set(sys.modules) & " + END_OF_RUN + "))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_end_of_run_reports_load_no_web_framework():
+    """After the last rollout the collector writes the quality report (which reads how each episode
+    ended), the GRPO groups and the metrics: none of it may bring FastAPI, Starlette or uvicorn, about
+    half a second of every collection's wall time."""
+    script = (
+        "import sys, tempfile, pathlib\n"
+        "from nemo_gym.rollouts.aggregate_metrics import format_environment_key_metrics\n"
+        "from nemo_gym.rollouts.groups import GroupTally, groups_path, write_groups\n"
+        "from nemo_gym.rollouts.quality import build_quality_report, format_quality_summary, is_cut_off\n"
+        "from nemo_gym.rollouts.task_plan import TaskPlan\n"
+        "rows = pathlib.Path(tempfile.mkdtemp()) / 'out.jsonl'\n"
+        'rows.write_text(\'{"_ng_task_index": 0, "_ng_rollout_index": 0, "reward": 1.0, \'\n'
+        '                \'"response": {"status": "incomplete", "output": []}}\\n\')\n'
+        "report = build_quality_report(rows)\n"
+        "assert report.episode_ends == {'max_output_tokens': 1}, report.episode_ends\n"
+        "assert is_cut_off({'response': {'status': 'incomplete'}})\n"
+        "print(format_quality_summary(report, None), file=sys.stderr)\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'fastapi', 'starlette', 'uvicorn'}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_a_colocated_collector_loads_neither_the_openai_sdk_nor_httpx():
     """Co-located, the tutorial's agent and resources servers run in the collector's process: their
     modules (and NeMo Gym's import paths they use) leave the OpenAI SDK and httpx unimported."""
