@@ -23,8 +23,9 @@ and the end-of-run ones (quality report, GRPO groups, the environments' aggregat
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from nemo_gym.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from nemo_gym.rollouts.circuit_breaker import CircuitBreaker
@@ -71,18 +72,7 @@ _SUBMODULE_OF = {
 }
 
 
-def __getattr__(name: str) -> object:
-    submodule = _SUBMODULE_OF.get(name)
-    if submodule is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
+__getattr__, __dir__ = lazy_names(__name__, _SUBMODULE_OF, globals())
 
 __all__ = [
     "CircuitBreaker",

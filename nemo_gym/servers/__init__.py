@@ -10,8 +10,9 @@ reads `nemo_gym.servers.aggregate_metrics`) does not pay for FastAPI's import, ~
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from nemo_gym.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from nemo_gym.servers.agent import (
@@ -59,18 +60,7 @@ _SUBMODULE_OF = {
 }
 
 
-def __getattr__(name: str) -> object:
-    submodule = _SUBMODULE_OF.get(name)
-    if submodule is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
+__getattr__, __dir__ = lazy_names(__name__, _SUBMODULE_OF, globals())
 
 __all__ = [
     "SESSION_ID_KEY",

@@ -18,6 +18,15 @@ CONFIGS = (
 )
 
 
+def _printed_by_fresh_python(script: str) -> str:
+    """What `script` prints, run by a fresh interpreter in the project (so nothing is imported yet)."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def test_the_collector_and_its_cli_load_no_web_framework():
     script = (
         "import sys\n"
@@ -30,11 +39,7 @@ def test_the_collector_and_its_cli_load_no_web_framework():
         + LAZY
         + ")))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert _printed_by_fresh_python(script) == "[]"
 
 
 END_OF_RUN = (
@@ -64,11 +69,7 @@ def test_the_first_rollout_waits_for_no_end_of_run_module():
         "collection.close()\n"
         "print(sorted(set(sys.modules) & " + END_OF_RUN + "))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert _printed_by_fresh_python(script) == "[]"
 
 
 def test_the_end_of_run_reports_load_no_web_framework():
@@ -90,11 +91,7 @@ def test_the_end_of_run_reports_load_no_web_framework():
         "print(format_quality_summary(report, None), file=sys.stderr)\n"
         "print(sorted({name.split('.')[0] for name in sys.modules} & {'fastapi', 'starlette', 'uvicorn'}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert _printed_by_fresh_python(script) == "[]"
 
 
 def test_a_colocated_collector_loads_neither_the_openai_sdk_nor_httpx():
@@ -108,11 +105,7 @@ def test_a_colocated_collector_loads_neither_the_openai_sdk_nor_httpx():
         f"load_global_config(['+colocate=true', '+config_paths=[{CONFIGS}]', '+policy_api_key=x', '+policy_base_url=http://127.0.0.1:1/v1', '+policy_model_name=m'])\n"
         "print(sorted({name.split('.')[0] for name in sys.modules} & " + LAZY + "))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert _printed_by_fresh_python(script) == "[]"
 
 
 def test_the_chat_completion_types_are_still_there_on_first_use():
