@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import psutil
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +37,9 @@ from nemo_gym.free_ports import free_port
 from nemo_gym.servers.base import CONFIG_ERROR_PREFIX, INSTANCE_NAME_ENV, ServerBootstrap
 from nemo_gym.servers.head import HeadServer, Registry
 from nemo_gym.servers.launcher_link import LAUNCHER_FD_ENV, LAUNCHER_PID_ENV, PARENT_DEATH_SIGNAL_ENV
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: a co-located collector imports this module and starts nothing
 
 TAIL_LINES = 40
 
@@ -123,6 +126,19 @@ def head_allowed_hosts(config: GlobalConfig) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
         raise ConfigError(f"head_server.allowed_hosts must be a list of host names, got {value!r}")
     return value
+
+
+def answers_as(probe: httpx.Client, url: str, pid: int) -> bool:
+    """Whether the server at `url` is up and is process `pid`. Between a port being picked and the child
+    binding it, another process (another stack, a test's server) may take it; the child then fails to
+    bind, and a bare "/health answers 200" would hand that stranger this stack's requests."""
+    import httpx
+
+    try:
+        answer = probe.get(f"{url}/health")
+        return answer.status_code == 200 and answer.json().get("pid") == pid
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False  # not up yet, or not one of our servers
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -270,12 +286,9 @@ class Stack:
                 for label, process in list(pending.items()):
                     if process.popen.poll() is not None:
                         raise process.exit_error()
-                    try:
-                        if probe.get(f"{process.slot.url}/health").status_code == 200:
-                            self.registry.update(process.slot.instance.name, process.slot.replica, healthy=True)
-                            del pending[label]
-                    except httpx.HTTPError:
-                        pass
+                    if answers_as(probe, process.slot.url, process.popen.pid):
+                        self.registry.update(process.slot.instance.name, process.slot.replica, healthy=True)
+                        del pending[label]
                 if pending and time.monotonic() > deadline:
                     labels = ", ".join(sorted(pending))
                     raise ServerStartupError(

@@ -42,6 +42,7 @@ from nemo_gym.launcher import (
     ReplicaSlot,
     ServerProcess,
     Stack,
+    answers_as,
     format_table,
     head_allowed_hosts,
     port_is_free,
@@ -198,11 +199,8 @@ class ReplicaActor:
                 if self.process.popen.poll() is not None:
                     report = self.process.exit_report()  # waits for the output reader, which sees a config error
                     return {"config_error": self.process.config_error, "report": report}
-                try:
-                    if probe.get(f"{here.url}/health").status_code == 200:
-                        return {"url": here.url, "node": node, "host": host, "pid": self.process.popen.pid}
-                except httpx.HTTPError:
-                    pass
+                if answers_as(probe, here.url, self.process.popen.pid):
+                    return {"url": here.url, "node": node, "host": host, "pid": self.process.popen.pid}
                 time.sleep(0.05)
         return {"report": f"not healthy after {timeout_s:.0f} s on node {host}. " + self.process.exit_report()}
 

@@ -448,7 +448,9 @@ class SimpleServer(BaseModel):
         app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]
         app.add_exception_handler(Exception, _unexpected_error_handler)
 
-        health = {"status": "ok", "name": self.config.name, "kind": self.server_kind}
+        # The process id lets a launcher tell its own child from whatever else answers on that port:
+        # a port another process took between being picked and our child binding it answers too.
+        health = {"status": "ok", "name": self.config.name, "kind": self.server_kind, "pid": os.getpid()}
 
         async def health_check() -> dict[str, Any]:
             return health

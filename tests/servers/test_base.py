@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
@@ -47,7 +48,13 @@ def server_url():
 
 
 def test_health(server_url):
-    assert httpx.get(f"{server_url}/health").json() == {"status": "ok", "name": "demo", "kind": "server"}
+    # The process id tells a launcher its own child from another process on the port.
+    assert httpx.get(f"{server_url}/health").json() == {
+        "status": "ok",
+        "name": "demo",
+        "kind": "server",
+        "pid": os.getpid(),
+    }
 
 
 def test_uncaught_errors_are_a_json_500_with_type_and_message(server_url):
