@@ -34,7 +34,7 @@ from nemo_gym.client import ServerInfo, http_url
 from nemo_gym.config import GlobalConfig, ServerInstance
 from nemo_gym.errors import ConfigError, NemoGymError, ServerStartupError
 from nemo_gym.free_ports import free_port
-from nemo_gym.servers.base import CONFIG_ERROR_PREFIX, INSTANCE_NAME_ENV, ServerBootstrap
+from nemo_gym.servers.base import CONFIG_ERROR_PREFIX, INSTANCE_NAME_ENV, SERVER_LISTEN_BACKLOG, ServerBootstrap
 from nemo_gym.servers.head import HeadServer, Registry
 from nemo_gym.servers.launcher_link import LAUNCHER_FD_ENV, LAUNCHER_PID_ENV, PARENT_DEATH_SIGNAL_ENV
 
@@ -128,17 +128,65 @@ def head_allowed_hosts(config: GlobalConfig) -> list[str]:
     return value
 
 
-def answers_as(probe: httpx.Client, url: str, pid: int) -> bool:
+def answers_as(probe: httpx.Client, url: str, pid: int, timeout: httpx.Timeout | None = None) -> bool:
     """Whether the server at `url` is up and is process `pid`. Between a port being picked and the child
     binding it, another process (another stack, a test's server) may take it; the child then fails to
     bind, and a bare "/health answers 200" would hand that stranger this stack's requests."""
     import httpx
 
     try:
-        answer = probe.get(f"{url}/health")
+        answer = probe.get(f"{url}/health", timeout=timeout or probe.timeout)
         return answer.status_code == 200 and answer.json().get("pid") == pid
     except (httpx.HTTPError, ValueError, AttributeError):
         return False  # not up yet, or not one of our servers
+
+
+class HealthProbe:
+    """Asks one spawned server's `/health`, on a thread, until it answers as that process or the deadline.
+
+    The server's port is held listening from before the spawn (`hold_port`), so a request made while
+    the child still imports its code waits in the socket's queue and is answered the moment the child
+    serves: one long request finds a server up sooner than polling would, and the launcher's loop
+    stays free to notice a child that exits instead."""
+
+    def __init__(self, process: ServerProcess, deadline: float):
+        self.process = process
+        self.deadline = deadline
+        self.answered = threading.Event()
+        self._stopped = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name=f"health-{process.slot.label}").start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        import httpx  # here, not at import: a co-located collector imports this module and starts nothing
+
+        with httpx.Client(trust_env=False) as client:
+            while not self._stopped.is_set():
+                remaining = self.deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                timeout = httpx.Timeout(min(remaining, 5.0), connect=0.5)
+                if answers_as(client, self.process.slot.url, self.process.popen.pid, timeout):
+                    self.answered.set()
+                    return
+                self._stopped.wait(0.05)
+
+
+def hold_port(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port` and listening, for a server process to serve (OSError if the port is
+    taken). A listening socket keeps any other process from binding the port, SO_REUSEADDR or not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no clash
+        sock.bind((host, port))
+        sock.listen(SERVER_LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -171,6 +219,8 @@ class Stack:
         )
         self.lost: list[str] = []
         """Replicas that died while a sibling lived on (reported, not fatal)."""
+        self._held_ports: dict[str, socket.socket] = {}
+        """Listening sockets bound by `check_ports`, by slot label, until each is handed to its server."""
         self._stopped = False
 
     def served_config_digest(self) -> str:
@@ -223,7 +273,7 @@ class Stack:
 
     def start(self) -> None:
         started = time.monotonic()
-        self.check_ports()
+        self.check_ports()  # again is a no-op: the ports stay held
         self.head.start()
         try:
             self._start_servers()
@@ -238,18 +288,27 @@ class Stack:
         self._wait_until_healthy()
 
     def check_ports(self) -> None:
-        """Raise ConfigError naming the first configured port something else already listens on."""
+        """Raise ConfigError naming the first port something else already listens on; hold every server's
+        port from here on (bound and listening), so that no other process takes it before the server
+        that is spawned to serve it has imported its code. Done once; `start` does it if not done."""
         if not port_is_free(self.config.head_host, self.config.head_port):
             raise ConfigError(
                 f"head server port {self.config.head_host}:{self.config.head_port} is already in use "
                 f"(another ng_run?); choose another with +head_server.port=<port>"
             )
-        for instance in (slot.instance for slot in self.slots if slot.replica == 0):  # the instances this stack starts
-            if not port_is_free(instance.host, instance.port):
+        for slot in self.slots:
+            if slot.label in self._held_ports:
+                continue
+            try:
+                self._held_ports[slot.label] = hold_port(slot.host, slot.port)
+            except OSError:
+                self._release_held_ports()
+                instance = slot.instance
+                setting = f"+{instance.name}.{instance.server_type}.{instance.implementation}.port=<port>"
                 raise ConfigError(
-                    f"port {instance.host}:{instance.port} of server {instance.name!r} is already in use; "
-                    f"set +{instance.name}.{instance.server_type}.{instance.implementation}.port=<port>"
-                )
+                    f"port {slot.host}:{slot.port} of server {slot.label!r} is already in use"
+                    + (f"; set {setting}" if slot.replica == 0 else "; start it again for another free port")
+                ) from None
 
     def bootstrap_for(self, slot: ReplicaSlot, registry: list[ServerInfo]) -> ServerBootstrap:
         """What the replica's process is told: its own config (at its own address), the head, the registry."""
@@ -270,25 +329,27 @@ class Stack:
     def _spawn(self, slot: ReplicaSlot) -> ServerProcess:
         bootstrap = self.bootstrap_for(slot, self.registry.rows())
         echo = sys.stderr if self.options.echo_child_output else None
-        process = start_server_process(slot, bootstrap, self.config.project_root, echo)
+        # The child serves the socket held since `check_ports`; ours is closed once it is spawned, so that
+        # a dead server refuses connections rather than leaving them queued on a socket nobody serves.
+        with self._held_ports.pop(slot.label) as listener:
+            process = start_server_process(slot, bootstrap, self.config.project_root, echo, listener=listener)
         self.registry.update(slot.instance.name, slot.replica, pid=process.popen.pid)
         return process
 
     def _wait_until_healthy(self) -> None:
-        import httpx  # here, not at import: a co-located collector imports this module and starts nothing
-
         deadline = time.monotonic() + self.options.startup_timeout_s
         pending = {process.slot.label: process for process in self.processes}
-        with httpx.Client(timeout=httpx.Timeout(2.0, connect=0.5), trust_env=False) as probe:
+        probes = {label: HealthProbe(process, deadline) for label, process in pending.items()}
+        try:
             while pending:
                 if self.head.failed:
                     raise ServerStartupError(f"the head server could not start on {self.head_url}")
                 for label, process in list(pending.items()):
-                    if process.popen.poll() is not None:
-                        raise process.exit_error()
-                    if answers_as(probe, process.slot.url, process.popen.pid):
+                    if probes[label].answered.is_set():
                         self.registry.update(process.slot.instance.name, process.slot.replica, healthy=True)
                         del pending[label]
+                    elif process.popen.poll() is not None:
+                        raise process.exit_error()
                 if pending and time.monotonic() > deadline:
                     labels = ", ".join(sorted(pending))
                     raise ServerStartupError(
@@ -297,11 +358,14 @@ class Stack:
                         + "\n".join(pending[label].exit_report() for label in sorted(pending))
                     )
                 if pending:
-                    time.sleep(0.05)
-            while not self.head.started:
-                if self.head.failed or time.monotonic() > deadline:
-                    raise ServerStartupError(f"the head server could not start on {self.head_url}")
-                time.sleep(0.02)
+                    time.sleep(0.02)
+        finally:
+            for probe in probes.values():
+                probe.stop()
+        while not self.head.started:
+            if self.head.failed or time.monotonic() > deadline:
+                raise ServerStartupError(f"the head server could not start on {self.head_url}")
+            time.sleep(0.02)
 
     def check(self) -> None:
         """Raise ServerStartupError when a server has no live replica left; a replica that dies while
@@ -348,7 +412,13 @@ class Stack:
             return
         self._stopped = True
         stop_server_processes(self.processes, self.options.stop_timeout_s, self.log)
+        self._release_held_ports()  # ports of servers a failed start never spawned
         self.head.stop()
+
+    def _release_held_ports(self) -> None:
+        for listener in self._held_ports.values():
+            listener.close()
+        self._held_ports.clear()
 
 
 def format_table(rows: Sequence[Sequence[str]]) -> str:
@@ -362,9 +432,13 @@ def start_server_process(
     project_root: pathlib.Path,
     echo: IO[str] | None,
     extra_env: dict[str, str] | None = None,
+    listener: socket.socket | None = None,
 ) -> ServerProcess:
     """Spawn one replica: `python <entrypoint>` in its folder, its bootstrap written on its own pipe.
+    With `listener` (see `hold_port`) the child serves that socket instead of binding its port itself.
     Used here and, on each node, by the Ray backend's actors."""
+    if listener is not None:
+        bootstrap = bootstrap.model_copy(update={"listen_fd": listener.fileno()})
     instance = slot.instance
     entrypoint = instance.directory / instance.entrypoint
     child_end, our_end = os.pipe()
@@ -388,7 +462,7 @@ def start_server_process(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            pass_fds=(child_end,),
+            pass_fds=(child_end,) if listener is None else (child_end, listener.fileno()),
         )
     except BaseException:
         os.close(our_end)

@@ -32,6 +32,7 @@ import inspect
 import os
 import re
 import reprlib
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -91,6 +92,8 @@ SERVER_BLOCK_METADATA_KEYS = frozenset(
 _SECRET_NAME = re.compile(r"key|token|secret|password|passwd|credential", re.IGNORECASE)
 
 SERVER_KEEPALIVE_S = 30  # longer than the client's 15 s, so clients never reuse a closed socket
+SERVER_LISTEN_BACKLOG = 16384
+"""Connections a server's socket queues before it accepts them (the kernel caps it at net.core.somaxconn)."""
 
 
 class BaseServerConfig(BaseModel):
@@ -369,6 +372,9 @@ class ServerBootstrap(BaseModel):
     registry: list[ServerInfo] = []
     config_key: str = ""
     """Dotted path of this server's block in the global config (`<instance>.<type>.<impl>`), for messages."""
+    listen_fd: int | None = None
+    """A listening socket the launcher bound to the server's address and passed down, which the server
+    serves instead of binding the port itself (None: bind it, as on a Ray node)."""
 
 
 class SimpleServer(BaseModel):
@@ -514,7 +520,7 @@ class SimpleServer(BaseModel):
             sys.exit(2)
         server._own_process = True
         app = server.setup_webserver()
-        uvicorn.run(
+        config = uvicorn.Config(
             LeanApp.of(app, in_memory=False),
             host=server.config.host,
             port=server.config.port,
@@ -522,9 +528,14 @@ class SimpleServer(BaseModel):
             timeout_graceful_shutdown=2,
             access_log=False,
             log_level=os.environ.get("NEMO_GYM_LOG_LEVEL", "warning"),
-            backlog=16384,
+            backlog=SERVER_LISTEN_BACKLOG,
             **uvicorn_protocol_options(server.config),
         )
+        served = uvicorn.Server(config)
+        listener = None if bootstrap.listen_fd is None else [socket.socket(fileno=bootstrap.listen_fd)]
+        served.run(sockets=listener)
+        if not served.started:
+            sys.exit(3)  # as uvicorn.run does when the server never started (its STARTUP_FAILURE)
 
 
 def uvicorn_protocol_options(config: BaseServerConfig) -> dict[str, Any]:
