@@ -656,7 +656,7 @@ async def collect_colocated_in_process(
     from nemo_gym.colocated import collection_gc
 
     collector = colocated.collector(AGENT, CollectionPolicy(concurrency=concurrency))
-    with collection_gc():  # as `ng_collect_rollouts +colocate=true` runs its collection
+    with collection_gc(concurrency):  # as `ng_collect_rollouts +colocate=true` runs its collection
         return await _timed_stream(collector, rows, concurrency, count, meter)
 
 

@@ -350,7 +350,7 @@ async def _run_colocated(
         assert collection.opened is not None
         async with stack.collector(collection.spec.agent_name, policy) as collector:
             await collector.check_agents(collection.opened.agents)
-            with collection_gc():
+            with collection_gc(policy.concurrency):
                 return await collection.run(collector, policy, progress)
 
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from nemo_gym.asgi_transport import LocalApp, LocalApps, call_app
 from nemo_gym.client import ServerClient
-from nemo_gym.colocated import COLLECTION_GC_THRESHOLDS, collection_gc
+from nemo_gym.colocated import COLLECTION_GC_THRESHOLDS, collection_gc, collection_gc_thresholds
 from nemo_gym.errors import InputError
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
 from nemo_gym.servers.lean_app import LeanApp
@@ -121,7 +121,16 @@ def test_an_in_memory_session_keeps_its_id_across_calls():
 
 def test_collection_gc_collects_less_often_and_restores_the_callers_settings():
     before = gc.get_threshold()
-    with collection_gc():
+    with collection_gc(16):
         assert gc.get_threshold() == COLLECTION_GC_THRESHOLDS
         assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_the_young_generation_grows_with_the_rollouts_in_flight():
+    # A young collection walks every live object allocated since the last one: with thousands of rollouts
+    # in flight a fixed threshold made it walk all of them, again and again, and find nothing to free.
+    young = [collection_gc_thresholds(concurrency)[0] for concurrency in (1, 40, 256, 4096, 16384)]
+    assert young == [10_000, 10_000, 64_000, 1_024_000, 4_096_000]
+    with collection_gc(4096):
+        assert gc.get_threshold() == (1_024_000, *COLLECTION_GC_THRESHOLDS[1:])
