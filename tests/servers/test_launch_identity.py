@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from nemo_gym.config import load_global_config
 from nemo_gym.errors import ConfigError
-from nemo_gym.launcher import LaunchOptions, Stack, answers_as
+from nemo_gym.launcher import LaunchOptions, Stack, answers_as, port_is_free  # port_is_free binds as uvicorn does
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
 from nemo_gym.testing.inprocess import ThreadedServer, free_port, registry_client
 from tests.conftest import PROJECT_ROOT, TUTORIAL_CONFIGS
@@ -45,23 +45,12 @@ def tutorial_stack(*overrides: str) -> Stack:
     return Stack(config, LaunchOptions(startup_timeout_s=60, echo_child_output=False))
 
 
-def can_bind(host: str, port: int) -> bool:
-    """What a stranger (uvicorn, with SO_REUSEADDR) gets when it tries the port."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
 def test_from_the_port_check_on_no_other_process_can_take_a_servers_port_and_each_server_serves_its_own():
     stack = tutorial_stack(f"+{RESOURCES}.resources_servers.{RESOURCES}.num_replicas=2")
     try:
         stack.check_ports()
         assert len(stack.slots) == 4  # two resources replicas, the agent, the model server
-        assert not any(can_bind(slot.host, slot.port) for slot in stack.slots)
+        assert not any(port_is_free(slot.host, slot.port) for slot in stack.slots)
         stack.start()
         for process in stack.processes:
             health = httpx.get(f"{process.slot.url}/health", trust_env=False).json()
@@ -69,7 +58,7 @@ def test_from_the_port_check_on_no_other_process_can_take_a_servers_port_and_eac
         assert all(row.healthy for row in stack.registry.rows())
     finally:
         stack.stop()
-    assert all(can_bind(slot.host, slot.port) for slot in stack.slots)
+    assert all(port_is_free(slot.host, slot.port) for slot in stack.slots)
 
 
 def test_a_port_already_taken_is_one_config_error_and_no_port_stays_held():
@@ -80,7 +69,7 @@ def test_a_port_already_taken_is_one_config_error_and_no_port_stays_held():
         stack = tutorial_stack(f"+{RESOURCES}_simple_agent.responses_api_agents.simple_agent.port={port}")
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port} of server '{RESOURCES}_simple_agent' is already in"):
             stack.check_ports()
-    assert all(can_bind(slot.host, slot.port) for slot in stack.slots)
+    assert all(port_is_free(slot.host, slot.port) for slot in stack.slots)
 
 
 def stranger_app() -> FastAPI:
