@@ -102,6 +102,27 @@ class LocalRayCluster:
         self.close()
 
 
+STARTUP_ATTEMPTS = 3
+"""Ray gives each raylet a fixed 30 s to register with its GCS (`ray._private.node`), which a 2-core
+machine busy with other tests' servers can exceed; a cluster that timed out is shut down and started again."""
+
+
+def _start_cluster(cluster_class: Any, args: list[dict[str, Any]]) -> tuple[Any, list[Any]]:
+    for attempt in range(1, STARTUP_ATTEMPTS + 1):
+        cluster = cluster_class()
+        try:
+            # The first node added is the head.
+            handles = [cluster.add_node(**args[0], include_dashboard=False)]
+            handles += [cluster.add_node(**node_args) for node_args in args[1:]]
+            cluster.wait_for_nodes()
+            return cluster, handles
+        except Exception as error:
+            cluster.shutdown()
+            if attempt == STARTUP_ATTEMPTS or "timed out during startup" not in str(error):
+                raise
+    raise AssertionError("unreachable")
+
+
 def _serve() -> None:
     """The cluster process: start nodes, remove them on request, shut down at end of input."""
     from ray.cluster_utils import Cluster
@@ -123,9 +144,7 @@ def _serve() -> None:
                         )
                         for resources in layout
                     ]
-                    cluster = Cluster(initialize_head=True, head_node_args=args[0] | {"include_dashboard": False})
-                    handles = [cluster.head_node] + [cluster.add_node(**node_args) for node_args in args[1:]]
-                    cluster.wait_for_nodes()
+                    cluster, handles = _start_cluster(Cluster, args)
                     listed = []
                     for handle, resources in zip(handles, layout, strict=True):
                         nodes[handle.node_id] = handle
