@@ -190,12 +190,11 @@ def hold_port(host: str, port: int) -> socket.socket:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
+    """Whether a server could take `host:port` now (bound as uvicorn binds; the port is not kept)."""
+    try:
+        hold_port(host, port).close()
+    except OSError:
+        return False
     return True
 
 
