@@ -20,14 +20,14 @@ Python API (an RL trainer in-process; the model servers already run behind `head
                 ...
 
 `ng_collect_rollouts +colocate=true +config_paths=[...]` does this, starting the model servers
-(`RemoteStack`) when none run.
+(`nemo_gym.colocated_remote.RemoteStack`) when none run. This module never imports the launcher (nor,
+through it, uvicorn): a co-located collection that uses running model servers does not need them.
 """
 
 from __future__ import annotations
 
 import ast
 import gc
-import hashlib
 import importlib.util
 import os
 import sys
@@ -40,7 +40,6 @@ from nemo_gym.asgi_transport import ColocatedHttpClient, LocalApp, LocalApps, in
 from nemo_gym.client import PoolLimits, ServerClient, ServerInfo, Timeouts
 from nemo_gym.config import GlobalConfig, ServerInstance
 from nemo_gym.errors import ConfigError
-from nemo_gym.launcher import ReplicaSlot, Stack
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector
 from nemo_gym.servers.base import ServerBootstrap, SimpleServer
 
@@ -98,19 +97,6 @@ def collection_gc(concurrency: int = CollectionPolicy.model_fields["concurrency"
         gc.set_threshold(*previous)
         if froze:
             gc.unfreeze()
-
-
-class RemoteStack(Stack):
-    """The head server and the servers co-location leaves as processes (the model servers); only their
-    ports are checked, as co-located servers listen on nothing."""
-
-    def _plan_slots(self) -> list[ReplicaSlot]:
-        return [slot for slot in super()._plan_slots() if slot.instance.server_type not in COLOCATED_SERVER_TYPES]
-
-    def served_config_digest(self) -> str:
-        # Not the config's own digest: this stack lacks its agent and resources servers, so an HTTP-mode
-        # collection of the same configs must start its own rather than find nothing behind the agent's name.
-        return hashlib.sha256(f"model servers only:{self.config.stack_digest()}".encode()).hexdigest()
 
 
 def server_class(instance: ServerInstance, project_root: Path) -> type[SimpleServer]:

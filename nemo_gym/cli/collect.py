@@ -250,7 +250,7 @@ def collect(argv: list[str]) -> int:
             options = LaunchOptions(startup_timeout_s=params.startup_timeout_s)
             stack: Stack
             if params.colocate:
-                from nemo_gym.colocated import RemoteStack
+                from nemo_gym.colocated_remote import RemoteStack
 
                 stack = RemoteStack(config, options)
             else:

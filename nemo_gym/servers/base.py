@@ -68,7 +68,6 @@ from nemo_gym.servers.request_limits import (
     DEFAULT_REQUEST_BODY_TIMEOUT_S,
     DEFAULT_REQUEST_HEAD_TIMEOUT_S,
     BodySizeLimitMiddleware,
-    deadline_protocol,
 )
 from nemo_gym.servers.session import SessionIdMiddleware
 from nemo_gym.unknown_keys import describe_unknown_keys, find_unknown_keys
@@ -541,6 +540,8 @@ class SimpleServer(BaseModel):
 def uvicorn_protocol_options(config: BaseServerConfig) -> dict[str, Any]:
     """uvicorn settings of the HTTP protocol every server runs with (tests serve with them too):
     httptools with our request deadlines, and keep-alive longer than our clients'."""
+    from nemo_gym.servers.read_deadlines import deadline_protocol  # uvicorn: only for a served socket
+
     return {
         "http": deadline_protocol(config.request_head_timeout_s, config.request_body_timeout_s),
         "timeout_keep_alive": SERVER_KEEPALIVE_S,

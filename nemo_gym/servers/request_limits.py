@@ -7,7 +7,8 @@ Two pieces, because they act at two levels:
     `max_request_body_bytes`: at once from `Content-Length`, and while streaming a chunked body
     (the count is checked on every chunk, so at most one chunk past the cap is ever held).
     Before it, a 200 MB POST to /verify grew a resources server to 2.7 GB.
-  * `deadline_protocol(...)` (a uvicorn protocol class, what `run_webserver` serves with) closes a
+  * `deadline_protocol(...)` (`nemo_gym.servers.read_deadlines`: a uvicorn protocol class, what
+    `run_webserver` serves with, kept apart so that in-memory servers never import uvicorn) closes a
     connection that does not deliver its request in time: the head (request line + headers) within
     `request_head_timeout_s` of its first byte, or of the connection opening; the body within
     `request_body_timeout_s` of the head. It answers 408 when nothing has been answered yet, and
@@ -28,13 +29,11 @@ connection open, so the rest of an oversized body is still read off the wire.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nemo_gym.errors import RequestTooLargeError
 
@@ -52,7 +51,7 @@ MAX_REQUEST_HEAD_BYTES = 1024 * 1024
 uvicorn's httptools parser would otherwise buffer without bound."""
 
 
-def _human_bytes(count: int) -> str:
+def human_bytes(count: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if count >= size:
             return f"{count / size:g} {unit}"
@@ -60,21 +59,21 @@ def _human_bytes(count: int) -> str:
 
 
 def too_large_error(path: str, limit: int, size: int | None = None) -> RequestTooLargeError:
-    size_text = f" of {_human_bytes(size)}" if size is not None else ""
+    size_text = f" of {human_bytes(size)}" if size is not None else ""
     return RequestTooLargeError(
-        f"request body{size_text} to {path} is over this server's limit of {_human_bytes(limit)} "
+        f"request body{size_text} to {path} is over this server's limit of {human_bytes(limit)} "
         "(max_request_body_bytes)",
         limit_bytes=limit,
     )
 
 
-def _error_json(error_type: str, message: str) -> bytes:
+def error_json(error_type: str, message: str) -> bytes:
     return orjson.dumps({"error": {"type": error_type, "message": message}})
 
 
 async def send_too_large(send: Send, error: RequestTooLargeError) -> None:
     """A 413 that also closes the connection: the rest of the body is not worth reading."""
-    body = _error_json(type(error).__name__, str(error))
+    body = error_json(type(error).__name__, str(error))
     await send(
         {
             "type": "http.response.start",
@@ -153,124 +152,3 @@ class BodySizeLimitMiddleware:
             if response_started:
                 return
             await send_too_large(send, error)
-
-
-class _Phase:
-    IDLE, HEAD, BODY = 0, 1, 2
-
-
-class DeadlineHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline for receiving each request (see module docstring).
-
-    Configure through `deadline_protocol`; the class attributes are its defaults.
-    """
-
-    head_timeout_s: float = DEFAULT_REQUEST_HEAD_TIMEOUT_S
-    body_timeout_s: float = DEFAULT_REQUEST_BODY_TIMEOUT_S
-    max_head_bytes: int = MAX_REQUEST_HEAD_BYTES
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._phase = _Phase.IDLE
-        self._deadline: asyncio.TimerHandle | None = None
-        self._deadline_phase = _Phase.IDLE
-        self._head_bytes = 0
-
-    # ---- asyncio.Protocol --------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        # A connection that never sends a byte must not be held forever either.
-        self._arm(_Phase.HEAD, self.head_timeout_s)
-
-    def data_received(self, data: bytes) -> None:
-        if self._phase == _Phase.HEAD:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_head_bytes:
-                self._answer_and_close(
-                    431,
-                    "Request Header Fields Too Large",
-                    "RequestHeadTooLarge",
-                    f"request head over {_human_bytes(self.max_head_bytes)}",
-                )
-                return
-        super().data_received(data)
-        # Arm or drop the deadline once per read, not per parser event: a request that arrived
-        # whole in this read costs no timer at all.
-        phase = self._phase
-        if phase != self._deadline_phase:
-            if phase == _Phase.IDLE:
-                self._disarm()
-            elif phase == _Phase.HEAD:
-                self._arm(phase, self.head_timeout_s)
-            else:
-                self._arm(phase, self.body_timeout_s)
-        elif phase == _Phase.IDLE and self._deadline is not None:
-            self._disarm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    # ---- parser callbacks ----------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._phase = _Phase.HEAD
-        self._head_bytes = 0
-
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        self._phase = _Phase.BODY
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._phase = _Phase.IDLE
-
-    # ---- deadline ------------------------------------------------------------------------------
-    def _arm(self, phase: int, timeout_s: float) -> None:
-        self._disarm()
-        self._deadline_phase = phase
-        self._deadline = self.loop.call_later(timeout_s, self._expired)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        self._deadline_phase = _Phase.IDLE
-
-    def _expired(self) -> None:
-        self._deadline = None
-        phase, self._deadline_phase = self._deadline_phase, _Phase.IDLE
-        if self.transport.is_closing():
-            return
-        if phase == _Phase.BODY:
-            what = f"request body not received within {self.body_timeout_s:g} s (request_body_timeout_s)"
-            if self.cycle is not None and self.cycle.response_started:
-                self.transport.close()  # the app already answered; nothing more to say
-                return
-        else:
-            what = f"request head not received within {self.head_timeout_s:g} s (request_head_timeout_s)"
-        self._answer_and_close(408, "Request Timeout", "RequestTimeout", what)
-
-    def _answer_and_close(self, status: int, reason: str, error_type: str, message: str) -> None:
-        body = _error_json(error_type, message)
-        head = (
-            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        ).encode("latin-1")
-        self.transport.write(head + body)
-        self.transport.close()  # connection_lost then tells a running app that the client is gone
-
-
-def deadline_protocol(
-    head_timeout_s: float, body_timeout_s: float, max_head_bytes: int = MAX_REQUEST_HEAD_BYTES
-) -> type[DeadlineHttpToolsProtocol]:
-    """The protocol class to give uvicorn (`http=`) for these deadlines."""
-    return type(
-        "ConfiguredDeadlineHttpToolsProtocol",
-        (DeadlineHttpToolsProtocol,),
-        {
-            "head_timeout_s": head_timeout_s,
-            "body_timeout_s": body_timeout_s,
-            "max_head_bytes": max_head_bytes,
-        },
-    )

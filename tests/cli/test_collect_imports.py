@@ -94,16 +94,22 @@ def test_the_end_of_run_reports_load_no_web_framework():
     assert _printed_by_fresh_python(script) == "[]"
 
 
-def test_a_colocated_collector_loads_neither_the_openai_sdk_nor_httpx():
-    """Co-located, the tutorial's agent and resources servers run in the collector's process: their
-    modules (and NeMo Gym's import paths they use) leave the OpenAI SDK and httpx unimported."""
+def test_a_colocated_collector_loads_neither_the_openai_sdk_nor_httpx_nor_uvicorn():
+    """Co-located, the tutorial's agent and resources servers run in the collector's process: building and
+    starting them (with the model servers already running) leaves the OpenAI SDK, httpx, uvicorn and the
+    launcher unimported. Their servers are called in memory; uvicorn was ~25 ms of the first row's wait."""
     script = (
-        "import sys\n"
-        "import nemo_gym.cli.collect, nemo_gym.colocated\n"
+        "import asyncio, sys\n"
+        "import nemo_gym.cli.collect\n"
+        "from nemo_gym.colocated import ColocatedStack\n"
         "from nemo_gym.config import load_global_config\n"
-        "import responses_api_agents.simple_agent.app, resources_servers.example_single_tool_call.app\n"
-        f"load_global_config(['+colocate=true', '+config_paths=[{CONFIGS}]', '+policy_api_key=x', '+policy_base_url=http://127.0.0.1:1/v1', '+policy_model_name=m'])\n"
-        "print(sorted({name.split('.')[0] for name in sys.modules} & " + LAZY + "))\n"
+        f"config = load_global_config(['+colocate=true', '+config_paths=[{CONFIGS}]', '+policy_api_key=x', '+policy_base_url=http://127.0.0.1:1/v1', '+policy_model_name=m'])\n"
+        "async def build():\n"
+        "    async with ColocatedStack(config, 'http://127.0.0.1:1') as stack:\n"
+        "        assert sorted(stack.servers) == ['example_single_tool_call', 'example_single_tool_call_simple_agent']\n"
+        "asyncio.run(build())\n"
+        "loaded = {name.split('.')[0] for name in sys.modules} | ({'launcher'} if 'nemo_gym.launcher' in sys.modules else set())\n"
+        "print(sorted(loaded & ({'uvicorn', 'launcher'} | " + LAZY + ")))\n"
     )
     assert _printed_by_fresh_python(script) == "[]"
 
