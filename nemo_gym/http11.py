@@ -486,8 +486,12 @@ class ConnectionPool:
                 waiter.set_result(None)
                 return
 
-    async def _acquire(self, key: tuple[str, int], deadline: float) -> tuple[_Connection, bool]:
-        """A connection to `key` (reused, or new) and whether it was reused. Raises `_Failure`."""
+    async def _acquire(
+        self, key: tuple[str, int], wait_until: float, connect_s: float, total_at: float | None
+    ) -> tuple[_Connection, bool]:
+        """A connection to `key` (reused, or new) and whether it was reused. Raises `_Failure`: "pool_timeout"
+        when no connection frees up by `wait_until` (loop time), "connect_timeout" when a new one is not
+        open within `connect_s` of getting its slot (or by `total_at`)."""
         while True:
             idle = self._idle.get(key)
             while idle:
@@ -500,7 +504,7 @@ class ConnectionPool:
             if not self._evict_idle_elsewhere(key):
                 waiter = self.loop.create_future()
                 self._waiters.append(waiter)
-                timer = self.loop.call_at(deadline, _time_out, waiter)
+                timer = self.loop.call_at(wait_until, _time_out, waiter, "pool_timeout")
                 try:
                     await waiter
                 except asyncio.CancelledError:
@@ -511,8 +515,11 @@ class ConnectionPool:
                     timer.cancel()
         self._take_slot(key)
         connection = _Connection(self, key)
+        # The connect deadline starts with the slot: time spent queued for one is the pool's own
+        # admission (`PoolLimits.max_connections_per_host`), not a server slow to accept.
+        connect_at = self.loop.time() + connect_s
         try:
-            await self._connect(connection, key, deadline)
+            await self._connect(connection, key, connect_at if total_at is None else min(connect_at, total_at))
         except BaseException:
             connection._drop()
             raise
@@ -602,9 +609,9 @@ class ConnectionPool:
         return sum(len(idle) for idle in self._idle.values())
 
 
-def _time_out(waiter: asyncio.Future[None]) -> None:
+def _time_out(waiter: asyncio.Future[None], kind: str) -> None:
     if not waiter.done():
-        waiter.set_exception(_Failure("connect_timeout"))
+        waiter.set_exception(_Failure(kind))
 
 
 async def _with_deadline(awaitable: Any, deadline: float, loop: asyncio.AbstractEventLoop) -> Any:
@@ -704,17 +711,24 @@ async def request(
     started = loop.time()
     connect_s, total_s = deadlines_of.connect_s, deadlines_of.total_s
     total_at = None if total_s is None else started + total_s
-    connect_at = started + connect_s if total_at is None else min(started + connect_s, total_at)
+    # Queued for a free connection, a request waits as it would for an answer: up to read_s.
+    wait_until = started + deadlines_of.read_s if total_at is None else min(started + deadlines_of.read_s, total_at)
     key = target[:2]
     head_only = method == "HEAD"
     retried = False
     while True:
         try:
-            connection, reused = await pool._acquire(key, connect_at)
-        except _Failure:
-            if total_at is not None and total_at <= started + connect_s:
+            connection, reused = await pool._acquire(key, wait_until, connect_s, total_at)
+        except _Failure as failure:
+            if total_at is not None and loop.time() >= total_at:
                 raise RequestTimeoutError(
                     f"{method} {url} timed out: no complete answer within {total_s:g} s", connect_timed_out=True
+                ) from None
+            if failure.kind == "pool_timeout":
+                raise RequestTimeoutError(
+                    f"{method} {url} timed out: no free connection within {deadlines_of.read_s:g} s (every "
+                    f"connection this client may open to {target[0]}:{target[1]} stayed busy)",
+                    connect_timed_out=True,
                 ) from None
             raise RequestTimeoutError(
                 f"{method} {url} timed out: no connection within {connect_s:g} s", connect_timed_out=True

@@ -328,7 +328,34 @@ def test_a_reused_connection_closed_without_an_answer_is_retried_once_only_when_
 # Timeouts
 
 
-def test_a_full_pool_is_a_connect_timeout_naming_the_deadline():
+def test_a_request_queued_for_a_free_connection_waits_past_connect_s():
+    # The pool's cap is the client's own admission queue: a request waiting there is not a server slow to
+    # accept, so connect_s (0.2 s) does not cut a wait behind a 0.5 s answer.
+    def handler_for(box: list[RawServer]) -> Handler:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int) -> None:
+            while await box[0].read_request(reader):
+                await asyncio.sleep(0.5)
+                writer.write(OK)
+
+        return handler
+
+    async def body(server: RawServer) -> None:
+        client = HttpClient(
+            retry=ONCE, limits=PoolLimits(max_connections_per_host=1), timeouts=Timeouts(connect_s=0.2, read_s=5)
+        )
+        try:
+            first = asyncio.ensure_future(client.request("GET", f"{server.url}/a"))
+            await asyncio.sleep(0.05)
+            second = await client.request("GET", f"{server.url}/b")
+            assert second.text == "ok" and (await first).text == "ok"
+        finally:
+            await client.aclose()
+        assert server.most_open == 1
+
+    run(with_raw(handler_for, body))
+
+
+def test_a_full_pool_waits_like_an_answer_then_names_the_wait():
     def handler_for(box: list[RawServer]) -> Handler:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int) -> None:
             await box[0].read_request(reader)
@@ -337,18 +364,26 @@ def test_a_full_pool_is_a_connect_timeout_naming_the_deadline():
         return handler
 
     async def body(server: RawServer) -> None:
-        client = HttpClient(retry=ONCE, limits=PoolLimits(max_connections=1), timeouts=Timeouts(connect_s=0.2))
+        client = HttpClient(
+            retry=ONCE, limits=PoolLimits(max_connections=1), timeouts=Timeouts(connect_s=0.1, read_s=0.3)
+        )
         try:
-            hanging = asyncio.ensure_future(client.request("GET", f"{server.url}/a"))
+            hanging = asyncio.ensure_future(client.request("GET", f"{server.url}/a", timeouts=Timeouts(read_s=10)))
             await asyncio.sleep(0.05)
-            with pytest.raises(RequestTimeoutError, match=r"timed out: no connection within 0.2 s") as raised:
+            with pytest.raises(RequestTimeoutError, match=r"timed out: no free connection within 0.3 s") as raised:
                 await client.request("GET", f"{server.url}/b")
-            assert raised.value.connect_timed_out
+            assert raised.value.connect_timed_out  # never delivered: safe to send again
             hanging.cancel()
         finally:
             await client.aclose()
 
     run(with_raw(handler_for, body))
+
+
+def test_one_server_gets_at_most_a_listen_queue_of_connections_by_default():
+    # More new connections at once than the server's listen queue (Linux: somaxconn, 4096) are dropped by
+    # the kernel and retried seconds later; queued in the pool instead, they wait for a free connection.
+    assert PoolLimits().max_connections_per_host == 4096
 
 
 @pytest.mark.parametrize(
