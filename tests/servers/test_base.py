@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -10,7 +12,7 @@ import pytest
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
-from nemo_gym.servers.base import BaseServerConfig, SimpleServer
+from nemo_gym.servers.base import SERVER_GC_THRESHOLDS, BaseServerConfig, SimpleServer
 from nemo_gym.servers.session import SessionSigner
 from nemo_gym.testing.inprocess import ThreadedServer, registry_client
 
@@ -93,3 +95,21 @@ def test_signer_round_trip_and_tamper_detection():
     assert signer.unsign(signed) == "abc"
     assert signer.unsign(signed[:-1] + ("0" if signed[-1] != "0" else "1")) is None
     assert SessionSigner(b"x" * 32).unsign(signed) is None
+
+
+def test_a_server_process_freezes_its_start_up_heap_and_collects_less_often():
+    # Run in a fresh interpreter: the settings are process-wide, as in a server process.
+    script = (
+        "import gc\n"
+        "from nemo_gym.servers.base import SERVER_GC_THRESHOLDS, tune_server_gc\n"
+        "generations = []\n"
+        "gc.callbacks.append(lambda phase, info: phase == 'start' and generations.append(info['generation']))\n"
+        "tune_server_gc()\n"
+        "assert gc.get_threshold() == SERVER_GC_THRESHOLDS, gc.get_threshold()\n"
+        "assert gc.get_freeze_count() > 0\n"
+        "assert generations and max(generations) <= 1, generations  # never a walk of the whole heap\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr
+    assert SERVER_GC_THRESHOLDS[0] >= 10 * 700  # far above CPython's default young threshold
