@@ -307,6 +307,9 @@ class ColocatedHttpClient(HttpClient):
         super().__init__(timeouts=timeouts, limits=limits, retry=retry)
         self.local = local
 
+    def request_cap(self, url: str) -> int | None:
+        return None if url.startswith(INPROC_SCHEME) else super().request_cap(url)  # in memory: no connection
+
     async def _send_once(
         self,
         method: str,

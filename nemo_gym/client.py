@@ -226,6 +226,11 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
         """The aiohttp session for what `http11` does not carry, made on first use (see `_aiohttp`)."""
 
+    def request_cap(self, url: str) -> int | None:
+        """How many requests to the server at `url` this client carries at once (one per connection, up to
+        `limits.max_connections_per_host`); None = no cap. Any more wait in the pool for a connection."""
+        return self.limits.max_connections_per_host or None
+
     def _aiohttp_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None:
@@ -632,6 +637,14 @@ class ServerClient:
                 known = ", ".join(sorted(registry)) or "none"
                 raise UnknownServerError(f"no server instance named {server_name!r} is running (running: {known})")
         return info.url
+
+    async def request_cap(self, server_name: str) -> int | None:
+        """How many requests to `server_name` (all its replicas together) this client carries at once; None =
+        no cap (see `HttpClient.request_cap`)."""
+        base = await self.url_of(server_name)
+        replicas = self._replicas.get(server_name)
+        caps = [self.http.request_cap(url) for url in (replicas.urls.values() if replicas is not None else [base])]
+        return None if None in caps else sum(cap for cap in caps if cap is not None)
 
     async def request(self, server_name: str, url_path: str, method: str = "POST", **kwargs: Any) -> HttpResult:
         base = await self.url_of(server_name)

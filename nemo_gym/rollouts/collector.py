@@ -140,6 +140,7 @@ class RolloutCollector:
         self.policy = policy
         self._retry: tuple[CollectionPolicy, RetryPolicy] | None = None
         self._breaker = self._new_breaker()
+        self._parking: dict[str, asyncio.Semaphore | None] = {}
 
     def _new_breaker(self) -> CircuitBreaker | None:
         threshold = self.policy.max_connection_failures_in_a_row
@@ -259,6 +260,25 @@ class RolloutCollector:
         )
 
     async def _attempt(self, job: RolloutJob, agent: str) -> dict[str, Any]:
+        gate = self._parking.get(agent)
+        if gate is None and agent not in self._parking:
+            gate = await self._parking_for(agent)
+        if gate is None:
+            return await self._run_on_agent(job, agent)
+        async with gate:
+            return await self._run_on_agent(job, agent)
+
+    async def _parking_for(self, agent: str) -> asyncio.Semaphore | None:
+        """Where rollouts wait when more are in flight than the client carries to `agent` at once
+        (`ServerClient.request_cap`: 4,096 connections per server by default). Parked here a rollout holds
+        its job and three small frames; queued in the connection pool it held its request body and the
+        client's whole call chain (~5 KB more: ~60 MB at 16,384 in flight). Its `rollout_timeout_s` starts
+        when it leaves. None when every rollout in flight fits."""
+        cap = await self.server_client.request_cap(agent)
+        gate = asyncio.Semaphore(cap) if cap is not None and cap < self.policy.concurrency else None
+        return self._parking.setdefault(agent, gate)  # two first rollouts racing here share the first gate
+
+    async def _run_on_agent(self, job: RolloutJob, agent: str) -> dict[str, Any]:
         call = self.server_client.post(agent, "/run", json=job.run_body(), retry=CONNECT_ONLY_RETRY)
         if self.policy.rollout_timeout_s is not None:
             result = await asyncio.wait_for(call, self.policy.rollout_timeout_s)

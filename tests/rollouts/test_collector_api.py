@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi import Request
 
+from nemo_gym.client import HttpClient, PoolLimits, ServerClient, ServerInfo
 from nemo_gym.errors import InputDataError, UnknownServerError
 from nemo_gym.rollouts import CollectionPolicy, RolloutCollector, jobs_from_rows
 from nemo_gym.servers.agent import AgentRunRequest, BaseResponsesAPIAgentConfig, SimpleResponsesAPIAgent
@@ -22,13 +23,14 @@ class CountingAgent(SimpleResponsesAPIAgent):
     in_flight: int = 0
     peak: int = 0
     calls: int = 0
+    delay_s: float = 0.02
 
     async def run(self, request: Request, body: AgentRunRequest) -> Any:
         self.calls += 1
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(self.delay_s)
             row = body.model_dump(mode="json")
             if row.get("fail") == "always":
                 raise RuntimeError("environment exploded")
@@ -191,3 +193,20 @@ def test_unknown_agent_is_a_clear_error_with_a_suggestion(agent):
 def test_bad_rows_are_rejected_with_their_position():
     with pytest.raises(InputDataError, match="<rows>:2: missing required field"):
         list(jobs_from_rows([{"responses_create_params": {"input": "a"}}, {"input": "b"}]))
+
+
+def test_rollouts_beyond_what_the_client_carries_to_the_agent_wait_parked_and_time_only_their_run():
+    # The client carries 2 requests to the agent at once; 16 rollouts of ~0.1 s are in flight. The rest
+    # wait in the collector, holding no request, and rollout_timeout_s (0.5 s) starts when one leaves: the
+    # last ones wait ~0.7 s, which queued in the connection pool counted against it.
+    server = CountingAgent(config=BaseResponsesAPIAgentConfig(name="agent"), server_client=registry_client({}))
+    server.delay_s = 0.1
+    with ThreadedServer(server.setup_webserver()) as running:
+        row = ServerInfo(name="agent", server_type="responses_api_agents", implementation="test", url=running.url)
+        client = ServerClient(
+            "http://127.0.0.1:9", HttpClient(limits=PoolLimits(max_connections_per_host=2)), registry=[row]
+        )
+        policy = CollectionPolicy(concurrency=16, max_attempts=1, rollout_timeout_s=0.5)
+        outcomes = asyncio.run(drain(RolloutCollector(client, "agent", policy), jobs_from_rows(rows(16))))
+    assert [outcome.ok for outcome in outcomes] == [True] * 16, [o.failure for o in outcomes if not o.ok]
+    assert server.peak == 2

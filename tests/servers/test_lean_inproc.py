@@ -155,3 +155,13 @@ def test_entering_collection_gc_never_walks_the_whole_heap():
     finally:
         gc.callbacks.remove(note)
     assert collected and max(collected) <= 1
+
+
+def test_a_call_in_memory_has_no_connection_to_wait_for():
+    # The collector parks rollouts beyond what its client carries to an agent at once (`request_cap`); an
+    # agent called in memory (co-located) takes every rollout in flight, as before.
+    from nemo_gym.asgi_transport import ColocatedHttpClient
+
+    client = ColocatedHttpClient(LocalApps())
+    assert client.request_cap("inproc://agent") is None
+    assert client.request_cap("http://127.0.0.1:9") == client.limits.max_connections_per_host == 4096
