@@ -110,7 +110,12 @@ class CollectRolloutsConfig(BaseModel):
     )
     overwrite: bool = Field(False, description="Replace an existing output file.")
     max_attempts: int = Field(3, ge=1, description="Attempts per rollout before it is written to the failures file.")
-    rollout_timeout_s: float | None = Field(None, gt=0, description="Deadline for one rollout attempt, end to end.")
+    rollout_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Deadline for one rollout attempt, end to end (from when it is sent to its agent: "
+        "not the wait for a free connection when more are in flight than one agent server takes at once).",
+    )
     config_paths: list[str] | None = Field(None, description="Start these servers if none are running.")
     no_serve: bool = Field(
         False,
