@@ -41,7 +41,7 @@ from nemo_gym.client import PoolLimits, ServerClient, ServerInfo, Timeouts
 from nemo_gym.config import GlobalConfig, ServerInstance
 from nemo_gym.errors import ConfigError
 from nemo_gym.rollouts.collector import CollectionPolicy, RolloutCollector
-from nemo_gym.servers.base import ServerBootstrap, SimpleServer
+from nemo_gym.servers.base import ServerBootstrap, SimpleServer, freeze_start_up_heap
 
 COLOCATED_SERVER_TYPES = frozenset({"resources_servers", "responses_api_agents"})
 """Server kinds that run in the collector's process; model servers stay remote."""
@@ -85,11 +85,7 @@ def collection_gc(concurrency: int = CollectionPolicy.model_fields["concurrency"
     previous = gc.get_threshold()
     froze = gc.get_freeze_count() == 0  # a caller that froze on its own keeps its freeze
     if froze:
-        # Only the young generations: their start-up garbage is freed, not frozen. A full collection
-        # walks the whole heap (~50 ms for the benchmark's 87k objects, far more in a trainer's) on
-        # every entry; what is already old is frozen as it is, and collectable again after `unfreeze`.
-        gc.collect(1)
-        gc.freeze()
+        freeze_start_up_heap()
     gc.set_threshold(*collection_gc_thresholds(concurrency))
     try:
         yield
