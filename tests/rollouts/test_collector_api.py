@@ -210,3 +210,31 @@ def test_rollouts_beyond_what_the_client_carries_to_the_agent_wait_parked_and_ti
         outcomes = asyncio.run(drain(RolloutCollector(client, "agent", policy), jobs_from_rows(rows(16))))
     assert [outcome.ok for outcome in outcomes] == [True] * 16, [o.failure for o in outcomes if not o.ok]
     assert server.peak == 2
+
+
+def test_rollouts_beyond_what_the_client_carries_wait_before_their_task_row_is_read():
+    # 16 in flight, 2 carried to the only agent at once: the other 14 wait without a job, so the source is
+    # never more than 2 rows ahead of the runs the agent finished (a parsed row is ~2.2 KB).
+    server = CountingAgent(config=BaseResponsesAPIAgentConfig(name="agent"), server_client=registry_client({}))
+    server.delay_s = 0.05
+    ahead: list[int] = []
+
+    async def collect() -> list:
+        row = ServerInfo(name="agent", server_type="responses_api_agents", implementation="test", url=running.url)
+        client = ServerClient(
+            "http://127.0.0.1:9", HttpClient(limits=PoolLimits(max_connections_per_host=2)), registry=[row]
+        )
+        collector = RolloutCollector(client, "agent", CollectionPolicy(concurrency=16, initial_window=16))
+
+        def jobs():
+            for pulled, job in enumerate(jobs_from_rows(rows(12)), start=1):
+                ahead.append(pulled - (server.calls - server.in_flight))
+                yield job
+
+        return await drain(collector, jobs())
+
+    with ThreadedServer(server.setup_webserver()) as running:
+        outcomes = asyncio.run(collect())
+    assert [outcome.ok for outcome in outcomes] == [True] * 12
+    assert max(ahead) <= 2, ahead
+    assert server.peak == 2
