@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 from nemo_gym.errors import InputError, InvalidResponseError
@@ -70,7 +70,7 @@ _SIMPLE_TOOL_CHOICES = frozenset({"auto", "none", "required"})
 
 def new_id(prefix: str) -> str:
     """A fresh OpenAI-style id such as `msg_<32 hex digits>`."""
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{secrets.token_hex(16)}"
 
 
 def think_split(text: str) -> tuple[list[str], str]:

@@ -45,6 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from nemo_gym.aio import raise_open_file_limit
@@ -273,9 +274,12 @@ def _direct_handler(endpoint: Callable[..., Any]) -> Callable[[Request], Any] | 
         return call_without_body
 
     body_name, body_model = models[0].name, models[0].annotation
+    # An endpoint that is handed the Request may read the body again (Starlette caches it); one that is
+    # not, is the only reader, and the body is taken off the ASGI messages directly.
+    read_body = _receive_body if not request_names else Request.body
 
     async def call_with_body(request: Request) -> Response:
-        raw = await request.body()
+        raw = await read_body(request)
         try:
             body = body_model.model_validate_json(raw or b"{}")
         except ValidationError as error:
@@ -284,6 +288,22 @@ def _direct_handler(endpoint: Callable[..., Any]) -> Callable[[Request], Any] | 
         return await endpoint(**{body_name: body}, **{name: request for name in request_names})
 
     return call_with_body
+
+
+async def _receive_body(request: Request) -> bytes:
+    """The request body, read off `request.receive` once (Starlette's `Request.body` goes through an
+    async generator and `aclosing` for every request: ~3 us of a ~30 us in-memory call)."""
+    message = await request.receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        return message.get("body", b"")  # the whole body at once: every in-memory call, most socket ones
+    chunks: list[bytes] = []
+    while True:
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await request.receive()
 
 
 def new_app(**kwargs: Any) -> FastAPI:

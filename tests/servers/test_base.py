@@ -72,6 +72,14 @@ def test_validation_errors_are_a_422_naming_the_field(server_url):
     assert "count" in message and "/order" in message
 
 
+def test_a_body_sent_in_pieces_is_read_whole(server_url):
+    # Chunked transfer: the server gets several http.request messages, which the direct handler joins.
+    pieces = [b'{"city": "Pa', b'ris", "cou', b'nt": 3}']
+    answer = httpx.post(f"{server_url}/order", content=iter(pieces), headers={"content-type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"city": "Paris", "count": 3}
+
+
 def test_a_model_return_value_is_serialized(server_url):
     assert httpx.post(f"{server_url}/order", json={"city": "Oslo", "count": 2}).json() == {"city": "Oslo", "count": 2}
 
@@ -95,6 +103,9 @@ def test_signer_round_trip_and_tamper_detection():
     assert signer.unsign(signed) == "abc"
     assert signer.unsign(signed[:-1] + ("0" if signed[-1] != "0" else "1")) is None
     assert SessionSigner(b"x" * 32).unsign(signed) is None
+    # Any length of secret signs (BLAKE2s keys stop at 32 bytes: a longer one is hashed down).
+    long = SessionSigner(b"k" * 64)
+    assert long.unsign(long.sign("abc")) == "abc" and long.unsign(signed) is None
 
 
 def test_a_server_process_freezes_its_start_up_heap_and_collects_less_often():
