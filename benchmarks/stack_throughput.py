@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -397,17 +398,27 @@ class WatchedRun:
     rollout_peak_rss_mb: float | None = None
     """The peak while `output` held fewer lines than expected: while rollouts ran, before the end-of-run
     work (metrics, the environment's aggregate metrics) that reads every row."""
+    servers_rollout_peak_rss_mb: float | None = None
+    """The same for the summed RSS of the `servers` processes (HTTP mode's agent and resources servers hold
+    what a co-located collector holds itself): the two modes' memory compared like for like."""
 
 
-def run_watched(argv: list[str], output: Path | None = None, expected_rows: int | None = None) -> WatchedRun:
+def run_watched(
+    argv: list[str],
+    output: Path | None = None,
+    expected_rows: int | None = None,
+    servers: Sequence[psutil.Process] = (),
+) -> WatchedRun:
     """Run a command, sampling the RSS of it and its children every 20 ms; note when `output` first
-    holds a complete line, and (with `expected_rows`) the peak while it holds fewer lines than that."""
+    holds a complete line, and (with `expected_rows`) the peak while it holds fewer lines than that, of
+    the command and of the `servers` processes together."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         popen = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=err)
         process = psutil.Process(popen.pid)
         peak = 0
         rollout_peak: int | None = None if expected_rows is None else 0
+        servers_peak = 0
         lines, read_to = 0, 0  # newlines counted so far in `output`, read incrementally
         first_row: float | None = None
         cpu = 0.0
@@ -429,6 +440,7 @@ def run_watched(argv: list[str], output: Path | None = None, expected_rows: int 
                         lines, read_to = lines + fresh.count(b"\n"), read_to + len(fresh)
                     if lines < (expected_rows or 0):
                         rollout_peak = max(rollout_peak, rss)
+                        servers_peak = max(servers_peak, sum(_rss(server) for server in servers))
                 cpu = cpu_seconds(process)
             except psutil.Error:
                 pass
@@ -451,7 +463,15 @@ def run_watched(argv: list[str], output: Path | None = None, expected_rows: int 
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
             None if rollout_peak is None else rollout_peak / 2**20,
+            servers_peak / 2**20 if servers and rollout_peak is not None else None,
         )
+
+
+def _rss(process: psutil.Process) -> int:
+    try:
+        return int(process.memory_info().rss)
+    except psutil.Error:
+        return 0  # gone: it holds nothing
 
 
 def collect_cli(head_port: int, input_path: Path, output_path: Path, *extra: str) -> list[str]:
@@ -589,6 +609,7 @@ def measure_inflight(concurrency: int, latency_ms: float, rollouts: int, work: P
             collect_cli(stack.head_port, input_path, output, f"+num_samples_in_parallel={concurrency}"),
             output=output,
             expected_rows=rollouts,
+            servers=[stack.processes["agent"], stack.processes["resources"]],
         )
         used = meter.stop()
         rows = count_lines(output)
@@ -612,6 +633,7 @@ def measure_inflight(concurrency: int, latency_ms: float, rollouts: int, work: P
             "rollouts_per_s": rows / run.wall_s,
             "collector_peak_rss_mb": run.peak_rss_mb,
             "collector_rollout_peak_rss_mb": run.rollout_peak_rss_mb,
+            "agent_and_resources_rollout_peak_rss_mb": run.servers_rollout_peak_rss_mb,
             "cpu_ms_per_rollout": {
                 name: 1000 * seconds / max(rows, 1) for name, seconds in used.items() if name != "other_processes_cores"
             },
@@ -874,6 +896,11 @@ def format_inflight(figures: dict[str, Any], lines: list[str]) -> list[str]:
                 f"{label:>10}: {run['concurrency']:,} in flight at {run['latency_ms']:.0f} ms: "
                 f"{run['rows_written']:,}/{run['rollouts']:,} rows, first row {first}, "
                 f"{run['rollouts_per_s']:.0f} rollouts/s, collector peak RSS {rss_peaks(run)}"
+                + (
+                    f"; agent + resources servers {servers:.0f} MB while rollouts ran"
+                    if (servers := run.get("agent_and_resources_rollout_peak_rss_mb")) is not None
+                    else " (the agent and resources servers included)"
+                )
             )
     return lines
 

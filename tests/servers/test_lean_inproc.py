@@ -158,8 +158,9 @@ def test_entering_collection_gc_never_walks_the_whole_heap():
 
 
 def test_a_call_in_memory_has_no_connection_to_wait_for():
-    # The collector parks rollouts beyond what its client carries to an agent at once (`request_cap`); an
-    # agent called in memory (co-located) takes every rollout in flight, as before.
+    # The collector holds back rollouts beyond what its client carries to an agent at once (`request_cap`); an
+    # agent called in memory (co-located) takes every rollout in flight. Capping it as over HTTP was measured:
+    # at 16,384 in flight the collector held 240-242 MB instead of 346-354 MB, but ran 6-13% fewer rollouts/s.
     from nemo_gym.asgi_transport import ColocatedHttpClient
 
     client = ColocatedHttpClient(LocalApps())
