@@ -63,8 +63,9 @@ class CollectionPolicy(BaseModel):
     max_attempts: int = Field(3, ge=1)
     """Attempts per rollout for retryable failures (5xx, 408/429, timeouts, lost connections)."""
     rollout_timeout_s: float | None = Field(None, gt=0)
-    """Deadline for one attempt of one rollout end to end, from when it is sent to its agent: a rollout parked
-    for a free connection (`RolloutCollector._parking_for`) has not started (None = only the HTTP read timeout)."""
+    """Deadline for one attempt of one rollout end to end, from when it is sent to its agent: a rollout waiting
+    for the client to carry it (`RolloutCollector._reading_gate`, `_parking_for`) has not started (None = only
+    the HTTP read timeout)."""
     initial_window: int = Field(32, ge=1)
     """Rollouts admitted at first; each finished rollout admits one more, up to `concurrency` (TCP-style
     slow start: the window doubles per rollout time). Admitting 16k rollouts at once puts every one of
