@@ -425,12 +425,7 @@ def run_watched(
         while popen.poll() is None:
             try:
                 tree = [process] + process.children(recursive=True)
-                rss = 0
-                for member in tree:
-                    try:
-                        rss += member.memory_info().rss
-                    except psutil.Error:
-                        pass
+                rss = sum(_rss(member) for member in tree)
                 peak = max(peak, rss)
                 if rollout_peak is not None and output is not None:
                     with contextlib.suppress(OSError):  # the CLI has not created the output yet
