@@ -1,6 +1,6 @@
 """What one in-memory call costs under load, layer by layer (co-located collection).
 
-    python benchmarks/inmemory_call_costs.py [--concurrency 256] [--rollouts 4000] [--repeats 2]
+    python benchmarks/inmemory_call_costs.py [--concurrency 256] [--rollouts 4000] [--repeats 2] [--paths direct,asgi]
 
 A co-located collection runs as `stack_throughput.py` runs it: `ng_run` starts the benchmark's stack
 (its model server in front of the scripted upstream, which answers at once), and the agent and
@@ -9,11 +9,16 @@ server (`/seed_session`, `/get_weather`, `/verify`) is timed at each layer it pa
 first:
 
     client      ServerClient.post, what the agent awaits (URL, retry policy, JSON encoding of the body)
-    transport   ColocatedHttpClient._send_once and call_app (ASGI scope, messages, deadline, answer)
-    middleware  the server app's middleware stack (error answers, Host guard, body cap, session cookie)
-    route       the route looked up, the Request built, the Response sent back through the middleware
+    transport   ColocatedHttpClient._send_once and call_local (scope, deadline, answer)
+    middleware  the server app's middleware stack (error answers, Host guard, body cap, session cookie);
+                on the direct path (`nemo_gym.servers.direct_calls`) there is none: it is asked, not stacked
+    route       the route looked up, the Request built, the Response sent back through the middleware; on
+                the direct path, `DirectCalls.call`: the guard and session asked, the Response read off
     handler     the body read and validated, the answer rendered as JSON
     endpoint    the environment's own method
+
+`--paths direct,asgi` alternates repeats between the direct path (what a co-located collection uses)
+and the ASGI path through each app's middleware (what it used before), in the same process.
 
 These calls never wait on anything (the resources server answers from memory), so each one runs
 start to end without yielding to the event loop: its wall time is its CPU time. Figures are medians
@@ -49,7 +54,7 @@ import stack_throughput as bench  # noqa: E402
 from nemo_gym import asgi_transport  # noqa: E402
 from nemo_gym.aio import raise_open_file_limit  # noqa: E402
 from nemo_gym.client import ServerClient  # noqa: E402
-from nemo_gym.servers import base, lean_app  # noqa: E402
+from nemo_gym.servers import base, direct_calls, lean_app  # noqa: E402
 from nemo_gym.servers.resources import SimpleResourcesServer  # noqa: E402
 
 ENDPOINTS = ("seed_session", "get_weather", "verify")
@@ -88,6 +93,7 @@ def instrument() -> None:
     _time_layer(asgi_transport.ColocatedHttpClient, "_send_once", "transport", lambda args: args[2])
     _time_layer(lean_app.LeanApp, "__call__", "middleware", lambda args: args[1]["path"])
     _time_layer(lean_app._DirectRoutes, "__call__", "route", lambda args: args[1]["path"])
+    _time_layer(direct_calls.DirectCalls, "call", "route", lambda args: args[2]["path"])
     import resources_servers.example_single_tool_call.app as environment
 
     for owner, name in (
@@ -123,7 +129,10 @@ def report(rollouts_per_s: float) -> float:
     print(f"  {'call':14}" + "".join(f"{layer:>12}" for layer in LAYERS) + f"{'total':>10}")
     around = 0.0
     for endpoint in ENDPOINTS:
-        medians = [1e6 * statistics.median(samples[(endpoint, layer)]) for layer in LAYERS]
+        medians: list[float] = []
+        for layer in reversed(LAYERS):  # a layer the call did not pass (middleware, direct) adds nothing
+            timed = samples[(endpoint, layer)]
+            medians.insert(0, 1e6 * statistics.median(timed) if timed else medians[0])
         own = [outer - inner for outer, inner in zip(medians, medians[1:])] + [medians[-1]]
         around += medians[0] - medians[-1]
         print(f"  /{endpoint:13}" + "".join(f"{value:>12.1f}" for value in own) + f"{medians[0]:>10.1f}")
@@ -136,6 +145,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--rollouts", type=int, default=4000, help="rollouts per repeat")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--paths", default="direct", help="comma-separated: direct (served without ASGI), asgi (through each app)"
+    )
     args = parser.parse_args()
 
     raise_open_file_limit()
@@ -149,14 +161,21 @@ def main() -> None:
         runner.run(colocated.start())
         rows = bench.example_rows()
         runner.run(bench.collect_colocated_in_process(colocated, rows, args.concurrency, 1000, None))  # warm-up
+        direct = {name: local.direct_calls for name, local in colocated.local.apps.items()}
         print(f"In-memory calls to the resources server, co-located collection at concurrency {args.concurrency}:")
+        around: dict[str, list[float]] = defaultdict(list)
         for repeat in range(args.repeats):
-            samples.clear()
-            result = runner.run(
-                bench.collect_colocated_in_process(colocated, rows, args.concurrency, args.rollouts, None)
-            )
-            print(f"repeat {repeat + 1}/{args.repeats}:")
-            report(result.rollouts_per_s)
+            for path in args.paths.split(","):
+                for name, local in colocated.local.apps.items():
+                    local.direct_calls = direct[name] if path == "direct" else None
+                samples.clear()
+                result = runner.run(
+                    bench.collect_colocated_in_process(colocated, rows, args.concurrency, args.rollouts, None)
+                )
+                print(f"repeat {repeat + 1}/{args.repeats}, {path} path:")
+                around[path].append(report(result.rollouts_per_s))
+        for path, figures in around.items():
+            print(f"{path} path, around the endpoints per rollout: median {statistics.median(figures):.0f} us")
         runner.run(colocated.stop())
     finally:
         runner.close()

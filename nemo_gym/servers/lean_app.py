@@ -9,7 +9,7 @@ exception handling. Everything above is the app's own `build_middleware_stack()`
 settings and exception handlers. A path whose route has no direct handler (path parameters, a route
 body limit, FastAPI's dependencies), a 404 or a 405 goes down FastAPI's usual chain.
 
-Two callers, one difference:
+Two callers, one difference (and in memory, most calls skip even this: `nemo_gym.servers.direct_calls`):
   * uvicorn serves it (`SimpleServer.run_webserver`): the stack is kept whole, `CancelOnDisconnect`
     included (a handler whose client went away is cancelled);
   * in-memory calls (co-located collection, `nemo_gym.asgi_transport`) drop `CancelOnDisconnect`: the
@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from nemo_gym.servers.direct_calls import DirectCalls
 from nemo_gym.servers.disconnect import CancelOnDisconnect
 
 
@@ -38,9 +39,11 @@ class LeanApp:
     _MAX_PATHS = 1024
     """Paths whose resolution is remembered; beyond that, new paths are resolved on every call."""
 
-    def __init__(self, app: FastAPI, stack: ASGIApp):
+    def __init__(self, app: FastAPI, stack: ASGIApp, direct_calls: DirectCalls | None = None):
         self.app = app
         self.stack = stack
+        self.direct_calls = direct_calls
+        """In memory: the calls that skip the ASGI round trip (`nemo_gym.servers.direct_calls`), if any."""
 
     @classmethod
     def of(cls, app: ASGIApp, *, in_memory: bool) -> ASGIApp:
@@ -55,6 +58,7 @@ class LeanApp:
         stack = app.build_middleware_stack()
         above: Any = None
         node: Any = stack
+        layers: list[Any] = []
         while not isinstance(node, ExceptionMiddleware):
             if not hasattr(node, "app"):
                 return app  # a middleware we cannot see through: serve through the whole app
@@ -62,13 +66,16 @@ class LeanApp:
                 above.app = node.app
             else:
                 above = node
+                layers.append(node)
             node = node.app
         if above is None or node.app is None:
             return app
+        layers.append(node)
         # Below the app's own ExceptionMiddleware, in the router's place: errors of a direct handler are
         # answered by that middleware's handlers, as they are for any route.
-        node.app = _DirectRoutes(node.app, app.router)
-        return cls(app, stack)
+        routes = node.app = _DirectRoutes(node.app, app.router)
+        direct_calls = DirectCalls.of(app, layers, routes.resolve) if in_memory else None
+        return cls(app, stack, direct_calls)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self.app  # as Starlette's own entry does (the lifespan and `request.app` read it)
@@ -85,7 +92,7 @@ class _DirectRoutes:
         self._routes: dict[tuple[str, str], tuple[APIRoute, Any] | None] = {}
         self._route_count = -1
 
-    def _resolve(self, scope: Scope) -> tuple[APIRoute, Any] | None:
+    def resolve(self, scope: Scope) -> tuple[APIRoute, Any] | None:
         if len(self.router.routes) != self._route_count:  # routes added since: resolve afresh
             self._routes.clear()
             self._route_count = len(self.router.routes)
@@ -110,7 +117,7 @@ class _DirectRoutes:
         return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = self._resolve(scope) if scope["type"] == "http" and not scope.get("root_path") else None
+        target = self.resolve(scope) if scope["type"] == "http" and not scope.get("root_path") else None
         if target is None:
             await self.fallback(scope, receive, send)
             return

@@ -142,6 +142,16 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        refusal = self.refusal(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        await send(refusal[0])
+        await send(refusal[1])
+
+    def refusal(self, scope: Scope) -> tuple[Message, Message] | None:
+        """The answer (start and body messages) refusing this HTTP request, or None when it passes.
+        In-memory direct calls (`nemo_gym.servers.direct_calls`) ask it too, with the scope they build."""
         host = origin = content_type = None
         has_body = False
         for key, value in scope["headers"]:
@@ -155,35 +165,30 @@ class RequestGuard:
                 origin = value
             elif key == b"transfer-encoding":
                 has_body = True
-        refusal = None
         if host is not None and host not in self._accepted and not self._host_ok(host, scope):
-            refusal = _error_response(
+            return _error_response(
                 421,
                 "UnknownHostError",
                 f"Host {host.decode('latin-1')!r} is not a name this server answers to (a DNS-rebinding page?); "
                 f"if it is one, list it in {self.setting}",
             )
-        elif origin is not None and not self._origin_ok(origin, host, scope):
-            refusal = _error_response(
+        if origin is not None and not self._origin_ok(origin, host, scope):
+            return _error_response(
                 403,
                 "ForeignOriginError",
                 f"requests from web pages of {origin.decode('latin-1')!r} (another site) are refused; "
                 f"to allow that origin, list its host in {self.setting}",
             )
-        elif has_body and content_type != _JSON and scope["method"] in _METHODS_WITH_BODY:
+        if has_body and content_type != _JSON and scope["method"] in _METHODS_WITH_BODY:
             if content_type is None or content_type.partition(b";")[0].strip().lower() != _JSON:
                 shown = "none" if content_type is None else repr(content_type.decode("latin-1"))
-                refusal = _error_response(
+                return _error_response(
                     415,
                     "UnsupportedMediaTypeError",
                     f"{scope['method']} {scope['path']} takes a JSON body with Content-Type: application/json "
                     f"(got {shown})",
                 )
-        if refusal is None:
-            await self.app(scope, receive, send)
-            return
-        await send(refusal[0])
-        await send(refusal[1])
+        return None
 
     def _names_this_server(self, name: str, scope: Scope) -> bool:
         if name in self.host_names:

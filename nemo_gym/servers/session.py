@@ -77,17 +77,23 @@ class SessionIdMiddleware:
         self.cookie_name = cookie_name
         self.signer = signer or SessionSigner()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        raw = _read_cookie(scope["headers"], self.cookie_name)
+    def resolve(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes]:
+        """The session of a request with these headers (a new one when its cookie is missing or forged),
+        and the `Set-Cookie` value its answer carries. In-memory direct calls
+        (`nemo_gym.servers.direct_calls`) resolve their session here too."""
+        raw = _read_cookie(headers, self.cookie_name)
         session_id = self.signer.unsign(raw) if raw else None
         if session_id is None:
             session_id = new_session_id()
             raw = self.signer.sign(session_id)
+        return session_id, f"{self.cookie_name}={raw}; Path=/; HttpOnly; SameSite=lax".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        session_id, cookie = self.resolve(scope["headers"])
         scope["session"] = {SESSION_ID_KEY: session_id}
-        cookie = f"{self.cookie_name}={raw}; Path=/; HttpOnly; SameSite=lax".encode()
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -6,21 +6,33 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from nemo_gym.asgi_transport import LocalApp, LocalApps, call_app
-from nemo_gym.client import ServerClient
+from nemo_gym.asgi_transport import ColocatedHttpClient, LocalApp, LocalApps, call_app, call_local
+from nemo_gym.client import ServerClient, Timeouts
 from nemo_gym.colocated import COLLECTION_GC_THRESHOLDS, collection_gc, collection_gc_thresholds
-from nemo_gym.errors import InputError
+from nemo_gym.errors import InputError, RequestTimeoutError
 from nemo_gym.servers.base import BaseServerConfig, SimpleServer
 from nemo_gym.servers.lean_app import LeanApp
 
 
 class Echo(BaseModel):
     text: str
+
+
+class Nap(BaseModel):
+    seconds: float
+
+
+SESSIONS_SEEN: list[str] = []
+NAPS_CANCELLED: list[float] = []
 
 
 class EchoServer(SimpleServer):
@@ -32,6 +44,9 @@ class EchoServer(SimpleServer):
         app.post("/crash")(self.crash)
         app.post("/teapot")(self.teapot)
         app.post("/items/{item_id}")(self.item)
+        app.post("/stream")(self.stream)
+        app.post("/fail_in_session")(self.fail_in_session)
+        app.post("/nap")(self.nap)
         return app
 
     async def echo(self, body: Echo) -> dict[str, Any]:
@@ -48,6 +63,25 @@ class EchoServer(SimpleServer):
 
     async def teapot(self) -> dict[str, Any]:
         raise HTTPException(status_code=418, detail="short and stout")
+
+    async def stream(self, body: Echo) -> StreamingResponse:  # a response that must be sent, not read off
+        async def pieces() -> AsyncIterator[bytes]:
+            yield body.text.encode()
+            yield b"!"
+
+        return StreamingResponse(pieces(), media_type="text/plain")
+
+    async def fail_in_session(self, request: Request) -> dict[str, Any]:
+        SESSIONS_SEEN.append(request.session["session_id"])
+        raise InputError("refused after the session was made")
+
+    async def nap(self, body: Nap) -> dict[str, Any]:
+        try:
+            await asyncio.sleep(body.seconds)
+        except asyncio.CancelledError:
+            NAPS_CANCELLED.append(body.seconds)
+            raise
+        return {"slept": body.seconds}
 
     async def item(self, item_id: int) -> dict[str, Any]:  # a path parameter: FastAPI's own routing serves it
         return {"item_id": item_id}
@@ -72,6 +106,9 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes]] = [
     ("POST", "/items/7", {}, b""),
     ("POST", "/items/seven", {}, b""),  # 422
     ("GET", "/health", {}, b""),
+    ("POST", "/stream", {"content-type": "application/json"}, b'{"text": "hi"}'),
+    ("POST", "/fail_in_session", {}, b""),  # 400
+    ("POST", "/echo", {"content-type": "application/json", "origin": "http://evil.example"}, b"{}"),  # 403
 ]
 
 
@@ -79,7 +116,7 @@ async def _call(local: LocalApp, method: str, path: str, headers: dict[str, str]
     raw = [(b"host", local.host_header), (b"content-length", str(len(body)).encode())]
     raw = [(k, v) for k, v in raw if k.decode() not in headers]
     raw += [(k.encode(), v.encode()) for k, v in headers.items()]
-    status, answer_headers, answer = await call_app(local, method, path, b"", raw, body)
+    status, answer_headers, answer = await call_local(local, method, path, b"", raw, body)
     # The session cookie's value is signed with a per-middleware secret: compare its shape, not its value.
     shown = [
         (k, v if k != b"set-cookie" else v.split(b"=", 1)[0] + b"=~" + v.split(b";", 1)[1]) for k, v in answer_headers
@@ -93,6 +130,8 @@ def test_an_in_memory_call_answers_as_the_whole_app_does(capsys):
         whole = LocalApp("echo", _server(max_request_body_bytes=200).setup_webserver())
         assert isinstance(lean.handler, LeanApp)
         whole.handler = whole.app  # the app as uvicorn serves it
+        whole.direct_calls = None
+        assert lean.direct_calls is not None  # its direct-handler routes skip the ASGI round trip
         apps = LocalApps()
         apps.add(lean)
         await apps.start()
@@ -115,6 +154,93 @@ def test_an_in_memory_session_keeps_its_id_across_calls():
         _, _, second = await call_app(local, "POST", "/session", b"", again, b"")
         _, _, fresh = await call_app(local, "POST", "/session", b"", [(b"host", local.host_header)], b"")
         assert status == 200 and first == second != fresh
+
+    asyncio.run(scenario())
+
+
+def test_routes_with_a_direct_handler_skip_the_asgi_round_trip_and_refusals_go_through_the_app():
+    async def scenario() -> None:
+        local = LocalApp("echo", _server(max_request_body_bytes=200).setup_webserver())
+        through_app: list[str] = []
+        lean = local.handler
+
+        async def counting(scope: Any, receive: Any, send: Any) -> None:
+            through_app.append(scope["path"])
+            await lean(scope, receive, send)
+
+        local.handler = counting
+        for request in REQUESTS:
+            await _call(local, *request)
+        # Direct: /echo answered (200 and 422), /refuse, /crash, /teapot, /health, /stream and /fail_in_session.
+        # Through the app: what the guard or the body cap refuses, unknown paths and methods, path parameters.
+        assert through_app == [
+            "/echo",  # 415
+            "/echo",  # 421
+            "/echo",  # 413
+            "/echo",  # GET: 405
+            "/nowhere",
+            "/items/7",
+            "/items/seven",
+            "/echo",  # 403
+        ]
+
+    asyncio.run(scenario())
+
+
+def test_a_session_made_by_a_call_that_failed_is_the_one_its_cookie_names():
+    async def scenario() -> None:
+        local = LocalApp("echo", _server().setup_webserver())
+        SESSIONS_SEEN.clear()
+        status, headers, _ = await call_local(
+            local, "POST", "/fail_in_session", b"", [(b"host", local.host_header)], b""
+        )
+        cookie = dict(headers)[b"set-cookie"].split(b";")[0]
+        again = [(b"host", local.host_header), (b"cookie", cookie)]
+        _, _, answer = await call_local(local, "POST", "/session", b"", again, b"")
+        assert status == 400 and answer == b'{"session_id":"%s"}' % SESSIONS_SEEN[0].encode()
+
+    asyncio.run(scenario())
+
+
+def test_an_app_with_middleware_of_its_own_is_always_called_through_it():
+    class Tagged:
+        def __init__(self, app: Any):
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            scope.setdefault("state", {})["tagged"] = True
+            await self.app(scope, receive, send)
+
+    app = _server().setup_webserver()
+    app.add_middleware(Tagged)
+    assert LocalApp("echo", app).direct_calls is None
+    assert LocalApp("echo", _server().setup_webserver()).direct_calls is not None
+
+
+def test_an_in_memory_call_that_waits_has_its_deadline_and_one_that_does_not_ends_at_once():
+    # The deadline timer is armed only when a call waits on something, counted from the call's start.
+    async def scenario() -> None:
+        local = LocalApp("echo", _server().setup_webserver())
+        apps = LocalApps()
+        apps.add(local)
+        client = ColocatedHttpClient(apps, timeouts=Timeouts(total_s=0.2))
+        NAPS_CANCELLED.clear()
+        quick = await client.request("POST", "inproc://echo/echo", json={"text": "hi"})
+        short = await client.request("POST", "inproc://echo/nap", json={"seconds": 0.01})
+        assert (quick.status, quick.json(), short.json()) == (200, {"text": "hi"}, {"slept": 0.01})
+        started = time.monotonic()
+        with pytest.raises(
+            RequestTimeoutError, match=r"POST inproc://echo/nap timed out: no complete answer for 0.2 s"
+        ):
+            await client.request("POST", "inproc://echo/nap", json={"seconds": 5})
+        assert 0.15 < time.monotonic() - started < 2 and NAPS_CANCELLED == [5]
+        # A caller that goes away (its rollout's deadline, Ctrl+C) cancels the work it waits on.
+        waiting = asyncio.ensure_future(client.request("POST", "inproc://echo/nap", json={"seconds": 3}))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert NAPS_CANCELLED == [5, 3]
 
     asyncio.run(scenario())
 
@@ -161,8 +287,6 @@ def test_a_call_in_memory_has_no_connection_to_wait_for():
     # The collector holds back rollouts beyond what its client carries to an agent at once (`request_cap`); an
     # agent called in memory (co-located) takes every rollout in flight. Capping it as over HTTP was measured:
     # at 16,384 in flight the collector held 240-242 MB instead of 346-354 MB, but ran 6-13% fewer rollouts/s.
-    from nemo_gym.asgi_transport import ColocatedHttpClient
-
     client = ColocatedHttpClient(LocalApps())
     assert client.request_cap("inproc://agent") is None
     assert client.request_cap("http://127.0.0.1:9") == client.limits.max_connections_per_host == 4096
