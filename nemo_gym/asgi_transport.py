@@ -51,13 +51,10 @@ from nemo_gym.errors import (
     ServerStartupError,
     ServerUnreachableError,
 )
-from nemo_gym.servers.direct_calls import DirectCalls
+from nemo_gym.servers.direct_calls import Answer, DirectCalls
 from nemo_gym.servers.lean_app import LeanApp
 
 _T = TypeVar("_T")
-_Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-"""(status, raw headers, body) of an in-memory call."""
-
 INPROC_SCHEME = "inproc://"
 """Registry URLs of servers whose app lives in this process: `inproc://<instance name>`."""
 
@@ -182,6 +179,11 @@ def _fail(future: asyncio.Future[None], message: str, name: str) -> None:
         future.set_exception(ServerStartupError(f"server {name!r} did not start: {message or 'its lifespan ended'}"))
 
 
+def _crashed() -> Answer:
+    """What uvicorn answers when the app raised before sending anything."""
+    return Answer(500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error")
+
+
 def _http_scope(
     local: LocalApp, method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]
 ) -> dict[str, Any]:
@@ -238,7 +240,7 @@ async def call_local(
     query: bytes,
     headers: list[tuple[bytes, bytes]],
     body: bytes,
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+) -> Answer:
     """One request to `local`, in the caller's task: (status, raw headers, body). A call to a route with a
     direct handler is served without the ASGI round trip (`nemo_gym.servers.direct_calls`), any other
     through the app (`call_app`); the answers are the same."""
@@ -254,12 +256,12 @@ async def call_local(
         outcome = await direct.call(target, scope, request_body.receive, len(body))
     except Exception as error:  # noqa: BLE001 - the app's crash is answered, never the collector's
         _log_crash(local.name, method, path, error)
-        return 500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error"
+        return _crashed()
     finally:
         request_body.end()
     if outcome is None:  # the app refuses it before any route: let it answer
         return await call_app(local, method, path, query, headers, body)
-    if isinstance(outcome, tuple):
+    if isinstance(outcome, Answer):
         return outcome
     return await _serve(local, outcome, scope, _RequestBody(body), method, path)
 
@@ -271,7 +273,7 @@ async def call_app(
     query: bytes,
     headers: list[tuple[bytes, bytes]],
     body: bytes,
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+) -> Answer:
     """One request to `local`'s app (its lean twin), in the caller's task: (status, raw headers, body)."""
     scope = _http_scope(local, method, path, query, headers)
     return await _serve(local, local.handler, scope, _RequestBody(body), method, path)
@@ -279,7 +281,7 @@ async def call_app(
 
 async def _serve(
     local: LocalApp, app: ASGIApp, scope: dict[str, Any], request_body: _RequestBody, method: str, path: str
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+) -> Answer:
     """Run `app` on one request and collect its answer.
 
     An exception escaping the app after its answer was complete is dropped (Starlette re-raises
@@ -313,7 +315,7 @@ async def _serve(
                     f"({type(error).__name__}: {error})"
                 ) from error
             _log_crash(local.name, method, path, error)
-            return 500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error"
+            return _crashed()
         if status >= 500:
             _log_crash(local.name, method, path, error)
     finally:
@@ -322,7 +324,7 @@ async def _serve(
         raise ServerUnreachableError(
             f"connection to {INPROC_SCHEME}{local.name}{path} failed: the server sent no complete answer"
         )
-    return status, response_headers, chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return Answer(status, response_headers, chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 def _log_crash(name: str, method: str, path: str, error: BaseException) -> None:
@@ -404,13 +406,13 @@ class ColocatedHttpClient(HttpClient):
 
     async def _until_deadline(
         self,
-        call: Coroutine[Any, Any, _Answer],
+        call: Coroutine[Any, Any, Answer],
         waiting_on: Any,
         deadline: float,
         method: str,
         url: str,
         deadlines: Timeouts,
-    ) -> _Answer:
+    ) -> Answer:
         """The rest of an in-memory `call` that waits on something, ended when `deadline` (loop time) passes.
         The deadline is one timer handle (asyncio.timeout's bookkeeping was ~3% of a rollout's CPU)."""
         task = asyncio.current_task()
@@ -471,9 +473,9 @@ class ColocatedHttpClient(HttpClient):
         try:
             waiting_on = call.send(None)
         except StopIteration as done:
-            status, answer_headers, answer = done.value
+            status, answer_headers, answer, cookies = done.value
         else:
-            status, answer_headers, answer = await self._until_deadline(
+            status, answer_headers, answer, cookies = await self._until_deadline(
                 call, waiting_on, deadline, method, url, deadlines
             )
         cap = self.limits.max_response_bytes
@@ -484,4 +486,6 @@ class ColocatedHttpClient(HttpClient):
                 limit_bytes=cap,
             )
         header_map = RawHeaders(answer_headers)
-        return HttpResult(status, answer, header_map, parse_set_cookies(answer_headers), url)
+        if cookies is None:
+            cookies = parse_set_cookies(answer_headers)
+        return HttpResult(status, answer, header_map, cookies, url)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -46,8 +46,15 @@ from nemo_gym.servers.session import SESSION_ID_KEY, SessionIdMiddleware
 OUR_MIDDLEWARE = frozenset({RequestGuard, CancelOnDisconnect, BodySizeLimitMiddleware, SessionIdMiddleware})
 """What `SimpleServer.install_server_machinery` adds: an app with any other middleware is called through ASGI."""
 
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-"""(status, raw headers, body) of a call served directly."""
+
+class Answer(NamedTuple):
+    """An in-memory call's answer: status, raw headers, body, and the cookies it sets when they are known
+    without parsing its `Set-Cookie` headers (None: parse them)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    cookies: dict[str, str] | None = None
 
 
 Target = tuple[APIRoute, Callable[[Request], Any]]
@@ -116,8 +123,8 @@ class DirectCalls:
         route (the caller then calls the app, which answers it as it always does)."""
         if body_size > self.body_cap or self.guard.refusal(scope) is not None:
             return None
-        session_id, cookie = self.session.resolve(scope["headers"])
-        scope["session"] = {SESSION_ID_KEY: session_id}
+        session = self.session.resolve(scope["headers"])
+        scope["session"] = {SESSION_ID_KEY: session.session_id}
         # What the app's entry, the router and the route put in the scope on the ASGI path.
         scope["app"] = self.app
         scope["router"] = self.app.router
@@ -128,13 +135,17 @@ class DirectCalls:
         try:
             response = await handler(Request(scope, receive))
         except Exception as error:  # noqa: BLE001 - answered by the app's own handlers, as on the ASGI path
-            return self._answer_through_error_layers(_Raise(error), scope, cookie)
+            return self._answer_through_error_layers(_Raise(error), scope, session.set_cookie)
         if type(response).__call__ is not Response.__call__ or response.background is not None:
-            return self._answer_through_error_layers(response, scope, cookie)
+            return self._answer_through_error_layers(response, scope, session.set_cookie)
         raw_headers = list(response.raw_headers)
-        raw_headers.append((b"set-cookie", cookie))
+        # The session's cookie is known: the caller need not parse it back, unless the endpoint set cookies too.
+        cookies = (
+            None if any(key == b"set-cookie" for key, _ in raw_headers) else {self.session.cookie_name: session.value}
+        )
+        raw_headers.append((b"set-cookie", session.set_cookie))
         body = response.body
-        return response.status_code, raw_headers, body if isinstance(body, bytes) else bytes(body)
+        return Answer(response.status_code, raw_headers, body if isinstance(body, bytes) else bytes(body), cookies)
 
     def _answer_through_error_layers(self, inner: ASGIApp, scope: Scope, cookie: bytes) -> ASGIApp:
         """`inner` wrapped in copies of the app's error layers and session middleware, in the app's order:

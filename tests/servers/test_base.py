@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from nemo_gym.servers.base import SERVER_GC_THRESHOLDS, BaseServerConfig, SimpleServer
-from nemo_gym.servers.session import SessionSigner
+from nemo_gym.servers.session import KNOWN_SESSIONS, SessionIdMiddleware, SessionSigner
 from nemo_gym.testing.inprocess import ThreadedServer, registry_client
 
 
@@ -106,6 +106,21 @@ def test_signer_round_trip_and_tamper_detection():
     # Any length of secret signs (BLAKE2s keys stop at 32 bytes: a longer one is hashed down).
     long = SessionSigner(b"k" * 64)
     assert long.unsign(long.sign("abc")) == "abc" and long.unsign(signed) is None
+
+
+def test_a_remembered_session_is_the_signed_one_and_a_forgotten_one_is_checked_again():
+    sessions = SessionIdMiddleware(None, "demo", SessionSigner(b"k" * 32))  # type: ignore[arg-type]
+    first = sessions.resolve([])
+    header = [(b"cookie", b"demo=" + first.value.encode())]
+    assert sessions.resolve(header) == first and first.set_cookie.startswith(b"demo=" + first.value.encode() + b";")
+    for _ in range(KNOWN_SESSIONS):  # more new sessions than are remembered: the first is forgotten
+        sessions.resolve([])
+    assert sessions.resolve(header) == first  # its signature checked again
+    forged = [(b"cookie", b"demo=" + first.session_id.encode() + b".0000")]
+    assert sessions.resolve(forged).session_id != first.session_id
+    # What another signer made is never taken from what this one remembers.
+    stranger = SessionIdMiddleware(None, "demo", SessionSigner(b"x" * 32))  # type: ignore[arg-type]
+    assert stranger.resolve(header).session_id != first.session_id
 
 
 def test_a_server_process_freezes_its_start_up_heap_and_collects_less_often():

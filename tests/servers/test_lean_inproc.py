@@ -116,7 +116,7 @@ async def _call(local: LocalApp, method: str, path: str, headers: dict[str, str]
     raw = [(b"host", local.host_header), (b"content-length", str(len(body)).encode())]
     raw = [(k, v) for k, v in raw if k.decode() not in headers]
     raw += [(k.encode(), v.encode()) for k, v in headers.items()]
-    status, answer_headers, answer = await call_local(local, method, path, b"", raw, body)
+    status, answer_headers, answer, _ = await call_local(local, method, path, b"", raw, body)
     # The session cookie's value is signed with a per-middleware secret: compare its shape, not its value.
     shown = [
         (k, v if k != b"set-cookie" else v.split(b"=", 1)[0] + b"=~" + v.split(b";", 1)[1]) for k, v in answer_headers
@@ -148,11 +148,11 @@ def test_an_in_memory_call_answers_as_the_whole_app_does(capsys):
 def test_an_in_memory_session_keeps_its_id_across_calls():
     async def scenario() -> None:
         local = LocalApp("echo", _server().setup_webserver())
-        status, headers, first = await call_app(local, "POST", "/session", b"", [(b"host", local.host_header)], b"")
+        status, headers, first, _ = await call_app(local, "POST", "/session", b"", [(b"host", local.host_header)], b"")
         cookie = dict(headers)[b"set-cookie"].split(b";")[0]
         again = [(b"host", local.host_header), (b"cookie", cookie)]
-        _, _, second = await call_app(local, "POST", "/session", b"", again, b"")
-        _, _, fresh = await call_app(local, "POST", "/session", b"", [(b"host", local.host_header)], b"")
+        _, _, second, _ = await call_app(local, "POST", "/session", b"", again, b"")
+        _, _, fresh, _ = await call_app(local, "POST", "/session", b"", [(b"host", local.host_header)], b"")
         assert status == 200 and first == second != fresh
 
     asyncio.run(scenario())
@@ -191,12 +191,12 @@ def test_a_session_made_by_a_call_that_failed_is_the_one_its_cookie_names():
     async def scenario() -> None:
         local = LocalApp("echo", _server().setup_webserver())
         SESSIONS_SEEN.clear()
-        status, headers, _ = await call_local(
+        status, headers, _, _ = await call_local(
             local, "POST", "/fail_in_session", b"", [(b"host", local.host_header)], b""
         )
         cookie = dict(headers)[b"set-cookie"].split(b";")[0]
         again = [(b"host", local.host_header), (b"cookie", cookie)]
-        _, _, answer = await call_local(local, "POST", "/session", b"", again, b"")
+        _, _, answer, _ = await call_local(local, "POST", "/session", b"", again, b"")
         assert status == 400 and answer == b'{"session_id":"%s"}' % SESSIONS_SEEN[0].encode()
 
     asyncio.run(scenario())
