@@ -35,7 +35,7 @@ import re
 import reprlib
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -171,10 +171,23 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialize {type(value).__name__} as JSON")
 
 
+_JSON_TYPE = b"application/json"
+_NO_LENGTH = frozenset({*range(100, 200), 204, 304})
+"""Statuses whose answer carries no Content-Length (Starlette's rule)."""
+
+
 class JSONBytesResponse(Response):
     """JSON rendered by orjson or pydantic's Rust serializer, without a Python-level walk."""
 
     media_type = "application/json"
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        # What Starlette's generic version builds for a JSON answer without headers of its own, in one step
+        # (a server renders one per request).
+        if headers is None and self.media_type == "application/json" and self.status_code not in _NO_LENGTH:
+            self.raw_headers = [(b"content-length", str(len(self.body)).encode()), (b"content-type", _JSON_TYPE)]
+        else:
+            super().init_headers(headers)
 
     def render(self, content: Any) -> bytes:
         if isinstance(content, bytes):

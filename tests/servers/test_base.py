@@ -123,6 +123,22 @@ def test_a_remembered_session_is_the_signed_one_and_a_forgotten_one_is_checked_a
     assert stranger.resolve(header).session_id != first.session_id
 
 
+def test_a_json_answer_has_the_headers_starlette_would_give_it():
+    from starlette.responses import Response
+
+    from nemo_gym.servers.base import JSONBytesResponse
+
+    class Generic(JSONBytesResponse):
+        init_headers = Response.init_headers  # Starlette's own, for comparison
+
+    for kwargs in ({}, {"status_code": 204}, {"status_code": 101}, {"status_code": 422}, {"headers": {"x-a": "1"}}):
+        assert JSONBytesResponse({"a": 1}, **kwargs).raw_headers == Generic({"a": 1}, **kwargs).raw_headers, kwargs
+    assert (
+        JSONBytesResponse(b"x", media_type="text/plain").raw_headers
+        == Generic(b"x", media_type="text/plain").raw_headers
+    )
+
+
 def test_a_server_process_freezes_its_start_up_heap_and_collects_less_often():
     # Run in a fresh interpreter: the settings are process-wide, as in a server process.
     script = (
