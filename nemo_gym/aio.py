@@ -1,4 +1,4 @@
-"""Running coroutines from synchronous entry points."""
+"""Running coroutines: from synchronous entry points, and under a deadline without a task of their own."""
 
 from __future__ import annotations
 
@@ -35,3 +35,40 @@ def raise_open_file_limit(target: int = 1 << 20) -> int:
         except (ValueError, OSError):
             continue
     return soft
+
+
+class TaskDeadline:
+    """Cancels the current task at `deadline` (loop time): one timer handle, no extra task, none of
+    `asyncio.timeout`'s bookkeeping (~3% of a rollout's CPU on a hot path). Use as
+
+        deadline = TaskDeadline(at, loop)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if deadline.fired():
+                raise <this call's timeout error> from None
+            raise
+        finally:
+            deadline.cancel()
+    """
+
+    __slots__ = ("_task", "_expired", "_timer")
+
+    def __init__(self, deadline: float, loop: asyncio.AbstractEventLoop):
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._expired = False
+        self._timer = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    def fired(self) -> bool:
+        """After a CancelledError: whether it came from this deadline alone (the cancellation is then taken
+        back), not from someone else cancelling the task too."""
+        return self._expired and self._task.uncancel() == 0
+
+    def cancel(self) -> None:
+        self._timer.cancel()

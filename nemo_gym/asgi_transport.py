@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 from starlette.types import ASGIApp, Message
 
 from nemo_gym import http11
+from nemo_gym.aio import TaskDeadline
 from nemo_gym.client import (
     CONNECT_ONLY_RETRY,
     HttpClient,
@@ -413,22 +414,12 @@ class ColocatedHttpClient(HttpClient):
         url: str,
         deadlines: Timeouts,
     ) -> Answer:
-        """The rest of an in-memory `call` that waits on something, ended when `deadline` (loop time) passes.
-        The deadline is one timer handle (asyncio.timeout's bookkeeping was ~3% of a rollout's CPU)."""
-        task = asyncio.current_task()
-        assert task is not None
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = asyncio.get_running_loop().call_at(deadline, expire)
+        """The rest of an in-memory `call` that waits on something, ended when `deadline` (loop time) passes."""
+        timer = TaskDeadline(deadline, asyncio.get_running_loop())
         try:
             return await _resume(call, waiting_on)
         except asyncio.CancelledError:
-            if expired and task.uncancel() == 0:
+            if timer.fired():
                 limit_s = deadlines.total_s if deadlines.total_s is not None else deadlines.read_s
                 which = "no complete answer" if deadlines.total_s is not None else "no byte"
                 raise RequestTimeoutError(f"{method} {url} timed out: {which} for {limit_s:g} s") from None

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from nemo_gym.aio import TaskDeadline
 from nemo_gym.errors import RequestTimeoutError, ResponseTooLargeError, ServerUnreachableError
 
 if TYPE_CHECKING:
@@ -615,22 +616,12 @@ def _time_out(waiter: asyncio.Future[None], kind: str) -> None:
 
 
 async def _with_deadline(awaitable: Any, deadline: float, loop: asyncio.AbstractEventLoop) -> Any:
-    """Await a connect step, failing with `_Failure("connect_timeout")` at `deadline` (loop time). One
-    timer that cancels the current task, no extra task."""
-    task = asyncio.current_task()
-    assert task is not None
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        task.cancel()
-
-    timer = loop.call_at(deadline, expire)
+    """Await a connect step, failing with `_Failure("connect_timeout")` at `deadline` (loop time)."""
+    timer = TaskDeadline(deadline, loop)
     try:
         return await awaitable
     except asyncio.CancelledError:
-        if expired and task.uncancel() == 0:
+        if timer.fired():
             raise _Failure("connect_timeout") from None
         raise
     finally:
