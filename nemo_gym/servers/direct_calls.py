@@ -140,9 +140,11 @@ class DirectCalls:
             return self._answer_through_error_layers(response, scope, session.set_cookie)
         raw_headers = list(response.raw_headers)
         # The session's cookie is known: the caller need not parse it back, unless the endpoint set cookies too.
-        cookies = (
-            None if any(key == b"set-cookie" for key, _ in raw_headers) else {self.session.cookie_name: session.value}
-        )
+        cookies: dict[str, str] | None = {self.session.cookie_name: session.value}
+        for key, _ in raw_headers:
+            if key == b"set-cookie":
+                cookies = None
+                break
         raw_headers.append((b"set-cookie", session.set_cookie))
         body = response.body
         return Answer(response.status_code, raw_headers, body if isinstance(body, bytes) else bytes(body), cookies)

@@ -19,7 +19,7 @@ from nemo_gym.asgi_transport import ColocatedHttpClient, LocalApp, LocalApps, ca
 from nemo_gym.client import ServerClient, Timeouts
 from nemo_gym.colocated import COLLECTION_GC_THRESHOLDS, collection_gc, collection_gc_thresholds
 from nemo_gym.errors import InputError, RequestTimeoutError
-from nemo_gym.servers.base import BaseServerConfig, SimpleServer
+from nemo_gym.servers.base import BaseServerConfig, JSONBytesResponse, SimpleServer
 from nemo_gym.servers.lean_app import LeanApp
 
 
@@ -47,6 +47,7 @@ class EchoServer(SimpleServer):
         app.post("/stream")(self.stream)
         app.post("/fail_in_session")(self.fail_in_session)
         app.post("/nap")(self.nap)
+        app.post("/set_cookie")(self.set_cookie)
         return app
 
     async def echo(self, body: Echo) -> dict[str, Any]:
@@ -82,6 +83,11 @@ class EchoServer(SimpleServer):
             NAPS_CANCELLED.append(body.seconds)
             raise
         return {"slept": body.seconds}
+
+    async def set_cookie(self, request: Request) -> JSONBytesResponse:
+        answer = JSONBytesResponse({"ok": True})
+        answer.set_cookie("model_server", "replica-1")  # as an agent passes a model server's cookie on
+        return answer
 
     async def item(self, item_id: int) -> dict[str, Any]:  # a path parameter: FastAPI's own routing serves it
         return {"item_id": item_id}
@@ -241,6 +247,21 @@ def test_an_in_memory_call_that_waits_has_its_deadline_and_one_that_does_not_end
         with pytest.raises(asyncio.CancelledError):
             await waiting
         assert NAPS_CANCELLED == [5, 3]
+
+    asyncio.run(scenario())
+
+
+def test_the_cookies_of_a_direct_answer_are_the_session_and_those_the_endpoint_set():
+    async def scenario() -> None:
+        local = LocalApp("echo", _server().setup_webserver())
+        apps = LocalApps()
+        apps.add(local)
+        client = ColocatedHttpClient(apps)
+        plain = await client.request("POST", "inproc://echo/session")
+        both = await client.request("POST", "inproc://echo/set_cookie", cookies=plain.cookies)
+        name = local.direct_calls.session.cookie_name  # type: ignore[union-attr]
+        assert list(plain.cookies) == [name]
+        assert both.cookies == {"model_server": "replica-1", name: plain.cookies[name]}
 
     asyncio.run(scenario())
 
