@@ -39,18 +39,25 @@ class SentFieldsModel(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     ALWAYS_SENT: ClassVar[frozenset[str]] = frozenset({"type"})
+    _LEFT_OUT_UNLESS_GIVEN: ClassVar[frozenset[str]] = frozenset()
+    """The declared fields not in ALWAYS_SENT, worked out once per class (see `__pydantic_init_subclass__`)."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._LEFT_OUT_UNLESS_GIVEN = frozenset(cls.model_fields) - cls.ALWAYS_SENT
 
     @model_serializer(mode="wrap")
     def _as_given(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
         data = handler(self)
-        if not isinstance(data, dict):
-            return data
-        given = self.model_fields_set
-        return {
-            key: value
-            for key, value in data.items()
-            if key in given or key in self.ALWAYS_SENT or key not in type(self).model_fields
-        }
+        # Items parsed from JSON were given most of their fields: usually nothing is left out, and the
+        # serialised dict is handed on as it is. (A dict comprehension over every key, and reading
+        # `model_fields` per item, made dumping a verify request ~3x slower than dumping it untyped.)
+        left_out = self._LEFT_OUT_UNLESS_GIVEN - self.model_fields_set
+        if left_out and isinstance(data, dict):
+            for key in left_out:
+                data.pop(key, None)
+        return data
 
 
 # ---- content parts -------------------------------------------------------------------------------
@@ -186,6 +193,9 @@ _TAG_OF_CLASS: dict[type, str] = {
 
 def _item_tag(value: Any) -> str:
     if not isinstance(value, dict):
+        tag = _TAG_OF_CLASS.get(type(value))  # the class itself: every item of a parsed response
+        if tag is not None:
+            return tag
         for cls, tag in _TAG_OF_CLASS.items():
             if isinstance(value, cls):
                 return tag
@@ -244,8 +254,10 @@ class Usage(SentFieldsModel):
 def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_unset=True)
-    if isinstance(value, list) and any(isinstance(element, BaseModel) for element in value):
-        return [_plain(element) for element in value]
+    if isinstance(value, list):
+        for element in value:  # a loop, not any(<generator>): this runs for every list of every request
+            if isinstance(element, BaseModel):
+                return [_plain(element) for element in value]
     return value
 
 
@@ -254,7 +266,16 @@ def _plain_except(data: Any, typed: frozenset[str]) -> Any:
     they stand for, except under the keys whose items are typed here."""
     if not isinstance(data, dict):
         return data
-    return {key: value if key in typed else _plain(value) for key, value in data.items()}
+    converted: dict[str, Any] | None = None  # a copy only when there is something to convert: rarely
+    for key, value in data.items():
+        if key in typed:
+            continue
+        plain = _plain(value)
+        if plain is not value:
+            if converted is None:
+                converted = dict(data)
+            converted[key] = plain
+    return data if converted is None else converted
 
 
 class IncompleteDetails(SentFieldsModel):

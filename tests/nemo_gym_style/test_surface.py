@@ -172,6 +172,23 @@ def test_items_built_in_python_say_what_they_are() -> None:
     assert unknown.model_dump()["output"] == [{"type": "mcp_call", "name": "x", "k": 1}]
 
 
+def test_an_environments_own_item_class_also_writes_back_only_what_it_was_given() -> None:
+    class GradedCall(NeMoGymResponseFunctionToolCall):
+        grade: float = 0.0
+        note: str | None = None
+
+    assert GradedCall(call_id="c", name="f", arguments="{}", grade=0.5).model_dump() == {
+        "type": "function_call",
+        "call_id": "c",
+        "name": "f",
+        "arguments": "{}",
+        "grade": 0.5,
+    }
+    parsed = GradedCall.model_validate({"type": "function_call", "call_id": "c", "name": "f", "arguments": "", "x": 1})
+    assert parsed.model_dump() == {"type": "function_call", "call_id": "c", "name": "f", "arguments": "", "x": 1}
+    assert orjson.loads(parsed.model_dump_json()) == parsed.model_dump()
+
+
 @pytest.fixture
 def lucky_server():
     config = LuckyNumberConfig(name="lucky_number", max_hints=2, max_request_body_bytes=200_000)
