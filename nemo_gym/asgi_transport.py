@@ -328,6 +328,14 @@ async def _serve(
     return Answer(status, response_headers, chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
+_JSON_HEADER = ("Content-Type", "application/json")
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")  # what `HttpClient.request` sends with every body
+
+
+def _raw_header(key: str, value: str) -> tuple[bytes, bytes]:
+    return key.lower().encode("latin-1"), value.encode("latin-1")
+
+
 def _log_crash(name: str, method: str, path: str, error: BaseException) -> None:
     # The co-located twin of a server's own log line: the collector's stderr, one line, no traceback.
     print(f"({name}) exception in {method} {path}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
@@ -450,7 +458,7 @@ class ColocatedHttpClient(HttpClient):
         body = data or b""
         raw = [(b"host", local.host_header), (b"content-length", str(len(body)).encode())]
         for key, value in headers.items():
-            raw.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+            raw.append(_JSON_CONTENT_TYPE if (key, value) == _JSON_HEADER else _raw_header(key, value))
         query_bytes = query.encode("latin-1")
         if params:
             query_bytes += (b"&" if query_bytes else b"") + urlencode(params).encode("latin-1")

@@ -274,7 +274,7 @@ class HttpClient:
         if headers:
             send_headers.update(headers)
         if cookies:
-            send_headers["Cookie"] = "; ".join(f"{key}={value}" for key, value in cookies.items())
+            send_headers["Cookie"] = "; ".join([f"{key}={value}" for key, value in cookies.items()])
         deadlines = timeouts or self.timeouts
         attempt = 0
         while True:
@@ -647,7 +647,8 @@ class ServerClient:
         return None if None in caps else sum(cap for cap in caps if cap is not None)
 
     async def request(self, server_name: str, url_path: str, method: str = "POST", **kwargs: Any) -> HttpResult:
-        base = await self.url_of(server_name)
+        info = self._registry.get(server_name)  # known, as for every call but a server's first
+        base = info.url if info is not None else await self.url_of(server_name)
         replicas = self._replicas.get(server_name)
         if replicas is not None:
             return await self._request_replicated(replicas, url_path, method, kwargs)
