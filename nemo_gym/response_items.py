@@ -21,7 +21,6 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    SerializationInfo,
     SerializerFunctionWrapHandler,
     Tag,
     model_serializer,
@@ -48,7 +47,7 @@ class SentFieldsModel(BaseModel):
         cls._LEFT_OUT_UNLESS_GIVEN = frozenset(cls.model_fields) - cls.ALWAYS_SENT
 
     @model_serializer(mode="wrap")
-    def _as_given(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+    def _as_given(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
         # Items parsed from JSON were given most of their fields: usually nothing is left out, and the
         # serialised dict is handed on as it is. (A dict comprehension over every key, and reading
