@@ -13,6 +13,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from nemo_gym.servers.coalesced_writes import CoalescedWrites
 from nemo_gym.servers.request_limits import (
     DEFAULT_REQUEST_BODY_TIMEOUT_S,
     DEFAULT_REQUEST_HEAD_TIMEOUT_S,
@@ -27,7 +28,8 @@ class _Phase:
 
 
 class DeadlineHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline for receiving each request (see module docstring).
+    """uvicorn's httptools protocol with a deadline for receiving each request (see module docstring), and
+    each answer's writes sent together (`nemo_gym.servers.coalesced_writes`).
 
     Configure through `deadline_protocol`; the class attributes are its defaults.
     """
@@ -45,7 +47,8 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
 
     # ---- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # One send per answer instead of uvicorn's two (head, then body): see `coalesced_writes`.
+        super().connection_made(CoalescedWrites(transport, self.loop))
         # A connection that never sends a byte must not be held forever either.
         self._arm(_Phase.HEAD, self.head_timeout_s)
 
