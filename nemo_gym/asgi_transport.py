@@ -252,16 +252,16 @@ async def call_local(
     target = direct.target(scope)
     if target is None:
         return await call_app(local, method, path, query, headers, body)
+    if not direct.admits(scope, len(body)):  # the app refuses it before any route: let it answer
+        return await call_app(local, method, path, query, headers, body)
     request_body = _RequestBody(body)
     try:
-        outcome = await direct.call(target, scope, request_body.receive, len(body))
+        outcome = await direct.serve(target, scope, request_body.receive)
     except Exception as error:  # noqa: BLE001 - the app's crash is answered, never the collector's
         _log_crash(local.name, method, path, error)
         return _crashed()
     finally:
         request_body.end()
-    if outcome is None:  # the app refuses it before any route: let it answer
-        return await call_app(local, method, path, query, headers, body)
     if isinstance(outcome, Answer):
         return outcome
     return await _serve(local, outcome, scope, _RequestBody(body), method, path)

@@ -116,13 +116,16 @@ class DirectCalls:
         """The direct-handler route of this request's method and path, if it has one."""
         return self._resolve(scope)
 
-    async def call(self, target: Target, scope: Scope, receive: Receive, body_size: int) -> Answer | ASGIApp | None:
-        """Serve one request to `target` (its `scope` as the transport built it, `receive` handing over
-        its body). The answer; or an ASGI app to send it with (the call raised, or answered with a kind
-        of response that must be sent, e.g. streamed); or None when the app would refuse it before any
-        route (the caller then calls the app, which answers it as it always does)."""
-        if body_size > self.body_cap or self.guard.refusal(scope) is not None:
-            return None
+    def admits(self, scope: Scope, body_size: int) -> bool:
+        """Whether the app would let this request through to its route: a request it refuses before any
+        route (the guard's checks, the body cap) is not served here; the caller calls the app, which
+        answers it as it always does."""
+        return body_size <= self.body_cap and self.guard.refusal(scope) is None
+
+    async def serve(self, target: Target, scope: Scope, receive: Receive) -> Answer | ASGIApp:
+        """Serve one request the app admits (`admits`) to `target` (`scope` as the transport built it,
+        `receive` handing over its body). The answer; or an ASGI app to send it with (the call raised, or
+        answered with a kind of response that must be sent, e.g. streamed)."""
         session = self.session.resolve(scope["headers"])
         scope["session"] = {SESSION_ID_KEY: session.session_id}
         # What the app's entry, the router and the route put in the scope on the ASGI path.

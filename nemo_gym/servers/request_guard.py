@@ -26,12 +26,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import orjson
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]  # what ASGI servers hand over (a dict), as Starlette types it
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]

@@ -9,6 +9,7 @@ import httpx
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from nemo_gym.servers.direct_calls import DirectCalls
 from nemo_gym.testing.inprocess import ThreadedServer
 from tests.servers.test_lean_inproc import REQUESTS, _server
 
@@ -63,3 +64,32 @@ def test_a_served_server_looks_each_paths_route_up_once(monkeypatch):
     assert [answer.json() for answer in answers] == [{"text": "one"}, {"text": "two"}, {"text": "three"}]
     # FastAPI's router tries the routes up to /echo on every request; the lean app on the first only.
     assert first_call > 0 and len(matched) == first_call
+
+
+def test_a_served_request_the_app_admits_skips_the_middleware_stack(monkeypatch):
+    served: list[str] = []
+    original = DirectCalls.serve
+
+    async def recording(self: DirectCalls, target: Any, scope: Any, receive: Any) -> Any:
+        served.append(scope["path"])
+        return await original(self, target, scope, receive)
+
+    monkeypatch.setattr(DirectCalls, "serve", recording)
+    server = _server(max_request_body_bytes=200)
+    with ThreadedServer(server.setup_webserver()) as running:
+        assert httpx.post(running.url + "/echo", json={"text": "direct"}).json() == {"text": "direct"}
+        assert httpx.get(running.url + "/health").status_code == 200
+        assert served == ["/echo", "/health"]
+
+        def chunks():
+            yield b'{"text": '
+            yield b'"chunked"}'
+
+        chunked = httpx.post(running.url + "/echo", content=chunks(), headers={"content-type": "application/json"})
+        assert chunked.json() == {"text": "chunked"}  # no declared length: through the stack
+        too_large = httpx.post(running.url + "/echo", json={"text": "x" * 300})
+        assert too_large.status_code == 413
+        foreign = httpx.post(running.url + "/echo", json={"text": "hi"}, headers={"host": "evil.example"})
+        assert foreign.status_code == 421
+        assert httpx.post(running.url + "/crash").status_code == 500  # answered by the app's error layers
+        assert served == ["/echo", "/health", "/crash"]
