@@ -1,4 +1,4 @@
-"""In-memory calls to one of our servers' routes without the ASGI round trip: the co-located fast path.
+"""Calls to one of our servers' direct-handler routes without its middleware stack: in memory, and served.
 
 A co-located collection (`nemo_gym.colocated`) calls the agent and resources servers in memory
 (`nemo_gym.asgi_transport`). Through the app, each call passes eight middleware layers on its way in
@@ -18,6 +18,10 @@ parts, asked directly instead of stacked:
     (the app's handlers: our errors, validation, HTTPException). The answers are those of the app;
   * a plain Response's status, headers and body are taken as they are; any other kind (streaming, a
     background task) is sent through the same error layers, as the app would.
+
+Served on a socket, a request with a declared body length that the app admits goes the same way
+(`nemo_gym.servers.lean_app`), inside its own `CancelOnDisconnect`; ~6 us of a served server's ~57 us of CPU
+per small request.
 
 An app with middleware besides our own machinery (an environment that added some), FastAPI's
 telemetry switched on or an app-wide body limit is always called through the app.
