@@ -216,3 +216,23 @@ def test_a_stopped_viewer_server_is_said_on_the_page_not_raised(page, tmp_path):
     page.wait_for_function(
         "document.querySelector('#status').textContent.startsWith('cannot reach the viewer server')", timeout=15_000
     )
+
+
+def test_clicks_after_the_viewer_server_stopped_are_said_on_the_page_not_raised(page, tmp_path):
+    # A sort, a filter and a row click each start a load of their own; a stopped server must turn each
+    # into a line in the status bar, not an unhandled "Failed to fetch" (the fixture fails on one).
+    path = write_rows(tmp_path / "run.jsonl", [rollout_row(t, 0, 1.0) for t in range(3)])
+    with viewer(f"+jsonl_fpath={path}") as url:
+        page.goto(url)
+        page.wait_for_selector("#rows tbody tr")
+    for action in (
+        lambda: page.click("#rows th[data-sort=reward]"),
+        lambda: page.fill("#q", "City1"),
+        lambda: page.click("#rows tbody tr"),
+    ):
+        page.evaluate("document.querySelector('#status').textContent = ''")
+        action()
+        page.wait_for_function(
+            "document.querySelector('#status').textContent.startsWith('cannot reach the viewer server')",
+            timeout=5_000,
+        )

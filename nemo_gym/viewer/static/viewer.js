@@ -56,6 +56,16 @@ async function api(path) {
   return response.json();
 }
 
+// Loads the page starts by itself (clicks, typing, polling, a finished index) go through here, so a
+// stopped server or a refused request is said in the status line instead of escaping as an unhandled
+// "Failed to fetch".
+function reported(promise) {
+  return promise.catch(error => {
+    const reason = error instanceof TypeError ? "cannot reach the viewer server" : "a request failed";
+    $("#status").textContent = `${reason} (${error.message})`;
+  });
+}
+
 function pretty(text) {
   // Tool arguments and outputs are usually JSON inside a string; show them indented when they are.
   if (typeof text !== "string") return JSON.stringify(text, null, 2);
@@ -66,9 +76,9 @@ function pretty(text) {
 function showTab(name) {
   document.querySelectorAll("#tabs button").forEach(b => b.classList.toggle("active", b.dataset.tab === name));
   document.querySelectorAll(".tab").forEach(s => s.classList.toggle("active", s.id === `tab-${name}`));
-  if (name === "metrics") loadMetrics();
-  if (name === "failures") loadFailures();
-  if (name === "compare") loadCompare();
+  if (name === "metrics") reported(loadMetrics());
+  if (name === "failures") reported(loadFailures());
+  if (name === "compare") reported(loadCompare());
 }
 
 // ---- status ----------------------------------------------------------------------------------
@@ -101,12 +111,12 @@ async function refreshStatus() {
   updateEndings(a.endings);
   const complete = a.complete && (!status.b || status.b.complete);
   if (complete && !wasComplete) {
-    loadRows();
-    loadFailureCount();
-    if ($("#tab-metrics").classList.contains("active")) loadMetrics();
-    if ($("#tab-compare").classList.contains("active")) loadCompare();
+    reported(loadRows());
+    reported(loadFailureCount());
+    if ($("#tab-metrics").classList.contains("active")) reported(loadMetrics());
+    if ($("#tab-compare").classList.contains("active")) reported(loadCompare());
   }
-  if (!complete && !state.total) loadRows();
+  if (!complete && !state.total) reported(loadRows());
   // While indexing, poll often; afterwards now and then, to pick up rows a running collection appends.
   return complete ? 3000 : 500;
 }
@@ -145,7 +155,7 @@ async function loadRows() {
       el("td", { class: rewardClass(row.reward) }, fmtReward(row.reward)), el("td", {}, row.turns),
       el("td", {}, fmt(row.tokens)), el("td", {}, row.ending));
     if (row.row === state.selected) tr.classList.add("selected");
-    tr.addEventListener("click", () => selectRow(row.row, tr));
+    tr.addEventListener("click", () => reported(selectRow(row.row, tr)));
     body.append(tr);
   }
   const last = Math.min(data.offset + data.rows.length, data.total);
@@ -416,7 +426,7 @@ async function loadCompare() {
     const tr = el("tr", { "data-task": t.task }, el("td", {}, t.task), el("td", {}, fmtReward(t.a_mean)), el("td", {}, fmtReward(t.b_mean)),
       el("td", { class: t.delta > 0 ? "reward-good" : t.delta < 0 ? "reward-bad" : "" }, t.delta === null ? "-" : (t.delta > 0 ? "+" : "") + fmtReward(t.delta)),
       el("td", {}, t.a_rollouts), el("td", {}, t.b_rollouts));
-    tr.addEventListener("click", () => openCompareTask(t.task, tr));
+    tr.addEventListener("click", () => reported(openCompareTask(t.task, tr)));
     return tr;
   }));
 }
@@ -434,7 +444,7 @@ async function openCompareTask(task, tr) {
       const row = await api(`/api/rows/${select.value}?run=${side}`);
       target.replaceChildren(renderConversation(row, Number(select.value)));
     };
-    select.onchange = show;
+    select.onchange = () => reported(show());
     if (rows.length) await show(); else target.replaceChildren(el("p", { class: "muted" }, "(task not in this run)"));
   }
 }
@@ -445,15 +455,15 @@ function wire() {
   document.querySelectorAll("#rows th[data-sort]").forEach(th => th.addEventListener("click", () => {
     if (state.sort === th.dataset.sort) state.desc = !state.desc; else { state.sort = th.dataset.sort; state.desc = false; }
     state.offset = 0;
-    loadRows();
+    reported(loadRows());
   }));
   let typing = null;
-  const refilter = () => { state.offset = 0; loadRows(); };
+  const refilter = () => { state.offset = 0; reported(loadRows()); };
   $("#filters").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(refilter, 250); });
   $("#filters").addEventListener("submit", event => { event.preventDefault(); refilter(); });
   $("#filters").addEventListener("reset", () => setTimeout(refilter, 0));
-  $("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadRows(); });
-  $("#next").addEventListener("click", () => { state.offset += PAGE_SIZE; loadRows(); });
+  $("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); reported(loadRows()); });
+  $("#next").addEventListener("click", () => { state.offset += PAGE_SIZE; reported(loadRows()); });
 }
 
 wire();
